@@ -1,0 +1,75 @@
+//! `tandem pause` / `tandem resume`: state-changing commands.
+//!
+//! Like every state-changing command: `--dry-run` shows what would change
+//! and changes nothing; without `--yes` it asks for confirmation (and
+//! refuses when nobody can answer); `--reason` is required and recorded
+//! with who ran it in the audit log.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::bail;
+use tandem_controller::client::Change;
+
+use super::Target;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: String,
+    /// Who: recorded in the audit log (defaults to $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub who: String,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub async fn run(change: Change, args: Args) -> anyhow::Result<()> {
+    if args.reason.trim().is_empty() {
+        bail!("--reason must not be empty: the audit log records why");
+    }
+    let client = args.target.client();
+    let (_, status) = client.status().await?;
+    let paused = status.cluster.policy.paused;
+    let (verb, would_change) = match change {
+        Change::Pause => ("pause automatic actions", !paused),
+        Change::Resume => ("resume automatic actions", paused),
+    };
+    let now = if paused { "paused" } else { "not paused" };
+    let plan = if would_change {
+        format!("plan: {verb} (now: {now})")
+    } else {
+        format!("plan: {verb}: no change, automatic actions are already {now} (it is still recorded in the audit log)")
+    };
+    println!("{plan}");
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    if !args.yes {
+        confirm()?;
+    }
+    let outcome = client.change(change, &args.who, &args.reason).await?;
+    println!("{}: {} (audit #{}, leader {})", verb, outcome.result, outcome.audit_seq, outcome.leader_addr);
+    Ok(())
+}
+
+fn confirm() -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to change the cluster without confirmation: stdin is not a terminal, pass --yes");
+    }
+    print!("Proceed? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("cancelled: nothing changed");
+    }
+    Ok(())
+}

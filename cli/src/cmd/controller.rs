@@ -1,0 +1,53 @@
+//! `tandem controller --config FILE`: one site's controller daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tandem_controller::clock::SystemClock;
+use tandem_controller::config::NodeConfig;
+use tandem_controller::node::{Node, NodeDeps};
+use tandem_net::Transport;
+use tandem_storage::RocksKv;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The site's TOML config (see deploy/ for examples).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let node = start_node(config).await?;
+    tracing::info!(addr = %node.local_addr(), "serving; Ctrl-C or SIGTERM stops");
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Opens the site's rocksdb store and starts its node.
+pub async fn start_node(config: NodeConfig) -> anyhow::Result<Node> {
+    let db_dir = config.data_dir.join("controller");
+    std::fs::create_dir_all(&db_dir).with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
+    let kv = RocksKv::open(&db_dir)?;
+    let deps = NodeDeps { kv: Arc::new(kv), transport: Transport::Tokio, clock: Arc::new(SystemClock) };
+    Ok(Node::start(config, deps).await?)
+}
+
+/// Ctrl-C or SIGTERM (what systemd and `kill` send).
+pub async fn wait_for_stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

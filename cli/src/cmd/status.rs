@@ -1,0 +1,134 @@
+//! `tandem status`: the cluster at a glance, or `--json` for scripts.
+//!
+//! Asks the first controller that answers for the agreed state, then asks
+//! every site's controller for its own Raft view, so a dead or cut-off site
+//! shows as unreachable instead of hiding behind a stale row.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tandem_controller::state::ClusterState;
+use tandem_controller::status::RaftStatus;
+
+use super::Target;
+use crate::output::table;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `--json` document.
+#[derive(Serialize)]
+struct Report {
+    /// The controller whose applied state is shown.
+    answered_by: String,
+    leader: Option<String>,
+    /// Each site's own Raft view; null when it did not answer.
+    nodes: BTreeMap<String, Option<RaftStatus>>,
+    shard_counts: BTreeMap<String, u64>,
+    cluster: ClusterState,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = args.target.client();
+    let (answered_by, first) = client.status().await?;
+    let cluster = first.cluster.clone();
+
+    let mut nodes = BTreeMap::new();
+    let lookups = cluster.sites.values().map(|site| {
+        let client = &client;
+        let first = &first;
+        async move {
+            let view = if site.name == first.raft.site {
+                Some(first.raft.clone())
+            } else {
+                client.status_at(&site.addr).await.ok().map(|s| s.raft)
+            };
+            (site.name.clone(), view)
+        }
+    });
+    for (name, view) in futures::future::join_all(lookups).await {
+        nodes.insert(name, view);
+    }
+    // Before bootstrap the cluster state lists no sites: show the answering node.
+    if nodes.is_empty() {
+        nodes.insert(first.raft.site.clone(), Some(first.raft.clone()));
+    }
+    let leader = nodes
+        .values()
+        .flatten()
+        .filter(|r| r.role == "leader")
+        .max_by_key(|r| r.term)
+        .map(|r| r.site.clone())
+        .or_else(|| first.raft.leader_site.clone());
+
+    let report = Report { answered_by, leader, nodes, shard_counts: cluster.shard_counts(), cluster };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn render(r: &Report) -> String {
+    let c = &r.cluster;
+    let mut out = String::new();
+    if !c.bootstrapped {
+        out.push_str("cluster not bootstrapped yet (waiting for the first leader)\n");
+    }
+    let actions = if c.policy.paused {
+        "PAUSED"
+    } else if c.policy.auto_failover {
+        "enabled"
+    } else {
+        "auto-failover off"
+    };
+    out.push_str(&format!(
+        "generation {}   shards {}   automatic actions: {}   leader: {}\n\n",
+        c.generation,
+        c.shards.len(),
+        actions,
+        r.leader.as_deref().unwrap_or("NONE (no quorum?)"),
+    ));
+    let rows: Vec<Vec<String>> = r
+        .nodes
+        .iter()
+        .map(|(name, view)| {
+            let site = c.sites.get(name);
+            let (raft_role, term, applied) = match view {
+                Some(v) => (v.role.clone(), v.term.to_string(), v.last_applied_index.to_string()),
+                None => ("UNREACHABLE".into(), "-".into(), "-".into()),
+            };
+            vec![
+                name.clone(),
+                site.map(|s| s.city.clone()).unwrap_or_default(),
+                site.map(|s| s.role.as_str().to_string()).unwrap_or_default(),
+                raft_role,
+                term,
+                applied,
+                r.shard_counts.get(name).copied().unwrap_or(0).to_string(),
+                site.map(|s| s.addr.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["SITE", "CITY", "ROLE", "RAFT", "TERM", "APPLIED", "SHARDS", "ADDR"], &rows));
+    out.push('\n');
+    if !c.pairs.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = c
+            .pairs
+            .iter()
+            .map(|p| vec![format!("{} <-> {}", p.site_a, p.site_b), p.mode.as_str().to_string(), p.state_id.to_string()])
+            .collect();
+        out.push_str(&table(&["IN-CITY PAIR", "MODE", "STATE ID"], &rows));
+        out.push('\n');
+    }
+    out.push_str(&format!("\n(state from {}; {} audit entries)\n", r.answered_by, c.audit_len));
+    out
+}

@@ -1,0 +1,78 @@
+//! `tandem`: the one binary for daemons, SRE commands and drills.
+//!
+//! Each subcommand lives in its own file under `cmd/`. Commands that talk
+//! to the cluster find it through `--controllers` (or `TANDEM_CONTROLLERS`),
+//! which defaults to the addresses `tandem demo` uses.
+
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Addresses of the three demo controllers; the default target of every
+/// cluster command, so `tandem status` just works next to `tandem demo`.
+pub const DEMO_CONTROLLERS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Disaster-recovery controller for the contract platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a controller node (one per site) from its TOML config.
+    Controller(cmd::controller::Args),
+    /// Start a complete local three-site cluster (A and B in one city, C the DR site).
+    Demo(cmd::demo::Args),
+    /// Show sites, roles, Raft state, shard owners and replication modes.
+    Status(cmd::status::Args),
+    /// List the audit log, newest first.
+    Audit(cmd::audit::Args),
+    /// Pause automatic actions (failover, policy-driven mode changes).
+    Pause(cmd::change::Args),
+    /// Resume automatic actions.
+    Resume(cmd::change::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Controller(_) | Command::Demo(_));
+    init_logging(daemon);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Controller(args) => cmd::controller::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Status(args) => cmd::status::run(args).await,
+            Command::Audit(args) => cmd::audit::run(args).await,
+            Command::Pause(args) => cmd::change::run(tandem_controller::client::Change::Pause, args).await,
+            Command::Resume(args) => cmd::change::run(tandem_controller::client::Change::Resume, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Daemons log at info to stderr; client commands only warn, so their
+/// output stays readable. `RUST_LOG` overrides both.
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info,openraft=warn" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,331 @@
+//! End-to-end tests with real processes: three `tandem controller` daemons
+//! on loopback, driven by the `tandem` CLI exactly as an SRE would.
+//!
+//! Waits poll the cluster's own answers until a condition holds, bounded by
+//! a deadline; nothing sleeps to paper over a race.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+/// Bound on any one wait for the cluster to reach a state.
+const WAIT: Duration = Duration::from_secs(60);
+const SITES: [&str; 3] = ["a", "b", "c"];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: BTreeMap<&'static str, String>,
+    children: BTreeMap<&'static str, Child>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("127.0.0.1:{}", free_port()))).collect();
+        for site in SITES {
+            let mut text = format!(
+                "site = \"{site}\"\ndata_dir = \"{}\"\nshard_count = 64\n\n[raft]\nheartbeat_ms = 100\n\
+                 election_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\ncommit_timeout_ms = 3000\n",
+                dir.path().join(site).display()
+            );
+            for (i, (name, city, role)) in
+                [("a", "city-1", "active"), ("b", "city-1", "active"), ("c", "city-2", "dr-standby")].iter().enumerate()
+            {
+                text.push_str(&format!(
+                    "\n[[sites]]\nname = \"{name}\"\nnode_id = {}\ncity = \"{city}\"\nrole = \"{role}\"\naddr = \"{}\"\n",
+                    i + 1,
+                    addrs[name]
+                ));
+            }
+            std::fs::write(dir.path().join(format!("{site}.toml")), text).unwrap();
+        }
+        Cluster { dir, addrs, children: BTreeMap::new() }
+    }
+
+    fn start(&mut self, site: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{site}.log")))
+            .unwrap();
+        let child = Command::new(TANDEM)
+            .args(["controller", "--config"])
+            .arg(self.dir.path().join(format!("{site}.toml")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(site, child);
+    }
+
+    /// SIGKILL: no clean shutdown, as in a power cut of the process.
+    fn kill(&mut self, site: &str) {
+        let mut child = self.children.remove(site).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn controllers(&self, sites: &[&str]) -> String {
+        sites.iter().map(|s| self.addrs[s].clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs the CLI against `sites`' controllers.
+    fn tandem(&self, sites: &[&str], args: &[&str]) -> Output {
+        run_bounded(Command::new(TANDEM).args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)))
+    }
+
+    fn status(&self, sites: &[&str]) -> Option<Value> {
+        let out = self.tandem(sites, &["status", "--json", "--timeout-ms", "2000"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Polls `status` (asked of `sites`) until `cond` holds.
+    fn wait_status(&self, what: &str, sites: &[&str], cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.status(sites) {
+                if cond(&s) {
+                    return s;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn logs(&self) -> String {
+        SITES
+            .iter()
+            .map(|s| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("{s}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!("--- {s}.log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs a command, killing it if it outlives [`WAIT`]: a hung CLI fails
+/// the test instead of hanging it.
+fn run_bounded(cmd: &mut Command) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command did not finish within {WAIT:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn leader_of(status: &Value) -> Option<String> {
+    status["leader"].as_str().map(str::to_string)
+}
+
+fn audit_has(out: &Output, what: &str, why: &str) -> bool {
+    let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+    entries.as_array().unwrap().iter().any(|e| e["what"] == what && e["why"] == why)
+}
+
+// Pause goes through Raft and is audited; killing the leader with SIGKILL
+// elects another; the killed node restarts, rejoins, and still has the
+// state and the audit entry.
+#[test]
+fn pause_survives_leader_kill_and_restart() {
+    let mut c = Cluster::new();
+    for s in SITES {
+        c.start(s);
+    }
+    let status = c.wait_status("a leader and the initial layout", &SITES, |s| {
+        leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true
+    });
+    assert_eq!(status["shard_counts"]["a"], 32);
+    assert_eq!(status["shard_counts"]["b"], 32);
+    assert_eq!(status["shard_counts"]["c"], 0);
+    assert_eq!(status["cluster"]["pairs"][0]["mode"], "sync");
+
+    let reason = "drill: pause before maintenance";
+    // Ask a follower first, so the leader redirect is exercised.
+    let leader = leader_of(&status).unwrap();
+    let follower = SITES.iter().find(|s| **s != leader).unwrap();
+    let mut order = vec![*follower];
+    order.extend(SITES.iter().filter(|s| *s != follower));
+    // Without --yes and with no terminal to ask, nothing is changed.
+    let out = c.tandem(&order, &["pause", "--reason", reason, "--who", "tester"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"));
+    let out = c.tandem(&order, &["pause", "--reason", reason, "--who", "tester", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run: nothing changed"));
+    assert_eq!(c.status(&SITES).unwrap()["cluster"]["audit_len"], 1, "only the bootstrap entry so far");
+
+    let out = c.tandem(&order, &["pause", "--reason", reason, "--who", "tester", "--yes"]);
+    assert!(out.status.success(), "pause failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = c.tandem(&SITES, &["audit", "--json"]);
+    assert!(audit_has(&out, "pause automatic actions", reason), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let old_leader: &'static str = SITES.iter().find(|s| **s == leader).unwrap();
+    c.kill(old_leader);
+    let others: Vec<&str> = SITES.iter().copied().filter(|s| *s != old_leader).collect();
+    c.wait_status("a new leader among the survivors", &others, |s| {
+        leader_of(s).is_some_and(|l| l != old_leader) && s["nodes"][old_leader].is_null()
+    });
+
+    c.start(old_leader);
+    let me = [old_leader];
+    let rejoined = c.wait_status("the restarted node follows again", &me, |s| {
+        let own = &s["nodes"][old_leader];
+        own["role"] == "follower" && own["leader_id"].is_u64() && s["cluster"]["policy"]["paused"] == true
+    });
+    assert_eq!(rejoined["cluster"]["generation"], 1);
+    let out = c.tandem(&me, &["audit", "--json"]);
+    assert!(audit_has(&out, "pause automatic actions", reason), "restarted node lost the audit entry");
+
+    // And a change still commits through the new leader.
+    let out = c.tandem(&SITES, &["resume", "--reason", "maintenance done", "--who", "tester", "--yes"]);
+    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+// Without a majority, a change fails with a clear message in bounded time
+// and changes nothing.
+#[test]
+fn change_without_quorum_fails_clearly() {
+    let mut c = Cluster::new();
+    for s in SITES {
+        c.start(s);
+    }
+    c.wait_status("a leader and the initial layout", &SITES, |s| {
+        leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true
+    });
+    c.kill("a");
+    c.kill("b");
+    let out = c.tandem(&["c"], &["pause", "--reason", "should not apply", "--who", "tester", "--yes"]);
+    assert!(!out.status.success(), "pause succeeded without quorum");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no quorum"), "unclear error: {err}");
+    let status = c.status(&["c"]).expect("the survivor still answers status");
+    assert_eq!(status["cluster"]["policy"]["paused"], false);
+}
+
+#[test]
+fn no_controller_gives_clear_error() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = run_bounded(Command::new(TANDEM).args(["status", "--controllers", &addr]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no controller answered") && err.contains(&addr), "{err}");
+}
+
+// A bad config line is reported with file, line and field, and the daemon
+// does not start.
+#[test]
+fn malformed_config_names_file_line_and_field() {
+    let c = Cluster::new();
+    let path: PathBuf = c.dir.path().join("a.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("heartbeat_ms = 100", "heartbeat_ms = \"fast\"");
+    let bad = c.dir.path().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let out = run_bounded(Command::new(TANDEM).arg("controller").arg("--config").arg(&bad));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:6:") && err.contains("raft.heartbeat_ms"), "{err}");
+}
+
+fn consecutive_free_ports() -> u16 {
+    loop {
+        let base = free_port();
+        if base < u16::MAX - 2 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// Starts `tandem demo` and waits for its ready line.
+fn start_demo(dir: &Path, base: u16) -> (Child, Vec<String>) {
+    let mut child = Command::new(TANDEM)
+        .args(["demo", "--dir"])
+        .arg(dir)
+        .args(["--base-port", &base.to_string(), "--shards", "16"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "demo exited early: {lines:?}");
+        lines.push(line.trim_end().to_string());
+        if line.starts_with("Ctrl-C stops") {
+            break;
+        }
+    }
+    child.stdout = Some(reader.into_inner());
+    (child, lines)
+}
+
+fn interrupt_and_wait(mut child: Child) -> String {
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "demo did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "demo exited with {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+// `tandem demo` needs no config, prints where its data is and what to run,
+// stops cleanly on Ctrl-C, and recovers its state when started again.
+#[test]
+fn demo_starts_stops_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = consecutive_free_ports();
+    let controllers = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    let (child, lines) = start_demo(dir.path(), base);
+    let text = lines.join("\n");
+    assert!(text.contains("three sites up, leader is site"), "{text}");
+    assert!(text.contains(&dir.path().canonicalize().unwrap().display().to_string()), "demo must print its data dir: {text}");
+    assert!(text.contains("tandem status"), "{text}");
+
+    let out = run_bounded(
+        Command::new(TANDEM).args(["pause", "--reason", "demo test", "--who", "t", "--yes"]).env("TANDEM_CONTROLLERS", &controllers),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rest = interrupt_and_wait(child);
+    assert!(rest.contains("tandem demo: stopped"), "{rest}");
+
+    let (child, _) = start_demo(dir.path(), base);
+    let out = run_bounded(Command::new(TANDEM).args(["audit", "--json"]).env("TANDEM_CONTROLLERS", &controllers));
+    assert!(audit_has(&out, "pause automatic actions", "demo test"), "state lost across demo restart");
+    let out = run_bounded(Command::new(TANDEM).args(["status"]).env("TANDEM_CONTROLLERS", &controllers));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("automatic actions: PAUSED"), "{table}");
+    interrupt_and_wait(child);
+}

@@ -1,0 +1,203 @@
+//! Client of the control API, used by the CLI (and tests).
+//!
+//! Reads go to the first controller that answers. Changes follow the
+//! leader: a follower's refusal names the leader's address, and the client
+//! retries there. Every call is bounded, and a client never retries a change
+//! whose outcome is unknown (a commit timeout), since it might have applied.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tandem_net::Transport;
+use tandem_proto::control as pb;
+use tandem_proto::control::control_client::ControlClient as PbClient;
+use tandem_proto::error_code as code;
+use tonic::Code;
+
+use crate::service::convert;
+use crate::state::AuditEntry;
+use crate::status::NodeStatus;
+
+/// Redirects followed before giving up (a leader change mid-call moves
+/// the leader once; more means the cluster is unstable).
+const MAX_LEADER_HOPS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no controller answered: {tried}. Is the cluster running? (`tandem demo` starts a local one; --controllers or TANDEM_CONTROLLERS picks others)")]
+    NoController { tried: String },
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Malformed(#[from] convert::Malformed),
+}
+
+/// A state change the CLI can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Pause,
+    Resume,
+}
+
+/// What a committed change produced.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeOutcome {
+    pub audit_seq: u64,
+    pub result: String,
+    /// Address of the leader that committed it.
+    pub leader_addr: String,
+}
+
+pub struct ControlClient {
+    addrs: Vec<String>,
+    transport: Transport,
+    call_timeout: Duration,
+}
+
+enum CallError {
+    /// Could not reach the node, or it did not answer in time.
+    Unreachable(String),
+    Status(tonic::Status),
+}
+
+impl ControlClient {
+    /// `call_timeout` bounds each call; keep it above the servers' commit
+    /// timeout so a slow commit is reported by the server, not cut off here.
+    pub fn new(addrs: Vec<String>, transport: Transport, call_timeout: Duration) -> Self {
+        Self { addrs, transport, call_timeout }
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    fn client(&self, addr: &str) -> Result<PbClient<tonic::transport::Channel>, CallError> {
+        let channel = self.transport.channel(addr).map_err(|e| CallError::Unreachable(format!("bad address: {e}")))?;
+        Ok(PbClient::new(channel))
+    }
+
+    async fn bounded<T>(&self, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, CallError> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            // Our servers mark their own refusals with an error code; an
+            // unmarked UNAVAILABLE/UNKNOWN/CANCELLED comes from the transport.
+            Ok(Err(s))
+                if error_code(&s).is_none() && matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) =>
+            {
+                Err(CallError::Unreachable(s.message().to_string()))
+            }
+            Ok(Err(s)) => Err(CallError::Status(s)),
+            Err(_) => Err(CallError::Unreachable(format!("no answer within {} ms", self.call_timeout.as_millis()))),
+        }
+    }
+
+    /// Status of the controller at `addr`.
+    pub async fn status_at(&self, addr: &str) -> Result<NodeStatus, ClientError> {
+        let mut c = self.client(addr).map_err(|e| no_controller(vec![(addr.to_string(), e)]))?;
+        match self.bounded(c.status(pb::StatusRequest {})).await {
+            Ok(r) => Ok(convert::status_from_pb(r)?),
+            Err(e) => Err(no_controller(vec![(addr.to_string(), e)])),
+        }
+    }
+
+    /// Status from the first controller that answers, with its address.
+    pub async fn status(&self) -> Result<(String, NodeStatus), ClientError> {
+        let mut tried = Vec::new();
+        for addr in &self.addrs {
+            match self.status_at(addr).await {
+                Ok(s) => return Ok((addr.clone(), s)),
+                Err(ClientError::NoController { tried: t }) => tried.push(t),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::NoController { tried: tried.join("; ") })
+    }
+
+    /// The newest `limit` audit entries (newest first), from the first
+    /// controller that answers.
+    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        let mut tried = Vec::new();
+        for addr in &self.addrs {
+            let result = match self.client(addr) {
+                Ok(mut c) => self.bounded(c.audit(pb::AuditRequest { limit })).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => return Ok(r.entries.into_iter().map(convert::audit_from_pb).collect()),
+                Err(CallError::Status(s)) => return Err(ClientError::Refused(s.message().to_string())),
+                Err(e) => tried.push((addr.clone(), e)),
+            }
+        }
+        Err(no_controller(tried))
+    }
+
+    /// Asks the leader to apply `change`, following redirects.
+    pub async fn change(&self, change: Change, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
+        let mut tried = Vec::new();
+        let mut no_leader = Vec::new();
+        let mut hops = 0;
+        while let Some(addr) = queue.pop_front() {
+            let req = pb::ChangeRequest { who: who.to_string(), why: why.to_string() };
+            let result = match self.client(&addr) {
+                Ok(mut c) => match change {
+                    Change::Pause => self.bounded(c.pause(req)).await,
+                    Change::Resume => self.bounded(c.resume(req)).await,
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => return Ok(ChangeOutcome { audit_seq: r.audit_seq, result: r.result, leader_addr: addr }),
+                Err(CallError::Status(s)) => match error_code(&s) {
+                    Some(code::NOT_LEADER) => {
+                        let leader = s
+                            .metadata()
+                            .get(tandem_proto::LEADER_ADDR_METADATA)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        match leader {
+                            Some(l) if hops < MAX_LEADER_HOPS => {
+                                hops += 1;
+                                queue.retain(|a| a != &l);
+                                queue.push_front(l);
+                            }
+                            _ => return Err(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message()))),
+                        }
+                    }
+                    Some(code::NO_LEADER) => no_leader.push(addr.clone()),
+                    // A commit timeout: the change may still apply, so never
+                    // resend it to another node.
+                    Some(code::COMMIT_TIMEOUT) => return Err(ClientError::NoQuorum(s.message().to_string())),
+                    _ => return Err(ClientError::Refused(s.message().to_string())),
+                },
+                Err(e) => tried.push((addr, e)),
+            }
+        }
+        if !no_leader.is_empty() {
+            return Err(ClientError::NoQuorum(format!(
+                "the controllers that answered ({}) know no leader; a majority of sites may be down or cut off. \
+                 Nothing was changed",
+                no_leader.join(", ")
+            )));
+        }
+        Err(no_controller(tried))
+    }
+}
+
+fn error_code(s: &tonic::Status) -> Option<&str> {
+    s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok())
+}
+
+fn no_controller(tried: Vec<(String, CallError)>) -> ClientError {
+    let tried = tried
+        .into_iter()
+        .map(|(addr, e)| match e {
+            CallError::Unreachable(m) => format!("{addr} ({m})"),
+            CallError::Status(s) => format!("{addr} ({})", s.message()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    ClientError::NoController { tried }
+}

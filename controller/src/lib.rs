@@ -1,0 +1,27 @@
+//! tandem's control plane.
+//!
+//! A Raft group with one voter per site keeps one agreed view of the
+//! cluster: sites and roles, the shard map (owner, epoch), in-city
+//! replication modes, policy, generation and the audit log.
+//!
+//! Module map:
+//! - [`state`]: the replicated state; [`ops`]: the commands that change it
+//!   (one file per operation), applied only from committed Raft entries;
+//! - [`raft`]: openraft wiring (stores over the storage seam, peer network,
+//!   runtime with a seedable RNG);
+//! - [`service`]: the control API for the CLI; [`client`]: its client;
+//! - [`node`]: starts a node from a [`config::NodeConfig`] and [`node::NodeDeps`];
+//! - [`clock`]: the wall-clock seam.
+//!
+//! This crate never changes state except through Raft, and never reads
+//! wall time or randomness while applying the log.
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod node;
+pub mod ops;
+pub mod raft;
+pub mod service;
+pub mod state;
+pub mod status;

@@ -1,0 +1,252 @@
+//! A controller node: Raft, its stores, the peer and control services, and
+//! the task that writes the initial layout. Everything external comes in
+//! through [`NodeDeps`] (storage, transport, clock), so the daemon, the demo
+//! and the simulation run this same code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use tandem_net::Transport;
+use tandem_proto::control::control_server::ControlServer;
+use tandem_proto::raft::raft_server::RaftServer;
+use tandem_storage::KvStore;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::ops::{BootstrapSpec, Command, OpMeta, Request};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{PeerNetwork, MAX_RAFT_MESSAGE_BYTES};
+use crate::raft::peer_service::PeerService;
+use crate::raft::state_machine::{StateMachineStore, StateReader};
+use crate::raft::Raft;
+use crate::service::ControlService;
+use crate::state::Site;
+use crate::status::{NodeStatus, RaftStatus};
+
+/// Log entries kept after a snapshot, so a briefly lagging peer catches up
+/// from the log rather than by a full snapshot.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
+/// Entries between snapshots.
+const LOGS_PER_SNAPSHOT: u64 = 5000;
+/// How often the bootstrap task re-checks when nothing changes.
+const BOOTSTRAP_RECHECK: Duration = Duration::from_millis(500);
+
+/// What a node needs from its environment.
+pub struct NodeDeps {
+    pub kv: Arc<dyn KvStore>,
+    pub transport: Transport,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid raft settings: {0}")]
+    RaftConfig(String),
+    #[error("cannot open controller store: {0}")]
+    Store(String),
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// A running controller node.
+pub struct Node {
+    raft: Raft,
+    state: StateReader,
+    site: String,
+    node_id: u64,
+    local_addr: SocketAddr,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    bootstrapper: JoinHandle<()>,
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig, deps: NodeDeps) -> Result<Node, NodeError> {
+        let me = config.this_site().clone();
+        let t = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "tandem".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_timeout_min_ms,
+            election_timeout_max: t.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(LOGS_PER_SNAPSHOT),
+            max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+
+        let log_store = LogStore::new(deps.kv.clone());
+        let sm_store = StateMachineStore::open(deps.kv.clone()).map_err(|e| NodeError::Store(e.to_string()))?;
+        let state = sm_store.reader();
+
+        // Bind before Raft starts so a taken port fails the start at once.
+        let listen = config.listen_addr();
+        let listener = deps
+            .transport
+            .bind(&listen)
+            .await
+            .map_err(|e| NodeError::Listen { addr: listen.clone(), reason: e.to_string() })?;
+        let local_addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: listen, reason: e.to_string() })?;
+
+        let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport), log_store, sm_store)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let control = ControlService::new(
+            raft.clone(),
+            state.clone(),
+            me.name.clone(),
+            me.node_id,
+            deps.clock.clone(),
+            t.commit_timeout(),
+        );
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                RaftServer::new(PeerService::new(raft.clone()))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            )
+            .add_service(ControlServer::new(control));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let transport = deps.transport;
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = transport.serve(router, listener, shutdown).await {
+                tracing::error!(error = %e, "controller server stopped");
+            }
+        });
+
+        // Every node may initialise: openraft accepts the same membership
+        // from several nodes, and refuses (harmlessly) once a log exists.
+        let members: BTreeMap<u64, BasicNode> =
+            config.sites.iter().map(|s| (s.node_id, BasicNode { addr: s.addr.clone() })).collect();
+        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        if !initialized {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!(error = %e, "raft initialise skipped");
+            }
+        }
+
+        let spec = BootstrapSpec {
+            sites: config
+                .sites
+                .iter()
+                .map(|s| Site { name: s.name.clone(), node_id: s.node_id, city: s.city.clone(), role: s.role.into(), addr: s.addr.clone() })
+                .collect(),
+            shard_count: config.shard_count,
+            policy: config.policy.to_policy(),
+        };
+        let bootstrapper = tokio::spawn(bootstrap_when_leader(raft.clone(), state.clone(), spec, deps.clock));
+
+        tracing::info!(site = %me.name, node_id = me.node_id, addr = %local_addr, "controller node started");
+        Ok(Node {
+            raft,
+            state,
+            site: me.name,
+            node_id: me.node_id,
+            local_addr,
+            stop_server: Some(stop_tx),
+            server,
+            bootstrapper,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn state(&self) -> &StateReader {
+        &self.state
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        node_status(&self.raft, &self.state, &self.site, self.node_id)
+    }
+
+    /// Stops serving, then stops Raft. Storage writes are synced as they
+    /// happen, so there is nothing left to flush.
+    pub async fn shutdown(mut self) {
+        self.bootstrapper.abort();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+}
+
+/// Describes this node for the Status call.
+pub fn node_status(raft: &Raft, state: &StateReader, site: &str, node_id: u64) -> NodeStatus {
+    let m = raft.metrics().borrow().clone();
+    let cluster = state.cluster();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let leader_addr = m
+        .current_leader
+        .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
+    let leader_site = m
+        .current_leader
+        .and_then(|id| cluster.sites.values().find(|s| s.node_id == id).map(|s| s.name.clone()));
+    NodeStatus {
+        raft: RaftStatus {
+            node_id,
+            site: site.to_string(),
+            role: role.to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_site,
+            leader_addr,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: state.last_applied_index(),
+        },
+        cluster,
+    }
+}
+
+/// Writes the initial layout once, from whichever node first leads.
+async fn bootstrap_when_leader(raft: Raft, state: StateReader, spec: BootstrapSpec, clock: Arc<dyn Clock>) {
+    let mut metrics = raft.metrics();
+    loop {
+        if state.cluster().bootstrapped {
+            return;
+        }
+        let leading = metrics.borrow().state == ServerState::Leader;
+        if leading {
+            let req = Request {
+                command: Command::Bootstrap(spec.clone()),
+                meta: OpMeta {
+                    who: "tandem".into(),
+                    why: "initial layout from configuration".into(),
+                    at_unix_ms: clock.now_unix_ms(),
+                },
+            };
+            match tokio::time::timeout(BOOTSTRAP_RECHECK * 10, raft.client_write(req)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => tracing::info!(error = %e, "bootstrap proposal failed; will retry"),
+                Err(_) => tracing::info!("bootstrap proposal not committed in time; will retry"),
+            }
+        }
+        let _ = tokio::time::timeout(BOOTSTRAP_RECHECK, metrics.changed()).await;
+    }
+}

@@ -1,0 +1,80 @@
+//! Controller operations: the commands carried by the Raft log.
+//!
+//! One file per operation, each with the same shape: a spec, a pure
+//! `apply(state, spec) -> Applied` that changes the state deterministically,
+//! and the text that goes into the audit log. [`apply`] dispatches and
+//! appends the audit entry, so no operation can skip the audit.
+
+mod bootstrap;
+mod pause;
+
+use serde::{Deserialize, Serialize};
+
+pub use bootstrap::BootstrapSpec;
+
+use crate::state::{AuditEntry, ClusterState};
+
+/// A state change. Serialised into the Raft log: add variants at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Writes the initial layout. Proposed by the first leader; ignored once
+    /// the cluster is bootstrapped.
+    Bootstrap(BootstrapSpec),
+    /// Stops automatic actions (failover, sync-mode changes by policy).
+    Pause,
+    /// Resumes automatic actions.
+    Resume,
+}
+
+/// Who asked and why, stamped by the node that proposed the command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpMeta {
+    pub who: String,
+    pub why: String,
+    /// Proposer's wall clock; apply never reads a clock.
+    pub at_unix_ms: u64,
+}
+
+/// The application data of one Raft entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Command,
+    pub meta: OpMeta,
+}
+
+/// What applying a [`Request`] produced, returned to the proposer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub audit_seq: u64,
+    pub result: String,
+    pub changed: bool,
+}
+
+/// What one operation did, before it is audited.
+struct Applied {
+    what: String,
+    result: String,
+    changed: bool,
+}
+
+/// Applies `req` (carried at `log_index`) to `state` and returns the new
+/// audit entry with the outcome. Deterministic: same inputs, same outputs.
+pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcome, AuditEntry) {
+    let applied = match &req.command {
+        Command::Bootstrap(spec) => bootstrap::apply(state, spec),
+        Command::Pause => pause::apply(state, true),
+        Command::Resume => pause::apply(state, false),
+    };
+    state.audit_len += 1;
+    let entry = AuditEntry {
+        seq: state.audit_len,
+        at_unix_ms: req.meta.at_unix_ms,
+        who: req.meta.who.clone(),
+        why: req.meta.why.clone(),
+        what: applied.what,
+        result: applied.result.clone(),
+        log_index,
+    };
+    let outcome = Outcome { audit_seq: entry.seq, result: applied.result, changed: applied.changed };
+    (outcome, entry)
+}

@@ -1,0 +1,244 @@
+//! The replicated state machine, stored through the [`KvStore`] seam.
+//!
+//! Layout: `sm/core` → JSON [`Core`] (cluster state, last applied log id,
+//! membership); `audit/<seq: u64 BE>` → JSON audit entry; `sm/snapshot` →
+//! the last built or installed snapshot. Each `apply` call writes its state
+//! change and audit entries in one synced batch, so state and audit never
+//! disagree after a crash and a snapshot never needs replaying.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tandem_storage::{Durability, KvStore, WriteBatch};
+
+use super::{io_err, NodeId, StorageError, TypeConfig};
+use crate::ops::{self, Outcome};
+use crate::state::{AuditEntry, ClusterState};
+
+const CORE_KEY: &[u8] = b"sm/core";
+const SNAPSHOT_KEY: &[u8] = b"sm/snapshot";
+const AUDIT_PREFIX: &[u8] = b"audit/";
+const AUDIT_END: &[u8] = b"audit0";
+
+fn audit_key(seq: u64) -> Vec<u8> {
+    let mut k = AUDIT_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Everything but the audit entries.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Core {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    cluster: ClusterState,
+}
+
+/// The snapshot payload: the core plus the whole audit log.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    core: Core,
+    audit: Vec<AuditEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Codec(String);
+
+fn codec(e: serde_json::Error) -> Codec {
+    Codec(e.to_string())
+}
+
+/// Read access to the applied state, shared with the control service.
+#[derive(Clone)]
+pub struct StateReader {
+    core: Arc<Mutex<Core>>,
+    kv: Arc<dyn KvStore>,
+}
+
+impl StateReader {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn cluster(&self) -> ClusterState {
+        self.lock().cluster.clone()
+    }
+
+    pub fn last_applied_index(&self) -> u64 {
+        self.lock().last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, tandem_storage::StorageError> {
+        let len = self.lock().cluster.audit_len;
+        let first = len.saturating_sub(limit as u64) + 1;
+        let rows = self.kv.range(&audit_key(first), &audit_key(len + 1), limit)?;
+        let mut entries: Vec<AuditEntry> = rows
+            .iter()
+            .map(|(_, v)| serde_json::from_slice(v))
+            .collect::<Result<_, _>>()
+            .map_err(|e| tandem_storage::StorageError::Backend(format!("corrupt audit entry: {e}")))?;
+        entries.reverse();
+        Ok(entries)
+    }
+}
+
+pub struct StateMachineStore {
+    reader: StateReader,
+    snapshot_seq: u64,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, loading what a previous run applied.
+    pub fn open(kv: Arc<dyn KvStore>) -> Result<Self, StorageError> {
+        let core = match kv.get(CORE_KEY).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?,
+            None => Core::default(),
+        };
+        Ok(Self { reader: StateReader { core: Arc::new(Mutex::new(core)), kv }, snapshot_seq: 0 })
+    }
+
+    pub fn reader(&self) -> StateReader {
+        self.reader.clone()
+    }
+
+    fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.reader.kv
+    }
+
+    fn all_audit(&self) -> Result<Vec<AuditEntry>, StorageError> {
+        let rows = self
+            .kv()
+            .range(AUDIT_PREFIX, AUDIT_END, usize::MAX)
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        rows.iter()
+            .map(|(_, v)| serde_json::from_slice(v))
+            .collect::<Result<_, _>>()
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let core = self.reader.lock().clone();
+        let audit = self.all_audit()?;
+        let data = serde_json::to_vec(&SnapshotData { core: core.clone(), audit })
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?;
+        self.snapshot_seq += 1;
+        let snapshot_id = match core.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.snapshot_seq),
+            None => format!("--{}", self.snapshot_seq),
+        };
+        let meta = SnapshotMeta { last_log_id: core.last_applied, last_membership: core.membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        let mut batch = WriteBatch::new();
+        batch.put(SNAPSHOT_KEY, serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, codec(e)))?);
+        self.kv()
+            .write(batch, Durability::Sync)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError> {
+        let core = self.reader.lock();
+        Ok((core.last_applied, core.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // Work on a copy and publish it only after the batch is durable, so
+        // readers never see state that a crash could take back.
+        let mut core = self.reader.lock().clone();
+        let mut batch = WriteBatch::new();
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            core.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => outcomes.push(Outcome::default()),
+                EntryPayload::Normal(req) => {
+                    let (outcome, audit) = ops::apply(&mut core.cluster, &req, entry.log_id.index);
+                    let v = serde_json::to_vec(&audit)
+                        .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, codec(e)))?;
+                    batch.put(audit_key(audit.seq), v);
+                    outcomes.push(outcome);
+                }
+                EntryPayload::Membership(m) => {
+                    core.membership = StoredMembership::new(Some(entry.log_id), m);
+                    outcomes.push(Outcome::default());
+                }
+            }
+        }
+        let v = serde_json::to_vec(&core).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, codec(e)))?;
+        batch.put(CORE_KEY, v);
+        self.kv()
+            .write(batch, Durability::Sync)
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        *self.reader.lock() = core;
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachineStore { reader: self.reader.clone(), snapshot_seq: self.snapshot_seq + 1000 }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let SnapshotData { mut core, audit } =
+            serde_json::from_slice(&data).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, codec(e)))?;
+        core.last_applied = meta.last_log_id;
+        core.membership = meta.last_membership.clone();
+
+        let mut batch = WriteBatch::new();
+        batch.delete_range(AUDIT_PREFIX, AUDIT_END);
+        for entry in &audit {
+            batch.put(audit_key(entry.seq), serde_json::to_vec(entry).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, codec(e)))?);
+        }
+        batch.put(CORE_KEY, serde_json::to_vec(&core).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, codec(e)))?);
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        batch.put(SNAPSHOT_KEY, serde_json::to_vec(&stored).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, codec(e)))?);
+        self.kv().write(batch, Durability::Sync).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        *self.reader.lock() = core;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let subject = ErrorSubject::Snapshot(None);
+        let Some(b) = self.kv().get(SNAPSHOT_KEY).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = serde_json::from_slice(&b).map_err(|e| io_err(subject, ErrorVerb::Read, codec(e)))?;
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}

@@ -1,0 +1,209 @@
+//! Conversions between the control API's prost types and domain types.
+//! Domain code never handles prost structs; this file is the one place
+//! where the two meet.
+
+use std::collections::BTreeMap;
+
+use tandem_proto::control as pb;
+
+use crate::state::{AuditEntry, ClusterState, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole};
+use crate::status::{NodeStatus, RaftStatus};
+
+/// A reply that does not describe a valid state.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed reply from controller: {0}")]
+pub struct Malformed(pub String);
+
+pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
+    let r = &s.raft;
+    let c = &s.cluster;
+    pb::StatusReply {
+        raft: Some(pb::RaftView {
+            node_id: r.node_id,
+            site: r.site.clone(),
+            role: r.role.clone(),
+            term: r.term,
+            leader_id: r.leader_id.unwrap_or(0),
+            leader_site: r.leader_site.clone().unwrap_or_default(),
+            leader_addr: r.leader_addr.clone().unwrap_or_default(),
+            last_log_index: r.last_log_index,
+            last_applied_index: r.last_applied_index,
+        }),
+        cluster: Some(pb::ClusterView {
+            bootstrapped: c.bootstrapped,
+            generation: c.generation,
+            sites: c
+                .sites
+                .values()
+                .map(|s| pb::SiteView {
+                    name: s.name.clone(),
+                    node_id: s.node_id,
+                    city: s.city.clone(),
+                    role: s.role.as_str().into(),
+                    addr: s.addr.clone(),
+                })
+                .collect(),
+            shards: c
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| pb::ShardView { shard: i as u32, owner: s.owner.clone(), epoch: s.epoch })
+                .collect(),
+            pairs: c
+                .pairs
+                .iter()
+                .map(|p| pb::PairView {
+                    site_a: p.site_a.clone(),
+                    site_b: p.site_b.clone(),
+                    mode: p.mode.as_str().into(),
+                    state_id: p.state_id,
+                })
+                .collect(),
+            policy: Some(pb::PolicyView {
+                auto_failover: c.policy.auto_failover,
+                paused: c.policy.paused,
+                cooldown_s: c.policy.cooldown_s,
+                lag_entries_max: c.policy.lag_entries_max,
+                lag_s_max: c.policy.lag_s_max,
+            }),
+            audit_len: c.audit_len,
+        }),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+pub fn status_from_pb(reply: pb::StatusReply) -> Result<NodeStatus, Malformed> {
+    let r = reply.raft.ok_or_else(|| Malformed("status without raft view".into()))?;
+    let c = reply.cluster.ok_or_else(|| Malformed("status without cluster view".into()))?;
+    let p = c.policy.unwrap_or_default();
+    let mut sites = BTreeMap::new();
+    for s in c.sites {
+        let role = SiteRole::parse(&s.role).ok_or_else(|| Malformed(format!("unknown site role {:?}", s.role)))?;
+        sites.insert(s.name.clone(), Site { name: s.name, node_id: s.node_id, city: s.city, role, addr: s.addr });
+    }
+    let mut shards = Vec::with_capacity(c.shards.len());
+    for (i, s) in c.shards.into_iter().enumerate() {
+        if s.shard as usize != i {
+            return Err(Malformed(format!("shard list out of order at {i}")));
+        }
+        shards.push(Shard { owner: s.owner, epoch: s.epoch });
+    }
+    let mut pairs = Vec::new();
+    for p in c.pairs {
+        let mode = ReplicationMode::parse(&p.mode).ok_or_else(|| Malformed(format!("unknown replication mode {:?}", p.mode)))?;
+        pairs.push(ReplicationPair { site_a: p.site_a, site_b: p.site_b, mode, state_id: p.state_id });
+    }
+    Ok(NodeStatus {
+        raft: RaftStatus {
+            node_id: r.node_id,
+            site: r.site,
+            role: r.role,
+            term: r.term,
+            leader_id: (r.leader_id != 0).then_some(r.leader_id),
+            leader_site: non_empty(r.leader_site),
+            leader_addr: non_empty(r.leader_addr),
+            last_log_index: r.last_log_index,
+            last_applied_index: r.last_applied_index,
+        },
+        cluster: ClusterState {
+            bootstrapped: c.bootstrapped,
+            generation: c.generation,
+            sites,
+            shards,
+            pairs,
+            policy: Policy {
+                auto_failover: p.auto_failover,
+                paused: p.paused,
+                cooldown_s: p.cooldown_s,
+                lag_entries_max: p.lag_entries_max,
+                lag_s_max: p.lag_s_max,
+            },
+            audit_len: c.audit_len,
+        },
+    })
+}
+
+pub fn audit_to_pb(e: &AuditEntry) -> pb::AuditEntryView {
+    pb::AuditEntryView {
+        seq: e.seq,
+        at_unix_ms: e.at_unix_ms,
+        who: e.who.clone(),
+        why: e.why.clone(),
+        what: e.what.clone(),
+        result: e.result.clone(),
+        log_index: e.log_index,
+    }
+}
+
+pub fn audit_from_pb(e: pb::AuditEntryView) -> AuditEntry {
+    AuditEntry {
+        seq: e.seq,
+        at_unix_ms: e.at_unix_ms,
+        who: e.who,
+        why: e.why,
+        what: e.what,
+        result: e.result,
+        log_index: e.log_index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{self, BootstrapSpec, Command, OpMeta, Request};
+
+    // Status survives the trip through the wire types unchanged.
+    #[test]
+    fn status_round_trips() {
+        let mut cluster = ClusterState::default();
+        let spec = BootstrapSpec {
+            sites: vec![
+                Site { name: "a".into(), node_id: 1, city: "x".into(), role: SiteRole::Active, addr: "a:1".into() },
+                Site { name: "b".into(), node_id: 2, city: "x".into(), role: SiteRole::Active, addr: "b:1".into() },
+                Site { name: "c".into(), node_id: 3, city: "y".into(), role: SiteRole::DrStandby, addr: "c:1".into() },
+            ],
+            shard_count: 16,
+            policy: Policy::default(),
+        };
+        let meta = OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1 };
+        ops::apply(&mut cluster, &Request { command: Command::Bootstrap(spec), meta }, 1);
+        let status = NodeStatus {
+            raft: RaftStatus {
+                node_id: 1,
+                site: "a".into(),
+                role: "leader".into(),
+                term: 3,
+                leader_id: Some(1),
+                leader_site: Some("a".into()),
+                leader_addr: Some("a:1".into()),
+                last_log_index: 9,
+                last_applied_index: 9,
+            },
+            cluster,
+        };
+        assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
+    }
+
+    #[test]
+    fn unknown_role_is_malformed() {
+        let mut reply = status_to_pb(&NodeStatus {
+            raft: RaftStatus {
+                node_id: 1,
+                site: "a".into(),
+                role: "leader".into(),
+                term: 1,
+                leader_id: None,
+                leader_site: None,
+                leader_addr: None,
+                last_log_index: 0,
+                last_applied_index: 0,
+            },
+            cluster: ClusterState::default(),
+        });
+        reply.cluster.as_mut().unwrap().sites.push(pb::SiteView { role: "boss".into(), ..Default::default() });
+        assert!(status_from_pb(reply).unwrap_err().to_string().contains("boss"));
+    }
+}

@@ -1,0 +1,124 @@
+//! The control API (tonic): what the CLI talks to.
+//!
+//! Reads answer from this node's applied state. State-changing calls go
+//! through Raft; on a follower they are refused with the leader's address
+//! (FAILED_PRECONDITION + `tandem-leader-addr` metadata), which the client
+//! follows. Every wait on Raft is bounded by the commit timeout, so a
+//! cluster without quorum gives a clear error instead of a hung command.
+
+pub mod convert;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tandem_proto::control as pb;
+use tandem_proto::error_code;
+use tandem_proto::control::control_server::Control;
+use tonic::{Request, Response, Status};
+
+use crate::clock::Clock;
+use crate::node::node_status;
+use crate::ops::{Command, OpMeta, Outcome};
+use crate::raft::state_machine::StateReader;
+use crate::raft::Raft;
+
+/// Audit entries returned when the caller asks for none in particular.
+pub const AUDIT_PAGE_DEFAULT: usize = 50;
+/// Upper bound on one audit page, to bound reply size.
+pub const AUDIT_PAGE_MAX: usize = 10_000;
+/// Longest accepted `who` or `why`; they are stored forever.
+pub const TEXT_MAX_CHARS: usize = 1024;
+
+pub struct ControlService {
+    raft: Raft,
+    state: StateReader,
+    site: String,
+    node_id: u64,
+    clock: Arc<dyn Clock>,
+    commit_timeout: Duration,
+}
+
+impl ControlService {
+    pub fn new(raft: Raft, state: StateReader, site: String, node_id: u64, clock: Arc<dyn Clock>, commit_timeout: Duration) -> Self {
+        Self { raft, state, site, node_id, clock, commit_timeout }
+    }
+
+    async fn propose(&self, command: Command, req: pb::ChangeRequest) -> Result<Outcome, Status> {
+        let who = req.who.trim().to_string();
+        let why = req.why.trim().to_string();
+        if who.is_empty() {
+            return Err(Status::invalid_argument("who is required: the audit log records who made every change"));
+        }
+        if why.is_empty() {
+            return Err(Status::invalid_argument("a reason is required (--reason): the audit log records why"));
+        }
+        if who.chars().count() > TEXT_MAX_CHARS || why.chars().count() > TEXT_MAX_CHARS {
+            return Err(Status::invalid_argument(format!("who and reason are limited to {TEXT_MAX_CHARS} characters")));
+        }
+        let request = crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms() } };
+        match tokio::time::timeout(self.commit_timeout, self.raft.client_write(request)).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)))) => match fwd.leader_node {
+                Some(node) => {
+                    let mut status = Status::failed_precondition(format!(
+                        "not the leader; the leader is node {} at {}",
+                        fwd.leader_id.unwrap_or_default(),
+                        node.addr
+                    ));
+                    if let Ok(v) = node.addr.parse() {
+                        status.metadata_mut().insert(tandem_proto::LEADER_ADDR_METADATA, v);
+                    }
+                    Err(with_code(status, error_code::NOT_LEADER))
+                }
+                None => Err(with_code(
+                    Status::unavailable("no leader known: an election is under way or a majority of sites is unreachable"),
+                    error_code::NO_LEADER,
+                )),
+            },
+            Ok(Err(e)) => Err(Status::internal(format!("raft refused the change: {e}"))),
+            Err(_) => Err(with_code(
+                Status::unavailable(format!(
+                    "not committed within {} ms: a majority of sites is probably unreachable. The change may \
+                     still commit later; check `tandem audit` before retrying",
+                    self.commit_timeout.as_millis()
+                )),
+                error_code::COMMIT_TIMEOUT,
+            )),
+        }
+    }
+}
+
+fn with_code(mut status: Status, code: &'static str) -> Status {
+    status.metadata_mut().insert(tandem_proto::ERROR_CODE_METADATA, tonic::metadata::MetadataValue::from_static(code));
+    status
+}
+
+fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
+    Response::new(pb::ChangeReply { audit_seq: o.audit_seq, result: o.result })
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let status = node_status(&self.raft, &self.state, &self.site, self.node_id);
+        Ok(Response::new(convert::status_to_pb(&status)))
+    }
+
+    async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::AuditReply>, Status> {
+        let limit = match req.into_inner().limit as usize {
+            0 => AUDIT_PAGE_DEFAULT,
+            n => n.min(AUDIT_PAGE_MAX),
+        };
+        let entries = self.state.audit(limit).map_err(|e| Status::internal(format!("cannot read audit log: {e}")))?;
+        Ok(Response::new(pb::AuditReply { entries: entries.iter().map(convert::audit_to_pb).collect() }))
+    }
+
+    async fn pause(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.propose(Command::Pause, req.into_inner()).await.map(change_reply)
+    }
+
+    async fn resume(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.propose(Command::Resume, req.into_inner()).await.map(change_reply)
+    }
+}

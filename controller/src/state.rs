@@ -1,0 +1,168 @@
+//! The replicated cluster state: what every controller agrees on.
+//!
+//! Only [`crate::ops`] changes it, and only while applying a committed Raft
+//! entry, so every node computes the same state from the same log. Nothing
+//! here reads a clock or a random source.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a site is doing right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiteRole {
+    /// Accepts writes for the shards it owns.
+    Active,
+    /// Receives everything asynchronously; owns no shard until DR activation.
+    DrStandby,
+    /// Must not write: its epochs are stale.
+    Fenced,
+    /// Rejoining after an outage: catching up before it gets shards back.
+    Recovering,
+}
+
+impl SiteRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteRole::Active => "active",
+            SiteRole::DrStandby => "dr-standby",
+            SiteRole::Fenced => "fenced",
+            SiteRole::Recovering => "recovering",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(SiteRole::Active),
+            "dr-standby" => Some(SiteRole::DrStandby),
+            "fenced" => Some(SiteRole::Fenced),
+            "recovering" => Some(SiteRole::Recovering),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    pub name: String,
+    pub node_id: u64,
+    pub city: String,
+    pub role: SiteRole,
+    /// Address of the site's controller (Raft peers and control API).
+    pub addr: String,
+}
+
+/// Who may write a shard, and the fencing token that proves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub owner: String,
+    /// Only grows. A writer or replication stream carrying an older epoch
+    /// is refused.
+    pub epoch: u64,
+}
+
+/// Replication mode of an in-city pair of active sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicationMode {
+    /// Every write is on both sites before it is acknowledged.
+    Sync,
+    /// The peer may lag; promoting it may lose writes.
+    Async,
+    /// The peer is catching up; sync resumes when it has.
+    SyncRecover,
+}
+
+impl ReplicationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Sync => "sync",
+            ReplicationMode::Async => "async",
+            ReplicationMode::SyncRecover => "sync-recover",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sync" => Some(ReplicationMode::Sync),
+            "async" => Some(ReplicationMode::Async),
+            "sync-recover" => Some(ReplicationMode::SyncRecover),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationPair {
+    pub site_a: String,
+    pub site_b: String,
+    pub mode: ReplicationMode,
+    /// Grows with every mode change, so a replicator can tell which change
+    /// a decision was based on.
+    pub state_id: u64,
+}
+
+/// Operator policy for automatic actions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub auto_failover: bool,
+    /// Set by `tandem pause`: no automatic action runs while paused.
+    pub paused: bool,
+    /// Minimum time between two automatic failovers (anti-flapping).
+    pub cooldown_s: u64,
+    /// Lag above which a peer is not a failover candidate without loss.
+    pub lag_entries_max: u64,
+    pub lag_s_max: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0 }
+    }
+}
+
+/// One line of the audit log: who did what, when, why, and what came of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the audit log, from 1, without gaps.
+    pub seq: u64,
+    /// Wall-clock time chosen by the proposing leader, so every replica
+    /// records the same value.
+    pub at_unix_ms: u64,
+    pub who: String,
+    pub why: String,
+    pub what: String,
+    pub result: String,
+    /// The Raft log index that carried the operation.
+    pub log_index: u64,
+}
+
+/// Everything the controllers agree on, except the audit log, which is kept
+/// beside it (it only grows, so it is stored entry by entry).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// False until the first leader has written the initial layout.
+    pub bootstrapped: bool,
+    /// Grows when the membership is reset (DR activation), so the old
+    /// city's nodes cannot act when they return.
+    pub generation: u64,
+    pub sites: BTreeMap<String, Site>,
+    /// Index = shard number.
+    pub shards: Vec<Shard>,
+    pub pairs: Vec<ReplicationPair>,
+    pub policy: Policy,
+    /// Number of audit entries so far (the entries live in [`AuditLog`]).
+    pub audit_len: u64,
+}
+
+impl ClusterState {
+    /// Shards owned by each site, for every known site (zero included).
+    pub fn shard_counts(&self) -> BTreeMap<String, u64> {
+        let mut counts: BTreeMap<String, u64> = self.sites.keys().map(|s| (s.clone(), 0)).collect();
+        for shard in &self.shards {
+            *counts.entry(shard.owner.clone()).or_default() += 1;
+        }
+        counts
+    }
+}

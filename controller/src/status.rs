@@ -1,0 +1,28 @@
+//! What a node reports about itself and the cluster: the domain side of
+//! the control API's Status call, also what `tandem status --json` prints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::ClusterState;
+
+/// One node's Raft view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub site: String,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub leader_site: Option<String>,
+    pub leader_addr: Option<String>,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+}
+
+/// A node's answer to Status: its Raft view and its applied cluster state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub raft: RaftStatus,
+    pub cluster: ClusterState,
+}
