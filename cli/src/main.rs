@@ -40,8 +40,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_file = match &cli.command {
+        Command::Demo(args) => match cmd::demo::open_log(&args.dir) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let daemon = matches!(cli.command, Command::Controller(_) | Command::Demo(_));
-    init_logging(daemon);
+    init_logging(daemon, log_file);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -69,10 +79,15 @@ fn main() -> ExitCode {
 }
 
 /// Daemons log at info to stderr; client commands only warn, so their
-/// output stays readable. `RUST_LOG` overrides both.
-fn init_logging(daemon: bool) {
+/// output stays readable. The demo logs to a file in its directory so its
+/// terminal shows only what to do next. `RUST_LOG` overrides the levels.
+fn init_logging(daemon: bool, file: Option<std::fs::File>) {
     let default = if daemon { "info,openraft=warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
 }

@@ -99,14 +99,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(leader) => println!("tandem demo: three sites up, leader is site {leader}"),
         None => println!("tandem demo: nodes started, but no leader within {}s (see the log)", READY_TIMEOUT.as_secs()),
     }
+    let tandem = command_name();
     println!("  data:        {}", dir.display());
+    println!("  log:         {}", dir.join(LOG_FILE).display());
     println!("  controllers: {controllers}  (a, b: city-1 active; c: city-2 DR)");
     println!();
     println!("Try, in another terminal:");
-    println!("  {env}tandem status");
-    println!("  {env}tandem pause --reason \"maintenance window\" --yes");
-    println!("  {env}tandem audit");
-    println!("  {env}tandem resume --reason \"maintenance done\" --yes");
+    println!("  {env}{tandem} status");
+    println!("  {env}{tandem} pause --reason \"maintenance window\" --yes");
+    println!("  {env}{tandem} audit");
+    println!("  {env}{tandem} resume --reason \"maintenance done\" --yes");
     println!();
     println!("Ctrl-C stops the cluster; run the same command again to restart it with its state.");
 
@@ -117,6 +119,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("tandem demo: stopped");
     Ok(())
+}
+
+/// The demo's log, inside its directory, so the terminal shows only what
+/// to try next.
+pub const LOG_FILE: &str = "demo.log";
+
+/// Opens (appending) the demo's log file, creating the directory.
+pub fn open_log(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(LOG_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// How to call this binary from the current directory: `tandem` when it is
+/// on PATH, otherwise its path (e.g. `./target/debug/tandem` after
+/// `./dev demo`), so the printed commands work when pasted.
+fn command_name() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "tandem".into() };
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("tandem") == exe))
+        .unwrap_or(false);
+    if on_path {
+        return "tandem".into();
+    }
+    match std::env::current_dir().ok().and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf)) {
+        Some(rel) => format!("./{}", rel.display()),
+        None => exe.display().to_string(),
+    }
 }
 
 /// Waits (bounded) until one node leads and the layout is applied there.
