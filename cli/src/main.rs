@@ -32,7 +32,7 @@ enum Command {
     Status(cmd::status::Args),
     /// List the audit log, newest first.
     Audit(cmd::audit::Args),
-    /// Pause automatic actions (failover, policy-driven mode changes).
+    /// Pause automatic actions (automatic failover).
     Pause(cmd::change::Args),
     /// Resume automatic actions.
     Resume(cmd::change::Args),

@@ -14,6 +14,8 @@ use tandem_proto::control::control_client::ControlClient as PbClient;
 use tandem_proto::error_code as code;
 use tonic::Code;
 
+use crate::health::ReplicatorHealth;
+use crate::ops::PairModeSpec;
 use crate::service::convert;
 use crate::state::AuditEntry;
 use crate::status::NodeStatus;
@@ -39,6 +41,14 @@ pub enum ClientError {
 pub enum Change {
     Pause,
     Resume,
+}
+
+/// One state-changing call, resent as is to the next node on a redirect.
+#[derive(Clone)]
+enum Proposal {
+    Pause(pb::ChangeRequest),
+    Resume(pb::ChangeRequest),
+    PairMode(pb::PairModeRequest),
 }
 
 /// What a committed change produced.
@@ -135,16 +145,50 @@ impl ControlClient {
 
     /// Asks the leader to apply `change`, following redirects.
     pub async fn change(&self, change: Change, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let req = pb::ChangeRequest { who: who.to_string(), why: why.to_string() };
+        self.propose(match change {
+            Change::Pause => Proposal::Pause(req),
+            Change::Resume => Proposal::Resume(req),
+        })
+        .await
+    }
+
+    /// Asks the leader to set an in-city pair's replication mode
+    /// (compare-and-set on `spec.expect_state_id`).
+    pub async fn set_pair_mode(&self, spec: &PairModeSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        self.propose(Proposal::PairMode(pb::PairModeRequest {
+            who: who.to_string(),
+            why: why.to_string(),
+            site_a: spec.site_a.clone(),
+            site_b: spec.site_b.clone(),
+            expect_state_id: spec.expect_state_id,
+            mode: spec.mode.as_str().to_string(),
+        }))
+        .await
+    }
+
+    /// Sends a replicator heartbeat to every controller (each keeps its own
+    /// view). Returns how many accepted it.
+    pub async fn heartbeat(&self, health: &ReplicatorHealth) -> usize {
+        let calls = self.addrs.iter().map(|addr| async move {
+            let mut c = self.client(addr).ok()?;
+            let req = pb::HeartbeatRequest { replicator: Some(convert::replicator_to_pb(health)) };
+            self.bounded(c.heartbeat(req)).await.ok()
+        });
+        futures::future::join_all(calls).await.into_iter().filter(Option::is_some).count()
+    }
+
+    async fn propose(&self, proposal: Proposal) -> Result<ChangeOutcome, ClientError> {
         let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
         let mut tried = Vec::new();
         let mut no_leader = Vec::new();
         let mut hops = 0;
         while let Some(addr) = queue.pop_front() {
-            let req = pb::ChangeRequest { who: who.to_string(), why: why.to_string() };
             let result = match self.client(&addr) {
-                Ok(mut c) => match change {
-                    Change::Pause => self.bounded(c.pause(req)).await,
-                    Change::Resume => self.bounded(c.resume(req)).await,
+                Ok(mut c) => match proposal.clone() {
+                    Proposal::Pause(req) => self.bounded(c.pause(req)).await,
+                    Proposal::Resume(req) => self.bounded(c.resume(req)).await,
+                    Proposal::PairMode(req) => self.bounded(c.set_pair_mode(req)).await,
                 },
                 Err(e) => Err(e),
             };

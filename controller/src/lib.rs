@@ -11,6 +11,7 @@
 //!   runtime with a seedable RNG);
 //! - [`service`]: the control API for the CLI; [`client`]: its client;
 //! - [`node`]: starts a node from a [`config::NodeConfig`] and [`node::NodeDeps`];
+//! - [`health`]: replicator heartbeats (lag per link), kept in memory;
 //! - [`clock`]: the wall-clock seam.
 //!
 //! This crate never changes state except through Raft, and never reads
@@ -19,6 +20,7 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod node;
 pub mod ops;
 pub mod raft;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
+use crate::health::HealthBoard;
 use crate::ops::{BootstrapSpec, Command, OpMeta, Request};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetwork, MAX_RAFT_MESSAGE_BYTES};
@@ -59,6 +60,8 @@ pub enum NodeError {
 pub struct Node {
     raft: Raft,
     state: StateReader,
+    health: HealthBoard,
+    clock: Arc<dyn Clock>,
     site: String,
     node_id: u64,
     local_addr: SocketAddr,
@@ -100,9 +103,11 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        let health = HealthBoard::default();
         let control = ControlService::new(
             raft.clone(),
             state.clone(),
+            health.clone(),
             me.name.clone(),
             me.node_id,
             deps.clock.clone(),
@@ -146,12 +151,14 @@ impl Node {
             shard_count: config.shard_count,
             policy: config.policy.to_policy(),
         };
-        let bootstrapper = tokio::spawn(bootstrap_when_leader(raft.clone(), state.clone(), spec, deps.clock));
+        let bootstrapper = tokio::spawn(bootstrap_when_leader(raft.clone(), state.clone(), spec, deps.clock.clone()));
 
         tracing::info!(site = %me.name, node_id = me.node_id, addr = %local_addr, "controller node started");
         Ok(Node {
             raft,
             state,
+            health,
+            clock: deps.clock,
             site: me.name,
             node_id: me.node_id,
             local_addr,
@@ -174,7 +181,7 @@ impl Node {
     }
 
     pub fn status(&self) -> NodeStatus {
-        node_status(&self.raft, &self.state, &self.site, self.node_id)
+        node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id)
     }
 
     /// Stops serving, then stops Raft. Storage writes are synced as they
@@ -192,7 +199,7 @@ impl Node {
 }
 
 /// Describes this node for the Status call.
-pub fn node_status(raft: &Raft, state: &StateReader, site: &str, node_id: u64) -> NodeStatus {
+pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock: &dyn Clock, site: &str, node_id: u64) -> NodeStatus {
     let m = raft.metrics().borrow().clone();
     let cluster = state.cluster();
     let role = match m.state {
@@ -221,6 +228,8 @@ pub fn node_status(raft: &Raft, state: &StateReader, site: &str, node_id: u64) -
             last_applied_index: state.last_applied_index(),
         },
         cluster,
+        replicators: health.snapshot(),
+        now_unix_ms: clock.now_unix_ms(),
     }
 }
 

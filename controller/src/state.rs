@@ -156,7 +156,21 @@ pub struct ClusterState {
     pub audit_len: u64,
 }
 
+/// The shard a tenant's contracts live in: a stable hash of the tenant id
+/// (crc32, the same on every site and every version of tandem), so all of a
+/// tenant's contracts have one owner.
+pub fn shard_of(tenant: &str, shard_count: u32) -> u32 {
+    crc32fast::hash(tenant.as_bytes()) % shard_count.max(1)
+}
+
 impl ClusterState {
+    /// Owner and epoch of `tenant`'s shard, with the shard number.
+    pub fn shard_for(&self, tenant: &str) -> Option<(u32, &Shard)> {
+        let n = u32::try_from(self.shards.len()).ok()?;
+        let shard = shard_of(tenant, n);
+        self.shards.get(shard as usize).map(|s| (shard, s))
+    }
+
     /// Shards owned by each site, for every known site (zero included).
     pub fn shard_counts(&self) -> BTreeMap<String, u64> {
         let mut counts: BTreeMap<String, u64> = self.sites.keys().map(|s| (s.clone(), 0)).collect();
@@ -164,5 +178,22 @@ impl ClusterState {
             *counts.entry(shard.owner.clone()).or_default() += 1;
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The mapping is part of the on-disk contract between sites: pin it.
+    #[test]
+    fn shard_of_is_stable_and_in_range() {
+        assert_eq!(shard_of("tenant-1", 256), crc32fast::hash(b"tenant-1") % 256);
+        assert_eq!(shard_of("tenant-1", 256), shard_of("tenant-1", 256));
+        for t in ["", "a", "tenant-1", "a-much-longer-tenant-identifier"] {
+            assert!(shard_of(t, 7) < 7);
+        }
+        let spread: std::collections::BTreeSet<u32> = (0..200).map(|i| shard_of(&format!("t{i}"), 16)).collect();
+        assert!(spread.len() > 12, "tenants should spread over the shards: {spread:?}");
     }
 }

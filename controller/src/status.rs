@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::ReplicatorHealth;
 use crate::state::ClusterState;
 
 /// One node's Raft view.
@@ -25,4 +26,10 @@ pub struct RaftStatus {
 pub struct NodeStatus {
     pub raft: RaftStatus,
     pub cluster: ClusterState,
+    /// Latest heartbeat of each replicator this node heard from.
+    #[serde(default)]
+    pub replicators: Vec<ReplicatorHealth>,
+    /// The node's clock when it answered, to age the heartbeats.
+    #[serde(default)]
+    pub now_unix_ms: u64,
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use tandem_controller::health::ReplicatorHealth;
 use tandem_controller::state::ClusterState;
 use tandem_controller::status::RaftStatus;
 
@@ -32,7 +33,15 @@ struct Report {
     nodes: BTreeMap<String, Option<RaftStatus>>,
     shard_counts: BTreeMap<String, u64>,
     cluster: ClusterState,
+    /// Latest heartbeat of each replicator, as the answering controller heard it.
+    replicators: Vec<ReplicatorHealth>,
+    /// The answering controller's clock, to age the heartbeats.
+    now_unix_ms: u64,
 }
+
+/// A heartbeat older than this is shown as stale: the replicator is down or
+/// cannot reach this controller.
+const HEARTBEAT_STALE_MS: u64 = 5_000;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = args.target.client();
@@ -67,7 +76,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|r| r.site.clone())
         .or_else(|| first.raft.leader_site.clone());
 
-    let report = Report { answered_by, leader, nodes, shard_counts: cluster.shard_counts(), cluster };
+    let report = Report {
+        answered_by,
+        leader,
+        nodes,
+        shard_counts: cluster.shard_counts(),
+        cluster,
+        replicators: first.replicators.clone(),
+        now_unix_ms: first.now_unix_ms,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -129,6 +146,29 @@ fn render(r: &Report) -> String {
         out.push_str(&table(&["IN-CITY PAIR", "MODE", "STATE ID"], &rows));
         out.push('\n');
     }
+    if !r.replicators.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS"], &replicator_rows(r)));
+        out.push('\n');
+    }
     out.push_str(&format!("\n(state from {}; {} audit entries)\n", r.answered_by, c.audit_len));
     out
+}
+
+/// One row per outgoing link of each replicator.
+fn replicator_rows(r: &Report) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for h in &r.replicators {
+        let age_ms = r.now_unix_ms.saturating_sub(h.received_at_unix_ms);
+        let beat = if age_ms > HEARTBEAT_STALE_MS { format!("STALE ({}s ago)", age_ms / 1000) } else { format!("{}s ago", age_ms / 1000) };
+        if h.links.is_empty() {
+            rows.push(vec![h.site.clone(), beat, h.log_head.to_string(), "-".into(), "-".into(), "-".into(), "-".into()]);
+            continue;
+        }
+        for (i, l) in h.links.iter().enumerate() {
+            let (site, beat, head) = if i == 0 { (h.site.clone(), beat.clone(), h.log_head.to_string()) } else { Default::default() };
+            rows.push(vec![site, beat, head, format!("-> {}", l.peer), l.entries.to_string(), l.bytes.to_string(), l.seconds.to_string()]);
+        }
+    }
+    rows
 }

@@ -6,11 +6,13 @@
 //! appends the audit entry, so no operation can skip the audit.
 
 mod bootstrap;
+mod pair_mode;
 mod pause;
 
 use serde::{Deserialize, Serialize};
 
 pub use bootstrap::BootstrapSpec;
+pub use pair_mode::PairModeSpec;
 
 use crate::state::{AuditEntry, ClusterState};
 
@@ -20,10 +22,12 @@ pub enum Command {
     /// Writes the initial layout. Proposed by the first leader; ignored once
     /// the cluster is bootstrapped.
     Bootstrap(BootstrapSpec),
-    /// Stops automatic actions (failover, sync-mode changes by policy).
+    /// Stops automatic actions (automatic failover).
     Pause,
     /// Resumes automatic actions.
     Resume,
+    /// Sets an in-city pair's replication mode (compare-and-set on its state id).
+    SetPairMode(PairModeSpec),
 }
 
 /// Who asked and why, stamped by the node that proposed the command.
@@ -64,6 +68,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Bootstrap(spec) => bootstrap::apply(state, spec),
         Command::Pause => pause::apply(state, true),
         Command::Resume => pause::apply(state, false),
+        Command::SetPairMode(spec) => pair_mode::apply(state, spec),
     };
     state.audit_len += 1;
     let entry = AuditEntry {

@@ -1,8 +1,9 @@
 //! Pause and resume of automatic actions.
 //!
-//! While paused, the controller takes no automatic action (failover, policy
-//! driven mode changes); operator commands still work. Used during
-//! maintenance and while SREs investigate an incident by hand.
+//! While paused, the controller takes no automatic failover; operator
+//! commands still work, and replication mode changes are still recorded
+//! (they keep the record of who can be promoted without loss true). Used
+//! during maintenance and while SREs investigate an incident by hand.
 
 use super::Applied;
 use crate::state::ClusterState;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use tandem_proto::control as pb;
 
+use crate::health::{LinkLag, ReplicatorHealth};
 use crate::state::{AuditEntry, ClusterState, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole};
 use crate::status::{NodeStatus, RaftStatus};
 
@@ -68,6 +69,36 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
             }),
             audit_len: c.audit_len,
         }),
+        replicators: s.replicators.iter().map(replicator_to_pb).collect(),
+        now_unix_ms: s.now_unix_ms,
+    }
+}
+
+pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
+    pb::ReplicatorView {
+        site: h.site.clone(),
+        addr: h.addr.clone(),
+        log_head: h.log_head,
+        links: h
+            .links
+            .iter()
+            .map(|l| pb::LinkLagView { peer: l.peer.clone(), entries: l.entries, bytes: l.bytes, seconds: l.seconds })
+            .collect(),
+        received_at_unix_ms: h.received_at_unix_ms,
+    }
+}
+
+pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
+    ReplicatorHealth {
+        site: v.site,
+        addr: v.addr,
+        log_head: v.log_head,
+        links: v
+            .links
+            .into_iter()
+            .map(|l| LinkLag { peer: l.peer, entries: l.entries, bytes: l.bytes, seconds: l.seconds })
+            .collect(),
+        received_at_unix_ms: v.received_at_unix_ms,
     }
 }
 
@@ -75,9 +106,9 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-pub fn status_from_pb(reply: pb::StatusReply) -> Result<NodeStatus, Malformed> {
-    let r = reply.raft.ok_or_else(|| Malformed("status without raft view".into()))?;
-    let c = reply.cluster.ok_or_else(|| Malformed("status without cluster view".into()))?;
+pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malformed> {
+    let r = reply.raft.take().ok_or_else(|| Malformed("status without raft view".into()))?;
+    let c = reply.cluster.take().ok_or_else(|| Malformed("status without cluster view".into()))?;
     let p = c.policy.unwrap_or_default();
     let mut sites = BTreeMap::new();
     for s in c.sites {
@@ -123,6 +154,8 @@ pub fn status_from_pb(reply: pb::StatusReply) -> Result<NodeStatus, Malformed> {
             },
             audit_len: c.audit_len,
         },
+        replicators: reply.replicators.into_iter().map(replicator_from_pb).collect(),
+        now_unix_ms: reply.now_unix_ms,
     })
 }
 
@@ -183,6 +216,14 @@ mod tests {
                 last_applied_index: 9,
             },
             cluster,
+            replicators: vec![ReplicatorHealth {
+                site: "a".into(),
+                addr: "a:2".into(),
+                log_head: 7,
+                links: vec![LinkLag { peer: "c".into(), entries: 2, bytes: 300, seconds: 4 }],
+                received_at_unix_ms: 11,
+            }],
+            now_unix_ms: 12,
         };
         assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
     }
@@ -202,6 +243,8 @@ mod tests {
                 last_applied_index: 0,
             },
             cluster: ClusterState::default(),
+            replicators: Vec::new(),
+            now_unix_ms: 0,
         });
         reply.cluster.as_mut().unwrap().sites.push(pb::SiteView { role: "boss".into(), ..Default::default() });
         assert!(status_from_pb(reply).unwrap_err().to_string().contains("boss"));

@@ -18,8 +18,10 @@ use tandem_proto::control::control_server::Control;
 use tonic::{Request, Response, Status};
 
 use crate::clock::Clock;
+use crate::health::HealthBoard;
 use crate::node::node_status;
-use crate::ops::{Command, OpMeta, Outcome};
+use crate::ops::{Command, OpMeta, Outcome, PairModeSpec};
+use crate::state::ReplicationMode;
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
 
@@ -33,6 +35,7 @@ pub const TEXT_MAX_CHARS: usize = 1024;
 pub struct ControlService {
     raft: Raft,
     state: StateReader,
+    health: HealthBoard,
     site: String,
     node_id: u64,
     clock: Arc<dyn Clock>,
@@ -40,8 +43,16 @@ pub struct ControlService {
 }
 
 impl ControlService {
-    pub fn new(raft: Raft, state: StateReader, site: String, node_id: u64, clock: Arc<dyn Clock>, commit_timeout: Duration) -> Self {
-        Self { raft, state, site, node_id, clock, commit_timeout }
+    pub fn new(
+        raft: Raft,
+        state: StateReader,
+        health: HealthBoard,
+        site: String,
+        node_id: u64,
+        clock: Arc<dyn Clock>,
+        commit_timeout: Duration,
+    ) -> Self {
+        Self { raft, state, health, site, node_id, clock, commit_timeout }
     }
 
     async fn propose(&self, command: Command, req: pb::ChangeRequest) -> Result<Outcome, Status> {
@@ -101,7 +112,7 @@ fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
-        let status = node_status(&self.raft, &self.state, &self.site, self.node_id);
+        let status = node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id);
         Ok(Response::new(convert::status_to_pb(&status)))
     }
 
@@ -120,5 +131,24 @@ impl Control for ControlService {
 
     async fn resume(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         self.propose(Command::Resume, req.into_inner()).await.map(change_reply)
+    }
+
+    async fn set_pair_mode(&self, req: Request<pb::PairModeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let r = req.into_inner();
+        let mode = ReplicationMode::parse(&r.mode)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown replication mode {:?}: use sync, async or sync-recover", r.mode)))?;
+        let spec = PairModeSpec { site_a: r.site_a, site_b: r.site_b, expect_state_id: r.expect_state_id, mode };
+        self.propose(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let view = req.into_inner().replicator.ok_or_else(|| Status::invalid_argument("heartbeat without replicator"))?;
+        if view.site.is_empty() || !self.state.cluster().sites.contains_key(&view.site) {
+            return Err(Status::invalid_argument(format!("heartbeat from unknown site {:?}", view.site)));
+        }
+        let mut health = convert::replicator_from_pb(view);
+        health.received_at_unix_ms = self.clock.now_unix_ms();
+        self.health.record(health);
+        Ok(Response::new(pb::HeartbeatReply {}))
     }
 }
