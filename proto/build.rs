@@ -1,6 +1,6 @@
 //! Compiles the .proto files with protox (pure Rust), so no `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/raft.proto", "proto/control.proto"];
+    let files = ["proto/raft.proto", "proto/control.proto", "proto/replicator.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

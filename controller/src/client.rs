@@ -159,8 +159,8 @@ impl ControlClient {
         self.propose(Proposal::PairMode(pb::PairModeRequest {
             who: who.to_string(),
             why: why.to_string(),
-            site_a: spec.site_a.clone(),
-            site_b: spec.site_b.clone(),
+            site: spec.site.clone(),
+            peer: spec.peer.clone(),
             expect_state_id: spec.expect_state_id,
             mode: spec.mode.as_str().to_string(),
         }))
@@ -181,7 +181,10 @@ impl ControlClient {
     async fn propose(&self, proposal: Proposal) -> Result<ChangeOutcome, ClientError> {
         let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
         let mut tried = Vec::new();
-        let mut no_leader = Vec::new();
+        // Nodes that answered but could not commit (no leader known, or a
+        // leader named that then did not answer): a quorum problem, not a
+        // dead cluster.
+        let mut answered = Vec::new();
         let mut hops = 0;
         while let Some(addr) = queue.pop_front() {
             let result = match self.client(&addr) {
@@ -201,6 +204,7 @@ impl ControlClient {
                             .get(tandem_proto::LEADER_ADDR_METADATA)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string);
+                        answered.push(addr.clone());
                         match leader {
                             Some(l) if hops < MAX_LEADER_HOPS => {
                                 hops += 1;
@@ -210,7 +214,7 @@ impl ControlClient {
                             _ => return Err(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message()))),
                         }
                     }
-                    Some(code::NO_LEADER) => no_leader.push(addr.clone()),
+                    Some(code::NO_LEADER) => answered.push(addr.clone()),
                     // A commit timeout: the change may still apply, so never
                     // resend it to another node.
                     Some(code::COMMIT_TIMEOUT) => return Err(ClientError::NoQuorum(s.message().to_string())),
@@ -219,11 +223,13 @@ impl ControlClient {
                 Err(e) => tried.push((addr, e)),
             }
         }
-        if !no_leader.is_empty() {
+        if !answered.is_empty() {
+            let unreachable: Vec<&str> = tried.iter().map(|(a, _)| a.as_str()).collect();
             return Err(ClientError::NoQuorum(format!(
-                "the controllers that answered ({}) know no leader; a majority of sites may be down or cut off. \
-                 Nothing was changed",
-                no_leader.join(", ")
+                "the controllers that answered ({}) know no reachable leader (unreachable: {}); \
+                 a majority of sites may be down or cut off. Nothing was changed",
+                answered.join(", "),
+                if unreachable.is_empty() { "none".to_string() } else { unreachable.join(", ") }
             )));
         }
         Err(no_controller(tried))

@@ -133,25 +133,12 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            line: None,
-            field: None,
-            message: format!("cannot read config: {e}"),
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(&read_config(path)?, &path.display().to_string())
     }
 
     /// Parses and validates `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let cfg: NodeConfig = parse_toml(text, file)?;
-        cfg.validate().map_err(|(field, message)| ConfigError {
-            file: file.to_string(),
-            line: line_of_field(text, &field),
-            message: format!("field `{field}`: {message}"),
-            field: Some(field),
-        })?;
-        Ok(cfg)
+        parse_validated(text, file, Self::validate)
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
@@ -205,6 +192,34 @@ impl NodeConfig {
     pub fn listen_addr(&self) -> String {
         self.listen.clone().unwrap_or_else(|| self.this_site().addr.clone())
     }
+}
+
+/// Reads a config file, naming it in the error.
+pub fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: None,
+        field: None,
+        message: format!("cannot read config: {e}"),
+    })
+}
+
+/// Parses TOML into `T`, then runs `validate`, which names the offending
+/// field; every error carries the file, the line and the field. Shared by
+/// every daemon's config so all of them report errors the same way.
+pub fn parse_validated<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+    validate: impl FnOnce(&T) -> Result<(), (String, String)>,
+) -> Result<T, ConfigError> {
+    let cfg: T = parse_toml(text, file)?;
+    validate(&cfg).map_err(|(field, message)| ConfigError {
+        file: file.to_string(),
+        line: line_of_field(text, &field),
+        message: format!("field `{field}`: {message}"),
+        field: Some(field),
+    })?;
+    Ok(cfg)
 }
 
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {

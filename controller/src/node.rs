@@ -13,7 +13,6 @@ use tandem_net::Transport;
 use tandem_proto::control::control_server::ControlServer;
 use tandem_proto::raft::raft_server::RaftServer;
 use tandem_storage::KvStore;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -65,8 +64,7 @@ pub struct Node {
     site: String,
     node_id: u64,
     local_addr: SocketAddr,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: JoinHandle<()>,
+    server: tandem_net::Serving,
     bootstrapper: JoinHandle<()>,
 }
 
@@ -113,23 +111,14 @@ impl Node {
             deps.clock.clone(),
             t.commit_timeout(),
         );
-        let router = tonic::transport::Server::builder()
+        let router = tandem_net::server()
             .add_service(
                 RaftServer::new(PeerService::new(raft.clone()))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(ControlServer::new(control));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let transport = deps.transport;
-        let server = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stop_rx.await;
-            };
-            if let Err(e) = transport.serve(router, listener, shutdown).await {
-                tracing::error!(error = %e, "controller server stopped");
-            }
-        });
+        let server = deps.transport.spawn(router, listener, "controller");
 
         // Every node may initialise: openraft accepts the same membership
         // from several nodes, and refuses (harmlessly) once a log exists.
@@ -162,8 +151,7 @@ impl Node {
             site: me.name,
             node_id: me.node_id,
             local_addr,
-            stop_server: Some(stop_tx),
-            server,
+                        server,
             bootstrapper,
         })
     }
@@ -188,10 +176,7 @@ impl Node {
     /// happen, so there is nothing left to flush.
     pub async fn shutdown(mut self) {
         self.bootstrapper.abort();
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.server).await;
+        self.server.stop().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }

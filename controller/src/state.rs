@@ -101,6 +101,10 @@ pub struct ReplicationPair {
     /// Grows with every mode change, so a replicator can tell which change
     /// a decision was based on.
     pub state_id: u64,
+    /// In sync-recover: the sites that declared their outgoing direction
+    /// clean under this state id (see `ops::pair_mode`).
+    #[serde(default)]
+    pub clean: Vec<String>,
 }
 
 /// Operator policy for automatic actions.

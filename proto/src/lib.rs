@@ -12,6 +12,17 @@ pub mod control {
     tonic::include_proto!("tandem.control.v1");
 }
 
+/// The replicator's contract API and the replication protocol between sites.
+pub mod replicator {
+    tonic::include_proto!("tandem.replicator.v1");
+}
+
+/// Response metadata keys on a write refused because this site does not
+/// own the shard: the owner site, its replicator address, and the epoch.
+pub const OWNER_SITE_METADATA: &str = "tandem-owner";
+pub const OWNER_ADDR_METADATA: &str = "tandem-owner-addr";
+pub const OWNER_EPOCH_METADATA: &str = "tandem-owner-epoch";
+
 /// Response metadata key carrying the leader's address when a follower
 /// refuses a state-changing call.
 pub const LEADER_ADDR_METADATA: &str = "tandem-leader-addr";
@@ -29,4 +40,14 @@ pub mod error_code {
     pub const COMMIT_TIMEOUT: &str = "commit-timeout";
     /// This node is not the leader; the leader's address is attached.
     pub const NOT_LEADER: &str = "not-leader";
+    /// This site does not own the shard; the owner is attached.
+    pub const NOT_OWNER: &str = "not-owner";
+    /// This site's view of the shard map is too old to accept writes.
+    pub const NO_LEASE: &str = "no-lease";
+    /// The contract was destroyed (crypto-shredded).
+    pub const DESTROYED: &str = "destroyed";
+    /// A replication entry carries an epoch older than the receiver knows.
+    pub const STALE_EPOCH: &str = "stale-epoch";
+    /// Stored data failed an integrity check (crc, authentication, length).
+    pub const CORRUPT: &str = "corrupt";
 }

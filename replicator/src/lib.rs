@@ -1,1 +1,41 @@
-//! placeholder
+//! tandem's data plane: the encrypted contract store of one site and its
+//! replication to the others.
+//!
+//! Module map:
+//! - [`write`]: put and destroy at the owner (lease and owner checks,
+//!   encryption, durable store, then [`sync`] decides when to acknowledge);
+//! - [`read`]: head, list and get (decryption) at any site;
+//! - [`ship`]: outgoing replication, one shipper per peer, from the peer's
+//!   durable cursor; [`apply`]: incoming entries, checked before storing;
+//! - [`sync`]: sync/async with the in-city peer and the way back to sync;
+//! - [`digest`] and [`verify`]: anti-entropy across sites; [`gc`]:
+//!   collection of destroyed ciphertext;
+//! - [`meta`]: metadata, change log and cursors over the storage seam;
+//!   [`blob`]: ciphertext through object_store; [`model`]: the records;
+//! - [`view`]: the controller's shard map and pair modes, and the write lease;
+//! - [`service`]: the gRPC services; [`server`]: starts it all;
+//!   [`client`]: the client used by the CLI and tests.
+//!
+//! Crypto lives in `tandem-crypto`; this crate never sees a KEK, and only
+//! [`read`] and [`write`] ever hold a plaintext data key.
+
+pub mod apply;
+pub mod blob;
+pub mod client;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod gc;
+pub mod ids;
+pub mod lag;
+pub mod meta;
+pub mod model;
+pub mod read;
+pub mod server;
+pub mod service;
+pub mod ship;
+pub mod site;
+pub mod sync;
+pub mod verify;
+pub mod view;
+pub mod write;

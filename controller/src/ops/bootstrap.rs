@@ -46,6 +46,7 @@ pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
                     site_b: b.name.clone(),
                     mode: ReplicationMode::Sync,
                     state_id: 1,
+                    clean: Vec::new(),
                 });
             }
         }

@@ -58,6 +58,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                     site_b: p.site_b.clone(),
                     mode: p.mode.as_str().into(),
                     state_id: p.state_id,
+                    clean: p.clean.clone(),
                 })
                 .collect(),
             policy: Some(pb::PolicyView {
@@ -125,7 +126,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
     let mut pairs = Vec::new();
     for p in c.pairs {
         let mode = ReplicationMode::parse(&p.mode).ok_or_else(|| Malformed(format!("unknown replication mode {:?}", p.mode)))?;
-        pairs.push(ReplicationPair { site_a: p.site_a, site_b: p.site_b, mode, state_id: p.state_id });
+        pairs.push(ReplicationPair { site_a: p.site_a, site_b: p.site_b, mode, state_id: p.state_id, clean: p.clean });
     }
     Ok(NodeStatus {
         raft: RaftStatus {

@@ -137,7 +137,7 @@ impl Control for ControlService {
         let r = req.into_inner();
         let mode = ReplicationMode::parse(&r.mode)
             .ok_or_else(|| Status::invalid_argument(format!("unknown replication mode {:?}: use sync, async or sync-recover", r.mode)))?;
-        let spec = PairModeSpec { site_a: r.site_a, site_b: r.site_b, expect_state_id: r.expect_state_id, mode };
+        let spec = PairModeSpec { site: r.site, peer: r.peer, expect_state_id: r.expect_state_id, mode };
         self.propose(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
 

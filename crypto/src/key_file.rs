@@ -1,0 +1,363 @@
+//! Development key provider: one 256-bit KEK in a local text file.
+//!
+//! Format, one key line (blank lines and `#` comments allowed):
+//! `tandem-kek-v1 <kek-id> <64 hex chars>`.
+//!
+//! Wrapping is AES-256-GCM (ring) with a random 96-bit nonce; the wrapped
+//! bytes are `nonce(12) || encrypted key || tag(16)`. The associated data is
+//! `"tandem-wrap-v1" || kind || len(kek_id) || kek_id || key_id || context`:
+//! the kind byte keeps a wrapped PII key from being unwrapped as a data key,
+//! and the length prefix keeps the variable-length KEK id unambiguous.
+
+use crate::keys::{key_id_hex, DATA_KEY_LEN, KEY_ID_LEN, PII_KEY_LEN};
+use crate::{CryptoError, DataKey, KeyProvider, PiiKey, RandomSource, WrappedKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// First field of the key line; bumps if the file format ever changes.
+pub const KEY_FILE_TAG: &str = "tandem-kek-v1";
+/// Longest KEK id accepted (it is stored with every wrapped key).
+pub const MAX_KEK_ID_LEN: usize = 128;
+
+const KEK_LEN: usize = 32;
+const TAG_LEN: usize = 16;
+const WRAP_LABEL: &[u8] = b"tandem-wrap-v1";
+
+/// Development key provider: a local key file holding one 256-bit KEK and its id.
+pub struct LocalKeyFile {
+    kek_id: String,
+    path: PathBuf,
+    // ring does not zeroize its expanded key schedule on drop; keeping one
+    // long-lived key object at least avoids scattering copies per operation.
+    key: LessSafeKey,
+}
+
+#[derive(Clone, Copy)]
+enum KeyKind {
+    Data,
+    Pii,
+}
+
+impl KeyKind {
+    fn label(self) -> u8 {
+        match self {
+            KeyKind::Data => b'D',
+            KeyKind::Pii => b'P',
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::Data => "data",
+            KeyKind::Pii => "PII",
+        })
+    }
+}
+
+/// Why a KEK id is unusable, or `None` if it is fine. KEK ids live in a
+/// space-separated text line and in logs, so they are short printable ASCII.
+fn kek_id_problem(kek_id: &str) -> Option<&'static str> {
+    if kek_id.is_empty() {
+        Some("it is empty")
+    } else if kek_id.len() > MAX_KEK_ID_LEN {
+        Some("it is longer than 128 bytes")
+    } else if !kek_id.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+        Some("it may only contain printable ASCII without spaces or '#'")
+    } else {
+        None
+    }
+}
+
+fn new_key(kek: &[u8; KEK_LEN]) -> LessSafeKey {
+    // UnboundKey::new fails only for a wrong key length, and ours is fixed.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).expect("32-byte AES-256-GCM key"))
+}
+
+impl LocalKeyFile {
+    /// Reads a key file. Errors name the path and line, never the key.
+    pub fn load(path: &Path) -> Result<Self, CryptoError> {
+        let at = |line: usize, what: &str| {
+            CryptoError::KeyFile(format!("{} line {line}: {what}", path.display()))
+        };
+        let data =
+            Zeroizing::new(std::fs::read(path).map_err(|e| {
+                CryptoError::KeyFile(format!("cannot read {}: {e}", path.display()))
+            })?);
+
+        let mut found: Option<(String, Zeroizing<[u8; KEK_LEN]>, usize)> = None;
+        for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
+            let line_no = i + 1;
+            let line = std::str::from_utf8(raw).map_err(|_| at(line_no, "is not valid UTF-8"))?;
+            // Neither ids nor hex contain '#', so everything after it is comment.
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            // No message below echoes a field: a misplaced field may be the key.
+            let mut fields = line.split_ascii_whitespace();
+            let (Some(tag), Some(kek_id), Some(key_hex), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                return Err(at(
+                    line_no,
+                    "expected `tandem-kek-v1 <kek-id> <64 hex chars>` (3 fields separated by spaces)",
+                ));
+            };
+            if tag != KEY_FILE_TAG {
+                return Err(at(
+                    line_no,
+                    "first field is not `tandem-kek-v1` (unknown key file version or not a key line)",
+                ));
+            }
+            if let Some((_, _, first)) = &found {
+                return Err(at(
+                    line_no,
+                    &format!("second key line (the first is line {first}); a key file holds exactly one KEK"),
+                ));
+            }
+            if let Some(problem) = kek_id_problem(kek_id) {
+                return Err(at(line_no, &format!("invalid KEK id: {problem}")));
+            }
+            if key_hex.len() != 2 * KEK_LEN {
+                return Err(at(
+                    line_no,
+                    &format!(
+                        "key must be {} hex characters, found {}",
+                        2 * KEK_LEN,
+                        key_hex.len()
+                    ),
+                ));
+            }
+            let mut kek = Zeroizing::new([0u8; KEK_LEN]);
+            hex::decode_to_slice(key_hex, kek.as_mut())
+                .map_err(|_| at(line_no, "key contains characters that are not hex digits"))?;
+            found = Some((kek_id.to_owned(), kek, line_no));
+        }
+
+        let Some((kek_id, kek, _)) = found else {
+            return Err(CryptoError::KeyFile(format!(
+                "{}: no key line (`tandem-kek-v1 <kek-id> <64 hex chars>`) found",
+                path.display()
+            )));
+        };
+        Ok(LocalKeyFile {
+            key: new_key(&kek),
+            kek_id,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Creates a new key file with a fresh random KEK, mode 0600, refusing to
+    /// overwrite an existing file.
+    pub fn create(path: &Path, kek_id: &str, rng: &dyn RandomSource) -> Result<Self, CryptoError> {
+        if let Some(problem) = kek_id_problem(kek_id) {
+            return Err(CryptoError::InvalidArgument(format!(
+                "KEK id {kek_id:?}: {problem}"
+            )));
+        }
+        let mut kek = Zeroizing::new([0u8; KEK_LEN]);
+        rng.fill(kek.as_mut())?;
+
+        // Sized up front so the buffer holding the hex never reallocates and
+        // leaves an unzeroized copy behind.
+        let mut contents = Zeroizing::new(String::with_capacity(512));
+        contents.push_str(
+            "# tandem key-encryption key (KEK). Keep it secret and backed up:\n\
+             # every key wrapped with it is unrecoverable without it.\n",
+        );
+        contents.push_str(KEY_FILE_TAG);
+        contents.push(' ');
+        contents.push_str(kek_id);
+        contents.push(' ');
+        contents.push_str(&Zeroizing::new(hex::encode(kek.as_ref())));
+        contents.push('\n');
+
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CryptoError::KeyFile(format!(
+                    "{} already exists; refusing to overwrite an existing key file",
+                    path.display()
+                ))
+            } else {
+                CryptoError::KeyFile(format!("cannot create {}: {e}", path.display()))
+            }
+        })?;
+        if let Err(e) = file
+            .write_all(contents.as_bytes())
+            .and_then(|()| file.sync_all())
+        {
+            // Remove the partial file so a retry is not refused as "exists".
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(CryptoError::KeyFile(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )));
+        }
+        // Make the new directory entry durable too; a KEK lost in a crash
+        // after keys were wrapped with it would lose those keys.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(LocalKeyFile {
+            key: new_key(&kek),
+            kek_id: kek_id.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Path the key file was loaded from or created at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn aad(&self, kind: KeyKind, key_id: &[u8; KEY_ID_LEN], context: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(
+            WRAP_LABEL.len() + 1 + 4 + self.kek_id.len() + KEY_ID_LEN + context.len(),
+        );
+        aad.extend_from_slice(WRAP_LABEL);
+        aad.push(kind.label());
+        aad.extend_from_slice(&(self.kek_id.len() as u32).to_be_bytes());
+        aad.extend_from_slice(self.kek_id.as_bytes());
+        aad.extend_from_slice(key_id);
+        aad.extend_from_slice(context);
+        aad
+    }
+
+    fn wrap(
+        &self,
+        kind: KeyKind,
+        key_id: &[u8; KEY_ID_LEN],
+        secret: &[u8],
+        context: &[u8],
+        rng: &dyn RandomSource,
+    ) -> Result<WrappedKey, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill(&mut nonce)?;
+        let aad = self.aad(kind, key_id, context);
+        // Exact capacity: the secret is encrypted in place and the buffer
+        // never reallocates, so no plaintext copy is left behind.
+        let mut bytes = Vec::with_capacity(NONCE_LEN + secret.len() + TAG_LEN);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(secret);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut bytes[NONCE_LEN..],
+            )
+            .map_err(|_| CryptoError::TooLarge(format!("{kind} key too long to wrap")))?;
+        bytes.extend_from_slice(tag.as_ref());
+        Ok(WrappedKey {
+            kek_id: self.kek_id.clone(),
+            key_id: *key_id,
+            bytes,
+        })
+    }
+
+    fn unwrap<const N: usize>(
+        &self,
+        kind: KeyKind,
+        wrapped: &WrappedKey,
+        context: &[u8],
+    ) -> Result<Zeroizing<[u8; N]>, CryptoError> {
+        let id = key_id_hex(&wrapped.key_id);
+        if wrapped.kek_id != self.kek_id {
+            return Err(CryptoError::WrongKey(format!(
+                "{kind} key {id} was wrapped with KEK {:?}, but key file {} holds KEK {:?}",
+                wrapped.kek_id,
+                self.path.display(),
+                self.kek_id
+            )));
+        }
+        if wrapped.bytes.len() != NONCE_LEN + N + TAG_LEN {
+            return Err(CryptoError::Corrupt(format!(
+                "wrapped {kind} key {id} is {} bytes, expected {}",
+                wrapped.bytes.len(),
+                NONCE_LEN + N + TAG_LEN
+            )));
+        }
+        let (nonce, sealed) = wrapped.bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| CryptoError::Corrupt(format!("wrapped {kind} key {id}: bad nonce")))?;
+        let aad = self.aad(kind, &wrapped.key_id, context);
+        let mut buf = Zeroizing::new(sealed.to_vec());
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(&aad), buf.as_mut_slice())
+            .map_err(|_| {
+                CryptoError::Tampered(format!(
+                    "{kind} key {id} does not unwrap with KEK {:?} from {}: it was wrapped for \
+                     another context (tenant/contract/version/file), or the wrapped key was \
+                     altered, or this key file holds a different key under the same KEK id",
+                    self.kek_id,
+                    self.path.display()
+                ))
+            })?;
+        let mut out = Zeroizing::new([0u8; N]);
+        out.copy_from_slice(plain);
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for LocalKeyFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKeyFile")
+            .field("kek_id", &self.kek_id)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyProvider for LocalKeyFile {
+    fn kek_id(&self) -> &str {
+        &self.kek_id
+    }
+
+    fn wrap_data_key(
+        &self,
+        key: &DataKey,
+        context: &[u8],
+        rng: &dyn RandomSource,
+    ) -> Result<WrappedKey, CryptoError> {
+        self.wrap(KeyKind::Data, &key.id(), key.expose_secret(), context, rng)
+    }
+
+    fn unwrap_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &[u8],
+    ) -> Result<DataKey, CryptoError> {
+        let secret = self.unwrap::<DATA_KEY_LEN>(KeyKind::Data, wrapped, context)?;
+        Ok(DataKey::from_secret(wrapped.key_id, secret))
+    }
+
+    fn wrap_pii_key(
+        &self,
+        key: &PiiKey,
+        context: &[u8],
+        rng: &dyn RandomSource,
+    ) -> Result<WrappedKey, CryptoError> {
+        self.wrap(KeyKind::Pii, &key.id(), key.expose_secret(), context, rng)
+    }
+
+    fn unwrap_pii_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<PiiKey, CryptoError> {
+        let secret = self.unwrap::<PII_KEY_LEN>(KeyKind::Pii, wrapped, context)?;
+        Ok(PiiKey::from_secret(wrapped.key_id, secret))
+    }
+}

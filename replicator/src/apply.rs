@@ -1,0 +1,191 @@
+//! Incoming replication: store one entry of another site's change log.
+//!
+//! Checks before anything is stored: the entry is the next one of its
+//! origin's log (or already applied: then it is skipped), its epoch is not
+//! older than any this site knows for the shard (a stale owner's traffic is
+//! refused), and every file's framing and per-segment crc32 are intact, its
+//! length and SHA-256 match the entry. The ciphertext is stored and synced,
+//! then the metadata and the origin's cursor move in one synced batch.
+//! Nothing is decrypted here.
+
+use futures::{Stream, StreamExt};
+use tandem_crypto::SegmentScanner;
+use tandem_proto::replicator as pb;
+use tandem_proto::replicator::apply_chunk::Part;
+
+use crate::error::ReplicaError;
+use crate::ids::{check_file_name, check_id};
+use crate::meta::MetaBatch;
+use crate::model::{blob_path, Change, ContractHead, LogEntry};
+use crate::site::Site;
+
+/// Why an entry arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In log order from its origin: the cursor is checked and advanced.
+    Log,
+    /// A copy fetched by `verify --repair`: no cursor involved.
+    Repair,
+}
+
+type Chunks<S> = std::pin::Pin<Box<S>>;
+
+async fn next_part<S>(chunks: &mut Chunks<S>) -> Result<Option<Part>, ReplicaError>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
+{
+    match chunks.next().await {
+        None => Ok(None),
+        Some(Ok(c)) => c.part.map(Some).ok_or_else(|| ReplicaError::Invalid("empty chunk".into())),
+        Some(Err(s)) => Err(ReplicaError::Corrupt(format!("replication stream broken: {}", s.message()))),
+    }
+}
+
+/// Applies one entry read from `chunks`; returns the origin's cursor after it.
+pub async fn apply<S>(site: &Site, chunks: S, mode: Mode) -> Result<u64, ReplicaError>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
+{
+    let mut chunks = Box::pin(chunks);
+    let entry: LogEntry = match next_part(&mut chunks).await? {
+        Some(Part::EntryJson(json)) => {
+            serde_json::from_slice(&json).map_err(|e| ReplicaError::Invalid(format!("malformed log entry: {e}")))?
+        }
+        _ => return Err(ReplicaError::Invalid("a replication stream must start with its log entry".into())),
+    };
+    check_id("tenant", entry.tenant())?;
+    check_id("contract id", entry.contract_id())?;
+    if mode == Mode::Log && entry.origin == site.name {
+        return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", entry.seq)));
+    }
+    let lock = site
+        .apply_locks
+        .get(&entry.origin)
+        .ok_or_else(|| ReplicaError::Invalid(format!("entry from unknown site {:?}", entry.origin)))?;
+    let _ordered = lock.lock().await;
+
+    let cursor = site.meta.cursor(&entry.origin)?;
+    if mode == Mode::Log {
+        if entry.seq <= cursor {
+            return Ok(cursor);
+        }
+        if entry.seq != cursor + 1 {
+            return Err(ReplicaError::Gap { origin: entry.origin.clone(), expected: cursor + 1, got: entry.seq });
+        }
+    }
+    let known = site
+        .meta
+        .epoch(entry.shard)?
+        .max(site.view.latest().and_then(|s| s.shards.get(entry.shard as usize).map(|s| s.epoch)).unwrap_or(0));
+    // A repair copies the owner's current state, written under whatever
+    // epoch was current then; fencing applies to live log traffic.
+    if mode == Mode::Log && entry.epoch < known {
+        return Err(ReplicaError::StaleEpoch { shard: entry.shard, got: entry.epoch, known });
+    }
+
+    let mut batch = MetaBatch::default();
+    let head = site.meta.head(entry.shard, entry.tenant(), entry.contract_id())?;
+    match &entry.change {
+        Change::Put(v) => {
+            if v.shard != entry.shard {
+                return Err(ReplicaError::Invalid("entry and version disagree on the shard".into()));
+            }
+            for (i, file) in v.files.iter().enumerate() {
+                check_file_name(&file.name)?;
+                if file.blob != blob_path(&v.tenant, &v.contract_id, v.version, i) {
+                    return Err(ReplicaError::Invalid(format!("file {} has an unexpected storage path", file.name)));
+                }
+            }
+            receive_files(site, &entry, &mut chunks).await?;
+            let mut v = v.clone();
+            let destroyed = head.as_ref().and_then(|h| h.destroyed.clone());
+            if destroyed.is_some() {
+                // A copy arriving after the destroy must not bring keys back.
+                v.pii_key = None;
+                v.pii.clear();
+                for f in &mut v.files {
+                    f.key = None;
+                    batch.queue_gc(&f.blob, 0);
+                }
+            }
+            let latest = head.as_ref().map(|h| h.latest).unwrap_or(0).max(v.version);
+            batch.put_head(&ContractHead {
+                tenant: v.tenant.clone(),
+                contract_id: v.contract_id.clone(),
+                shard: v.shard,
+                latest,
+                destroyed,
+            });
+            batch.put_version(&v);
+        }
+        Change::Destroy { tenant, contract_id, tombstone } => {
+            if next_part(&mut chunks).await?.is_some() {
+                return Err(ReplicaError::Invalid("a destroy entry carries no files".into()));
+            }
+            let head = head.unwrap_or_else(|| ContractHead {
+                tenant: tenant.clone(),
+                contract_id: contract_id.clone(),
+                shard: entry.shard,
+                latest: 0,
+                destroyed: None,
+            });
+            crate::write::shred(site, &head, tombstone, 0, &mut batch)?;
+        }
+    }
+    let applied = match mode {
+        Mode::Log => {
+            batch.set_cursor(&entry.origin, entry.seq);
+            entry.seq
+        }
+        Mode::Repair => cursor,
+    };
+    batch.set_epoch(entry.shard, entry.epoch.max(site.meta.epoch(entry.shard)?));
+    site.meta.commit(batch)?;
+    if matches!(entry.change, Change::Destroy { .. }) {
+        site.gc_wake.notify_one();
+    }
+    Ok(applied)
+}
+
+/// Stores the entry's files from the stream, checking each as it arrives.
+async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut Chunks<S>) -> Result<(), ReplicaError>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
+{
+    let mut pending = next_part(chunks).await?;
+    for file in entry.files() {
+        let what = format!("file {:?} of {}/{} (entry {} of {})", file.name, entry.tenant(), entry.contract_id(), entry.seq, entry.origin);
+        match pending.take() {
+            Some(Part::File(start)) if start.name == file.name => {}
+            _ => return Err(ReplicaError::Invalid(format!("{what}: expected its start"))),
+        }
+        let mut writer = site.blobs.writer(&file.blob).await?;
+        let mut scanner = SegmentScanner::new();
+        loop {
+            pending = next_part(chunks).await?;
+            let Some(Part::Data(data)) = &pending else { break };
+            if let Err(e) = scanner.push(data) {
+                writer.abort().await;
+                return Err(ReplicaError::Corrupt(format!("{what}: {e}")));
+            }
+            writer.write(data).await?;
+        }
+        if let Err(e) = scanner.finish() {
+            writer.abort().await;
+            return Err(ReplicaError::Corrupt(format!("{what}: {e}")));
+        }
+        let got = writer.digest_so_far();
+        if got.len != file.ciphertext_len || got.sha256 != file.ciphertext_sha256 {
+            writer.abort().await;
+            return Err(ReplicaError::Corrupt(format!(
+                "{what}: received {} bytes with a different SHA-256 than the entry declares ({} bytes)",
+                got.len, file.ciphertext_len
+            )));
+        }
+        writer.finish().await?;
+    }
+    if pending.is_some() {
+        return Err(ReplicaError::Invalid(format!("entry {} of {}: unexpected data after its files", entry.seq, entry.origin)));
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Client of the Contracts API, used by `tandem contract` and the tests.
+//! File bodies are streamed from and to disk; a get writes each file to a
+//! temporary name and renames it only when the whole contract arrived and
+//! passed its checks, so a failed read never leaves a plausible file behind.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tandem_net::Transport;
+use tandem_proto::replicator as pb;
+use tandem_proto::replicator::contracts_client::ContractsClient;
+use tandem_proto::replicator::get_chunk::Part as GetPart;
+use tandem_proto::replicator::put_chunk::Part as PutPart;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+use crate::ship::MAX_MESSAGE;
+use crate::write::PutHeader;
+
+/// Bytes of a file per put message.
+const PUT_CHUNK: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("replicator at {addr} did not answer: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// The replicator refused; `code` is its stable error code, if any.
+    #[error("{message}")]
+    Refused { code: Option<String>, message: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+fn refused(addr: &str, s: tonic::Status) -> ClientError {
+    let code = s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if code.is_none() && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
+        return ClientError::Unreachable { addr: addr.to_string(), reason: s.message().to_string() };
+    }
+    ClientError::Refused { code, message: s.message().to_string() }
+}
+
+/// The owner's address attached to a "not the owner" refusal.
+fn owner_addr(s: &tonic::Status) -> Option<String> {
+    s.metadata().get(tandem_proto::OWNER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+pub struct ReplicatorClient {
+    transport: Transport,
+    /// Bound on calls without a file body (head, list, destroy).
+    call_timeout: Duration,
+}
+
+impl ReplicatorClient {
+    pub fn new(transport: Transport, call_timeout: Duration) -> Self {
+        Self { transport, call_timeout }
+    }
+
+    fn client(&self, addr: &str) -> Result<ContractsClient<Channel>, ClientError> {
+        let channel = self
+            .transport
+            .channel(addr)
+            .map_err(|e| ClientError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
+        Ok(ContractsClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    async fn bounded<T>(&self, addr: &str, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, ClientError> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(refused(addr, s)),
+            Err(_) => Err(ClientError::Unreachable { addr: addr.into(), reason: format!("no answer within {} ms", self.call_timeout.as_millis()) }),
+        }
+    }
+
+    /// Stores a contract with the files at `files` (name, path). A put sent
+    /// to a site that does not own the tenant's shard is resent once to the
+    /// owner it names.
+    pub async fn put(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
+        for f in files {
+            tokio::fs::metadata(&f.1).await.map_err(|e| ClientError::Io(format!("cannot read {}: {e}", f.1.display())))?;
+        }
+        match self.put_once(addr, header, files).await {
+            Err(PutError::NotOwner(owner, _)) if owner != addr => match self.put_once(&owner, header, files).await {
+                Ok(r) => Ok(r),
+                Err(PutError::NotOwner(_, e)) | Err(PutError::Other(e)) => Err(e),
+            },
+            Ok(r) => Ok(r),
+            Err(PutError::NotOwner(_, e)) | Err(PutError::Other(e)) => Err(e),
+        }
+    }
+
+    async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, PutError> {
+        let mut client = self.client(addr).map_err(PutError::Other)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutChunk>(4);
+        let first = pb::PutChunk {
+            part: Some(PutPart::Header(pb::PutHeader {
+                tenant: header.tenant.clone(),
+                contract_id: header.contract_id.clone(),
+                fields: header.fields.clone().into_iter().collect(),
+                pii_fields: header.pii_fields.clone().into_iter().collect(),
+            })),
+        };
+        let files = files.to_vec();
+        let reader = tokio::spawn(async move {
+            if tx.send(first).await.is_err() {
+                return Ok(());
+            }
+            let count = files.len() as u32;
+            for (name, path) in files {
+                let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                if tx.send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name })) }).await.is_err() {
+                    return Ok(());
+                }
+                loop {
+                    let mut buf = vec![0u8; PUT_CHUNK];
+                    let n = read_full(&mut file, &mut buf).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    if tx.send(pb::PutChunk { part: Some(PutPart::Data(buf)) }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            // Only a complete upload gets its end marker.
+            let _ = tx.send(pb::PutChunk { part: Some(PutPart::End(pb::PutEnd { files: count })) }).await;
+            Ok::<(), String>(())
+        });
+        let result = client.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        // A local read error ends the stream without its end marker, so the
+        // server stores nothing; report the read error rather than its refusal.
+        let read = reader.await.unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = &read {
+            return Err(PutError::Other(ClientError::Io(e.clone())));
+        }
+        match result {
+            Ok(r) => {
+                read.map_err(|e| PutError::Other(ClientError::Io(e)))?;
+                Ok(r.into_inner())
+            }
+            Err(s) => match owner_addr(&s) {
+                Some(owner) => Err(PutError::NotOwner(owner, refused(addr, s))),
+                None => Err(PutError::Other(refused(addr, s))),
+            },
+        }
+    }
+
+    /// Reads a contract (version 0: latest), writing its files into
+    /// `out_dir` when given. Returns its description with PII fields.
+    pub async fn get(&self, addr: &str, tenant: &str, contract_id: &str, version: u64, out_dir: Option<&Path>) -> Result<pb::ContractInfo, ClientError> {
+        let mut client = self.client(addr)?;
+        let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
+        let mut stream = client.get(req).await.map_err(|s| refused(addr, s))?.into_inner();
+        let mut info = None;
+        let mut current: Option<(tokio::fs::File, PathBuf, PathBuf)> = None;
+        let mut finished: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let result = async {
+            while let Some(chunk) = stream.next().await {
+                match chunk.map_err(|s| refused(addr, s))?.part {
+                    Some(GetPart::Info(i)) => info = Some(i),
+                    Some(GetPart::File(f)) => {
+                        if let Some((mut file, tmp, dst)) = current.take() {
+                            file.flush().await.map_err(|e| ClientError::Io(e.to_string()))?;
+                            finished.push((tmp, dst));
+                        }
+                        if let Some(dir) = out_dir {
+                            crate::ids::check_file_name(&f.name).map_err(|e| ClientError::Io(e.0))?;
+                            let dst = dir.join(&f.name);
+                            let tmp = dir.join(format!(".{}.partial", f.name));
+                            let file = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::Io(format!("cannot create {}: {e}", tmp.display())))?;
+                            current = Some((file, tmp, dst));
+                        }
+                    }
+                    Some(GetPart::Data(d)) => {
+                        if let Some((file, tmp, _)) = current.as_mut() {
+                            file.write_all(&d).await.map_err(|e| ClientError::Io(format!("cannot write {}: {e}", tmp.display())))?;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if let Some((mut file, tmp, dst)) = current.take() {
+                file.flush().await.map_err(|e| ClientError::Io(e.to_string()))?;
+                file.sync_all().await.map_err(|e| ClientError::Io(e.to_string()))?;
+                finished.push((tmp, dst));
+            }
+            Ok::<(), ClientError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            for (tmp, _) in &finished {
+                let _ = tokio::fs::remove_file(tmp).await;
+            }
+            if let Some((_, tmp, _)) = current.take() {
+                let _ = tokio::fs::remove_file(tmp).await;
+            }
+            return Err(e);
+        }
+        for (tmp, dst) in finished {
+            tokio::fs::rename(&tmp, &dst).await.map_err(|e| ClientError::Io(format!("cannot rename to {}: {e}", dst.display())))?;
+        }
+        info.ok_or_else(|| ClientError::Io("the replicator sent no contract description".into()))
+    }
+
+    pub async fn head(&self, addr: &str, tenant: &str, contract_id: &str) -> Result<pb::ContractInfo, ClientError> {
+        let mut c = self.client(addr)?;
+        self.bounded(addr, c.head(pb::HeadRequest { tenant: tenant.into(), contract_id: contract_id.into(), version: 0 })).await
+    }
+
+    pub async fn list(&self, addr: &str, tenant: &str) -> Result<Vec<pb::ContractInfo>, ClientError> {
+        let mut c = self.client(addr)?;
+        Ok(self.bounded(addr, c.list(pb::ListRequest { tenant: tenant.into() })).await?.contracts)
+    }
+
+    /// Destroys a contract at its owner (following one redirect).
+    pub async fn destroy(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<pb::DestroyReply, ClientError> {
+        let req = pb::DestroyRequest { tenant: tenant.into(), contract_id: contract_id.into(), who: who.into(), why: why.into() };
+        let mut c = self.client(addr)?;
+        match tokio::time::timeout(self.call_timeout, c.destroy(req.clone())).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => match owner_addr(&s) {
+                Some(owner) if owner != addr => {
+                    let mut c = self.client(&owner)?;
+                    self.bounded(&owner, c.destroy(req)).await
+                }
+                _ => Err(refused(addr, s)),
+            },
+            Err(_) => Err(ClientError::Unreachable { addr: addr.into(), reason: "no answer".into() }),
+        }
+    }
+}
+
+enum PutError {
+    /// Refused by a non-owner that named the owner's address.
+    NotOwner(String, ClientError),
+    Other(ClientError),
+}
+
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let m = file.read(&mut buf[n..]).await?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    Ok(n)
+}

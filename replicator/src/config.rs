@@ -1,0 +1,152 @@
+//! A replicator's configuration: one TOML file per site. Errors name the
+//! file, the line and the field, like the controller's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tandem_controller::config::{parse_validated, read_config, ConfigError};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicatorConfig {
+    /// The site this replicator serves; must be one of `sites`.
+    pub site: String,
+    /// Metadata (rocksdb) goes to `data_dir/meta`; ciphertext to
+    /// `data_dir/blobs` unless `blob_url` says otherwise.
+    pub data_dir: PathBuf,
+    /// The key-encryption key file (the path, never the key).
+    pub key_file: PathBuf,
+    /// Controller addresses (host:port), tried in order.
+    pub controllers: Vec<String>,
+    /// Address to bind; defaults to this site's `addr`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// How long a sync write waits for the in-city peer before the pair is
+    /// recorded async.
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    /// object_store URL for ciphertext (`s3://bucket/prefix`, `gs://...`,
+    /// `az://...`, `file:///path`). Default: local filesystem.
+    #[serde(default)]
+    pub blob_url: Option<String>,
+    /// Backend options for `blob_url` (region, endpoint, ...).
+    #[serde(default)]
+    pub blob_options: BTreeMap<String, String>,
+    pub sites: Vec<ReplicaSiteConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaSiteConfig {
+    pub name: String,
+    /// host:port of that site's replicator.
+    pub addr: String,
+    /// Cap on what *this* site sends to that site, in MiB/s; 0: none.
+    #[serde(default)]
+    pub send_limit_mib_s: u64,
+}
+
+fn default_sync_timeout_ms() -> u64 {
+    2000
+}
+
+impl ReplicatorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&read_config(path)?, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        parse_validated(text, file, Self::validate)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
+        let mut names = BTreeSet::new();
+        for s in &self.sites {
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return err("sites.name", format!("site name {:?} must be letters, digits, '-' or '_'", s.name));
+            }
+            if !names.insert(s.name.as_str()) {
+                return err("sites.name", format!("site {:?} is listed twice", s.name));
+            }
+            if !is_host_port(&s.addr) {
+                return err("sites.addr", format!("address {:?} of site {:?} must be host:port", s.addr, s.name));
+            }
+        }
+        if !names.contains(self.site.as_str()) {
+            return err("site", format!("site {:?} is not one of the [[sites]]", self.site));
+        }
+        if self.controllers.is_empty() {
+            return err("controllers", "at least one controller address is required".into());
+        }
+        if let Some(bad) = self.controllers.iter().find(|a| !is_host_port(a)) {
+            return err("controllers", format!("address {bad:?} must be host:port"));
+        }
+        if !(100..=60_000).contains(&self.sync_timeout_ms) {
+            return err("sync_timeout_ms", format!("{} is outside 100..=60000", self.sync_timeout_ms));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> String {
+        self.listen.clone().unwrap_or_else(|| self.addr_of(&self.site).unwrap_or_default())
+    }
+
+    pub fn addr_of(&self, site: &str) -> Option<String> {
+        self.sites.iter().find(|s| s.name == site).map(|s| s.addr.clone())
+    }
+
+    pub fn sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.sync_timeout_ms)
+    }
+}
+
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+site = "a"
+data_dir = "/tmp/a"
+key_file = "/tmp/kek"
+controllers = ["127.0.0.1:7101"]
+
+[[sites]]
+name = "a"
+addr = "127.0.0.1:7111"
+
+[[sites]]
+name = "c"
+addr = "127.0.0.1:7113"
+send_limit_mib_s = 50
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = ReplicatorConfig::parse(GOOD, "r.toml").unwrap();
+        assert_eq!(c.sync_timeout_ms, 2000);
+        assert_eq!(c.listen_addr(), "127.0.0.1:7111");
+        assert_eq!(c.sites[1].send_limit_mib_s, 50);
+    }
+
+    #[test]
+    fn bad_value_names_file_line_and_field() {
+        let text = GOOD.replace("send_limit_mib_s = 50", "send_limit_mib_s = \"fast\"");
+        let e = ReplicatorConfig::parse(&text, "r.toml").unwrap_err();
+        assert!(e.to_string().starts_with("r.toml:14:") && e.to_string().contains("send_limit_mib_s"), "{e}");
+        assert_eq!(e.line, Some(14));
+    }
+
+    #[test]
+    fn unknown_site_is_refused() {
+        let e = ReplicatorConfig::parse(&GOOD.replace("site = \"a\"", "site = \"z\""), "r.toml").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("site"));
+        assert_eq!(e.line, Some(2));
+    }
+}

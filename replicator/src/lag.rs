@@ -1,0 +1,28 @@
+//! Replication lag of an outgoing link, in entries, bytes and seconds.
+
+use tandem_controller::health::LinkLag;
+
+use crate::error::ReplicaError;
+use crate::site::{Link, Site};
+
+/// How far `link`'s peer is behind this site's log.
+pub fn of_link(site: &Site, link: &Link) -> Result<LinkLag, ReplicaError> {
+    let head = site.meta.log_head()?;
+    let acked = (*link.acked.borrow()).min(head);
+    if acked == head {
+        return Ok(LinkLag { peer: link.peer.clone(), ..Default::default() });
+    }
+    let cum = |seq: u64| -> Result<u64, ReplicaError> {
+        Ok(match seq {
+            0 => 0,
+            n => site.meta.log_entry(n)?.map(|e| e.cum_bytes).unwrap_or(0),
+        })
+    };
+    let oldest = site.meta.log_entry(acked + 1)?.map(|e| e.at_unix_ms).unwrap_or(0);
+    Ok(LinkLag {
+        peer: link.peer.clone(),
+        entries: head - acked,
+        bytes: cum(head)?.saturating_sub(cum(acked)?),
+        seconds: site.clock.now_unix_ms().saturating_sub(oldest) / 1000,
+    })
+}

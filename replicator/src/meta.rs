@@ -1,0 +1,270 @@
+//! The replicator's metadata in the key-value store (rocksdb in the daemon,
+//! the in-memory store in the simulation).
+//!
+//! Key layout (all values JSON):
+//! - `h/{shard:05}/{tenant}/{contract}` → [`ContractHead`]
+//! - `v/{tenant}/{contract}/{version:020}` → [`VersionRecord`]
+//! - `l/{seq:020}` → [`LogEntry`], this site's own change log
+//! - `c/{origin}` → the last entry of `origin`'s log applied here
+//! - `e/{shard:05}` → the highest owner epoch seen for the shard
+//! - `g/{blob path}` → ciphertext waiting to be deleted (destroyed contracts),
+//!   with the log position all peers must confirm first
+//!
+//! A write's metadata, its log entry and the cursor move together in one
+//! batch, so a crash leaves either all of them or none.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tandem_storage::{Durability, KvStore, StorageError, WriteBatch};
+
+use crate::model::{ContractHead, LogEntry, VersionRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store: {0}")]
+    Storage(#[from] StorageError),
+    #[error("metadata record {key} is unreadable: {reason}")]
+    Decode { key: String, reason: String },
+}
+
+#[derive(Clone)]
+pub struct MetaStore {
+    kv: Arc<dyn KvStore>,
+}
+
+fn head_key(shard: u32, tenant: &str, contract_id: &str) -> String {
+    format!("h/{shard:05}/{tenant}/{contract_id}")
+}
+
+fn version_key(tenant: &str, contract_id: &str, version: u64) -> String {
+    format!("v/{tenant}/{contract_id}/{version:020}")
+}
+
+fn log_key(seq: u64) -> String {
+    format!("l/{seq:020}")
+}
+
+fn cursor_key(origin: &str) -> String {
+    format!("c/{origin}")
+}
+
+fn epoch_key(shard: u32) -> String {
+    format!("e/{shard:05}")
+}
+
+fn gc_key(blob: &str) -> String {
+    format!("g/{blob}")
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    end.push(0xff);
+    end
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("metadata types always serialise")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, MetaError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| MetaError::Decode { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
+/// The writes of one change, built up and then committed at once.
+#[derive(Default)]
+pub struct MetaBatch {
+    batch: WriteBatch,
+}
+
+impl MetaBatch {
+    pub fn put_head(&mut self, head: &ContractHead) {
+        self.batch.put(head_key(head.shard, &head.tenant, &head.contract_id), encode(head));
+    }
+
+    pub fn put_version(&mut self, v: &VersionRecord) {
+        self.batch.put(version_key(&v.tenant, &v.contract_id, v.version), encode(v));
+    }
+
+    pub fn append_log(&mut self, entry: &LogEntry) {
+        self.batch.put(log_key(entry.seq), encode(entry));
+    }
+
+    pub fn set_cursor(&mut self, origin: &str, seq: u64) {
+        self.batch.put(cursor_key(origin), seq.to_string());
+    }
+
+    pub fn set_epoch(&mut self, shard: u32, epoch: u64) {
+        self.batch.put(epoch_key(shard), epoch.to_string());
+    }
+
+    /// Queues `blob` for deletion once every peer has confirmed this
+    /// site's log up to `after_seq` (0: no wait).
+    pub fn queue_gc(&mut self, blob: &str, after_seq: u64) {
+        self.batch.put(gc_key(blob), after_seq.to_string());
+    }
+
+    pub fn done_gc(&mut self, blob: &str) {
+        self.batch.delete(gc_key(blob));
+    }
+}
+
+impl MetaStore {
+    pub fn new(kv: Arc<dyn KvStore>) -> Self {
+        Self { kv }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, MetaError> {
+        match self.kv.get(key.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(key.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_u64(&self, key: &str) -> Result<u64, MetaError> {
+        match self.kv.get(key.as_bytes())? {
+            None => Ok(0),
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| MetaError::Decode { key: key.to_string(), reason: "not a number".into() }),
+        }
+    }
+
+    /// Commits a batch with a synced WAL: once this returns, it survives a
+    /// crash or power loss.
+    pub fn commit(&self, batch: MetaBatch) -> Result<(), MetaError> {
+        Ok(self.kv.write(batch.batch, Durability::Sync)?)
+    }
+
+    pub fn head(&self, shard: u32, tenant: &str, contract_id: &str) -> Result<Option<ContractHead>, MetaError> {
+        self.get(&head_key(shard, tenant, contract_id))
+    }
+
+    pub fn version(&self, tenant: &str, contract_id: &str, version: u64) -> Result<Option<VersionRecord>, MetaError> {
+        self.get(&version_key(tenant, contract_id, version))
+    }
+
+    /// Every version of a contract, oldest first.
+    pub fn versions(&self, tenant: &str, contract_id: &str) -> Result<Vec<VersionRecord>, MetaError> {
+        let prefix = format!("v/{tenant}/{contract_id}/");
+        self.kv
+            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+
+    /// Heads of every contract in `shard`, in key order.
+    pub fn shard_heads(&self, shard: u32) -> Result<Vec<ContractHead>, MetaError> {
+        let prefix = format!("h/{shard:05}/");
+        self.kv
+            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+
+    /// Heads of one tenant's contracts (they all live in one shard).
+    pub fn tenant_heads(&self, shard: u32, tenant: &str) -> Result<Vec<ContractHead>, MetaError> {
+        let prefix = format!("h/{shard:05}/{tenant}/");
+        self.kv
+            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+
+    /// Sequence number of the newest entry in this site's log (0: empty).
+    pub fn log_head(&self) -> Result<u64, MetaError> {
+        match self.kv.last_in_range(b"l/", &prefix_end("l/"))? {
+            Some((k, v)) => Ok(decode::<LogEntry>(&k, &v)?.seq),
+            None => Ok(0),
+        }
+    }
+
+    pub fn log_entry(&self, seq: u64) -> Result<Option<LogEntry>, MetaError> {
+        self.get(&log_key(seq))
+    }
+
+    pub fn cursor(&self, origin: &str) -> Result<u64, MetaError> {
+        self.get_u64(&cursor_key(origin))
+    }
+
+    pub fn epoch(&self, shard: u32) -> Result<u64, MetaError> {
+        self.get_u64(&epoch_key(shard))
+    }
+
+    /// Blob paths waiting to be deleted, with the log position every peer
+    /// must have confirmed first.
+    pub fn gc_queue(&self, limit: usize) -> Result<Vec<(String, u64)>, MetaError> {
+        Ok(self
+            .kv
+            .range(b"g/", &prefix_end("g/"), limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let after = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                (String::from_utf8_lossy(&k[2..]).into_owned(), after)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Change;
+    use tandem_storage::MemKv;
+
+    fn version(v: u64) -> VersionRecord {
+        VersionRecord {
+            tenant: "t1".into(),
+            contract_id: "c1".into(),
+            version: v,
+            shard: 3,
+            epoch: 1,
+            origin: "a".into(),
+            created_unix_ms: 5,
+            fields: Default::default(),
+            pii: Default::default(),
+            pii_key: None,
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn batch_commits_head_version_log_and_cursor_together() {
+        let kv = Arc::new(MemKv::new());
+        let meta = MetaStore::new(kv.clone());
+        let mut b = MetaBatch::default();
+        let head = ContractHead { tenant: "t1".into(), contract_id: "c1".into(), shard: 3, latest: 1, destroyed: None };
+        b.put_head(&head);
+        b.put_version(&version(1));
+        b.append_log(&LogEntry { origin: "a".into(), seq: 1, cum_bytes: 512, at_unix_ms: 5, shard: 3, epoch: 1, change: Change::Put(version(1)) });
+        b.set_cursor("b", 7);
+        meta.commit(b).unwrap();
+        // Synced: a crash keeps all of it.
+        kv.crash();
+        assert_eq!(meta.head(3, "t1", "c1").unwrap(), Some(head));
+        assert_eq!(meta.version("t1", "c1", 1).unwrap(), Some(version(1)));
+        assert_eq!(meta.log_head().unwrap(), 1);
+        assert_eq!(meta.cursor("b").unwrap(), 7);
+        assert_eq!(meta.cursor("c").unwrap(), 0);
+    }
+
+    #[test]
+    fn tenant_listing_does_not_mix_prefixes() {
+        let meta = MetaStore::new(Arc::new(MemKv::new()));
+        let mut b = MetaBatch::default();
+        for (t, c) in [("t1", "x"), ("t10", "y"), ("t1", "z")] {
+            b.put_head(&ContractHead { tenant: t.into(), contract_id: c.into(), shard: 1, latest: 1, destroyed: None });
+        }
+        meta.commit(b).unwrap();
+        let ids: Vec<String> = meta.tenant_heads(1, "t1").unwrap().into_iter().map(|h| h.contract_id).collect();
+        assert_eq!(ids, vec!["x", "z"]);
+        assert_eq!(meta.shard_heads(1).unwrap().len(), 3);
+    }
+}

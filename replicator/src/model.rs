@@ -1,0 +1,132 @@
+//! What the replicator stores about contracts, and the change-log entries
+//! that carry it between sites. These types are serialised (JSON) into
+//! rocksdb and into replication messages: add fields with `#[serde(default)]`.
+//!
+//! Nothing here holds plaintext of a file, a PII value or a key: files are
+//! ciphertext in the blob store, PII values are SM4-GCM sealed, data keys
+//! are wrapped by the key-encryption key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tandem_crypto::WrappedKey;
+
+/// One stored file of a contract version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub name: String,
+    /// Object path of the ciphertext in the blob store.
+    pub blob: String,
+    /// Plaintext size.
+    pub size: u64,
+    pub ciphertext_len: u64,
+    /// Hex SHA-256 of the ciphertext: what sites compare, without a key.
+    pub ciphertext_sha256: String,
+    /// The file's data key, wrapped. `None` once destroyed (crypto-shredded).
+    pub key: Option<WrappedKey>,
+}
+
+/// One version of a contract, as written by its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub tenant: String,
+    pub contract_id: String,
+    pub version: u64,
+    pub shard: u32,
+    /// Owner epoch under which it was written.
+    pub epoch: u64,
+    /// Site that accepted the write.
+    pub origin: String,
+    pub created_unix_ms: u64,
+    pub fields: BTreeMap<String, String>,
+    /// PII fields, each sealed with SM4-GCM under `pii_key`.
+    pub pii: BTreeMap<String, Vec<u8>>,
+    /// `None` when there are no PII fields, or once destroyed.
+    pub pii_key: Option<WrappedKey>,
+    pub files: Vec<FileRecord>,
+}
+
+impl VersionRecord {
+    /// Bytes this version adds to replication traffic (for lag in bytes).
+    pub fn payload_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.ciphertext_len).sum::<u64>() + 512
+    }
+}
+
+/// The record of a destroy: who, when and why. The keys are gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub at_unix_ms: u64,
+    pub origin: String,
+    pub who: String,
+    pub why: String,
+}
+
+/// The per-contract head: latest version and whether it was destroyed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractHead {
+    pub tenant: String,
+    pub contract_id: String,
+    pub shard: u32,
+    pub latest: u64,
+    pub destroyed: Option<Tombstone>,
+}
+
+/// What one change-log entry does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A new version; its ciphertext files follow the entry on the wire.
+    Put(VersionRecord),
+    /// Crypto-shredding of every version of a contract.
+    Destroy { tenant: String, contract_id: String, tombstone: Tombstone },
+}
+
+/// One entry of a site's change log: a write that site accepted as owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub origin: String,
+    /// Position in the origin's log, from 1, without gaps.
+    pub seq: u64,
+    /// Sum of `payload_bytes` of entries 1..=seq: lag in bytes is a subtraction.
+    pub cum_bytes: u64,
+    pub at_unix_ms: u64,
+    pub shard: u32,
+    pub epoch: u64,
+    pub change: Change,
+}
+
+impl LogEntry {
+    pub fn tenant(&self) -> &str {
+        match &self.change {
+            Change::Put(v) => &v.tenant,
+            Change::Destroy { tenant, .. } => tenant,
+        }
+    }
+
+    pub fn contract_id(&self) -> &str {
+        match &self.change {
+            Change::Put(v) => &v.contract_id,
+            Change::Destroy { contract_id, .. } => contract_id,
+        }
+    }
+
+    /// The files whose ciphertext travels with this entry.
+    pub fn files(&self) -> &[FileRecord] {
+        match &self.change {
+            Change::Put(v) => &v.files,
+            Change::Destroy { .. } => &[],
+        }
+    }
+}
+
+/// Object path of a file's ciphertext: by position, never by the
+/// client-given file name.
+pub fn blob_path(tenant: &str, contract_id: &str, version: u64, index: usize) -> String {
+    format!("{tenant}/{contract_id}/v{version}/{index}")
+}
+
+/// What the data key and PII key of a version are bound to, so a wrapped
+/// key cannot be moved to another contract or version.
+pub fn key_context(tenant: &str, contract_id: &str, version: u64, what: &str) -> Vec<u8> {
+    format!("tandem/{tenant}/{contract_id}/{version}/{what}").into_bytes()
+}

@@ -1,0 +1,180 @@
+//! A running replicator: its site state, gRPC services and background
+//! tasks (controller view, one shipper per peer, recovery to sync,
+//! heartbeats, collection). Everything external comes in through
+//! [`ReplicatorDeps`], so the daemon, the demo and the simulation run this
+//! same code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_controller::client::ControlClient;
+use tandem_controller::clock::Clock;
+use tandem_controller::health::ReplicatorHealth;
+use tandem_crypto::{KeyProvider, RandomSource};
+use tandem_net::Transport;
+use tandem_proto::replicator::contracts_server::ContractsServer;
+use tandem_proto::replicator::replication_server::ReplicationServer;
+use tandem_storage::KvStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::blob::BlobStore;
+use crate::config::ReplicatorConfig;
+use crate::meta::MetaStore;
+use crate::service::{ContractsService, ReplicationService};
+use crate::site::{Link, Site};
+use crate::ship::MAX_MESSAGE;
+use crate::view::ControllerView;
+
+/// Bound on each controller call of the view poller and heartbeats.
+const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on mode-change calls: above the controllers' commit timeout.
+const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+pub struct ReplicatorDeps {
+    pub kv: Arc<dyn KvStore>,
+    pub blobs: BlobStore,
+    pub keys: Arc<dyn KeyProvider>,
+    pub rng: Arc<dyn RandomSource>,
+    pub clock: Arc<dyn Clock>,
+    pub transport: Transport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the metadata store: {0}")]
+    Store(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+pub struct Replicator {
+    site: Arc<Site>,
+    local_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+    server: tandem_net::Serving,
+}
+
+impl Replicator {
+    pub async fn start(config: ReplicatorConfig, deps: ReplicatorDeps) -> Result<Replicator, StartError> {
+        let meta = MetaStore::new(deps.kv.clone());
+        let head = meta.log_head().map_err(|e| StartError::Store(e.to_string()))?;
+        let links = config
+            .sites
+            .iter()
+            .filter(|s| s.name != config.site)
+            .map(|s| {
+                let link = Link {
+                    peer: s.name.clone(),
+                    addr: s.addr.clone(),
+                    send_limit: s.send_limit_mib_s * 1024 * 1024,
+                    acked: watch::Sender::new(0),
+                };
+                (s.name.clone(), link)
+            })
+            .collect();
+        let site = Arc::new(Site {
+            name: config.site.clone(),
+            meta,
+            blobs: deps.blobs,
+            keys: deps.keys,
+            rng: deps.rng,
+            clock: deps.clock.clone(),
+            transport: deps.transport,
+            view: ControllerView::default(),
+            control: ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_CHANGE_TIMEOUT),
+            links,
+            addrs: config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect(),
+            sync_timeout: config.sync_timeout(),
+            log_lock: tokio::sync::Mutex::new(()),
+            busy: Mutex::new(Default::default()),
+            log_grew: watch::Sender::new(head),
+            apply_locks: config.sites.iter().map(|s| (s.name.clone(), tokio::sync::Mutex::new(()))).collect(),
+            gc_wake: tokio::sync::Notify::new(),
+        });
+
+        let listen = config.listen_addr();
+        let listener = deps
+            .transport
+            .bind(&listen)
+            .await
+            .map_err(|e| StartError::Listen { addr: listen.clone(), reason: e.to_string() })?;
+        let local_addr = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, reason: e.to_string() })?;
+        let router = tandem_net::server()
+            .add_service(
+                ContractsServer::new(ContractsService::new(site.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ReplicationServer::new(ReplicationService::new(site.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            );
+        let server = deps.transport.spawn(router, listener, "replicator");
+
+        let reads = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);
+        let mut tasks = vec![tokio::spawn(site.view.clone().run(reads))];
+        for peer in site.links.keys() {
+            tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));
+        }
+        tasks.push(tokio::spawn(crate::gc::run(site.clone())));
+        tasks.push(tokio::spawn(recover_loop(site.clone())));
+        let beats = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);
+        tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, local_addr.to_string())));
+
+        tracing::info!(site = %site.name, addr = %local_addr, log_head = head, "replicator started");
+        Ok(Replicator { site, local_addr, tasks, server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn site(&self) -> &Arc<Site> {
+        &self.site
+    }
+
+    /// Stops serving and the background tasks. Every acknowledged write is
+    /// already synced, so nothing is flushed here.
+    pub async fn shutdown(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.server.stop().await;
+    }
+}
+
+async fn recover_loop(site: Arc<Site>) {
+    loop {
+        tokio::time::sleep(crate::sync::RECOVER_EVERY).await;
+        crate::sync::recover(&site).await;
+    }
+}
+
+/// The health report sent to the controllers.
+pub fn health(site: &Site, addr: &str) -> ReplicatorHealth {
+    let links = site.links.values().filter_map(|l| crate::lag::of_link(site, l).ok()).collect();
+    ReplicatorHealth {
+        site: site.name.clone(),
+        addr: addr.to_string(),
+        log_head: site.meta.log_head().unwrap_or(0),
+        links,
+        received_at_unix_ms: 0,
+    }
+}
+
+async fn heartbeat_loop(site: Arc<Site>, client: ControlClient, addr: String) {
+    loop {
+        client.heartbeat(&health(&site, &addr)).await;
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+    }
+}
+
+/// Replicator addresses by site name, from a config (for clients).
+pub fn addresses(config: &ReplicatorConfig) -> BTreeMap<String, String> {
+    config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect()
+}

@@ -1,0 +1,265 @@
+//! The replicator's gRPC services: Contracts (for the platform and the
+//! CLI) and Replication (between sites). Handlers parse and convert; the
+//! work is in `write`, `read`, `apply` and `digest`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tandem_proto::replicator as pb;
+use tandem_proto::replicator::contracts_server::Contracts;
+use tandem_proto::replicator::get_chunk::Part as GetPart;
+use tandem_proto::replicator::put_chunk::Part as PutPart;
+use tandem_proto::replicator::replication_server::Replication;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::apply::{apply, Mode};
+use crate::error::ReplicaError;
+use crate::model::{Change, ContractHead, LogEntry, VersionRecord};
+use crate::site::Site;
+use crate::write::{PutHeader, PutSession};
+use crate::{digest, read, ship};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Describes a version for clients. PII values only when `pii` is given.
+pub fn info(head: &ContractHead, v: Option<&VersionRecord>, pii: Option<std::collections::BTreeMap<String, String>>) -> pb::ContractInfo {
+    let mut out = pb::ContractInfo {
+        tenant: head.tenant.clone(),
+        contract_id: head.contract_id.clone(),
+        version: head.latest,
+        shard: head.shard,
+        destroyed: head.destroyed.is_some(),
+        ..Default::default()
+    };
+    if let Some(v) = v {
+        out.version = v.version;
+        out.epoch = v.epoch;
+        out.origin = v.origin.clone();
+        out.created_unix_ms = v.created_unix_ms;
+        out.fields = v.fields.clone().into_iter().collect();
+        out.pii_field_names = v.pii.keys().cloned().collect();
+        out.files = v
+            .files
+            .iter()
+            .map(|f| pb::FileInfo {
+                name: f.name.clone(),
+                size: f.size,
+                ciphertext_len: f.ciphertext_len,
+                ciphertext_sha256: f.ciphertext_sha256.clone(),
+            })
+            .collect();
+    }
+    if let Some(p) = pii {
+        out.pii_fields = p.into_iter().collect();
+    }
+    out
+}
+
+pub struct ContractsService {
+    site: Arc<Site>,
+}
+
+impl ContractsService {
+    pub fn new(site: Arc<Site>) -> Self {
+        Self { site }
+    }
+}
+
+async fn put(site: &Site, mut chunks: Streaming<pb::PutChunk>) -> Result<pb::PutReply, ReplicaError> {
+    let broken = |s: Status| ReplicaError::Invalid(format!("put stream broken: {}", s.message()));
+    let header = match chunks.next().await {
+        Some(Ok(pb::PutChunk { part: Some(PutPart::Header(h)) })) => PutHeader {
+            tenant: h.tenant,
+            contract_id: h.contract_id,
+            fields: h.fields.into_iter().collect(),
+            pii_fields: h.pii_fields.into_iter().collect(),
+        },
+        Some(Err(s)) => return Err(broken(s)),
+        _ => return Err(ReplicaError::Invalid("a put must start with its header".into())),
+    };
+    let mut session = PutSession::begin(site, header)?;
+    let mut files = 0u32;
+    let end = loop {
+        let Some(chunk) = chunks.next().await else {
+            return Err(ReplicaError::Invalid("put stream ended before its end marker (truncated upload); nothing was stored".into()));
+        };
+        match chunk.map_err(broken)?.part {
+            Some(PutPart::File(f)) => {
+                files += 1;
+                session.start_file(&f.name).await?
+            }
+            Some(PutPart::Data(d)) => session.write(&d).await?,
+            Some(PutPart::End(end)) => break end,
+            Some(PutPart::Header(_)) => return Err(ReplicaError::Invalid("a put carries one header".into())),
+            None => return Err(ReplicaError::Invalid("empty chunk".into())),
+        }
+    };
+    if end.files != files {
+        return Err(ReplicaError::Invalid(format!("put declared {} files but sent {files}; nothing was stored", end.files)));
+    }
+    let (record, ack) = session.commit().await?;
+    let head = ContractHead {
+        tenant: record.tenant.clone(),
+        contract_id: record.contract_id.clone(),
+        shard: record.shard,
+        latest: record.version,
+        destroyed: None,
+    };
+    Ok(pb::PutReply { contract: Some(info(&head, Some(&record), None)), replication: ack.replication })
+}
+
+#[tonic::async_trait]
+impl Contracts for ContractsService {
+    async fn put(&self, req: Request<Streaming<pb::PutChunk>>) -> Result<Response<pb::PutReply>, Status> {
+        Ok(Response::new(put(&self.site, req.into_inner()).await?))
+    }
+
+    type GetStream = BoxStream<pb::GetChunk>;
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<Self::GetStream>, Status> {
+        let r = req.into_inner();
+        let (head, v) = read::version(&self.site, &r.tenant, &r.contract_id, r.version)?;
+        let pii = read::pii_fields(&self.site, &v)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::GetChunk, Status>>(4);
+        let site = self.site.clone();
+        let first = pb::GetChunk { part: Some(GetPart::Info(info(&head, Some(&v), Some(pii)))) };
+        tokio::spawn(async move {
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for file in &v.files {
+                let start = pb::GetChunk { part: Some(GetPart::File(pb::FileStart { name: file.name.clone() })) };
+                if tx.send(Ok(start)).await.is_err() {
+                    return;
+                }
+                let send = read::channel_sender(tx.clone(), |b| Ok(pb::GetChunk { part: Some(GetPart::Data(b)) }));
+                if let Err(e) = read::send_file(&site, &v, file, send).await {
+                    tracing::warn!(error = %e, "read failed");
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn head(&self, req: Request<pb::HeadRequest>) -> Result<Response<pb::ContractInfo>, Status> {
+        let r = req.into_inner();
+        let (head, v) = read::version(&self.site, &r.tenant, &r.contract_id, r.version)?;
+        Ok(Response::new(info(&head, Some(&v), None)))
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
+        let r = req.into_inner();
+        let contracts = read::list(&self.site, &r.tenant)?.iter().map(|(h, v)| info(h, v.as_ref(), None)).collect();
+        Ok(Response::new(pb::ListReply { contracts }))
+    }
+
+    async fn destroy(&self, req: Request<pb::DestroyRequest>) -> Result<Response<pb::DestroyReply>, Status> {
+        let r = req.into_inner();
+        let ack = crate::write::destroy(&self.site, &r.tenant, &r.contract_id, &r.who, &r.why).await?;
+        Ok(Response::new(pb::DestroyReply { log_seq: ack.seq, replication: ack.replication }))
+    }
+}
+
+pub struct ReplicationService {
+    site: Arc<Site>,
+}
+
+impl ReplicationService {
+    pub fn new(site: Arc<Site>) -> Self {
+        Self { site }
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    async fn cursor(&self, req: Request<pb::CursorRequest>) -> Result<Response<pb::CursorReply>, Status> {
+        let origin = req.into_inner().origin;
+        let applied_seq = self.site.meta.cursor(&origin).map_err(ReplicaError::from)?;
+        Ok(Response::new(pb::CursorReply { applied_seq }))
+    }
+
+    async fn apply(&self, req: Request<Streaming<pb::ApplyChunk>>) -> Result<Response<pb::ApplyReply>, Status> {
+        let applied_seq = apply(&self.site, req.into_inner(), Mode::Log).await.inspect_err(|e| {
+            tracing::warn!(site = %self.site.name, error = %e, "replication entry refused");
+        })?;
+        Ok(Response::new(pb::ApplyReply { applied_seq }))
+    }
+
+    async fn backlog(&self, req: Request<pb::BacklogRequest>) -> Result<Response<pb::BacklogReply>, Status> {
+        let to = req.into_inner().to;
+        let link = self.site.links.get(&to).ok_or_else(|| Status::not_found(format!("no link to {to:?}")))?;
+        let lag = crate::lag::of_link(&self.site, link)?;
+        let head = self.site.meta.log_head().map_err(ReplicaError::from)?;
+        Ok(Response::new(pb::BacklogReply { entries: lag.entries, bytes: lag.bytes, head_seq: head, acked_seq: *link.acked.borrow() }))
+    }
+
+    async fn digests(&self, _req: Request<pb::DigestsRequest>) -> Result<Response<pb::DigestsReply>, Status> {
+        let count = self.site.view.latest().map(|s| s.shards.len() as u32).ok_or_else(|| Status::unavailable("no controller view yet"))?;
+        let site = self.site.clone();
+        let shard_digests = tokio::task::spawn_blocking(move || digest::shard_digests(&site, count))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::DigestsReply { site: self.site.name.clone(), shard_digests }))
+    }
+
+    async fn inventory(&self, req: Request<pb::InventoryRequest>) -> Result<Response<pb::InventoryReply>, Status> {
+        let items = digest::inventory(&self.site, req.into_inner().shard)?
+            .into_iter()
+            .map(|i| pb::InventoryItem { tenant: i.tenant, contract_id: i.contract_id, version: i.version, destroyed: i.destroyed, digest: i.digest })
+            .collect();
+        Ok(Response::new(pb::InventoryReply { items }))
+    }
+
+    type FetchStream = BoxStream<pb::ApplyChunk>;
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        let r = req.into_inner();
+        let entry = repair_entry(&self.site, &r.tenant, &r.contract_id)?;
+        let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, None).map(Ok);
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReply>, Status> {
+        let r = req.into_inner();
+        let channel = self.site.transport.channel(&r.source_addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut client = ship::client(channel);
+        let call = async {
+            let stream = client.fetch(pb::FetchRequest { tenant: r.tenant.clone(), contract_id: r.contract_id.clone() }).await?.into_inner();
+            apply(&self.site, stream, Mode::Repair).await.map_err(Status::from)
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(600), call).await {
+            Ok(Ok(_)) => Ok(Response::new(pb::RepairReply { result: format!("copied {}/{} from {}", r.tenant, r.contract_id, r.source_addr) })),
+            Ok(Err(s)) => Err(s),
+            Err(_) => Err(Status::deadline_exceeded("repair did not finish within 600 s")),
+        }
+    }
+}
+
+/// The latest state of a contract as a log entry, for repair elsewhere.
+fn repair_entry(site: &Site, tenant: &str, contract_id: &str) -> Result<LogEntry, ReplicaError> {
+    let state = site.view.latest().ok_or_else(|| ReplicaError::NoLease("no controller view yet".into()))?;
+    let (shard, _) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NoLease("no shard map yet".into()))?;
+    let head = site
+        .meta
+        .head(shard, tenant, contract_id)?
+        .ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
+    let epoch = site.meta.epoch(shard)?;
+    let change = match &head.destroyed {
+        Some(t) => Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: t.clone() },
+        None => Change::Put(
+            site.meta
+                .version(tenant, contract_id, head.latest)?
+                .ok_or_else(|| ReplicaError::NotFound(format!("version {} of {tenant}/{contract_id}", head.latest)))?,
+        ),
+    };
+    let epoch = match &change {
+        Change::Put(v) => v.epoch,
+        Change::Destroy { .. } => epoch,
+    };
+    Ok(LogEntry { origin: site.name.clone(), seq: 0, cum_bytes: 0, at_unix_ms: site.clock.now_unix_ms(), shard, epoch, change })
+}
+

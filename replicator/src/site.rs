@@ -1,0 +1,89 @@
+//! The shared state of one replicator: its stores, keys, controller view
+//! and outgoing links. Services and background tasks hold an `Arc<Site>`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_controller::client::ControlClient;
+use tandem_controller::clock::Clock;
+use tandem_crypto::{KeyProvider, RandomSource};
+use tandem_net::Transport;
+use tokio::sync::watch;
+
+use crate::blob::BlobStore;
+use crate::meta::MetaStore;
+use crate::view::ControllerView;
+
+/// An outgoing replication link from this site to one peer.
+pub struct Link {
+    pub peer: String,
+    pub addr: String,
+    /// Bytes per second this site may send on the link; 0: unlimited.
+    pub send_limit: u64,
+    /// The peer's cursor in this site's log, as last confirmed by it.
+    pub acked: watch::Sender<u64>,
+}
+
+impl Link {
+    /// Waits until the peer has confirmed entry `seq`.
+    pub async fn wait_acked(&self, seq: u64) {
+        let mut rx = self.acked.subscribe();
+        let _ = rx.wait_for(|acked| *acked >= seq).await;
+    }
+}
+
+pub struct Site {
+    pub name: String,
+    pub meta: MetaStore,
+    pub blobs: BlobStore,
+    pub keys: Arc<dyn KeyProvider>,
+    pub rng: Arc<dyn RandomSource>,
+    pub clock: Arc<dyn Clock>,
+    pub transport: Transport,
+    pub view: ControllerView,
+    /// For mode changes: calls bounded by the controllers' commit timeout.
+    pub control: ControlClient,
+    pub links: BTreeMap<String, Link>,
+    /// Replicator address of every site, for redirects and repair.
+    pub addrs: BTreeMap<String, String>,
+    /// How long a sync write waits for the in-city peer.
+    pub sync_timeout: Duration,
+    /// Serialises appends to the change log (sequence numbers without gaps).
+    pub log_lock: tokio::sync::Mutex<()>,
+    /// Contracts with a write in progress here: one writer per contract.
+    pub busy: Mutex<BTreeSet<(String, String)>>,
+    /// Wakes the shippers when the log grows.
+    pub log_grew: watch::Sender<u64>,
+    /// One per origin site: entries of one origin are applied in order.
+    pub apply_locks: BTreeMap<String, tokio::sync::Mutex<()>>,
+    /// Wakes the ciphertext collector after a destroy.
+    pub gc_wake: tokio::sync::Notify,
+}
+
+/// Marks a contract busy for the life of the guard.
+pub struct BusyGuard<'a> {
+    site: &'a Site,
+    key: (String, String),
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.site.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+impl Site {
+    /// Claims `tenant/contract_id` for one write; `None` if another write
+    /// to it is in progress.
+    pub fn claim(&self, tenant: &str, contract_id: &str) -> Option<BusyGuard<'_>> {
+        let key = (tenant.to_string(), contract_id.to_string());
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(key.clone()).then(|| BusyGuard { site: self, key })
+    }
+
+    /// The replicator address of `site`.
+    pub fn addr_of(&self, site: &str) -> Option<&str> {
+        self.addrs.get(site).map(String::as_str)
+    }
+}

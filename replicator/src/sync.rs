@@ -1,0 +1,134 @@
+//! Sync replication with the in-city peer, and the way back to sync.
+//!
+//! [`confirm`] runs after a write is durable here and decides when it may be
+//! acknowledged: at once when the pair is `async`, after the peer confirmed
+//! it when the pair is `sync` or `sync-recover`. If the peer does not confirm
+//! within the sync timeout, the pair is first recorded `async` through the
+//! controller (a Raft commit), and only then is the write acknowledged: the
+//! controller never believes a peer is in sync when it is not.
+//!
+//! The mode is read *after* the write is in the log, and the controller view
+//! never goes back in time; [`recover`] relies on both (see `ops::pair_mode`
+//! in the controller for the protocol).
+
+use std::time::Duration;
+
+use tandem_controller::ops::PairModeSpec;
+use tandem_controller::state::ReplicationMode;
+
+use crate::error::ReplicaError;
+use crate::lag;
+use crate::site::Site;
+use crate::view::{pair_of, partner, waits_for_peer};
+
+/// A pair leaves `async` for `sync-recover` when both backlogs are at most
+/// this many entries.
+pub const RECOVER_ENTRIES: u64 = 100;
+/// How often the recovery check runs.
+pub const RECOVER_EVERY: Duration = Duration::from_millis(500);
+
+fn who(site: &Site) -> String {
+    format!("replicator@{}", site.name)
+}
+
+/// Fetches the controller state now (not waiting for the next poll).
+async fn refresh_view(site: &Site) {
+    if let Ok((_, status)) = site.control.status().await {
+        site.view.offer(status.cluster, status.raft.last_applied_index);
+    }
+}
+
+/// Waits until write `seq` may be acknowledged; returns how it was made
+/// durable, for the client.
+pub async fn confirm(site: &Site, seq: u64) -> Result<String, ReplicaError> {
+    let me = &site.name;
+    let ms = site.sync_timeout.as_millis();
+    for _ in 0..3 {
+        let state = site
+            .view
+            .latest()
+            .ok_or_else(|| ReplicaError::NotAcknowledged("no controller view yet; write not acknowledged".into()))?;
+        let Some(pair) = pair_of(&state, me) else {
+            return Ok(format!("async: {me} has no in-city peer"));
+        };
+        let peer = partner(pair, me).to_string();
+        if !waits_for_peer(pair.mode) {
+            return Ok(format!("async: pair {me} <-> {peer} is {}; {peer} catches up in the background", pair.mode.as_str()));
+        }
+        let link = site
+            .links
+            .get(&peer)
+            .ok_or_else(|| ReplicaError::Internal(format!("no replication link configured to in-city peer {peer}")))?;
+        if tokio::time::timeout(site.sync_timeout, link.wait_acked(seq)).await.is_ok() {
+            return Ok(format!("sync: stored and synced at {me} and {peer}"));
+        }
+        let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async };
+        let why = format!("{peer} did not confirm log entry {seq} within {ms} ms");
+        match site.control.set_pair_mode(&spec, &who(site), &why).await {
+            Ok(o) if o.result.starts_with("ok") => {
+                refresh_view(site).await;
+                tracing::warn!(site = %me, peer = %peer, seq, "peer did not confirm in time; pair recorded async");
+                return Ok(format!("async: {why}; pair recorded async (audit #{})", o.audit_seq));
+            }
+            // Someone changed the mode first: look again.
+            Ok(_) => refresh_view(site).await,
+            Err(e) => {
+                return Err(ReplicaError::NotAcknowledged(format!(
+                    "write is stored at {me} but NOT acknowledged: {why}, and the controller could not record the pair as async ({e})"
+                )))
+            }
+        }
+    }
+    Err(ReplicaError::NotAcknowledged(format!("write is stored at {me} but NOT acknowledged: the pair's mode kept changing")))
+}
+
+/// One step of the way back to sync; run every [`RECOVER_EVERY`].
+pub async fn recover(site: &Site) {
+    let me = &site.name;
+    let Some(state) = site.view.latest() else { return };
+    let Some(pair) = pair_of(&state, me) else { return };
+    let peer = partner(pair, me).to_string();
+    let Some(link) = site.links.get(&peer) else { return };
+    let next = match pair.mode {
+        ReplicationMode::Sync => return,
+        ReplicationMode::Async => {
+            let mine = match lag::of_link(site, link) {
+                Ok(l) => l.entries,
+                Err(_) => return,
+            };
+            if mine > RECOVER_ENTRIES {
+                return;
+            }
+            match crate::ship::peer_backlog(site, link).await {
+                Some(theirs) if theirs <= RECOVER_ENTRIES => ReplicationMode::SyncRecover,
+                _ => return,
+            }
+        }
+        ReplicationMode::SyncRecover => {
+            if pair.clean.contains(me) {
+                return;
+            }
+            // The view (read above) already says sync-recover, so every
+            // write logged from now on waits for the peer; the ones before
+            // are covered by the backlog being empty.
+            let head = match site.meta.log_head() {
+                Ok(h) => h,
+                Err(_) => return,
+            };
+            if *link.acked.borrow() < head {
+                return;
+            }
+            ReplicationMode::Sync
+        }
+    };
+    let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: next };
+    let why = match next {
+        ReplicationMode::SyncRecover => format!("backlogs between {me} and {peer} are at most {RECOVER_ENTRIES} entries"),
+        _ => format!("{peer} has confirmed every entry of {me}'s log"),
+    };
+    match site.control.set_pair_mode(&spec, &who(site), &why).await {
+        Ok(o) => tracing::info!(site = %me, mode = next.as_str(), result = %o.result, "replication mode change proposed"),
+        Err(e) => tracing::debug!(error = %e, "replication mode change not recorded"),
+    }
+    refresh_view(site).await;
+}

@@ -1,0 +1,320 @@
+//! The write path at the owner site: put and destroy.
+//!
+//! Put: check lease and owner, encrypt each file as it streams in (fresh
+//! data key per file, wrapped by the key-encryption key), store the
+//! ciphertext durably, then one synced metadata batch (version, head, log
+//! entry), then wait for the in-city peer in sync mode (see [`crate::sync`])
+//! before acknowledging.
+//!
+//! Destroy: crypto-shredding. The wrapped keys are deleted in the same
+//! synced batch as the tombstone log entry, which replicates the deletion
+//! to every site; the ciphertext is collected afterwards ([`crate::gc`]).
+
+use std::collections::BTreeMap;
+
+use tandem_crypto::{seal_pii, DataKey, Encryptor, FileContext, PiiKey, WrappedKey, DEFAULT_SEGMENT_SIZE};
+
+use crate::blob::BlobWriter;
+use crate::error::ReplicaError;
+use crate::ids::{check_field, check_file_name, check_id, FIELDS_MAX, FILES_MAX};
+use crate::meta::MetaBatch;
+use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, LogEntry, Tombstone, VersionRecord};
+use crate::site::{BusyGuard, Site};
+
+/// What a client asks to store (files follow separately).
+#[derive(Clone, Debug, Default)]
+pub struct PutHeader {
+    pub tenant: String,
+    pub contract_id: String,
+    pub fields: BTreeMap<String, String>,
+    pub pii_fields: BTreeMap<String, String>,
+}
+
+/// An acknowledged write.
+#[derive(Clone, Debug)]
+pub struct Acknowledged {
+    pub seq: u64,
+    /// How the write was made durable (sync with the peer, or why not).
+    pub replication: String,
+}
+
+/// The shard and epoch this site may write `tenant` under, or why not.
+pub fn check_owner(site: &Site, tenant: &str) -> Result<(u32, u64), ReplicaError> {
+    let state = site.view.leased().ok_or_else(|| {
+        ReplicaError::NoLease(format!(
+            "site {} has not reached a controller within {} s, so it cannot prove it still owns the shard",
+            site.name,
+            crate::view::LEASE.as_secs()
+        ))
+    })?;
+    let (shard, owner) = state
+        .shard_for(tenant)
+        .ok_or_else(|| ReplicaError::NoLease("the controller has no shard map yet".into()))?;
+    if owner.owner != site.name {
+        return Err(ReplicaError::NotOwner {
+            shard,
+            owner: owner.owner.clone(),
+            owner_addr: site.addr_of(&owner.owner).unwrap_or("unknown").to_string(),
+            epoch: owner.epoch,
+        });
+    }
+    Ok((shard, owner.epoch))
+}
+
+struct OpenFile {
+    name: String,
+    index: usize,
+    size: u64,
+    encryptor: Encryptor,
+    writer: BlobWriter,
+    key: WrappedKey,
+}
+
+/// One put in progress. Dropping it before [`PutSession::commit`] stores
+/// nothing visible: the version is not in the metadata, and its blobs are
+/// overwritten by the next attempt.
+pub struct PutSession<'a> {
+    site: &'a Site,
+    _busy: BusyGuard<'a>,
+    header: PutHeader,
+    shard: u32,
+    epoch: u64,
+    version: u64,
+    pii: BTreeMap<String, Vec<u8>>,
+    pii_key: Option<WrappedKey>,
+    files: Vec<FileRecord>,
+    open: Option<OpenFile>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> PutSession<'a> {
+    pub fn begin(site: &'a Site, header: PutHeader) -> Result<Self, ReplicaError> {
+        check_id("tenant", &header.tenant)?;
+        check_id("contract id", &header.contract_id)?;
+        if header.fields.len() + header.pii_fields.len() > FIELDS_MAX {
+            return Err(ReplicaError::Invalid(format!("at most {FIELDS_MAX} metadata fields")));
+        }
+        for (k, v) in header.fields.iter().chain(&header.pii_fields) {
+            check_field(k, v)?;
+        }
+        if let Some(k) = header.fields.keys().find(|k| header.pii_fields.contains_key(*k)) {
+            return Err(ReplicaError::Invalid(format!("field {k:?} is given both as plain and as PII")));
+        }
+        let (shard, epoch) = check_owner(site, &header.tenant)?;
+        let busy = site
+            .claim(&header.tenant, &header.contract_id)
+            .ok_or_else(|| ReplicaError::Busy(format!("{}/{}", header.tenant, header.contract_id)))?;
+        let head = site.meta.head(shard, &header.tenant, &header.contract_id)?;
+        if let Some(h) = &head {
+            if h.destroyed.is_some() {
+                return Err(ReplicaError::Destroyed { tenant: h.tenant.clone(), contract_id: h.contract_id.clone() });
+            }
+        }
+        let version = head.map(|h| h.latest).unwrap_or(0) + 1;
+
+        let mut pii = BTreeMap::new();
+        let mut pii_key = None;
+        if !header.pii_fields.is_empty() {
+            let key = PiiKey::generate(site.rng.as_ref())?;
+            let ctx = key_context(&header.tenant, &header.contract_id, version, "pii");
+            for (name, value) in &header.pii_fields {
+                pii.insert(name.clone(), seal_pii(&key, name, &ctx, value.as_bytes(), site.rng.as_ref())?);
+            }
+            pii_key = Some(site.keys.wrap_pii_key(&key, &ctx, site.rng.as_ref())?);
+        }
+        Ok(Self {
+            site,
+            _busy: busy,
+            header,
+            shard,
+            epoch,
+            version,
+            pii,
+            pii_key,
+            files: Vec::new(),
+            open: None,
+            scratch: Vec::with_capacity(DEFAULT_SEGMENT_SIZE + 64),
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub async fn start_file(&mut self, name: &str) -> Result<(), ReplicaError> {
+        self.end_file().await?;
+        check_file_name(name)?;
+        if self.files.len() >= FILES_MAX {
+            return Err(ReplicaError::Invalid(format!("at most {FILES_MAX} files per contract")));
+        }
+        if self.files.iter().any(|f| f.name == name) {
+            return Err(ReplicaError::Invalid(format!("file {name:?} is given twice")));
+        }
+        let h = &self.header;
+        let index = self.files.len();
+        let data_key = DataKey::generate(self.site.rng.as_ref())?;
+        let ctx = FileContext {
+            tenant: h.tenant.clone(),
+            contract_id: h.contract_id.clone(),
+            version: self.version,
+            file_name: name.to_string(),
+        };
+        let encryptor = Encryptor::new(&data_key, &ctx, DEFAULT_SEGMENT_SIZE, self.site.rng.as_ref())?;
+        let key = self.site.keys.wrap_data_key(
+            &data_key,
+            &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")),
+            self.site.rng.as_ref(),
+        )?;
+        let writer = self.site.blobs.writer(&blob_path(&h.tenant, &h.contract_id, self.version, index)).await?;
+        self.open = Some(OpenFile { name: name.to_string(), index, size: 0, encryptor, writer, key });
+        Ok(())
+    }
+
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), ReplicaError> {
+        let open = self.open.as_mut().ok_or_else(|| ReplicaError::Invalid("file data before a file start".into()))?;
+        self.scratch.clear();
+        open.encryptor.push(data, &mut self.scratch)?;
+        open.size += data.len() as u64;
+        if !self.scratch.is_empty() {
+            open.writer.write(&self.scratch).await?;
+        }
+        Ok(())
+    }
+
+    async fn end_file(&mut self) -> Result<(), ReplicaError> {
+        let Some(mut open) = self.open.take() else { return Ok(()) };
+        self.scratch.clear();
+        open.encryptor.finish(&mut self.scratch)?;
+        open.writer.write(&self.scratch).await?;
+        let stored = open.writer.finish().await?;
+        let h = &self.header;
+        self.files.push(FileRecord {
+            name: open.name,
+            blob: blob_path(&h.tenant, &h.contract_id, self.version, open.index),
+            size: open.size,
+            ciphertext_len: stored.len,
+            ciphertext_sha256: stored.sha256,
+            key: Some(open.key),
+        });
+        Ok(())
+    }
+
+    /// Makes the version durable here, then waits for replication as the
+    /// pair's mode requires, and only then reports it acknowledged.
+    pub async fn commit(mut self) -> Result<(VersionRecord, Acknowledged), ReplicaError> {
+        self.end_file().await?;
+        // Ownership may have moved while the files streamed in.
+        let (shard, epoch) = check_owner(self.site, &self.header.tenant)?;
+        if shard != self.shard || epoch != self.epoch {
+            return Err(ReplicaError::NoLease(format!("shard {shard} changed owner epoch during the write; nothing was stored")));
+        }
+        let h = self.header;
+        let record = VersionRecord {
+            tenant: h.tenant.clone(),
+            contract_id: h.contract_id.clone(),
+            version: self.version,
+            shard,
+            epoch,
+            origin: self.site.name.clone(),
+            created_unix_ms: self.site.clock.now_unix_ms(),
+            fields: h.fields,
+            pii: self.pii,
+            pii_key: self.pii_key,
+            files: self.files,
+        };
+        let head = ContractHead { tenant: h.tenant, contract_id: h.contract_id, shard, latest: record.version, destroyed: None };
+        let seq = append(self.site, shard, epoch, Change::Put(record.clone()), |_, batch| {
+            batch.put_version(&record);
+            batch.put_head(&head);
+            Ok(())
+        })
+        .await?;
+        let replication = crate::sync::confirm(self.site, seq).await?;
+        Ok((record, Acknowledged { seq, replication }))
+    }
+}
+
+/// Appends `change` to this site's log in one synced batch with the writes
+/// `fill` adds (given the entry's sequence number). If `fill` fails,
+/// nothing is written.
+pub async fn append(
+    site: &Site,
+    shard: u32,
+    epoch: u64,
+    change: Change,
+    fill: impl FnOnce(u64, &mut MetaBatch) -> Result<(), ReplicaError>,
+) -> Result<u64, ReplicaError> {
+    let _log = site.log_lock.lock().await;
+    let head = site.meta.log_head()?;
+    let prev_cum = match head {
+        0 => 0,
+        n => site.meta.log_entry(n)?.map(|e| e.cum_bytes).unwrap_or(0),
+    };
+    let payload = match &change {
+        Change::Put(v) => v.payload_bytes(),
+        Change::Destroy { .. } => 512,
+    };
+    let entry = LogEntry {
+        origin: site.name.clone(),
+        seq: head + 1,
+        cum_bytes: prev_cum + payload,
+        at_unix_ms: site.clock.now_unix_ms(),
+        shard,
+        epoch,
+        change,
+    };
+    let mut batch = MetaBatch::default();
+    fill(entry.seq, &mut batch)?;
+    batch.append_log(&entry);
+    batch.set_epoch(shard, epoch.max(site.meta.epoch(shard)?));
+    site.meta.commit(batch)?;
+    site.log_grew.send_replace(entry.seq);
+    Ok(entry.seq)
+}
+
+/// The writes that shred a contract: every version loses its keys, the head
+/// records the tombstone, the ciphertext is queued for collection once
+/// `gc_after` (a log position every peer must have confirmed; 0: at once).
+pub fn shred(site: &Site, head: &ContractHead, tombstone: &Tombstone, gc_after: u64, batch: &mut MetaBatch) -> Result<(), ReplicaError> {
+    for mut v in site.meta.versions(&head.tenant, &head.contract_id)? {
+        v.pii_key = None;
+        v.pii.clear();
+        for f in &mut v.files {
+            f.key = None;
+            batch.queue_gc(&f.blob, gc_after);
+        }
+        batch.put_version(&v);
+    }
+    let mut head = head.clone();
+    head.destroyed = Some(tombstone.clone());
+    batch.put_head(&head);
+    Ok(())
+}
+
+/// Destroys a contract at its owner.
+pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<Acknowledged, ReplicaError> {
+    check_id("tenant", tenant)?;
+    check_id("contract id", contract_id)?;
+    if who.trim().is_empty() || why.trim().is_empty() {
+        return Err(ReplicaError::Invalid("destroy needs who and why: they are kept in the tombstone".into()));
+    }
+    let (shard, epoch) = check_owner(site, tenant)?;
+    let _busy = site.claim(tenant, contract_id).ok_or_else(|| ReplicaError::Busy(format!("{tenant}/{contract_id}")))?;
+    let head = site
+        .meta
+        .head(shard, tenant, contract_id)?
+        .ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
+    if head.destroyed.is_some() {
+        return Err(ReplicaError::Destroyed { tenant: tenant.into(), contract_id: contract_id.into() });
+    }
+    let tombstone = Tombstone {
+        at_unix_ms: site.clock.now_unix_ms(),
+        origin: site.name.clone(),
+        who: who.trim().to_string(),
+        why: why.trim().to_string(),
+    };
+    let change = Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: tombstone.clone() };
+    let seq = append(site, shard, epoch, change, |seq, batch| shred(site, &head, &tombstone, seq, batch)).await?;
+    let replication = crate::sync::confirm(site, seq).await?;
+    Ok(Acknowledged { seq, replication })
+}
