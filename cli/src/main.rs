@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a controller node (one per site) from its TOML config.
     Controller(cmd::controller::Args),
+    /// Run a replicator (one per site: the contract store and its replication) from its TOML config.
+    Replicator(cmd::replicator::Args),
     /// Start a complete local three-site cluster (A and B in one city, C the DR site).
     Demo(cmd::demo::Args),
     /// Show sites, roles, Raft state, shard owners and replication modes.
@@ -36,6 +38,10 @@ enum Command {
     Pause(cmd::change::Args),
     /// Resume automatic actions.
     Resume(cmd::change::Args),
+    /// Put, get, list or destroy contracts at a replicator.
+    Contract(cmd::contract::Args),
+    /// Compare what every site stores with each shard's owner (exit 3 on differences).
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,7 +56,7 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let daemon = matches!(cli.command, Command::Controller(_) | Command::Demo(_));
+    let daemon = matches!(cli.command, Command::Controller(_) | Command::Replicator(_) | Command::Demo(_));
     init_logging(daemon, log_file);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -62,11 +68,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Controller(args) => cmd::controller::run(args).await,
+            Command::Replicator(args) => cmd::replicator::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Audit(args) => cmd::audit::run(args).await,
             Command::Pause(args) => cmd::change::run(tandem_controller::client::Change::Pause, args).await,
             Command::Resume(args) => cmd::change::run(tandem_controller::client::Change::Resume, args).await,
+            Command::Contract(args) => cmd::contract::run(args).await,
+            Command::Verify(args) => cmd::verify::run(args).await,
         }
     });
     match result {

@@ -60,7 +60,7 @@ pub async fn run(change: Change, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn confirm() -> anyhow::Result<()> {
+pub fn confirm() -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
         bail!("refusing to change the cluster without confirmation: stdin is not a terminal, pass --yes");
     }

@@ -2,9 +2,12 @@
 
 pub mod audit;
 pub mod change;
+pub mod contract;
 pub mod controller;
 pub mod demo;
+pub mod replicator;
 pub mod status;
+pub mod verify;
 
 use std::time::Duration;
 

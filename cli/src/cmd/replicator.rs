@@ -1,0 +1,57 @@
+//! `tandem replicator --config FILE`: one site's replicator daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tandem_controller::clock::SystemClock;
+use tandem_crypto::{LocalKeyFile, SystemRandomSource};
+use tandem_net::Transport;
+use tandem_replicator::blob::BlobStore;
+use tandem_replicator::config::ReplicatorConfig;
+use tandem_replicator::server::{Replicator, ReplicatorDeps};
+use tandem_storage::RocksKv;
+
+use super::controller::wait_for_stop_signal;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The site's replicator TOML config (see deploy/ for examples).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = ReplicatorConfig::load(&args.config)?;
+    let replicator = start_replicator(config).await?;
+    tracing::info!(addr = %replicator.local_addr(), "serving; Ctrl-C or SIGTERM stops");
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    replicator.shutdown().await;
+    Ok(())
+}
+
+/// Opens the site's metadata store, ciphertext store and key file, then
+/// starts the replicator. Metadata lives in `<data_dir>/meta`; ciphertext
+/// in `<data_dir>/blobs` unless `blob_url` names another object store.
+pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replicator> {
+    let root = config.data_dir.clone();
+    let meta_dir = root.join("meta");
+    std::fs::create_dir_all(&meta_dir).with_context(|| format!("cannot create data directory {}", meta_dir.display()))?;
+    let kv = RocksKv::open(&meta_dir)?;
+    let blobs = match &config.blob_url {
+        Some(url) => BlobStore::from_url(url, &config.blob_options)?,
+        None => BlobStore::local(&root.join("blobs"))?,
+    };
+    let keys = LocalKeyFile::load(&config.key_file)
+        .with_context(|| format!("cannot use the key file named by key_file ({})", config.key_file.display()))?;
+    let deps = ReplicatorDeps {
+        kv: Arc::new(kv),
+        blobs,
+        keys: Arc::new(keys),
+        rng: Arc::new(SystemRandomSource),
+        clock: Arc::new(SystemClock),
+        transport: Transport::Tokio,
+    };
+    Ok(Replicator::start(config, deps).await?)
+}
