@@ -7,6 +7,7 @@
 mod cmd;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Command {
     Resume(cmd::change::Args),
     /// Put, get, list or destroy contracts at a replicator.
     Contract(cmd::contract::Args),
+    /// Manage key-encryption key files.
+    Keys(cmd::keys::Args),
     /// Compare what every site stores with each shard's owner (exit 3 on differences).
     Verify(cmd::verify::Args),
 }
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             Command::Resume(args) => cmd::change::run(tandem_controller::client::Change::Resume, args).await,
             Command::Contract(args) => cmd::contract::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
+            Command::Keys(args) => cmd::keys::run(args),
         }
     });
     match result {
@@ -97,6 +101,6 @@ fn init_logging(daemon: bool, file: Option<std::fs::File>) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init(),
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
     }
 }

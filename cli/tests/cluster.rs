@@ -1,10 +1,6 @@
-//! End-to-end tests with real processes: three `tandem controller` daemons
-//! on loopback, driven by the `tandem` CLI exactly as an SRE would.
-//!
-//! Waits poll the cluster's own answers until a condition holds, bounded by
-//! a deadline; nothing sleeps to paper over a race.
+//! End-to-end tests of the control plane with real processes: three
+//! `tandem controller` daemons on loopback (harness in `common/`).
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,138 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
-/// Bound on any one wait for the cluster to reach a state.
-const WAIT: Duration = Duration::from_secs(60);
-const SITES: [&str; 3] = ["a", "b", "c"];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    addrs: BTreeMap<&'static str, String>,
-    children: BTreeMap<&'static str, Child>,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("127.0.0.1:{}", free_port()))).collect();
-        for site in SITES {
-            let mut text = format!(
-                "site = \"{site}\"\ndata_dir = \"{}\"\nshard_count = 64\n\n[raft]\nheartbeat_ms = 100\n\
-                 election_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\ncommit_timeout_ms = 3000\n",
-                dir.path().join(site).display()
-            );
-            for (i, (name, city, role)) in
-                [("a", "city-1", "active"), ("b", "city-1", "active"), ("c", "city-2", "dr-standby")].iter().enumerate()
-            {
-                text.push_str(&format!(
-                    "\n[[sites]]\nname = \"{name}\"\nnode_id = {}\ncity = \"{city}\"\nrole = \"{role}\"\naddr = \"{}\"\n",
-                    i + 1,
-                    addrs[name]
-                ));
-            }
-            std::fs::write(dir.path().join(format!("{site}.toml")), text).unwrap();
-        }
-        Cluster { dir, addrs, children: BTreeMap::new() }
-    }
-
-    fn start(&mut self, site: &'static str) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{site}.log")))
-            .unwrap();
-        let child = Command::new(TANDEM)
-            .args(["controller", "--config"])
-            .arg(self.dir.path().join(format!("{site}.toml")))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.insert(site, child);
-    }
-
-    /// SIGKILL: no clean shutdown, as in a power cut of the process.
-    fn kill(&mut self, site: &str) {
-        let mut child = self.children.remove(site).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn controllers(&self, sites: &[&str]) -> String {
-        sites.iter().map(|s| self.addrs[s].clone()).collect::<Vec<_>>().join(",")
-    }
-
-    /// Runs the CLI against `sites`' controllers.
-    fn tandem(&self, sites: &[&str], args: &[&str]) -> Output {
-        run_bounded(Command::new(TANDEM).args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)))
-    }
-
-    fn status(&self, sites: &[&str]) -> Option<Value> {
-        let out = self.tandem(sites, &["status", "--json", "--timeout-ms", "2000"]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    /// Polls `status` (asked of `sites`) until `cond` holds.
-    fn wait_status(&self, what: &str, sites: &[&str], cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = self.status(sites) {
-                if cond(&s) {
-                    return s;
-                }
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}\n{}", self.logs());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn logs(&self) -> String {
-        SITES
-            .iter()
-            .map(|s| {
-                let log = std::fs::read_to_string(self.dir.path().join(format!("{s}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                format!("--- {s}.log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.children) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Runs a command, killing it if it outlives [`WAIT`]: a hung CLI fails
-/// the test instead of hanging it.
-fn run_bounded(cmd: &mut Command) -> Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command did not finish within {WAIT:?}: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn leader_of(status: &Value) -> Option<String> {
-    status["leader"].as_str().map(str::to_string)
-}
+mod common;
+use common::*;
 
 fn audit_has(out: &Output, what: &str, why: &str) -> bool {
     let entries: Value = serde_json::from_slice(&out.stdout).unwrap();

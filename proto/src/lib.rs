@@ -50,4 +50,6 @@ pub mod error_code {
     pub const STALE_EPOCH: &str = "stale-epoch";
     /// Stored data failed an integrity check (crc, authentication, length).
     pub const CORRUPT: &str = "corrupt";
+    /// The replicator has no controller view yet (just started); retry.
+    pub const NOT_READY: &str = "not-ready";
 }

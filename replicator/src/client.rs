@@ -98,6 +98,14 @@ impl ReplicatorClient {
         }
     }
 
+    /// Like [`Self::put`], but a site that does not own the shard refuses
+    /// instead of the client forwarding to the owner.
+    pub async fn put_here(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
+        self.put_once(addr, header, files).await.map_err(|e| match e {
+            PutError::NotOwner(_, e) | PutError::Other(e) => e,
+        })
+    }
+
     async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, PutError> {
         let mut client = self.client(addr).map_err(PutError::Other)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutChunk>(4);

@@ -17,6 +17,10 @@ pub enum ReplicaError {
     NotOwner { shard: u32, owner: String, owner_addr: String, epoch: u64 },
     #[error("not accepting writes: {0}")]
     NoLease(String),
+    /// The site cannot serve yet (e.g. it has not heard from a controller
+    /// since it started); retry shortly.
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("contract {tenant}/{contract_id} was destroyed; its keys are deleted and it can no longer be read")]
@@ -95,6 +99,7 @@ impl From<ReplicaError> for Status {
                 s
             }
             ReplicaError::NoLease(_) => coded(Code::Unavailable, msg, error_code::NO_LEASE),
+            ReplicaError::NotReady(_) => coded(Code::Unavailable, msg, error_code::NOT_READY),
             ReplicaError::NotFound(_) => Status::not_found(msg),
             ReplicaError::Destroyed { .. } => coded(Code::FailedPrecondition, msg, error_code::DESTROYED),
             ReplicaError::Busy(_) => Status::aborted(msg),

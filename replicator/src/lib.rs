@@ -32,6 +32,7 @@ pub mod meta;
 pub mod model;
 pub mod read;
 pub mod server;
+pub mod scrub;
 pub mod service;
 pub mod ship;
 pub mod site;

@@ -15,8 +15,8 @@ use crate::site::Site;
 pub const READ_CHUNK: usize = 1024 * 1024;
 
 fn shard_of(site: &Site, tenant: &str) -> Result<u32, ReplicaError> {
-    let state = site.view.latest().ok_or_else(|| ReplicaError::NoLease("no controller view yet (shard map unknown)".into()))?;
-    state.shard_for(tenant).map(|(s, _)| s).ok_or_else(|| ReplicaError::NoLease("the controller has no shard map yet".into()))
+    let state = site.view.latest().ok_or_else(|| ReplicaError::NotReady("this site has not heard from a controller since it started (shard map unknown)".into()))?;
+    state.shard_for(tenant).map(|(s, _)| s).ok_or_else(|| ReplicaError::NotReady("the controller has no shard map yet".into()))
 }
 
 /// The head of a contract and one of its versions (0: the latest), unless

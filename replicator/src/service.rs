@@ -223,6 +223,17 @@ impl Replication for ReplicationService {
         Ok(Response::new(Box::pin(chunks)))
     }
 
+    async fn scrub(&self, _req: Request<pb::ScrubRequest>) -> Result<Response<pb::ScrubReply>, Status> {
+        let count = self.site.view.latest().map(|s| s.shards.len() as u32).ok_or_else(|| Status::unavailable("no controller view yet"))?;
+        let done = crate::scrub::scrub(&self.site, count).await?;
+        let problems = done
+            .problems
+            .into_iter()
+            .map(|p| pb::ScrubProblem { tenant: p.tenant, contract_id: p.contract_id, version: p.version, file: p.file, problem: p.problem })
+            .collect();
+        Ok(Response::new(pb::ScrubReply { problems, files_checked: done.files_checked, bytes_checked: done.bytes_checked }))
+    }
+
     async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReply>, Status> {
         let r = req.into_inner();
         let channel = self.site.transport.channel(&r.source_addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -241,8 +252,8 @@ impl Replication for ReplicationService {
 
 /// The latest state of a contract as a log entry, for repair elsewhere.
 fn repair_entry(site: &Site, tenant: &str, contract_id: &str) -> Result<LogEntry, ReplicaError> {
-    let state = site.view.latest().ok_or_else(|| ReplicaError::NoLease("no controller view yet".into()))?;
-    let (shard, _) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NoLease("no shard map yet".into()))?;
+    let state = site.view.latest().ok_or_else(|| ReplicaError::NotReady("this site has not heard from a controller since it started".into()))?;
+    let (shard, _) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NotReady("the controller has no shard map yet".into()))?;
     let head = site
         .meta
         .head(shard, tenant, contract_id)?

@@ -138,6 +138,7 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         Err(_) => return "cursor: no answer".into(),
     };
     link.acked.send_replace(cursor);
+    tracing::info!(site = %site.name, peer = %link.peer, cursor, "replication link up; shipping from the peer's cursor");
     let mut grew = site.log_grew.subscribe();
     loop {
         let head = match site.meta.log_head() {

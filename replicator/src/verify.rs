@@ -24,6 +24,9 @@ pub enum Kind {
     Extra,
     /// Both have it, with a different version, destroyed state or content.
     Different,
+    /// The site's stored file does not match its own record (found by a
+    /// deep verify, which reads every file back).
+    Corrupt,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -44,6 +47,9 @@ pub struct Report {
     pub shards: u32,
     pub shards_differing: u32,
     pub differences: Vec<Difference>,
+    /// Files and ciphertext bytes read back by a deep verify (all sites).
+    pub files_checked: u64,
+    pub bytes_checked: u64,
     /// Filled by [`repair`]: one line per difference.
     pub repairs: Vec<String>,
 }
@@ -62,8 +68,9 @@ async fn call<T>(site: &str, fut: impl std::future::Future<Output = Result<tonic
     }
 }
 
-/// Compares every site (name → replicator address) with each shard's owner.
-pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState) -> Result<Report, VerifyError> {
+/// Compares every site (name → replicator address) with each shard's owner;
+/// `deep` also reads back every stored file at every site.
+pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState, deep: bool) -> Result<Report, VerifyError> {
     let mut digests = BTreeMap::new();
     for (name, addr) in sites {
         let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
@@ -121,7 +128,33 @@ pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, clus
             }
         }
     }
+    if deep {
+        scrub_all(transport, sites, cluster, &mut report).await?;
+    }
     Ok(report)
+}
+
+/// Adds every site's scrub problems to `report` as [`Kind::Corrupt`].
+async fn scrub_all(transport: Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState, report: &mut Report) -> Result<(), VerifyError> {
+    for (name, addr) in sites {
+        let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
+        let reply = call(name, c.scrub(pb::ScrubRequest {})).await?;
+        report.files_checked += reply.files_checked;
+        report.bytes_checked += reply.bytes_checked;
+        for p in reply.problems {
+            let (shard, owner) = cluster.shard_for(&p.tenant).map(|(n, s)| (n, s.owner.clone())).unwrap_or_default();
+            report.differences.push(Difference {
+                shard,
+                owner,
+                site: name.clone(),
+                tenant: p.tenant,
+                contract_id: p.contract_id,
+                kind: Kind::Corrupt,
+                detail: format!("version {} file {:?}: {}", p.version, p.file, p.problem),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn destroyed(i: &pb::InventoryItem) -> &'static str {
@@ -132,18 +165,36 @@ fn destroyed(i: &pb::InventoryItem) -> &'static str {
     }
 }
 
-/// Copies the owner's state to each site that misses it or differs.
-/// Extra contracts are reported, never deleted: only a person may decide
-/// that a contract the owner lacks should go.
+/// Copies the owner's state to each site that misses it, differs or holds
+/// a corrupt file; when the owner's own copy is corrupt, from a site whose
+/// copy is sound. Extra contracts are reported, never deleted: only a
+/// person may decide that a contract the owner lacks should go.
 pub async fn repair(transport: Transport, sites: &BTreeMap<String, String>, report: &mut Report) {
+    let corrupt: std::collections::BTreeSet<(&str, &str, &str)> = report
+        .differences
+        .iter()
+        .filter(|d| d.kind == Kind::Corrupt)
+        .map(|d| (d.site.as_str(), d.tenant.as_str(), d.contract_id.as_str()))
+        .collect();
+    let mut lines = Vec::new();
     for d in &report.differences {
+        let sound = |site: &str| !corrupt.contains(&(site, d.tenant.as_str(), d.contract_id.as_str()));
+        let source = if sound(&d.owner) {
+            Some(d.owner.as_str())
+        } else {
+            sites.keys().map(String::as_str).find(|s| *s != d.site && sound(s))
+        };
         let line = match d.kind {
             Kind::Extra => format!(
                 "{}/{} at {}: not repaired (the owner {} lacks it; investigate before removing anything)",
                 d.tenant, d.contract_id, d.site, d.owner
             ),
-            Kind::Missing | Kind::Different => {
-                let (Some(addr), Some(source)) = (sites.get(&d.site), sites.get(&d.owner)) else { continue };
+            Kind::Missing | Kind::Different | Kind::Corrupt => {
+                let Some(addr) = sites.get(&d.site) else { continue };
+                let Some(source) = source.and_then(|s| sites.get(s)) else {
+                    lines.push(format!("{}/{} at {}: repair FAILED: no site holds a sound copy", d.tenant, d.contract_id, d.site));
+                    continue;
+                };
                 let req = pb::RepairRequest { tenant: d.tenant.clone(), contract_id: d.contract_id.clone(), source_addr: source.clone() };
                 match transport.channel(addr) {
                     Ok(ch) => match tokio::time::timeout(Duration::from_secs(900), client(ch).repair(req)).await {
@@ -155,6 +206,7 @@ pub async fn repair(transport: Transport, sites: &BTreeMap<String, String>, repo
                 }
             }
         };
-        report.repairs.push(line);
+        lines.push(line);
     }
+    report.repairs = lines;
 }

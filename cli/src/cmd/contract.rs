@@ -74,6 +74,10 @@ pub struct PutArgs {
     /// File to store (repeatable); stored under its file name.
     #[arg(long = "file")]
     pub files: Vec<PathBuf>,
+    /// Refuse (with the owner's address and epoch) instead of forwarding
+    /// when this replicator's site does not own the tenant's shard.
+    #[arg(long)]
+    pub here: bool,
 }
 
 #[derive(clap::Args)]
@@ -153,7 +157,12 @@ async fn put(a: PutArgs) -> anyhow::Result<()> {
         fields: a.fields.into_iter().collect(),
         pii_fields: a.pii.into_iter().collect(),
     };
-    let reply = a.replica.client().put(&a.replica.replicator, &header, &files).await?;
+    let client = a.replica.client();
+    let reply = if a.here {
+        client.put_here(&a.replica.replicator, &header, &files).await?
+    } else {
+        client.put(&a.replica.replicator, &header, &files).await?
+    };
     let info = reply.contract.context("the replicator acknowledged without describing the contract")?;
     if a.replica.json {
         println!("{}", json!({ "contract": info_json(&info, false), "replication": reply.replication }));

@@ -5,6 +5,7 @@ pub mod change;
 pub mod contract;
 pub mod controller;
 pub mod demo;
+pub mod keys;
 pub mod replicator;
 pub mod status;
 pub mod verify;

@@ -22,7 +22,12 @@ pub struct Args {
     /// default the addresses the replicators report in their heartbeats.
     #[arg(long, value_delimiter = ',')]
     pub replicators: Vec<String>,
-    /// Copy the owner's copy to every site that misses it or differs.
+    /// Also read back every stored file at every site and check it against
+    /// its record (crc32 per segment, length, SHA-256); reads all ciphertext.
+    #[arg(long)]
+    pub deep: bool,
+    /// Copy the owner's version to every site that misses it, differs or
+    /// holds a corrupt file (from another site when the owner's is corrupt).
     #[arg(long)]
     pub repair: bool,
     /// Print JSON instead of text.
@@ -54,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let mut report = verify(Transport::Tokio, &sites, &status.cluster).await?;
+    let mut report = verify(Transport::Tokio, &sites, &status.cluster, args.deep).await?;
     if args.repair && !report.differences.is_empty() {
         repair(Transport::Tokio, &sites, &mut report).await;
     }
@@ -68,6 +73,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             report.shards_differing,
             report.differences.len()
         );
+        if args.deep {
+            println!("read back {} files ({} bytes of ciphertext)", report.files_checked, report.bytes_checked);
+        }
         if !report.differences.is_empty() {
             let rows: Vec<Vec<String>> = report
                 .differences

@@ -1,0 +1,257 @@
+//! Shared harness of the end-to-end tests: real `tandem controller` and
+//! `tandem replicator` processes per site on loopback, driven by the
+//! `tandem` CLI exactly as an SRE would.
+//!
+//! Waits poll the cluster's own answers until a condition holds, bounded by
+//! a deadline; nothing sleeps to paper over a race.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+/// Bound on any one wait for the cluster to reach a state.
+pub const WAIT: Duration = Duration::from_secs(60);
+pub const SITES: [&str; 3] = ["a", "b", "c"];
+pub const SHARDS: u32 = 64;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    /// Controller address per site.
+    pub addrs: BTreeMap<&'static str, String>,
+    /// Replicator address per site.
+    pub replicator_addrs: BTreeMap<&'static str, String>,
+    /// Running processes: "a" (controller) or "a-replicator".
+    children: BTreeMap<String, Child>,
+}
+
+impl Cluster {
+    /// Writes controller and replicator configs for three sites; starts nothing.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("127.0.0.1:{}", free_port()))).collect();
+        let replicator_addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("127.0.0.1:{}", free_port()))).collect();
+        let c = Cluster { dir, addrs, replicator_addrs, children: BTreeMap::new() };
+        let key = c.dir.path().join("kek.key");
+        let out = run_bounded(Command::new(TANDEM).args(["keys", "create", "--kek-id", "test-kek-1", "--file"]).arg(&key));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for site in SITES {
+            std::fs::write(c.config_path(site), c.controller_config(site)).unwrap();
+            std::fs::write(c.replicator_config_path(site), c.replicator_config(site, &key, "")).unwrap();
+        }
+        c
+    }
+
+    pub fn config_path(&self, site: &str) -> PathBuf {
+        self.dir.path().join(format!("{site}.toml"))
+    }
+
+    pub fn replicator_config_path(&self, site: &str) -> PathBuf {
+        self.dir.path().join(format!("{site}-replicator.toml"))
+    }
+
+    /// Where a site keeps its data (controller and replicator).
+    pub fn data_dir(&self, site: &str) -> PathBuf {
+        self.dir.path().join(site)
+    }
+
+    fn controller_config(&self, site: &str) -> String {
+        let mut text = format!(
+            "site = \"{site}\"\ndata_dir = \"{}\"\nshard_count = {SHARDS}\n\n[raft]\nheartbeat_ms = 100\n\
+             election_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\ncommit_timeout_ms = 3000\n",
+            self.data_dir(site).display()
+        );
+        for (i, (name, city, role)) in
+            [("a", "city-1", "active"), ("b", "city-1", "active"), ("c", "city-2", "dr-standby")].iter().enumerate()
+        {
+            text.push_str(&format!(
+                "\n[[sites]]\nname = \"{name}\"\nnode_id = {}\ncity = \"{city}\"\nrole = \"{role}\"\naddr = \"{}\"\n",
+                i + 1,
+                self.addrs[name]
+            ));
+        }
+        text
+    }
+
+    /// A replicator config; `extra` is appended to the top-level keys.
+    pub fn replicator_config(&self, site: &str, key_file: &Path, extra: &str) -> String {
+        let mut text = format!(
+            "site = \"{site}\"\ndata_dir = \"{}\"\nkey_file = \"{}\"\ncontrollers = [{}]\nsync_timeout_ms = 1000\n{extra}\n",
+            self.data_dir(site).join("replicator").display(),
+            key_file.display(),
+            SITES.iter().map(|s| format!("\"{}\"", self.addrs[s])).collect::<Vec<_>>().join(", ")
+        );
+        for name in SITES {
+            text.push_str(&format!("\n[[sites]]\nname = \"{name}\"\naddr = \"{}\"\n", self.replicator_addrs[name]));
+        }
+        text
+    }
+
+    fn spawn(&mut self, name: String, args: &[&str], config: PathBuf) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(TANDEM).args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        assert!(self.children.insert(name.clone(), child).is_none(), "{name} already running");
+    }
+
+    /// Starts a site's controller.
+    pub fn start(&mut self, site: &str) {
+        self.spawn(site.to_string(), &["controller", "--config"], self.config_path(site));
+    }
+
+    /// Starts a site's replicator.
+    pub fn start_replicator(&mut self, site: &str) {
+        self.spawn(format!("{site}-replicator"), &["replicator", "--config"], self.replicator_config_path(site));
+    }
+
+    /// Starts every controller and replicator and waits until the cluster
+    /// has a leader, its layout, the pair in sync and a heartbeat from
+    /// every replicator.
+    pub fn start_all(&mut self) -> Value {
+        for s in SITES {
+            self.start(s);
+            self.start_replicator(s);
+        }
+        self.wait_status("a leader, the layout, and every replicator reporting", &SITES, |s| {
+            leader_of(s).is_some()
+                && s["cluster"]["bootstrapped"] == true
+                && s["replicators"].as_array().is_some_and(|r| r.len() == 3)
+                && heartbeats_fresh(s)
+        })
+    }
+
+    /// SIGKILL: no clean shutdown, as in a power cut of the process.
+    pub fn kill(&mut self, site: &str) {
+        self.kill_process(site);
+    }
+
+    pub fn kill_replicator(&mut self, site: &str) {
+        self.kill_process(&format!("{site}-replicator"));
+    }
+
+    fn kill_process(&mut self, name: &str) {
+        let mut child = self.children.remove(name).unwrap_or_else(|| panic!("{name} is not running"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn controllers(&self, sites: &[&str]) -> String {
+        sites.iter().map(|s| self.addrs[s].clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs the CLI against `sites`' controllers.
+    pub fn tandem(&self, sites: &[&str], args: &[&str]) -> Output {
+        run_bounded(Command::new(TANDEM).args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)))
+    }
+
+    /// Runs `tandem contract ...` against `site`'s replicator.
+    pub fn contract(&self, site: &str, args: &[&str]) -> Output {
+        run_bounded(
+            Command::new(TANDEM)
+                .arg("contract")
+                .args(args)
+                .env("TANDEM_REPLICATOR", &self.replicator_addrs[site])
+                .env("TANDEM_CONTROLLERS", self.controllers(&SITES)),
+        )
+    }
+
+    pub fn status(&self, sites: &[&str]) -> Option<Value> {
+        let out = self.tandem(sites, &["status", "--json", "--timeout-ms", "2000"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Polls `status` (asked of `sites`) until `cond` holds.
+    pub fn wait_status(&self, what: &str, sites: &[&str], cond: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(what, || self.status(sites).filter(|s| cond(s)))
+    }
+
+    /// Polls `probe` until it returns something, bounded by [`WAIT`].
+    pub fn wait_for<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut names: Vec<String> = SITES.iter().map(|s| s.to_string()).collect();
+        names.extend(SITES.iter().map(|s| format!("{s}-replicator")));
+        names
+            .iter()
+            .map(|name| {
+                let log = self.log(name);
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!("--- {name}.log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every replicator heartbeat in `status` is under two seconds old.
+pub fn heartbeats_fresh(status: &Value) -> bool {
+    let now = status["now_unix_ms"].as_u64().unwrap_or(0);
+    status["replicators"]
+        .as_array()
+        .is_some_and(|r| r.iter().all(|h| now.saturating_sub(h["received_at_unix_ms"].as_u64().unwrap_or(0)) < 2_000))
+}
+
+/// Runs a command, killing it if it outlives [`WAIT`]: a hung CLI fails
+/// the test instead of hanging it.
+pub fn run_bounded(cmd: &mut Command) -> Output {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    // Read the pipes while waiting, so a large output cannot block the child.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command did not finish within {WAIT:?}: {cmd:?}");
+        }
+    }
+}
+
+pub fn leader_of(status: &Value) -> Option<String> {
+    status["leader"].as_str().map(str::to_string)
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}

@@ -1,0 +1,513 @@
+//! End-to-end tests of the data plane with real processes: a controller
+//! and a replicator per site on loopback (harness in `common/`), driven
+//! through `tandem contract` and `tandem verify`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::Value;
+
+/// A tenant whose shard `site` owns, per the controller's shard map.
+fn tenant_owned_by(status: &Value, site: &str, salt: &str) -> String {
+    let shards = status["cluster"]["shards"].as_array().unwrap();
+    (0..)
+        .map(|i| format!("{salt}-{i}"))
+        .find(|t| {
+            let shard = tandem_controller::state::shard_of(t, shards.len() as u32) as usize;
+            shards[shard]["owner"] == site
+        })
+        .unwrap()
+}
+
+/// Deterministic bytes that contain `marker` every 4 KiB, so plaintext
+/// anywhere on disk would be found by searching for the marker.
+fn body(marker: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x: u32 = 0x9e37_79b9;
+    while out.len() < len {
+        if out.len() % 4096 == 0 {
+            out.extend_from_slice(marker.as_bytes());
+        } else {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            out.push(x as u8);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "command failed: {}\n{}", stderr(out), stdout(out));
+    stdout(out)
+}
+
+fn put(c: &Cluster, at: &str, tenant: &str, id: &str, files: &[&Path], extra: &[&str]) -> Value {
+    let mut args = vec!["put", "--json", "--tenant", tenant, "--id", id];
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    for p in &paths {
+        args.extend(["--file", p.as_str()]);
+    }
+    args.extend(extra);
+    serde_json::from_str(&ok(&c.contract(at, &args))).unwrap()
+}
+
+/// `tandem contract get` at `site` into `out`, or its error text.
+fn get(c: &Cluster, site: &str, tenant: &str, id: &str, out: &Path) -> Result<Value, String> {
+    let o = c.contract(site, &["get", "--json", "--show-pii", "--tenant", tenant, "--id", id, "--out", &out.display().to_string()]);
+    if o.status.success() {
+        Ok(serde_json::from_str(&stdout(&o)).unwrap())
+    } else {
+        Err(stderr(&o))
+    }
+}
+
+fn wait_readable(c: &Cluster, site: &str, tenant: &str, id: &str, out: &Path) -> Value {
+    c.wait_for(&format!("{tenant}/{id} readable at {site}"), || get(c, site, tenant, id, out).ok())
+}
+
+fn list_ids(c: &Cluster, site: &str, tenant: &str) -> BTreeSet<String> {
+    let v: Value = serde_json::from_str(&ok(&c.contract(site, &["list", "--json", "--tenant", tenant]))).unwrap();
+    v.as_array().unwrap().iter().map(|c| c["contract_id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Runs `tandem verify` (with `args`); `Ok` when it reports no difference,
+/// otherwise its report, or its error as a string when it could not run.
+fn verify(c: &Cluster, args: &[&str]) -> Result<Value, Value> {
+    let mut all = vec!["verify", "--json"];
+    all.extend(args);
+    let out = c.tandem(&SITES, &all);
+    let Ok(report) = serde_json::from_str::<Value>(&stdout(&out)) else {
+        return Err(Value::String(stderr(&out)));
+    };
+    if out.status.success() && report["differences"].as_array().unwrap().is_empty() {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+fn blob_file(c: &Cluster, site: &str, tenant: &str, id: &str, index: usize) -> PathBuf {
+    c.data_dir(site).join("replicator/blobs").join(tenant).join(id).join("v1").join(index.to_string())
+}
+
+// Contracts put at A and at B (each for a shard it owns, and one sent to
+// the wrong site and forwarded) are readable with identical content and
+// PII at all three sites, and no file, log or database on disk holds a
+// plaintext file body or PII value.
+#[test]
+fn contracts_replicate_to_every_site_encrypted() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "acme");
+    let tb = tenant_owned_by(&status, "b", "bolt");
+    let input = tempfile::tempdir().unwrap();
+    let marker = "PLAINTEXT-MARKER-6d1f0c";
+    let small = write(input.path(), "small.txt", &body(marker, 2000));
+    let big = write(input.path(), "big.bin", &body(marker, 2 * 1024 * 1024 + 12345));
+    let empty = write(input.path(), "empty.txt", b"");
+    let (id_card, phone) = ("110101199003074477", "13912345678");
+    let pii = [
+        "--pii",
+        &format!("id_card={id_card}"),
+        "--pii",
+        &format!("phone={phone}"),
+        "--field",
+        "title=apartment lease",
+    ]
+    .map(String::from);
+    let pii: Vec<&str> = pii.iter().map(String::as_str).collect();
+
+    let r = put(&c, "a", &ta, "c1", &[&small, &big, &empty], &pii);
+    assert_eq!(r["contract"]["origin"], "a");
+    assert!(r["replication"].as_str().unwrap().starts_with("sync"), "{r}");
+    let r = put(&c, "b", &tb, "c2", &[&big], &pii);
+    assert_eq!(r["contract"]["origin"], "b");
+    // Sent to A, owned by B: forwarded to B.
+    let r = put(&c, "a", &tb, "c3", &[&small], &[]);
+    assert_eq!(r["contract"]["origin"], "b", "a put for B's shard must land at B");
+
+    let output = tempfile::tempdir().unwrap();
+    for site in SITES {
+        for (tenant, id, files) in [(&ta, "c1", vec![&small, &big, &empty]), (&tb, "c2", vec![&big]), (&tb, "c3", vec![&small])] {
+            let out = output.path().join(site).join(id);
+            let info = wait_readable(&c, site, tenant, id, &out);
+            assert_eq!(info["files"].as_array().unwrap().len(), files.len());
+            for f in files {
+                let name = f.file_name().unwrap();
+                assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(f).unwrap(), "{id}/{name:?} at {site}");
+            }
+            if id != "c3" {
+                assert_eq!(info["pii_fields"]["id_card"], id_card, "at {site}");
+                assert_eq!(info["pii_fields"]["phone"], phone, "at {site}");
+                assert_eq!(info["fields"]["title"], "apartment lease");
+            }
+        }
+    }
+    // Without --show-pii the CLI masks PII.
+    let masked = ok(&c.contract("c", &["get", "--tenant", &ta, "--id", "c1"]));
+    assert!(!masked.contains(phone) && masked.contains("phone = ********"), "{masked}");
+
+    verify(&c, &["--deep"]).unwrap_or_else(|r| panic!("sites differ after replication: {r}"));
+
+    // Everything the cluster wrote (databases, blobs, logs) is in c.dir;
+    // the inputs and the read-back copies are elsewhere.
+    for needle in [marker, id_card, phone] {
+        let hits = files_containing(c.dir.path(), needle.as_bytes());
+        assert!(hits.is_empty(), "plaintext {needle:?} found on disk in {hits:?}");
+    }
+}
+
+// kill -9 of B's replicator while A writes in sync mode: every write is
+// still acknowledged (after the pair is recorded async through the
+// controller), B has every acknowledged contract after it restarts, and
+// the pair returns to sync.
+#[test]
+fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    assert_eq!(status["cluster"]["pairs"][0]["mode"], "sync");
+    let state_id_before = status["cluster"]["pairs"][0]["state_id"].as_u64().unwrap();
+    let tenant = tenant_owned_by(&status, "a", "writer");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "contract.pdf", &body("signed", 200 * 1024));
+
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, failed, stop) = (acked.clone(), failed.clone(), stop.clone());
+        let (tenant, file) = (tenant.clone(), file.clone());
+        let replicator = c.replicator_addrs["a"].clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let id = format!("w{i}");
+                let out = run_bounded(
+                    std::process::Command::new(TANDEM)
+                        .args(["contract", "put", "--json", "--tenant", &tenant, "--id", &id, "--file"])
+                        .arg(&file)
+                        .env("TANDEM_REPLICATOR", &replicator),
+                );
+                if out.status.success() {
+                    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+                    acked.lock().unwrap().push((id, v["replication"].as_str().unwrap().to_string()));
+                } else {
+                    failed.lock().unwrap().push(format!("{id}: {}", stderr(&out)));
+                }
+            }
+        })
+    };
+    let count = |c: &Cluster, n: usize| c.wait_for(&format!("{n} acknowledged writes"), || (acked.lock().unwrap().len() >= n).then_some(()));
+    count(&c, 3);
+    c.kill_replicator("b");
+    let at_kill = acked.lock().unwrap().len();
+    count(&c, at_kill + 5);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let failed = failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "writes failed while the peer was down: {failed:?}");
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.iter().any(|(_, how)| how.starts_with("async")), "no write was acknowledged async: {acked:?}");
+
+    let status = c.status(&SITES).unwrap();
+    let pair = &status["cluster"]["pairs"][0];
+    assert_eq!(pair["mode"], "async", "{pair}");
+    assert!(pair["state_id"].as_u64().unwrap() > state_id_before, "the mode change must be a new Raft-recorded state: {pair}");
+
+    c.start_replicator("b");
+    c.wait_status("the pair back in sync", &SITES, |s| s["cluster"]["pairs"][0]["mode"] == "sync");
+    let at_b = list_ids(&c, "b", &tenant);
+    let missing: Vec<&String> = acked.iter().map(|(id, _)| id).filter(|id| !at_b.contains(*id)).collect();
+    assert!(missing.is_empty(), "acknowledged contracts missing at b after catch-up: {missing:?}");
+    let out = tempfile::tempdir().unwrap();
+    let last = &acked.last().unwrap().0;
+    get(&c, "b", &tenant, last, out.path()).unwrap();
+    assert_eq!(std::fs::read(out.path().join("contract.pdf")).unwrap(), std::fs::read(&file).unwrap());
+    // Back in sync: a new write is confirmed by b before it is acknowledged.
+    let r = put(&c, "a", &tenant, "after", &[&file], &[]);
+    assert!(r["replication"].as_str().unwrap().starts_with("sync"), "{r}");
+}
+
+// The DR site is stopped and started: it resumes from its durable cursor
+// (the shippers start from where it stands, not from the beginning), gets
+// everything written and destroyed meanwhile, and verify reports no
+// difference.
+#[test]
+fn dr_site_resumes_from_its_cursor_and_converges() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "dr-a");
+    let tb = tenant_owned_by(&status, "b", "dr-b");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "doc.pdf", &body("dr", 300 * 1024));
+    put(&c, "a", &ta, "before", &[&file], &[]);
+    put(&c, "b", &tb, "before", &[&file], &[]);
+    put(&c, "a", &ta, "doomed", &[&file], &[]);
+    c.wait_for("c caught up before the cut", || verify(&c, &[]).ok());
+
+    c.kill_replicator("c");
+    for i in 0..4 {
+        put(&c, "a", &ta, &format!("during-{i}"), &[&file], &[]);
+        put(&c, "b", &tb, &format!("during-{i}"), &[&file], &[]);
+    }
+    ok(&c.contract("a", &["destroy", "--tenant", &ta, "--id", "doomed", "--reason", "erasure request 42", "--yes"]));
+    // With c down, verify cannot vouch for it: it fails and names it.
+    let out = c.tandem(&SITES, &["verify"]);
+    assert!(!out.status.success() && stderr(&out).contains("site c"), "{}", stderr(&out));
+
+    let before_restart = c.log("a-replicator").len();
+    c.start_replicator("c");
+    c.wait_for("c converged after restart", || verify(&c, &["--deep"]).ok());
+    // A's shipper to c resumed from c's durable cursor (3 entries: two puts
+    // and the doomed one), not from the start of the log.
+    let resumed = c.log("a-replicator")[before_restart..].to_string();
+    assert!(
+        resumed.lines().any(|l| l.contains("replication link up") && l.contains("peer=c") && l.contains("cursor=2")),
+        "a did not resume shipping to c from its cursor:\n{resumed}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        get(&c, "c", &ta, &format!("during-{i}"), out.path()).unwrap();
+        get(&c, "c", &tb, &format!("during-{i}"), out.path()).unwrap();
+    }
+    let err = get(&c, "c", &ta, "doomed", out.path()).unwrap_err();
+    assert!(err.contains("destroyed"), "{err}");
+}
+
+// A put for a shard this site does not own, without forwarding, is refused
+// with the owner's site, address and epoch; an entry carrying an epoch
+// older than the receiver knows is refused and changes nothing.
+#[test]
+fn wrong_owner_and_stale_epoch_are_refused() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "fence");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "x.pdf", b"contract body");
+
+    let out = c.contract("b", &["put", "--here", "--tenant", &ta, "--id", "x", "--file", &file.display().to_string()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("owned by site a (epoch 1)") && err.contains(&c.replicator_addrs["a"]),
+        "the refusal must name the owner, its epoch and address: {err}"
+    );
+    assert!(list_ids(&c, "b", &ta).is_empty() && list_ids(&c, "a", &ta).is_empty(), "a refused put stored something");
+
+    put(&c, "a", &ta, "kept", &[&file], &[]);
+    c.wait_for("b has the first contract", || list_ids(&c, "b", &ta).contains("kept").then_some(()));
+
+    // Forge the next entry of a's log with epoch 0 and send it to b.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = c.replicator_addrs["b"].clone();
+    let shard = tandem_controller::state::shard_of(&ta, SHARDS);
+    let (refusal, cursor_before, cursor_after) = rt.block_on(async {
+        use tandem_proto::replicator as pb;
+        let channel = tandem_net::Transport::Tokio.channel(&b).unwrap();
+        let mut client = pb::replication_client::ReplicationClient::new(channel);
+        let req = || pb::CursorRequest { origin: "a".into() };
+        let before = client.cursor(req()).await.unwrap().into_inner().applied_seq;
+        let entry = serde_json::json!({
+            "origin": "a", "seq": before + 1, "cum_bytes": 0, "at_unix_ms": 0, "shard": shard, "epoch": 0,
+            "change": {"Put": {
+                "tenant": ta, "contract_id": "forged", "version": 1, "shard": shard, "epoch": 0, "origin": "a",
+                "created_unix_ms": 0, "fields": {}, "pii": {}, "pii_key": null, "files": []
+            }}
+        });
+        let chunk = pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(serde_json::to_vec(&entry).unwrap())) };
+        let refusal = client.apply(futures::stream::iter(vec![chunk])).await.unwrap_err();
+        let after = client.cursor(req()).await.unwrap().into_inner().applied_seq;
+        (refusal, before, after)
+    });
+    let code = refusal.metadata().get(tandem_proto::ERROR_CODE_METADATA).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(code.as_deref(), Some(tandem_proto::error_code::STALE_EPOCH), "{refusal:?}");
+    assert!(refusal.message().contains("epoch 0") && refusal.message().contains("epoch 1"), "{}", refusal.message());
+    assert_eq!(cursor_before, cursor_after, "a refused entry moved the cursor");
+    assert!(!list_ids(&c, "b", &ta).contains("forged"));
+
+    // Replication from the real owner is unaffected.
+    put(&c, "a", &ta, "next", &[&file], &[]);
+    c.wait_for("b has the next contract", || list_ids(&c, "b", &ta).contains("next").then_some(()));
+}
+
+// Damaged ciphertext at a replica: a flipped byte, a truncated file, two
+// segments swapped, and one contract's file swapped for another's. Each
+// read fails with a clear error and writes no file; the owner's copies are
+// untouched; `verify --deep` names every damaged file and `--repair`
+// restores them from a sound copy.
+#[test]
+fn damaged_ciphertext_is_detected_and_repaired() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "dmg");
+    let input = tempfile::tempdir().unwrap();
+    // Three 1 MiB segments and a short last one.
+    let file = write(input.path(), "deed.pdf", &body("deed", 3 * 1024 * 1024 + 100));
+    let ids = ["flipped", "truncated", "swapped-segments", "swapped-files", "donor"];
+    for id in ids {
+        put(&c, "a", &ta, id, &[&file], &[]);
+    }
+    c.wait_for("every site has every contract", || verify(&c, &[]).ok());
+
+    // Damage b's and c's copies (the replicators keep running).
+    let flip = blob_file(&c, "c", &ta, "flipped", 0);
+    let mut bytes = std::fs::read(&flip).unwrap();
+    bytes[1024 * 1024 + 500] ^= 0x01;
+    std::fs::write(&flip, bytes).unwrap();
+
+    let trunc = blob_file(&c, "b", &ta, "truncated", 0);
+    let bytes = std::fs::read(&trunc).unwrap();
+    std::fs::write(&trunc, &bytes[..bytes.len() - 200]).unwrap();
+
+    let swap = blob_file(&c, "c", &ta, "swapped-segments", 0);
+    let bytes = std::fs::read(&swap).unwrap();
+    let frames = frames(&bytes);
+    assert!(frames.len() >= 3);
+    let (s0, s1) = (frames[0].clone(), frames[1].clone());
+    assert_eq!(s0.len(), s1.len());
+    let mut swapped = bytes.clone();
+    swapped[s0.clone()].copy_from_slice(&bytes[s1.clone()]);
+    swapped[s1].copy_from_slice(&bytes[s0]);
+    std::fs::write(&swap, swapped).unwrap();
+
+    std::fs::copy(blob_file(&c, "b", &ta, "donor", 0), blob_file(&c, "b", &ta, "swapped-files", 0)).unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    for (site, id) in [("c", "flipped"), ("b", "truncated"), ("c", "swapped-segments"), ("b", "swapped-files")] {
+        let dir = out.path().join(format!("{site}-{id}"));
+        let err = get(&c, site, &ta, id, &dir).unwrap_err();
+        assert!(err.contains("integrity check failed"), "{id} at {site}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.collect()).unwrap_or_default();
+        assert!(left.is_empty(), "a failed read left files behind: {left:?}");
+        // The owner's copy is intact.
+        let good = out.path().join(format!("a-{id}"));
+        get(&c, "a", &ta, id, &good).unwrap();
+        assert_eq!(std::fs::read(good.join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
+    }
+
+    let report = verify(&c, &["--deep"]).unwrap_err();
+    let found: BTreeSet<(String, String)> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["kind"], "corrupt", "{d}");
+            (d["site"].as_str().unwrap().to_string(), d["contract_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [("c", "flipped"), ("b", "truncated"), ("c", "swapped-segments"), ("b", "swapped-files")]
+        .iter()
+        .map(|(s, i)| (s.to_string(), i.to_string()))
+        .collect();
+    assert_eq!(found, expected, "{report}");
+
+    let out2 = c.tandem(&SITES, &["verify", "--deep", "--repair", "--json"]);
+    assert!(out2.status.success(), "repair failed: {}\n{}", stdout(&out2), stderr(&out2));
+    verify(&c, &["--deep"]).unwrap_or_else(|r| panic!("still damaged after repair: {r}"));
+    for (site, id) in [("c", "flipped"), ("b", "truncated"), ("c", "swapped-segments"), ("b", "swapped-files")] {
+        let dir = out.path().join(format!("repaired-{site}-{id}"));
+        get(&c, site, &ta, id, &dir).unwrap();
+        assert_eq!(std::fs::read(dir.join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
+    }
+}
+
+/// Byte ranges of the segments of a stored ciphertext file.
+fn frames(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut at = tandem_crypto::HEADER_LEN;
+    let mut out = Vec::new();
+    while at < bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        out.push(at..at + 8 + len);
+        at += 8 + len;
+    }
+    out
+}
+
+// A replicator started with the wrong key-encryption key file cannot read
+// (clear error, no plaintext), still stores what is replicated to it, and
+// reads everything once the right key file is back.
+#[test]
+fn wrong_key_file_fails_clearly_and_loses_nothing() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "keys");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "k.pdf", &body("key", 10_000));
+    put(&c, "a", &ta, "k1", &[&file], &["--pii", "phone=13700000000"]);
+    c.wait_for("c has k1", || verify(&c, &[]).ok());
+
+    c.kill_replicator("c");
+    let other = c.dir.path().join("other.key");
+    ok(&c.tandem(&SITES, &["keys", "create", "--kek-id", "some-other-kek", "--file", &other.display().to_string()]));
+    std::fs::write(c.replicator_config_path("c"), c.replicator_config("c", &other, "")).unwrap();
+    c.start_replicator("c");
+    c.wait_status("c's replicator reporting again", &SITES, heartbeats_fresh);
+
+    let out = tempfile::tempdir().unwrap();
+    let err = c.wait_for("c ready to serve reads", || {
+        get(&c, "c", &ta, "k1", &out.path().join("wrong")).err().filter(|e| !e.contains("not ready"))
+    });
+    assert!(err.contains("cannot decrypt") && err.contains("test-kek-1") && err.contains("some-other-kek"), "{err}");
+    assert!(!err.contains("13700000000"));
+    put(&c, "a", &ta, "k2", &[&file], &[]);
+    c.wait_for("c stores k2 without decrypting it", || list_ids(&c, "c", &ta).contains("k2").then_some(()));
+
+    c.kill_replicator("c");
+    std::fs::write(c.replicator_config_path("c"), c.replicator_config("c", &c.dir.path().join("kek.key"), "")).unwrap();
+    c.start_replicator("c");
+    for id in ["k1", "k2"] {
+        let dir = out.path().join(id);
+        let info = wait_readable(&c, "c", &ta, id, &dir);
+        assert_eq!(std::fs::read(dir.join("k.pdf")).unwrap(), std::fs::read(&file).unwrap());
+        if id == "k1" {
+            assert_eq!(info["pii_fields"]["phone"], "13700000000");
+        }
+    }
+}
+
+// A bad replicator config line is reported with file, line and field, and
+// the daemon does not start.
+#[test]
+fn malformed_replicator_config_names_file_line_and_field() {
+    let c = Cluster::new();
+    let text = std::fs::read_to_string(c.replicator_config_path("a")).unwrap().replace("sync_timeout_ms = 1000", "sync_timeout_ms = \"soon\"");
+    let bad = c.dir.path().join("bad-replicator.toml");
+    std::fs::write(&bad, text).unwrap();
+    let out = run_bounded(std::process::Command::new(TANDEM).arg("replicator").arg("--config").arg(&bad));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("bad-replicator.toml:5:") && err.contains("sync_timeout_ms"), "{err}");
+}
