@@ -41,6 +41,8 @@ enum Command {
     Resume(cmd::change::Args),
     /// Put, get, list or destroy contracts at a replicator.
     Contract(cmd::contract::Args),
+    /// Measure replication throughput and write latency against a same-run baseline (use a release build).
+    Bench(cmd::bench::Args),
     /// Manage key-encryption key files.
     Keys(cmd::keys::Args),
     /// Compare what every site stores with each shard's owner (exit 3 on differences).
@@ -59,8 +61,13 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let daemon = matches!(cli.command, Command::Controller(_) | Command::Replicator(_) | Command::Demo(_));
-    init_logging(daemon, log_file);
+    let level = match cli.command {
+        Command::Controller(_) | Command::Replicator(_) | Command::Demo(_) => "info,openraft=warn",
+        // The benchmark's cluster is torn down on purpose; only errors matter.
+        Command::Bench(_) => "error,openraft=off",
+        _ => "warn",
+    };
+    init_logging(level, log_file);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
             Command::Contract(args) => cmd::contract::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args),
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     match result {
@@ -94,8 +102,7 @@ fn main() -> ExitCode {
 /// Daemons log at info to stderr; client commands only warn, so their
 /// output stays readable. The demo logs to a file in its directory so its
 /// terminal shows only what to do next. `RUST_LOG` overrides the levels.
-fn init_logging(daemon: bool, file: Option<std::fs::File>) {
-    let default = if daemon { "info,openraft=warn" } else { "warn" };
+fn init_logging(default: &str, file: Option<std::fs::File>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

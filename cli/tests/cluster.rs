@@ -186,6 +186,27 @@ fn demo_starts_stops_and_recovers() {
         Command::new(TANDEM).args(["pause", "--reason", "demo test", "--who", "t", "--yes"]).env("TANDEM_CONTROLLERS", &controllers),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The demo's replicators store and replicate a contract.
+    let replicator = |i: u16| format!("127.0.0.1:{}", base + 10 + i);
+    let file = dir.path().join("deed.txt");
+    std::fs::write(&file, "signed by both parties").unwrap();
+    let out = run_bounded(
+        Command::new(TANDEM)
+            .args(["contract", "put", "--tenant", "demo", "--id", "d1", "--file"])
+            .arg(&file)
+            .env("TANDEM_REPLICATOR", replicator(0)),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read_at_c = || {
+        run_bounded(Command::new(TANDEM).args(["contract", "get", "--tenant", "demo", "--id", "d1"]).env("TANDEM_REPLICATOR", replicator(2)))
+            .status
+            .success()
+    };
+    let deadline = Instant::now() + WAIT;
+    while !read_at_c() {
+        assert!(Instant::now() < deadline, "the demo's DR site never received the contract");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let rest = interrupt_and_wait(child);
     assert!(rest.contains("tandem demo: stopped"), "{rest}");
 
@@ -195,5 +216,10 @@ fn demo_starts_stops_and_recovers() {
     let out = run_bounded(Command::new(TANDEM).args(["status"]).env("TANDEM_CONTROLLERS", &controllers));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("automatic actions: PAUSED"), "{table}");
+    let deadline = Instant::now() + WAIT;
+    while !read_at_c() {
+        assert!(Instant::now() < deadline, "the contract is gone after a demo restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     interrupt_and_wait(child);
 }

@@ -245,6 +245,14 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
     let status = c.status(&SITES).unwrap();
     let pair = &status["cluster"]["pairs"][0];
     assert_eq!(pair["mode"], "async", "{pair}");
+    // a's heartbeat reports the backlog towards b.
+    let lag_to_b = c.wait_for("a reporting its lag towards b", || {
+        let s = c.status(&SITES)?;
+        let a = s["replicators"].as_array()?.iter().find(|r| r["site"] == "a")?.clone();
+        let link = a["links"].as_array()?.iter().find(|l| l["peer"] == "b")?.clone();
+        (link["entries"].as_u64()? >= 5).then_some(link)
+    });
+    assert!(lag_to_b["bytes"].as_u64().unwrap() >= 5 * 200 * 1024, "{lag_to_b}");
     assert!(pair["state_id"].as_u64().unwrap() > state_id_before, "the mode change must be a new Raft-recorded state: {pair}");
 
     c.start_replicator("b");
@@ -510,4 +518,43 @@ fn malformed_replicator_config_names_file_line_and_field() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("bad-replicator.toml:5:") && err.contains("sync_timeout_ms"), "{err}");
+}
+
+// The owner's own copy is damaged before the DR site received it: the DR
+// site checks every segment's crc32 on arrival and refuses the entry (its
+// cursor stays put, nothing is stored); `verify --deep --repair` restores
+// the owner's copy from the in-city peer, and the DR site then converges.
+#[test]
+fn receiver_refuses_corrupt_entry_until_the_source_is_repaired() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "src");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "deed.pdf", &body("src", 2 * 1024 * 1024 + 7));
+    c.kill_replicator("c");
+    let r = put(&c, "a", &ta, "x", &[&file], &[]);
+    assert!(r["replication"].as_str().unwrap().starts_with("sync"), "b must hold a sound copy: {r}");
+
+    let blob = blob_file(&c, "a", &ta, "x", 0);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[700_000] ^= 0x80;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let before = c.log("c-replicator").len();
+    c.start_replicator("c");
+    c.wait_for("c refusing the corrupt entry", || {
+        c.log("c-replicator")[before..].lines().any(|l| l.contains("replication entry refused") && l.contains("crc mismatch")).then_some(())
+    });
+    assert!(!list_ids(&c, "c", &ta).contains("x"), "a corrupt entry was stored");
+
+    let out = c.tandem(&SITES, &["verify", "--deep", "--repair", "--json"]);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        report["differences"].as_array().unwrap().iter().any(|d| d["site"] == "a" && d["kind"] == "corrupt"),
+        "{report}"
+    );
+    c.wait_for("all sites converge after the repair", || verify(&c, &["--deep"]).ok());
+    let got = tempfile::tempdir().unwrap();
+    get(&c, "c", &ta, "x", got.path()).unwrap();
+    assert_eq!(std::fs::read(got.path().join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
 }

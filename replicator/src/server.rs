@@ -67,12 +67,7 @@ impl Replicator {
             .iter()
             .filter(|s| s.name != config.site)
             .map(|s| {
-                let link = Link {
-                    peer: s.name.clone(),
-                    addr: s.addr.clone(),
-                    send_limit: s.send_limit_mib_s * 1024 * 1024,
-                    acked: watch::Sender::new(0),
-                };
+                let link = Link::new(s.name.clone(), s.addr.clone(), s.send_limit_mib_s * 1024 * 1024);
                 (s.name.clone(), link)
             })
             .collect();

@@ -219,7 +219,7 @@ impl Replication for ReplicationService {
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
         let r = req.into_inner();
         let entry = repair_entry(&self.site, &r.tenant, &r.contract_id)?;
-        let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, None).map(Ok);
+        let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, None, None).map(Ok);
         Ok(Response::new(Box::pin(chunks)))
     }
 

@@ -69,7 +69,13 @@ pub fn client(channel: Channel) -> ReplicationClient<Channel> {
 /// The chunks that carry `entry`: its JSON, then each file's ciphertext.
 /// Reading stops (and the stream ends early) if a blob cannot be read; the
 /// receiver then refuses the truncated entry.
-pub fn entry_chunks(blobs: BlobStore, entry: LogEntry, pacer: Option<Arc<Pacer>>) -> ReceiverStream<pb::ApplyChunk> {
+/// `progress`, when given, counts the ciphertext bytes handed to the stream.
+pub fn entry_chunks(
+    blobs: BlobStore,
+    entry: LogEntry,
+    pacer: Option<Arc<Pacer>>,
+    progress: Option<Arc<tokio::sync::watch::Sender<u64>>>,
+) -> ReceiverStream<pb::ApplyChunk> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         let json = serde_json::to_vec(&entry).expect("log entries serialise");
@@ -98,8 +104,12 @@ pub fn entry_chunks(blobs: BlobStore, entry: LogEntry, pacer: Option<Arc<Pacer>>
                 if let Some(p) = &pacer {
                     p.take(chunk.len()).await;
                 }
+                let len = chunk.len() as u64;
                 if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::Data(chunk.to_vec())) }).await.is_err() {
                     return;
+                }
+                if let Some(p) = &progress {
+                    p.send_modify(|sent| *sent += len);
                 }
             }
         }
@@ -162,7 +172,7 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         };
         let limit = ENTRY_TIMEOUT_BASE + Duration::from_secs(bytes / rate);
         let seq = entry.seq;
-        let chunks = entry_chunks(site.blobs.clone(), entry, Some(pacer.clone()));
+        let chunks = entry_chunks(site.blobs.clone(), entry, Some(pacer.clone()), Some(link.sent.clone()));
         match tokio::time::timeout(limit, client.apply(chunks)).await {
             Ok(Ok(r)) => {
                 let applied = r.into_inner().applied_seq;

@@ -23,13 +23,33 @@ pub struct Link {
     pub send_limit: u64,
     /// The peer's cursor in this site's log, as last confirmed by it.
     pub acked: watch::Sender<u64>,
+    /// Ciphertext bytes handed to the peer's stream so far: progress on a
+    /// large entry, which keeps a sync write waiting while the peer is
+    /// still receiving.
+    pub sent: Arc<watch::Sender<u64>>,
 }
 
 impl Link {
-    /// Waits until the peer has confirmed entry `seq`.
-    pub async fn wait_acked(&self, seq: u64) {
-        let mut rx = self.acked.subscribe();
-        let _ = rx.wait_for(|acked| *acked >= seq).await;
+    pub fn new(peer: String, addr: String, send_limit: u64) -> Self {
+        Link { peer, addr, send_limit, acked: watch::Sender::new(0), sent: Arc::new(watch::Sender::new(0)) }
+    }
+
+    /// Waits until the peer has confirmed entry `seq`, or until `stall`
+    /// passes with neither a confirmation nor any bytes sent to the peer.
+    /// Returns whether `seq` was confirmed.
+    pub async fn wait_acked(&self, seq: u64, stall: Duration) -> bool {
+        let mut acked = self.acked.subscribe();
+        let mut sent = self.sent.subscribe();
+        loop {
+            if *acked.borrow_and_update() >= seq {
+                return true;
+            }
+            tokio::select! {
+                changed = acked.changed() => if changed.is_err() { return false },
+                changed = sent.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep(stall) => return *acked.borrow() >= seq,
+            }
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! [`confirm`] runs after a write is durable here and decides when it may be
 //! acknowledged: at once when the pair is `async`, after the peer confirmed
-//! it when the pair is `sync` or `sync-recover`. If the peer does not confirm
-//! within the sync timeout, the pair is first recorded `async` through the
+//! it when the pair is `sync` or `sync-recover`. If the peer neither confirms
+//! nor receives anything for the sync timeout, the pair is first recorded `async` through the
 //! controller (a Raft commit), and only then is the write acknowledged: the
 //! controller never believes a peer is in sync when it is not.
 //!
@@ -24,6 +24,10 @@ use crate::view::{pair_of, partner, waits_for_peer};
 /// A pair leaves `async` for `sync-recover` when both backlogs are at most
 /// this many entries.
 pub const RECOVER_ENTRIES: u64 = 100;
+/// After the last byte of an entry reached the peer, the peer still has to
+/// sync it: allow this rate on top of the sync timeout before the silence
+/// counts as a stall (a 1 GiB file gets 5 s more).
+const PEER_SYNC_RATE: u64 = 200 * 1024 * 1024;
 /// How often the recovery check runs.
 pub const RECOVER_EVERY: Duration = Duration::from_millis(500);
 
@@ -31,18 +35,26 @@ fn who(site: &Site) -> String {
     format!("replicator@{}", site.name)
 }
 
-/// Fetches the controller state now (not waiting for the next poll).
-async fn refresh_view(site: &Site) {
-    if let Ok((_, status)) = site.control.status().await {
+/// Fetches the controller state now (not waiting for the next poll) from
+/// the leader that just committed a change: it has applied it, while a
+/// follower may not have yet, and a stale view would make the next write
+/// wait out the sync timeout again.
+async fn refresh_view(site: &Site, leader_addr: &str) {
+    if let Ok(status) = site.control.status_at(leader_addr).await {
         site.view.offer(status.cluster, status.raft.last_applied_index);
     }
 }
 
-/// Waits until write `seq` may be acknowledged; returns how it was made
-/// durable, for the client.
-pub async fn confirm(site: &Site, seq: u64) -> Result<String, ReplicaError> {
+/// Waits until write `seq` (carrying `bytes` of ciphertext) may be
+/// acknowledged; returns how it was made durable, for the client.
+///
+/// The sync timeout bounds *silence*, not the whole transfer: while bytes
+/// keep flowing to the peer the write keeps waiting, so a large file is
+/// not mistaken for a dead peer.
+pub async fn confirm(site: &Site, seq: u64, bytes: u64) -> Result<String, ReplicaError> {
     let me = &site.name;
-    let ms = site.sync_timeout.as_millis();
+    let stall = site.sync_timeout + Duration::from_millis(bytes.saturating_mul(1000) / PEER_SYNC_RATE);
+    let ms = stall.as_millis();
     for _ in 0..3 {
         let state = site
             .view
@@ -59,19 +71,19 @@ pub async fn confirm(site: &Site, seq: u64) -> Result<String, ReplicaError> {
             .links
             .get(&peer)
             .ok_or_else(|| ReplicaError::Internal(format!("no replication link configured to in-city peer {peer}")))?;
-        if tokio::time::timeout(site.sync_timeout, link.wait_acked(seq)).await.is_ok() {
+        if link.wait_acked(seq, stall).await {
             return Ok(format!("sync: stored and synced at {me} and {peer}"));
         }
         let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async };
-        let why = format!("{peer} did not confirm log entry {seq} within {ms} ms");
+        let why = format!("{peer} did not confirm log entry {seq}, nor receive any of it, for {ms} ms");
         match site.control.set_pair_mode(&spec, &who(site), &why).await {
             Ok(o) if o.result.starts_with("ok") => {
-                refresh_view(site).await;
+                refresh_view(site, &o.leader_addr).await;
                 tracing::warn!(site = %me, peer = %peer, seq, "peer did not confirm in time; pair recorded async");
                 return Ok(format!("async: {why}; pair recorded async (audit #{})", o.audit_seq));
             }
             // Someone changed the mode first: look again.
-            Ok(_) => refresh_view(site).await,
+            Ok(o) => refresh_view(site, &o.leader_addr).await,
             Err(e) => {
                 return Err(ReplicaError::NotAcknowledged(format!(
                     "write is stored at {me} but NOT acknowledged: {why}, and the controller could not record the pair as async ({e})"
@@ -127,8 +139,10 @@ pub async fn recover(site: &Site) {
         _ => format!("{peer} has confirmed every entry of {me}'s log"),
     };
     match site.control.set_pair_mode(&spec, &who(site), &why).await {
-        Ok(o) => tracing::info!(site = %me, mode = next.as_str(), result = %o.result, "replication mode change proposed"),
+        Ok(o) => {
+            tracing::info!(site = %me, mode = next.as_str(), result = %o.result, "replication mode change proposed");
+            refresh_view(site, &o.leader_addr).await;
+        }
         Err(e) => tracing::debug!(error = %e, "replication mode change not recorded"),
     }
-    refresh_view(site).await;
 }

@@ -229,7 +229,8 @@ impl<'a> PutSession<'a> {
             Ok(())
         })
         .await?;
-        let replication = crate::sync::confirm(self.site, seq).await?;
+        let bytes = record.files.iter().map(|f| f.ciphertext_len).sum();
+        let replication = crate::sync::confirm(self.site, seq, bytes).await?;
         Ok((record, Acknowledged { seq, replication }))
     }
 }
@@ -315,6 +316,6 @@ pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, wh
     };
     let change = Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: tombstone.clone() };
     let seq = append(site, shard, epoch, change, |seq, batch| shred(site, &head, &tombstone, seq, batch)).await?;
-    let replication = crate::sync::confirm(site, seq).await?;
+    let replication = crate::sync::confirm(site, seq, 0).await?;
     Ok(Acknowledged { seq, replication })
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod audit;
+pub mod bench;
 pub mod change;
 pub mod contract;
 pub mod controller;

@@ -1,0 +1,355 @@
+//! `tandem bench`: replication throughput and write latency, measured
+//! against a baseline taken in the same run (this machine is shared and
+//! noisy, so only ratios mean something). Run it from a release build:
+//! `cargo run --release --bin tandem -- bench`.
+//!
+//! 1. Ceiling: the same bytes through read + crc32 + AES-256-GCM + loopback
+//!    TCP + write + fsync, without tandem (two threads, blocking sockets).
+//! 2. A three-site cluster in this process (real rocksdb, real gRPC over
+//!    loopback): one large file put at A with the pair in sync (acknowledged
+//!    only once B has stored and synced it), the time until the DR site C
+//!    has it, and reading it back from C.
+//! 3. Small contracts (200 KiB): sequential puts in sync mode, then with
+//!    B's replicator stopped (single site), latency p50/p99 and throughput.
+//!
+//! It also prints the process's peak resident memory: every daemon of all
+//! three sites runs in this process, so it bounds each one's.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use tandem_controller::config::NodeConfig;
+use tandem_controller::node::Node;
+use tandem_crypto::{RandomSource, SystemRandomSource};
+use tandem_net::Transport;
+use tandem_replicator::client::ReplicatorClient;
+use tandem_replicator::config::ReplicatorConfig;
+use tandem_replicator::server::Replicator;
+use tandem_replicator::write::PutHeader;
+
+use super::controller::start_node;
+use super::demo::{replicator_config, site_config, KEY_FILE, REPLICATOR_PORT_OFFSET};
+use super::replicator::start_replicator;
+
+const CHUNK: usize = 1024 * 1024;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Size of the large file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: u64,
+    /// Number of small (200 KiB) contracts per mode.
+    #[arg(long, default_value_t = 200)]
+    pub small_count: usize,
+    /// Working directory (created, and removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures are only meaningful from `cargo run --release`");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let result = bench(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    let size = args.size_mib * 1024 * 1024;
+    let input = dir.join("large.bin");
+    random_file(&input, size)?;
+    println!("tandem bench: large file {} MiB, {} small contracts of 200 KiB per mode", args.size_mib, args.small_count);
+
+    let ceiling_dir = dir.join("ceiling");
+    std::fs::create_dir_all(&ceiling_dir)?;
+    let ceiling = {
+        let input = input.clone();
+        let out = ceiling_dir.join("copy.bin");
+        tokio::task::spawn_blocking(move || ceiling(&input, &out)).await??
+    };
+    std::fs::remove_dir_all(&ceiling_dir)?;
+    let rate = |secs: f64| size as f64 / secs / (1024.0 * 1024.0);
+    println!();
+    println!("large file, single stream");
+    println!("  ceiling: read+crc32+AES-GCM+TCP+write+fsync   {:8.1} MiB/s   (baseline)", rate(ceiling));
+
+    let mut cluster = Cluster::start(dir).await?;
+    let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(30));
+    let tenant = cluster.tenant_owned_by("a")?;
+    let (a, c) = (cluster.replicator_addr(0), cluster.replicator_addr(2));
+
+    let header = PutHeader { tenant: tenant.clone(), contract_id: "large".into(), ..Default::default() };
+    let started = Instant::now();
+    let reply = client.put(&a, &header, &[("large.bin".into(), input.clone())]).await?;
+    let put_secs = started.elapsed().as_secs_f64();
+    if !reply.replication.starts_with("sync") {
+        bail!("the large put was not acknowledged in sync mode ({}); the figures would not mean anything", reply.replication);
+    }
+    loop {
+        if client.head(&c, &tenant, "large").await.is_ok() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("the DR site did not receive the large file within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dr_secs = started.elapsed().as_secs_f64();
+    let out = dir.join("read-back");
+    std::fs::create_dir_all(&out)?;
+    let started = Instant::now();
+    client.get(&c, &tenant, "large", 0, Some(&out)).await?;
+    let read_secs = started.elapsed().as_secs_f64();
+    if !same_file(&input, &out.join("large.bin"))? {
+        bail!("the file read back from the DR site differs from the input");
+    }
+    std::fs::remove_dir_all(&out)?;
+    let ratio = |secs: f64| ceiling / secs;
+    println!("  put at A, acknowledged after B stored+synced  {:8.1} MiB/s   {:.2} x ceiling", rate(put_secs), ratio(put_secs));
+    println!("  stored at DR site C, from the put's start     {:8.1} MiB/s   {:.2} x ceiling", rate(dr_secs), ratio(dr_secs));
+    println!("  read back from C (decrypt, stream to disk)    {:8.1} MiB/s   {:.2} x ceiling", rate(read_secs), ratio(read_secs));
+    println!("  peak resident memory of the whole process (3 controllers, 3 replicators, client): {} MiB", peak_rss_mib());
+
+    let small = dir.join("small.bin");
+    random_file(&small, 200 * 1024)?;
+    println!();
+    println!("small contracts (200 KiB), sequential puts at A");
+    let sync = small_puts(&client, &a, &tenant, "sync", &small, args.small_count).await?;
+    cluster.stop_replicator(1).await;
+    // The first write after B stops waits out the sync timeout and records
+    // the pair async; it is not part of the measurement.
+    let header = PutHeader { tenant: tenant.clone(), contract_id: "switch".into(), ..Default::default() };
+    let reply = client.put(&a, &header, &[("small.bin".into(), small.clone())]).await?;
+    if !reply.replication.starts_with("async") {
+        bail!("stopping B did not put the pair in async mode ({})", reply.replication);
+    }
+    let single = small_puts(&client, &a, &tenant, "single", &small, args.small_count).await?;
+    for (name, s) in [("sync pair (A+B)", &sync), ("single site (B down)", &single)] {
+        println!(
+            "  {name:<22} p50 {:6.2} ms   p99 {:6.2} ms   {:7.1} puts/s",
+            s.p50_ms, s.p99_ms, s.per_s
+        );
+    }
+    println!(
+        "  sync / single site:    p50 {:.2} x   p99 {:.2} x   throughput {:.2} x",
+        sync.p50_ms / single.p50_ms,
+        sync.p99_ms / single.p99_ms,
+        sync.per_s / single.per_s
+    );
+    cluster.stop().await;
+    Ok(())
+}
+
+struct Latencies {
+    p50_ms: f64,
+    p99_ms: f64,
+    per_s: f64,
+}
+
+async fn small_puts(client: &ReplicatorClient, addr: &str, tenant: &str, prefix: &str, file: &Path, n: usize) -> anyhow::Result<Latencies> {
+    let mut ms = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let header = PutHeader { tenant: tenant.into(), contract_id: format!("{prefix}-{i}"), ..Default::default() };
+        let t = Instant::now();
+        client.put(addr, &header, &[("small.bin".into(), file.to_path_buf())]).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let total = started.elapsed().as_secs_f64();
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    Ok(Latencies { p50_ms: pick(0.50), p99_ms: pick(0.99), per_s: n as f64 / total })
+}
+
+/// The baseline: each 1 MiB chunk is read, crc32'd, sealed with AES-256-GCM
+/// and sent over loopback TCP; the receiver writes it and fsyncs at the
+/// end. Returns the seconds from the first read to the receiver's fsync.
+fn ceiling(input: &Path, output: &Path) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let output = output.to_path_buf();
+    let receiver = std::thread::spawn(move || -> anyhow::Result<()> {
+        let (mut sock, _) = listener.accept()?;
+        sock.set_nodelay(true)?;
+        let mut file = std::fs::File::create(&output)?;
+        let mut buf = vec![0u8; CHUNK + 64];
+        loop {
+            let n = sock.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n])?;
+        }
+        file.sync_all()?;
+        sock.write_all(&[1])?;
+        Ok(())
+    });
+    let started = Instant::now();
+    let mut key_bytes = [0u8; 32];
+    SystemRandomSource.fill(&mut key_bytes)?;
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key_bytes).map_err(|_| anyhow::anyhow!("bad key"))?);
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_nodelay(true)?;
+    let mut file = std::fs::File::open(input)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut counter: u64 = 0;
+    loop {
+        let n = read_full(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let mut chunk = buf[..n].to_vec();
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&counter.to_be_bytes());
+        counter += 1;
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut chunk)
+            .map_err(|_| anyhow::anyhow!("seal failed"))?;
+        let crc = crc32fast::hash(&chunk);
+        sock.write_all(&(chunk.len() as u32).to_be_bytes())?;
+        sock.write_all(&crc.to_be_bytes())?;
+        sock.write_all(&chunk)?;
+    }
+    sock.shutdown(std::net::Shutdown::Write)?;
+    let mut ack = [0u8; 1];
+    sock.read_exact(&mut ack)?;
+    let secs = started.elapsed().as_secs_f64();
+    receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    Ok(secs)
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
+}
+
+fn random_file(path: &Path, size: u64) -> anyhow::Result<()> {
+    let mut file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        SystemRandomSource.fill(&mut buf[..n])?;
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    loop {
+        let (na, nb) = (read_full(&mut fa, &mut ba)?, read_full(&mut fb, &mut bb)?);
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+/// Three sites in this process, laid out like `tandem demo`.
+struct Cluster {
+    nodes: Vec<Node>,
+    replicators: Vec<Option<Replicator>>,
+    base_port: u16,
+}
+
+impl Cluster {
+    async fn start(dir: &Path) -> anyhow::Result<Cluster> {
+        let base_port = free_base_port()?;
+        tandem_crypto::LocalKeyFile::create(&dir.join(KEY_FILE), "bench-kek", &SystemRandomSource)?;
+        let mut cluster = Cluster { nodes: Vec::new(), replicators: Vec::new(), base_port };
+        for site in ["a", "b", "c"] {
+            let text = site_config(dir, site, base_port, tandem_controller::config::DEFAULT_SHARD_COUNT);
+            cluster.nodes.push(start_node(NodeConfig::parse(&text, site)?).await?);
+        }
+        for site in ["a", "b", "c"] {
+            let text = replicator_config(dir, site, base_port);
+            cluster.replicators.push(Some(start_replicator(ReplicatorConfig::parse(&text, site)?).await?));
+        }
+        // Ready when a tiny contract is acknowledged in sync mode.
+        let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(10));
+        let probe = dir.join("probe.txt");
+        std::fs::write(&probe, b"probe")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(tenant) = cluster.tenant_owned_by("a") {
+                let header = PutHeader { tenant, contract_id: "probe".into(), ..Default::default() };
+                if let Ok(r) = client.put(&cluster.replicator_addr(0), &header, &[("probe.txt".into(), probe.clone())]).await {
+                    if r.replication.starts_with("sync") {
+                        return Ok(cluster);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                cluster.stop().await;
+                bail!("the benchmark cluster did not become ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn replicator_addr(&self, i: u16) -> String {
+        format!("127.0.0.1:{}", self.base_port + REPLICATOR_PORT_OFFSET + i)
+    }
+
+    fn tenant_owned_by(&self, site: &str) -> anyhow::Result<String> {
+        let state = self.nodes.iter().map(|n| n.status().cluster).find(|c| c.bootstrapped).context("no shard map yet")?;
+        (0..10_000)
+            .map(|i| format!("bench-{i}"))
+            .find(|t| state.shard_for(t).is_some_and(|(_, s)| s.owner == site))
+            .context("no tenant found for the site")
+    }
+
+    async fn stop_replicator(&mut self, i: usize) {
+        if let Some(r) = self.replicators[i].take() {
+            r.shutdown().await;
+        }
+    }
+
+    async fn stop(mut self) {
+        for i in 0..self.replicators.len() {
+            self.stop_replicator(i).await;
+        }
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// A base port with the three controller and three replicator ports free.
+fn free_base_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let offsets = [0, 1, 2, REPLICATOR_PORT_OFFSET, REPLICATOR_PORT_OFFSET + 1, REPLICATOR_PORT_OFFSET + 2];
+        if base < u16::MAX - 20 && offsets.iter().all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    bail!("no free ports for the benchmark cluster")
+}

@@ -1,0 +1,31 @@
+//! The example replicator configs in `deploy/` must stay loadable and
+//! consistent: an SRE copies them onto real hosts.
+
+use std::path::PathBuf;
+
+use tandem_replicator::config::ReplicatorConfig;
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+#[test]
+fn every_replicator_config_loads_and_lists_the_same_sites() {
+    let mut lists = Vec::new();
+    for site in ["a", "b", "c"] {
+        let path = deploy_dir().join(format!("replicator-{site}.toml"));
+        let cfg = ReplicatorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.site, site);
+        assert_eq!(cfg.controllers.len(), 3, "{site}: every controller, so losing one is survivable");
+        lists.push(cfg.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect::<Vec<_>>());
+    }
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[1], lists[2]);
+}
+
+#[test]
+fn systemd_unit_starts_the_replicator_with_a_config() {
+    let unit = std::fs::read_to_string(deploy_dir().join("systemd/tandem-replicator.service")).unwrap();
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).expect("ExecStart line");
+    assert!(exec.contains("tandem replicator --config "), "{exec}");
+}
