@@ -5,6 +5,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // File bodies as `Bytes`: chunks pass from disk to socket and back
+    // without a copy per message.
+    tonic_prost_build::configure()
+        .bytes(".tandem.replicator.v1.PutChunk")
+        .bytes(".tandem.replicator.v1.GetChunk")
+        .bytes(".tandem.replicator.v1.ApplyChunk")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -355,7 +355,7 @@ fn wrong_owner_and_stale_epoch_are_refused() {
                 "created_unix_ms": 0, "fields": {}, "pii": {}, "pii_key": null, "files": []
             }}
         });
-        let chunk = pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(serde_json::to_vec(&entry).unwrap())) };
+        let chunk = pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(serde_json::to_vec(&entry).unwrap().into())) };
         let refusal = client.apply(futures::stream::iter(vec![chunk])).await.unwrap_err();
         let after = client.cursor(req()).await.unwrap().into_inner().applied_seq;
         (refusal, before, after)

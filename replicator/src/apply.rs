@@ -96,7 +96,9 @@ where
                     return Err(ReplicaError::Invalid(format!("file {} has an unexpected storage path", file.name)));
                 }
             }
+            let t0 = tokio::time::Instant::now();
             receive_files(site, &entry, &mut chunks).await?;
+            tracing::debug!(origin = %entry.origin, seq = entry.seq, received_ms = t0.elapsed().as_millis() as u64, "entry files received and synced");
             let mut v = v.clone();
             let destroyed = head.as_ref().and_then(|h| h.destroyed.clone());
             if destroyed.is_some() {

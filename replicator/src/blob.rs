@@ -100,7 +100,12 @@ impl BlobStore {
     pub async fn read(&self, blob: &str) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
         let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
         let got = self.store.get(&path).await?;
-        Ok(got.into_stream().map(|r| r.map_err(BlobError::from)).boxed())
+        match got.payload {
+            // object_store reads local files 8 KiB per blocking task, which
+            // caps replication far below the disk; read 1 MiB at a time.
+            object_store::GetResultPayload::File(file, _) => Ok(read_file_chunks(file)),
+            object_store::GetResultPayload::Stream(s) => Ok(s.map(|r| r.map_err(BlobError::from)).boxed()),
+        }
     }
 
     /// Deletes `blob`; deleting a missing blob is not an error.
@@ -166,6 +171,30 @@ impl BlobWriter {
     pub async fn abort(self) {
         let _ = self.upload.abort().await;
     }
+}
+
+/// Bytes per read of a local file.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// A local file as a stream of [`READ_CHUNK`] reads, each on the blocking pool.
+fn read_file_chunks(file: std::fs::File) -> BoxStream<'static, Result<Bytes, BlobError>> {
+    futures::stream::try_unfold(Some(file), |file| async move {
+        let Some(mut file) = file else { return Ok(None) };
+        let (file, chunk) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            (&mut file).take(READ_CHUNK as u64).read_to_end(&mut buf)?;
+            Ok((file, buf))
+        })
+        .await
+        .map_err(|e| BlobError::Store(e.to_string()))?
+        .map_err(|e| BlobError::Store(format!("cannot read: {e}")))?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((Bytes::from(chunk), Some(file))))
+    })
+    .boxed()
 }
 
 async fn sync_file_and_dir(path: PathBuf) -> Result<(), BlobError> {

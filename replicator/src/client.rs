@@ -135,7 +135,7 @@ impl ReplicatorClient {
                         break;
                     }
                     buf.truncate(n);
-                    if tx.send(pb::PutChunk { part: Some(PutPart::Data(buf)) }).await.is_err() {
+                    if tx.send(pb::PutChunk { part: Some(PutPart::Data(buf.into())) }).await.is_err() {
                         return Ok(());
                     }
                 }

@@ -79,7 +79,7 @@ pub fn entry_chunks(
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         let json = serde_json::to_vec(&entry).expect("log entries serialise");
-        if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(json)) }).await.is_err() {
+        if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(json.into())) }).await.is_err() {
             return;
         }
         for file in entry.files() {
@@ -105,7 +105,7 @@ pub fn entry_chunks(
                     p.take(chunk.len()).await;
                 }
                 let len = chunk.len() as u64;
-                if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::Data(chunk.to_vec())) }).await.is_err() {
+                if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::Data(chunk)) }).await.is_err() {
                     return;
                 }
                 if let Some(p) = &progress {

@@ -202,7 +202,9 @@ impl<'a> PutSession<'a> {
     /// Makes the version durable here, then waits for replication as the
     /// pair's mode requires, and only then reports it acknowledged.
     pub async fn commit(mut self) -> Result<(VersionRecord, Acknowledged), ReplicaError> {
+        let t0 = tokio::time::Instant::now();
         self.end_file().await?;
+        let stored_ms = t0.elapsed().as_millis();
         // Ownership may have moved while the files streamed in.
         let (shard, epoch) = check_owner(self.site, &self.header.tenant)?;
         if shard != self.shard || epoch != self.epoch {
@@ -229,8 +231,10 @@ impl<'a> PutSession<'a> {
             Ok(())
         })
         .await?;
+        let committed_ms = t0.elapsed().as_millis();
         let bytes = record.files.iter().map(|f| f.ciphertext_len).sum();
         let replication = crate::sync::confirm(self.site, seq, bytes).await?;
+        tracing::debug!(seq, bytes, stored_ms, committed_ms, confirmed_ms = t0.elapsed().as_millis() as u64, "put timing after the last byte arrived");
         Ok((record, Acknowledged { seq, replication }))
     }
 }
