@@ -558,3 +558,56 @@ fn receiver_refuses_corrupt_entry_until_the_source_is_repaired() {
     get(&c, "c", &ta, "x", got.path()).unwrap();
     assert_eq!(std::fs::read(got.path().join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
 }
+
+// A file larger than the memory bound streams through put, sync and async
+// replication and read-back without any replicator holding it in memory.
+#[test]
+fn large_file_streams_with_bounded_memory() {
+    const MIB: usize = 1024 * 1024;
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "big");
+    let input = tempfile::tempdir().unwrap();
+    let path = input.path().join("scan.tiff");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let block = body("big", MIB);
+        for i in 0..300u32 {
+            let mut b = block.clone();
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            f.write_all(&b).unwrap();
+        }
+    }
+    let r = put(&c, "a", &ta, "scan", &[&path], &[]);
+    assert!(r["replication"].as_str().unwrap().starts_with("sync"), "{r}");
+    let out = tempfile::tempdir().unwrap();
+    wait_readable(&c, "c", &ta, "scan", out.path());
+    assert!(same_bytes(&path, &out.path().join("scan.tiff")), "the copy read back from c differs");
+    for site in SITES {
+        let rss = c.peak_rss_mib(&format!("{site}-replicator"));
+        assert!(rss < 100, "replicator {site} peaked at {rss} MiB resident for a 300 MiB file");
+    }
+}
+
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba).unwrap();
+        let mut nb = 0;
+        while nb < na {
+            match fb.read(&mut bb[nb..na]).unwrap() {
+                0 => break,
+                m => nb += m,
+            }
+        }
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+    }
+}

@@ -147,6 +147,18 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Peak resident memory (VmHWM) of a running process, in MiB.
+    pub fn peak_rss_mib(&self, name: &str) -> u64 {
+        let pid = self.children[name].id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap();
+        kib / 1024
+    }
+
     pub fn controllers(&self, sites: &[&str]) -> String {
         sites.iter().map(|s| self.addrs[s].clone()).collect::<Vec<_>>().join(",")
     }
