@@ -39,6 +39,8 @@ enum Command {
     Pause(cmd::change::Args),
     /// Resume automatic actions.
     Resume(cmd::change::Args),
+    /// Planned move of shards between sites, without data loss (drain, wait, move).
+    Switchover(cmd::switchover::Args),
     /// Put, get, list or destroy contracts at a replicator.
     Contract(cmd::contract::Args),
     /// Measure replication throughput and write latency against a same-run baseline (use a release build).
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             Command::Pause(args) => cmd::change::run(tandem_controller::client::Change::Pause, args).await,
             Command::Resume(args) => cmd::change::run(tandem_controller::client::Change::Resume, args).await,
             Command::Contract(args) => cmd::contract::run(args).await,
+            Command::Switchover(args) => cmd::switchover::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,

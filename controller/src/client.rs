@@ -15,7 +15,7 @@ use tandem_proto::error_code as code;
 use tonic::Code;
 
 use crate::health::ReplicatorHealth;
-use crate::ops::PairModeSpec;
+use crate::ops::{PairModeSpec, ShardMoveSpec};
 use crate::service::convert;
 use crate::state::AuditEntry;
 use crate::status::NodeStatus;
@@ -36,6 +36,17 @@ pub enum ClientError {
     Malformed(#[from] convert::Malformed),
 }
 
+/// How long a change waits for an election to finish before it reports
+/// that no leader is reachable.
+const ELECTION_WAIT: Duration = Duration::from_secs(3);
+
+/// Why one round of a proposal failed.
+enum Round {
+    /// Nodes answered but none knew a reachable leader: worth retrying.
+    NoLeader(ClientError),
+    Failed(ClientError),
+}
+
 /// A state change the CLI can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -49,6 +60,7 @@ enum Proposal {
     Pause(pb::ChangeRequest),
     Resume(pb::ChangeRequest),
     PairMode(pb::PairModeRequest),
+    ShardMove(pb::ShardMoveRequest),
 }
 
 /// What a committed change produced.
@@ -58,6 +70,8 @@ pub struct ChangeOutcome {
     pub result: String,
     /// Address of the leader that committed it.
     pub leader_addr: String,
+    /// Raft log index that carried it.
+    pub log_index: u64,
 }
 
 pub struct ControlClient {
@@ -167,6 +181,21 @@ impl ControlClient {
         .await
     }
 
+    /// Asks the leader to apply one step of a shard move.
+    pub async fn shard_move(&self, spec: &ShardMoveSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        self.propose(Proposal::ShardMove(pb::ShardMoveRequest {
+            who: who.to_string(),
+            why: why.to_string(),
+            step: spec.step.as_str().to_string(),
+            from: spec.from.clone(),
+            to: spec.to.clone(),
+            shards: spec.shards.clone(),
+            expect_epoch: spec.expect_epoch,
+            require_drained: spec.require_drained,
+        }))
+        .await
+    }
+
     /// Sends a replicator heartbeat to every controller (each keeps its own
     /// view). Returns how many accepted it.
     pub async fn heartbeat(&self, health: &ReplicatorHealth) -> usize {
@@ -178,7 +207,25 @@ impl ControlClient {
         futures::future::join_all(calls).await.into_iter().filter(Option::is_some).count()
     }
 
+    /// Sends `proposal` to the leader. While the answering nodes know no
+    /// reachable leader (an election under way), it tries again for up to
+    /// [`ELECTION_WAIT`]: nothing was proposed, so a retry cannot apply a
+    /// change twice.
     async fn propose(&self, proposal: Proposal) -> Result<ChangeOutcome, ClientError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.propose_round(proposal.clone()).await {
+                Err(Round::NoLeader(e)) if started.elapsed() < ELECTION_WAIT => {
+                    tracing::debug!(error = %e, "no leader yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(Round::NoLeader(e)) | Err(Round::Failed(e)) => return Err(e),
+                Ok(o) => return Ok(o),
+            }
+        }
+    }
+
+    async fn propose_round(&self, proposal: Proposal) -> Result<ChangeOutcome, Round> {
         let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
         let mut tried = Vec::new();
         // Nodes that answered but could not commit (no leader known, or a
@@ -192,11 +239,12 @@ impl ControlClient {
                     Proposal::Pause(req) => self.bounded(c.pause(req)).await,
                     Proposal::Resume(req) => self.bounded(c.resume(req)).await,
                     Proposal::PairMode(req) => self.bounded(c.set_pair_mode(req)).await,
+                    Proposal::ShardMove(req) => self.bounded(c.shard_move(req)).await,
                 },
                 Err(e) => Err(e),
             };
             match result {
-                Ok(r) => return Ok(ChangeOutcome { audit_seq: r.audit_seq, result: r.result, leader_addr: addr }),
+                Ok(r) => return Ok(ChangeOutcome { audit_seq: r.audit_seq, result: r.result, leader_addr: addr, log_index: r.log_index }),
                 Err(CallError::Status(s)) => match error_code(&s) {
                     Some(code::NOT_LEADER) => {
                         let leader = s
@@ -211,28 +259,28 @@ impl ControlClient {
                                 queue.retain(|a| a != &l);
                                 queue.push_front(l);
                             }
-                            _ => return Err(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message()))),
+                            _ => return Err(Round::Failed(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message())))),
                         }
                     }
                     Some(code::NO_LEADER) => answered.push(addr.clone()),
                     // A commit timeout: the change may still apply, so never
                     // resend it to another node.
-                    Some(code::COMMIT_TIMEOUT) => return Err(ClientError::NoQuorum(s.message().to_string())),
-                    _ => return Err(ClientError::Refused(s.message().to_string())),
+                    Some(code::COMMIT_TIMEOUT) => return Err(Round::Failed(ClientError::NoQuorum(s.message().to_string()))),
+                    _ => return Err(Round::Failed(ClientError::Refused(s.message().to_string()))),
                 },
                 Err(e) => tried.push((addr, e)),
             }
         }
         if !answered.is_empty() {
             let unreachable: Vec<&str> = tried.iter().map(|(a, _)| a.as_str()).collect();
-            return Err(ClientError::NoQuorum(format!(
+            return Err(Round::NoLeader(ClientError::NoQuorum(format!(
                 "the controllers that answered ({}) know no reachable leader (unreachable: {}); \
                  a majority of sites may be down or cut off. Nothing was changed",
                 answered.join(", "),
                 if unreachable.is_empty() { "none".to_string() } else { unreachable.join(", ") }
-            )));
+            ))));
         }
-        Err(no_controller(tried))
+        Err(Round::Failed(no_controller(tried)))
     }
 }
 

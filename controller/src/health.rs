@@ -28,6 +28,11 @@ pub struct ReplicatorHealth {
     pub links: Vec<LinkLag>,
     /// When the controller node received it (its own clock).
     pub received_at_unix_ms: u64,
+    /// Raft log index of the replicator's controller view when `log_head`
+    /// was read: every later write there is checked against a view at
+    /// least this new (what a switchover waits for after a drain).
+    #[serde(default)]
+    pub view_index: u64,
 }
 
 /// The latest heartbeat per site, shared by a node's services.

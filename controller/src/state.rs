@@ -60,6 +60,10 @@ pub struct Shard {
     /// Only grows. A writer or replication stream carrying an older epoch
     /// is refused.
     pub epoch: u64,
+    /// Set while a switchover drains the shard towards this site: the owner
+    /// accepts no new write for it until the move commits or is cancelled.
+    #[serde(default)]
+    pub moving_to: Option<String>,
 }
 
 /// Replication mode of an in-city pair of active sites.

@@ -50,6 +50,9 @@ pub mod error_code {
     pub const STALE_EPOCH: &str = "stale-epoch";
     /// Stored data failed an integrity check (crc, authentication, length).
     pub const CORRUPT: &str = "corrupt";
+    /// The shard is being drained for a switchover; retry, the new owner
+    /// takes writes shortly.
+    pub const MOVING: &str = "moving";
     /// The replicator has no controller view yet (just started); retry.
     pub const NOT_READY: &str = "not-ready";
 }

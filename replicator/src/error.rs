@@ -17,6 +17,8 @@ pub enum ReplicaError {
     NotOwner { shard: u32, owner: String, owner_addr: String, epoch: u64 },
     #[error("not accepting writes: {0}")]
     NoLease(String),
+    #[error("shard {shard} is being moved to site {to} (switchover); nothing was stored. Retry in a moment: writes resume at the new owner")]
+    Moving { shard: u32, to: String },
     /// The site cannot serve yet (e.g. it has not heard from a controller
     /// since it started); retry shortly.
     #[error("not ready: {0}")]
@@ -99,6 +101,7 @@ impl From<ReplicaError> for Status {
                 s
             }
             ReplicaError::NoLease(_) => coded(Code::Unavailable, msg, error_code::NO_LEASE),
+            ReplicaError::Moving { .. } => coded(Code::Unavailable, msg, error_code::MOVING),
             ReplicaError::NotReady(_) => coded(Code::Unavailable, msg, error_code::NOT_READY),
             ReplicaError::NotFound(_) => Status::not_found(msg),
             ReplicaError::Destroyed { .. } => coded(Code::FailedPrecondition, msg, error_code::DESTROYED),

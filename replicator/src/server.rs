@@ -151,20 +151,21 @@ async fn recover_loop(site: Arc<Site>) {
 }
 
 /// The health report sent to the controllers.
-pub fn health(site: &Site, addr: &str) -> ReplicatorHealth {
+/// This site's report. The view index and the log head are read under the
+/// log lock: every append after this report is checked against a view at
+/// least as new as `view_index` (see `write::append`).
+pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
+    let (view_index, log_head) = {
+        let _log = site.log_lock.lock().await;
+        (site.view.applied_index(), site.meta.log_head().unwrap_or(0))
+    };
     let links = site.links.values().filter_map(|l| crate::lag::of_link(site, l).ok()).collect();
-    ReplicatorHealth {
-        site: site.name.clone(),
-        addr: addr.to_string(),
-        log_head: site.meta.log_head().unwrap_or(0),
-        links,
-        received_at_unix_ms: 0,
-    }
+    ReplicatorHealth { site: site.name.clone(), addr: addr.to_string(), log_head, links, received_at_unix_ms: 0, view_index }
 }
 
 async fn heartbeat_loop(site: Arc<Site>, client: ControlClient, addr: String) {
     loop {
-        client.heartbeat(&health(&site, &addr)).await;
+        client.heartbeat(&health(&site, &addr).await).await;
         tokio::time::sleep(HEARTBEAT_EVERY).await;
     }
 }

@@ -65,6 +65,11 @@ impl ControllerView {
         true
     }
 
+    /// Raft log index of the state held (0: none yet).
+    pub fn applied_index(&self) -> u64 {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |s| s.applied_index)
+    }
+
     /// Waits for the next refresh (bounded by `max`).
     pub async fn wait_refresh(&self, max: Duration) {
         let _ = tokio::time::timeout(max, self.changed.notified()).await;

@@ -58,7 +58,28 @@ pub fn check_owner(site: &Site, tenant: &str) -> Result<(u32, u64), ReplicaError
             epoch: owner.epoch,
         });
     }
+    if let Some(to) = &owner.moving_to {
+        return Err(ReplicaError::Moving { shard, to: to.clone() });
+    }
     Ok((shard, owner.epoch))
+}
+
+/// `shard` is still this site's, under `epoch`, and not being drained.
+fn still_owner(site: &Site, shard: u32, epoch: u64) -> Result<(), ReplicaError> {
+    let state = site.view.leased().ok_or_else(|| {
+        ReplicaError::NoLease(format!("site {} lost its controller view during the write; nothing was stored", site.name))
+    })?;
+    let s = state.shards.get(shard as usize).ok_or_else(|| ReplicaError::NoLease(format!("no shard {shard} in the map")))?;
+    if s.owner != site.name || s.epoch != epoch {
+        return Err(ReplicaError::NoLease(format!(
+            "shard {shard} moved to {} (epoch {}) during the write; nothing was stored",
+            s.owner, s.epoch
+        )));
+    }
+    if let Some(to) = &s.moving_to {
+        return Err(ReplicaError::Moving { shard, to: to.clone() });
+    }
+    Ok(())
 }
 
 struct OpenFile {
@@ -250,6 +271,11 @@ pub async fn append(
     fill: impl FnOnce(u64, &mut MetaBatch) -> Result<(), ReplicaError>,
 ) -> Result<u64, ReplicaError> {
     let _log = site.log_lock.lock().await;
+    // Checked again under the log lock: a heartbeat reads its view index
+    // and log head under the same lock, so once it reports a view that
+    // drains or moves this shard, no later append can slip in (what a
+    // switchover relies on).
+    still_owner(site, shard, epoch)?;
     let head = site.meta.log_head()?;
     let prev_cum = match head {
         0 => 0,

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod keys;
 pub mod replicator;
 pub mod status;
+pub mod switchover;
 pub mod verify;
 
 use std::time::Duration;

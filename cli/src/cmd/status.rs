@@ -136,6 +136,20 @@ fn render(r: &Report) -> String {
         .collect();
     out.push_str(&table(&["SITE", "CITY", "ROLE", "RAFT", "TERM", "APPLIED", "SHARDS", "ADDR"], &rows));
     out.push('\n');
+    // Shards being drained: writes to them are refused until the move.
+    let mut draining: std::collections::BTreeMap<(String, String), Vec<u32>> = Default::default();
+    for (n, s) in c.shards.iter().enumerate() {
+        if let Some(to) = &s.moving_to {
+            draining.entry((s.owner.clone(), to.clone())).or_default().push(n as u32);
+        }
+    }
+    for ((from, to), shards) in draining {
+        out.push_str(&format!(
+            "\nSWITCHOVER IN PROGRESS: {} of {from} draining towards {to}; writes to them are paused \
+             (`tandem switchover --from {from} --to {to} --cancel` if it was interrupted)\n",
+            tandem_controller::ops::describe_shards(&shards)
+        ));
+    }
     if !c.pairs.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = c

@@ -267,3 +267,90 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
+
+/// One acknowledged put of a [`Writer`].
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub id: String,
+    /// Site that accepted it.
+    pub origin: String,
+    /// How it was made durable ("sync: ...", "async: ...").
+    pub replication: String,
+}
+
+/// A client that keeps putting contracts `w1`, `w2`, ... (with `file`)
+/// through `tandem contract put` until stopped, recording every outcome.
+pub struct Writer {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<Ack>>>,
+    failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(replicator: &str, tenant: &str, file: &Path) -> Writer {
+        let w = Writer { acked: Default::default(), failed: Default::default(), stop: Default::default(), thread: None };
+        let (acked, failed, stop) = (w.acked.clone(), w.failed.clone(), w.stop.clone());
+        let (replicator, tenant, file) = (replicator.to_string(), tenant.to_string(), file.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let id = format!("w{i}");
+                let out = run_bounded(
+                    Command::new(TANDEM)
+                        .args(["contract", "put", "--json", "--tenant", &tenant, "--id", &id, "--file"])
+                        .arg(&file)
+                        .env("TANDEM_REPLICATOR", &replicator),
+                );
+                if out.status.success() {
+                    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                    let origin = v["contract"]["origin"].as_str().unwrap().to_string();
+                    let replication = v["replication"].as_str().unwrap().to_string();
+                    acked.lock().unwrap().push(Ack { id, origin, replication });
+                } else {
+                    failed.lock().unwrap().push(format!("{id}: {}", stderr(&out)));
+                }
+            }
+        });
+        Writer { thread: Some(thread), ..w }
+    }
+
+    pub fn acked(&self) -> Vec<Ack> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` puts were acknowledged.
+    pub fn wait_acks(&self, c: &Cluster, n: usize) {
+        c.wait_for(&format!("{n} acknowledged writes"), || (self.acked.lock().unwrap().len() >= n).then_some(()));
+    }
+
+    /// Stops and returns (acknowledged, failed).
+    pub fn stop(mut self) -> (Vec<Ack>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (self.acked(), self.failed.lock().unwrap().clone())
+    }
+}
+
+/// A tenant whose shard `site` owns, per the controller's shard map.
+pub fn tenant_owned_by(status: &Value, site: &str, salt: &str) -> String {
+    let shards = status["cluster"]["shards"].as_array().unwrap();
+    (0..)
+        .map(|i| format!("{salt}-{i}"))
+        .find(|t| {
+            let shard = tandem_controller::state::shard_of(t, shards.len() as u32) as usize;
+            shards[shard]["owner"] == site
+        })
+        .unwrap()
+}
+
+/// Contract ids of `tenant` at `site`'s replicator.
+pub fn list_ids(c: &Cluster, site: &str, tenant: &str) -> std::collections::BTreeSet<String> {
+    let out = c.contract(site, &["list", "--json", "--tenant", tenant]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().iter().map(|c| c["contract_id"].as_str().unwrap().to_string()).collect()
+}

@@ -34,7 +34,7 @@ pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
         .map(|i| {
             // Contiguous ranges: shard i goes to active site floor(i * owners / n).
             let owner = active[(i * owners / n) as usize];
-            Shard { owner: owner.name.clone(), epoch: 1 }
+            Shard { owner: owner.name.clone(), epoch: 1, moving_to: None }
         })
         .collect();
     state.pairs = Vec::new();
@@ -55,6 +55,31 @@ pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
     state.generation = 1;
     state.bootstrapped = true;
     Applied { what, result: "ok: generation 1".into(), changed: true }
+}
+
+/// The demo layout (a, b active in city-1, c DR in city-2), bootstrapped
+/// with `shards` shards: a owns the first half, b the second. For tests.
+#[cfg(test)]
+pub(crate) fn test_state(shards: u32) -> ClusterState {
+    let site = |name: &str, id: u64, city: &str, role: SiteRole| Site {
+        name: name.into(),
+        node_id: id,
+        city: city.into(),
+        role,
+        addr: format!("{name}:1"),
+    };
+    let spec = BootstrapSpec {
+        sites: vec![
+            site("a", 1, "city-1", SiteRole::Active),
+            site("b", 2, "city-1", SiteRole::Active),
+            site("c", 3, "city-2", SiteRole::DrStandby),
+        ],
+        shard_count: shards,
+        policy: Policy::default(),
+    };
+    let mut state = ClusterState::default();
+    apply(&mut state, &spec);
+    state
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 mod bootstrap;
 mod pair_mode;
 mod pause;
+mod shard_move;
 
 use serde::{Deserialize, Serialize};
 
 pub use bootstrap::BootstrapSpec;
+#[cfg(test)]
+pub(crate) use bootstrap::test_state;
 pub use pair_mode::PairModeSpec;
+pub use shard_move::{describe_shards, MoveStep, ShardMoveSpec};
 
 use crate::state::{AuditEntry, ClusterState};
 
@@ -28,6 +32,8 @@ pub enum Command {
     Resume,
     /// Sets an in-city pair's replication mode (compare-and-set on its state id).
     SetPairMode(PairModeSpec),
+    /// One step of moving shards between sites (drain, move, cancel).
+    ShardMove(ShardMoveSpec),
 }
 
 /// Who asked and why, stamped by the node that proposed the command.
@@ -50,6 +56,9 @@ pub struct Request {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub audit_seq: u64,
+    /// Raft log index that carried the change.
+    #[serde(default)]
+    pub log_index: u64,
     pub result: String,
     pub changed: bool,
 }
@@ -69,6 +78,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Pause => pause::apply(state, true),
         Command::Resume => pause::apply(state, false),
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
+        Command::ShardMove(spec) => shard_move::apply(state, spec),
     };
     state.audit_len += 1;
     let entry = AuditEntry {
@@ -80,6 +90,6 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         result: applied.result.clone(),
         log_index,
     };
-    let outcome = Outcome { audit_seq: entry.seq, result: applied.result, changed: applied.changed };
+    let outcome = Outcome { audit_seq: entry.seq, log_index, result: applied.result, changed: applied.changed };
     (outcome, entry)
 }

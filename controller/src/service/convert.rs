@@ -48,7 +48,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                 .shards
                 .iter()
                 .enumerate()
-                .map(|(i, s)| pb::ShardView { shard: i as u32, owner: s.owner.clone(), epoch: s.epoch })
+                .map(|(i, s)| pb::ShardView { shard: i as u32, owner: s.owner.clone(), epoch: s.epoch, moving_to: s.moving_to.clone().unwrap_or_default() })
                 .collect(),
             pairs: c
                 .pairs
@@ -86,6 +86,7 @@ pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
             .map(|l| pb::LinkLagView { peer: l.peer.clone(), entries: l.entries, bytes: l.bytes, seconds: l.seconds })
             .collect(),
         received_at_unix_ms: h.received_at_unix_ms,
+        view_index: h.view_index,
     }
 }
 
@@ -100,6 +101,7 @@ pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
             .map(|l| LinkLag { peer: l.peer, entries: l.entries, bytes: l.bytes, seconds: l.seconds })
             .collect(),
         received_at_unix_ms: v.received_at_unix_ms,
+        view_index: v.view_index,
     }
 }
 
@@ -121,7 +123,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
         if s.shard as usize != i {
             return Err(Malformed(format!("shard list out of order at {i}")));
         }
-        shards.push(Shard { owner: s.owner, epoch: s.epoch });
+        shards.push(Shard { owner: s.owner, epoch: s.epoch, moving_to: (!s.moving_to.is_empty()).then_some(s.moving_to) });
     }
     let mut pairs = Vec::new();
     for p in c.pairs {
@@ -223,6 +225,7 @@ mod tests {
                 log_head: 7,
                 links: vec![LinkLag { peer: "c".into(), entries: 2, bytes: 300, seconds: 4 }],
                 received_at_unix_ms: 11,
+                view_index: 9,
             }],
             now_unix_ms: 12,
         };

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::clock::Clock;
 use crate::health::HealthBoard;
 use crate::node::node_status;
-use crate::ops::{Command, OpMeta, Outcome, PairModeSpec};
+use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec};
 use crate::state::ReplicationMode;
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
@@ -106,7 +106,7 @@ fn with_code(mut status: Status, code: &'static str) -> Status {
 }
 
 fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
-    Response::new(pb::ChangeReply { audit_seq: o.audit_seq, result: o.result })
+    Response::new(pb::ChangeReply { audit_seq: o.audit_seq, result: o.result, log_index: o.log_index })
 }
 
 #[tonic::async_trait]
@@ -150,5 +150,20 @@ impl Control for ControlService {
         health.received_at_unix_ms = self.clock.now_unix_ms();
         self.health.record(health);
         Ok(Response::new(pb::HeartbeatReply {}))
+    }
+
+    async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let r = req.into_inner();
+        let step = MoveStep::parse(&r.step)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;
+        let spec = ShardMoveSpec {
+            step,
+            from: r.from,
+            to: r.to,
+            shards: r.shards,
+            expect_epoch: r.expect_epoch,
+            require_drained: r.require_drained,
+        };
+        self.propose(Command::ShardMove(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
 }

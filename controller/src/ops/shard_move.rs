@@ -1,0 +1,210 @@
+//! Moving shards between sites, in steps the Raft log records one by one:
+//!
+//! - `drain`: the owner stops accepting new writes for the shards
+//!   (`moving_to` is set); what it already acknowledged keeps replicating.
+//! - `move`: the shards get their new owner and a new, higher epoch, so
+//!   the old owner's writes and replication traffic are refused from then
+//!   on. With `require_drained` (switchover) it is refused unless the
+//!   shards were drained towards that very site.
+//! - `cancel`: an unfinished drain is undone; the owner writes again.
+//!
+//! Every step is a compare-and-set on the owner (and the epoch, when the
+//! operator gave `--expect-epoch`), so two operators racing, or a plan made
+//! on a stale view, change nothing.
+
+use serde::{Deserialize, Serialize};
+
+use super::Applied;
+use crate::state::{ClusterState, SiteRole};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveStep {
+    Drain,
+    Move,
+    Cancel,
+}
+
+impl MoveStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStep::Drain => "drain",
+            MoveStep::Move => "move",
+            MoveStep::Cancel => "cancel",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "drain" => Some(MoveStep::Drain),
+            "move" => Some(MoveStep::Move),
+            "cancel" => Some(MoveStep::Cancel),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMoveSpec {
+    pub step: MoveStep,
+    pub from: String,
+    pub to: String,
+    pub shards: Vec<u32>,
+    /// Refuse unless every shard has this epoch (`--expect-epoch`).
+    pub expect_epoch: Option<u64>,
+    /// `move` only: refuse unless drained towards `to`.
+    pub require_drained: bool,
+}
+
+/// "3 shards (0-1, 7)" for the audit log.
+pub fn describe_shards(shards: &[u32]) -> String {
+    let mut ranges: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let start = shards[i];
+        let mut end = start;
+        while i + 1 < shards.len() && shards[i + 1] == end + 1 {
+            i += 1;
+            end = shards[i];
+        }
+        ranges.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    format!("{} shard{} ({})", shards.len(), if shards.len() == 1 { "" } else { "s" }, ranges.join(", "))
+}
+
+pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec) -> Applied {
+    let what = format!("{} {} from {} to {}", spec.step.as_str(), describe_shards(&spec.shards), spec.from, spec.to);
+    let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false };
+    if spec.shards.is_empty() {
+        return refuse("no shard given".into());
+    }
+    if spec.from == spec.to {
+        return refuse("source and target are the same site".into());
+    }
+    for site in [&spec.from, &spec.to] {
+        if !state.sites.contains_key(site) {
+            return refuse(format!("unknown site {site:?}"));
+        }
+    }
+    if spec.step != MoveStep::Cancel {
+        let role = state.sites[&spec.to].role;
+        if matches!(role, SiteRole::Fenced | SiteRole::Recovering) {
+            return refuse(format!("target {} is {}; it cannot take shards", spec.to, role.as_str()));
+        }
+    }
+    // Check every shard before changing any: a step applies to all or none.
+    for &n in &spec.shards {
+        let Some(shard) = state.shards.get(n as usize) else {
+            return refuse(format!("no shard {n} (the cluster has {})", state.shards.len()));
+        };
+        if shard.owner != spec.from {
+            return refuse(format!("shard {n} is owned by {} (epoch {}), not {}", shard.owner, shard.epoch, spec.from));
+        }
+        if let Some(expected) = spec.expect_epoch {
+            if shard.epoch != expected {
+                return refuse(format!("shard {n} has epoch {}, not the expected {expected}", shard.epoch));
+            }
+        }
+        match spec.step {
+            MoveStep::Drain => {
+                if let Some(other) = shard.moving_to.as_ref().filter(|t| **t != spec.to) {
+                    return refuse(format!("shard {n} is already being moved to {other}"));
+                }
+            }
+            MoveStep::Move => {
+                if spec.require_drained && shard.moving_to.as_deref() != Some(spec.to.as_str()) {
+                    return refuse(format!("shard {n} was not drained towards {}", spec.to));
+                }
+            }
+            MoveStep::Cancel => {}
+        }
+    }
+    let mut epochs = Vec::new();
+    for &n in &spec.shards {
+        let shard = &mut state.shards[n as usize];
+        match spec.step {
+            MoveStep::Drain => shard.moving_to = Some(spec.to.clone()),
+            MoveStep::Cancel => shard.moving_to = None,
+            MoveStep::Move => {
+                shard.owner = spec.to.clone();
+                shard.epoch += 1;
+                shard.moving_to = None;
+                epochs.push(shard.epoch);
+            }
+        }
+    }
+    let result = match spec.step {
+        MoveStep::Drain => format!("ok: {} stops writing them", spec.from),
+        MoveStep::Cancel => format!("ok: {} writes them again", spec.from),
+        MoveStep::Move => {
+            let (lo, hi) = (epochs.iter().min().copied().unwrap_or(0), epochs.iter().max().copied().unwrap_or(0));
+            let epochs = if lo == hi { format!("epoch {lo}") } else { format!("epochs {lo}-{hi}") };
+            format!("ok: {} owns them now ({epochs})", spec.to)
+        }
+    };
+    Applied { what, result, changed: true }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SiteRole;
+
+    fn state() -> ClusterState {
+        crate::ops::test_state(8)
+    }
+
+    fn spec(step: MoveStep, shards: &[u32]) -> ShardMoveSpec {
+        ShardMoveSpec { step, from: "a".into(), to: "b".into(), shards: shards.to_vec(), expect_epoch: None, require_drained: true }
+    }
+
+    #[test]
+    fn drain_then_move_gives_new_owner_and_higher_epoch() {
+        let mut s = state();
+        assert!(apply(&mut s, &spec(MoveStep::Drain, &[0, 1])).changed);
+        assert_eq!(s.shards[0].moving_to.as_deref(), Some("b"));
+        let done = apply(&mut s, &spec(MoveStep::Move, &[0, 1]));
+        assert!(done.changed, "{}", done.result);
+        assert_eq!((s.shards[0].owner.as_str(), s.shards[0].epoch, s.shards[0].moving_to.clone()), ("b", 2, None));
+        assert_eq!(s.shards[2].owner, "a", "other shards stay");
+    }
+
+    #[test]
+    fn switchover_move_without_drain_is_refused() {
+        let mut s = state();
+        let r = apply(&mut s, &spec(MoveStep::Move, &[0]));
+        assert!(!r.changed && r.result.contains("not drained"), "{}", r.result);
+        assert_eq!(s.shards[0].owner, "a");
+    }
+
+    #[test]
+    fn stale_epoch_or_wrong_owner_changes_nothing() {
+        let mut s = state();
+        let mut stale = spec(MoveStep::Drain, &[0, 1]);
+        stale.expect_epoch = Some(7);
+        let r = apply(&mut s, &stale);
+        assert!(!r.changed && r.result.contains("not the expected 7"), "{}", r.result);
+        // Shard 5 belongs to b: the whole step is refused, shard 0 included.
+        let r = apply(&mut s, &spec(MoveStep::Drain, &[0, 5]));
+        assert!(!r.changed && r.result.contains("shard 5 is owned by b"), "{}", r.result);
+        assert_eq!(s.shards[0].moving_to, None);
+    }
+
+    #[test]
+    fn cancel_undoes_a_drain_and_fenced_targets_are_refused() {
+        let mut s = state();
+        apply(&mut s, &spec(MoveStep::Drain, &[0]));
+        assert!(apply(&mut s, &spec(MoveStep::Cancel, &[0])).changed);
+        assert_eq!(s.shards[0].moving_to, None);
+        s.sites.get_mut("b").unwrap().role = SiteRole::Fenced;
+        let r = apply(&mut s, &spec(MoveStep::Drain, &[0]));
+        assert!(!r.changed && r.result.contains("fenced"), "{}", r.result);
+    }
+
+    #[test]
+    fn shard_lists_read_as_ranges() {
+        assert_eq!(describe_shards(&[0, 1, 2, 7, 9, 10]), "6 shards (0-2, 7, 9-10)");
+        assert_eq!(describe_shards(&[4]), "1 shard (4)");
+    }
+}

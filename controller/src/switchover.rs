@@ -1,0 +1,137 @@
+//! Carrying out a planned switchover decided by [`crate::plan`]:
+//!
+//! 1. drain (Raft): the source stops accepting writes for the shards;
+//! 2. wait until the source reports a controller view that includes the
+//!    drain *and* the target has confirmed its whole log: from then on the
+//!    source cannot append for those shards, and the target has everything
+//!    the source acknowledged;
+//! 3. move (Raft, only if still drained towards the target): new owner,
+//!    new epoch.
+//!
+//! If the target does not catch up in time, the drain is cancelled and the
+//! source writes again: a switchover never leaves shards without a writer
+//! on purpose. The write pause is measured from the drain to the move.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::client::{ControlClient, ClientError};
+use crate::ops::{MoveStep, ShardMoveSpec};
+use crate::plan::Decision;
+
+/// How often the reports are polled while draining.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub from: String,
+    pub to: String,
+    pub shards: usize,
+    /// From the drain's commit to the move's commit: how long writes to
+    /// these shards were refused (plus up to one view refresh, 300 ms,
+    /// until the target sees it owns them).
+    pub write_pause_ms: u64,
+    /// Entries the target still had to confirm when the drain committed.
+    pub drained_entries: u64,
+    pub drain_audit_seq: u64,
+    pub move_audit_seq: u64,
+    pub result: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchoverError {
+    #[error("the plan was refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Control(#[from] ClientError),
+    #[error("{step} refused by the controller: {result}")]
+    StepRefused { step: &'static str, result: String },
+    #[error("{to} did not confirm {from}'s log within {secs} s; {cancel}")]
+    Timeout { from: String, to: String, secs: u64, cancel: String },
+}
+
+/// Runs the switchover `decision` describes. `progress` hears each step.
+pub async fn run(
+    client: &ControlClient,
+    decision: &Decision,
+    expect_epoch: Option<u64>,
+    who: &str,
+    why: &str,
+    catch_up_timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<Report, SwitchoverError> {
+    if let Some(r) = &decision.refused {
+        return Err(SwitchoverError::Refused(r.clone()));
+    }
+    let to = decision.target.clone().ok_or_else(|| SwitchoverError::Refused("no target".into()))?;
+    let from = decision.from.clone();
+    let spec = |step| ShardMoveSpec {
+        step,
+        from: from.clone(),
+        to: to.clone(),
+        shards: decision.shards.clone(),
+        expect_epoch,
+        require_drained: true,
+    };
+
+    let drain = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
+    if !drain.result.starts_with("ok") {
+        return Err(SwitchoverError::StepRefused { step: "drain", result: drain.result });
+    }
+    let started = Instant::now();
+    progress(&format!("drained at {from} (audit #{}); waiting for {to} to confirm {from}'s log", drain.audit_seq));
+
+    let deadline = started + catch_up_timeout;
+    let mut drained_entries = None;
+    loop {
+        if let Ok((_, status)) = client.status().await {
+            let source = status.replicators.iter().find(|h| h.site == from);
+            let lag = source.and_then(|h| h.links.iter().find(|l| l.peer == to)).map(|l| l.entries);
+            let sees_drain = source.is_some_and(|h| h.view_index >= drain.log_index);
+            if sees_drain {
+                drained_entries.get_or_insert(lag.unwrap_or(0));
+                if lag == Some(0) {
+                    break;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let cancel = match client.shard_move(&spec(MoveStep::Cancel), who, &format!("{why} (switchover timed out)")).await {
+                Ok(o) if o.result.starts_with("ok") => format!("drain cancelled (audit #{}), {from} writes again", o.audit_seq),
+                Ok(o) => format!("cancelling the drain was refused: {}", o.result),
+                Err(e) => format!("cancelling the drain FAILED ({e}): run `tandem switchover --cancel` to let {from} write again"),
+            };
+            return Err(SwitchoverError::Timeout { from, to, secs: catch_up_timeout.as_secs(), cancel });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    progress(&format!("{to} has every entry of {from}'s log; moving ownership"));
+
+    let moved = client.shard_move(&spec(MoveStep::Move), who, why).await?;
+    let write_pause_ms = started.elapsed().as_millis() as u64;
+    if !moved.result.starts_with("ok") {
+        return Err(SwitchoverError::StepRefused { step: "move", result: moved.result });
+    }
+    Ok(Report {
+        from,
+        to,
+        shards: decision.shards.len(),
+        write_pause_ms,
+        drained_entries: drained_entries.unwrap_or(0),
+        drain_audit_seq: drain.audit_seq,
+        move_audit_seq: moved.audit_seq,
+        result: moved.result,
+    })
+}
+
+/// Undoes an unfinished drain (the source writes again).
+pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, who: &str, why: &str) -> Result<String, SwitchoverError> {
+    let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false };
+    let o = client.shard_move(&spec, who, why).await?;
+    if !o.result.starts_with("ok") {
+        return Err(SwitchoverError::StepRefused { step: "cancel", result: o.result });
+    }
+    Ok(format!("{} (audit #{})", o.result, o.audit_seq))
+}
