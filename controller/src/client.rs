@@ -120,10 +120,39 @@ impl ControlClient {
     /// Status of the controller at `addr`.
     pub async fn status_at(&self, addr: &str) -> Result<NodeStatus, ClientError> {
         let mut c = self.client(addr).map_err(|e| no_controller(vec![(addr.to_string(), e)]))?;
-        match self.bounded(c.status(pb::StatusRequest {})).await {
+        match self.bounded(c.status(pb::StatusRequest { linearizable: false })).await {
             Ok(r) => Ok(convert::status_from_pb(r)?),
             Err(e) => Err(no_controller(vec![(addr.to_string(), e)])),
         }
+    }
+
+    /// The state as of now, from the leader after it confirmed its
+    /// leadership with a quorum (see `StatusRequest.linearizable`).
+    /// Follows one leader redirect. Replicators take their lease from this.
+    pub async fn leader_status(&self) -> Result<NodeStatus, ClientError> {
+        let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
+        let mut tried = Vec::new();
+        let mut hops = 0;
+        while let Some(addr) = queue.pop_front() {
+            let result = match self.client(&addr) {
+                Ok(mut c) => self.bounded(c.status(pb::StatusRequest { linearizable: true })).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => return Ok(convert::status_from_pb(r)?),
+                Err(CallError::Status(s)) if error_code(&s) == Some(code::NOT_LEADER) && hops < MAX_LEADER_HOPS => {
+                    hops += 1;
+                    if let Some(l) = s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()) {
+                        let l = l.to_string();
+                        queue.retain(|a| a != &l);
+                        queue.push_front(l);
+                    }
+                    tried.push((addr, CallError::Status(s)));
+                }
+                Err(e) => tried.push((addr, e)),
+            }
+        }
+        Err(no_controller(tried))
     }
 
     /// Status from the first controller that answers, with its address.

@@ -1,11 +1,14 @@
 //! This site's view of the controller's agreed state (shard map, pair
 //! modes), refreshed by polling, and the write lease that comes with it.
 //!
-//! A replicator accepts a write only while its view is fresh: if it cannot
-//! reach any controller for [`LEASE`], it stops accepting writes, so a site
-//! cut off from the controllers cannot keep writing shards that may have
-//! been given to another site. (Issue 4 replaces this with explicit,
-//! Raft-granted leases; the rule "no fresh view, no write" stays.)
+//! The write lease: a replicator accepts a write only within [`LEASE`] of
+//! sending a read that the Raft *leader* answered after confirming its
+//! leadership with a quorum (a linearizable read, see
+//! `ControlClient::leader_status`). A site cut off from the leader, or
+//! talking only to a stale follower or a deposed leader, stops writing when
+//! the lease runs out. The controller side relies on this: a failover
+//! fences the shards, waits one full lease, and only then gives them to
+//! another site, so no old lease can still be valid.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -19,11 +22,13 @@ pub const REFRESH: Duration = Duration::from_millis(300);
 /// How long a view stays good for writes without a refresh.
 pub const LEASE: Duration = Duration::from_secs(3);
 
-/// A state as of a Raft log index, and when it was fetched.
+/// A state as of a Raft log index, and when the lease it carries started.
 struct Seen {
     state: ClusterState,
     applied_index: u64,
-    at: Instant,
+    /// When the last leader-confirmed read was *sent* (the lease runs from
+    /// there, so time spent in flight counts against it); `None`: never.
+    leased_at: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -44,10 +49,25 @@ impl ControllerView {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.state.clone())
     }
 
-    /// The state if it was refreshed within the lease, else `None`.
+    /// The state if the lease is valid, else `None`.
     pub fn leased(&self) -> Option<ClusterState> {
         let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|s| s.at.elapsed() < LEASE).map(|s| s.state.clone())
+        guard.as_ref().filter(|s| s.leased_at.is_some_and(|t| t.elapsed() < LEASE)).map(|s| s.state.clone())
+    }
+
+    /// Takes a state the leader answered after confirming its leadership,
+    /// for a read sent at `sent_at`: it renews the lease.
+    pub fn offer_leased(&self, state: ClusterState, applied_index: u64, sent_at: Instant) -> bool {
+        let taken = self.offer(state, applied_index);
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(seen) = guard.as_mut() {
+            // Even when an equal or newer state was already held (taken is
+            // false), the leader vouched for it as of `sent_at`.
+            if seen.applied_index >= applied_index || taken {
+                seen.leased_at = Some(seen.leased_at.map_or(sent_at, |t| t.max(sent_at)));
+            }
+        }
+        taken
     }
 
     /// Takes a state read from a controller node, unless it is older (by
@@ -59,7 +79,8 @@ impl ControllerView {
         if guard.as_ref().is_some_and(|s| s.applied_index > applied_index) {
             return false;
         }
-        *guard = Some(Seen { state, applied_index, at: Instant::now() });
+        let leased_at = guard.as_ref().and_then(|s| s.leased_at);
+        *guard = Some(Seen { state, applied_index, leased_at });
         drop(guard);
         self.changed.notify_waiters();
         true
@@ -75,15 +96,25 @@ impl ControllerView {
         let _ = tokio::time::timeout(max, self.changed.notified()).await;
     }
 
-    /// Refreshes the view from the controllers until the task is dropped.
+    /// Refreshes the view and the lease from the leader until the task is
+    /// dropped. Without a leader, any controller's state still refreshes
+    /// the view for reads and replication checks, but not the lease.
     pub async fn run(self, client: ControlClient) {
         loop {
-            match client.status().await {
-                Ok((_, status)) if status.cluster.bootstrapped => {
-                    self.offer(status.cluster, status.raft.last_applied_index);
+            let sent_at = Instant::now();
+            match client.leader_status().await {
+                Ok(status) if status.cluster.bootstrapped => {
+                    self.offer_leased(status.cluster, status.raft.last_applied_index, sent_at);
                 }
                 Ok(_) => tracing::debug!("controller not bootstrapped yet"),
-                Err(e) => tracing::debug!(error = %e, "cannot refresh controller view"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no leader-confirmed view; the write lease is not renewed");
+                    if let Ok((_, status)) = client.status().await {
+                        if status.cluster.bootstrapped {
+                            self.offer(status.cluster, status.raft.last_applied_index);
+                        }
+                    }
+                }
             }
             tokio::time::sleep(REFRESH).await;
         }
@@ -124,17 +155,36 @@ mod tests {
         assert!(view.offer(state(1), 10));
         assert!(!view.offer(state(0), 9), "an older state must be ignored");
         assert_eq!(view.latest().unwrap().generation, 1);
-        assert!(view.offer(state(2), 10));
+        assert!(view.offer_leased(state(2), 10, Instant::now()));
+        assert_eq!(view.leased().unwrap().generation, 2);
+        assert!(!view.offer_leased(state(0), 9, Instant::now()), "nor under a lease");
         assert_eq!(view.leased().unwrap().generation, 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn lease_runs_out_without_refresh() {
         let view = ControllerView::default();
-        view.offer(state(1), 1);
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        view.offer_leased(state(1), 1, sent);
         assert!(view.leased().is_some());
-        tokio::time::advance(LEASE + Duration::from_millis(1)).await;
+        // The lease counts from when the read was sent, not received.
+        tokio::time::advance(LEASE - Duration::from_millis(499)).await;
         assert!(view.leased().is_none());
         assert!(view.latest().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_leader_confirmed_reads_grant_the_lease() {
+        let view = ControllerView::default();
+        view.offer(state(1), 5);
+        assert!(view.leased().is_none(), "a plain read (maybe a stale follower) grants no lease");
+        view.offer_leased(state(1), 5, Instant::now());
+        assert!(view.leased().is_some());
+        // A newer plain read updates the state but not the lease.
+        tokio::time::advance(LEASE).await;
+        view.offer(state(2), 6);
+        assert!(view.leased().is_none());
+        assert_eq!(view.latest().unwrap().generation, 2);
     }
 }

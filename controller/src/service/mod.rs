@@ -55,6 +55,30 @@ impl ControlService {
         Self { raft, state, health, site, node_id, clock, commit_timeout }
     }
 
+    /// Confirms with a quorum that this node still leads, and waits until
+    /// every committed change is applied: a state read after this is not
+    /// older than any change committed before the call.
+    async fn confirm_leadership(&self) -> Result<(), Status> {
+        match tokio::time::timeout(self.commit_timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(fwd)))) => match fwd.leader_node {
+                Some(node) => {
+                    let mut status = Status::failed_precondition(format!("not the leader; the leader is at {}", node.addr));
+                    if let Ok(v) = node.addr.parse() {
+                        status.metadata_mut().insert(tandem_proto::LEADER_ADDR_METADATA, v);
+                    }
+                    Err(with_code(status, error_code::NOT_LEADER))
+                }
+                None => Err(with_code(Status::unavailable("no leader known"), error_code::NO_LEADER)),
+            },
+            Ok(Err(e)) => Err(with_code(Status::unavailable(format!("leadership not confirmed: {e}")), error_code::NO_LEADER)),
+            Err(_) => Err(with_code(
+                Status::unavailable(format!("leadership not confirmed by a quorum within {} ms", self.commit_timeout.as_millis())),
+                error_code::NO_LEADER,
+            )),
+        }
+    }
+
     async fn propose(&self, command: Command, req: pb::ChangeRequest) -> Result<Outcome, Status> {
         let who = req.who.trim().to_string();
         let why = req.why.trim().to_string();
@@ -111,7 +135,10 @@ fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        if req.into_inner().linearizable {
+            self.confirm_leadership().await?;
+        }
         let status = node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id);
         Ok(Response::new(convert::status_to_pb(&status)))
     }
