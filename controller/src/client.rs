@@ -221,6 +221,7 @@ impl ControlClient {
             shards: spec.shards.clone(),
             expect_epoch: spec.expect_epoch,
             require_drained: spec.require_drained,
+            automatic: spec.automatic,
         }))
         .await
     }

@@ -98,12 +98,19 @@ pub struct PolicyConfig {
     pub cooldown_s: u64,
     pub lag_entries_max: u64,
     pub lag_s_max: u64,
+    pub down_after_s: u64,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         let p = Policy::default();
-        Self { auto_failover: p.auto_failover, cooldown_s: p.cooldown_s, lag_entries_max: p.lag_entries_max, lag_s_max: p.lag_s_max }
+        Self {
+            auto_failover: p.auto_failover,
+            cooldown_s: p.cooldown_s,
+            lag_entries_max: p.lag_entries_max,
+            lag_s_max: p.lag_s_max,
+            down_after_s: p.down_after_s,
+        }
     }
 }
 
@@ -115,6 +122,7 @@ impl PolicyConfig {
             cooldown_s: self.cooldown_s,
             lag_entries_max: self.lag_entries_max,
             lag_s_max: self.lag_s_max,
+            down_after_s: self.down_after_s,
         }
     }
 }

@@ -9,11 +9,16 @@ use serde::Serialize;
 
 use crate::health::ReplicatorHealth;
 use crate::ops::describe_shards;
-use crate::state::{ClusterState, SiteRole};
+use crate::state::{ClusterState, ReplicationMode, SiteRole};
 
 /// A replicator heartbeat older than this means the replicator is down or
 /// cut off from the controllers.
 pub const HEARTBEAT_FRESH_MS: u64 = 5_000;
+
+/// How long a replicator's write lease lasts after it sent a read the
+/// leader confirmed (the replicator's `view::LEASE` is this). A failover
+/// waits this long between fencing the shards and moving them.
+pub const WRITE_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the controllers currently observe of the data plane.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +43,11 @@ pub enum Action {
     /// Planned move of `shards` (all of `from`'s when `None`) to `to`:
     /// drain, wait until `to` has everything, move. No data loss.
     Switchover { from: String, to: String, shards: Option<Vec<u32>> },
+    /// Unplanned move of every shard of `from` (down, or to be abandoned)
+    /// to `to`. Lossless only when the pair is in sync mode; otherwise
+    /// refused unless `accept_data_loss`. `automatic`: asked by the
+    /// controller's own detector, which policy, pause and cooldown limit.
+    Failover { from: String, to: String, accept_data_loss: bool, automatic: bool },
 }
 
 /// Data the move may lose (what the target has not received yet).
@@ -104,12 +114,13 @@ impl Decision {
 pub fn plan(state: &ClusterState, obs: &Observations, action: &Action) -> Decision {
     match action {
         Action::Switchover { from, to, shards } => switchover(state, obs, from, to, shards.as_deref()),
+        Action::Failover { from, to, accept_data_loss, automatic } => failover(state, obs, from, to, *accept_data_loss, *automatic),
     }
 }
 
-fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, shards: Option<&[u32]>) -> Decision {
-    let mut d = Decision {
-        action: "switchover".into(),
+fn empty(action: &str, from: &str) -> Decision {
+    Decision {
+        action: action.into(),
         from: from.into(),
         target: None,
         candidates: Vec::new(),
@@ -118,12 +129,108 @@ fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, sh
         backlog: Loss::default(),
         refused: None,
         steps: Vec::new(),
-    };
-    let refuse = |mut d: Decision, why: String| {
-        d.target = None;
-        d.refused = Some(why);
-        d
-    };
+    }
+}
+
+fn refuse(mut d: Decision, why: String) -> Decision {
+    d.target = None;
+    d.refused = Some(why);
+    d
+}
+
+fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, accept_data_loss: bool, automatic: bool) -> Decision {
+    let mut d = empty(if automatic { "automatic failover" } else { "failover" }, from);
+    if !state.sites.contains_key(from) {
+        return refuse(d, format!("unknown site {from:?}"));
+    }
+    let pair = state.pairs.iter().find(|p| (p.site_a == from && p.site_b == to) || (p.site_a == to && p.site_b == from));
+    for site in state.sites.values().filter(|s| s.name != from) {
+        let reason = if site.name != to {
+            if automatic {
+                "not the in-city peer".to_string()
+            } else {
+                "not the requested target".to_string()
+            }
+        } else if matches!(site.role, SiteRole::Fenced | SiteRole::Recovering) {
+            format!("it is {}", site.role.as_str())
+        } else if obs.fresh(&site.name).is_none() {
+            format!("its replicator has not reported for more than {} s", HEARTBEAT_FRESH_MS / 1000)
+        } else if automatic && pair.is_none() {
+            "automatic failover only goes to the in-city peer".to_string()
+        } else {
+            String::new()
+        };
+        let chosen = reason.is_empty();
+        let reason = if chosen { format!("{}, reporting", site.role.as_str()) } else { reason };
+        d.candidates.push(Candidate { site: site.name.clone(), chosen, reason });
+    }
+    if from == to {
+        return refuse(d, "source and target are the same site".into());
+    }
+    match d.candidates.iter().find(|c| c.site == to) {
+        None => return refuse(d, format!("unknown site {to:?}")),
+        Some(c) if !c.chosen => {
+            let why = format!("target {to} cannot take shards: {}", c.reason);
+            return refuse(d, why);
+        }
+        Some(_) => {}
+    }
+    d.shards = (0..state.shards.len() as u32).filter(|&n| state.shards[n as usize].owner == from).collect();
+    if d.shards.is_empty() {
+        return refuse(d, format!("{from} owns no shard"));
+    }
+
+    // What the target may be missing: nothing when the pair is in sync
+    // (every acknowledged write was confirmed by the peer, or the pair was
+    // first recorded async); otherwise the source's last reported lag.
+    let in_sync = pair.is_some_and(|p| p.mode == ReplicationMode::Sync);
+    let last_report = obs.replicators.iter().find(|h| h.site == from);
+    if !in_sync {
+        if let Some(link) = last_report.and_then(|h| h.links.iter().find(|l| l.peer == to)) {
+            let age_s = obs.now_unix_ms.saturating_sub(last_report.map_or(0, |h| h.received_at_unix_ms)) / 1000;
+            d.expected_loss = Loss { entries: link.entries, bytes: link.bytes, seconds: link.seconds + age_s };
+        }
+    }
+    let mode = pair.map_or("no in-city pair".to_string(), |p| format!("pair {} <-> {} is {}", p.site_a, p.site_b, p.mode.as_str()));
+
+    if automatic {
+        let p = &state.policy;
+        if !p.auto_failover {
+            return refuse(d, "automatic failover is off by policy".into());
+        }
+        if p.paused {
+            return refuse(d, "automatic actions are paused (`tandem resume` re-enables them)".into());
+        }
+        if !in_sync {
+            return refuse(d, format!("{mode}: {to} may be missing acknowledged writes; only an operator can accept that loss"));
+        }
+        let since = obs.now_unix_ms.saturating_sub(state.last_auto_failover_unix_ms);
+        if state.last_auto_failover_unix_ms > 0 && since < p.cooldown_s * 1000 {
+            return refuse(
+                d,
+                format!("cooldown: the last automatic failover was {} s ago, the policy asks for {} s between two", since / 1000, p.cooldown_s),
+            );
+        }
+    } else if !in_sync && !accept_data_loss {
+        let why = format!(
+                "{mode}: {to} may be missing acknowledged writes (last reported lag: {} entries, {} bytes); \
+                 pass --accept-data-loss to fail over anyway",
+                d.expected_loss.entries, d.expected_loss.bytes
+            );
+        return refuse(d, why);
+    }
+    d.target = Some(to.into());
+    d.steps = vec![
+        format!("fence: {from} may no longer write the {} shards (it stops as soon as it sees this)", d.shards.len()),
+        format!("wait {} s, one full write lease, so no lease {from} may still hold is valid", WRITE_LEASE.as_secs()),
+        format!("move: {to} owns them with new epochs; anything {from} still sends under the old epochs is refused"),
+        if in_sync { format!("{mode}: no acknowledged write is lost") } else { format!("{mode}: writes {to} never received are lost") },
+    ];
+    d
+}
+
+fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, shards: Option<&[u32]>) -> Decision {
+    let mut d = empty("switchover", from);
     if !state.sites.contains_key(from) {
         return refuse(d, format!("unknown site {from:?}"));
     }
@@ -268,5 +375,61 @@ mod tests {
         let state = test_state(16);
         let o = obs(&["a", "b", "c"], 5);
         assert_eq!(plan(&state, &o, &switchover("c", Some(vec![3, 1, 1]))), plan(&state, &o, &switchover("c", Some(vec![1, 3]))));
+    }
+
+    fn failover(accept: bool, automatic: bool) -> Action {
+        Action::Failover { from: "a".into(), to: "b".into(), accept_data_loss: accept, automatic }
+    }
+
+    #[test]
+    fn failover_in_sync_loses_nothing_and_needs_no_flag() {
+        let state = test_state(8);
+        let d = plan(&state, &obs(&["b", "c"], 9), &failover(false, false));
+        assert_eq!(d.refused, None, "{}", d.explain());
+        assert_eq!(d.shards, vec![0, 1, 2, 3]);
+        assert_eq!(d.expected_loss, Loss::default());
+        assert!(d.steps.iter().any(|s| s.contains("no acknowledged write is lost")));
+    }
+
+    #[test]
+    fn failover_out_of_sync_states_the_loss_and_needs_the_flag() {
+        let mut state = test_state(8);
+        state.pairs[0].mode = ReplicationMode::Async;
+        let o = obs(&["b", "c"], 9);
+        let d = plan(&state, &o, &failover(false, false));
+        assert!(d.refused.as_deref().unwrap().contains("--accept-data-loss"), "{:?}", d.refused);
+        assert_eq!(d.expected_loss.entries, 9);
+        let d = plan(&state, &o, &failover(true, false));
+        assert_eq!(d.refused, None);
+        assert_eq!(d.expected_loss.entries, 9, "the loss is stated even when accepted");
+        // Never automatically.
+        let d = plan(&state, &o, &failover(false, true));
+        assert!(d.refused.as_deref().unwrap().contains("only an operator"), "{:?}", d.refused);
+    }
+
+    #[test]
+    fn automatic_failover_respects_policy_pause_and_cooldown() {
+        let mut state = test_state(8);
+        state.policy.cooldown_s = 60;
+        let o = obs(&["b", "c"], 0);
+        assert_eq!(plan(&state, &o, &failover(false, true)).refused, None);
+        state.policy.paused = true;
+        assert!(plan(&state, &o, &failover(false, true)).refused.unwrap().contains("paused"));
+        state.policy.paused = false;
+        state.last_auto_failover_unix_ms = o.now_unix_ms - 10_000;
+        let why = plan(&state, &o, &failover(false, true)).refused.unwrap();
+        assert!(why.contains("cooldown") && why.contains("10 s ago"), "{why}");
+        state.last_auto_failover_unix_ms = o.now_unix_ms - state.policy.cooldown_s * 1000;
+        assert_eq!(plan(&state, &o, &failover(false, true)).refused, None);
+        state.policy.auto_failover = false;
+        assert!(plan(&state, &o, &failover(false, true)).refused.unwrap().contains("off by policy"));
+    }
+
+    #[test]
+    fn automatic_failover_only_goes_to_the_in_city_peer() {
+        let state = test_state(8);
+        let a = Action::Failover { from: "a".into(), to: "c".into(), accept_data_loss: false, automatic: true };
+        let d = plan(&state, &obs(&["b", "c"], 0), &a);
+        assert!(d.refused.unwrap().contains("in-city peer"));
     }
 }

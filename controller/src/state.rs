@@ -122,11 +122,19 @@ pub struct Policy {
     /// Lag above which a peer is not a failover candidate without loss.
     pub lag_entries_max: u64,
     pub lag_s_max: u64,
+    /// A site is declared down when the leader and one other controller
+    /// have both not heard from it for this long.
+    #[serde(default = "default_down_after_s")]
+    pub down_after_s: u64,
+}
+
+fn default_down_after_s() -> u64 {
+    5
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0 }
+        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0, down_after_s: default_down_after_s() }
     }
 }
 
@@ -162,6 +170,10 @@ pub struct ClusterState {
     pub policy: Policy,
     /// Number of audit entries so far (the entries live in [`AuditLog`]).
     pub audit_len: u64,
+    /// When the last automatic failover moved shards (proposer's clock), for
+    /// the cooldown; 0: never.
+    #[serde(default)]
+    pub last_auto_failover_unix_ms: u64,
 }
 
 /// The shard a tenant's contracts live in: a stable hash of the tenant id

@@ -74,6 +74,7 @@ pub async fn run(
         shards: decision.shards.clone(),
         expect_epoch,
         require_drained: true,
+        automatic: false,
     };
 
     let drain = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
@@ -128,7 +129,7 @@ pub async fn run(
 
 /// Undoes an unfinished drain (the source writes again).
 pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, who: &str, why: &str) -> Result<String, SwitchoverError> {
-    let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false };
+    let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false, automatic: false };
     let o = client.shard_move(&spec, who, why).await?;
     if !o.result.starts_with("ok") {
         return Err(SwitchoverError::StepRefused { step: "cancel", result: o.result });

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 /// How often the view is refreshed.
 pub const REFRESH: Duration = Duration::from_millis(300);
 /// How long a view stays good for writes without a refresh.
-pub const LEASE: Duration = Duration::from_secs(3);
+pub const LEASE: Duration = tandem_controller::plan::WRITE_LEASE;
 
 /// A state as of a Raft log index, and when the lease it carries started.
 struct Seen {

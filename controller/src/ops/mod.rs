@@ -78,7 +78,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Pause => pause::apply(state, true),
         Command::Resume => pause::apply(state, false),
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
-        Command::ShardMove(spec) => shard_move::apply(state, spec),
+        Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms),
     };
     state.audit_len += 1;
     let entry = AuditEntry {

@@ -54,6 +54,9 @@ pub struct ShardMoveSpec {
     pub expect_epoch: Option<u64>,
     /// `move` only: refuse unless drained towards `to`.
     pub require_drained: bool,
+    /// Set by the automatic failover: the move starts the cooldown.
+    #[serde(default)]
+    pub automatic: bool,
 }
 
 /// "3 shards (0-1, 7)" for the audit log.
@@ -73,7 +76,7 @@ pub fn describe_shards(shards: &[u32]) -> String {
     format!("{} shard{} ({})", shards.len(), if shards.len() == 1 { "" } else { "s" }, ranges.join(", "))
 }
 
-pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec) -> Applied {
+pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: u64) -> Applied {
     let what = format!("{} {} from {} to {}", spec.step.as_str(), describe_shards(&spec.shards), spec.from, spec.to);
     let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false };
     if spec.shards.is_empty() {
@@ -134,6 +137,9 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec) -> Applied {
             }
         }
     }
+    if spec.step == MoveStep::Move && spec.automatic {
+        state.last_auto_failover_unix_ms = at_unix_ms;
+    }
     let result = match spec.step {
         MoveStep::Drain => format!("ok: {} stops writing them", spec.from),
         MoveStep::Cancel => format!("ok: {} writes them again", spec.from),
@@ -156,15 +162,29 @@ mod tests {
     }
 
     fn spec(step: MoveStep, shards: &[u32]) -> ShardMoveSpec {
-        ShardMoveSpec { step, from: "a".into(), to: "b".into(), shards: shards.to_vec(), expect_epoch: None, require_drained: true }
+        ShardMoveSpec { step, from: "a".into(), to: "b".into(), shards: shards.to_vec(), expect_epoch: None, require_drained: true, automatic: false }
+    }
+
+    fn apply_at(s: &mut ClusterState, spec: &ShardMoveSpec) -> Applied {
+        apply(s, spec, 1_000)
+    }
+
+    #[test]
+    fn an_automatic_move_starts_the_cooldown() {
+        let mut s = state();
+        apply_at(&mut s, &spec(MoveStep::Drain, &[0]));
+        let mut m = spec(MoveStep::Move, &[0]);
+        m.automatic = true;
+        assert!(apply_at(&mut s, &m).changed);
+        assert_eq!(s.last_auto_failover_unix_ms, 1_000);
     }
 
     #[test]
     fn drain_then_move_gives_new_owner_and_higher_epoch() {
         let mut s = state();
-        assert!(apply(&mut s, &spec(MoveStep::Drain, &[0, 1])).changed);
+        assert!(apply_at(&mut s, &spec(MoveStep::Drain, &[0, 1])).changed);
         assert_eq!(s.shards[0].moving_to.as_deref(), Some("b"));
-        let done = apply(&mut s, &spec(MoveStep::Move, &[0, 1]));
+        let done = apply_at(&mut s, &spec(MoveStep::Move, &[0, 1]));
         assert!(done.changed, "{}", done.result);
         assert_eq!((s.shards[0].owner.as_str(), s.shards[0].epoch, s.shards[0].moving_to.clone()), ("b", 2, None));
         assert_eq!(s.shards[2].owner, "a", "other shards stay");
@@ -173,7 +193,7 @@ mod tests {
     #[test]
     fn switchover_move_without_drain_is_refused() {
         let mut s = state();
-        let r = apply(&mut s, &spec(MoveStep::Move, &[0]));
+        let r = apply_at(&mut s, &spec(MoveStep::Move, &[0]));
         assert!(!r.changed && r.result.contains("not drained"), "{}", r.result);
         assert_eq!(s.shards[0].owner, "a");
     }
@@ -183,10 +203,10 @@ mod tests {
         let mut s = state();
         let mut stale = spec(MoveStep::Drain, &[0, 1]);
         stale.expect_epoch = Some(7);
-        let r = apply(&mut s, &stale);
+        let r = apply_at(&mut s, &stale);
         assert!(!r.changed && r.result.contains("not the expected 7"), "{}", r.result);
         // Shard 5 belongs to b: the whole step is refused, shard 0 included.
-        let r = apply(&mut s, &spec(MoveStep::Drain, &[0, 5]));
+        let r = apply_at(&mut s, &spec(MoveStep::Drain, &[0, 5]));
         assert!(!r.changed && r.result.contains("shard 5 is owned by b"), "{}", r.result);
         assert_eq!(s.shards[0].moving_to, None);
     }
@@ -194,11 +214,11 @@ mod tests {
     #[test]
     fn cancel_undoes_a_drain_and_fenced_targets_are_refused() {
         let mut s = state();
-        apply(&mut s, &spec(MoveStep::Drain, &[0]));
-        assert!(apply(&mut s, &spec(MoveStep::Cancel, &[0])).changed);
+        apply_at(&mut s, &spec(MoveStep::Drain, &[0]));
+        assert!(apply_at(&mut s, &spec(MoveStep::Cancel, &[0])).changed);
         assert_eq!(s.shards[0].moving_to, None);
         s.sites.get_mut("b").unwrap().role = SiteRole::Fenced;
-        let r = apply(&mut s, &spec(MoveStep::Drain, &[0]));
+        let r = apply_at(&mut s, &spec(MoveStep::Drain, &[0]));
         assert!(!r.changed && r.result.contains("fenced"), "{}", r.result);
     }
 

@@ -190,6 +190,7 @@ impl Control for ControlService {
             shards: r.shards,
             expect_epoch: r.expect_epoch,
             require_drained: r.require_drained,
+            automatic: r.automatic,
         };
         self.propose(Command::ShardMove(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
