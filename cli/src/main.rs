@@ -41,6 +41,8 @@ enum Command {
     Resume(cmd::change::Args),
     /// Planned move of shards between sites, without data loss (drain, wait, move).
     Switchover(cmd::switchover::Args),
+    /// Unplanned move of a failed site's shards (refused when it would lose writes, unless --accept-data-loss).
+    Failover(cmd::failover::Args),
     /// Put, get, list or destroy contracts at a replicator.
     Contract(cmd::contract::Args),
     /// Measure replication throughput and write latency against a same-run baseline (use a release build).
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             Command::Resume(args) => cmd::change::run(tandem_controller::client::Change::Resume, args).await,
             Command::Contract(args) => cmd::contract::run(args).await,
             Command::Switchover(args) => cmd::switchover::run(args).await,
+            Command::Failover(args) => cmd::failover::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,

@@ -61,6 +61,7 @@ enum Proposal {
     Resume(pb::ChangeRequest),
     PairMode(pb::PairModeRequest),
     ShardMove(pb::ShardMoveRequest),
+    Event(pb::EventRequest),
 }
 
 /// What a committed change produced.
@@ -226,6 +227,11 @@ impl ControlClient {
         .await
     }
 
+    /// Records an event in the audit log.
+    pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into() })).await
+    }
+
     /// Sends a replicator heartbeat to every controller (each keeps its own
     /// view). Returns how many accepted it.
     pub async fn heartbeat(&self, health: &ReplicatorHealth) -> usize {
@@ -270,6 +276,7 @@ impl ControlClient {
                     Proposal::Resume(req) => self.bounded(c.resume(req)).await,
                     Proposal::PairMode(req) => self.bounded(c.set_pair_mode(req)).await,
                     Proposal::ShardMove(req) => self.bounded(c.shard_move(req)).await,
+                    Proposal::Event(req) => self.bounded(c.record_event(req)).await,
                 },
                 Err(e) => Err(e),
             };

@@ -20,6 +20,8 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod detect;
+pub mod failover;
 pub mod health;
 pub mod node;
 pub mod ops;

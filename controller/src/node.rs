@@ -66,6 +66,8 @@ pub struct Node {
     local_addr: SocketAddr,
     server: tandem_net::Serving,
     bootstrapper: JoinHandle<()>,
+    /// Failure detection and automatic failover (acts only while leader).
+    detector: JoinHandle<()>,
 }
 
 impl Node {
@@ -141,6 +143,27 @@ impl Node {
             policy: config.policy.to_policy(),
         };
         let bootstrapper = tokio::spawn(bootstrap_when_leader(raft.clone(), state.clone(), spec, deps.clock.clone()));
+        let detector = tokio::spawn(
+            crate::detect::Detector {
+                raft: raft.clone(),
+                state: state.clone(),
+                health: health.clone(),
+                clock: deps.clock.clone(),
+                site: me.name.clone(),
+                node_id: me.node_id,
+                client: crate::client::ControlClient::new(
+                    config.sites.iter().map(|s| s.addr.clone()).collect(),
+                    deps.transport,
+                    t.commit_timeout() + std::time::Duration::from_secs(2),
+                ),
+                probe: crate::client::ControlClient::new(
+                    config.sites.iter().map(|s| s.addr.clone()).collect(),
+                    deps.transport,
+                    std::time::Duration::from_secs(1),
+                ),
+            }
+            .run(),
+        );
 
         tracing::info!(site = %me.name, node_id = me.node_id, addr = %local_addr, "controller node started");
         Ok(Node {
@@ -153,6 +176,7 @@ impl Node {
             local_addr,
                         server,
             bootstrapper,
+            detector,
         })
     }
 
@@ -176,6 +200,7 @@ impl Node {
     /// happen, so there is nothing left to flush.
     pub async fn shutdown(mut self) {
         self.bootstrapper.abort();
+        self.detector.abort();
         self.server.stop().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");

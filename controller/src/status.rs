@@ -7,7 +7,7 @@ use crate::health::ReplicatorHealth;
 use crate::state::ClusterState;
 
 /// One node's Raft view.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftStatus {
     pub node_id: u64,
     pub site: String,

@@ -22,7 +22,8 @@ fn seal_open_round_trip() {
     ] {
         let sealed = seal_pii(&k, "id_card", CTX, value, &SystemRandomSource).unwrap();
         assert_eq!(sealed.len(), value.len() + PII_OVERHEAD);
-        if !value.is_empty() {
+        // A short value can appear in random bytes by chance; long ones cannot.
+        if value.len() >= 8 {
             assert!(
                 !sealed.windows(value.len()).any(|w| w == value),
                 "plaintext visible in sealed bytes"

@@ -137,6 +137,12 @@ impl Cluster {
         self.kill_process(site);
     }
 
+    /// SIGKILL of every process of a site (a power cut of the data centre).
+    pub fn kill_site(&mut self, site: &str) {
+        self.kill_process(site);
+        self.kill_process(&format!("{site}-replicator"));
+    }
+
     pub fn kill_replicator(&mut self, site: &str) {
         self.kill_process(&format!("{site}-replicator"));
     }
@@ -276,6 +282,8 @@ pub struct Ack {
     pub origin: String,
     /// How it was made durable ("sync: ...", "async: ...").
     pub replication: String,
+    /// When the acknowledgement arrived.
+    pub at: Instant,
 }
 
 /// A client that keeps putting contracts `w1`, `w2`, ... (with `file`)
@@ -307,7 +315,7 @@ impl Writer {
                     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
                     let origin = v["contract"]["origin"].as_str().unwrap().to_string();
                     let replication = v["replication"].as_str().unwrap().to_string();
-                    acked.lock().unwrap().push(Ack { id, origin, replication });
+                    acked.lock().unwrap().push(Ack { id, origin, replication, at: Instant::now() });
                 } else {
                     failed.lock().unwrap().push(format!("{id}: {}", stderr(&out)));
                 }

@@ -34,6 +34,9 @@ pub enum Command {
     SetPairMode(PairModeSpec),
     /// One step of moving shards between sites (drain, move, cancel).
     ShardMove(ShardMoveSpec),
+    /// An event for the audit log only (detections, declined automatic
+    /// actions): `what` happened, with `result`.
+    Event { what: String, result: String },
 }
 
 /// Who asked and why, stamped by the node that proposed the command.
@@ -79,6 +82,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Resume => pause::apply(state, false),
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
         Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms),
+        Command::Event { what, result } => Applied { what: what.clone(), result: result.clone(), changed: false },
     };
     state.audit_len += 1;
     let entry = AuditEntry {

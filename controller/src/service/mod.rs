@@ -179,6 +179,14 @@ impl Control for ControlService {
         Ok(Response::new(pb::HeartbeatReply {}))
     }
 
+    async fn record_event(&self, req: Request<pb::EventRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let r = req.into_inner();
+        if r.what.chars().count() > TEXT_MAX_CHARS || r.result.chars().count() > TEXT_MAX_CHARS {
+            return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
+        }
+        self.propose(Command::Event { what: r.what, result: r.result }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+    }
+
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let r = req.into_inner();
         let step = MoveStep::parse(&r.step)

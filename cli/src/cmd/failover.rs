@@ -1,0 +1,111 @@
+//! `tandem failover --from A --to B`: unplanned move of every shard of a
+//! site that is down (or must be abandoned). Refused when the target may be
+//! missing acknowledged writes (pair not in sync) unless
+//! `--accept-data-loss`, and then the expected loss is stated.
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use tandem_controller::failover;
+use tandem_controller::plan::{plan, Action, Observations};
+
+use super::Target;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// The site whose shards move (the failed one); default: the in-city
+    /// peer of --to.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The site taking them.
+    #[arg(long)]
+    pub to: String,
+    /// Fail over even though the target may be missing acknowledged writes.
+    #[arg(long)]
+    pub accept_data_loss: bool,
+    /// Refuse unless every shard of --from still has this epoch.
+    #[arg(long)]
+    pub expect_epoch: Option<u64>,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: String,
+    /// Who: recorded in the audit log (defaults to $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub who: String,
+    /// Show the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.reason.trim().is_empty() {
+        bail!("--reason must not be empty: the audit log records why");
+    }
+    let client = args.target.client();
+    let (_, status) = client.status().await?;
+    let from = match &args.from {
+        Some(f) => f.clone(),
+        None => status
+            .cluster
+            .pairs
+            .iter()
+            .find_map(|p| (p.site_a == args.to).then(|| p.site_b.clone()).or_else(|| (p.site_b == args.to).then(|| p.site_a.clone())))
+            .with_context(|| format!("{} has no in-city peer: name the failed site with --from", args.to))?,
+    };
+    let obs = Observations { replicators: status.replicators.clone(), now_unix_ms: status.now_unix_ms };
+    let action = Action::Failover { from, to: args.to.clone(), accept_data_loss: args.accept_data_loss, automatic: false };
+    let decision = plan(&status.cluster, &obs, &action);
+    if let Some(expected) = args.expect_epoch {
+        if let Some(n) = decision.shards.iter().find(|n| status.cluster.shards[**n as usize].epoch != expected) {
+            bail!("--expect-epoch {expected} is stale: shard {n} has epoch {}; nothing changed", status.cluster.shards[*n as usize].epoch);
+        }
+    }
+    if args.json && (args.dry_run || decision.refused.is_some()) {
+        println!("{}", serde_json::to_string_pretty(&json!({ "plan": decision }))?);
+    } else if !args.json {
+        print!("{}", decision.explain());
+    }
+    if let Some(r) = &decision.refused {
+        bail!("failover refused: {r}; nothing changed");
+    }
+    if args.dry_run {
+        if !args.json {
+            println!("dry run: nothing changed");
+        }
+        return Ok(());
+    }
+    if !args.yes {
+        super::change::confirm()?;
+    }
+    let json = args.json;
+    let report = failover::run(&client, &decision, false, &args.who, &args.reason, |line| {
+        if !json {
+            println!("  {line}");
+        }
+    })
+    .await
+    .context("failover failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "plan": decision, "report": report }))?);
+    } else {
+        println!(
+            "failover done: {} shards from {} to {} ({}); expected loss {} entries, {} bytes (audit #{}, #{})",
+            report.shards,
+            report.from,
+            report.to,
+            report.result,
+            decision.expected_loss.entries,
+            decision.expected_loss.bytes,
+            report.fence_audit_seq,
+            report.move_audit_seq
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! End-to-end tests of unplanned failover with real processes (harness in
+//! `common/`).
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use serde_json::Value;
+
+fn audit(c: &Cluster, sites: &[&str]) -> Vec<Value> {
+    let out = c.tandem(sites, &["audit", "--json", "--limit", "200"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+// kill -9 of every process of site A while a client writes A's tenant
+// (through B, which forwards to the owner): the controllers declare A down
+// from two vantage points, B becomes owner automatically (the pair was in
+// sync), writes resume at B, and every contract A acknowledged is at B.
+#[test]
+fn site_power_loss_fails_over_automatically_without_losing_writes() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "auto");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deed.pdf");
+    std::fs::write(&file, vec![7u8; 30 * 1024]).unwrap();
+
+    let writer = Writer::start(&c.replicator_addrs["b"], &tenant, &file);
+    writer.wait_acks(&c, 5);
+    c.kill_site("a");
+    let killed = Instant::now();
+    let before = writer.acked().len();
+    let survivors = ["b", "c"];
+    c.wait_for("a write acknowledged by b after the failover", || {
+        writer.acked().into_iter().skip(before).find(|a| a.origin == "b").map(|_| ())
+    });
+    let (acked, _) = writer.stop();
+    let first_at_b = acked.iter().find(|a| a.origin == "b" && a.at > killed).unwrap();
+    eprintln!("time from kill -9 of site a to the first acknowledged write at b: {} ms", (first_at_b.at - killed).as_millis());
+
+    let status = c.status(&survivors).unwrap();
+    assert_eq!(status["shard_counts"]["a"], 0, "a still owns shards");
+    let at_b = list_ids(&c, "b", &tenant);
+    let lost: Vec<&String> = acked.iter().map(|a| &a.id).filter(|id| !at_b.contains(*id)).collect();
+    assert!(lost.is_empty(), "contracts acknowledged before the failover are missing at b: {lost:?}");
+
+    let entries = audit(&c, &survivors);
+    let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
+    assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
+    assert!(moved["why"].as_str().unwrap().contains("site a lost"), "{moved}");
+}
+
+// While automatic actions are paused, a site loss is detected but the
+// failover is declined, and the refusal is in the audit log with its
+// reason; an operator's `tandem failover` then moves the shards.
+#[test]
+fn paused_cluster_declines_and_records_then_operator_fails_over() {
+    let mut c = Cluster::new();
+    c.start_all();
+    let out = c.tandem(&SITES, &["pause", "--reason", "incident under investigation", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.kill_site("a");
+    let survivors = ["b", "c"];
+    let declined = c.wait_for("the declined automatic failover in the audit log", || {
+        audit(&c, &survivors).into_iter().find(|e| e["what"].as_str().unwrap_or("").contains("automatic failover to b declined"))
+    });
+    assert!(declined["result"].as_str().unwrap().contains("paused"), "{declined}");
+    assert_eq!(c.status(&survivors).unwrap()["shard_counts"]["a"], SHARDS / 2, "paused, yet shards moved");
+
+    let out = c.tandem(&survivors, &["failover", "--to", "b", "--reason", "a lost power", "--yes", "--json"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["plan"]["expected_loss"]["entries"], 0, "the pair was in sync");
+    assert_eq!(c.status(&survivors).unwrap()["shard_counts"]["b"], SHARDS);
+}

@@ -1,0 +1,81 @@
+//! Carrying out a failover decided by [`crate::plan`], for the CLI and the
+//! automatic detector alike:
+//!
+//! 1. fence (Raft): the shards are marked as moving, so the old owner stops
+//!    writing them the moment it sees the change (if it still can);
+//! 2. wait one full write lease ([`WRITE_LEASE`] and a margin): any lease
+//!    the old owner took before the fence has run out, because leases are
+//!    only granted by a leader-confirmed read and counted from when it was
+//!    sent;
+//! 3. move (Raft): the target owns the shards under new epochs.
+//!
+//! So at no moment can two sites hold a valid lease for one shard.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::client::ControlClient;
+use crate::ops::{MoveStep, ShardMoveSpec};
+use crate::plan::{Decision, WRITE_LEASE};
+use crate::switchover::SwitchoverError;
+
+/// Added to the lease wait, for clock-rate differences between hosts.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub from: String,
+    pub to: String,
+    pub shards: usize,
+    /// From the fence's commit to the move's commit.
+    pub fenced_ms: u64,
+    pub fence_audit_seq: u64,
+    pub move_audit_seq: u64,
+    pub result: String,
+}
+
+pub async fn run(
+    client: &ControlClient,
+    decision: &Decision,
+    automatic: bool,
+    who: &str,
+    why: &str,
+    mut progress: impl FnMut(&str),
+) -> Result<Report, SwitchoverError> {
+    if let Some(r) = &decision.refused {
+        return Err(SwitchoverError::Refused(r.clone()));
+    }
+    let to = decision.target.clone().ok_or_else(|| SwitchoverError::Refused("no target".into()))?;
+    let from = decision.from.clone();
+    let spec = |step| ShardMoveSpec {
+        step,
+        from: from.clone(),
+        to: to.clone(),
+        shards: decision.shards.clone(),
+        expect_epoch: None,
+        require_drained: true,
+        automatic,
+    };
+    let fence = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
+    if !fence.result.starts_with("ok") {
+        return Err(SwitchoverError::StepRefused { step: "fence", result: fence.result });
+    }
+    let started = Instant::now();
+    progress(&format!("fenced {from}'s shards (audit #{}); waiting out its write lease", fence.audit_seq));
+    tokio::time::sleep(WRITE_LEASE + LEASE_MARGIN).await;
+    let moved = client.shard_move(&spec(MoveStep::Move), who, why).await?;
+    if !moved.result.starts_with("ok") {
+        return Err(SwitchoverError::StepRefused { step: "move", result: moved.result });
+    }
+    Ok(Report {
+        from,
+        to,
+        shards: decision.shards.len(),
+        fenced_ms: started.elapsed().as_millis() as u64,
+        fence_audit_seq: fence.audit_seq,
+        move_audit_seq: moved.audit_seq,
+        result: moved.result,
+    })
+}
