@@ -17,9 +17,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::client::ControlClient;
-use crate::ops::{MoveStep, ShardMoveSpec};
+use crate::ops::MoveStep;
 use crate::plan::{Decision, WRITE_LEASE};
-use crate::switchover::SwitchoverError;
+use crate::switchover::{endpoints, move_spec, SwitchoverError};
 
 /// Added to the lease wait, for clock-rate differences between hosts.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
@@ -44,20 +44,8 @@ pub async fn run(
     why: &str,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, SwitchoverError> {
-    if let Some(r) = &decision.refused {
-        return Err(SwitchoverError::Refused(r.clone()));
-    }
-    let to = decision.target.clone().ok_or_else(|| SwitchoverError::Refused("no target".into()))?;
-    let from = decision.from.clone();
-    let spec = |step| ShardMoveSpec {
-        step,
-        from: from.clone(),
-        to: to.clone(),
-        shards: decision.shards.clone(),
-        expect_epoch: None,
-        require_drained: true,
-        automatic,
-    };
+    let (from, to) = endpoints(decision)?;
+    let spec = |step| move_spec(decision, step, None, automatic);
     let fence = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
     if !fence.result.starts_with("ok") {
         return Err(SwitchoverError::StepRefused { step: "fence", result: fence.result });

@@ -62,20 +62,8 @@ pub async fn run(
     catch_up_timeout: Duration,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, SwitchoverError> {
-    if let Some(r) = &decision.refused {
-        return Err(SwitchoverError::Refused(r.clone()));
-    }
-    let to = decision.target.clone().ok_or_else(|| SwitchoverError::Refused("no target".into()))?;
-    let from = decision.from.clone();
-    let spec = |step| ShardMoveSpec {
-        step,
-        from: from.clone(),
-        to: to.clone(),
-        shards: decision.shards.clone(),
-        expect_epoch,
-        require_drained: true,
-        automatic: false,
-    };
+    let (from, to) = endpoints(decision)?;
+    let spec = |step| move_spec(decision, step, expect_epoch, false);
 
     let drain = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
     if !drain.result.starts_with("ok") {
@@ -125,6 +113,28 @@ pub async fn run(
         move_audit_seq: moved.audit_seq,
         result: moved.result,
     })
+}
+
+/// Source and target of a decision that may go ahead.
+pub(crate) fn endpoints(decision: &Decision) -> Result<(String, String), SwitchoverError> {
+    if let Some(r) = &decision.refused {
+        return Err(SwitchoverError::Refused(r.clone()));
+    }
+    let to = decision.target.clone().ok_or_else(|| SwitchoverError::Refused("no target".into()))?;
+    Ok((decision.from.clone(), to))
+}
+
+/// One step of moving a decision's shards (drained towards the target).
+pub(crate) fn move_spec(decision: &Decision, step: MoveStep, expect_epoch: Option<u64>, automatic: bool) -> ShardMoveSpec {
+    ShardMoveSpec {
+        step,
+        from: decision.from.clone(),
+        to: decision.target.clone().unwrap_or_default(),
+        shards: decision.shards.clone(),
+        expect_epoch,
+        require_drained: true,
+        automatic,
+    }
 }
 
 /// Undoes an unfinished drain (the source writes again).

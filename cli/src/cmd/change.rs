@@ -10,30 +10,18 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::bail;
 use tandem_controller::client::Change;
 
-use super::Target;
+use super::{Audited, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub target: Target,
-    /// Why: recorded in the audit log.
-    #[arg(long)]
-    pub reason: String,
-    /// Who: recorded in the audit log (defaults to $USER).
-    #[arg(long, env = "USER", default_value = "unknown")]
-    pub who: String,
-    /// Show what would change, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not ask for confirmation.
-    #[arg(long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub audited: Audited,
 }
 
 pub async fn run(change: Change, args: Args) -> anyhow::Result<()> {
-    if args.reason.trim().is_empty() {
-        bail!("--reason must not be empty: the audit log records why");
-    }
+    args.audited.check_reason()?;
     let client = args.target.client();
     let (_, status) = client.status().await?;
     let paused = status.cluster.policy.paused;
@@ -48,14 +36,14 @@ pub async fn run(change: Change, args: Args) -> anyhow::Result<()> {
         format!("plan: {verb}: no change, automatic actions are already {now} (it is still recorded in the audit log)")
     };
     println!("{plan}");
-    if args.dry_run {
+    if args.audited.dry_run {
         println!("dry run: nothing changed");
         return Ok(());
     }
-    if !args.yes {
+    if !args.audited.yes {
         confirm()?;
     }
-    let outcome = client.change(change, &args.who, &args.reason).await?;
+    let outcome = client.change(change, &args.audited.who, &args.audited.reason).await?;
     println!("{}: {} (audit #{}, leader {})", verb, outcome.result, outcome.audit_seq, outcome.leader_addr);
     Ok(())
 }

@@ -3,12 +3,12 @@
 //! missing acknowledged writes (pair not in sync) unless
 //! `--accept-data-loss`, and then the expected loss is stated.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::json;
 use tandem_controller::failover;
 use tandem_controller::plan::{plan, Action, Observations};
 
-use super::Target;
+use super::{present_plan, Audited, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,27 +27,15 @@ pub struct Args {
     /// Refuse unless every shard of --from still has this epoch.
     #[arg(long)]
     pub expect_epoch: Option<u64>,
-    /// Why: recorded in the audit log.
-    #[arg(long)]
-    pub reason: String,
-    /// Who: recorded in the audit log (defaults to $USER).
-    #[arg(long, env = "USER", default_value = "unknown")]
-    pub who: String,
-    /// Show the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not ask for confirmation.
-    #[arg(long)]
-    pub yes: bool,
+    #[command(flatten)]
+    pub audited: Audited,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.reason.trim().is_empty() {
-        bail!("--reason must not be empty: the audit log records why");
-    }
+    args.audited.check_reason()?;
     let client = args.target.client();
     let (_, status) = client.status().await?;
     let from = match &args.from {
@@ -62,30 +50,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let obs = Observations { replicators: status.replicators.clone(), now_unix_ms: status.now_unix_ms };
     let action = Action::Failover { from, to: args.to.clone(), accept_data_loss: args.accept_data_loss, automatic: false };
     let decision = plan(&status.cluster, &obs, &action);
-    if let Some(expected) = args.expect_epoch {
-        if let Some(n) = decision.shards.iter().find(|n| status.cluster.shards[**n as usize].epoch != expected) {
-            bail!("--expect-epoch {expected} is stale: shard {n} has epoch {}; nothing changed", status.cluster.shards[*n as usize].epoch);
-        }
-    }
-    if args.json && (args.dry_run || decision.refused.is_some()) {
-        println!("{}", serde_json::to_string_pretty(&json!({ "plan": decision }))?);
-    } else if !args.json {
-        print!("{}", decision.explain());
-    }
-    if let Some(r) = &decision.refused {
-        bail!("failover refused: {r}; nothing changed");
-    }
-    if args.dry_run {
-        if !args.json {
-            println!("dry run: nothing changed");
-        }
+    if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {
         return Ok(());
     }
-    if !args.yes {
-        super::change::confirm()?;
-    }
     let json = args.json;
-    let report = failover::run(&client, &decision, false, &args.who, &args.reason, |line| {
+    let report = failover::run(&client, &decision, false, &args.audited.who, &args.audited.reason, |line| {
         if !json {
             println!("  {line}");
         }

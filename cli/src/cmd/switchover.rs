@@ -11,7 +11,7 @@ use serde_json::json;
 use tandem_controller::plan::{plan, Action, Observations};
 use tandem_controller::switchover;
 
-use super::Target;
+use super::{present_plan, Audited, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,21 +33,11 @@ pub struct Args {
     /// makes the expectation explicit in scripts and runbooks).
     #[arg(long)]
     pub expect_owner: Option<String>,
-    /// Why: recorded in the audit log.
-    #[arg(long)]
-    pub reason: String,
-    /// Who: recorded in the audit log (defaults to $USER).
-    #[arg(long, env = "USER", default_value = "unknown")]
-    pub who: String,
+    #[command(flatten)]
+    pub audited: Audited,
     /// How long to wait for the target to confirm the source's log.
     #[arg(long, default_value_t = 120)]
     pub timeout_s: u64,
-    /// Show the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not ask for confirmation.
-    #[arg(long)]
-    pub yes: bool,
     /// Undo the drain of an interrupted switchover instead.
     #[arg(long)]
     pub cancel: bool,
@@ -83,9 +73,7 @@ pub fn parse_shards(s: &str) -> Result<ShardList, String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.reason.trim().is_empty() {
-        bail!("--reason must not be empty: the audit log records why");
-    }
+    args.audited.check_reason()?;
     if let Some(owner) = &args.expect_owner {
         if owner != &args.from {
             bail!("--expect-owner {owner} contradicts --from {}", args.from);
@@ -107,14 +95,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         println!("plan: cancel the drain of {} at {}", tandem_controller::ops::describe_shards(&shards), args.from);
-        if args.dry_run {
+        if args.audited.dry_run {
             println!("dry run: nothing changed");
             return Ok(());
         }
-        if !args.yes {
+        if !args.audited.yes {
             super::change::confirm()?;
         }
-        let result = switchover::cancel(&client, &args.from, &args.to, shards, &args.who, &args.reason).await?;
+        let result = switchover::cancel(&client, &args.from, &args.to, shards, &args.audited.who, &args.audited.reason).await?;
         println!("cancel: {result}");
         return Ok(());
     }
@@ -122,38 +110,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let obs = Observations { replicators: status.replicators.clone(), now_unix_ms: status.now_unix_ms };
     let action = Action::Switchover { from: args.from.clone(), to: args.to.clone(), shards: args.shards.clone().map(|l| l.0) };
     let decision = plan(&status.cluster, &obs, &action);
-    if let (Some(expected), Some(n)) = (args.expect_epoch, decision.shards.first()) {
-        let epoch = status.cluster.shards[*n as usize].epoch;
-        if decision.shards.iter().any(|n| status.cluster.shards[*n as usize].epoch != expected) {
-            bail!("--expect-epoch {expected} is stale: shard {n} has epoch {epoch}; nothing changed");
-        }
-    }
-    if !args.json || args.dry_run {
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&json!({ "plan": decision }))?);
-        } else {
-            print!("{}", decision.explain());
-        }
-    }
-    if let Some(r) = &decision.refused {
-        bail!("switchover refused: {r}; nothing changed");
-    }
-    if args.dry_run {
-        if !args.json {
-            println!("dry run: nothing changed");
-        }
+    if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {
         return Ok(());
-    }
-    if !args.yes {
-        super::change::confirm()?;
     }
     let json = args.json;
     let report = switchover::run(
         &client,
         &decision,
         args.expect_epoch,
-        &args.who,
-        &args.reason,
+        &args.audited.who,
+        &args.audited.reason,
         Duration::from_secs(args.timeout_s),
         |line| {
             if !json {
