@@ -32,15 +32,95 @@ pub struct Cluster {
     pub replicator_addrs: BTreeMap<&'static str, String>,
     /// Running processes: "a" (controller) or "a-replicator".
     children: BTreeMap<String, Child>,
+    /// A site isolated in its own network namespace, when asked for.
+    pub netns: Option<Netns>,
+}
+
+/// One site in a network namespace joined to the host by a veth pair, so
+/// a test can cut it off (`ip link set ... down`) like a broken link.
+pub struct Netns {
+    pub site: String,
+    pub name: String,
+    host_if: String,
+    /// The host side's address (where the other sites listen).
+    pub host_ip: String,
+    /// The namespace side's address (where the isolated site listens).
+    pub ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Netns {
+    /// Creates the namespace and its link; Err when this host does not
+    /// allow it (no CAP_NET_ADMIN).
+    fn create(site: &str) -> Result<Netns, String> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = std::process::id() % 60_000;
+        let (x, y) = (20 + (id % 200), (id / 200 + n * 7) % 250);
+        let name = format!("tnd{id}-{n}");
+        let (host_if, ns_if) = (format!("tv{id}x{n}"), format!("tv{id}y{n}"));
+        let (host_ip, ns_ip) = (format!("10.{x}.{y}.1"), format!("10.{x}.{y}.2"));
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { site: site.into(), name: name.clone(), host_if: host_if.clone(), host_ip: host_ip.clone(), ns_ip: ns_ip.clone() };
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
+        ip(&["link", "set", &ns_if, "netns", &name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if])?;
+        ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])?;
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Cuts (false) or restores (true) the site's link to the others.
+    pub fn set_link(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]).unwrap();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.host_if]);
+    }
 }
 
 impl Cluster {
     /// Writes controller and replicator configs for three sites; starts nothing.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Like [`Cluster::new`], with `site` in its own network namespace.
+    /// `None` when this host does not allow network namespaces.
+    pub fn with_site_in_netns(site: &str) -> Option<Self> {
+        match Netns::create(site) {
+            Ok(ns) => Some(Self::build(Some(ns))),
+            Err(e) => {
+                eprintln!("WARNING: cannot create a network namespace ({e}); this test needs root or CAP_NET_ADMIN");
+                None
+            }
+        }
+    }
+
+    fn build(netns: Option<Netns>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("127.0.0.1:{}", free_port()))).collect();
-        let replicator_addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("127.0.0.1:{}", free_port()))).collect();
-        let c = Cluster { dir, addrs, replicator_addrs, children: BTreeMap::new() };
+        let host = |s: &str| match &netns {
+            Some(ns) if ns.site == s => ns.ns_ip.clone(),
+            Some(ns) => ns.host_ip.clone(),
+            None => "127.0.0.1".to_string(),
+        };
+        let addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("{}:{}", host(s), free_port()))).collect();
+        let replicator_addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("{}:{}", host(s), free_port()))).collect();
+        let c = Cluster { dir, addrs, replicator_addrs, children: BTreeMap::new(), netns };
         let key = c.dir.path().join("kek.key");
         let out = run_bounded(Command::new(TANDEM).args(["keys", "create", "--kek-id", "test-kek-1", "--file"]).arg(&key));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -102,8 +182,23 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("{name}.log")))
             .unwrap();
-        let child = Command::new(TANDEM).args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let site = name.split('-').next().unwrap_or_default();
+        let mut cmd = self.command_at(site);
+        let child = cmd.args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         assert!(self.children.insert(name.clone(), child).is_none(), "{name} already running");
+    }
+
+    /// `tandem`, run where `site` runs (inside its namespace, if it has one;
+    /// `ip netns exec` execs, so the child's pid is tandem's).
+    pub fn command_at(&self, site: &str) -> Command {
+        match &self.netns {
+            Some(ns) if ns.site == site => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns.name, TANDEM]);
+                cmd
+            }
+            _ => Command::new(TANDEM),
+        }
     }
 
     /// Starts a site's controller.
@@ -232,6 +327,8 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Then the namespace (its Drop), once nothing runs in it.
+        self.netns.take();
     }
 }
 
@@ -297,16 +394,23 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(replicator: &str, tenant: &str, file: &Path) -> Writer {
+        Self::start_with(|| Command::new(TANDEM), replicator, tenant, file, "w")
+    }
+
+    /// Like [`Writer::start`], running `tandem` as `command` makes it (e.g.
+    /// inside a site's network namespace).
+    /// Contract ids are `prefix1`, `prefix2`, ...
+    pub fn start_with(command: impl Fn() -> Command + Send + 'static, replicator: &str, tenant: &str, file: &Path, prefix: &str) -> Writer {
         let w = Writer { acked: Default::default(), failed: Default::default(), stop: Default::default(), thread: None };
         let (acked, failed, stop) = (w.acked.clone(), w.failed.clone(), w.stop.clone());
-        let (replicator, tenant, file) = (replicator.to_string(), tenant.to_string(), file.to_path_buf());
+        let (replicator, tenant, file, prefix) = (replicator.to_string(), tenant.to_string(), file.to_path_buf(), prefix.to_string());
         let thread = std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 i += 1;
-                let id = format!("w{i}");
+                let id = format!("{prefix}{i}");
                 let out = run_bounded(
-                    Command::new(TANDEM)
+                    command()
                         .args(["contract", "put", "--json", "--tenant", &tenant, "--id", &id, "--file"])
                         .arg(&file)
                         .env("TANDEM_REPLICATOR", &replicator),
