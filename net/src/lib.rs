@@ -28,6 +28,11 @@ pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Largest HTTP/2 frame we send: fewer frames per megabyte of ciphertext.
 pub const MAX_FRAME: u32 = 1024 * 1024;
+/// HTTP/2 pings on every connection: a peer behind a silent partition (no
+/// RST, no FIN) is detected within interval + timeout, and every call on
+/// the connection fails instead of hanging, streams of any length included.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A tonic server builder with the windows above. Every daemon serves
 /// through this, so tuning lives in one place.
@@ -37,6 +42,8 @@ pub fn server() -> tonic::transport::Server {
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .max_frame_size(Some(MAX_FRAME))
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
 }
 
 /// Which socket implementation tonic runs over.
@@ -116,7 +123,10 @@ impl Transport {
             .connect_timeout(CONNECT_TIMEOUT)
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         match self {
             Transport::Tokio => Ok(endpoint.connect_lazy()),
             #[cfg(feature = "turmoil")]

@@ -212,8 +212,8 @@ impl Cluster {
     }
 
     /// Starts every controller and replicator and waits until the cluster
-    /// has a leader, its layout, the pair in sync and a heartbeat from
-    /// every replicator.
+    /// has a leader, its layout, and a heartbeat from every replicator
+    /// showing it holds a controller view (so it serves requests).
     pub fn start_all(&mut self) -> Value {
         for s in SITES {
             self.start(s);
@@ -222,7 +222,7 @@ impl Cluster {
         self.wait_status("a leader, the layout, and every replicator reporting", &SITES, |s| {
             leader_of(s).is_some()
                 && s["cluster"]["bootstrapped"] == true
-                && s["replicators"].as_array().is_some_and(|r| r.len() == 3)
+                && s["replicators"].as_array().is_some_and(|r| r.len() == 3 && r.iter().all(|h| h["view_index"].as_u64() > Some(0)))
                 && heartbeats_fresh(s)
         })
     }
