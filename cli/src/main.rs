@@ -35,6 +35,8 @@ enum Command {
     Status(cmd::status::Args),
     /// List the audit log, newest first.
     Audit(cmd::audit::Args),
+    /// List what tandem detected, did or declined by itself (from the audit log).
+    Events(cmd::audit::Args),
     /// Pause automatic actions (automatic failover).
     Pause(cmd::change::Args),
     /// Resume automatic actions.
@@ -85,7 +87,8 @@ fn main() -> ExitCode {
             Command::Replicator(args) => cmd::replicator::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Status(args) => cmd::status::run(args).await,
-            Command::Audit(args) => cmd::audit::run(args).await,
+            Command::Audit(args) => cmd::audit::run(args, false).await,
+            Command::Events(args) => cmd::audit::run(args, true).await,
             Command::Pause(args) => cmd::change::run(tandem_controller::client::Change::Pause, args).await,
             Command::Resume(args) => cmd::change::run(tandem_controller::client::Change::Resume, args).await,
             Command::Contract(args) => cmd::contract::run(args).await,

@@ -42,6 +42,11 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
 
     let status = c.status(&survivors).unwrap();
     assert_eq!(status["shard_counts"]["a"], 0, "a still owns shards");
+    // Status shows a lost from both surviving vantage points.
+    for observer in survivors {
+        let age = status["health"]["a"][observer].as_u64().unwrap();
+        assert!(age >= 5_000, "{observer} saw a {age} ms ago: {}", status["health"]);
+    }
     let at_b = list_ids(&c, "b", &tenant);
     let lost: Vec<&String> = acked.iter().map(|a| &a.id).filter(|id| !at_b.contains(*id)).collect();
     assert!(lost.is_empty(), "contracts acknowledged before the failover are missing at b: {lost:?}");
@@ -141,4 +146,31 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
     let first_b = history(&c, "b", &tenant).iter().filter(|(o, _)| o == "b").map(|(_, t)| *t).min().unwrap();
     eprintln!("last write accepted by a {last_a}, first by b {first_b}: gap {} ms", first_b as i64 - last_a as i64);
     assert!(last_a < first_b, "two writers: a accepted a write at {last_a} ms, after b's first at {first_b} ms");
+}
+
+// After an automatic failover, the next one is declined until the policy's
+// cooldown has passed (no ping-pong): A fails, B takes over; A comes back;
+// B fails inside the cooldown and the controllers decline, saying so.
+#[test]
+fn automatic_failover_inside_the_cooldown_is_declined() {
+    let mut c = Cluster::new();
+    c.start_all();
+    c.kill_site("a");
+    c.wait_status("b owning every shard", &["b", "c"], |s| s["shard_counts"]["b"] == SHARDS);
+    c.start("a");
+    c.start_replicator("a");
+    c.wait_status("a reporting again", &SITES, |s| heartbeats_fresh(s) && s["replicators"].as_array().is_some_and(|r| r.len() == 3));
+    c.kill_site("b");
+    let declined = c.wait_for("the declined failover back to a", || {
+        audit(&c, &["a", "c"]).into_iter().find(|e| e["what"].as_str().unwrap_or("").contains("site b down; automatic failover to a declined"))
+    });
+    assert!(declined["result"].as_str().unwrap().contains("cooldown"), "{declined}");
+    // `tandem events` lists what tandem did by itself: the failover and the refusal.
+    let out = c.tandem(&["a", "c"], &["events", "--json"]);
+    let events: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = events.as_array().unwrap();
+    assert!(events.iter().all(|e| e["who"].as_str().unwrap().starts_with("controller@") || e["who"].as_str().unwrap().starts_with("replicator@")));
+    assert!(events.iter().any(|e| e["what"] == "move 32 shards (0-31) from a to b"), "{events:?}");
+    assert!(events.iter().any(|e| e["what"].as_str().unwrap().contains("site b down")), "{events:?}");
+    assert_eq!(c.status(&["a", "c"]).unwrap()["shard_counts"]["b"], SHARDS, "the cooldown did not hold");
 }

@@ -53,6 +53,10 @@ pub mod error_code {
     /// The shard is being drained for a switchover; retry, the new owner
     /// takes writes shortly.
     pub const MOVING: &str = "moving";
+    /// The write is stored at the owner but could not be acknowledged (its
+    /// in-city peer did not confirm and the controller could not record the
+    /// pair as async). Its outcome is unknown to the client.
+    pub const NOT_ACKNOWLEDGED: &str = "not-acknowledged";
     /// The replicator has no controller view yet (just started); retry.
     pub const NOT_READY: &str = "not-ready";
 }

@@ -20,6 +20,15 @@ use crate::write::PutHeader;
 
 /// Bytes of a file per put message.
 const PUT_CHUNK: usize = 1024 * 1024;
+/// How long a put keeps retrying refusals that pass by themselves.
+pub const RETRY_FOR: Duration = Duration::from_secs(10);
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// A refusal that stored nothing and is expected to pass shortly.
+fn is_transient(e: &ClientError) -> bool {
+    use tandem_proto::error_code as code;
+    matches!(e.code(), Some(code::NO_LEASE) | Some(code::MOVING) | Some(code::NOT_READY))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -83,11 +92,25 @@ impl ReplicatorClient {
 
     /// Stores a contract with the files at `files` (name, path). A put sent
     /// to a site that does not own the tenant's shard is resent once to the
-    /// owner it names.
+    /// owner it names. Refusals that store nothing and pass by themselves
+    /// (no lease for a moment, a shard being moved, a replicator starting)
+    /// are retried for up to [`RETRY_FOR`].
     pub async fn put(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
         for f in files {
             tokio::fs::metadata(&f.1).await.map_err(|e| ClientError::Io(format!("cannot read {}: {e}", f.1.display())))?;
         }
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.put_following_owner(addr, header, files).await {
+                Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_following_owner(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
         match self.put_once(addr, header, files).await {
             Err(PutError::NotOwner(owner, _)) if owner != addr => match self.put_once(&owner, header, files).await {
                 Ok(r) => Ok(r),

@@ -109,7 +109,7 @@ impl From<ReplicaError> for Status {
             ReplicaError::StaleEpoch { .. } => coded(Code::FailedPrecondition, msg, error_code::STALE_EPOCH),
             ReplicaError::Gap { .. } => Status::failed_precondition(msg),
             ReplicaError::Corrupt(_) => coded(Code::DataLoss, msg, error_code::CORRUPT),
-            ReplicaError::NotAcknowledged(_) => Status::unavailable(msg),
+            ReplicaError::NotAcknowledged(_) => coded(Code::Unavailable, msg, error_code::NOT_ACKNOWLEDGED),
             ReplicaError::Key(_) => Status::failed_precondition(msg),
             ReplicaError::Internal(_) => Status::internal(msg),
         }

@@ -40,28 +40,42 @@ pub struct Acknowledged {
 
 /// The shard and epoch this site may write `tenant` under, or why not.
 pub fn check_owner(site: &Site, tenant: &str) -> Result<(u32, u64), ReplicaError> {
+    // A site that (last it knew) does not own the shard sends the client
+    // to the owner without needing a lease; owning needs a valid one.
+    if let Some(err) = site.view.latest().and_then(|s| not_owner(site, &s, tenant)) {
+        return Err(err);
+    }
     let state = site.view.leased().ok_or_else(|| {
         ReplicaError::NoLease(format!(
-            "site {} has not reached a controller within {} s, so it cannot prove it still owns the shard",
+            "site {} has not reached the controller leader within {} s, so it cannot prove it still owns the shard",
             site.name,
             crate::view::LEASE.as_secs()
         ))
     })?;
+    if let Some(err) = not_owner(site, &state, tenant) {
+        return Err(err);
+    }
     let (shard, owner) = state
         .shard_for(tenant)
         .ok_or_else(|| ReplicaError::NoLease("the controller has no shard map yet".into()))?;
+    if let Some(to) = &owner.moving_to {
+        return Err(ReplicaError::Moving { shard, to: to.clone() });
+    }
+    Ok((shard, owner.epoch))
+}
+
+/// The redirect to `tenant`'s owner, when it is not this site.
+fn not_owner(site: &Site, state: &tandem_controller::state::ClusterState, tenant: &str) -> Option<ReplicaError> {
+    let (shard, owner) = state.shard_for(tenant)?;
     if owner.owner != site.name {
-        return Err(ReplicaError::NotOwner {
+        return Some(ReplicaError::NotOwner {
             shard,
             owner: owner.owner.clone(),
             owner_addr: site.addr_of(&owner.owner).unwrap_or("unknown").to_string(),
             epoch: owner.epoch,
         });
     }
-    if let Some(to) = &owner.moving_to {
-        return Err(ReplicaError::Moving { shard, to: to.clone() });
-    }
-    Ok((shard, owner.epoch))
+    None
 }
 
 /// `shard` is still this site's, under `epoch`, and not being drained.

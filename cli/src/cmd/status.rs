@@ -37,6 +37,9 @@ struct Report {
     replicators: Vec<ReplicatorHealth>,
     /// The answering controller's clock, to age the heartbeats.
     now_unix_ms: u64,
+    /// Per site, per controller that answered: milliseconds since that
+    /// controller last heard the site's replicator (null: never).
+    health: BTreeMap<String, tandem_controller::detect::Vantage>,
 }
 
 /// A heartbeat older than this is shown as stale: the replicator is down or
@@ -49,21 +52,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = first.cluster.clone();
 
     let mut nodes = BTreeMap::new();
+    // Every controller that answers, for its Raft view and its heartbeats.
+    let mut statuses = BTreeMap::new();
     let lookups = cluster.sites.values().map(|site| {
         let client = &client;
         let first = &first;
         async move {
-            let view = if site.name == first.raft.site {
-                Some(first.raft.clone())
-            } else {
-                client.status_at(&site.addr).await.ok().map(|s| s.raft)
-            };
-            (site.name.clone(), view)
+            let status = if site.name == first.raft.site { Some(first.clone()) } else { client.status_at(&site.addr).await.ok() };
+            (site.name.clone(), status)
         }
     });
-    for (name, view) in futures::future::join_all(lookups).await {
-        nodes.insert(name, view);
+    for (name, status) in futures::future::join_all(lookups).await {
+        nodes.insert(name.clone(), status.as_ref().map(|s| s.raft.clone()));
+        if let Some(s) = status {
+            statuses.insert(name, s);
+        }
     }
+    let health = tandem_controller::detect::vantage_points(&statuses, &cluster);
     // Before bootstrap the cluster state lists no sites: show the answering node.
     if nodes.is_empty() {
         nodes.insert(first.raft.site.clone(), Some(first.raft.clone()));
@@ -84,6 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster,
         replicators: first.replicators.clone(),
         now_unix_ms: first.now_unix_ms,
+        health,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -163,6 +169,28 @@ fn render(r: &Report) -> String {
     if !r.replicators.is_empty() {
         out.push('\n');
         out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS"], &replicator_rows(r)));
+        out.push('\n');
+    }
+    if !r.health.is_empty() {
+        let observers: Vec<String> = r.nodes.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| n.clone()).collect();
+        let mut header = vec!["HEALTH (seen by)".to_string()];
+        header.extend(observers.iter().map(|o| format!("controller {o}")));
+        let rows: Vec<Vec<String>> = r
+            .health
+            .iter()
+            .map(|(site, seen)| {
+                let mut row = vec![site.clone()];
+                row.extend(observers.iter().map(|o| match seen.get(o).copied().flatten() {
+                    None => "NEVER".to_string(),
+                    Some(ms) if ms > c.policy.down_after_s * 1000 => format!("LOST {}s", ms / 1000),
+                    Some(ms) => format!("ok {:.1}s", ms as f64 / 1000.0),
+                }));
+                row
+            })
+            .collect();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        out.push('\n');
+        out.push_str(&table(&header, &rows));
         out.push('\n');
     }
     out.push_str(&format!("\n(state from {}; {} audit entries)\n", r.answered_by, c.audit_len));
