@@ -223,6 +223,7 @@ impl ControlClient {
             expect_epoch: spec.expect_epoch,
             require_drained: spec.require_drained,
             automatic: spec.automatic,
+            require_sync: spec.require_sync,
         }))
         .await
     }

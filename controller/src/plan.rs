@@ -81,6 +81,9 @@ pub struct Decision {
     pub backlog: Loss,
     /// Why nothing will be done; `None` when the plan can go ahead.
     pub refused: Option<String>,
+    /// The plan counts on the in-city pair being in sync (no loss): the
+    /// move is refused if it left sync before it commits.
+    pub requires_sync: bool,
     /// The steps, in words, for the prompt and the audit log.
     pub steps: Vec<String>,
 }
@@ -128,6 +131,7 @@ fn empty(action: &str, from: &str) -> Decision {
         expected_loss: Loss::default(),
         backlog: Loss::default(),
         refused: None,
+        requires_sync: false,
         steps: Vec::new(),
     }
 }
@@ -220,6 +224,7 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
         return refuse(d, why);
     }
     d.target = Some(to.into());
+    d.requires_sync = in_sync;
     d.steps = vec![
         format!("fence: {from} may no longer write the {} shards (it stops as soon as it sees this)", d.shards.len()),
         format!("wait {} s, one full write lease, so no lease {from} may still hold is valid", WRITE_LEASE.as_secs()),
@@ -389,6 +394,7 @@ mod tests {
         assert_eq!(d.shards, vec![0, 1, 2, 3]);
         assert_eq!(d.expected_loss, Loss::default());
         assert!(d.steps.iter().any(|s| s.contains("no acknowledged write is lost")));
+        assert!(d.requires_sync, "a lossless plan must not commit once the pair left sync");
     }
 
     #[test]
@@ -402,6 +408,7 @@ mod tests {
         let d = plan(&state, &o, &failover(true, false));
         assert_eq!(d.refused, None);
         assert_eq!(d.expected_loss.entries, 9, "the loss is stated even when accepted");
+        assert!(!d.requires_sync);
         // Never automatically.
         let d = plan(&state, &o, &failover(false, true));
         assert!(d.refused.as_deref().unwrap().contains("only an operator"), "{:?}", d.refused);

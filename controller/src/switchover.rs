@@ -134,12 +134,13 @@ pub(crate) fn move_spec(decision: &Decision, step: MoveStep, expect_epoch: Optio
         expect_epoch,
         require_drained: true,
         automatic,
+        require_sync: decision.requires_sync,
     }
 }
 
 /// Undoes an unfinished drain (the source writes again).
 pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, who: &str, why: &str) -> Result<String, SwitchoverError> {
-    let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false, automatic: false };
+    let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false, automatic: false, require_sync: false };
     let o = client.shard_move(&spec, who, why).await?;
     if !o.result.starts_with("ok") {
         return Err(SwitchoverError::StepRefused { step: "cancel", result: o.result });

@@ -51,7 +51,14 @@ async fn refresh_view(site: &Site, leader_addr: &str) {
 /// The sync timeout bounds *silence*, not the whole transfer: while bytes
 /// keep flowing to the peer the write keeps waiting, so a large file is
 /// not mistaken for a dead peer.
-pub async fn confirm(site: &Site, seq: u64, bytes: u64) -> Result<String, ReplicaError> {
+///
+/// `written` is the write's (shard, epoch). A write the peer did not
+/// confirm is acknowledged only if, once the pair is recorded async, the
+/// shard is still this site's under that epoch and not being moved: a
+/// failover may have given it away meanwhile, and then the peer (the new
+/// owner) may never get this write, so acknowledging it would promise a
+/// contract that could be lost.
+pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> Result<String, ReplicaError> {
     let me = &site.name;
     let stall = site.sync_timeout + Duration::from_millis(bytes.saturating_mul(1000) / PEER_SYNC_RATE);
     let ms = stall.as_millis();
@@ -80,6 +87,12 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64) -> Result<String, Replic
             Ok(o) if o.result.starts_with("ok") => {
                 refresh_view(site, &o.leader_addr).await;
                 tracing::warn!(site = %me, peer = %peer, seq, "peer did not confirm in time; pair recorded async");
+                if let Err(e) = crate::write::still_owner(site, written.0, written.1) {
+                    return Err(ReplicaError::NotAcknowledged(format!(
+                        "write is stored at {me} (log entry {seq}) but NOT acknowledged: {peer} did not confirm it and \
+                         the shard is no longer this site's to write ({e}); it stays in {me}'s log for reconciliation"
+                    )));
+                }
                 return Ok(format!("async: {why}; pair recorded async (audit #{})", o.audit_seq));
             }
             // Someone changed the mode first: look again.

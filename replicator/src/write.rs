@@ -79,7 +79,7 @@ fn not_owner(site: &Site, state: &tandem_controller::state::ClusterState, tenant
 }
 
 /// `shard` is still this site's, under `epoch`, and not being drained.
-fn still_owner(site: &Site, shard: u32, epoch: u64) -> Result<(), ReplicaError> {
+pub(crate) fn still_owner(site: &Site, shard: u32, epoch: u64) -> Result<(), ReplicaError> {
     let state = site.view.leased().ok_or_else(|| {
         ReplicaError::NoLease(format!("site {} lost its controller view during the write; nothing was stored", site.name))
     })?;
@@ -268,7 +268,7 @@ impl<'a> PutSession<'a> {
         .await?;
         let committed_ms = t0.elapsed().as_millis();
         let bytes = record.files.iter().map(|f| f.ciphertext_len).sum();
-        let replication = crate::sync::confirm(self.site, seq, bytes).await?;
+        let replication = crate::sync::confirm(self.site, seq, bytes, (shard, epoch)).await?;
         tracing::debug!(seq, bytes, stored_ms, committed_ms, confirmed_ms = t0.elapsed().as_millis() as u64, "put timing after the last byte arrived");
         Ok((record, Acknowledged { seq, replication }))
     }
@@ -360,6 +360,6 @@ pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, wh
     };
     let change = Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: tombstone.clone() };
     let seq = append(site, shard, epoch, change, |seq, batch| shred(site, &head, &tombstone, seq, batch)).await?;
-    let replication = crate::sync::confirm(site, seq, 0).await?;
+    let replication = crate::sync::confirm(site, seq, 0, (shard, epoch)).await?;
     Ok(Acknowledged { seq, replication })
 }

@@ -57,6 +57,11 @@ pub struct ShardMoveSpec {
     /// Set by the automatic failover: the move starts the cooldown.
     #[serde(default)]
     pub automatic: bool,
+    /// `move` only: refuse unless the in-city pair of `from` and `to` is
+    /// in sync mode now (a failover planned as lossless must not commit if
+    /// the pair left sync meanwhile).
+    #[serde(default)]
+    pub require_sync: bool,
 }
 
 /// "3 shards (0-1, 7)" for the audit log.
@@ -94,6 +99,16 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
         let role = state.sites[&spec.to].role;
         if matches!(role, SiteRole::Fenced | SiteRole::Recovering) {
             return refuse(format!("target {} is {}; it cannot take shards", spec.to, role.as_str()));
+        }
+    }
+    if spec.step == MoveStep::Move && spec.require_sync {
+        let pair = state.pairs.iter().find(|p| {
+            (p.site_a == spec.from && p.site_b == spec.to) || (p.site_a == spec.to && p.site_b == spec.from)
+        });
+        match pair {
+            Some(p) if p.mode == crate::state::ReplicationMode::Sync => {}
+            Some(p) => return refuse(format!("the pair left sync mode (now {}, state id {}): {} may be missing writes", p.mode.as_str(), p.state_id, spec.to)),
+            None => return refuse(format!("{} and {} are not an in-city pair", spec.from, spec.to)),
         }
     }
     // Check every shard before changing any: a step applies to all or none.
@@ -162,7 +177,28 @@ mod tests {
     }
 
     fn spec(step: MoveStep, shards: &[u32]) -> ShardMoveSpec {
-        ShardMoveSpec { step, from: "a".into(), to: "b".into(), shards: shards.to_vec(), expect_epoch: None, require_drained: true, automatic: false }
+        ShardMoveSpec {
+            step,
+            from: "a".into(),
+            to: "b".into(),
+            shards: shards.to_vec(),
+            expect_epoch: None,
+            require_drained: true,
+            automatic: false,
+            require_sync: false,
+        }
+    }
+
+    #[test]
+    fn a_lossless_move_is_refused_once_the_pair_left_sync() {
+        let mut s = state();
+        apply_at(&mut s, &spec(MoveStep::Drain, &[0]));
+        s.pairs[0].mode = crate::state::ReplicationMode::Async;
+        let mut m = spec(MoveStep::Move, &[0]);
+        m.require_sync = true;
+        let r = apply_at(&mut s, &m);
+        assert!(!r.changed && r.result.contains("left sync mode"), "{}", r.result);
+        assert_eq!(s.shards[0].owner, "a");
     }
 
     fn apply_at(s: &mut ClusterState, spec: &ShardMoveSpec) -> Applied {

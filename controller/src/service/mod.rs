@@ -199,6 +199,7 @@ impl Control for ControlService {
             expect_epoch: r.expect_epoch,
             require_drained: r.require_drained,
             automatic: r.automatic,
+            require_sync: r.require_sync,
         };
         self.propose(Command::ShardMove(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
