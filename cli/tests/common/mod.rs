@@ -20,8 +20,20 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub const SITES: [&str; 3] = ["a", "b", "c"];
 pub const SHARDS: u32 = 64;
 
+/// A port for a daemon to listen on. Taken below the kernel's ephemeral
+/// range (32768..), so no outgoing connection can grab it between this
+/// check and the daemon's bind; spread by process id and a counter so the
+/// tests of one binary (threads) and consecutive binaries do not collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = 20_000 + ((pid.wrapping_mul(97) + n * 13) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Cluster {
