@@ -132,6 +132,18 @@ fn consecutive_free_ports() -> u16 {
     }
 }
 
+/// Kills a process if the test panics before it stopped it, so a failed
+/// test does not leave a demo cluster running.
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill").args(["-9", &self.0.to_string()]).status();
+        }
+    }
+}
+
 /// Starts `tandem demo` and waits for its ready line.
 fn start_demo(dir: &Path, base: u16) -> (Child, Vec<String>) {
     let mut child = Command::new(TANDEM)
@@ -177,6 +189,7 @@ fn demo_starts_stops_and_recovers() {
     let base = consecutive_free_ports();
     let controllers = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
     let (child, lines) = start_demo(dir.path(), base);
+    let _reaper = KillOnPanic(child.id());
     let text = lines.join("\n");
     assert!(text.contains("three sites up, leader is site"), "{text}");
     assert!(text.contains(&dir.path().canonicalize().unwrap().display().to_string()), "demo must print its data dir: {text}");
@@ -211,6 +224,7 @@ fn demo_starts_stops_and_recovers() {
     assert!(rest.contains("tandem demo: stopped"), "{rest}");
 
     let (child, _) = start_demo(dir.path(), base);
+    let _reaper = KillOnPanic(child.id());
     let out = run_bounded(Command::new(TANDEM).args(["audit", "--json"]).env("TANDEM_CONTROLLERS", &controllers));
     assert!(audit_has(&out, "pause automatic actions", "demo test"), "state lost across demo restart");
     let out = run_bounded(Command::new(TANDEM).args(["status"]).env("TANDEM_CONTROLLERS", &controllers));

@@ -107,9 +107,11 @@ impl ControlClient {
         match tokio::time::timeout(self.call_timeout, fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             // Our servers mark their own refusals with an error code; an
-            // unmarked UNAVAILABLE/UNKNOWN/CANCELLED comes from the transport.
-            Ok(Err(s))
-                if error_code(&s).is_none() && matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) =>
+            // unmarked UNAVAILABLE/UNKNOWN/CANCELLED comes from the transport,
+            // and UNIMPLEMENTED/INTERNAL from something that is not a tandem
+            // controller (e.g. a middlebox answering HTTP 404 for a host
+            // whose route is gone).
+            Ok(Err(s)) if error_code(&s).is_none() && is_transport_failure(&s) =>
             {
                 Err(CallError::Unreachable(s.message().to_string()))
             }
@@ -320,6 +322,12 @@ impl ControlClient {
         }
         Err(Round::Failed(no_controller(tried)))
     }
+}
+
+/// A status that says nothing about the controller's decision.
+pub fn is_transport_failure(s: &tonic::Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Unimplemented | Code::DeadlineExceeded)
+        || s.message().contains("grpc-status header missing")
 }
 
 fn error_code(s: &tonic::Status) -> Option<&str> {

@@ -52,7 +52,7 @@ impl ClientError {
 
 fn refused(addr: &str, s: tonic::Status) -> ClientError {
     let code = s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if code.is_none() && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
+    if code.is_none() && tandem_controller::client::is_transport_failure(&s) {
         return ClientError::Unreachable { addr: addr.to_string(), reason: s.message().to_string() };
     }
     ClientError::Refused { code, message: s.message().to_string() }
