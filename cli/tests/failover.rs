@@ -174,3 +174,34 @@ fn automatic_failover_inside_the_cooldown_is_declined() {
     assert!(events.iter().any(|e| e["what"].as_str().unwrap().contains("site b down")), "{events:?}");
     assert_eq!(c.status(&["a", "c"]).unwrap()["shard_counts"]["b"], SHARDS, "the cooldown did not hold");
 }
+
+// A's acknowledged writes that only B received (the DR site was down) reach
+// the DR site after A is lost: B, now their owner, copies what C lacks.
+#[test]
+fn writes_only_the_failed_sites_peer_had_reach_the_dr_site() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "relay");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deed.pdf");
+    std::fs::write(&file, vec![9u8; 10 * 1024]).unwrap();
+    c.kill_replicator("c");
+    let ids = ["r1", "r2", "r3"];
+    for id in ids {
+        let out = c.contract("a", &["put", "--tenant", &tenant, "--id", id, "--file", &file.display().to_string()]);
+        assert!(out.status.success() && stdout(&out).contains("sync"), "{}", stderr(&out));
+    }
+    c.kill_site("a");
+    c.wait_status("b owning a's shards", &["b", "c"], |s| s["shard_counts"]["b"] == SHARDS);
+    c.start_replicator("c");
+    c.wait_for("c holding every contract a acknowledged", || {
+        let out = c.contract("c", &["list", "--json", "--tenant", &tenant]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let at_c: Vec<&str> = v.as_array()?.iter().filter_map(|c| c["contract_id"].as_str()).collect();
+        ids.iter().all(|id| at_c.contains(id)).then_some(())
+    });
+    let out = dir.path().join("read");
+    let got = c.contract("c", &["get", "--tenant", &tenant, "--id", "r2", "--out", &out.display().to_string()]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(std::fs::read(out.join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
+}

@@ -19,6 +19,7 @@
 //! Crypto lives in `tandem-crypto`; this crate never sees a KEK, and only
 //! [`read`] and [`write`] ever hold a plaintext data key.
 
+pub mod anti_entropy;
 pub mod apply;
 pub mod blob;
 pub mod client;

@@ -117,6 +117,7 @@ impl Replicator {
             tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));
         }
         tasks.push(tokio::spawn(crate::gc::run(site.clone())));
+        tasks.push(tokio::spawn(crate::anti_entropy::run(site.clone())));
         tasks.push(tokio::spawn(recover_loop(site.clone())));
         let beats = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);
         tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, local_addr.to_string())));
