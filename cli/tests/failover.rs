@@ -146,6 +146,31 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
     let first_b = history(&c, "b", &tenant).iter().filter(|(o, _)| o == "b").map(|(_, t)| *t).min().unwrap();
     eprintln!("last write accepted by a {last_a}, first by b {first_b}: gap {} ms", first_b as i64 - last_a as i64);
     assert!(last_a < first_b, "two writers: a accepted a write at {last_a} ms, after b's first at {first_b} ms");
+
+    // What a stored but b never got is listed as divergent (never repaired),
+    // and none of it was ever acknowledged.
+    let only_at_a: std::collections::BTreeSet<String> = {
+        let out = c.contract("a", &["list", "--json", "--tenant", &tenant]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().iter().map(|x| x["contract_id"].as_str().unwrap().to_string()).filter(|id| !list_ids(&c, "b", &tenant).contains(id)).collect()
+    };
+    let report = c.wait_for("verify to answer with every site back", || {
+        let out = c.tandem(&SITES, &["verify", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).ok()
+    });
+    let divergent: std::collections::BTreeSet<String> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "divergent")
+        .map(|d| {
+            assert_eq!(d["site"], "a", "{d}");
+            d["contract_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    eprintln!("divergent writes kept at a: {divergent:?}");
+    assert_eq!(divergent, only_at_a, "{report}");
+    assert!(acked_a.iter().all(|a| !divergent.contains(&a.id)), "an acknowledged write is divergent");
 }
 
 // After an automatic failover, the next one is declined until the policy's

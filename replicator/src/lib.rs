@@ -25,6 +25,7 @@ pub mod blob;
 pub mod client;
 pub mod config;
 pub mod digest;
+pub mod divergent;
 pub mod error;
 pub mod gc;
 pub mod ids;

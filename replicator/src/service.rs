@@ -223,6 +223,10 @@ impl Replication for ReplicationService {
         Ok(Response::new(Box::pin(chunks)))
     }
 
+    async fn divergent(&self, _req: Request<pb::DivergentRequest>) -> Result<Response<pb::DivergentReply>, Status> {
+        Ok(Response::new(pb::DivergentReply { entries: crate::divergent::entries(&self.site)? }))
+    }
+
     async fn scrub(&self, _req: Request<pb::ScrubRequest>) -> Result<Response<pb::ScrubReply>, Status> {
         let count = self.site.view.latest().map(|s| s.shards.len() as u32).ok_or_else(|| Status::unavailable("no controller view yet"))?;
         let done = crate::scrub::scrub(&self.site, count).await?;

@@ -27,6 +27,10 @@ pub enum Kind {
     /// The site's stored file does not match its own record (found by a
     /// deep verify, which reads every file back).
     Corrupt,
+    /// Written at this site under an epoch that has since moved, and never
+    /// received by the shard's current owner: kept for reconciliation,
+    /// never repaired automatically.
+    Divergent,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -131,6 +135,27 @@ pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, clus
     if deep {
         scrub_all(transport, sites, cluster, &mut report).await?;
     }
+    for (name, addr) in sites {
+        let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
+        for e in call(name, c.divergent(pb::DivergentRequest {})).await?.entries {
+            report.differences.push(Difference {
+                shard: e.shard,
+                owner: e.current_owner.clone(),
+                site: name.clone(),
+                tenant: e.tenant,
+                contract_id: e.contract_id,
+                kind: Kind::Divergent,
+                detail: format!(
+                    "{name}'s log entry {} ({}) was written under epoch {}; {} owns the shard under epoch {} and never received it",
+                    e.seq,
+                    if e.version == 0 { "destroy".to_string() } else { format!("version {}", e.version) },
+                    e.epoch,
+                    e.current_owner,
+                    e.current_epoch
+                ),
+            });
+        }
+    }
     Ok(report)
 }
 
@@ -188,6 +213,10 @@ pub async fn repair(transport: Transport, sites: &BTreeMap<String, String>, repo
             Kind::Extra => format!(
                 "{}/{} at {}: not repaired (the owner {} lacks it; investigate before removing anything)",
                 d.tenant, d.contract_id, d.site, d.owner
+            ),
+            Kind::Divergent => format!(
+                "{}/{} at {}: divergent write kept for reconciliation, not repaired ({})",
+                d.tenant, d.contract_id, d.site, d.detail
             ),
             Kind::Missing | Kind::Different | Kind::Corrupt => {
                 let Some(addr) = sites.get(&d.site) else { continue };

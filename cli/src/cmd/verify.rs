@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     // A script can tell "differences found" from success.
-    let unrepaired = report.repairs.iter().any(|l| l.contains("FAILED") || l.contains("not repaired"));
+    let unrepaired = report.repairs.iter().any(|l| l.contains("FAILED") || l.contains("not repaired") || l.contains("divergent"));
     if !report.differences.is_empty() && (!args.repair || unrepaired) {
         std::process::exit(3);
     }
