@@ -45,6 +45,8 @@ enum Command {
     Switchover(cmd::switchover::Args),
     /// Unplanned move of a failed site's shards (refused when it would lose writes, unless --accept-data-loss).
     Failover(cmd::failover::Args),
+    /// Bring a site back after a failover: recovering, catch up, divergent writes listed, active again.
+    Failback(cmd::failback::Args),
     /// Put, get, list or destroy contracts at a replicator.
     Contract(cmd::contract::Args),
     /// Measure replication throughput and write latency against a same-run baseline (use a release build).
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
             Command::Contract(args) => cmd::contract::run(args).await,
             Command::Switchover(args) => cmd::switchover::run(args).await,
             Command::Failover(args) => cmd::failover::run(args).await,
+            Command::Failback(args) => cmd::failback::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,

@@ -55,6 +55,25 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
     assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
     assert!(moved["why"].as_str().unwrap().contains("site a lost"), "{moved}");
+
+    // Failback: a returns, catches up as recovering, becomes active, and a
+    // switchover gives its shards back with everything b wrote meanwhile.
+    c.start("a");
+    c.start_replicator("a");
+    let out = c.tandem(&SITES, &["failback", "--site", "a", "--reason", "a repaired", "--yes", "--json"]);
+    assert!(out.status.success(), "failback failed: {}\n{}", stderr(&out), stdout(&out));
+    let text = stdout(&out);
+    let result: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let back = result["return_shards"][0].as_str().unwrap().to_string();
+    assert!(back.starts_with("tandem switchover --from b --to a --shards 0-31"), "{back}");
+    let whats: Vec<String> = audit(&c, &SITES).iter().map(|e| e["what"].as_str().unwrap().to_string()).collect();
+    assert!(whats.contains(&"site a: active -> recovering".to_string()) && whats.contains(&"site a: recovering -> active".to_string()), "{whats:?}");
+    let out = c.tandem(&SITES, &["switchover", "--from", "b", "--to", "a", "--shards", "0-31", "--reason", "failback of a", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(c.status(&SITES).unwrap()["shard_counts"]["a"], SHARDS / 2);
+    let at_a = list_ids(&c, "a", &tenant);
+    let missing: Vec<&String> = acked.iter().map(|a| &a.id).filter(|id| !at_a.contains(*id)).collect();
+    assert!(missing.is_empty(), "a got its shards back without: {missing:?}");
 }
 
 // While automatic actions are paused, a site loss is detected but the

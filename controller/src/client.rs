@@ -62,6 +62,7 @@ enum Proposal {
     PairMode(pb::PairModeRequest),
     ShardMove(pb::ShardMoveRequest),
     Event(pb::EventRequest),
+    SiteRole(pb::SiteRoleRequest),
 }
 
 /// What a committed change produced.
@@ -158,6 +159,33 @@ impl ControlClient {
         Err(no_controller(tried))
     }
 
+    /// The agreed state (from the first controller that answers) and what
+    /// every answering controller observes of the replicators, merged: for
+    /// each site its freshest heartbeat, aged on the clock of the node that
+    /// received it. A controller that just restarted has heard nobody yet;
+    /// the planner must not take that for a site being down.
+    pub async fn observe(&self) -> Result<(NodeStatus, crate::plan::Observations), ClientError> {
+        let (_, first) = self.status().await?;
+        let now = first.now_unix_ms;
+        let others = futures::future::join_all(self.addrs.iter().map(|a| self.status_at(a))).await;
+        let mut freshest: std::collections::BTreeMap<String, ReplicatorHealth> = Default::default();
+        for s in std::iter::once(&first).chain(others.iter().flatten()) {
+            for h in &s.replicators {
+                let age = s.now_unix_ms.saturating_sub(h.received_at_unix_ms);
+                let mut h = h.clone();
+                h.received_at_unix_ms = now.saturating_sub(age);
+                match freshest.get(&h.site) {
+                    Some(old) if old.received_at_unix_ms >= h.received_at_unix_ms => {}
+                    _ => {
+                        freshest.insert(h.site.clone(), h);
+                    }
+                }
+            }
+        }
+        let obs = crate::plan::Observations { replicators: freshest.into_values().collect(), now_unix_ms: now };
+        Ok((first, obs))
+    }
+
     /// Status from the first controller that answers, with its address.
     pub async fn status(&self) -> Result<(String, NodeStatus), ClientError> {
         let mut tried = Vec::new();
@@ -230,6 +258,18 @@ impl ControlClient {
         .await
     }
 
+    /// Sets a site's role (compare-and-set on `spec.expect`).
+    pub async fn set_site_role(&self, spec: &crate::ops::SiteRoleSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        self.propose(Proposal::SiteRole(pb::SiteRoleRequest {
+            who: who.into(),
+            why: why.into(),
+            site: spec.site.clone(),
+            expect: spec.expect.as_str().into(),
+            role: spec.role.as_str().into(),
+        }))
+        .await
+    }
+
     /// Records an event in the audit log.
     pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
         self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into() })).await
@@ -280,6 +320,7 @@ impl ControlClient {
                     Proposal::PairMode(req) => self.bounded(c.set_pair_mode(req)).await,
                     Proposal::ShardMove(req) => self.bounded(c.shard_move(req)).await,
                     Proposal::Event(req) => self.bounded(c.record_event(req)).await,
+                    Proposal::SiteRole(req) => self.bounded(c.set_site_role(req)).await,
                 },
                 Err(e) => Err(e),
             };

@@ -6,7 +6,7 @@
 use anyhow::Context;
 use serde_json::json;
 use tandem_controller::failover;
-use tandem_controller::plan::{plan, Action, Observations};
+use tandem_controller::plan::{plan, Action};
 
 use super::{present_plan, Audited, Target};
 
@@ -37,7 +37,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     args.audited.check_reason()?;
     let client = args.target.client();
-    let (_, status) = client.status().await?;
+    let (status, obs) = client.observe().await?;
     let from = match &args.from {
         Some(f) => f.clone(),
         None => status
@@ -47,7 +47,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .find_map(|p| (p.site_a == args.to).then(|| p.site_b.clone()).or_else(|| (p.site_b == args.to).then(|| p.site_a.clone())))
             .with_context(|| format!("{} has no in-city peer: name the failed site with --from", args.to))?,
     };
-    let obs = Observations { replicators: status.replicators.clone(), now_unix_ms: status.now_unix_ms };
     let action = Action::Failover { from, to: args.to.clone(), accept_data_loss: args.accept_data_loss, automatic: false };
     let decision = plan(&status.cluster, &obs, &action);
     if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::json;
-use tandem_controller::plan::{plan, Action, Observations};
+use tandem_controller::plan::{plan, Action};
 use tandem_controller::switchover;
 
 use super::{present_plan, Audited, Target};
@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let client = args.target.client();
-    let (_, status) = client.status().await?;
+    let (status, obs) = client.observe().await?;
     if args.cancel {
         let shards: Vec<u32> = args.shards.clone().map(|l| l.0).unwrap_or_else(|| {
             (0..status.cluster.shards.len() as u32)
@@ -107,7 +107,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let obs = Observations { replicators: status.replicators.clone(), now_unix_ms: status.now_unix_ms };
     let action = Action::Switchover { from: args.from.clone(), to: args.to.clone(), shards: args.shards.clone().map(|l| l.0) };
     let decision = plan(&status.cluster, &obs, &action);
     if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {

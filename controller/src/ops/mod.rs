@@ -9,6 +9,7 @@ mod bootstrap;
 mod pair_mode;
 mod pause;
 mod shard_move;
+mod site_role;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,7 @@ pub use bootstrap::BootstrapSpec;
 pub(crate) use bootstrap::test_state;
 pub use pair_mode::PairModeSpec;
 pub use shard_move::{describe_shards, MoveStep, ShardMoveSpec};
+pub use site_role::SiteRoleSpec;
 
 use crate::state::{AuditEntry, ClusterState};
 
@@ -37,6 +39,8 @@ pub enum Command {
     /// An event for the audit log only (detections, declined automatic
     /// actions): `what` happened, with `result`.
     Event { what: String, result: String },
+    /// Sets a site's role (failback: recovering, then active again).
+    SetSiteRole(SiteRoleSpec),
 }
 
 /// Who asked and why, stamped by the node that proposed the command.
@@ -83,6 +87,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
         Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms),
         Command::Event { what, result } => Applied { what: what.clone(), result: result.clone(), changed: false },
+        Command::SetSiteRole(spec) => site_role::apply(state, spec),
     };
     state.audit_len += 1;
     let entry = AuditEntry {

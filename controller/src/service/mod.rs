@@ -20,7 +20,8 @@ use tonic::{Request, Response, Status};
 use crate::clock::Clock;
 use crate::health::HealthBoard;
 use crate::node::node_status;
-use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec};
+use crate::state::SiteRole;
+use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec, SiteRoleSpec};
 use crate::state::ReplicationMode;
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
@@ -185,6 +186,13 @@ impl Control for ControlService {
             return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
         }
         self.propose(Command::Event { what: r.what, result: r.result }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+    }
+
+    async fn set_site_role(&self, req: Request<pb::SiteRoleRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let r = req.into_inner();
+        let role = |s: &str| SiteRole::parse(s).ok_or_else(|| Status::invalid_argument(format!("unknown site role {s:?}")));
+        let spec = SiteRoleSpec { site: r.site, expect: role(&r.expect)?, role: role(&r.role)? };
+        self.propose(Command::SetSiteRole(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
