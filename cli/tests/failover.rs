@@ -93,6 +93,10 @@ fn paused_cluster_declines_and_records_then_operator_fails_over() {
     assert!(declined["result"].as_str().unwrap().contains("paused"), "{declined}");
     assert_eq!(c.status(&survivors).unwrap()["shard_counts"]["a"], SHARDS / 2, "paused, yet shards moved");
 
+    let out = c.tandem(&survivors, &["failover", "--to", "b", "--expect-owner", "c", "--reason", "wrong guess", "--yes"]);
+    assert!(!out.status.success() && stderr(&out).contains("--expect-owner c"), "{}", stderr(&out));
+    let out = c.tandem(&survivors, &["failover", "--to", "b", "--expect-epoch", "9", "--reason", "stale", "--yes"]);
+    assert!(!out.status.success() && stderr(&out).contains("--expect-epoch 9 is stale"), "{}", stderr(&out));
     let out = c.tandem(&survivors, &["failover", "--to", "b", "--reason", "a lost power", "--yes", "--json"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();

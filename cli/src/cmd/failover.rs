@@ -3,7 +3,7 @@
 //! missing acknowledged writes (pair not in sync) unless
 //! `--accept-data-loss`, and then the expected loss is stated.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::json;
 use tandem_controller::failover;
 use tandem_controller::plan::{plan, Action};
@@ -27,6 +27,10 @@ pub struct Args {
     /// Refuse unless every shard of --from still has this epoch.
     #[arg(long)]
     pub expect_epoch: Option<u64>,
+    /// Refuse unless the site whose shards move is this one (guards a
+    /// script against acting on a changed layout).
+    #[arg(long)]
+    pub expect_owner: Option<String>,
     #[command(flatten)]
     pub audited: Audited,
     /// Print JSON.
@@ -47,6 +51,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .find_map(|p| (p.site_a == args.to).then(|| p.site_b.clone()).or_else(|| (p.site_b == args.to).then(|| p.site_a.clone())))
             .with_context(|| format!("{} has no in-city peer: name the failed site with --from", args.to))?,
     };
+    if let Some(owner) = &args.expect_owner {
+        if owner != &from {
+            bail!("--expect-owner {owner}: the shards would move from {from}; nothing changed");
+        }
+    }
     let action = Action::Failover { from, to: args.to.clone(), accept_data_loss: args.accept_data_loss, automatic: false };
     let decision = plan(&status.cluster, &obs, &action);
     if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {
