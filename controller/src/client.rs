@@ -202,8 +202,25 @@ impl ControlClient {
     /// The newest `limit` audit entries (newest first), from the first
     /// controller that answers.
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        self.audit_from(&self.addrs, limit).await
+    }
+
+    /// The audit log as the leader has it (a node that just restarted may
+    /// not have replayed the latest entries yet). Falls back to any node.
+    pub async fn leader_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        if let Ok(status) = self.leader_status().await {
+            if let Some(addr) = status.raft.leader_addr {
+                if let Ok(entries) = self.audit_from(&[addr], limit).await {
+                    return Ok(entries);
+                }
+            }
+        }
+        self.audit(limit).await
+    }
+
+    async fn audit_from(&self, addrs: &[String], limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
         let mut tried = Vec::new();
-        for addr in &self.addrs {
+        for addr in addrs {
             let result = match self.client(addr) {
                 Ok(mut c) => self.bounded(c.audit(pb::AuditRequest { limit })).await,
                 Err(e) => Err(e),

@@ -141,7 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Where the site's shards went, from the audit log's moves:
 /// (new owner, shard ranges as `--shards` takes them).
 async fn shards_moved_away(client: &tandem_controller::client::ControlClient, site: &str) -> Vec<(String, String)> {
-    let Ok(entries) = client.audit(10_000).await else { return Vec::new() };
+    let Ok(entries) = client.leader_audit(10_000).await else { return Vec::new() };
     let prefix = "move ";
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.result.starts_with("ok") && e.what.starts_with(prefix)) {
