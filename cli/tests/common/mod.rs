@@ -292,9 +292,17 @@ impl Cluster {
         )
     }
 
+    /// `tandem status --json` asked of `sites`; a few tries, because on a
+    /// loaded machine one call can miss its 2 s bound.
     pub fn status(&self, sites: &[&str]) -> Option<Value> {
-        let out = self.tandem(sites, &["status", "--json", "--timeout-ms", "2000"]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        for _ in 0..3 {
+            let out = self.tandem(sites, &["status", "--json", "--timeout-ms", "2000"]);
+            if out.status.success() {
+                return Some(serde_json::from_slice(&out.stdout).unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
     }
 
     /// Polls `status` (asked of `sites`) until `cond` holds.
