@@ -47,6 +47,8 @@ enum Command {
     Failover(cmd::failover::Args),
     /// Bring a site back after a failover: recovering, catch up, divergent writes listed, active again.
     Failback(cmd::failback::Args),
+    /// City-wide disaster: make the DR site the only member and owner of every shard.
+    Dr(cmd::dr::Args),
     /// Put, get, list or destroy contracts at a replicator.
     Contract(cmd::contract::Args),
     /// Measure replication throughput and write latency against a same-run baseline (use a release build).
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Command::Switchover(args) => cmd::switchover::run(args).await,
             Command::Failover(args) => cmd::failover::run(args).await,
             Command::Failback(args) => cmd::failback::run(args).await,
+            Command::Dr(args) => cmd::dr::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,

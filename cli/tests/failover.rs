@@ -257,3 +257,54 @@ fn writes_only_the_failed_sites_peer_had_reach_the_dr_site() {
     assert!(got.status.success(), "{}", stderr(&got));
     assert_eq!(std::fs::read(out.join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
 }
+
+// City-wide disaster: A and B are lost. `tandem dr activate` on C's
+// (stopped) controller makes C the only member and owner of every shard;
+// C serves what it had and takes new writes; A's controller, restarted with
+// its old data, refuses to act (no second cluster).
+#[test]
+fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "city");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deed.pdf");
+    std::fs::write(&file, b"signed before the disaster").unwrap();
+    let out = c.contract("a", &["put", "--tenant", &tenant, "--id", "before", "--file", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait_for("c has the contract", || list_ids(&c, "c", &tenant).contains("before").then_some(()));
+
+    c.kill_site("a");
+    c.kill_site("b");
+    // Refused while C's own controller runs (its store is in use).
+    let config = c.config_path("c").display().to_string();
+    let out = c.tandem(&["c"], &["dr", "activate", "--config", &config, "--reason", "city-1 lost", "--yes"]);
+    assert!(!out.status.success() && stderr(&out).contains("still running"), "{}", stderr(&out));
+    c.kill("c");
+    let out = c.tandem(&["c"], &["dr", "activate", "--config", &config, "--reason", "city-1 lost", "--yes"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    assert!(stdout(&out).contains("generation 2"), "{}", stdout(&out));
+    c.start("c");
+    c.wait_status("c leading generation 2 and owning every shard", &["c"], |s| {
+        s["cluster"]["generation"] == 2 && s["shard_counts"]["c"] == SHARDS && leader_of(s).as_deref() == Some("c")
+    });
+
+    let out = dir.path().join("read");
+    let got = c.contract("c", &["get", "--tenant", &tenant, "--id", "before", "--out", &out.display().to_string()]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    let put = c.contract("c", &["put", "--json", "--tenant", &tenant, "--id", "after", "--file", &file.display().to_string()]);
+    assert!(put.status.success(), "c does not take writes: {}", stderr(&put));
+    let v: Value = serde_json::from_slice(&put.stdout).unwrap();
+    assert_eq!(v["contract"]["origin"], "c");
+    assert_eq!(v["contract"]["epoch"], 2);
+
+    // The old city's controller, with its old data, refuses to act.
+    c.start("a");
+    let exit = c.wait_exit("a");
+    assert!(!exit.success());
+    let log = c.log("a");
+    assert!(log.contains("fenced") && log.contains("generation 2"), "{log}");
+    let s = c.status(&["c"]).unwrap();
+    assert_eq!(s["cluster"]["generation"], 2);
+    assert_eq!(s["cluster"]["sites"]["a"]["role"], "fenced");
+}

@@ -53,6 +53,31 @@ pub enum NodeError {
     Raft(String),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("fenced: {0}")]
+    Superseded(String),
+}
+
+/// A node of an old generation must not start once another site has been
+/// activated by DR (a higher generation): it would let the old city form a
+/// second cluster. Peers that do not answer cannot tell; that case relies
+/// on the generation floor at the activated site and on operators keeping
+/// the old sites down until failback.
+async fn refuse_if_superseded(config: &NodeConfig, me: &crate::config::SiteConfig, generation: u64, transport: tandem_net::Transport) -> Result<(), NodeError> {
+    let peers: Vec<String> = config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()).collect();
+    let client = crate::client::ControlClient::new(peers.clone(), transport, std::time::Duration::from_secs(2));
+    for addr in &peers {
+        if let Ok(s) = client.status_at(addr).await {
+            let fenced_there = s.cluster.sites.get(&me.name).is_some_and(|site| site.role == crate::state::SiteRole::Fenced);
+            if s.cluster.generation > generation && fenced_there {
+                return Err(NodeError::Superseded(format!(
+                    "site {} (at {addr}) runs generation {} after a DR activation; this node holds generation {generation} and \
+                     must not act. Bring this site back with the failback procedure after DR (runbooks/dr-activation.md)",
+                    s.raft.site, s.cluster.generation
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A running controller node.
@@ -99,7 +124,21 @@ impl Node {
             .map_err(|e| NodeError::Listen { addr: listen.clone(), reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: listen, reason: e.to_string() })?;
 
-        let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport), log_store, sm_store)
+        // DR activation leaves a one-member membership and a generation floor.
+        let dr_members: Option<Vec<u64>> = deps
+            .kv
+            .get(crate::raft::state_machine::DR_MEMBERS_KEY)
+            .map_err(|e| NodeError::Store(e.to_string()))?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let floor = deps
+            .kv
+            .get(crate::raft::state_machine::DR_FLOOR_KEY)
+            .map_err(|e| NodeError::Store(e.to_string()))?
+            .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport).await?;
+
+        let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport, state.clone()), log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
@@ -115,7 +154,7 @@ impl Node {
         );
         let router = tandem_net::server()
             .add_service(
-                RaftServer::new(PeerService::new(raft.clone()))
+                RaftServer::new(PeerService::new(raft.clone(), floor))
                     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
@@ -124,8 +163,12 @@ impl Node {
 
         // Every node may initialise: openraft accepts the same membership
         // from several nodes, and refuses (harmlessly) once a log exists.
-        let members: BTreeMap<u64, BasicNode> =
-            config.sites.iter().map(|s| (s.node_id, BasicNode { addr: s.addr.clone() })).collect();
+        let members: BTreeMap<u64, BasicNode> = config
+            .sites
+            .iter()
+            .filter(|s| dr_members.as_ref().is_none_or(|m| m.contains(&s.node_id)))
+            .map(|s| (s.node_id, BasicNode { addr: s.addr.clone() }))
+            .collect();
         let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
         if !initialized {
             if let Err(e) = raft.initialize(members).await {

@@ -58,12 +58,13 @@ impl ControllerView {
     /// Takes a state the leader answered after confirming its leadership,
     /// for a read sent at `sent_at`: it renews the lease.
     pub fn offer_leased(&self, state: ClusterState, applied_index: u64, sent_at: Instant) -> bool {
+        let state_generation = state.generation;
         let taken = self.offer(state, applied_index);
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if let Some(seen) = guard.as_mut() {
             // Even when an equal or newer state was already held (taken is
             // false), the leader vouched for it as of `sent_at`.
-            if seen.applied_index >= applied_index || taken {
+            if taken || (seen.state.generation, seen.applied_index) >= (state_generation, applied_index) {
                 seen.leased_at = Some(seen.leased_at.map_or(sent_at, |t| t.max(sent_at)));
             }
         }
@@ -76,7 +77,9 @@ impl ControllerView {
     /// that (see `sync`).
     pub fn offer(&self, state: ClusterState, applied_index: u64) -> bool {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_some_and(|s| s.applied_index > applied_index) {
+        // Ordered by (generation, log index): a DR activation restarts the
+        // Raft log under a new generation, and that state is newer.
+        if guard.as_ref().is_some_and(|s| (s.state.generation, s.applied_index) > (state.generation, applied_index)) {
             return false;
         }
         let leased_at = guard.as_ref().and_then(|s| s.leased_at);

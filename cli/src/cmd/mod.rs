@@ -6,6 +6,7 @@ pub mod change;
 pub mod contract;
 pub mod controller;
 pub mod demo;
+pub mod dr;
 pub mod failback;
 pub mod failover;
 pub mod keys;

@@ -272,6 +272,20 @@ impl Cluster {
         kib / 1024
     }
 
+    /// Waits (bounded) for a process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, name: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let child = self.children.get_mut(name).unwrap_or_else(|| panic!("{name} is not running"));
+            if let Some(status) = child.try_wait().unwrap() {
+                self.children.remove(name);
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn controllers(&self, sites: &[&str]) -> String {
         sites.iter().map(|s| self.addrs[s].clone()).collect::<Vec<_>>().join(",")
     }

@@ -17,11 +17,11 @@ use tandem_storage::{Durability, KvStore, WriteBatch};
 
 use super::{io_err, NodeId, StorageError, TypeConfig};
 
-const LOG_PREFIX: &[u8] = b"log/";
-const LOG_END: &[u8] = b"log0"; // '0' follows '/': the end of the log/ keyspace
-const VOTE_KEY: &[u8] = b"meta/vote";
-const COMMITTED_KEY: &[u8] = b"meta/committed";
-const PURGED_KEY: &[u8] = b"meta/purged";
+pub(crate) const LOG_PREFIX: &[u8] = b"log/";
+pub(crate) const LOG_END: &[u8] = b"log0"; // '0' follows '/': the end of the log/ keyspace
+pub(crate) const VOTE_KEY: &[u8] = b"meta/vote";
+pub(crate) const COMMITTED_KEY: &[u8] = b"meta/committed";
+pub(crate) const PURGED_KEY: &[u8] = b"meta/purged";
 
 fn log_key(index: u64) -> Vec<u8> {
     let mut k = LOG_PREFIX.to_vec();

@@ -33,11 +33,13 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct PeerNetwork {
     transport: Transport,
     channels: Arc<Mutex<BTreeMap<NodeId, Channel>>>,
+    /// The applied state, for the generation every request carries.
+    state: super::state_machine::StateReader,
 }
 
 impl PeerNetwork {
-    pub fn new(transport: Transport) -> Self {
-        Self { transport, channels: Arc::default() }
+    pub fn new(transport: Transport, state: super::state_machine::StateReader) -> Self {
+        Self { transport, channels: Arc::default(), state }
     }
 }
 
@@ -97,7 +99,7 @@ impl PeerClient {
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-        let payload = RaftPayload { json };
+        let payload = RaftPayload { json, generation: self.net.state.cluster().generation };
         let fut = async move {
             match rpc {
                 Rpc::Vote => client.vote(payload).await,

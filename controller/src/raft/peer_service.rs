@@ -15,38 +15,47 @@ use super::Raft;
 
 pub struct PeerService {
     raft: Raft,
+    /// Requests from a generation older than this are refused (set by DR
+    /// activation; 0 otherwise).
+    generation_floor: u64,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub fn new(raft: Raft, generation_floor: u64) -> Self {
+        Self { raft, generation_floor }
     }
-}
 
-fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().json)
-        .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
+    fn decode<T: DeserializeOwned>(&self, req: Request<RaftPayload>) -> Result<T, Status> {
+        let payload = req.into_inner();
+        if payload.generation < self.generation_floor {
+            return Err(Status::permission_denied(format!(
+                "this cluster was reset to generation {} by DR activation; a node of generation {} may not take part",
+                self.generation_floor, payload.generation
+            )));
+        }
+        serde_json::from_slice(&payload.json).map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     let json = serde_json::to_vec(v).map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))?;
-    Ok(Response::new(RaftPayload { json }))
+    Ok(Response::new(RaftPayload { json, generation: 0 }))
 }
 
 #[tonic::async_trait]
 impl raft_server::Raft for PeerService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.vote(decode(req)?).await;
+        let r = self.raft.vote(self.decode(req)?).await;
         encode(&r)
     }
 
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.append_entries(decode(req)?).await;
+        let r = self.raft.append_entries(self.decode(req)?).await;
         encode(&r)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let r = self.raft.install_snapshot(decode(req)?).await;
+        let r = self.raft.install_snapshot(self.decode(req)?).await;
         encode(&r)
     }
 }

@@ -242,3 +242,72 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }
+
+/// Marker keys written by a DR activation (see [`dr_reset`]).
+pub const DR_MEMBERS_KEY: &[u8] = b"dr/members";
+/// Raft messages from nodes of an older generation than this are refused.
+pub const DR_FLOOR_KEY: &[u8] = b"dr/generation-floor";
+
+/// What a DR activation changes, for [`dr_reset`].
+pub struct DrReset {
+    pub site: String,
+    pub node_id: NodeId,
+    pub who: String,
+    pub why: String,
+    pub at_unix_ms: u64,
+}
+
+/// DR activation, offline, on the surviving site's controller store (its
+/// controller stopped): the Raft log, vote and snapshot are wiped, the
+/// applied state gets a new generation with every shard owned by `site`
+/// under a new epoch and every other site fenced, the audit log records it,
+/// and the node is marked to start as a one-member cluster that refuses
+/// Raft traffic from the old generation. Returns the audit line's result.
+pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
+    let mut core: Core = match kv.get(CORE_KEY).map_err(|e| e.to_string())? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
+        None => return Err("this store holds no cluster state".into()),
+    };
+    let c = &mut core.cluster;
+    if !c.bootstrapped {
+        return Err("the cluster was never bootstrapped".into());
+    }
+    if !c.sites.contains_key(&r.site) {
+        return Err(format!("site {:?} is not in the cluster", r.site));
+    }
+    c.generation += 1;
+    for s in &mut c.shards {
+        s.owner = r.site.clone();
+        s.epoch += 1;
+        s.moving_to = None;
+    }
+    for (name, s) in c.sites.iter_mut() {
+        s.role = if *name == r.site { crate::state::SiteRole::Active } else { crate::state::SiteRole::Fenced };
+    }
+    c.pairs.retain(|p| p.site_a == r.site || p.site_b == r.site);
+    c.audit_len += 1;
+    let result = format!("ok: generation {}, {} owns all {} shards, other sites fenced", c.generation, r.site, c.shards.len());
+    let entry = AuditEntry {
+        seq: c.audit_len,
+        at_unix_ms: r.at_unix_ms,
+        who: r.who.clone(),
+        why: r.why.clone(),
+        what: format!("DR activation at {}: membership reset to {} alone", r.site, r.site),
+        result: result.clone(),
+        log_index: 0,
+    };
+    let generation = c.generation;
+    core.last_applied = None;
+    core.membership = StoredMembership::default();
+    let mut batch = WriteBatch::new();
+    batch.delete_range(super::log_store::LOG_PREFIX, super::log_store::LOG_END);
+    for k in [super::log_store::VOTE_KEY, super::log_store::COMMITTED_KEY, super::log_store::PURGED_KEY, SNAPSHOT_KEY] {
+        batch.delete(k);
+    }
+    batch.put(audit_key(entry.seq), serde_json::to_vec(&entry).map_err(|e| e.to_string())?);
+    batch.put(CORE_KEY, serde_json::to_vec(&core).map_err(|e| e.to_string())?);
+    batch.put(DR_MEMBERS_KEY, serde_json::to_vec(&vec![r.node_id]).map_err(|e| e.to_string())?);
+    batch.put(DR_FLOOR_KEY, generation.to_be_bytes().to_vec());
+    kv.write(batch, Durability::Sync).map_err(|e| e.to_string())?;
+    Ok(result)
+}
