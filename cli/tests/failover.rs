@@ -284,6 +284,8 @@ fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
     let out = c.tandem(&["c"], &["dr", "activate", "--config", &config, "--reason", "city-1 lost", "--yes"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     assert!(stdout(&out).contains("generation 2"), "{}", stdout(&out));
+    // The loss estimate comes from what a and b last reported to c.
+    assert!(stdout(&out).contains("a reported") && stdout(&out).contains("b reported"), "{}", stdout(&out));
     c.start("c");
     c.wait_status("c leading generation 2 and owning every shard", &["c"], |s| {
         s["cluster"]["generation"] == 2 && s["shard_counts"]["c"] == SHARDS && leader_of(s).as_deref() == Some("c")
@@ -307,4 +309,7 @@ fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
     let s = c.status(&["c"]).unwrap();
     assert_eq!(s["cluster"]["generation"], 2);
     assert_eq!(s["cluster"]["sites"]["a"]["role"], "fenced");
+    let entries = audit(&c, &["c"]);
+    let activation = entries.iter().find(|e| e["what"].as_str().unwrap().starts_with("DR activation at c")).expect("audited");
+    assert!(activation["why"].as_str().unwrap().contains("estimated loss"), "{activation}");
 }

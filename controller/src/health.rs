@@ -35,19 +35,49 @@ pub struct ReplicatorHealth {
     pub view_index: u64,
 }
 
+const PERSISTED_KEY: &[u8] = b"health/board";
+
 /// The latest heartbeat per site, shared by a node's services.
 #[derive(Clone, Default)]
-pub struct HealthBoard(Arc<Mutex<BTreeMap<String, ReplicatorHealth>>>);
+pub struct HealthBoard {
+    board: Arc<Mutex<BTreeMap<String, ReplicatorHealth>>>,
+    /// Where the board is kept on every report, so that after a disaster
+    /// the surviving site can still tell how far behind it was (the DR
+    /// activation's loss estimate). Buffered writes: they survive a crash
+    /// of the process, not of the host.
+    store: Option<Arc<dyn tandem_storage::KvStore>>,
+}
 
 impl HealthBoard {
+    pub fn kept_in(store: Arc<dyn tandem_storage::KvStore>) -> Self {
+        Self { board: Arc::default(), store: Some(store) }
+    }
+
     pub fn record(&self, health: ReplicatorHealth) {
-        let mut board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut board = self.board.lock().unwrap_or_else(|p| p.into_inner());
         board.insert(health.site.clone(), health);
+        if let (Some(store), Ok(json)) = (&self.store, serde_json::to_vec(&*board)) {
+            let mut batch = tandem_storage::WriteBatch::new();
+            batch.put(PERSISTED_KEY, json);
+            if let Err(e) = store.write(batch, tandem_storage::Durability::Buffered) {
+                tracing::debug!(error = %e, "cannot keep the heartbeat board");
+            }
+        }
+    }
+
+    /// The board as last kept in `kv` by [`HealthBoard::persist`].
+    pub fn load(kv: &dyn tandem_storage::KvStore) -> Vec<ReplicatorHealth> {
+        kv.get(PERSISTED_KEY)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, ReplicatorHealth>>(&b).ok())
+            .map(|m| m.into_values().collect())
+            .unwrap_or_default()
     }
 
     /// Every site's latest report, in site order.
     pub fn snapshot(&self) -> Vec<ReplicatorHealth> {
-        let board = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let board = self.board.lock().unwrap_or_else(|p| p.into_inner());
         board.values().cloned().collect()
     }
 }

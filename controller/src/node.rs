@@ -93,6 +93,7 @@ pub struct Node {
     bootstrapper: JoinHandle<()>,
     /// Failure detection and automatic failover (acts only while leader).
     detector: JoinHandle<()>,
+
 }
 
 impl Node {
@@ -142,7 +143,7 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-        let health = HealthBoard::default();
+        let health = HealthBoard::kept_in(deps.kv.clone());
         let control = ControlService::new(
             raft.clone(),
             state.clone(),

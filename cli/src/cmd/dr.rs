@@ -54,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("plan: DR activation at site {}", me.name);
     println!("  1. new cluster generation with {} as the only Raft member", me.name);
     println!("  2. {} owns every shard under a new epoch; every other site is fenced", me.name);
-    println!("  3. writes the other sites acknowledged but {} never received are lost (see `tandem status` lag history)", me.name);
+    println!("  3. writes the other sites acknowledged but {} never received are lost; estimate below", me.name);
     if audited.dry_run {
         println!("dry run: nothing changed");
         return Ok(());
@@ -66,10 +66,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kv = RocksKv::open(&dir).with_context(|| {
         format!("cannot open {} (is the controller of site {} still running? stop it first)", dir.display(), me.name)
     })?;
-    let reset = DrReset { site: me.name.clone(), node_id: me.node_id, who: audited.who.clone(), why: audited.reason.clone(), at_unix_ms: SystemClock.now_unix_ms() };
+    let loss = loss_estimate(&me.name, &tandem_controller::health::HealthBoard::load(&kv));
+    for line in &loss {
+        println!("  {line}");
+    }
+    let why = if loss.is_empty() { audited.reason.clone() } else { format!("{} (estimated loss: {})", audited.reason, loss.join("; ")) };
+    let reset = DrReset { site: me.name.clone(), node_id: me.node_id, who: audited.who.clone(), why, at_unix_ms: SystemClock.now_unix_ms() };
     let result = dr_reset(&kv, &reset).map_err(|e| anyhow::anyhow!("DR activation refused: {e}; nothing changed"))?;
     drop(kv);
     println!("DR activation: {result}");
     println!("now start the controller of site {}: tandem controller --config <its config>", me.name);
     Ok(())
+}
+
+/// What the surviving site had not received from each other site, as those
+/// sites last reported it to this site's controller.
+fn loss_estimate(me: &str, board: &[tandem_controller::health::ReplicatorHealth]) -> Vec<String> {
+    let now = SystemClock.now_unix_ms();
+    let mut out = Vec::new();
+    for h in board.iter().filter(|h| h.site != me) {
+        let age_s = now.saturating_sub(h.received_at_unix_ms) / 1000;
+        match h.links.iter().find(|l| l.peer == me) {
+            Some(l) => out.push(format!(
+                "{} reported {} s ago: {} entries, {} bytes not yet at {me} (oldest {} s old); anything it wrote after that is lost too",
+                h.site, age_s, l.entries, l.bytes, l.seconds
+            )),
+            None => out.push(format!("{} reported {} s ago without a link to {me}", h.site, age_s)),
+        }
+    }
+    if out.is_empty() {
+        out.push(format!("no report from the other sites is kept at {me}: the loss cannot be estimated"));
+    }
+    out
 }
