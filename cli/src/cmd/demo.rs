@@ -192,6 +192,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  {env}{tandem} contract put --tenant acme --id c1 --field title=lease --pii phone=13800000000 --file /tmp/c1.pdf");
     println!("  {env}{tandem} contract get --tenant acme --id c1 --replicator {replicator_c} --out /tmp/c1-from-dr");
     println!("  {env}{tandem} verify");
+    println!("  {env}{tandem} switchover --from a --to b --reason \"try a planned move\" --dry-run");
     println!("  {env}{tandem} pause --reason \"maintenance window\" --yes");
     println!("  {env}{tandem} audit");
     println!("  {env}{tandem} resume --reason \"maintenance done\" --yes");
