@@ -198,6 +198,14 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
     });
     eprintln!("divergent writes kept at a: {divergent:?}");
     assert!(acked_a.iter().all(|a| !divergent.contains(&a.id)), "an acknowledged write is divergent");
+
+    // Giving the shard back to a while it holds divergent writes would
+    // serve them as current: refused until they are reconciled.
+    if !divergent.is_empty() {
+        let shard = tandem_controller::state::shard_of(&tenant, SHARDS).to_string();
+        let out = c.tandem(&SITES, &["switchover", "--from", "b", "--to", "a", "--shards", &shard, "--reason", "give back", "--yes"]);
+        assert!(!out.status.success() && stderr(&out).contains("divergent writes"), "{}", stderr(&out));
+    }
 }
 
 // After an automatic failover, the next one is declined until the policy's

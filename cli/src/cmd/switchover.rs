@@ -109,6 +109,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let action = Action::Switchover { from: args.from.clone(), to: args.to.clone(), shards: args.shards.clone().map(|l| l.0) };
     let decision = plan(&status.cluster, &obs, &action);
+    if decision.refused.is_none() {
+        refuse_divergent_target(&obs, &args.to, &decision.shards).await?;
+    }
     if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {
         return Ok(());
     }
@@ -134,6 +137,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "switchover done: {} shards from {} to {} ({}); writes to them paused for {} ms; {} entries drained first (audit #{}, #{})",
             report.shards, report.from, report.to, report.result, report.write_pause_ms, report.drained_entries, report.drain_audit_seq, report.move_audit_seq
+        );
+    }
+    Ok(())
+}
+
+/// A target that still holds divergent writes for these shards (written
+/// there under an older epoch, never received by the owner) would serve
+/// them as current once it owns the shards again: refuse until they are
+/// reconciled.
+async fn refuse_divergent_target(obs: &tandem_controller::plan::Observations, to: &str, shards: &[u32]) -> anyhow::Result<()> {
+    let Some(addr) = obs.replicators.iter().find(|h| h.site == to).map(|h| h.addr.clone()) else { return Ok(()) };
+    let channel = tandem_net::Transport::Tokio.channel(&addr)?;
+    let mut client = tandem_replicator::ship::client(channel);
+    let reply = tokio::time::timeout(Duration::from_secs(30), client.divergent(tandem_proto::replicator::DivergentRequest {}))
+        .await
+        .map_err(|_| anyhow::anyhow!("{to}'s replicator did not answer whether it holds divergent writes"))?
+        .map_err(|s| anyhow::anyhow!("{to}'s replicator: {}", s.message()))?
+        .into_inner();
+    let blocking: Vec<String> = reply
+        .entries
+        .iter()
+        .filter(|e| shards.contains(&e.shard))
+        .map(|e| format!("{}/{} (log entry {}, epoch {})", e.tenant, e.contract_id, e.seq, e.epoch))
+        .collect();
+    if !blocking.is_empty() {
+        bail!(
+            "switchover refused: {to} holds divergent writes for these shards, which it would serve as current: {}. \
+             Reconcile them first (runbooks/verify-repair.md); nothing changed",
+            blocking.join(", ")
         );
     }
     Ok(())
