@@ -302,8 +302,11 @@ fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
     let out = dir.path().join("read");
     let got = c.contract("c", &["get", "--tenant", &tenant, "--id", "before", "--out", &out.display().to_string()]);
     assert!(got.status.success(), "{}", stderr(&got));
-    let put = c.contract("c", &["put", "--json", "--tenant", &tenant, "--id", "after", "--file", &file.display().to_string()]);
-    assert!(put.status.success(), "c does not take writes: {}", stderr(&put));
+    // Once c's replicator has seen the new generation, it takes the writes.
+    let put = c.wait_for("c taking writes for a's old shard", || {
+        let put = c.contract("c", &["put", "--json", "--tenant", &tenant, "--id", "after", "--file", &file.display().to_string()]);
+        put.status.success().then_some(put)
+    });
     let v: Value = serde_json::from_slice(&put.stdout).unwrap();
     assert_eq!(v["contract"]["origin"], "c");
     assert_eq!(v["contract"]["epoch"], 2);
