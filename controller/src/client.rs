@@ -159,30 +159,19 @@ impl ControlClient {
         Err(no_controller(tried))
     }
 
-    /// The agreed state (from the first controller that answers) and what
-    /// every answering controller observes of the replicators, merged: for
-    /// each site its freshest heartbeat, aged on the clock of the node that
-    /// received it. A controller that just restarted has heard nobody yet;
-    /// the planner must not take that for a site being down.
+    /// The agreed state (from the first controller, in address order, that
+    /// answers) and what every answering controller observes of the
+    /// replicators, merged ([`crate::plan::Observations::merged`]).
     pub async fn observe(&self) -> Result<(NodeStatus, crate::plan::Observations), ClientError> {
-        let (_, first) = self.status().await?;
-        let now = first.now_unix_ms;
-        let others = futures::future::join_all(self.addrs.iter().map(|a| self.status_at(a))).await;
-        let mut freshest: std::collections::BTreeMap<String, ReplicatorHealth> = Default::default();
-        for s in std::iter::once(&first).chain(others.iter().flatten()) {
-            for h in &s.replicators {
-                let age = s.now_unix_ms.saturating_sub(h.received_at_unix_ms);
-                let mut h = h.clone();
-                h.received_at_unix_ms = now.saturating_sub(age);
-                match freshest.get(&h.site) {
-                    Some(old) if old.received_at_unix_ms >= h.received_at_unix_ms => {}
-                    _ => {
-                        freshest.insert(h.site.clone(), h);
-                    }
-                }
-            }
-        }
-        let obs = crate::plan::Observations { replicators: freshest.into_values().collect(), now_unix_ms: now };
+        let answers = futures::future::join_all(self.addrs.iter().map(|a| self.status_at(a))).await;
+        let answered: Vec<NodeStatus> = answers.into_iter().flatten().collect();
+        let Some(first) = answered.first().cloned() else {
+            // Nobody answered: let `status` report it (it names every address).
+            let (_, first) = self.status().await?;
+            let obs = crate::plan::Observations::merged([&first]);
+            return Ok((first, obs));
+        };
+        let obs = crate::plan::Observations::merged(&answered);
         Ok((first, obs))
     }
 

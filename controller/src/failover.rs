@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::client::ControlClient;
 use crate::ops::MoveStep;
 use crate::plan::{Decision, WRITE_LEASE};
-use crate::switchover::{endpoints, move_spec, SwitchoverError};
+use crate::switchover::{endpoints, move_spec, step, SwitchoverError};
 
 /// Added to the lease wait, for clock-rate differences between hosts.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
@@ -46,17 +46,11 @@ pub async fn run(
 ) -> Result<Report, SwitchoverError> {
     let (from, to) = endpoints(decision)?;
     let spec = |step| move_spec(decision, step, None, automatic);
-    let fence = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
-    if !fence.result.starts_with("ok") {
-        return Err(SwitchoverError::StepRefused { step: "fence", result: fence.result });
-    }
+    let fence = step(client, &spec(MoveStep::Drain), "fence", who, why).await?;
     let started = Instant::now();
     progress(&format!("fenced {from}'s shards (audit #{}); waiting out its write lease", fence.audit_seq));
     tokio::time::sleep(WRITE_LEASE + LEASE_MARGIN).await;
-    let moved = client.shard_move(&spec(MoveStep::Move), who, why).await?;
-    if !moved.result.starts_with("ok") {
-        return Err(SwitchoverError::StepRefused { step: "move", result: moved.result });
-    }
+    let moved = step(client, &spec(MoveStep::Move), "move", who, why).await?;
     Ok(Report {
         from,
         to,

@@ -29,6 +29,26 @@ pub struct Observations {
 }
 
 impl Observations {
+    /// What several controllers observe, merged: for each site its freshest
+    /// heartbeat, aged on the clock of the node that received it and
+    /// expressed on the clock of the first status. A controller that just
+    /// restarted has heard nobody yet; that must not read as a site down.
+    pub fn merged<'a>(statuses: impl IntoIterator<Item = &'a crate::status::NodeStatus>) -> Observations {
+        let mut freshest: std::collections::BTreeMap<String, ReplicatorHealth> = Default::default();
+        let mut now = None;
+        for s in statuses {
+            let now = *now.get_or_insert(s.now_unix_ms);
+            for h in &s.replicators {
+                let mut h = h.clone();
+                h.received_at_unix_ms = now.saturating_sub(s.now_unix_ms.saturating_sub(h.received_at_unix_ms));
+                if freshest.get(&h.site).is_none_or(|old| old.received_at_unix_ms < h.received_at_unix_ms) {
+                    freshest.insert(h.site.clone(), h);
+                }
+            }
+        }
+        Observations { replicators: freshest.into_values().collect(), now_unix_ms: now.unwrap_or(0) }
+    }
+
     fn fresh(&self, site: &str) -> Option<&ReplicatorHealth> {
         self.replicators
             .iter()
@@ -136,50 +156,77 @@ fn empty(action: &str, from: &str) -> Decision {
     }
 }
 
+/// The shards `site` owns, in order.
+fn owned_by(state: &ClusterState, site: &str) -> Vec<u32> {
+    (0..state.shards.len() as u32).filter(|&n| state.shards[n as usize].owner == site).collect()
+}
+
 fn refuse(mut d: Decision, why: String) -> Decision {
     d.target = None;
     d.refused = Some(why);
     d
 }
 
-fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, accept_data_loss: bool, automatic: bool) -> Decision {
-    let mut d = empty(if automatic { "automatic failover" } else { "failover" }, from);
-    if !state.sites.contains_key(from) {
-        return refuse(d, format!("unknown site {from:?}"));
-    }
-    let pair = state.pairs.iter().find(|p| (p.site_a == from && p.site_b == to) || (p.site_a == to && p.site_b == from));
+/// How [`pick_target`] words its verdicts for one kind of action.
+struct Target {
+    /// Why a site other than the requested one is not chosen.
+    not_chosen: &'static str,
+    /// A further reason to refuse the requested site, if any.
+    also_refused: Option<&'static str>,
+    /// The chosen site's reason is `before`, its role, `after`
+    /// ("requested, active and reporting").
+    chosen: (&'static str, &'static str),
+}
+
+/// Lists every site but `from` as a candidate, of which only `to` can be
+/// chosen, and only if it can take shards (not fenced or recovering, its
+/// replicator reporting). `Err` is the refused decision.
+fn pick_target(mut d: Decision, state: &ClusterState, obs: &Observations, from: &str, to: &str, t: &Target) -> Result<Decision, Decision> {
     for site in state.sites.values().filter(|s| s.name != from) {
         let reason = if site.name != to {
-            if automatic {
-                "not the in-city peer".to_string()
-            } else {
-                "not the requested target".to_string()
-            }
+            t.not_chosen.to_string()
         } else if matches!(site.role, SiteRole::Fenced | SiteRole::Recovering) {
             format!("it is {}", site.role.as_str())
         } else if obs.fresh(&site.name).is_none() {
             format!("its replicator has not reported for more than {} s", HEARTBEAT_FRESH_MS / 1000)
-        } else if automatic && pair.is_none() {
-            "automatic failover only goes to the in-city peer".to_string()
+        } else if let Some(why) = t.also_refused {
+            why.to_string()
         } else {
             String::new()
         };
         let chosen = reason.is_empty();
-        let reason = if chosen { format!("{}, reporting", site.role.as_str()) } else { reason };
+        let reason = if chosen { format!("{}{}{}", t.chosen.0, site.role.as_str(), t.chosen.1) } else { reason };
         d.candidates.push(Candidate { site: site.name.clone(), chosen, reason });
     }
     if from == to {
-        return refuse(d, "source and target are the same site".into());
+        return Err(refuse(d, "source and target are the same site".into()));
     }
     match d.candidates.iter().find(|c| c.site == to) {
-        None => return refuse(d, format!("unknown site {to:?}")),
+        None => Err(refuse(d, format!("unknown site {to:?}"))),
         Some(c) if !c.chosen => {
             let why = format!("target {to} cannot take shards: {}", c.reason);
-            return refuse(d, why);
+            Err(refuse(d, why))
         }
-        Some(_) => {}
+        Some(_) => Ok(d),
     }
-    d.shards = (0..state.shards.len() as u32).filter(|&n| state.shards[n as usize].owner == from).collect();
+}
+
+fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, accept_data_loss: bool, automatic: bool) -> Decision {
+    let d = empty(if automatic { "automatic failover" } else { "failover" }, from);
+    if !state.sites.contains_key(from) {
+        return refuse(d, format!("unknown site {from:?}"));
+    }
+    let pair = state.pairs.iter().find(|p| (p.site_a == from && p.site_b == to) || (p.site_a == to && p.site_b == from));
+    let target = Target {
+        not_chosen: if automatic { "not the in-city peer" } else { "not the requested target" },
+        also_refused: (automatic && pair.is_none()).then_some("automatic failover only goes to the in-city peer"),
+        chosen: ("", ", reporting"),
+    };
+    let mut d = match pick_target(d, state, obs, from, to, &target) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    d.shards = owned_by(state, from);
     if d.shards.is_empty() {
         return refuse(d, format!("{from} owns no shard"));
     }
@@ -235,38 +282,17 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
 }
 
 fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, shards: Option<&[u32]>) -> Decision {
-    let mut d = empty("switchover", from);
+    let d = empty("switchover", from);
     if !state.sites.contains_key(from) {
         return refuse(d, format!("unknown site {from:?}"));
     }
-    // Every other site is a candidate; only the requested one can be chosen.
-    for site in state.sites.values().filter(|s| s.name != from) {
-        let reason = if site.name != to {
-            "not the requested target".to_string()
-        } else if matches!(site.role, SiteRole::Fenced | SiteRole::Recovering) {
-            format!("it is {}", site.role.as_str())
-        } else if obs.fresh(&site.name).is_none() {
-            format!("its replicator has not reported for more than {} s", HEARTBEAT_FRESH_MS / 1000)
-        } else {
-            String::new()
-        };
-        let chosen = reason.is_empty();
-        let reason = if chosen { format!("requested, {} and reporting", site.role.as_str()) } else { reason };
-        d.candidates.push(Candidate { site: site.name.clone(), chosen, reason });
-    }
-    if from == to {
-        return refuse(d, "source and target are the same site".into());
-    }
-    match d.candidates.iter().find(|c| c.site == to) {
-        None => return refuse(d, format!("unknown site {to:?}")),
-        Some(c) if !c.chosen => {
-            let why = format!("target {to} cannot take shards: {}", c.reason);
-            return refuse(d, why);
-        }
-        Some(_) => {}
-    }
+    let target = Target { not_chosen: "not the requested target", also_refused: None, chosen: ("requested, ", " and reporting") };
+    let mut d = match pick_target(d, state, obs, from, to, &target) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
 
-    let owned: Vec<u32> = (0..state.shards.len() as u32).filter(|&n| state.shards[n as usize].owner == from).collect();
+    let owned: Vec<u32> = owned_by(state, from);
     d.shards = match shards {
         None => owned,
         Some(list) => {

@@ -65,10 +65,7 @@ pub async fn run(
     let (from, to) = endpoints(decision)?;
     let spec = |step| move_spec(decision, step, expect_epoch, false);
 
-    let drain = client.shard_move(&spec(MoveStep::Drain), who, why).await?;
-    if !drain.result.starts_with("ok") {
-        return Err(SwitchoverError::StepRefused { step: "drain", result: drain.result });
-    }
+    let drain = step(client, &spec(MoveStep::Drain), "drain", who, why).await?;
     let started = Instant::now();
     progress(&format!("drained at {from} (audit #{}); waiting for {to} to confirm {from}'s log", drain.audit_seq));
 
@@ -98,11 +95,8 @@ pub async fn run(
     }
     progress(&format!("{to} has every entry of {from}'s log; moving ownership"));
 
-    let moved = client.shard_move(&spec(MoveStep::Move), who, why).await?;
+    let moved = step(client, &spec(MoveStep::Move), "move", who, why).await?;
     let write_pause_ms = started.elapsed().as_millis() as u64;
-    if !moved.result.starts_with("ok") {
-        return Err(SwitchoverError::StepRefused { step: "move", result: moved.result });
-    }
     Ok(Report {
         from,
         to,
@@ -113,6 +107,22 @@ pub async fn run(
         move_audit_seq: moved.audit_seq,
         result: moved.result,
     })
+}
+
+/// Commits one shard-move step; a refusal by the controller is an error
+/// naming the step.
+pub(crate) async fn step(
+    client: &ControlClient,
+    spec: &ShardMoveSpec,
+    name: &'static str,
+    who: &str,
+    why: &str,
+) -> Result<crate::client::ChangeOutcome, SwitchoverError> {
+    let o = client.shard_move(spec, who, why).await?;
+    if !o.result.starts_with("ok") {
+        return Err(SwitchoverError::StepRefused { step: name, result: o.result });
+    }
+    Ok(o)
 }
 
 /// Source and target of a decision that may go ahead.
@@ -141,9 +151,6 @@ pub(crate) fn move_spec(decision: &Decision, step: MoveStep, expect_epoch: Optio
 /// Undoes an unfinished drain (the source writes again).
 pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, who: &str, why: &str) -> Result<String, SwitchoverError> {
     let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false, automatic: false, require_sync: false };
-    let o = client.shard_move(&spec, who, why).await?;
-    if !o.result.starts_with("ok") {
-        return Err(SwitchoverError::StepRefused { step: "cancel", result: o.result });
-    }
+    let o = step(client, &spec, "cancel", who, why).await?;
     Ok(format!("{} (audit #{})", o.result, o.audit_seq))
 }

@@ -45,6 +45,15 @@ impl Replica {
     }
 }
 
+/// Which contract: `--tenant T --id C`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ContractRef {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long = "id")]
+    pub contract_id: String,
+}
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Store a new version of a contract.
@@ -61,10 +70,8 @@ pub enum Command {
 pub struct PutArgs {
     #[command(flatten)]
     pub replica: Replica,
-    #[arg(long)]
-    pub tenant: String,
-    #[arg(long = "id")]
-    pub contract_id: String,
+    #[command(flatten)]
+    pub contract: ContractRef,
     /// Metadata field, NAME=VALUE (repeatable).
     #[arg(long = "field", value_parser = key_value)]
     pub fields: Vec<(String, String)>,
@@ -84,10 +91,8 @@ pub struct PutArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub replica: Replica,
-    #[arg(long)]
-    pub tenant: String,
-    #[arg(long = "id")]
-    pub contract_id: String,
+    #[command(flatten)]
+    pub contract: ContractRef,
     /// Version to read; the latest when omitted.
     #[arg(long, default_value_t = 0)]
     pub version: u64,
@@ -111,10 +116,8 @@ pub struct ListArgs {
 pub struct DestroyArgs {
     #[command(flatten)]
     pub replica: Replica,
-    #[arg(long)]
-    pub tenant: String,
-    #[arg(long = "id")]
-    pub contract_id: String,
+    #[command(flatten)]
+    pub contract: ContractRef,
     /// Why (e.g. the destruction request's reference): recorded with the tombstone.
     #[arg(long)]
     pub reason: String,
@@ -152,8 +155,8 @@ async fn put(a: PutArgs) -> anyhow::Result<()> {
         files.push((name.to_string(), path.clone()));
     }
     let header = PutHeader {
-        tenant: a.tenant,
-        contract_id: a.contract_id,
+        tenant: a.contract.tenant,
+        contract_id: a.contract.contract_id,
         fields: a.fields.into_iter().collect(),
         pii_fields: a.pii.into_iter().collect(),
     };
@@ -182,7 +185,7 @@ async fn get(a: GetArgs) -> anyhow::Result<()> {
     let info = a
         .replica
         .client()
-        .get(&a.replica.replicator, &a.tenant, &a.contract_id, a.version, a.out.as_deref())
+        .get(&a.replica.replicator, &a.contract.tenant, &a.contract.contract_id, a.version, a.out.as_deref())
         .await?;
     if a.replica.json {
         println!("{}", info_json(&info, a.show_pii));
@@ -224,16 +227,16 @@ async fn destroy(a: DestroyArgs) -> anyhow::Result<()> {
     }
     println!(
         "plan: destroy {}/{} on every site by deleting its data keys (crypto-shredding); this cannot be undone",
-        a.tenant, a.contract_id
+        a.contract.tenant, a.contract.contract_id
     );
     if !a.yes {
         super::change::confirm()?;
     }
-    let reply = a.replica.client().destroy(&a.replica.replicator, &a.tenant, &a.contract_id, &a.who, &a.reason).await?;
+    let reply = a.replica.client().destroy(&a.replica.replicator, &a.contract.tenant, &a.contract.contract_id, &a.who, &a.reason).await?;
     if a.replica.json {
         println!("{}", json!({ "log_seq": reply.log_seq, "replication": reply.replication }));
     } else {
-        println!("destroyed {}/{} (log entry {}); {}", a.tenant, a.contract_id, reply.log_seq, reply.replication);
+        println!("destroyed {}/{} (log entry {}); {}", a.contract.tenant, a.contract.contract_id, reply.log_seq, reply.replication);
     }
     Ok(())
 }
