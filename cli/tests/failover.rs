@@ -160,54 +160,79 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
     let lost: Vec<&String> = acked_a.iter().chain(&acked_b).map(|a| &a.id).filter(|id| !at_b.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged writes missing at the new owner: {lost:?}");
 
-    // A's own store, once reachable again, holds everything A accepted
-    // (acknowledged or not: the writes it took before its lease ran out).
+    // What A accepted, once reachable again: what it serves, plus the
+    // divergent writes it holds (quarantined or about to be).
     let at_a = c.wait_for("a reachable again", || {
         let out = c.contract("a", &["list", "--json", "--tenant", &tenant]);
         out.status.success().then(|| history(&c, "a", &tenant))
     });
-    let last_a = at_a.iter().filter(|(o, _)| o == "a").map(|(_, t)| *t).max().unwrap();
+    let kept_a = divergent_at(&c, "a");
+    let last_a = at_a.iter().filter(|(o, _)| o == "a").map(|(_, t)| *t).chain(kept_a.iter().map(|d| d.at_unix_ms)).max().unwrap();
     let first_b = history(&c, "b", &tenant).iter().filter(|(o, _)| o == "b").map(|(_, t)| *t).min().unwrap();
     eprintln!("last write accepted by a {last_a}, first by b {first_b}: gap {} ms", first_b as i64 - last_a as i64);
     assert!(last_a < first_b, "two writers: a accepted a write at {last_a} ms, after b's first at {first_b} ms");
 
-    // What a stored but b never got is listed as divergent (never repaired),
-    // and none of it was ever acknowledged.
-    let only_at_a: std::collections::BTreeSet<String> = {
-        let out = c.contract("a", &["list", "--json", "--tenant", &tenant]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array().unwrap().iter().map(|x| x["contract_id"].as_str().unwrap().to_string()).filter(|id| !list_ids(&c, "b", &tenant).contains(id)).collect()
-    };
-    // Once a has caught up with the controllers (its view shows the move),
-    // verify lists exactly those.
-    let divergent_in = |report: &Value| -> std::collections::BTreeSet<String> {
-        report["differences"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["kind"] == "divergent")
-            .map(|d| {
-                assert_eq!(d["site"], "a", "{d}");
-                d["contract_id"].as_str().unwrap().to_string()
-            })
-            .collect()
-    };
-    let divergent = c.wait_for("verify to list a's divergent writes", || {
-        let out = c.tandem(&SITES, &["verify", "--json"]);
-        let report = serde_json::from_slice::<Value>(&out.stdout).ok()?;
-        let found = divergent_in(&report);
-        (found == only_at_a).then_some(found)
+    // Once A has shipped its log to B, B has refused what it never got
+    // (stale epoch) and A has quarantined it: kept, listed, not served.
+    c.wait_status("a's log settled with b", &SITES, |s| {
+        s["replicators"].as_array().unwrap().iter().any(|h| {
+            h["site"] == "a" && h["links"].as_array().unwrap().iter().any(|l| l["peer"] == "b" && l["entries"] == 0)
+        })
     });
-    eprintln!("divergent writes kept at a: {divergent:?}");
-    assert!(acked_a.iter().all(|a| !divergent.contains(&a.id)), "an acknowledged write is divergent");
-
-    // Giving the shard back to a while it holds divergent writes would
-    // serve them as current: refused until they are reconciled.
-    if !divergent.is_empty() {
-        let shard = tandem_controller::state::shard_of(&tenant, SHARDS).to_string();
-        let out = c.tandem(&SITES, &["switchover", "--from", "b", "--to", "a", "--shards", &shard, "--reason", "give back", "--yes"]);
-        assert!(!out.status.success() && stderr(&out).contains("divergent writes"), "{}", stderr(&out));
+    let divergent = divergent_at(&c, "a");
+    let ids: std::collections::BTreeSet<String> = divergent.iter().map(|d| d.contract_id.clone()).collect();
+    eprintln!("divergent writes quarantined at a: {ids:?}");
+    for d in &divergent {
+        assert!(d.quarantined && d.origin == "a" && d.current_owner == "b", "{d:?}");
     }
+    assert!(acked_a.iter().all(|a| !ids.contains(&a.id)), "an acknowledged write is divergent");
+    let served_a = list_ids(&c, "a", &tenant);
+    let served_b = list_ids(&c, "b", &tenant);
+    assert!(ids.iter().all(|id| !served_a.contains(id) && !served_b.contains(id)), "a quarantined write is served");
+    // verify lists exactly those, and nothing else differs once A caught up.
+    let report = c.wait_for("verify to list a's quarantined writes", || {
+        let out = c.tandem(&SITES, &["verify", "--json"]);
+        let Ok(report) = serde_json::from_slice::<Value>(&out.stdout) else {
+            eprintln!("verify: {}", stderr(&out));
+            return None;
+        };
+        let Some(differences) = report["differences"].as_array() else {
+            eprintln!("verify: {report}");
+            return None;
+        };
+        let listed: std::collections::BTreeSet<String> = differences
+            .iter()
+            .filter(|d| d["kind"] == "divergent" && d["site"] == "a")
+            .map(|d| d["contract_id"].as_str().unwrap().to_string())
+            .collect();
+        let only_divergent = differences.iter().all(|d| d["kind"] == "divergent");
+        if !(listed == ids && only_divergent) {
+            eprintln!("verify: {report}");
+        }
+        (listed == ids && only_divergent).then_some(report)
+    });
+    eprintln!("verify after the partition: {} differences, all divergent", report["differences"].as_array().unwrap().len());
+
+    // Quarantined writes are not served, so they do not block giving the
+    // shard back to A.
+    let shard = tandem_controller::state::shard_of(&tenant, SHARDS).to_string();
+    let out = c.tandem(&SITES, &["switchover", "--from", "b", "--to", "a", "--shards", &shard, "--reason", "give back", "--yes"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    assert_eq!(list_ids(&c, "a", &tenant), served_b, "a serves exactly what b served");
+}
+
+/// The divergent writes a site's replicator holds.
+fn divergent_at(c: &Cluster, site: &str) -> Vec<tandem_proto::replicator::DivergentEntry> {
+    try_divergent_at(c, site).unwrap_or_else(|e| panic!("{site}'s replicator: {e}"))
+}
+
+fn try_divergent_at(c: &Cluster, site: &str) -> Result<Vec<tandem_proto::replicator::DivergentEntry>, tonic::Status> {
+    let addr = c.replicator_addrs[site].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = tandem_replicator::ship::client(tandem_net::Transport::Tokio.channel(&addr).unwrap());
+        Ok(client.divergent(tandem_proto::replicator::DivergentRequest {}).await?.into_inner().entries)
+    })
 }
 
 // After an automatic failover, the next one is declined until the policy's
@@ -271,18 +296,34 @@ fn writes_only_the_failed_sites_peer_had_reach_the_dr_site() {
 // City-wide disaster: A and B are lost. `tandem dr activate` on C's
 // (stopped) controller makes C the only member and owner of every shard;
 // C serves what it had and takes new writes; A's controller, restarted with
-// its old data, refuses to act (no second cluster).
+// its old data, refuses to act (no second cluster). Then failback of A:
+// `tandem dr rejoin` keeps its old controller store and prepares a fresh
+// one, `tandem failback` adds it to generation 2 and quarantines the writes
+// A made that C never received (one of them replaced by C's own version),
+// and a switchover hands A's shards back; C receives A's new writes.
 #[test]
-fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
+fn dr_activation_after_losing_the_city_then_failback_of_a() {
     let mut c = Cluster::new();
     let status = c.start_all();
     let tenant = tenant_owned_by(&status, "a", "city");
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("deed.pdf");
-    std::fs::write(&file, b"signed before the disaster").unwrap();
-    let out = c.contract("a", &["put", "--tenant", &tenant, "--id", "before", "--file", &file.display().to_string()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    c.wait_for("c has the contract", || list_ids(&c, "c", &tenant).contains("before").then_some(()));
+    let body = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let deed = |text: &str| body("deed.pdf", text);
+    put_at(&c, &tenant, "a", "before", &deed("signed before the disaster"));
+    put_at(&c, &tenant, "a", "shared", &deed("shared v1"));
+    c.wait_for("c has both contracts", || {
+        let ids = list_ids(&c, "c", &tenant);
+        (ids.contains("before") && ids.contains("shared")).then_some(())
+    });
+    // The DR link is down for A's last writes: C never receives them.
+    c.kill_replicator("c");
+    put_at(&c, &tenant, "a", "diverged", &deed("written at a only"));
+    let v2 = put_at(&c, &tenant, "a", "shared", &deed("shared v2 at a"));
+    assert_eq!(v2["contract"]["version"], 2);
 
     c.kill_site("a");
     c.kill_site("b");
@@ -297,21 +338,23 @@ fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
     // The loss estimate comes from what a and b last reported to c.
     assert!(stdout(&out).contains("a reported") && stdout(&out).contains("b reported"), "{}", stdout(&out));
     c.start("c");
+    c.start_replicator("c");
     c.wait_status("c leading generation 2 and owning every shard", &["c"], |s| {
         s["cluster"]["generation"] == 2 && s["shard_counts"]["c"] == SHARDS && leader_of(s).as_deref() == Some("c")
     });
 
-    let out = dir.path().join("read");
-    let got = c.contract("c", &["get", "--tenant", &tenant, "--id", "before", "--out", &out.display().to_string()]);
-    assert!(got.status.success(), "{}", stderr(&got));
     // Once c's replicator has seen the new generation, it takes the writes.
-    let put = c.wait_for("c taking writes for a's old shard", || {
-        let put = c.contract("c", &["put", "--json", "--tenant", &tenant, "--id", "after", "--file", &file.display().to_string()]);
-        put.status.success().then_some(put)
+    let after = deed("written at c after the disaster");
+    let v = c.wait_for("c taking writes for a's old shard", || {
+        let put = c.contract("c", &["put", "--json", "--tenant", &tenant, "--id", "after", "--file", &after]);
+        put.status.success().then(|| serde_json::from_slice::<Value>(&put.stdout).unwrap())
     });
-    let v: Value = serde_json::from_slice(&put.stdout).unwrap();
     assert_eq!(v["contract"]["origin"], "c");
     assert_eq!(v["contract"]["epoch"], 2);
+    assert_eq!(read_at(&c, dir.path(), &tenant, "c", "before"), b"signed before the disaster");
+    // C writes its own version 2 of the contract A had diverged on.
+    let v = put_at(&c, &tenant, "c", "shared", &deed("shared v2 at c"));
+    assert_eq!(v["contract"]["version"], 2);
 
     // The old city's controller, with its old data, refuses to act.
     c.start("a");
@@ -325,4 +368,82 @@ fn dr_activation_after_losing_the_city_and_the_old_city_cannot_return() {
     let entries = audit(&c, &["c"]);
     let activation = entries.iter().find(|e| e["what"].as_str().unwrap().starts_with("DR activation at c")).expect("audited");
     assert!(activation["why"].as_str().unwrap().contains("estimated loss"), "{activation}");
+
+    // Failback of A. A switchover to A is refused while it is fenced.
+    let out = c.tandem(&["c"], &["switchover", "--from", "c", "--to", "a", "--shards", "0-31", "--reason", "too early", "--yes"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let a_config = c.config_path("a").display().to_string();
+    let out = c.tandem(&["c"], &["dr", "rejoin", "--config", &a_config, "--reason", "city-1 power restored", "--yes"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let kept: Vec<_> = std::fs::read_dir(c.data_dir("a"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("controller.superseded-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the old controller store is kept aside");
+    c.start("a");
+    c.start_replicator("a");
+    let out = c.tandem(&["c"], &["failback", "--site", "a", "--reason", "city-1 power restored", "--yes", "--json"]);
+    assert!(out.status.success(), "failback failed: {}\n{}", stderr(&out), stdout(&out));
+    let text = stdout(&out);
+    let report: Value = serde_json::from_str(&text[text.find("{\n").unwrap()..]).unwrap();
+    let divergent = report["divergent"].as_array().unwrap();
+    for (id, version) in [("diverged", 1), ("shared", 2)] {
+        let d = divergent.iter().find(|d| d["contract_id"] == id && d["version"] == version);
+        let d = d.unwrap_or_else(|| panic!("{id} v{version} not listed as divergent: {text}"));
+        assert_eq!(d["quarantined"], true, "{d}");
+        assert_eq!(d["origin"], "a", "{d}");
+    }
+    assert_eq!(divergent.len(), 2, "{text}");
+    c.wait_status("a's controller a voter of generation 2, a active", &["c", "a"], |s| {
+        s["nodes"]["a"]["role"] == "follower" && s["cluster"]["sites"]["a"]["role"] == "active" && s["cluster"]["generation"] == 2
+    });
+    // Quarantined: not served; A serves C's version of the contract.
+    assert_eq!(read_at(&c, dir.path(), &tenant, "a", "shared"), b"shared v2 at c");
+    assert!(!list_ids(&c, "a", &tenant).contains("diverged"), "a quarantined write is still served");
+    assert_eq!(read_at(&c, dir.path(), &tenant, "a", "after"), b"written at c after the disaster");
+    // ...but kept, ciphertext included.
+    let quarantine = c.data_dir("a").join("replicator").join("blobs").join("quarantine");
+    let kept_blobs = walk(&quarantine);
+    assert_eq!(kept_blobs, 2, "both divergent files are kept under {}", quarantine.display());
+
+    let out = c.tandem(&["c"], &["switchover", "--from", "c", "--to", "a", "--shards", "0-31", "--reason", "failback of a", "--yes"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let back = put_at(&c, &tenant, "a", "back-home", &deed("written at a after failback"));
+    assert_eq!(back["contract"]["origin"], "a");
+    assert_eq!(back["contract"]["epoch"], 3);
+    // A's log flows to C past the entries it quarantined.
+    c.wait_for("c receiving a's new write", || list_ids(&c, "c", &tenant).contains("back-home").then_some(()));
+    assert_eq!(read_at(&c, dir.path(), &tenant, "c", "back-home"), b"written at a after failback");
+    assert!(!list_ids(&c, "c", &tenant).contains("diverged"));
+
+    // B's replicator returns with its old data: it had applied A's
+    // divergent writes (sync pair), and quarantines its copies too.
+    c.start_replicator("b");
+    c.wait_for("b quarantining its copies of a's divergent writes", || {
+        let d = try_divergent_at(&c, "b").ok()?;
+        (d.iter().filter(|d| d.quarantined && d.origin == "a").count() == 2).then_some(())
+    });
+    assert!(!list_ids(&c, "b", &tenant).contains("diverged"), "b still serves a quarantined write");
+    let entries = audit(&c, &["c", "a"]);
+    assert!(entries.iter().any(|e| e["what"] == "site a joined generation 2 as a Raft voter"), "the join is audited");
+}
+
+fn put_at(c: &Cluster, tenant: &str, site: &str, id: &str, file: &str) -> Value {
+    let out = c.contract(site, &["put", "--json", "--tenant", tenant, "--id", id, "--file", file]);
+    assert!(out.status.success(), "put {id} at {site}: {}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()
+}
+
+fn read_at(c: &Cluster, dir: &std::path::Path, tenant: &str, site: &str, id: &str) -> Vec<u8> {
+    let out = dir.join(format!("read-{site}-{id}"));
+    let got = c.contract(site, &["get", "--tenant", tenant, "--id", id, "--out", &out.display().to_string()]);
+    assert!(got.status.success(), "get {id} at {site}: {}", stderr(&got));
+    std::fs::read(out.join("deed.pdf")).unwrap()
+}
+
+/// Number of files under `dir`.
+fn walk(dir: &std::path::Path) -> usize {
+    let Ok(read) = std::fs::read_dir(dir) else { return 0 };
+    read.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
 }

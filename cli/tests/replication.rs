@@ -308,6 +308,11 @@ fn wrong_owner_and_stale_epoch_are_refused() {
         });
         let chunk = pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(serde_json::to_vec(&entry).unwrap().into())) };
         let refusal = client.apply(futures::stream::iter(vec![chunk])).await.unwrap_err();
+        // Stepping over a current entry (one its origin did not quarantine)
+        // is refused too: only stale entries can be skipped.
+        let skip = pb::SkipRequest { origin: "a".into(), seq: before + 1, shard, epoch: 1 };
+        let skip_refusal = client.skip(skip).await.unwrap_err();
+        assert!(skip_refusal.message().contains("cannot be skipped"), "{}", skip_refusal.message());
         let after = client.cursor(req()).await.unwrap().into_inner().applied_seq;
         (refusal, before, after)
     });

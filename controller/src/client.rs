@@ -63,6 +63,7 @@ enum Proposal {
     ShardMove(pb::ShardMoveRequest),
     Event(pb::EventRequest),
     SiteRole(pb::SiteRoleRequest),
+    Join(pb::JoinRequest),
 }
 
 /// What a committed change produced.
@@ -276,6 +277,13 @@ impl ControlClient {
         .await
     }
 
+    /// Adds `site`'s controller (restarted empty by `tandem dr rejoin`) to
+    /// the Raft membership of the current generation. Give this client a
+    /// call timeout long enough for the new node to catch up.
+    pub async fn join(&self, site: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        self.propose(Proposal::Join(pb::JoinRequest { who: who.into(), why: why.into(), site: site.into() })).await
+    }
+
     /// Records an event in the audit log.
     pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
         self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into() })).await
@@ -327,6 +335,7 @@ impl ControlClient {
                     Proposal::ShardMove(req) => self.bounded(c.shard_move(req)).await,
                     Proposal::Event(req) => self.bounded(c.record_event(req)).await,
                     Proposal::SiteRole(req) => self.bounded(c.set_site_role(req)).await,
+                    Proposal::Join(req) => self.bounded(c.join(req)).await,
                 },
                 Err(e) => Err(e),
             };

@@ -137,7 +137,12 @@ impl Node {
             .map_err(|e| NodeError::Store(e.to_string()))?
             .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport).await?;
+        // A returning old site prepared by `tandem dr rejoin` waits, empty,
+        // for the activated generation's leader to add it.
+        let joining = deps.kv.get(crate::raft::state_machine::DR_JOINING_KEY).map_err(|e| NodeError::Store(e.to_string()))?.is_some();
+        if !joining {
+            refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport).await?;
+        }
 
         let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport, state.clone()), log_store, sm_store)
             .await
@@ -171,7 +176,7 @@ impl Node {
             .map(|s| (s.node_id, BasicNode { addr: s.addr.clone() }))
             .collect();
         let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !initialized {
+        if !initialized && !joining {
             if let Err(e) = raft.initialize(members).await {
                 tracing::info!(error = %e, "raft initialise skipped");
             }

@@ -73,16 +73,14 @@ where
             return Err(ReplicaError::Gap { origin: entry.origin.clone(), expected: cursor + 1, got: entry.seq });
         }
     }
-    let known = site
-        .meta
-        .epoch(entry.shard)?
-        .max(site.view.latest().and_then(|s| s.shards.get(entry.shard as usize).map(|s| s.epoch)).unwrap_or(0));
+    let known = known_epoch(site, entry.shard)?;
     // A repair copies the owner's current state, written under whatever
     // epoch was current then; fencing applies to live log traffic.
     if mode == Mode::Log && entry.epoch < known {
         return Err(ReplicaError::StaleEpoch { shard: entry.shard, got: entry.epoch, known });
     }
 
+    let _contract = site.contract_lock(entry.tenant(), entry.contract_id()).lock().await;
     let mut batch = MetaBatch::default();
     let head = site.meta.head(entry.shard, entry.tenant(), entry.contract_id())?;
     match &entry.change {
@@ -96,6 +94,9 @@ where
                     return Err(ReplicaError::Invalid(format!("file {} has an unexpected storage path", file.name)));
                 }
             }
+            // A different version under this number (a divergent write
+            // held here) is moved aside before its ciphertext is replaced.
+            crate::quarantine::replaced(site, v).await?;
             let t0 = tokio::time::Instant::now();
             receive_files(site, &entry, &mut chunks).await?;
             tracing::debug!(origin = %entry.origin, seq = entry.seq, received_ms = t0.elapsed().as_millis() as u64, "entry files received and synced");
@@ -147,6 +148,47 @@ where
         site.gc_wake.notify_one();
     }
     Ok(applied)
+}
+
+/// Steps the cursor over entry `req.seq` of `req.origin`'s log without
+/// storing it: the origin quarantined it. Only an entry whose epoch is
+/// older than this site knows for the shard may be skipped, so a current
+/// write can never be. Returns the origin's cursor after it.
+pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaError> {
+    if req.origin == site.name {
+        return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", req.seq)));
+    }
+    let lock = site
+        .apply_locks
+        .get(&req.origin)
+        .ok_or_else(|| ReplicaError::Invalid(format!("skip for unknown site {:?}", req.origin)))?;
+    let _ordered = lock.lock().await;
+    let cursor = site.meta.cursor(&req.origin)?;
+    if req.seq <= cursor {
+        return Ok(cursor);
+    }
+    if req.seq != cursor + 1 {
+        return Err(ReplicaError::Gap { origin: req.origin.clone(), expected: cursor + 1, got: req.seq });
+    }
+    let known = known_epoch(site, req.shard)?;
+    if req.epoch >= known {
+        return Err(ReplicaError::Invalid(format!(
+            "entry {} of {} carries epoch {} for shard {}, which is current here: it cannot be skipped",
+            req.seq, req.origin, req.epoch, req.shard
+        )));
+    }
+    let mut batch = MetaBatch::default();
+    batch.set_cursor(&req.origin, req.seq);
+    batch.put_skipped(&req.origin, req.seq, &crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms() });
+    site.meta.commit(batch)?;
+    tracing::info!(site = %site.name, origin = %req.origin, seq = req.seq, shard = req.shard, epoch = req.epoch, "stale entry skipped (quarantined at its origin)");
+    Ok(req.seq)
+}
+
+/// The highest epoch this site knows for `shard`: from entries it stored
+/// and from the controller's shard map.
+pub(crate) fn known_epoch(site: &Site, shard: u32) -> Result<u64, ReplicaError> {
+    Ok(site.meta.epoch(shard)?.max(site.view.latest().and_then(|s| s.shards.get(shard as usize).map(|s| s.epoch)).unwrap_or(0)))
 }
 
 /// Stores the entry's files from the stream, checking each as it arrives.

@@ -108,6 +108,40 @@ impl BlobStore {
         }
     }
 
+    /// Moves `from` to `to` (quarantine). Returns false, changing nothing,
+    /// when `from` does not exist. Durable once it returns.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<bool, BlobError> {
+        let src = Path::parse(from).map_err(|e| BlobError::Store(e.to_string()))?;
+        let dst = Path::parse(to).map_err(|e| BlobError::Store(e.to_string()))?;
+        match self.store.rename(&src, &dst).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let (Some(new), Some(old)) = (self.local_path(to), self.local_path(from)) {
+            sync_file_and_dir(new).await?;
+            if let Some(dir) = old.parent() {
+                let dir = dir.to_path_buf();
+                let shown = dir.display().to_string();
+                tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+                    .await
+                    .map_err(|e| BlobError::Sync { path: shown.clone(), reason: e.to_string() })?
+                    .map_err(|e| BlobError::Sync { path: shown, reason: e.to_string() })?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether `blob` exists.
+    pub async fn exists(&self, blob: &str) -> Result<bool, BlobError> {
+        let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes `blob`; deleting a missing blob is not an error.
     pub async fn delete(&self, blob: &str) -> Result<(), BlobError> {
         let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
@@ -237,8 +271,11 @@ mod tests {
         assert_eq!(n, 10 << 20);
         assert_eq!(hex::encode(sha.finalize()), stored.sha256);
         assert!(store.local_path("t/c/v1/0").unwrap().exists());
-        store.delete("t/c/v1/0").await.unwrap();
-        store.delete("t/c/v1/0").await.unwrap();
-        assert!(matches!(store.read("t/c/v1/0").await, Err(BlobError::NotFound(_))));
+        assert!(store.rename("t/c/v1/0", "q/t/c/v1/0").await.unwrap());
+        assert!(!store.exists("t/c/v1/0").await.unwrap() && store.exists("q/t/c/v1/0").await.unwrap());
+        assert!(!store.rename("t/c/v1/0", "q/t/c/v1/0").await.unwrap(), "a missing source is reported, not an error");
+        store.delete("q/t/c/v1/0").await.unwrap();
+        store.delete("q/t/c/v1/0").await.unwrap();
+        assert!(matches!(store.read("q/t/c/v1/0").await, Err(BlobError::NotFound(_))));
     }
 }

@@ -114,7 +114,13 @@ impl ReplicatorClient {
         match self.put_once(addr, header, files).await {
             Err(PutError::NotOwner(owner, _)) if owner != addr => match self.put_once(&owner, header, files).await {
                 Ok(r) => Ok(r),
-                Err(PutError::NotOwner(_, e)) | Err(PutError::Other(e)) => Err(e),
+                // The owner named by the first site names another: their
+                // views differ while an ownership change propagates.
+                Err(PutError::NotOwner(_, e)) => Err(ClientError::Refused {
+                    code: Some(tandem_proto::error_code::MOVING.to_string()),
+                    message: format!("the sites disagree on the owner of this shard (an ownership change is propagating): {e}"),
+                }),
+                Err(PutError::Other(e)) => Err(e),
             },
             Ok(r) => Ok(r),
             Err(PutError::NotOwner(_, e)) | Err(PutError::Other(e)) => Err(e),

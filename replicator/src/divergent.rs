@@ -1,10 +1,13 @@
 //! Divergent writes: entries of this site's own log written under an epoch
 //! that has since moved to another site, and that the new owner never
-//! confirmed. They were never acknowledged in sync mode (the owner only
-//! acknowledges what its peer confirmed, or after the pair was recorded
-//! async, in which case a failover states the loss), so they are not lost
-//! contracts; but they are kept here, listed by `tandem verify`, and never
-//! merged or dropped automatically: someone has to reconcile them.
+//! confirmed. A failover states them as its loss (they were never
+//! acknowledged in sync mode) or a DR activation estimated them. They are
+//! quarantined as soon as the owner refuses them ([`crate::quarantine`]),
+//! listed by `tandem verify` and `tandem failback`, and never merged or
+//! dropped automatically: someone has to reconcile them.
+//!
+//! The list: every quarantined write, then every divergent entry of the
+//! own log not quarantined yet (still served here as current).
 
 use tandem_proto::replicator as pb;
 
@@ -14,13 +17,40 @@ use crate::site::Site;
 
 /// Scans this site's log from the oldest entry any owner may lack.
 pub fn entries(site: &Site) -> Result<Vec<pb::DivergentEntry>, ReplicaError> {
-    let Some(state) = site.view.latest() else { return Ok(Vec::new()) };
+    let mut out: Vec<pb::DivergentEntry> = site
+        .meta
+        .all_quarantined()?
+        .into_iter()
+        .map(|q| pb::DivergentEntry {
+            seq: q.seq,
+            tenant: q.tenant,
+            contract_id: q.contract_id,
+            version: q.version,
+            shard: q.shard,
+            epoch: q.epoch,
+            current_owner: String::new(),
+            current_epoch: 0,
+            at_unix_ms: q.written_unix_ms,
+            quarantined: true,
+            reason: q.reason,
+            origin: q.origin,
+        })
+        .collect();
+    let Some(state) = site.view.latest() else { return Ok(out) };
+    for e in &mut out {
+        if let Some(now) = state.shards.get(e.shard as usize) {
+            e.current_owner = now.owner.clone();
+            e.current_epoch = now.epoch;
+        }
+    }
     let head = site.meta.log_head()?;
     // Entries every peer confirmed cannot be divergent.
     let from = site.links.values().map(|l| *l.acked.borrow()).min().unwrap_or(head);
-    let mut out = Vec::new();
     for seq in from + 1..=head {
         let Some(e) = site.meta.log_entry(seq)? else { continue };
+        if crate::quarantine::holds(site, &e)? {
+            continue;
+        }
         let Some(now) = state.shards.get(e.shard as usize) else { continue };
         if now.owner == site.name || now.epoch <= e.epoch {
             continue;
@@ -43,6 +73,9 @@ pub fn entries(site: &Site) -> Result<Vec<pb::DivergentEntry>, ReplicaError> {
             current_owner: now.owner.clone(),
             current_epoch: now.epoch,
             at_unix_ms: e.at_unix_ms,
+            quarantined: false,
+            reason: String::new(),
+            origin: site.name.clone(),
         });
     }
     Ok(out)

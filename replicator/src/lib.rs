@@ -32,6 +32,7 @@ pub mod ids;
 pub mod lag;
 pub mod meta;
 pub mod model;
+pub mod quarantine;
 pub mod read;
 pub mod server;
 pub mod scrub;

@@ -9,6 +9,10 @@
 //! - `e/{shard:05}` → the highest owner epoch seen for the shard
 //! - `g/{blob path}` → ciphertext waiting to be deleted (destroyed contracts),
 //!   with the log position all peers must confirm first
+//! - `q/{tenant}/{contract}/{version:020}/{origin}/{epoch:020}` →
+//!   [`Quarantined`]: a divergent write moved aside (version 0: a destroy)
+//! - `s/{origin}/{seq:020}` → [`Skipped`]: an entry of another site's log
+//!   refused as stale and stepped over at the origin's request
 //!
 //! A write's metadata, its log entry and the cursor move together in one
 //! batch, so a crash leaves either all of them or none.
@@ -19,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_storage::{Durability, KvStore, StorageError, WriteBatch};
 
-use crate::model::{ContractHead, LogEntry, VersionRecord};
+use crate::model::{ContractHead, LogEntry, Quarantined, Skipped, VersionRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -52,6 +56,14 @@ fn cursor_key(origin: &str) -> String {
 
 fn epoch_key(shard: u32) -> String {
     format!("e/{shard:05}")
+}
+
+fn quarantine_key(tenant: &str, contract_id: &str, version: u64, origin: &str, epoch: u64) -> String {
+    format!("q/{tenant}/{contract_id}/{version:020}/{origin}/{epoch:020}")
+}
+
+fn skipped_key(origin: &str, seq: u64) -> String {
+    format!("s/{origin}/{seq:020}")
 }
 
 fn gc_key(blob: &str) -> String {
@@ -87,6 +99,22 @@ impl MetaBatch {
 
     pub fn put_version(&mut self, v: &VersionRecord) {
         self.batch.put(version_key(&v.tenant, &v.contract_id, v.version), encode(v));
+    }
+
+    pub fn delete_head(&mut self, head: &ContractHead) {
+        self.batch.delete(head_key(head.shard, &head.tenant, &head.contract_id));
+    }
+
+    pub fn delete_version(&mut self, v: &VersionRecord) {
+        self.batch.delete(version_key(&v.tenant, &v.contract_id, v.version));
+    }
+
+    pub fn put_quarantined(&mut self, q: &Quarantined) {
+        self.batch.put(quarantine_key(&q.tenant, &q.contract_id, q.version, &q.origin, q.epoch), encode(q));
+    }
+
+    pub fn put_skipped(&mut self, origin: &str, seq: u64, skipped: &Skipped) {
+        self.batch.put(skipped_key(origin, seq), encode(skipped));
     }
 
     pub fn append_log(&mut self, entry: &LogEntry) {
@@ -196,6 +224,19 @@ impl MetaStore {
 
     pub fn epoch(&self, shard: u32) -> Result<u64, MetaError> {
         self.get_u64(&epoch_key(shard))
+    }
+
+    pub fn quarantined(&self, tenant: &str, contract_id: &str, version: u64, origin: &str, epoch: u64) -> Result<Option<Quarantined>, MetaError> {
+        self.get(&quarantine_key(tenant, contract_id, version, origin, epoch))
+    }
+
+    /// Everything quarantined here, in key order.
+    pub fn all_quarantined(&self) -> Result<Vec<Quarantined>, MetaError> {
+        self.kv.range(b"q/", &prefix_end("q/"), usize::MAX)?.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
+    pub fn skipped(&self, origin: &str, seq: u64) -> Result<Option<Skipped>, MetaError> {
+        self.get(&skipped_key(origin, seq))
     }
 
     /// Blob paths waiting to be deleted, with the log position every peer

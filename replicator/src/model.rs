@@ -119,6 +119,46 @@ impl LogEntry {
     }
 }
 
+/// A divergent write moved aside: written under an epoch that has since
+/// moved to another site, never received by the new owner. No longer
+/// served as current, never replicated, never merged or dropped: kept,
+/// with its ciphertext and wrapped keys, for someone to reconcile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub tenant: String,
+    pub contract_id: String,
+    /// 0 for a destroy.
+    pub version: u64,
+    pub shard: u32,
+    /// The site that accepted the write, and under which epoch.
+    pub origin: String,
+    pub epoch: u64,
+    /// Position in the origin's log, when this site is the origin (0 when
+    /// the write came from another site and was replaced here).
+    pub seq: u64,
+    pub written_unix_ms: u64,
+    pub quarantined_unix_ms: u64,
+    pub reason: String,
+    /// The version as written, its files' blobs now under [`quarantine_path`];
+    /// `None` for a destroy (its keys were already shredded here).
+    pub record: Option<VersionRecord>,
+}
+
+/// An entry of another site's log this site stepped over: refused as
+/// stale, and quarantined at its origin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub shard: u32,
+    pub epoch: u64,
+    pub at_unix_ms: u64,
+}
+
+/// Where a quarantined file's ciphertext is kept: outside the contract
+/// paths, so a later version with the same number cannot overwrite it.
+pub fn quarantine_path(blob: &str, origin: &str, epoch: u64) -> String {
+    format!("quarantine/{origin}-e{epoch}/{blob}")
+}
+
 /// Object path of a file's ciphertext: by position, never by the
 /// client-given file name.
 pub fn blob_path(tenant: &str, contract_id: &str, version: u64, index: usize) -> String {

@@ -227,6 +227,16 @@ impl Replication for ReplicationService {
         Ok(Response::new(pb::DivergentReply { entries: crate::divergent::entries(&self.site)? }))
     }
 
+    async fn skip(&self, req: Request<pb::SkipRequest>) -> Result<Response<pb::ApplyReply>, Status> {
+        let applied_seq = crate::apply::skip(&self.site, &req.into_inner()).await?;
+        Ok(Response::new(pb::ApplyReply { applied_seq }))
+    }
+
+    async fn retract(&self, req: Request<pb::RetractRequest>) -> Result<Response<pb::RetractReply>, Status> {
+        let quarantined = crate::quarantine::retract(&self.site, &req.into_inner()).await?;
+        Ok(Response::new(pb::RetractReply { quarantined }))
+    }
+
     async fn scrub(&self, _req: Request<pb::ScrubRequest>) -> Result<Response<pb::ScrubReply>, Status> {
         let count = self.site.view.latest().map(|s| s.shards.len() as u32).ok_or_else(|| Status::unavailable("no controller view yet"))?;
         let done = crate::scrub::scrub(&self.site, count).await?;

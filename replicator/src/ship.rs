@@ -148,8 +148,11 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         Err(_) => return "cursor: no answer".into(),
     };
     link.acked.send_replace(cursor);
+    link.acked_known.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(site = %site.name, peer = %link.peer, cursor, "replication link up; shipping from the peer's cursor");
     let mut grew = site.log_grew.subscribe();
+    // Quarantine count when the peer last had every retraction it needs.
+    let mut retracted: Option<u64> = None;
     loop {
         let head = match site.meta.log_head() {
             Ok(h) => h,
@@ -157,6 +160,11 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         };
         let acked = *link.acked.borrow();
         if acked >= head {
+            // Idle: settle retractions (retried each idle second until done).
+            let quarantines = *site.quarantines.borrow();
+            if retracted != Some(quarantines) && retract_all(site, link, &mut client).await {
+                retracted = Some(quarantines);
+            }
             let _ = tokio::time::timeout(Duration::from_secs(1), grew.changed()).await;
             continue;
         }
@@ -165,6 +173,16 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
             Ok(None) => return format!("log entry {} is missing", acked + 1),
             Err(e) => return e.to_string(),
         };
+        let held = match crate::quarantine::holds(site, &entry) {
+            Ok(h) => h,
+            Err(e) => return e.to_string(),
+        };
+        if held {
+            match skip(site, link, &mut client, &entry).await {
+                Ok(()) => continue,
+                Err(e) => return e,
+            }
+        }
         let bytes: u64 = entry.files().iter().map(|f| f.ciphertext_len).sum();
         let rate = match link.send_limit {
             0 => MIN_RATE,
@@ -172,16 +190,104 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         };
         let limit = ENTRY_TIMEOUT_BASE + Duration::from_secs(bytes / rate);
         let seq = entry.seq;
-        let chunks = entry_chunks(site.blobs.clone(), entry, Some(pacer.clone()), Some(link.sent.clone()));
+        let chunks = entry_chunks(site.blobs.clone(), entry.clone(), Some(pacer.clone()), Some(link.sent.clone()));
         match tokio::time::timeout(limit, client.apply(chunks)).await {
             Ok(Ok(r)) => {
                 let applied = r.into_inner().applied_seq;
                 link.acked.send_replace(applied);
                 *backoff = Duration::from_millis(100);
             }
+            Ok(Err(s)) if is_stale_epoch(&s) => {
+                if let Err(e) = stale_refused(site, link, &mut client, &entry, s.message()).await {
+                    return e;
+                }
+            }
             Ok(Err(s)) => return format!("entry {seq}: {}", s.message()),
             Err(_) => return format!("entry {seq}: not confirmed within {} s", limit.as_secs()),
         }
+    }
+}
+
+fn is_stale_epoch(s: &tonic::Status) -> bool {
+    s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok()) == Some(tandem_proto::error_code::STALE_EPOCH)
+}
+
+/// The peer refused `entry` as stale: its shard has moved on. If the
+/// shard's current owner never confirmed the entry, it is a divergent
+/// write: quarantine it here. Either way the peer can never apply it, so
+/// step over it (an entry the owner has reaches the peer from the owner,
+/// through anti-entropy).
+async fn stale_refused(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry, why: &str) -> Result<(), String> {
+    let now = site.view.latest().and_then(|s| s.shards.get(entry.shard as usize).map(|o| (o.owner.clone(), o.epoch)));
+    // Judge only with a view that shows the move: a stale view still names
+    // this site as the owner.
+    let owner = match now {
+        Some((owner, epoch)) if epoch > entry.epoch => owner,
+        _ => return Err(format!("entry {}: refused as stale; waiting for this site's controller view to show the shard's new owner", entry.seq)),
+    };
+    let owner_has_it = match site.links.get(&owner) {
+        // The owner is the peer that just refused it.
+        Some(l) if l.peer == link.peer => false,
+        Some(l) if l.acked_known.load(std::sync::atomic::Ordering::SeqCst) => *l.acked.borrow() >= entry.seq,
+        Some(_) => return Err(format!("entry {}: refused as stale; waiting to learn whether {owner} has it", entry.seq)),
+        // This site owns the shard again: the entry is its own history.
+        None => true,
+    };
+    if !owner_has_it {
+        let reason = format!("{} refused it ({why}); {owner} owns the shard and never received it", link.peer);
+        crate::quarantine::own_entry(site, entry, &reason).await.map_err(|e| format!("entry {}: cannot quarantine: {e}", entry.seq))?;
+    }
+    skip(site, link, client, entry).await
+}
+
+type Client = tandem_proto::replicator::replication_client::ReplicationClient<Channel>;
+
+/// Asks the peer to quarantine its copies of this site's quarantined
+/// writes that it applied (see [`crate::quarantine::retract`]). Returns
+/// whether every one was settled; the rest are retried later.
+async fn retract_all(site: &Site, link: &Link, client: &mut Client) -> bool {
+    let own = match crate::quarantine::own_retractable(site) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(site = %site.name, error = %e, "cannot list quarantined writes");
+            return false;
+        }
+    };
+    // Sent to every peer: one that never applied the write answers that it
+    // holds no copy (the origin never ships a quarantined entry again).
+    let mut settled = true;
+    for q in &own {
+        let req = pb::RetractRequest {
+            origin: site.name.clone(),
+            seq: q.seq,
+            shard: q.shard,
+            epoch: q.epoch,
+            tenant: q.tenant.clone(),
+            contract_id: q.contract_id.clone(),
+            version: q.version,
+        };
+        match tokio::time::timeout(RPC_TIMEOUT, client.retract(req)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => {
+                tracing::debug!(site = %site.name, peer = %link.peer, seq = q.seq, error = %s.message(), "retraction not accepted yet");
+                settled = false;
+            }
+            Err(_) => settled = false,
+        }
+    }
+    settled
+}
+
+/// Asks the peer to step over `entry` (see [`crate::apply::skip`]).
+async fn skip(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry) -> Result<(), String> {
+    let req = pb::SkipRequest { origin: site.name.clone(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch };
+    match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
+        Ok(Ok(r)) => {
+            link.acked.send_replace(r.into_inner().applied_seq);
+            Ok(())
+        }
+        Ok(Err(s)) => Err(format!("skipping entry {}: {}", entry.seq, s.message())),
+        Err(_) => Err(format!("skipping entry {}: no answer", entry.seq)),
     }
 }
 

@@ -27,11 +27,21 @@ pub struct Link {
     /// large entry, which keeps a sync write waiting while the peer is
     /// still receiving.
     pub sent: Arc<watch::Sender<u64>>,
+    /// Whether `acked` came from the peer since this process started (a
+    /// fresh 0 means "not asked yet", not "has nothing").
+    pub acked_known: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
     pub fn new(peer: String, addr: String, send_limit: u64) -> Self {
-        Link { peer, addr, send_limit, acked: watch::Sender::new(0), sent: Arc::new(watch::Sender::new(0)) }
+        Link {
+            peer,
+            addr,
+            send_limit,
+            acked: watch::Sender::new(0),
+            sent: Arc::new(watch::Sender::new(0)),
+            acked_known: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Waits until the peer has confirmed entry `seq`, or until `stall`
@@ -79,7 +89,16 @@ pub struct Site {
     pub apply_locks: BTreeMap<String, tokio::sync::Mutex<()>>,
     /// Wakes the ciphertext collector after a destroy.
     pub gc_wake: tokio::sync::Notify,
+    /// Striped per-contract locks: an incoming version and a quarantine of
+    /// the same contract never interleave (see [`crate::quarantine`]).
+    pub contract_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Counts quarantines of this site's own writes: shippers then ask
+    /// peers that applied them to quarantine their copies.
+    pub quarantines: watch::Sender<u64>,
 }
+
+/// Number of [`Site::contract_locks`] stripes.
+pub const CONTRACT_LOCK_STRIPES: usize = 64;
 
 /// Marks a contract busy for the life of the guard.
 pub struct BusyGuard<'a> {
@@ -100,6 +119,15 @@ impl Site {
         let key = (tenant.to_string(), contract_id.to_string());
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         busy.insert(key.clone()).then(|| BusyGuard { site: self, key })
+    }
+
+    /// The lock stripe of one contract.
+    pub fn contract_lock(&self, tenant: &str, contract_id: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = crc32fast::Hasher::new();
+        h.update(tenant.as_bytes());
+        h.update(b"/");
+        h.update(contract_id.as_bytes());
+        &self.contract_locks[h.finalize() as usize % self.contract_locks.len()]
     }
 
     /// The replicator address of `site`.

@@ -138,6 +138,7 @@ pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, clus
     for (name, addr) in sites {
         let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
         for e in call(name, c.divergent(pb::DivergentRequest {})).await?.entries {
+            let detail = divergent_detail(name, &e);
             report.differences.push(Difference {
                 shard: e.shard,
                 owner: e.current_owner.clone(),
@@ -145,18 +146,32 @@ pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, clus
                 tenant: e.tenant,
                 contract_id: e.contract_id,
                 kind: Kind::Divergent,
-                detail: format!(
-                    "{name}'s log entry {} ({}) was written under epoch {}; {} owns the shard under epoch {} and never received it",
-                    e.seq,
-                    if e.version == 0 { "destroy".to_string() } else { format!("version {}", e.version) },
-                    e.epoch,
-                    e.current_owner,
-                    e.current_epoch
-                ),
+                detail,
             });
         }
     }
     Ok(report)
+}
+
+/// One line about a divergent write, quarantined or not yet.
+pub fn divergent_detail(site: &str, e: &pb::DivergentEntry) -> String {
+    let what = if e.version == 0 { "destroy".to_string() } else { format!("version {}", e.version) };
+    if e.quarantined {
+        format!(
+            "QUARANTINED at {site}: {what} that {} wrote under epoch {}{}; {} owns the shard under epoch {}. Kept aside, not served: {}",
+            e.origin,
+            e.epoch,
+            if e.seq > 0 { format!(" (its log entry {})", e.seq) } else { String::new() },
+            e.current_owner,
+            e.current_epoch,
+            e.reason
+        )
+    } else {
+        format!(
+            "{site}'s log entry {} ({what}) was written under epoch {}; {} owns the shard under epoch {} and never received it (not quarantined yet: served here as current)",
+            e.seq, e.epoch, e.current_owner, e.current_epoch
+        )
+    }
 }
 
 /// Adds every site's scrub problems to `report` as [`Kind::Corrupt`].

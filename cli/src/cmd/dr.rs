@@ -6,6 +6,14 @@
 //! this site as the only member, owner of every shard under new epochs,
 //! every other site fenced, the reset recorded in the audit log. Start the
 //! controller again afterwards; nodes of the old generation are refused.
+//!
+//! `tandem dr rejoin --config <a returning old site's controller config>`:
+//! the first step of failback after a DR activation, run on the returning
+//! site's controller host with that controller stopped. It needs the
+//! activated generation's leader to answer and to list this site as
+//! fenced. The old controller store is kept (renamed, for the auditors) and
+//! a fresh one is prepared that joins the activated generation instead of
+//! starting its own; `tandem failback --site <it>` then adds it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,10 +44,77 @@ pub enum Command {
         #[command(flatten)]
         audited: Audited,
     },
+    /// Prepare a returning old site's controller to join the activated generation (its controller stopped).
+    Rejoin {
+        /// The returning site's controller config.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        audited: Audited,
+    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let Command::Activate { config, audited } = args.command;
+    match args.command {
+        Command::Activate { config, audited } => activate(config, audited).await,
+        Command::Rejoin { config, audited } => rejoin(config, audited).await,
+    }
+}
+
+async fn rejoin(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
+    audited.check_reason()?;
+    let config = NodeConfig::load(&config)?;
+    let me = config.this_site().clone();
+    let others: Vec<String> = config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()).collect();
+    let client = ControlClient::new(others, Transport::Tokio, Duration::from_secs(5));
+    let status = client.leader_status().await.map_err(|e| {
+        anyhow::anyhow!("no leader of an activated generation answers ({e}): rejoin needs it to add {}; nothing changed", me.name)
+    })?;
+    let role = status.cluster.sites.get(&me.name).map(|s| s.role);
+    if role != Some(tandem_controller::state::SiteRole::Fenced) {
+        bail!(
+            "site {} leads generation {} and lists {} as {}, not fenced: rejoin is only for a site returning after a DR activation; nothing changed",
+            status.raft.site,
+            status.cluster.generation,
+            me.name,
+            role.map(|r| r.as_str()).unwrap_or("unknown")
+        );
+    }
+    let generation = status.cluster.generation;
+    let dir = config.data_dir.join("controller");
+    let kept = config.data_dir.join(format!("controller.superseded-{}", SystemClock.now_unix_ms()));
+    println!("plan: site {} rejoins generation {generation}, led by {}", me.name, status.raft.site);
+    println!("  1. keep this site's old controller store as {} (never deleted)", kept.display());
+    println!("  2. prepare an empty store that joins generation {generation} instead of starting its own cluster");
+    println!("  3. then: start the controller, and run `tandem failback --site {}`", me.name);
+    if audited.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    if !audited.yes {
+        super::change::confirm()?;
+    }
+    if dir.exists() {
+        // Opening takes rocksdb's lock: refuses while the controller runs.
+        drop(RocksKv::open(&dir).with_context(|| {
+            format!("cannot open {} (is the controller of site {} still running? stop it first)", dir.display(), me.name)
+        })?);
+        std::fs::rename(&dir, &kept).with_context(|| format!("cannot move {} aside", dir.display()))?;
+    }
+    let kv = RocksKv::open(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    tandem_controller::raft::state_machine::prepare_join(&kv, generation)
+        .map_err(|e| anyhow::anyhow!("cannot prepare {}: {e}", dir.display()))?;
+    drop(kv);
+    let what = format!("site {}'s controller store reset to join generation {generation}; old store kept at {}", me.name, kept.display());
+    match client.record_event(&what, "ok", &audited.who, &audited.reason).await {
+        Ok(o) => println!("rejoin prepared (audit #{})", o.audit_seq),
+        Err(e) => println!("rejoin prepared (not audited: {e})"),
+    }
+    println!("now start the controller of site {}, then: tandem failback --site {} --reason ...", me.name, me.name);
+    Ok(())
+}
+
+async fn activate(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
     audited.check_reason()?;
     let config = NodeConfig::load(&config)?;
     let me = config.this_site().clone();

@@ -1,8 +1,13 @@
 //! `tandem failback --site A`: a site returning after a failover rejoins as
 //! `recovering` (no shard can be moved to it), catches up from the others
-//! (progress and an estimate are printed), has its divergent writes listed
-//! (kept for reconciliation, never merged or dropped), and becomes `active`
-//! again. It then prints the `tandem switchover` that returns its shards.
+//! (progress and an estimate are printed), has its divergent writes
+//! quarantined and listed (kept for reconciliation, never merged or
+//! dropped), and becomes `active` again. It then prints the
+//! `tandem switchover` that returns its shards.
+//!
+//! After a DR activation the site is `fenced` and its controller is not a
+//! member of the new generation: `tandem dr rejoin` prepares it, and this
+//! command first adds it to the Raft membership.
 
 use std::time::Duration;
 
@@ -41,14 +46,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if owned > 0 {
         bail!("{} owns {owned} shards: failback is for a site that lost its shards in a failover", args.site);
     }
-    if !matches!(site.role, SiteRole::Active | SiteRole::Recovering) {
-        bail!("{} is {}; failback needs an active or recovering site", args.site, site.role.as_str());
+    if site.role == SiteRole::DrStandby {
+        bail!("{} is a DR standby; failback is for a site that lost its shards in a failover or a DR activation", args.site);
     }
     let returns = shards_moved_away(&client, &args.site).await;
     println!("plan: failback of {}", args.site);
+    if site.role == SiteRole::Fenced {
+        println!("  0. add {}'s controller (prepared by `tandem dr rejoin`) to generation {}'s Raft membership", args.site, status.cluster.generation);
+    }
     println!("  1. mark {} recovering (no shard can be moved to it meanwhile)", args.site);
-    println!("  2. wait until every other site has no backlog towards {}", args.site);
-    println!("  3. list {}'s divergent writes (kept for reconciliation)", args.site);
+    println!("  2. wait until every other site has no backlog towards {}, and it has none towards the owners", args.site);
+    println!("  3. list {}'s divergent writes: quarantined there when the owners refuse them (kept, not served)", args.site);
     println!("  4. mark {} active; then return its shards with a switchover", args.site);
     if args.audited.dry_run {
         println!("dry run: nothing changed");
@@ -58,6 +66,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         super::change::confirm()?;
     }
     let (who, why) = (&args.audited.who, &args.audited.reason);
+    if site.role == SiteRole::Fenced {
+        // Adding a learner waits for it to catch up: allow for that.
+        let joiner = tandem_controller::client::ControlClient::new(client.addrs().to_vec(), Transport::Tokio, Duration::from_secs(120));
+        let o = joiner.join(&args.site, who, why).await.with_context(|| {
+            format!("{}'s controller could not join (run `tandem dr rejoin` for it and start it first)", args.site)
+        })?;
+        println!("  {}'s controller joined: {} (audit #{})", args.site, o.result, o.audit_seq);
+        let spec = SiteRoleSpec { site: args.site.clone(), expect: SiteRole::Fenced, role: SiteRole::Recovering };
+        let o = client.set_site_role(&spec, who, why).await?;
+        if !o.result.starts_with("ok") {
+            bail!("marking {} recovering was refused: {}", args.site, o.result);
+        }
+        println!("  {} is recovering (audit #{})", args.site, o.audit_seq);
+    }
     if site.role == SiteRole::Active {
         let o = client.set_site_role(&SiteRoleSpec { site: args.site.clone(), expect: SiteRole::Active, role: SiteRole::Recovering }, who, why).await?;
         if !o.result.starts_with("ok") {
@@ -69,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
     let mut last: Option<(tokio::time::Instant, u64)> = None;
     let replicator_addr = loop {
-        let (_, s) = client.observe().await?;
+        let (node, s) = client.observe().await?;
         let fresh = |site: &str| {
             s.replicators.iter().find(|h| h.site == site).filter(|h| s.now_unix_ms.saturating_sub(h.received_at_unix_ms) < 5_000)
         };
@@ -80,8 +102,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 bytes += l.bytes;
             }
         }
+        // Its own entries towards the owners: shipped, or refused and
+        // quarantined there (so the divergent list below is complete).
+        let owners: std::collections::BTreeSet<&str> = node.cluster.shards.iter().map(|sh| sh.owner.as_str()).collect();
+        let outgoing: u64 = fresh(&args.site)
+            .map(|own| own.links.iter().filter(|l| owners.contains(l.peer.as_str())).map(|l| l.entries).sum())
+            .unwrap_or(0);
         if let Some(own) = fresh(&args.site) {
-            if entries == 0 {
+            if entries == 0 && outgoing == 0 {
                 break own.addr.clone();
             }
         }
@@ -93,7 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             _ => "estimating".into(),
         };
-        println!("  catching up: {entries} entries, {bytes} bytes behind ({eta})");
+        println!("  catching up: {entries} entries, {bytes} bytes behind ({eta}); {outgoing} own entries not yet settled with the owners");
         last = Some((now, bytes));
         if now >= deadline {
             bail!("{} did not catch up within {} s; it stays recovering (run failback again to continue)", args.site, args.timeout_s);
@@ -110,11 +138,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .into_inner()
         .entries;
     for d in &divergent {
-        println!(
-            "  divergent (kept at {}): {}/{} log entry {} written under epoch {}; {} owns the shard under epoch {}",
-            args.site, d.tenant, d.contract_id, d.seq, d.epoch, d.current_owner, d.current_epoch
-        );
+        println!("  {}/{}: {}", d.tenant, d.contract_id, tandem_replicator::verify::divergent_detail(&args.site, d));
     }
+    let quarantined = divergent.iter().filter(|d| d.quarantined).count();
     let o = client.set_site_role(&SiteRoleSpec { site: args.site.clone(), expect: SiteRole::Recovering, role: SiteRole::Active }, who, why).await?;
     if !o.result.starts_with("ok") {
         bail!("marking {} active was refused: {}", args.site, o.result);
@@ -126,13 +152,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         let divergent: Vec<_> = divergent
             .iter()
-            .map(|d| json!({ "seq": d.seq, "tenant": d.tenant, "contract_id": d.contract_id, "epoch": d.epoch, "current_owner": d.current_owner }))
+            .map(|d| {
+                json!({
+                    "seq": d.seq, "tenant": d.tenant, "contract_id": d.contract_id, "version": d.version, "origin": d.origin,
+                    "epoch": d.epoch, "current_owner": d.current_owner, "quarantined": d.quarantined, "reason": d.reason,
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json!({ "site": args.site, "divergent": divergent, "return_shards": commands }))?);
     } else {
-        println!("failback: {} is active again (audit #{}); {} divergent writes kept there", args.site, o.audit_seq, divergent.len());
+        println!(
+            "failback: {} is active again (audit #{}); {} divergent writes kept there, {quarantined} of them quarantined",
+            args.site,
+            o.audit_seq,
+            divergent.len()
+        );
         for c in &commands {
             println!("return its shards with: {c}");
+        }
+        if commands.is_empty() {
+            println!(
+                "return its shards with: tandem switchover --from <current owner> --to {} --shards <its shards> --reason \"failback of {}\"",
+                args.site, args.site
+            );
         }
     }
     Ok(())

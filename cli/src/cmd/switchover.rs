@@ -158,7 +158,8 @@ async fn refuse_divergent_target(obs: &tandem_controller::plan::Observations, to
     let blocking: Vec<String> = reply
         .entries
         .iter()
-        .filter(|e| shards.contains(&e.shard))
+        // Quarantined writes are no longer served; the others would be.
+        .filter(|e| shards.contains(&e.shard) && !e.quarantined)
         .map(|e| format!("{}/{} (log entry {}, epoch {})", e.tenant, e.contract_id, e.seq, e.epoch))
         .collect();
     if !blocking.is_empty() {

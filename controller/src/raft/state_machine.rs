@@ -248,6 +248,23 @@ pub const DR_MEMBERS_KEY: &[u8] = b"dr/members";
 /// Raft messages from nodes of an older generation than this are refused.
 pub const DR_FLOOR_KEY: &[u8] = b"dr/generation-floor";
 
+/// Written by `tandem dr rejoin` into the fresh store of a returning old
+/// site: it joins the activated generation (value: that generation) as a
+/// new member instead of starting a cluster of its own.
+pub const DR_JOINING_KEY: &[u8] = b"dr/joining";
+
+/// Prepares an empty controller store to join generation `generation`
+/// (see [`DR_JOINING_KEY`]); Raft messages of older generations are refused.
+pub fn prepare_join(kv: &dyn KvStore, generation: u64) -> Result<(), String> {
+    if kv.get(CORE_KEY).map_err(|e| e.to_string())?.is_some() {
+        return Err("this controller store is not empty".into());
+    }
+    let mut batch = WriteBatch::new();
+    batch.put(DR_JOINING_KEY, generation.to_be_bytes().to_vec());
+    batch.put(DR_FLOOR_KEY, generation.to_be_bytes().to_vec());
+    kv.write(batch, Durability::Sync).map_err(|e| e.to_string())
+}
+
 /// What a DR activation changes, for [`dr_reset`].
 pub struct DrReset {
     pub site: String,

@@ -195,6 +195,51 @@ impl Control for ControlService {
         self.propose(Command::SetSiteRole(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
 
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let r = req.into_inner();
+        if r.who.trim().is_empty() || r.why.trim().is_empty() {
+            return Err(Status::invalid_argument("who and a reason (--reason) are required: the audit log records them"));
+        }
+        self.confirm_leadership().await?;
+        let cluster = self.state.cluster();
+        let site = cluster.sites.get(&r.site).ok_or_else(|| Status::invalid_argument(format!("unknown site {:?}", r.site)))?.clone();
+        let voters: std::collections::BTreeSet<u64> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if voters.contains(&site.node_id) {
+            return Ok(Response::new(pb::ChangeReply { audit_seq: 0, result: format!("ok: {} is already a Raft voter", r.site), log_index: 0 }));
+        }
+        if site.role != SiteRole::Fenced {
+            return Err(Status::failed_precondition(format!(
+                "{} is {}: only a fenced site (returning after a DR activation) joins the membership",
+                r.site,
+                site.role.as_str()
+            )));
+        }
+        // The learner first receives the whole state, then becomes a voter:
+        // a node that votes before it has the log could elect a stale leader.
+        let wait = self.commit_timeout * 10;
+        let node = openraft::BasicNode { addr: site.addr.clone() };
+        match tokio::time::timeout(wait, self.raft.add_learner(site.node_id, node, true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Status::unavailable(format!("{} could not be added as a learner: {e}", r.site))),
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "{}'s controller did not catch up as a learner within {} s: is it running, started after `tandem dr rejoin`?",
+                    r.site,
+                    wait.as_secs()
+                )))
+            }
+        }
+        let mut members = voters;
+        members.insert(site.node_id);
+        match tokio::time::timeout(wait, self.raft.change_membership(members, false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Status::unavailable(format!("{} could not be made a voter: {e}", r.site))),
+            Err(_) => return Err(Status::unavailable(format!("the membership change for {} did not commit within {} s", r.site, wait.as_secs()))),
+        }
+        let what = format!("site {} joined generation {} as a Raft voter", r.site, cluster.generation);
+        self.propose(Command::Event { what, result: "ok".into() }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+    }
+
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let r = req.into_inner();
         let step = MoveStep::parse(&r.step)
