@@ -114,19 +114,8 @@ pub async fn retract(site: &Site, req: &pb::RetractRequest) -> Result<bool, Repl
     let mut batch = MetaBatch::default();
     let record = move_aside(site, &held, &mut batch).await?;
     roll_back_head(site, &held, &mut batch)?;
-    let q = Quarantined {
-        tenant: held.tenant.clone(),
-        contract_id: held.contract_id.clone(),
-        version: held.version,
-        shard: held.shard,
-        origin: held.origin.clone(),
-        epoch: held.epoch,
-        seq: req.seq,
-        written_unix_ms: held.created_unix_ms,
-        quarantined_unix_ms: site.clock.now_unix_ms(),
-        reason: format!("quarantined at its origin {} (the shard's owner never received it); this copy came from its log", req.origin),
-        record: Some(record),
-    };
+    let reason = format!("quarantined at its origin {} (the shard's owner never received it); this copy came from its log", req.origin);
+    let q = held_version(site, record, req.seq, reason);
     batch.put_quarantined(&q);
     site.meta.commit(batch)?;
     tracing::warn!(
@@ -149,19 +138,8 @@ pub async fn replaced(site: &Site, incoming: &VersionRecord) -> Result<(), Repli
     }
     let mut batch = MetaBatch::default();
     let record = move_aside(site, &held, &mut batch).await?;
-    let q = Quarantined {
-        tenant: held.tenant.clone(),
-        contract_id: held.contract_id.clone(),
-        version: held.version,
-        shard: held.shard,
-        origin: held.origin.clone(),
-        epoch: held.epoch,
-        seq: 0,
-        written_unix_ms: held.created_unix_ms,
-        quarantined_unix_ms: site.clock.now_unix_ms(),
-        reason: format!("replaced by version {} that {} wrote under epoch {}", incoming.version, incoming.origin, incoming.epoch),
-        record: Some(record),
-    };
+    let reason = format!("replaced by version {} that {} wrote under epoch {}", incoming.version, incoming.origin, incoming.epoch);
+    let q = held_version(site, record, 0, reason);
     batch.put_quarantined(&q);
     site.meta.commit(batch)?;
     site.quarantines.send_modify(|n| *n += 1);
@@ -170,6 +148,25 @@ pub async fn replaced(site: &Site, incoming: &VersionRecord) -> Result<(), Repli
         "divergent version quarantined before a newer owner's version replaced it"
     );
     Ok(())
+}
+
+/// The quarantine record of a version this site held (`moved`: its record
+/// after [`move_aside`]); `seq` is its position in its origin's log, 0 if
+/// unknown here.
+fn held_version(site: &Site, moved: VersionRecord, seq: u64, reason: String) -> Quarantined {
+    Quarantined {
+        tenant: moved.tenant.clone(),
+        contract_id: moved.contract_id.clone(),
+        version: moved.version,
+        shard: moved.shard,
+        origin: moved.origin.clone(),
+        epoch: moved.epoch,
+        seq,
+        written_unix_ms: moved.created_unix_ms,
+        quarantined_unix_ms: site.clock.now_unix_ms(),
+        reason,
+        record: Some(moved),
+    }
 }
 
 /// Moves `v`'s ciphertext to quarantine paths (durably) and returns the
