@@ -516,6 +516,31 @@ fn receiver_refuses_corrupt_entry_until_the_source_is_repaired() {
     assert_eq!(std::fs::read(got.path().join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
 }
 
+// The owner's copy of one contract's file is replaced by another
+// contract's file of the same length (every crc32 intact) before the DR
+// site received it: the DR site checks the data key named in the file's
+// header against the entry and refuses it, storing nothing.
+#[test]
+fn receiver_refuses_a_file_swapped_at_the_source() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "swp");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "deed.pdf", &body("swp", 1024 * 1024 + 99));
+    c.kill_replicator("c");
+    put(&c, "a", &ta, "donor", &[&file], &[]);
+    put(&c, "a", &ta, "victim", &[&file], &[]);
+    std::fs::copy(blob_file(&c, "a", &ta, "donor", 0), blob_file(&c, "a", &ta, "victim", 0)).unwrap();
+
+    let before = c.log("c-replicator").len();
+    c.start_replicator("c");
+    c.wait_for("c refusing the swapped file", || {
+        c.log("c-replicator")[before..].lines().any(|l| l.contains("replication entry refused") && l.contains("data key")).then_some(())
+    });
+    let ids = list_ids(&c, "c", &ta);
+    assert!(ids.contains("donor") && !ids.contains("victim"), "{ids:?}");
+}
+
 // A file larger than the memory bound streams through put, sync and async
 // replication and read-back without any replicator holding it in memory.
 #[test]

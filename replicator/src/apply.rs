@@ -3,16 +3,21 @@
 //! Checks before anything is stored: the entry is the next one of its
 //! origin's log (or already applied: then it is skipped), its epoch is not
 //! older than any this site knows for the shard (a stale owner's traffic is
-//! refused), and every file's framing and per-segment crc32 are intact, its
-//! length and SHA-256 match the entry. The ciphertext is stored and synced,
-//! then the metadata and the origin's cursor move in one synced batch.
-//! Nothing is decrypted here.
+//! refused), and every file's framing and per-segment crc32 are intact and
+//! its length, plaintext length and data key id (in the file header) match
+//! the entry. The SHA-256 is not recomputed here: the owner computed it as
+//! it encrypted, the entry carries it, and the crc32 of every segment
+//! already catches what the transport or a disk damages; `verify --deep`
+//! recomputes it at every site. The ciphertext is stored and synced, then
+//! the metadata and the origin's cursor move in one synced batch. Nothing
+//! is decrypted here.
 
 use futures::{Stream, StreamExt};
 use tandem_crypto::SegmentScanner;
 use tandem_proto::replicator as pb;
 use tandem_proto::replicator::apply_chunk::Part;
 
+use crate::blob::Hashing;
 use crate::error::ReplicaError;
 use crate::ids::{check_file_name, check_id};
 use crate::meta::MetaBatch;
@@ -203,7 +208,7 @@ where
             Some(Part::File(start)) if start.name == file.name => {}
             _ => return Err(ReplicaError::Invalid(format!("{what}: expected its start"))),
         }
-        let mut writer = site.blobs.writer(&file.blob).await?;
+        let mut writer = site.blobs.writer(&file.blob, Hashing::None).await?;
         let mut scanner = SegmentScanner::new();
         loop {
             pending = next_part(chunks).await?;
@@ -214,16 +219,30 @@ where
             }
             writer.write(data).await?;
         }
-        if let Err(e) = scanner.finish() {
-            writer.abort().await;
-            return Err(ReplicaError::Corrupt(format!("{what}: {e}")));
-        }
-        let got = writer.digest_so_far();
-        if got.len != file.ciphertext_len || got.sha256 != file.ciphertext_sha256 {
+        let header = scanner.header();
+        let summary = match scanner.finish() {
+            Ok(s) => s,
+            Err(e) => {
+                writer.abort().await;
+                return Err(ReplicaError::Corrupt(format!("{what}: {e}")));
+            }
+        };
+        let key_ok = match (&file.key, header) {
+            (Some(k), Some(h)) => k.key_id == h.key_id,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let got = writer.len();
+        if summary.ciphertext_len != file.ciphertext_len || got != file.ciphertext_len || summary.plaintext_len != file.size || !key_ok {
             writer.abort().await;
             return Err(ReplicaError::Corrupt(format!(
-                "{what}: received {} bytes with a different SHA-256 than the entry declares ({} bytes)",
-                got.len, file.ciphertext_len
+                "{what}: received {} bytes ({} of plaintext){}, but the entry declares {} ({}) and data key {}",
+                got,
+                summary.plaintext_len,
+                header.map(|h| format!(" under data key {}", tandem_crypto::key_id_hex(&h.key_id))).unwrap_or_default(),
+                file.ciphertext_len,
+                file.size,
+                file.key.as_ref().map(|k| tandem_crypto::key_id_hex(&k.key_id)).unwrap_or_else(|| "(shredded)".into()),
             )));
         }
         writer.finish().await?;

@@ -11,7 +11,8 @@
 //! - [`digest`] and [`verify`]: anti-entropy across sites; [`gc`]:
 //!   collection of destroyed ciphertext;
 //! - [`meta`]: metadata, change log and cursors over the storage seam;
-//!   [`blob`]: ciphertext through object_store; [`model`]: the records;
+//!   [`blob`]: ciphertext (local files, or object_store); [`model`]: the
+//!   records;
 //! - [`view`]: the controller's shard map and pair modes, and the write lease;
 //! - [`service`]: the gRPC services; [`server`]: starts it all;
 //!   [`client`]: the client used by the CLI and tests.

@@ -92,6 +92,12 @@ impl Replicator {
             contract_locks: (0..crate::site::CONTRACT_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             gc_wake: tokio::sync::Notify::new(),
         });
+        // Unfinished files of the last run (a crash mid-write) are garbage.
+        match site.blobs.clear_staging().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(site = %site.name, files = n, "deleted unfinished files left by the last run"),
+            Err(e) => tracing::warn!(site = %site.name, error = %e, "cannot empty the staging area"),
+        }
 
         let listen = config.listen_addr();
         let listener = deps

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use tandem_crypto::{seal_pii, DataKey, Encryptor, FileContext, PiiKey, WrappedKey, DEFAULT_SEGMENT_SIZE};
 
-use crate::blob::BlobWriter;
+use crate::blob::{BlobWriter, Hashing};
 use crate::error::ReplicaError;
 use crate::ids::{check_field, check_file_name, check_id, FIELDS_MAX, FILES_MAX};
 use crate::meta::MetaBatch;
@@ -200,7 +200,7 @@ impl<'a> PutSession<'a> {
             &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")),
             self.site.rng.as_ref(),
         )?;
-        let writer = self.site.blobs.writer(&blob_path(&h.tenant, &h.contract_id, self.version, index)).await?;
+        let writer = self.site.blobs.writer(&blob_path(&h.tenant, &h.contract_id, self.version, index), Hashing::Sha256).await?;
         self.open = Some(OpenFile { name: name.to_string(), index, size: 0, encryptor, writer, key });
         Ok(())
     }
