@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".tandem.replicator.v1.PutChunk")
         .bytes(".tandem.replicator.v1.GetChunk")
         .bytes(".tandem.replicator.v1.ApplyChunk")
+        .bytes(".tandem.replicator.v1.StageChunk")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -541,6 +541,154 @@ fn receiver_refuses_a_file_swapped_at_the_source() {
     assert!(ids.contains("donor") && !ids.contains("victim"), "{ids:?}");
 }
 
+/// A valid ciphertext file (framing, crc32 of every segment) of `len`
+/// plaintext bytes, and its data key id.
+fn ciphertext(len: usize) -> (Vec<u8>, [u8; tandem_crypto::KEY_ID_LEN]) {
+    use tandem_crypto::{DataKey, Encryptor, FileContext, SystemRandomSource, DEFAULT_SEGMENT_SIZE};
+    let key = DataKey::generate(&SystemRandomSource).unwrap();
+    let ctx = FileContext { tenant: "t".into(), contract_id: "x".into(), version: 1, file_name: "f".into() };
+    let mut enc = Encryptor::new(&key, &ctx, DEFAULT_SEGMENT_SIZE, &SystemRandomSource).unwrap();
+    let mut out = Vec::new();
+    enc.push(&body("staged", len), &mut out).unwrap();
+    enc.finish(&mut out).unwrap();
+    (out, key.id())
+}
+
+/// Streams a staged copy to the replicator at `addr`: a start message,
+/// `data` in 1 MiB chunks, then an end marker declaring `end_len` (none:
+/// the stream is cut before its end marker).
+async fn stage(addr: &str, shard: u32, epoch: u64, blob: &str, data: &[u8], end_len: Option<u64>) -> Result<String, tonic::Status> {
+    use tandem_proto::replicator::{stage_chunk::Part, StageChunk, StageEnd, StageStart};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = tandem_proto::replicator::replication_client::ReplicationClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let start = StageStart { origin: "c".into(), shard, epoch, blob: blob.into() };
+    let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(|c| c.to_vec()).collect();
+    let call = tokio::spawn(async move { client.stage(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(|r| r.into_inner().staged_id) });
+    tx.send(StageChunk { part: Some(Part::Start(start)) }).await.unwrap();
+    for c in chunks {
+        tx.send(StageChunk { part: Some(Part::Data(c.into())) }).await.unwrap();
+    }
+    match end_len {
+        Some(len) => {
+            tx.send(StageChunk { part: Some(Part::End(StageEnd { len, sha256: "ab".repeat(32) })) }).await.unwrap();
+            drop(tx);
+            call.await.unwrap()
+        }
+        None => {
+            // Cut mid-stream: the caller's side of the connection goes away.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            call.abort();
+            drop(tx);
+            Err(tonic::Status::cancelled("cut by the test"))
+        }
+    }
+}
+
+/// An Apply of entry 1 of c's log whose one file refers to the staged copy `id`.
+async fn apply_staged(addr: &str, tenant: &str, shard: u32, len: u64, key_id: [u8; tandem_crypto::KEY_ID_LEN], id: &str) -> Result<u64, tonic::Status> {
+    use tandem_proto::replicator::{apply_chunk::Part, ApplyChunk, FileStart};
+    use tandem_replicator::model::{blob_path, Change, FileRecord, LogEntry, VersionRecord};
+    let file = FileRecord {
+        name: "f".into(),
+        blob: blob_path(tenant, "staged-x", 1, 0),
+        size: 3 << 20,
+        ciphertext_len: len,
+        ciphertext_sha256: "cd".repeat(32),
+        key: Some(tandem_crypto::WrappedKey { kek_id: "test-kek-1".into(), key_id, bytes: vec![1; 40] }),
+    };
+    let v = VersionRecord {
+        tenant: tenant.into(),
+        contract_id: "staged-x".into(),
+        version: 1,
+        shard,
+        epoch: 1_000,
+        origin: "c".into(),
+        created_unix_ms: 1,
+        fields: Default::default(),
+        pii: Default::default(),
+        pii_key: None,
+        files: vec![file],
+    };
+    let entry = LogEntry { origin: "c".into(), seq: 1, cum_bytes: len, at_unix_ms: 1, shard, epoch: 1_000, change: Change::Put(v) };
+    let chunks = vec![
+        ApplyChunk { part: Some(Part::EntryJson(serde_json::to_vec(&entry).unwrap().into())) },
+        ApplyChunk { part: Some(Part::File(FileStart { name: "f".into(), staged_id: id.into() })) },
+    ];
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = tandem_proto::replicator::replication_client::ReplicationClient::new(channel);
+    client.apply(futures::stream::iter(chunks)).await.map(|r| r.into_inner().applied_seq)
+}
+
+// Ciphertext streamed ahead of its log entry (how the owner of a sync pair
+// ships a file to its peer while storing it) counts for nothing until an
+// entry commits it: a stream cut before its end marker, a stale epoch or a
+// bad crc32 keeps nothing; a complete staged copy is never served, is
+// deleted when no entry claims it within staged_ttl_ms, and an entry can
+// only commit a staged copy that is the file it declares.
+#[test]
+fn staged_copies_count_only_with_their_entry() {
+    let mut c = Cluster::new();
+    let key = c.dir.path().join("kek.key");
+    std::fs::write(c.replicator_config_path("b"), c.replicator_config("b", &key, "staged_ttl_ms = 2000")).unwrap();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "stg");
+    let shard = tandem_controller::state::shard_of(&ta, SHARDS);
+    let b = c.replicator_addrs["b"].clone();
+    let staging = c.data_dir("b").join("replicator/blobs/.staging");
+    let staged_files = || std::fs::read_dir(&staging).unwrap().count();
+    let blob = format!("{ta}/staged-x/v1/0");
+    let (data, key_id) = ciphertext(3 << 20);
+    let len = data.len() as u64;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // Cut mid-stream: nothing is kept.
+    let _ = rt.block_on(stage(&b, shard, 1_000, &blob, &data[..data.len() / 2], None));
+    c.wait_for("the cut stream's file gone", || (staged_files() == 0).then_some(()));
+    // Stale epoch, damaged segment, wrong length: refused, nothing kept.
+    let err = rt.block_on(stage(&b, shard, 0, &blob, &data, Some(len))).unwrap_err();
+    assert!(err.message().contains("stale"), "{err:?}");
+    let mut bad = data.clone();
+    bad[(1 << 20) + 100] ^= 1;
+    let err = rt.block_on(stage(&b, shard, 1_000, &blob, &bad, Some(len))).unwrap_err();
+    assert!(err.message().contains("crc mismatch"), "{err:?}");
+    let err = rt.block_on(stage(&b, shard, 1_000, &blob, &data, Some(len + 1))).unwrap_err();
+    assert!(err.message().contains("bytes"), "{err:?}");
+    assert_eq!(staged_files(), 0);
+
+    // A complete staged copy is kept, but not served.
+    let id = rt.block_on(stage(&b, shard, 1_000, &blob, &data, Some(len))).unwrap();
+    assert_eq!(staged_files(), 1);
+    assert!(!list_ids(&c, "b", &ta).contains("staged-x"));
+    assert!(!c.data_dir("b").join("replicator/blobs").join(&ta).join("staged-x").exists());
+
+    // An entry naming an unknown staged copy, or one that is another file
+    // (here: another SHA-256), is refused; the mismatched copy is deleted.
+    let err = rt.block_on(apply_staged(&b, &ta, shard, len, key_id, "no-such-id")).unwrap_err();
+    assert!(err.message().contains("is not here"), "{err:?}");
+    let err = rt.block_on(apply_staged(&b, &ta, shard, len, key_id, &id)).unwrap_err();
+    assert!(err.message().contains("is not this file"), "{err:?}");
+    assert_eq!(staged_files(), 0);
+    assert!(!list_ids(&c, "b", &ta).contains("staged-x"));
+    assert!(!c.data_dir("b").join("replicator/blobs").join(&ta).join("staged-x").exists());
+
+    // A staged copy no entry claims is collected after staged_ttl_ms.
+    rt.block_on(stage(&b, shard, 1_000, &blob, &data, Some(len))).unwrap();
+    assert_eq!(staged_files(), 1);
+    c.wait_for("the unclaimed staged copy collected", || (staged_files() == 0).then_some(()));
+    assert!(c.log("b-replicator").contains("staged copy never committed"));
+
+    // Meanwhile sync writes (staged at b by a) go through, and b serves them.
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "deed.pdf", &body("stg", 5 * 1024 * 1024 + 3));
+    let r = put(&c, "a", &ta, "real", &[&file], &[]);
+    assert!(r["replication"].as_str().unwrap().starts_with("sync"), "{r}");
+    let out = tempfile::tempdir().unwrap();
+    get(&c, "b", &ta, "real", out.path()).unwrap();
+    assert_eq!(std::fs::read(out.path().join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(staged_files(), 0);
+}
+
 // A file larger than the memory bound streams through put, sync and async
 // replication and read-back without any replicator holding it in memory.
 #[test]
@@ -568,6 +716,7 @@ fn large_file_streams_with_bounded_memory() {
     assert!(same_bytes(&path, &out.path().join("scan.tiff")), "the copy read back from c differs");
     for site in SITES {
         let rss = c.peak_rss_mib(&format!("{site}-replicator"));
+        eprintln!("replicator {site}: peak resident memory {rss} MiB");
         assert!(rss < 100, "replicator {site} peaked at {rss} MiB resident for a 300 MiB file");
     }
 }

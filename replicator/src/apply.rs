@@ -11,6 +11,10 @@
 //! recomputes it at every site. The ciphertext is stored and synced, then
 //! the metadata and the origin's cursor move in one synced batch. Nothing
 //! is decrypted here.
+//!
+//! A file that the origin staged here beforehand ([`crate::stage`]) comes
+//! as a reference to the staged copy, which was checked the same way on
+//! arrival; it is committed under the file's path only now.
 
 use futures::{Stream, StreamExt};
 use tandem_crypto::SegmentScanner;
@@ -196,7 +200,8 @@ pub(crate) fn known_epoch(site: &Site, shard: u32) -> Result<u64, ReplicaError> 
     Ok(site.meta.epoch(shard)?.max(site.view.latest().and_then(|s| s.shards.get(shard as usize).map(|s| s.epoch)).unwrap_or(0)))
 }
 
-/// Stores the entry's files from the stream, checking each as it arrives.
+/// Stores the entry's files from the stream, checking each as it arrives
+/// (or commits the staged copies the stream names).
 async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut Chunks<S>) -> Result<(), ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
@@ -204,9 +209,14 @@ where
     let mut pending = next_part(chunks).await?;
     for file in entry.files() {
         let what = format!("file {:?} of {}/{} (entry {} of {})", file.name, entry.tenant(), entry.contract_id(), entry.seq, entry.origin);
-        match pending.take() {
-            Some(Part::File(start)) if start.name == file.name => {}
+        let staged_id = match pending.take() {
+            Some(Part::File(start)) if start.name == file.name => start.staged_id,
             _ => return Err(ReplicaError::Invalid(format!("{what}: expected its start"))),
+        };
+        if !staged_id.is_empty() {
+            crate::stage::commit(site, &staged_id, &entry.origin, file, &what).await?;
+            pending = next_part(chunks).await?;
+            continue;
         }
         let mut writer = site.blobs.writer(&file.blob, Hashing::None).await?;
         let mut scanner = SegmentScanner::new();

@@ -5,7 +5,7 @@
 //!
 //! **Local filesystem** (the default, and `file://` URLs): written directly,
 //! not through object_store. A file is written to a temporary name under
-//! `.staging/` by a writer thread fed through a small pool of 4 MiB
+//! `.staging/` by a writer thread fed through a small pool of 1 MiB
 //! buffers (so the disk works while the next bytes arrive), with
 //! `O_DIRECT` when the filesystem supports it (the page cache would only
 //! add a copy of every byte and a large write-back at the fsync; on a
@@ -13,7 +13,7 @@
 //! file, a rename to its name, an fsync of its directory (and of every
 //! directory the rename had to create). So a name only ever designates a
 //! complete, durable file, and metadata is committed only after that.
-//! Reads use `O_DIRECT` too, from a reader thread, 4 MiB at a time.
+//! Reads use `O_DIRECT` too, from a reader thread, 1 MiB at a time.
 //!
 //! **Other backends** go through object_store: multipart uploads, which
 //! are durable and atomic once complete.
@@ -45,7 +45,7 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 
 /// Local files: bytes per write and per read (a multiple of [`ALIGN`]).
-pub const IO_CHUNK: usize = 4 * 1024 * 1024;
+pub const IO_CHUNK: usize = 1024 * 1024;
 /// Buffers per local writer: one being filled, the others being hashed or
 /// written. Bounds a writer's memory to `IO_CHUNK * WRITE_BUFFERS`.
 const WRITE_BUFFERS: usize = 3;
@@ -274,7 +274,7 @@ impl BlobStore {
                 let got = store.get(&path).await?;
                 match got.payload {
                     // object_store reads local files 8 KiB per blocking
-                    // task; read them 4 MiB at a time instead.
+                    // task; read them 1 MiB at a time instead.
                     object_store::GetResultPayload::File(file, path) => {
                         drop(file);
                         read_local(path, blob.to_string(), false).await

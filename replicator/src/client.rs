@@ -154,7 +154,7 @@ impl ReplicatorClient {
             let count = files.len() as u32;
             for (name, path) in files {
                 let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                if tx.send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name })) }).await.is_err() {
+                if tx.send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name, ..Default::default() })) }).await.is_err() {
                     return Ok(());
                 }
                 loop {

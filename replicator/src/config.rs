@@ -34,6 +34,10 @@ pub struct ReplicatorConfig {
     /// Backend options for `blob_url` (region, endpoint, ...).
     #[serde(default)]
     pub blob_options: BTreeMap<String, String>,
+    /// How long ciphertext another site staged here (streamed ahead of its
+    /// log entry) is kept waiting for that entry before it is deleted.
+    #[serde(default = "default_staged_ttl_ms")]
+    pub staged_ttl_ms: u64,
     pub sites: Vec<ReplicaSiteConfig>,
 }
 
@@ -50,6 +54,10 @@ pub struct ReplicaSiteConfig {
 
 fn default_sync_timeout_ms() -> u64 {
     2000
+}
+
+fn default_staged_ttl_ms() -> u64 {
+    10 * 60 * 1000
 }
 
 impl ReplicatorConfig {
@@ -100,6 +108,10 @@ impl ReplicatorConfig {
 
     pub fn sync_timeout(&self) -> Duration {
         Duration::from_millis(self.sync_timeout_ms)
+    }
+
+    pub fn staged_ttl(&self) -> Duration {
+        Duration::from_millis(self.staged_ttl_ms)
     }
 }
 

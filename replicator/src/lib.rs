@@ -12,7 +12,8 @@
 //!   collection of destroyed ciphertext;
 //! - [`meta`]: metadata, change log and cursors over the storage seam;
 //!   [`blob`]: ciphertext (local files, or object_store); [`model`]: the
-//!   records;
+//!   records; [`stage`]: ciphertext streamed to the in-city peer while the
+//!   owner stores it;
 //! - [`view`]: the controller's shard map and pair modes, and the write lease;
 //! - [`service`]: the gRPC services; [`server`]: starts it all;
 //!   [`client`]: the client used by the CLI and tests.
@@ -40,6 +41,7 @@ pub mod scrub;
 pub mod service;
 pub mod ship;
 pub mod site;
+pub mod stage;
 pub mod sync;
 pub mod verify;
 pub mod view;

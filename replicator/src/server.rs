@@ -91,11 +91,14 @@ impl Replicator {
             quarantines: tokio::sync::watch::Sender::new(0),
             contract_locks: (0..crate::site::CONTRACT_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             gc_wake: tokio::sync::Notify::new(),
+            staged: Default::default(),
+            staged_ttl: config.staged_ttl(),
         });
-        // Unfinished files of the last run (a crash mid-write) are garbage.
+        // Nothing staged before a restart can be committed any more (the
+        // registry was in memory, and senders resend what is not here).
         match site.blobs.clear_staging().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(site = %site.name, files = n, "deleted unfinished files left by the last run"),
+            Ok(n) => tracing::info!(site = %site.name, files = n, "deleted staged and unfinished files left by the last run"),
             Err(e) => tracing::warn!(site = %site.name, error = %e, "cannot empty the staging area"),
         }
 
@@ -125,6 +128,7 @@ impl Replicator {
             tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));
         }
         tasks.push(tokio::spawn(crate::gc::run(site.clone())));
+        tasks.push(tokio::spawn(crate::stage::run(site.clone())));
         tasks.push(tokio::spawn(crate::anti_entropy::run(site.clone())));
         tasks.push(tokio::spawn(recover_loop(site.clone())));
         let beats = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);

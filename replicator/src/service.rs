@@ -130,7 +130,7 @@ impl Contracts for ContractsService {
                 return;
             }
             for file in &v.files {
-                let start = pb::GetChunk { part: Some(GetPart::File(pb::FileStart { name: file.name.clone() })) };
+                let start = pb::GetChunk { part: Some(GetPart::File(pb::FileStart { name: file.name.clone(), ..Default::default() })) };
                 if tx.send(Ok(start)).await.is_err() {
                     return;
                 }
@@ -189,6 +189,13 @@ impl Replication for ReplicationService {
         Ok(Response::new(pb::ApplyReply { applied_seq }))
     }
 
+    async fn stage(&self, req: Request<Streaming<pb::StageChunk>>) -> Result<Response<pb::StageReply>, Status> {
+        let staged_id = crate::stage::receive(&self.site, req.into_inner()).await.inspect_err(|e| {
+            tracing::warn!(site = %self.site.name, error = %e, "staged copy refused");
+        })?;
+        Ok(Response::new(pb::StageReply { staged_id }))
+    }
+
     async fn backlog(&self, req: Request<pb::BacklogRequest>) -> Result<Response<pb::BacklogReply>, Status> {
         let to = req.into_inner().to;
         let link = self.site.links.get(&to).ok_or_else(|| Status::not_found(format!("no link to {to:?}")))?;
@@ -219,7 +226,7 @@ impl Replication for ReplicationService {
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
         let r = req.into_inner();
         let entry = repair_entry(&self.site, &r.tenant, &r.contract_id)?;
-        let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, None, None).map(Ok);
+        let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, Default::default(), None, None).map(Ok);
         Ok(Response::new(Box::pin(chunks)))
     }
 

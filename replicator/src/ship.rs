@@ -8,6 +8,7 @@
 //! decrypted. Every call is bounded, and a timed-out connection is dropped
 //! and rebuilt (a connection across a silent partition can hang forever).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +33,6 @@ const ENTRY_TIMEOUT_BASE: Duration = Duration::from_secs(10);
 const MIN_RATE: u64 = 2 * 1024 * 1024;
 /// Largest message on the replication stream.
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
-/// Chunks of ciphertext per message.
-pub const CHUNK: usize = 1024 * 1024;
 
 /// Paces a link to its configured bandwidth (a token bucket without burst).
 pub struct Pacer {
@@ -66,25 +65,35 @@ pub fn client(channel: Channel) -> ReplicationClient<Channel> {
     ReplicationClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }
 
-/// The chunks that carry `entry`: its JSON, then each file's ciphertext.
+/// The chunks that carry `entry`: its JSON, then each file's ciphertext
+/// (read from the blob store in [`crate::blob::IO_CHUNK`] pieces), or, for
+/// a file in `staged` (blob path -> the peer's staged id), only a reference
+/// to the copy the peer already holds.
 /// Reading stops (and the stream ends early) if a blob cannot be read; the
 /// receiver then refuses the truncated entry.
 /// `progress`, when given, counts the ciphertext bytes handed to the stream.
 pub fn entry_chunks(
     blobs: BlobStore,
     entry: LogEntry,
+    staged: BTreeMap<String, String>,
     pacer: Option<Arc<Pacer>>,
     progress: Option<Arc<tokio::sync::watch::Sender<u64>>>,
 ) -> ReceiverStream<pb::ApplyChunk> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         let json = serde_json::to_vec(&entry).expect("log entries serialise");
         if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(json.into())) }).await.is_err() {
             return;
         }
         for file in entry.files() {
-            if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::File(pb::FileStart { name: file.name.clone() })) }).await.is_err() {
+            let staged_id = staged.get(&file.blob).cloned().unwrap_or_default();
+            let is_staged = !staged_id.is_empty();
+            let start = pb::FileStart { name: file.name.clone(), staged_id };
+            if tx.send(pb::ApplyChunk { part: Some(pb::apply_chunk::Part::File(start)) }).await.is_err() {
                 return;
+            }
+            if is_staged {
+                continue;
             }
             let mut stream = match blobs.read(&file.blob).await {
                 Ok(s) => s,
@@ -190,8 +199,14 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         };
         let limit = ENTRY_TIMEOUT_BASE + Duration::from_secs(bytes / rate);
         let seq = entry.seq;
-        let chunks = entry_chunks(site.blobs.clone(), entry.clone(), Some(pacer.clone()), Some(link.sent.clone()));
-        match tokio::time::timeout(limit, client.apply(chunks)).await {
+        // Files already staged at the peer go as references. Whatever the
+        // outcome, they are forgotten: a retry sends the bytes.
+        let blobs: Vec<String> = entry.files().iter().map(|f| f.blob.clone()).collect();
+        let staged = link.staged_of(blobs.iter().map(String::as_str));
+        let chunks = entry_chunks(site.blobs.clone(), entry.clone(), staged, Some(pacer.clone()), Some(link.sent.clone()));
+        let result = tokio::time::timeout(limit, client.apply(chunks)).await;
+        link.take_staged(blobs.iter().map(String::as_str));
+        match result {
             Ok(Ok(r)) => {
                 let applied = r.into_inner().applied_seq;
                 link.acked.send_replace(applied);

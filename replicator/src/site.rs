@@ -30,6 +30,13 @@ pub struct Link {
     /// Whether `acked` came from the peer since this process started (a
     /// fresh 0 means "not asked yet", not "has nothing").
     pub acked_known: std::sync::atomic::AtomicBool,
+    /// Blobs of this site's writes already staged at the peer (blob path ->
+    /// the peer's staged id), for the shipper to reference instead of
+    /// sending their bytes again (see [`crate::stage`]).
+    pub staged: Mutex<BTreeMap<String, String>>,
+    /// The connection staged uploads use (separate from the shipper's, so
+    /// neither waits behind the other's flow control).
+    stage_channel: Mutex<Option<tonic::transport::Channel>>,
 }
 
 impl Link {
@@ -41,7 +48,40 @@ impl Link {
             acked: watch::Sender::new(0),
             sent: Arc::new(watch::Sender::new(0)),
             acked_known: std::sync::atomic::AtomicBool::new(false),
+            staged: Mutex::new(BTreeMap::new()),
+            stage_channel: Mutex::new(None),
         }
+    }
+
+    /// The channel for staged uploads to the peer (connected on first use).
+    pub fn stage_channel(&self, transport: &Transport) -> Option<tonic::transport::Channel> {
+        let mut guard = self.stage_channel.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = transport.channel(&self.addr).ok();
+        }
+        guard.clone()
+    }
+
+    /// Drops the staging connection (it may hang across a partition).
+    pub fn reset_stage_channel(&self) {
+        *self.stage_channel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Records that `blob` is staged at the peer as `id`.
+    pub fn note_staged(&self, blob: &str, id: String) {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).insert(blob.to_string(), id);
+    }
+
+    /// Forgets the staged copies of `blobs`, returning those it had.
+    pub fn take_staged<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> BTreeMap<String, String> {
+        let mut map = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        blobs.into_iter().filter_map(|b| map.remove(b).map(|id| (b.to_string(), id))).collect()
+    }
+
+    /// The staged copies of `blobs` known for the peer.
+    pub fn staged_of<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> BTreeMap<String, String> {
+        let map = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        blobs.into_iter().filter_map(|b| map.get(b).map(|id| (b.to_string(), id.clone()))).collect()
     }
 
     /// Waits until the peer has confirmed entry `seq`, or until `stall`
@@ -95,6 +135,10 @@ pub struct Site {
     /// Counts quarantines of this site's own writes: shippers then ask
     /// peers that applied them to quarantine their copies.
     pub quarantines: watch::Sender<u64>,
+    /// Blobs other sites staged here, waiting for their log entries.
+    pub staged: crate::stage::Registry,
+    /// How long a staged blob waits for its entry before it is deleted.
+    pub staged_ttl: Duration,
 }
 
 /// Number of [`Site::contract_locks`] stripes.

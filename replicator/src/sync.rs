@@ -27,7 +27,7 @@ pub const RECOVER_ENTRIES: u64 = 100;
 /// After the last byte of an entry reached the peer, the peer still has to
 /// sync it: allow this rate on top of the sync timeout before the silence
 /// counts as a stall (a 1 GiB file gets 5 s more).
-const PEER_SYNC_RATE: u64 = 200 * 1024 * 1024;
+pub(crate) const PEER_SYNC_RATE: u64 = 200 * 1024 * 1024;
 /// How often the recovery check runs.
 pub const RECOVER_EVERY: Duration = Duration::from_millis(500);
 

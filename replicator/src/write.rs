@@ -4,7 +4,9 @@
 //! data key per file, wrapped by the key-encryption key), store the
 //! ciphertext durably, then one synced metadata batch (version, head, log
 //! entry), then wait for the in-city peer in sync mode (see [`crate::sync`])
-//! before acknowledging.
+//! before acknowledging. In sync mode the ciphertext also streams to the
+//! peer as it is produced ([`crate::stage`]), so the peer stores its copy
+//! while this site stores its own, and the entry then only refers to it.
 //!
 //! Destroy: crypto-shredding. The wrapped keys are deleted in the same
 //! synced batch as the tombstone log entry, which replicates the deletion
@@ -12,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use tandem_crypto::{seal_pii, DataKey, Encryptor, FileContext, PiiKey, WrappedKey, DEFAULT_SEGMENT_SIZE};
 
 use crate::blob::{BlobWriter, Hashing};
@@ -20,6 +23,8 @@ use crate::ids::{check_field, check_file_name, check_id, FIELDS_MAX, FILES_MAX};
 use crate::meta::MetaBatch;
 use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, LogEntry, Tombstone, VersionRecord};
 use crate::site::{BusyGuard, Site};
+use crate::stage::StageUpload;
+use crate::view::{pair_of, partner, waits_for_peer};
 
 /// What a client asks to store (files follow separately).
 #[derive(Clone, Debug, Default)]
@@ -103,6 +108,8 @@ struct OpenFile {
     encryptor: Encryptor,
     writer: BlobWriter,
     key: WrappedKey,
+    /// The same ciphertext on its way to the in-city peer, if staging.
+    stage: Option<StageUpload>,
 }
 
 /// One put in progress. Dropping it before [`PutSession::commit`] stores
@@ -119,7 +126,11 @@ pub struct PutSession<'a> {
     pii_key: Option<WrappedKey>,
     files: Vec<FileRecord>,
     open: Option<OpenFile>,
-    scratch: Vec<u8>,
+    /// The in-city peer files are staged at (the pair is in sync mode).
+    stage_to: Option<String>,
+    /// Blobs staged at that peer, forgotten again if the put fails.
+    staged: Vec<String>,
+    committed: bool,
 }
 
 impl<'a> PutSession<'a> {
@@ -168,7 +179,9 @@ impl<'a> PutSession<'a> {
             pii_key,
             files: Vec::new(),
             open: None,
-            scratch: Vec::with_capacity(DEFAULT_SEGMENT_SIZE + 64),
+            stage_to: stage_target(site),
+            staged: Vec::new(),
+            committed: false,
         })
     }
 
@@ -200,32 +213,45 @@ impl<'a> PutSession<'a> {
             &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")),
             self.site.rng.as_ref(),
         )?;
-        let writer = self.site.blobs.writer(&blob_path(&h.tenant, &h.contract_id, self.version, index), Hashing::Sha256).await?;
-        self.open = Some(OpenFile { name: name.to_string(), index, size: 0, encryptor, writer, key });
+        let blob = blob_path(&h.tenant, &h.contract_id, self.version, index);
+        let writer = self.site.blobs.writer(&blob, Hashing::Sha256).await?;
+        let stage = self
+            .stage_to
+            .as_ref()
+            .and_then(|peer| self.site.links.get(peer))
+            .and_then(|link| StageUpload::start(self.site, link, self.shard, self.epoch, &blob));
+        self.open = Some(OpenFile { name: name.to_string(), index, size: 0, encryptor, writer, key, stage });
         Ok(())
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), ReplicaError> {
         let open = self.open.as_mut().ok_or_else(|| ReplicaError::Invalid("file data before a file start".into()))?;
-        self.scratch.clear();
-        open.encryptor.push(data, &mut self.scratch)?;
+        let mut out = Vec::with_capacity(data.len() + DEFAULT_SEGMENT_SIZE + 1024);
+        open.encryptor.push(data, &mut out)?;
         open.size += data.len() as u64;
-        if !self.scratch.is_empty() {
-            open.writer.write(&self.scratch).await?;
-        }
-        Ok(())
+        store(&mut open.stage, &mut open.writer, Bytes::from(out)).await
     }
 
     async fn end_file(&mut self) -> Result<(), ReplicaError> {
         let Some(mut open) = self.open.take() else { return Ok(()) };
-        self.scratch.clear();
-        open.encryptor.finish(&mut self.scratch)?;
-        open.writer.write(&self.scratch).await?;
+        let mut out = Vec::new();
+        open.encryptor.finish(&mut out)?;
+        store(&mut open.stage, &mut open.writer, Bytes::from(out)).await?;
         let stored = open.writer.finish().await?;
         let h = &self.header;
+        let blob = blob_path(&h.tenant, &h.contract_id, self.version, open.index);
+        if let Some(stage) = open.stage.take() {
+            let link = self.stage_to.as_ref().and_then(|p| self.site.links.get(p));
+            if let Some(link) = link {
+                if let Some(id) = stage.finish(stored.len, &stored.sha256, link).await {
+                    link.note_staged(&blob, id);
+                    self.staged.push(blob.clone());
+                }
+            }
+        }
         self.files.push(FileRecord {
             name: open.name,
-            blob: blob_path(&h.tenant, &h.contract_id, self.version, open.index),
+            blob,
             size: open.size,
             ciphertext_len: stored.len,
             ciphertext_sha256: stored.sha256,
@@ -245,7 +271,7 @@ impl<'a> PutSession<'a> {
         if shard != self.shard || epoch != self.epoch {
             return Err(ReplicaError::NoLease(format!("shard {shard} changed owner epoch during the write; nothing was stored")));
         }
-        let h = self.header;
+        let h = std::mem::take(&mut self.header);
         let record = VersionRecord {
             tenant: h.tenant.clone(),
             contract_id: h.contract_id.clone(),
@@ -255,9 +281,9 @@ impl<'a> PutSession<'a> {
             origin: self.site.name.clone(),
             created_unix_ms: self.site.clock.now_unix_ms(),
             fields: h.fields,
-            pii: self.pii,
-            pii_key: self.pii_key,
-            files: self.files,
+            pii: std::mem::take(&mut self.pii),
+            pii_key: self.pii_key.take(),
+            files: std::mem::take(&mut self.files),
         };
         let head = ContractHead { tenant: h.tenant, contract_id: h.contract_id, shard, latest: record.version, destroyed: None };
         let seq = append(self.site, shard, epoch, Change::Put(record.clone()), |_, batch| {
@@ -266,12 +292,48 @@ impl<'a> PutSession<'a> {
             Ok(())
         })
         .await?;
+        self.committed = true;
         let committed_ms = t0.elapsed().as_millis();
         let bytes = record.files.iter().map(|f| f.ciphertext_len).sum();
         let replication = crate::sync::confirm(self.site, seq, bytes, (shard, epoch)).await?;
         tracing::debug!(seq, bytes, stored_ms, committed_ms, confirmed_ms = t0.elapsed().as_millis() as u64, "put timing after the last byte arrived");
         Ok((record, Acknowledged { seq, replication }))
     }
+}
+
+impl Drop for PutSession<'_> {
+    /// A put that was not committed leaves its staged copies to the peer's
+    /// collector; the shipper must not refer to them.
+    fn drop(&mut self) {
+        if !self.committed && !self.staged.is_empty() {
+            if let Some(link) = self.stage_to.as_ref().and_then(|p| self.site.links.get(p)) {
+                link.take_staged(self.staged.iter().map(String::as_str));
+            }
+        }
+    }
+}
+
+/// Where this site stages the files of its writes: its in-city peer, while
+/// the pair is in a mode where writes wait for it.
+fn stage_target(site: &Site) -> Option<String> {
+    let state = site.view.latest()?;
+    let pair = pair_of(&state, &site.name)?;
+    let peer = partner(pair, &site.name);
+    (waits_for_peer(pair.mode) && site.links.contains_key(peer)).then(|| peer.to_string())
+}
+
+/// Stores ciphertext of an open file, and streams it to the peer if staging.
+async fn store(stage: &mut Option<StageUpload>, writer: &mut BlobWriter, bytes: Bytes) -> Result<(), ReplicaError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    if let Some(s) = stage {
+        if !s.send(bytes.clone()).await {
+            *stage = None;
+        }
+    }
+    writer.write(&bytes).await?;
+    Ok(())
 }
 
 /// Appends `change` to this site's log in one synced batch with the writes

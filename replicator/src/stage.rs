@@ -1,0 +1,297 @@
+//! Staged blobs: in sync mode the owner streams a file's ciphertext to its
+//! in-city peer *while* it stores its own copy, so the two sites write at
+//! the same time instead of one after the other.
+//!
+//! At the peer (receiver), a staged blob is checked as it arrives exactly
+//! like replicated ciphertext (epoch not stale, framing and every
+//! segment's crc32, then length), stored and synced under `.staging/`, and
+//! registered in memory. It is never served: it has no metadata, and only
+//! the apply of the log entry that references it (by the id returned
+//! here) gives it its real name, after checking that it is the entry's
+//! file (origin, path, length, plaintext length, key id, the owner's
+//! SHA-256). A stream cut before its end marker keeps nothing. A staged
+//! blob that no entry claims within `staged_ttl` is deleted; the staging
+//! directory is emptied when the replicator starts.
+//!
+//! At the owner (sender, [`StageUpload`]), staging is an optimisation
+//! only: if the peer is slow, refuses, or the link breaks, the upload is
+//! abandoned and the shipper sends the file with its entry as before. The
+//! write is acknowledged in sync mode only once the peer has applied the
+//! entry (stored, synced, metadata committed), as without staging.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tandem_crypto::SegmentScanner;
+use tandem_proto::replicator as pb;
+use tandem_proto::replicator::stage_chunk::Part;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ReplicaError;
+use crate::model::FileRecord;
+use crate::site::{Link, Site};
+
+/// Longest blob path a stage may name.
+const BLOB_NAME_MAX: usize = 512;
+/// Messages queued towards the peer per upload.
+const QUEUE: usize = 4;
+
+/// A staged blob waiting for its log entry.
+#[derive(Clone, Debug)]
+pub struct Staged {
+    /// Its name in the blob store (under `.staging/`).
+    pub name: String,
+    pub origin: String,
+    /// The path it will have.
+    pub blob: String,
+    pub len: u64,
+    pub plaintext_len: u64,
+    pub key_id: [u8; tandem_crypto::KEY_ID_LEN],
+    /// As computed by the sender.
+    pub sha256: String,
+    pub at: Instant,
+}
+
+/// The staged blobs of a receiver, by id.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<BTreeMap<String, Staged>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Staged>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes and returns the staged blob `id`.
+    pub fn take(&self, id: &str) -> Option<Staged> {
+        self.lock().remove(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, id: String, staged: Staged) {
+        self.lock().insert(id, staged);
+    }
+
+    /// Removes the entries older than `ttl`.
+    fn expired(&self, ttl: Duration) -> Vec<Staged> {
+        let mut map = self.lock();
+        let old: Vec<String> = map.iter().filter(|(_, s)| s.at.elapsed() >= ttl).map(|(k, _)| k.clone()).collect();
+        old.iter().filter_map(|k| map.remove(k)).collect()
+    }
+}
+
+type Chunks<S> = std::pin::Pin<Box<S>>;
+
+async fn next_part<S>(chunks: &mut Chunks<S>) -> Result<Option<Part>, ReplicaError>
+where
+    S: Stream<Item = Result<pb::StageChunk, tonic::Status>>,
+{
+    match chunks.next().await {
+        None => Ok(None),
+        Some(Ok(c)) => c.part.map(Some).ok_or_else(|| ReplicaError::Invalid("empty chunk".into())),
+        Some(Err(s)) => Err(ReplicaError::Invalid(format!("stage stream broken: {}; nothing was kept", s.message()))),
+    }
+}
+
+/// Receives one staged blob; returns its id.
+pub async fn receive<S>(site: &Site, chunks: S) -> Result<String, ReplicaError>
+where
+    S: Stream<Item = Result<pb::StageChunk, tonic::Status>>,
+{
+    let mut chunks = Box::pin(chunks);
+    let start = match next_part(&mut chunks).await? {
+        Some(Part::Start(s)) => s,
+        _ => return Err(ReplicaError::Invalid("a stage stream must start with its start message".into())),
+    };
+    if start.origin == site.name || !site.apply_locks.contains_key(&start.origin) {
+        return Err(ReplicaError::Invalid(format!("stage from unexpected site {:?}", start.origin)));
+    }
+    if start.blob.is_empty() || start.blob.len() > BLOB_NAME_MAX {
+        return Err(ReplicaError::Invalid("stage names no valid blob path".into()));
+    }
+    let known = crate::apply::known_epoch(site, start.shard)?;
+    if start.epoch < known {
+        return Err(ReplicaError::StaleEpoch { shard: start.shard, got: start.epoch, known });
+    }
+    let what = format!("staged copy of {} from {}", start.blob, start.origin);
+    let name = site.blobs.staging_name(&start.origin);
+    // Dropped on any error below: the file goes with it.
+    let mut writer = site.blobs.stage_writer(&name).await?;
+    let mut scanner = SegmentScanner::new();
+    let end = loop {
+        match next_part(&mut chunks).await? {
+            Some(Part::Data(data)) => {
+                scanner.push(&data).map_err(|e| ReplicaError::Corrupt(format!("{what}: {e}")))?;
+                writer.write(&data).await?;
+            }
+            Some(Part::End(end)) => break end,
+            Some(Part::Start(_)) => return Err(ReplicaError::Invalid(format!("{what}: a second start message"))),
+            None => return Err(ReplicaError::Invalid(format!("{what}: stream ended before its end marker (truncated); nothing was kept"))),
+        }
+    };
+    let header = scanner.header();
+    let summary = scanner.finish().map_err(|e| ReplicaError::Corrupt(format!("{what}: {e}")))?;
+    let header = header.ok_or_else(|| ReplicaError::Corrupt(format!("{what}: no header")))?;
+    if summary.ciphertext_len != end.len || writer.len() != end.len {
+        return Err(ReplicaError::Corrupt(format!("{what}: received {} bytes, the sender sent {}", writer.len(), end.len)));
+    }
+    writer.finish().await?;
+    let id = name.rsplit('/').next().unwrap_or(&name).to_string();
+    site.staged.insert(
+        id.clone(),
+        Staged {
+            name,
+            origin: start.origin,
+            blob: start.blob,
+            len: end.len,
+            plaintext_len: summary.plaintext_len,
+            key_id: header.key_id,
+            sha256: end.sha256,
+            at: Instant::now(),
+        },
+    );
+    Ok(id)
+}
+
+/// Commits the staged blob `id` as `file` of an entry from `origin`: checks
+/// it is that file, then gives it the file's path, durably.
+pub async fn commit(site: &Site, id: &str, origin: &str, file: &FileRecord, what: &str) -> Result<(), ReplicaError> {
+    let staged = site
+        .staged
+        .take(id)
+        .ok_or_else(|| ReplicaError::Invalid(format!("{what}: staged copy {id:?} is not here (expired or lost in a restart); send the file")))?;
+    let key_ok = file.key.as_ref().is_none_or(|k| k.key_id == staged.key_id);
+    if staged.origin != origin
+        || staged.blob != file.blob
+        || staged.len != file.ciphertext_len
+        || staged.plaintext_len != file.size
+        || staged.sha256 != file.ciphertext_sha256
+        || !key_ok
+    {
+        let _ = site.blobs.delete(&staged.name).await;
+        return Err(ReplicaError::Corrupt(format!("{what}: the staged copy {id:?} is not this file (path, length, key or hash differ)")));
+    }
+    site.blobs.promote(&staged.name, &file.blob).await?;
+    tracing::debug!(site = %site.name, origin, blob = %file.blob, "staged copy committed");
+    Ok(())
+}
+
+/// Deletes staged blobs no entry claimed in time; returns how many.
+pub async fn collect(site: &Site) -> usize {
+    let expired = site.staged.expired(site.staged_ttl);
+    let n = expired.len();
+    for s in expired {
+        tracing::info!(site = %site.name, origin = %s.origin, blob = %s.blob, "staged copy never committed; deleting it");
+        if let Err(e) = site.blobs.delete(&s.name).await {
+            tracing::warn!(name = %s.name, error = %e, "cannot delete an expired staged copy");
+        }
+    }
+    n
+}
+
+pub async fn run(site: Arc<Site>) {
+    let every = (site.staged_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::time::sleep(every).await;
+        collect(&site).await;
+    }
+}
+
+/// The sending side: one file's ciphertext streamed to the in-city peer.
+pub struct StageUpload {
+    tx: Option<mpsc::Sender<pb::StageChunk>>,
+    call: JoinHandle<Result<String, tonic::Status>>,
+    /// Longest wait for the peer to take one chunk.
+    patience: Duration,
+    peer: String,
+}
+
+impl StageUpload {
+    /// Starts streaming the file that will be stored as `blob` to `link`'s
+    /// peer; `None` if no connection can be made.
+    pub fn start(site: &Site, link: &Link, shard: u32, epoch: u64, blob: &str) -> Option<Self> {
+        let channel = link.stage_channel(&site.transport)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let start = pb::StageStart { origin: site.name.clone(), shard, epoch, blob: blob.to_string() };
+        tx.try_send(pb::StageChunk { part: Some(Part::Start(start)) }).ok()?;
+        let mut client = crate::ship::client(channel);
+        let call = tokio::spawn(async move { client.stage(ReceiverStream::new(rx)).await.map(|r| r.into_inner().staged_id) });
+        Some(Self { tx: Some(tx), call, patience: site.sync_timeout, peer: link.peer.clone() })
+    }
+
+    fn abandon(&mut self, why: &str) {
+        if self.tx.take().is_some() {
+            tracing::info!(peer = %self.peer, why, "staging abandoned; the file goes with its log entry instead");
+        }
+        self.call.abort();
+    }
+
+    /// Sends ciphertext. Returns false (and gives up) if the peer does not
+    /// take it within the sync timeout or the stream failed.
+    pub async fn send(&mut self, data: Bytes) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tokio::time::timeout(self.patience, tx.send(pb::StageChunk { part: Some(Part::Data(data)) })).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                self.abandon("the stage stream failed");
+                false
+            }
+            Err(_) => {
+                self.abandon("the peer did not take the data within the sync timeout");
+                false
+            }
+        }
+    }
+
+    /// Ends the stream; returns the peer's id for the staged blob once the
+    /// peer has checked, stored and synced it (`None`: not staged).
+    pub async fn finish(mut self, len: u64, sha256: &str, link: &Link) -> Option<String> {
+        let tx = self.tx.take()?;
+        let end = pb::StageChunk { part: Some(Part::End(pb::StageEnd { len, sha256: sha256.to_string() })) };
+        if !matches!(tokio::time::timeout(self.patience, tx.send(end)).await, Ok(Ok(()))) {
+            self.abandon("the peer did not take the end of the stream");
+            return None;
+        }
+        drop(tx);
+        // The peer still syncs the file: allow for that as the sync wait does.
+        let limit = self.patience + Duration::from_millis(len.saturating_mul(1000) / crate::sync::PEER_SYNC_RATE);
+        match tokio::time::timeout(limit, &mut self.call).await {
+            Ok(Ok(Ok(id))) => Some(id),
+            Ok(Ok(Err(s))) => {
+                tracing::info!(peer = %self.peer, error = %s.message(), "peer refused the staged copy; the file goes with its log entry instead");
+                None
+            }
+            Ok(Err(_)) => None,
+            Err(_) => {
+                self.call.abort();
+                link.reset_stage_channel();
+                tracing::info!(peer = %self.peer, "peer did not confirm the staged copy in time; the file goes with its log entry instead");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for StageUpload {
+    /// An upload dropped unfinished (a failed put) is cut: the peer keeps
+    /// nothing of it.
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.call.abort();
+        }
+    }
+}
