@@ -178,6 +178,11 @@ impl ReplicationService {
 impl Replication for ReplicationService {
     async fn cursor(&self, req: Request<pb::CursorRequest>) -> Result<Response<pb::CursorReply>, Status> {
         let origin = req.into_inner().origin;
+        // The peer's shipper is (re)connecting: the peer is up, so ours
+        // need not wait out its back-off before shipping to it.
+        if let Some(link) = self.site.links.get(&origin) {
+            link.peer_seen.notify_one();
+        }
         let applied_seq = self.site.meta.cursor(&origin).map_err(ReplicaError::from)?;
         Ok(Response::new(pb::CursorReply { applied_seq }))
     }

@@ -138,7 +138,12 @@ pub async fn run(site: Arc<Site>, peer: String) {
             tracing::warn!(site = %site.name, peer = %peer, error = %err, "replication link interrupted; retrying");
             last_error = err;
         }
-        tokio::time::sleep(backoff).await;
+        // Back off, unless the peer shows it is up (its own shipper asked
+        // this site for a cursor): a restarted site gets its backlog at once.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = link.peer_seen.notified() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

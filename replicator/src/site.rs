@@ -37,6 +37,9 @@ pub struct Link {
     /// The connection staged uploads use (separate from the shipper's, so
     /// neither waits behind the other's flow control).
     stage_channel: Mutex<Option<tonic::transport::Channel>>,
+    /// Signalled when the peer contacts this site (it is up): wakes the
+    /// shipper from its back-off.
+    pub peer_seen: tokio::sync::Notify,
 }
 
 impl Link {
@@ -50,6 +53,7 @@ impl Link {
             acked_known: std::sync::atomic::AtomicBool::new(false),
             staged: Mutex::new(BTreeMap::new()),
             stage_channel: Mutex::new(None),
+            peer_seen: tokio::sync::Notify::new(),
         }
     }
 
