@@ -123,6 +123,8 @@ impl Transport {
             .connect_timeout(CONNECT_TIMEOUT)
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            // What the server may send us in one frame (streamed reads).
+            .max_frame_size(Some(MAX_FRAME))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)

@@ -90,6 +90,15 @@ fn join_err(e: tokio::task::JoinError) -> BlobError {
     BlobError::Store(format!("blob i/o task failed: {e}"))
 }
 
+/// A plain file written like a local blob (writer threads, `O_DIRECT`
+/// where the filesystem takes it, fsync at [`BlobWriter::finish`]), for
+/// clients writing what they read. The caller renames it into place.
+pub async fn file_writer(path: &FsPath) -> Result<BlobWriter, BlobError> {
+    let root = path.parent().map(FsPath::to_path_buf).unwrap_or_default();
+    let w = LocalWriter::start(direct_flag(true) != 0, root, path.to_path_buf(), None, Hashing::None).await?;
+    Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
+}
+
 /// Whether a blob's SHA-256 is computed while it is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hashing {
@@ -176,7 +185,7 @@ impl BlobStore {
         match &self.backend {
             Backend::Local(fs) => {
                 let tmp = fs.root.join(STAGING).join(format!("tmp-{}", fs.next.fetch_add(1, Ordering::Relaxed)));
-                let w = LocalWriter::start(fs, tmp, Some(fs.root.join(blob)), hashing).await?;
+                let w = LocalWriter::start(fs.direct, fs.root.clone(), tmp, Some(fs.root.join(blob)), hashing).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
             Backend::Object(store) => Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, blob, hashing).await?), len: 0 }),
@@ -204,7 +213,7 @@ impl BlobStore {
         match &self.backend {
             // Written in place: the name is private until promoted.
             Backend::Local(fs) => {
-                let w = LocalWriter::start(fs, fs.root.join(staged), None, Hashing::None).await?;
+                let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.root.join(staged), None, Hashing::None).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
             Backend::Object(store) => {
@@ -514,10 +523,15 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
-    async fn start(fs: &LocalFs, tmp: PathBuf, dst: Option<PathBuf>, hashing: Hashing) -> Result<Self, BlobError> {
-        let direct = fs.direct;
+    async fn start(direct: bool, root: PathBuf, tmp: PathBuf, dst: Option<PathBuf>, hashing: Hashing) -> Result<Self, BlobError> {
         let path = tmp.clone();
-        let file = tokio::task::spawn_blocking(move || open_for_write(&path, direct)).await.map_err(join_err)??;
+        let (file, direct) = tokio::task::spawn_blocking(move || match open_for_write(&path, direct) {
+            Ok(f) => Ok((f, direct)),
+            Err(_) if direct => open_for_write(&path, false).map(|f| (f, false)),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(join_err)??;
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(WRITE_BUFFERS);
         let (free_tx, free) = mpsc::channel::<AlignedBuf>(WRITE_BUFFERS);
         let (hasher, to_writer) = match hashing {
@@ -538,8 +552,8 @@ impl LocalWriter {
                 (Some(hasher), rx)
             }
         };
-        let shown = tmp.display().to_string();
-        let writer = tokio::task::spawn_blocking(move || write_jobs(file, direct, to_writer, free_tx, &shown));
+        let path = tmp.clone();
+        let writer = tokio::task::spawn_blocking(move || write_jobs(file, direct, &path, to_writer, free_tx));
         Ok(Self {
             jobs: Some(jobs_tx),
             free,
@@ -549,7 +563,7 @@ impl LocalWriter {
             writer: Some(writer),
             tmp,
             dst,
-            root: fs.root.clone(),
+            root,
             done: false,
         })
     }
@@ -694,23 +708,32 @@ fn direct_io_works(dir: &FsPath) -> bool {
 
 /// The writing thread: writes each buffer, hands it back, and makes the
 /// file durable after the last one.
-fn write_jobs(mut file: std::fs::File, direct: bool, mut jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>, shown: &str) -> Result<(), BlobError> {
+fn write_jobs(
+    mut file: std::fs::File,
+    mut direct: bool,
+    path: &FsPath,
+    mut jobs: mpsc::Receiver<Job>,
+    free: mpsc::Sender<AlignedBuf>,
+) -> Result<(), BlobError> {
+    let shown = path.display().to_string();
     let failed = |e: std::io::Error| BlobError::Store(format!("cannot write {shown}: {e}"));
     let mut len = 0u64;
     while let Some(Job { mut buf, last }) = jobs.blocking_recv() {
         let n = buf.len();
-        if last && direct && n % ALIGN != 0 {
-            // O_DIRECT writes whole blocks: pad, then cut the file back.
-            let pad = ALIGN - n % ALIGN;
-            buf.mem.resize(buf.mem.len() + pad, 0);
-            file.write_all(buf.data()).map_err(failed)?;
-            file.set_len(len + n as u64).map_err(failed)?;
-        } else {
-            file.write_all(buf.data()).map_err(failed)?;
+        match write_job(&mut file, direct, &mut buf, last, len) {
+            // Some filesystems open with O_DIRECT but refuse the writes:
+            // then the file is written without it.
+            Err(e) if direct && len == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                direct = false;
+                file = open_for_write(path, false)?;
+                buf.mem.truncate(buf.start + n);
+                write_job(&mut file, false, &mut buf, last, 0).map_err(failed)?;
+            }
+            r => r.map_err(failed)?,
         }
         len += n as u64;
         if last {
-            file.sync_all().map_err(|e| BlobError::Sync { path: shown.to_string(), reason: e.to_string() })?;
+            file.sync_all().map_err(|e| BlobError::Sync { path: shown.clone(), reason: e.to_string() })?;
             return Ok(());
         }
         // The sender may be gone (it failed); then the buffer is dropped.
@@ -718,6 +741,20 @@ fn write_jobs(mut file: std::fs::File, direct: bool, mut jobs: mpsc::Receiver<Jo
     }
     // The sender stopped without a last buffer: abandoned.
     Err(BlobError::Store(format!("writing {shown} was abandoned")))
+}
+
+/// Writes one buffer at offset `len`. O_DIRECT writes whole blocks: the
+/// last buffer is padded, then the file cut back to its length.
+fn write_job(file: &mut std::fs::File, direct: bool, buf: &mut AlignedBuf, last: bool, len: u64) -> std::io::Result<()> {
+    let n = buf.len();
+    if last && direct && n % ALIGN != 0 {
+        let pad = ALIGN - n % ALIGN;
+        buf.mem.resize(buf.mem.len() + pad, 0);
+        file.write_all(buf.data())?;
+        file.set_len(len + n as u64)
+    } else {
+        file.write_all(buf.data())
+    }
 }
 
 /// Renames `from` to `to` and makes that durable: `from` was synced, the
@@ -900,6 +937,24 @@ mod tests {
             assert!(!store.local_path("t/c/v2/0").unwrap().exists());
             assert!(staging_files(&store).is_empty(), "left behind: {:?}", staging_files(&store));
         }
+    }
+
+    // A client's output file: written where asked, complete and synced at
+    // finish; an aborted one leaves nothing.
+    #[tokio::test]
+    async fn plain_files_for_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(IO_CHUNK * 2 + 4097);
+        let path = dir.path().join(".out.partial");
+        let mut w = file_writer(&path).await.unwrap();
+        w.write(&data).await.unwrap();
+        assert_eq!(w.finish().await.unwrap().len, data.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == data);
+        let other = dir.path().join(".other.partial");
+        let mut w = file_writer(&other).await.unwrap();
+        w.write(&data).await.unwrap();
+        w.abort().await;
+        assert!(!other.exists());
     }
 
     // A staged blob is invisible under any blob name until promoted; the

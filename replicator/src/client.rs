@@ -1,7 +1,9 @@
 //! Client of the Contracts API, used by `tandem contract` and the tests.
 //! File bodies are streamed from and to disk; a get writes each file to a
-//! temporary name and renames it only when the whole contract arrived and
-//! passed its checks, so a failed read never leaves a plausible file behind.
+//! temporary name (through the blob writer: writer thread, direct I/O where
+//! possible, fsync at the end) and renames it only when the whole contract
+//! arrived and passed its checks, so a failed read never leaves a
+//! plausible file behind.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,9 +14,9 @@ use tandem_proto::replicator as pb;
 use tandem_proto::replicator::contracts_client::ContractsClient;
 use tandem_proto::replicator::get_chunk::Part as GetPart;
 use tandem_proto::replicator::put_chunk::Part as PutPart;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
+use crate::blob::BlobWriter;
 use crate::ship::MAX_MESSAGE;
 use crate::write::PutHeader;
 
@@ -147,30 +149,32 @@ impl ReplicatorClient {
             })),
         };
         let files = files.to_vec();
-        let reader = tokio::spawn(async move {
-            if tx.send(first).await.is_err() {
+        // Files are read on a blocking thread straight into each chunk's
+        // buffer (tokio's file would copy every byte once more).
+        let reader = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            if tx.blocking_send(first).is_err() {
                 return Ok(());
             }
             let count = files.len() as u32;
             for (name, path) in files {
-                let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                if tx.send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name, ..Default::default() })) }).await.is_err() {
+                let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                if tx.blocking_send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name, ..Default::default() })) }).is_err() {
                     return Ok(());
                 }
                 loop {
-                    let mut buf = vec![0u8; PUT_CHUNK];
-                    let n = read_full(&mut file, &mut buf).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    if n == 0 {
+                    let mut buf = Vec::with_capacity(PUT_CHUNK);
+                    (&mut file).take(PUT_CHUNK as u64).read_to_end(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    if buf.is_empty() {
                         break;
                     }
-                    buf.truncate(n);
-                    if tx.send(pb::PutChunk { part: Some(PutPart::Data(buf.into())) }).await.is_err() {
+                    if tx.blocking_send(pb::PutChunk { part: Some(PutPart::Data(buf.into())) }).is_err() {
                         return Ok(());
                     }
                 }
             }
             // Only a complete upload gets its end marker.
-            let _ = tx.send(pb::PutChunk { part: Some(PutPart::End(pb::PutEnd { files: count })) }).await;
+            let _ = tx.blocking_send(pb::PutChunk { part: Some(PutPart::End(pb::PutEnd { files: count })) });
             Ok::<(), String>(())
         });
         let result = client.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
@@ -199,36 +203,38 @@ impl ReplicatorClient {
         let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
         let mut stream = client.get(req).await.map_err(|s| refused(addr, s))?.into_inner();
         let mut info = None;
-        let mut current: Option<(tokio::fs::File, PathBuf, PathBuf)> = None;
+        // Each file is written like a blob (writer thread, direct I/O where
+        // the filesystem takes it, fsync when complete).
+        let mut current: Option<(BlobWriter, PathBuf, PathBuf)> = None;
         let mut finished: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let failed = |tmp: &Path, e: crate::blob::BlobError| ClientError::Io(format!("cannot write {}: {e}", tmp.display()));
         let result = async {
             while let Some(chunk) = stream.next().await {
                 match chunk.map_err(|s| refused(addr, s))?.part {
                     Some(GetPart::Info(i)) => info = Some(i),
                     Some(GetPart::File(f)) => {
-                        if let Some((mut file, tmp, dst)) = current.take() {
-                            file.flush().await.map_err(|e| ClientError::Io(e.to_string()))?;
+                        if let Some((file, tmp, dst)) = current.take() {
+                            file.finish().await.map_err(|e| failed(&tmp, e))?;
                             finished.push((tmp, dst));
                         }
                         if let Some(dir) = out_dir {
                             crate::ids::check_file_name(&f.name).map_err(|e| ClientError::Io(e.0))?;
                             let dst = dir.join(&f.name);
                             let tmp = dir.join(format!(".{}.partial", f.name));
-                            let file = tokio::fs::File::create(&tmp).await.map_err(|e| ClientError::Io(format!("cannot create {}: {e}", tmp.display())))?;
+                            let file = crate::blob::file_writer(&tmp).await.map_err(|e| ClientError::Io(e.to_string()))?;
                             current = Some((file, tmp, dst));
                         }
                     }
                     Some(GetPart::Data(d)) => {
                         if let Some((file, tmp, _)) = current.as_mut() {
-                            file.write_all(&d).await.map_err(|e| ClientError::Io(format!("cannot write {}: {e}", tmp.display())))?;
+                            file.write(&d).await.map_err(|e| failed(tmp, e))?;
                         }
                     }
                     None => {}
                 }
             }
-            if let Some((mut file, tmp, dst)) = current.take() {
-                file.flush().await.map_err(|e| ClientError::Io(e.to_string()))?;
-                file.sync_all().await.map_err(|e| ClientError::Io(e.to_string()))?;
+            if let Some((file, tmp, dst)) = current.take() {
+                file.finish().await.map_err(|e| failed(&tmp, e))?;
                 finished.push((tmp, dst));
             }
             Ok::<(), ClientError>(())
@@ -238,8 +244,8 @@ impl ReplicatorClient {
             for (tmp, _) in &finished {
                 let _ = tokio::fs::remove_file(tmp).await;
             }
-            if let Some((_, tmp, _)) = current.take() {
-                let _ = tokio::fs::remove_file(tmp).await;
+            if let Some((file, _, _)) = current.take() {
+                file.abort().await;
             }
             return Err(e);
         }
@@ -283,14 +289,3 @@ enum PutError {
     Other(ClientError),
 }
 
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let m = file.read(&mut buf[n..]).await?;
-        if m == 0 {
-            break;
-        }
-        n += m;
-    }
-    Ok(n)
-}
