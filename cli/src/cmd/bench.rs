@@ -5,6 +5,11 @@
 //!
 //! 1. Ceiling: the same bytes through read + crc32 + AES-256-GCM + loopback
 //!    TCP + write + fsync, without tandem (two threads, blocking sockets).
+//!    It is measured three times and the best run is the baseline (on a
+//!    shared VM a single run can be several times slower); all three are
+//!    printed. For reference only, a variant whose receiver writes with
+//!    `O_DIRECT` (as tandem's local blob store does) is measured the same
+//!    way, and every figure is also given as a ratio to it.
 //! 2. A three-site cluster in this process (real rocksdb, real gRPC over
 //!    loopback), with the DR site stopped so one stream runs at a time: one
 //!    large file put at A with the pair in sync (acknowledged only once B
@@ -69,18 +74,24 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     random_file(&input, size)?;
     println!("tandem bench: large file {} MiB, {} small contracts of 200 KiB per mode", args.size_mib, args.small_count);
 
-    let ceiling_dir = dir.join("ceiling");
-    std::fs::create_dir_all(&ceiling_dir)?;
-    let ceiling = {
-        let input = input.clone();
-        let out = ceiling_dir.join("copy.bin");
-        tokio::task::spawn_blocking(move || ceiling(&input, &out)).await??
-    };
-    std::fs::remove_dir_all(&ceiling_dir)?;
     let rate = |secs: f64| size as f64 / secs / (1024.0 * 1024.0);
+    let mut runs = Vec::new();
+    let mut direct_runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(ceiling_run(dir, &input, false).await?);
+        direct_runs.push(ceiling_run(dir, &input, true).await?);
+    }
+    let best = |runs: &[f64]| runs.iter().copied().fold(f64::INFINITY, f64::min);
+    let (ceiling, direct_ceiling) = (best(&runs), best(&direct_runs));
+    let shown = |runs: &[f64]| runs.iter().map(|s| format!("{:.0}", rate(*s))).collect::<Vec<_>>().join(", ");
     println!();
     println!("large file, single stream");
-    println!("  ceiling: read+crc32+AES-GCM+TCP+write+fsync   {:8.1} MiB/s   (baseline)", rate(ceiling));
+    println!("  ceiling: read+crc32+AES-GCM+TCP+write+fsync   {:8.1} MiB/s   (baseline; best of {} MiB/s)", rate(ceiling), shown(&runs));
+    println!(
+        "  same, receiver writing with O_DIRECT          {:8.1} MiB/s   (reference only; best of {} MiB/s)",
+        rate(direct_ceiling),
+        shown(&direct_runs)
+    );
 
     let mut cluster = Cluster::start(dir).await?;
     let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(30));
@@ -106,9 +117,9 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
         bail!("the file read back from B differs from the input");
     }
     std::fs::remove_dir_all(&out)?;
-    let ratio = |secs: f64| ceiling / secs;
-    println!("  put at A, acknowledged after B stored+synced  {:8.1} MiB/s   {:.2} x ceiling", rate(put_secs), ratio(put_secs));
-    println!("  read back from B (decrypt, stream to disk)    {:8.1} MiB/s   {:.2} x ceiling", rate(read_secs), ratio(read_secs));
+    let ratio = |secs: f64| format!("{:.2} x ceiling ({:.2} x the O_DIRECT one)", ceiling / secs, direct_ceiling / secs);
+    println!("  put at A, acknowledged after B stored+synced  {:8.1} MiB/s   {}", rate(put_secs), ratio(put_secs));
+    println!("  read back from B (decrypt, stream to disk)    {:8.1} MiB/s   {}", rate(read_secs), ratio(read_secs));
 
     let small = dir.join("small.bin");
     random_file(&small, 200 * 1024)?;
@@ -151,11 +162,11 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let dr_secs = started.elapsed().as_secs_f64();
     println!();
     println!(
-        "DR site C restarted and caught up from its cursor: {:.1} MiB in {:.1} s, {:.1} MiB/s, {:.2} x ceiling (includes its start-up)",
+        "DR site C restarted and caught up from its cursor: {:.1} MiB in {:.2} s, {:.1} MiB/s, {} (includes its start-up)",
         backlog as f64 / (1024.0 * 1024.0),
         dr_secs,
         backlog as f64 / dr_secs / (1024.0 * 1024.0),
-        ceiling / (dr_secs * size as f64 / backlog as f64)
+        ratio(dr_secs * size as f64 / backlog as f64)
     );
     println!("peak resident memory of the whole process (3 controllers, 3 replicators, client): {} MiB", peak_rss_mib());
     cluster.stop().await;
@@ -183,26 +194,42 @@ async fn small_puts(client: &ReplicatorClient, addr: &str, tenant: &str, prefix:
     Ok(Latencies { p50_ms: pick(0.50), p99_ms: pick(0.99), per_s: n as f64 / total })
 }
 
+/// One run of the ceiling into a fresh directory under `dir`.
+async fn ceiling_run(dir: &Path, input: &Path, direct: bool) -> anyhow::Result<f64> {
+    let ceiling_dir = dir.join("ceiling");
+    std::fs::create_dir_all(&ceiling_dir)?;
+    let (input, out) = (input.to_path_buf(), ceiling_dir.join("copy.bin"));
+    let secs = tokio::task::spawn_blocking(move || ceiling(&input, &out, direct)).await??;
+    std::fs::remove_dir_all(&ceiling_dir)?;
+    Ok(secs)
+}
+
 /// The baseline: each 1 MiB chunk is read, crc32'd, sealed with AES-256-GCM
 /// and sent over loopback TCP; the receiver writes it and fsyncs at the
 /// end. Returns the seconds from the first read to the receiver's fsync.
-fn ceiling(input: &Path, output: &Path) -> anyhow::Result<f64> {
+/// `direct`: the receiver writes with `O_DIRECT` from 1 MiB aligned
+/// buffers (the last block padded, the file then cut to length).
+fn ceiling(input: &Path, output: &Path, direct: bool) -> anyhow::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let output = output.to_path_buf();
     let receiver = std::thread::spawn(move || -> anyhow::Result<()> {
         let (mut sock, _) = listener.accept()?;
         sock.set_nodelay(true)?;
-        let mut file = std::fs::File::create(&output)?;
-        let mut buf = vec![0u8; CHUNK + 64];
-        loop {
-            let n = sock.read(&mut buf)?;
-            if n == 0 {
-                break;
+        if direct {
+            receive_direct(&mut sock, &output)?;
+        } else {
+            let mut file = std::fs::File::create(&output)?;
+            let mut buf = vec![0u8; CHUNK + 64];
+            loop {
+                let n = sock.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&buf[..n])?;
             }
-            file.write_all(&buf[..n])?;
+            file.sync_all()?;
         }
-        file.sync_all()?;
         sock.write_all(&[1])?;
         Ok(())
     });
@@ -237,6 +264,38 @@ fn ceiling(input: &Path, output: &Path) -> anyhow::Result<f64> {
     let secs = started.elapsed().as_secs_f64();
     receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     Ok(secs)
+}
+
+/// The ceiling's receiver, writing whole aligned 1 MiB blocks with
+/// `O_DIRECT` (safe code: the buffer starts at its first 4 KiB boundary).
+fn receive_direct(sock: &mut TcpStream, output: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const ALIGN: usize = 4096;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(output)?;
+    let mut mem = vec![0u8; CHUNK + ALIGN];
+    let start = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
+    let buf = &mut mem[start..start + CHUNK];
+    let (mut filled, mut total) = (0usize, 0u64);
+    loop {
+        let n = sock.read(&mut buf[filled..])?;
+        filled += n;
+        total += n as u64;
+        if filled == CHUNK {
+            file.write_all(buf)?;
+            filled = 0;
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    if filled > 0 {
+        let padded = filled.div_ceil(ALIGN) * ALIGN;
+        buf[filled..padded].fill(0);
+        file.write_all(&buf[..padded])?;
+        file.set_len(total)?;
+    }
+    file.sync_all()?;
+    Ok(())
 }
 
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
