@@ -34,9 +34,26 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+/// SHA-256 as the owner computes it while storing (ring's: with the SHA
+/// extensions it is a little faster than the sha2 crate's).
+struct Sha256(ring::digest::Context);
+
+impl Sha256 {
+    fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(self) -> ring::digest::Digest {
+        self.0.finish()
+    }
+}
 
 /// Bytes buffered per multipart part (object_store's own default is 5 MiB;
 /// S3 needs at least that for every part but the last).
@@ -413,9 +430,16 @@ impl BlobWriter {
 
     /// Completes the file and makes it durable under its name.
     pub async fn finish(self) -> Result<StoredBlob, BlobError> {
+        self.finish_early(|_| {}).await
+    }
+
+    /// Like [`Self::finish`], calling `hashed` with the hex SHA-256 (empty
+    /// without [`Hashing::Sha256`]) as soon as it is known, before the file
+    /// is durable: the owner tells its peer the hash while it still syncs.
+    pub async fn finish_early(self, hashed: impl FnOnce(&str)) -> Result<StoredBlob, BlobError> {
         let sha256 = match self.inner {
-            Inner::Local(w) => w.finish().await?,
-            Inner::Object(w) => w.finish().await?,
+            Inner::Local(w) => w.finish(hashed).await?,
+            Inner::Object(w) => w.finish(hashed).await?,
         };
         Ok(StoredBlob { len: self.len, sha256: sha256.unwrap_or_default() })
     }
@@ -452,9 +476,11 @@ impl ObjectWriter {
         Ok(())
     }
 
-    async fn finish(self) -> Result<Option<String>, BlobError> {
+    async fn finish(self, hashed: impl FnOnce(&str)) -> Result<Option<String>, BlobError> {
+        let sha = self.sha.map(|s| hex::encode(s.finish()));
+        hashed(sha.as_deref().unwrap_or_default());
         self.upload.finish().await?;
-        Ok(self.sha.map(|s| hex::encode(s.finalize())))
+        Ok(sha)
     }
 
     async fn abort(self) {
@@ -614,7 +640,7 @@ impl LocalWriter {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<Option<String>, BlobError> {
+    async fn finish(mut self, hashed: impl FnOnce(&str)) -> Result<Option<String>, BlobError> {
         let buf = self.current.take().unwrap_or_else(|| AlignedBuf::new(0));
         let sent = match self.jobs.take() {
             Some(jobs) => jobs.send(Job { buf, last: true }).await.is_ok(),
@@ -624,9 +650,10 @@ impl LocalWriter {
             return Err(self.failure().await);
         }
         let sha = match self.hasher.take() {
-            Some(h) => Some(hex::encode(h.await.map_err(join_err)?.finalize())),
+            Some(h) => Some(hex::encode(h.await.map_err(join_err)?.finish())),
             None => None,
         };
+        hashed(sha.as_deref().unwrap_or_default());
         let writer = self.writer.take().expect("a writer until finished");
         writer.await.map_err(join_err)??;
         if let Some(dst) = self.dst.take() {
@@ -847,6 +874,7 @@ async fn read_local(path: PathBuf, blob: String, direct: bool) -> Result<BoxStre
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     async fn read_all(store: &BlobStore, blob: &str) -> Vec<u8> {
         let mut out = Vec::new();
@@ -883,7 +911,7 @@ mod tests {
             assert_eq!(stored.len, 10 << 20);
             let back = read_all(&store, "t/c/v1/0").await;
             assert_eq!(back.len(), 10 << 20);
-            assert_eq!(hex::encode(Sha256::digest(&back)), stored.sha256);
+            assert_eq!(hex::encode(sha2::Sha256::digest(&back)), stored.sha256);
             assert!(store.local_path("t/c/v1/0").unwrap().exists());
             assert!(staging_files(&store).is_empty(), "temporary files left behind");
             assert!(store.rename("t/c/v1/0", "q/t/c/v1/0").await.unwrap());
@@ -913,7 +941,7 @@ mod tests {
                 }
                 let stored = w.finish().await.unwrap();
                 assert_eq!(stored.len, size as u64);
-                assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
+                assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&data)));
                 assert_eq!(std::fs::metadata(store.local_path(&blob).unwrap()).unwrap().len(), size as u64);
                 assert!(read_all(&store, &blob).await == data, "size {size} direct {}", store.direct_io());
             }

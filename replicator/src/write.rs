@@ -237,18 +237,33 @@ impl<'a> PutSession<'a> {
         let mut out = Vec::new();
         open.encryptor.finish(&mut out)?;
         store(&mut open.stage, &mut open.writer, Bytes::from(out)).await?;
-        let stored = open.writer.finish().await?;
         let h = &self.header;
         let blob = blob_path(&h.tenant, &h.contract_id, self.version, open.index);
-        if let Some(stage) = open.stage.take() {
-            let link = self.stage_to.as_ref().and_then(|p| self.site.links.get(p));
-            if let Some(link) = link {
-                if let Some(id) = stage.finish(stored.len, &stored.sha256, link).await {
+        let link = self.stage_to.as_ref().and_then(|p| self.site.links.get(p));
+        let stored = match (open.stage.take(), link) {
+            (Some(stage), Some(link)) => {
+                // The peer gets the end of the stream (with the hash) as soon
+                // as the hash is known, and syncs while this site does.
+                let (hashed, hash) = tokio::sync::oneshot::channel::<String>();
+                let len = open.writer.len();
+                let local = open.writer.finish_early(move |sha| {
+                    let _ = hashed.send(sha.to_string());
+                });
+                let remote = async move {
+                    match hash.await {
+                        Ok(sha) => stage.finish(len, &sha, link).await,
+                        Err(_) => None,
+                    }
+                };
+                let (stored, staged) = tokio::join!(local, remote);
+                if let Some(id) = staged {
                     link.note_staged(&blob, id);
                     self.staged.push(blob.clone());
                 }
+                stored?
             }
-        }
+            _ => open.writer.finish().await?,
+        };
         self.files.push(FileRecord {
             name: open.name,
             blob,
