@@ -5,10 +5,12 @@
 //! older than any this site knows for the shard (a stale owner's traffic is
 //! refused), and every file's framing and per-segment crc32 are intact and
 //! its length, plaintext length and data key id (in the file header) match
-//! the entry. The SHA-256 is not recomputed here: the owner computed it as
-//! it encrypted, the entry carries it, and the crc32 of every segment
-//! already catches what the transport or a disk damages; `verify --deep`
-//! recomputes it at every site. The ciphertext is stored and synced, then
+//! the entry. The SHA-256 is not recomputed for log entries: the owner
+//! computed it as it encrypted, the entry carries it, and the crc32 of
+//! every segment already catches what the transport or a disk damages;
+//! `verify --deep` recomputes it at every site, and a repair copy (`verify
+//! --repair`, rare) is hashed as it arrives and refused if it differs. The
+//! ciphertext is stored and synced, then
 //! the metadata and the origin's cursor move in one synced batch. Nothing
 //! is decrypted here.
 //!
@@ -17,6 +19,7 @@
 //! arrival; it is committed under the file's path only now.
 
 use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
 use tandem_crypto::SegmentScanner;
 use tandem_proto::replicator as pb;
 use tandem_proto::replicator::apply_chunk::Part;
@@ -107,7 +110,7 @@ where
             // held here) is moved aside before its ciphertext is replaced.
             crate::quarantine::replaced(site, v).await?;
             let t0 = tokio::time::Instant::now();
-            receive_files(site, &entry, &mut chunks).await?;
+            receive_files(site, &entry, &mut chunks, mode == Mode::Repair).await?;
             tracing::debug!(origin = %entry.origin, seq = entry.seq, received_ms = t0.elapsed().as_millis() as u64, "entry files received and synced");
             let mut v = v.clone();
             let destroyed = head.as_ref().and_then(|h| h.destroyed.clone());
@@ -202,7 +205,9 @@ pub(crate) fn known_epoch(site: &Site, shard: u32) -> Result<u64, ReplicaError> 
 
 /// Stores the entry's files from the stream, checking each as it arrives
 /// (or commits the staged copies the stream names).
-async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut Chunks<S>) -> Result<(), ReplicaError>
+/// A repair (rare, and replacing a copy found damaged) also recomputes the
+/// SHA-256 of what it receives.
+async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut Chunks<S>, check_hash: bool) -> Result<(), ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
 {
@@ -220,6 +225,7 @@ where
         }
         let mut writer = site.blobs.writer(&file.blob, Hashing::None).await?;
         let mut scanner = SegmentScanner::new();
+        let mut sha = check_hash.then(Sha256::new);
         loop {
             pending = next_part(chunks).await?;
             let Some(Part::Data(data)) = &pending else { break };
@@ -227,7 +233,16 @@ where
                 writer.abort().await;
                 return Err(ReplicaError::Corrupt(format!("{what}: {e}")));
             }
+            if let Some(sha) = &mut sha {
+                sha.update(data);
+            }
             writer.write(data).await?;
+        }
+        if let Some(sha) = sha {
+            if hex::encode(sha.finalize()) != file.ciphertext_sha256 {
+                writer.abort().await;
+                return Err(ReplicaError::Corrupt(format!("{what}: the copy's SHA-256 differs from the record's")));
+            }
         }
         let header = scanner.header();
         let summary = match scanner.finish() {
