@@ -204,14 +204,18 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         };
         let limit = ENTRY_TIMEOUT_BASE + Duration::from_secs(bytes / rate);
         let seq = entry.seq;
-        // Files already staged at the peer go as references. Whatever the
-        // outcome, they are forgotten: a retry sends the bytes.
-        let blobs: Vec<String> = entry.files().iter().map(|f| f.blob.clone()).collect();
-        let staged = link.staged_of(blobs.iter().map(String::as_str));
+        // Files already staged at the peer go as references, once the peer
+        // has confirmed them (each confirmation is bounded: see
+        // `StageUpload::finish`). Whatever the outcome, they are forgotten
+        // here: a retry sends the bytes.
+        let mut staged = BTreeMap::new();
+        for (blob, id) in link.take_staged(entry.files().iter().map(|f| f.blob.as_str())) {
+            if let Ok(Ok(Some(id))) = tokio::time::timeout(limit, id).await {
+                staged.insert(blob, id);
+            }
+        }
         let chunks = entry_chunks(site.blobs.clone(), entry.clone(), staged, Some(pacer.clone()), Some(link.sent.clone()));
-        let result = tokio::time::timeout(limit, client.apply(chunks)).await;
-        link.take_staged(blobs.iter().map(String::as_str));
-        match result {
+        match tokio::time::timeout(limit, client.apply(chunks)).await {
             Ok(Ok(r)) => {
                 let applied = r.into_inner().applied_seq;
                 link.acked.send_replace(applied);

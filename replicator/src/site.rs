@@ -30,13 +30,14 @@ pub struct Link {
     /// Whether `acked` came from the peer since this process started (a
     /// fresh 0 means "not asked yet", not "has nothing").
     pub acked_known: std::sync::atomic::AtomicBool,
-    /// Blobs of this site's writes already staged at the peer (blob path ->
-    /// the peer's staged id), for the shipper to reference instead of
-    /// sending their bytes again (see [`crate::stage`]).
-    pub staged: Mutex<BTreeMap<String, String>>,
+    /// Blobs of this site's writes streamed to the peer as staged copies
+    /// (blob path -> the peer's staged id once it confirms, `None` if it
+    /// does not), for the shipper to reference instead of sending their
+    /// bytes again (see [`crate::stage`]).
+    pub staged: Mutex<BTreeMap<String, crate::stage::StagedId>>,
     /// The connection staged uploads use (separate from the shipper's, so
     /// neither waits behind the other's flow control).
-    stage_channel: Mutex<Option<tonic::transport::Channel>>,
+    stage_channel: Arc<Mutex<Option<tonic::transport::Channel>>>,
     /// Signalled when the peer contacts this site (it is up): wakes the
     /// shipper from its back-off.
     pub peer_seen: tokio::sync::Notify,
@@ -52,7 +53,7 @@ impl Link {
             sent: Arc::new(watch::Sender::new(0)),
             acked_known: std::sync::atomic::AtomicBool::new(false),
             staged: Mutex::new(BTreeMap::new()),
-            stage_channel: Mutex::new(None),
+            stage_channel: Arc::new(Mutex::new(None)),
             peer_seen: tokio::sync::Notify::new(),
         }
     }
@@ -66,26 +67,22 @@ impl Link {
         guard.clone()
     }
 
-    /// Drops the staging connection (it may hang across a partition).
-    pub fn reset_stage_channel(&self) {
-        *self.stage_channel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// What drops the staging connection (it may hang across a partition).
+    pub fn stage_channel_reset(&self) -> impl FnOnce() + Send + 'static {
+        let channel = self.stage_channel.clone();
+        move || *channel.lock().unwrap_or_else(|p| p.into_inner()) = None
     }
 
-    /// Records that `blob` is staged at the peer as `id`.
-    pub fn note_staged(&self, blob: &str, id: String) {
+    /// Records that `blob` was streamed to the peer; `id` resolves to the
+    /// peer's staged id once it has checked and synced it.
+    pub fn note_staged(&self, blob: &str, id: crate::stage::StagedId) {
         self.staged.lock().unwrap_or_else(|p| p.into_inner()).insert(blob.to_string(), id);
     }
 
     /// Forgets the staged copies of `blobs`, returning those it had.
-    pub fn take_staged<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> BTreeMap<String, String> {
+    pub fn take_staged<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> Vec<(String, crate::stage::StagedId)> {
         let mut map = self.staged.lock().unwrap_or_else(|p| p.into_inner());
         blobs.into_iter().filter_map(|b| map.remove(b).map(|id| (b.to_string(), id))).collect()
-    }
-
-    /// The staged copies of `blobs` known for the peer.
-    pub fn staged_of<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> BTreeMap<String, String> {
-        let map = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        blobs.into_iter().filter_map(|b| map.get(b).map(|id| (b.to_string(), id.clone()))).collect()
     }
 
     /// Waits until the peer has confirmed entry `seq`, or until `stall`

@@ -16,8 +16,11 @@
 //! At the owner (sender, [`StageUpload`]), staging is an optimisation
 //! only: if the peer is slow, refuses, or the link breaks, the upload is
 //! abandoned and the shipper sends the file with its entry as before. The
-//! write is acknowledged in sync mode only once the peer has applied the
-//! entry (stored, synced, metadata committed), as without staging.
+//! put does not wait for the peer to confirm its staged copy (so the peer
+//! syncs while the owner commits the entry); the shipper does, bounded by
+//! the sync timeout, before it refers to the copy. The write is
+//! acknowledged in sync mode only once the peer has applied the entry
+//! (stored, synced, metadata committed), as without staging.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -211,10 +214,13 @@ pub async fn run(site: Arc<Site>) {
     }
 }
 
+/// The peer's id for a staged copy, once it confirmed it (`None`: it did not).
+pub type StagedId = tokio::sync::oneshot::Receiver<Option<String>>;
+
 /// The sending side: one file's ciphertext streamed to the in-city peer.
 pub struct StageUpload {
     tx: Option<mpsc::Sender<pb::StageChunk>>,
-    call: JoinHandle<Result<String, tonic::Status>>,
+    call: Option<JoinHandle<Result<String, tonic::Status>>>,
     /// Longest wait for the peer to take one chunk.
     patience: Duration,
     peer: String,
@@ -230,14 +236,16 @@ impl StageUpload {
         tx.try_send(pb::StageChunk { part: Some(Part::Start(start)) }).ok()?;
         let mut client = crate::ship::client(channel);
         let call = tokio::spawn(async move { client.stage(ReceiverStream::new(rx)).await.map(|r| r.into_inner().staged_id) });
-        Some(Self { tx: Some(tx), call, patience: site.sync_timeout, peer: link.peer.clone() })
+        Some(Self { tx: Some(tx), call: Some(call), patience: site.sync_timeout, peer: link.peer.clone() })
     }
 
     fn abandon(&mut self, why: &str) {
         if self.tx.take().is_some() {
             tracing::info!(peer = %self.peer, why, "staging abandoned; the file goes with its log entry instead");
         }
-        self.call.abort();
+        if let Some(call) = self.call.take() {
+            call.abort();
+        }
     }
 
     /// Sends ciphertext. Returns false (and gives up) if the peer does not
@@ -257,9 +265,12 @@ impl StageUpload {
         }
     }
 
-    /// Ends the stream; returns the peer's id for the staged blob once the
-    /// peer has checked, stored and synced it (`None`: not staged).
-    pub async fn finish(mut self, len: u64, sha256: &str, link: &Link) -> Option<String> {
+    /// Ends the stream without waiting for the peer: the returned id
+    /// resolves to the peer's id for the staged blob once the peer has
+    /// checked, stored and synced it, or to `None` if it refuses or does not
+    /// confirm within the sync timeout (plus time to sync the bytes).
+    /// `None` here: the end could not even be sent.
+    pub async fn finish(mut self, len: u64, sha256: &str, link: &Link) -> Option<StagedId> {
         let tx = self.tx.take()?;
         let end = pb::StageChunk { part: Some(Part::End(pb::StageEnd { len, sha256: sha256.to_string() })) };
         if !matches!(tokio::time::timeout(self.patience, tx.send(end)).await, Ok(Ok(()))) {
@@ -267,22 +278,29 @@ impl StageUpload {
             return None;
         }
         drop(tx);
-        // The peer still syncs the file: allow for that as the sync wait does.
         let limit = self.patience + Duration::from_millis(len.saturating_mul(1000) / crate::sync::PEER_SYNC_RATE);
-        match tokio::time::timeout(limit, &mut self.call).await {
-            Ok(Ok(Ok(id))) => Some(id),
-            Ok(Ok(Err(s))) => {
-                tracing::info!(peer = %self.peer, error = %s.message(), "peer refused the staged copy; the file goes with its log entry instead");
-                None
-            }
-            Ok(Err(_)) => None,
-            Err(_) => {
-                self.call.abort();
-                link.reset_stage_channel();
-                tracing::info!(peer = %self.peer, "peer did not confirm the staged copy in time; the file goes with its log entry instead");
-                None
-            }
-        }
+        let (done, id) = tokio::sync::oneshot::channel();
+        let mut call = self.call.take()?;
+        let peer = self.peer.clone();
+        let reset = link.stage_channel_reset();
+        tokio::spawn(async move {
+            let staged = match tokio::time::timeout(limit, &mut call).await {
+                Ok(Ok(Ok(id))) => Some(id),
+                Ok(Ok(Err(s))) => {
+                    tracing::info!(peer = %peer, error = %s.message(), "peer refused the staged copy; the file goes with its log entry instead");
+                    None
+                }
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    call.abort();
+                    reset();
+                    tracing::info!(peer = %peer, "peer did not confirm the staged copy in time; the file goes with its log entry instead");
+                    None
+                }
+            };
+            let _ = done.send(staged);
+        });
+        Some(id)
     }
 }
 
@@ -290,8 +308,8 @@ impl Drop for StageUpload {
     /// An upload dropped unfinished (a failed put) is cut: the peer keeps
     /// nothing of it.
     fn drop(&mut self) {
-        if self.tx.is_some() {
-            self.call.abort();
+        if let (Some(_), Some(call)) = (&self.tx, &self.call) {
+            call.abort();
         }
     }
 }

@@ -128,7 +128,7 @@ pub struct PutSession<'a> {
     open: Option<OpenFile>,
     /// The in-city peer files are staged at (the pair is in sync mode).
     stage_to: Option<String>,
-    /// Blobs staged at that peer, forgotten again if the put fails.
+    /// Blobs streamed to that peer, forgotten again if the put fails.
     staged: Vec<String>,
     committed: bool,
 }
@@ -249,6 +249,8 @@ impl<'a> PutSession<'a> {
                 let local = open.writer.finish_early(move |sha| {
                     let _ = hashed.send(sha.to_string());
                 });
+                // Not waiting for the peer's confirmation: the shipper does,
+                // so the peer syncs while this site commits the entry.
                 let remote = async move {
                     match hash.await {
                         Ok(sha) => stage.finish(len, &sha, link).await,
