@@ -531,15 +531,16 @@ struct Job {
     last: bool,
 }
 
+/// A local file being written. A file that fits in one buffer is written
+/// at [`LocalWriter::finish`] by one blocking task (open, write, sync,
+/// rename: one hand-off, which is what a small contract's latency needs).
+/// A larger one gets a writing thread (and a hashing thread) once its
+/// first buffer is full, so the disk works while the next bytes arrive.
 struct LocalWriter {
-    /// To the hashing or writing thread.
-    jobs: Option<mpsc::Sender<Job>>,
-    /// Written buffers come back here.
-    free: mpsc::Receiver<AlignedBuf>,
-    allocated: usize,
+    direct: bool,
+    hashing: Hashing,
+    pipeline: Option<Pipeline>,
     current: Option<AlignedBuf>,
-    hasher: Option<JoinHandle<Sha256>>,
-    writer: Option<JoinHandle<Result<(), BlobError>>>,
     /// Where the bytes go while they are written.
     tmp: PathBuf,
     /// The name the finished file gets (`None`: it keeps `tmp`).
@@ -548,19 +549,26 @@ struct LocalWriter {
     done: bool,
 }
 
+struct Pipeline {
+    /// To the hashing or writing thread.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// Written buffers come back here.
+    free: mpsc::Receiver<AlignedBuf>,
+    allocated: usize,
+    hasher: Option<JoinHandle<Sha256>>,
+    /// Writes, syncs and renames; hands back the file's final state.
+    writer: Option<JoinHandle<Result<(), BlobError>>>,
+}
+
 impl LocalWriter {
     async fn start(direct: bool, root: PathBuf, tmp: PathBuf, dst: Option<PathBuf>, hashing: Hashing) -> Result<Self, BlobError> {
-        let path = tmp.clone();
-        let (file, direct) = tokio::task::spawn_blocking(move || match open_for_write(&path, direct) {
-            Ok(f) => Ok((f, direct)),
-            Err(_) if direct => open_for_write(&path, false).map(|f| (f, false)),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(join_err)??;
+        Ok(Self { direct, hashing, pipeline: None, current: None, tmp, dst, root, done: false })
+    }
+
+    fn start_pipeline(&mut self) -> Pipeline {
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(WRITE_BUFFERS);
         let (free_tx, free) = mpsc::channel::<AlignedBuf>(WRITE_BUFFERS);
-        let (hasher, to_writer) = match hashing {
+        let (hasher, to_writer) = match self.hashing {
             Hashing::None => (None, jobs_rx),
             Hashing::Sha256 => {
                 let (tx, rx) = mpsc::channel::<Job>(WRITE_BUFFERS);
@@ -578,30 +586,21 @@ impl LocalWriter {
                 (Some(hasher), rx)
             }
         };
-        let path = tmp.clone();
-        let writer = tokio::task::spawn_blocking(move || write_jobs(file, direct, &path, to_writer, free_tx));
-        Ok(Self {
-            jobs: Some(jobs_tx),
-            free,
-            allocated: 0,
-            current: None,
-            hasher,
-            writer: Some(writer),
-            tmp,
-            dst,
-            root,
-            done: false,
-        })
+        let target = Target { tmp: self.tmp.clone(), dst: self.dst.clone(), root: self.root.clone(), direct: self.direct };
+        let writer = tokio::task::spawn_blocking(move || write_jobs(target, to_writer, free_tx));
+        Pipeline { jobs: Some(jobs_tx), free, allocated: 1, hasher, writer: Some(writer) }
     }
 
     /// The writer's error once its threads stopped early.
     async fn failure(&mut self) -> BlobError {
-        self.jobs = None;
-        if let Some(w) = self.writer.take() {
-            match w.await {
-                Ok(Err(e)) => return e,
-                Err(e) => return join_err(e),
-                Ok(Ok(())) => {}
+        if let Some(p) = &mut self.pipeline {
+            p.jobs = None;
+            if let Some(w) = p.writer.take() {
+                match w.await {
+                    Ok(Err(e)) => return e,
+                    Err(e) => return join_err(e),
+                    Ok(Ok(())) => {}
+                }
             }
         }
         BlobError::Store(format!("writing {} stopped", self.tmp.display()))
@@ -609,13 +608,14 @@ impl LocalWriter {
 
     async fn write(&mut self, mut bytes: &[u8]) -> Result<(), BlobError> {
         while !bytes.is_empty() {
-            let mut buf = match self.current.take() {
-                Some(b) => b,
-                None if self.allocated < WRITE_BUFFERS => {
-                    self.allocated += 1;
+            let mut buf = match (self.current.take(), &mut self.pipeline) {
+                (Some(b), _) => b,
+                (None, None) => AlignedBuf::new(IO_CHUNK),
+                (None, Some(p)) if p.allocated < WRITE_BUFFERS => {
+                    p.allocated += 1;
                     AlignedBuf::new(IO_CHUNK)
                 }
-                None => match self.free.recv().await {
+                (None, Some(p)) => match p.free.recv().await {
                     Some(mut b) => {
                         b.clear();
                         b
@@ -625,16 +625,19 @@ impl LocalWriter {
             };
             let n = buf.fill(bytes, IO_CHUNK);
             bytes = &bytes[n..];
-            if buf.len() == IO_CHUNK {
-                let sent = match &self.jobs {
-                    Some(jobs) => jobs.send(Job { buf, last: false }).await.is_ok(),
-                    None => false,
-                };
-                if !sent {
-                    return Err(self.failure().await);
-                }
-            } else {
+            if buf.len() < IO_CHUNK {
                 self.current = Some(buf);
+                continue;
+            }
+            if self.pipeline.is_none() {
+                self.pipeline = Some(self.start_pipeline());
+            }
+            let sent = match self.pipeline.as_ref().and_then(|p| p.jobs.as_ref()) {
+                Some(jobs) => jobs.send(Job { buf, last: false }).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                return Err(self.failure().await);
             }
         }
         Ok(())
@@ -642,36 +645,125 @@ impl LocalWriter {
 
     async fn finish(mut self, hashed: impl FnOnce(&str)) -> Result<Option<String>, BlobError> {
         let buf = self.current.take().unwrap_or_else(|| AlignedBuf::new(0));
-        let sent = match self.jobs.take() {
+        let Some(mut pipeline) = self.pipeline.take() else {
+            // All of it in one buffer: hash here (at most one chunk), then
+            // one blocking task does the rest.
+            let sha = (self.hashing == Hashing::Sha256).then(|| {
+                let mut sha = Sha256::new();
+                sha.update(buf.data());
+                hex::encode(sha.finish())
+            });
+            hashed(sha.as_deref().unwrap_or_default());
+            let target = Target { tmp: self.tmp.clone(), dst: self.dst.clone(), root: self.root.clone(), direct: self.direct };
+            tokio::task::spawn_blocking(move || write_once(target, buf)).await.map_err(join_err)??;
+            self.done = true;
+            return Ok(sha);
+        };
+        let sent = match pipeline.jobs.take() {
             Some(jobs) => jobs.send(Job { buf, last: true }).await.is_ok(),
             None => false,
         };
+        let writer = pipeline.writer.take();
+        let hasher = pipeline.hasher.take();
+        self.pipeline = Some(pipeline);
         if !sent {
             return Err(self.failure().await);
         }
-        let sha = match self.hasher.take() {
+        let sha = match hasher {
             Some(h) => Some(hex::encode(h.await.map_err(join_err)?.finish())),
             None => None,
         };
         hashed(sha.as_deref().unwrap_or_default());
-        let writer = self.writer.take().expect("a writer until finished");
-        writer.await.map_err(join_err)??;
-        if let Some(dst) = self.dst.take() {
-            let (tmp, root) = (self.tmp.clone(), self.root.clone());
-            tokio::task::spawn_blocking(move || rename_durably(&root, &tmp, &dst)).await.map_err(join_err)??;
-        }
+        writer.expect("a writer until finished").await.map_err(join_err)??;
         self.done = true;
         Ok(sha)
     }
 
     async fn abort(mut self) {
-        self.jobs = None;
-        if let Some(w) = self.writer.take() {
-            let _ = w.await;
+        if let Some(mut p) = self.pipeline.take() {
+            p.jobs = None;
+            if let Some(w) = p.writer.take() {
+                let _ = w.await;
+            }
         }
         let tmp = self.tmp.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await;
         self.done = true;
+    }
+}
+
+/// Where a local writer's bytes go.
+struct Target {
+    tmp: PathBuf,
+    dst: Option<PathBuf>,
+    root: PathBuf,
+    direct: bool,
+}
+
+impl Target {
+    /// Opens `tmp`, without `O_DIRECT` if the filesystem refuses it.
+    fn open(&mut self) -> Result<std::fs::File, BlobError> {
+        match open_for_write(&self.tmp, self.direct) {
+            Err(_) if self.direct => {
+                self.direct = false;
+                open_for_write(&self.tmp, false)
+            }
+            r => r,
+        }
+    }
+
+    /// After the last byte: make the file durable under its name.
+    ///
+    /// A new name is given first and the file synced after, so one journal
+    /// commit covers both: until the caller commits the metadata that
+    /// refers to it, a name that a crash left pointing at an incomplete
+    /// file is never read (and the retry of the write replaces it). An
+    /// existing name is only ever replaced by a file already synced.
+    fn complete(&self, file: std::fs::File) -> Result<(), BlobError> {
+        let sync = |file: &std::fs::File| file.sync_all().map_err(|e| BlobError::Sync { path: self.tmp.display().to_string(), reason: e.to_string() });
+        match &self.dst {
+            None => sync(&file),
+            Some(dst) if !dst.exists() => {
+                let dirs = prepare_dirs(&self.root, dst)?;
+                rename(&self.tmp, dst)?;
+                sync(&file)?;
+                dirs.iter().try_for_each(|d| sync_dir(d))
+            }
+            Some(dst) => {
+                sync(&file)?;
+                rename_durably(&self.root, &self.tmp, dst)
+            }
+        }
+    }
+}
+
+/// A whole (small) file in one go.
+fn write_once(mut target: Target, mut buf: AlignedBuf) -> Result<(), BlobError> {
+    let result = (|| {
+        let mut file = target.open()?;
+        write_checked(&mut file, &mut target, &mut buf, true, 0)?;
+        target.complete(file)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&target.tmp);
+    }
+    result
+}
+
+/// Writes one buffer at offset `len`; if the very first write is refused
+/// (some filesystems open with O_DIRECT but refuse the writes), the file is
+/// reopened and written without it.
+fn write_checked(file: &mut std::fs::File, target: &mut Target, buf: &mut AlignedBuf, last: bool, len: u64) -> Result<(), BlobError> {
+    let failed = |e: std::io::Error| BlobError::Store(format!("cannot write {}: {e}", target.tmp.display()));
+    let n = buf.len();
+    match write_job(file, target.direct, buf, last, len) {
+        Err(e) if target.direct && len == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+            target.direct = false;
+            *file = open_for_write(&target.tmp, false)?;
+            buf.mem.truncate(buf.start + n);
+            write_job(file, false, buf, last, 0).map_err(failed)
+        }
+        r => r.map_err(failed),
     }
 }
 
@@ -733,41 +825,33 @@ fn direct_io_works(dir: &FsPath) -> bool {
     ok
 }
 
-/// The writing thread: writes each buffer, hands it back, and makes the
-/// file durable after the last one.
-fn write_jobs(
-    mut file: std::fs::File,
-    mut direct: bool,
-    path: &FsPath,
-    mut jobs: mpsc::Receiver<Job>,
-    free: mpsc::Sender<AlignedBuf>,
-) -> Result<(), BlobError> {
-    let shown = path.display().to_string();
-    let failed = |e: std::io::Error| BlobError::Store(format!("cannot write {shown}: {e}"));
+/// The writing thread: writes each buffer, hands it back, and after the
+/// last one makes the file durable under its name.
+fn write_jobs(target: Target, jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>) -> Result<(), BlobError> {
+    let tmp = target.tmp.clone();
+    let result = write_all_jobs(target, jobs, free);
+    if result.is_err() {
+        // Abandoned or failed: the writer (which may already be gone)
+        // leaves nothing behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_all_jobs(mut target: Target, mut jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>) -> Result<(), BlobError> {
+    let mut file = target.open()?;
     let mut len = 0u64;
     while let Some(Job { mut buf, last }) = jobs.blocking_recv() {
-        let n = buf.len();
-        match write_job(&mut file, direct, &mut buf, last, len) {
-            // Some filesystems open with O_DIRECT but refuse the writes:
-            // then the file is written without it.
-            Err(e) if direct && len == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
-                direct = false;
-                file = open_for_write(path, false)?;
-                buf.mem.truncate(buf.start + n);
-                write_job(&mut file, false, &mut buf, last, 0).map_err(failed)?;
-            }
-            r => r.map_err(failed)?,
-        }
-        len += n as u64;
+        write_checked(&mut file, &mut target, &mut buf, last, len)?;
+        len += buf.len() as u64;
         if last {
-            file.sync_all().map_err(|e| BlobError::Sync { path: shown.clone(), reason: e.to_string() })?;
-            return Ok(());
+            return target.complete(file);
         }
         // The sender may be gone (it failed); then the buffer is dropped.
         let _ = free.blocking_send(buf);
     }
     // The sender stopped without a last buffer: abandoned.
-    Err(BlobError::Store(format!("writing {shown} was abandoned")))
+    Err(BlobError::Store(format!("writing {} was abandoned", target.tmp.display())))
 }
 
 /// Writes one buffer at offset `len`. O_DIRECT writes whole blocks: the
@@ -788,8 +872,15 @@ fn write_job(file: &mut std::fs::File, direct: bool, buf: &mut AlignedBuf, last:
 /// rename is synced by syncing `to`'s directory, and any directory that
 /// had to be created is synced into its parent (up to `root`).
 fn rename_durably(root: &FsPath, from: &FsPath, to: &FsPath) -> Result<(), BlobError> {
+    let dirs = prepare_dirs(root, to)?;
+    rename(from, to)?;
+    dirs.iter().try_for_each(|d| sync_dir(d))
+}
+
+/// Creates `to`'s directory if needed; returns the directories to sync once
+/// `to` has its name: its own, and each one created here with its parent.
+fn prepare_dirs(root: &FsPath, to: &FsPath) -> Result<Vec<PathBuf>, BlobError> {
     let parent = to.parent().ok_or_else(|| BlobError::Store(format!("{} has no directory", to.display())))?;
-    // The directories to sync: `to`'s, and each one created here with its parent.
     let mut dirs = vec![parent.to_path_buf()];
     let mut d = parent;
     while !d.exists() && d != root {
@@ -802,11 +893,11 @@ fn rename_durably(root: &FsPath, from: &FsPath, to: &FsPath) -> Result<(), BlobE
         }
     }
     std::fs::create_dir_all(parent).map_err(|e| BlobError::Store(format!("cannot create {}: {e}", parent.display())))?;
-    std::fs::rename(from, to).map_err(|e| BlobError::Store(format!("cannot rename {} to {}: {e}", from.display(), to.display())))?;
-    for dir in dirs {
-        sync_dir(&dir)?;
-    }
-    Ok(())
+    Ok(dirs)
+}
+
+fn rename(from: &FsPath, to: &FsPath) -> Result<(), BlobError> {
+    std::fs::rename(from, to).map_err(|e| BlobError::Store(format!("cannot rename {} to {}: {e}", from.display(), to.display())))
 }
 
 fn sync_dir(dir: &FsPath) -> Result<(), BlobError> {
@@ -960,7 +1051,13 @@ mod tests {
             let mut w = store.writer("t/c/v2/0", Hashing::None).await.unwrap();
             w.write(&pattern(10)).await.unwrap();
             w.abort().await;
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // The dropped writer's thread notices on its own.
+            for _ in 0..100 {
+                if staging_files(&store).is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             assert!(!store.local_path("t/c/v1/0").unwrap().exists());
             assert!(!store.local_path("t/c/v2/0").unwrap().exists());
             assert!(staging_files(&store).is_empty(), "left behind: {:?}", staging_files(&store));
