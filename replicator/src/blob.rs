@@ -537,16 +537,24 @@ struct Job {
 /// A larger one gets a writing thread (and a hashing thread) once its
 /// first buffer is full, so the disk works while the next bytes arrive.
 struct LocalWriter {
-    direct: bool,
     hashing: Hashing,
+    /// The file being opened (and its directories created) while the first
+    /// bytes arrive.
+    opening: Option<JoinHandle<Result<Opened, BlobError>>>,
+    /// Set when the writer goes away unfinished: the opening task removes
+    /// what it created.
+    gone: Arc<std::sync::atomic::AtomicBool>,
     pipeline: Option<Pipeline>,
     current: Option<AlignedBuf>,
     /// Where the bytes go while they are written.
     tmp: PathBuf,
-    /// The name the finished file gets (`None`: it keeps `tmp`).
-    dst: Option<PathBuf>,
-    root: PathBuf,
     done: bool,
+}
+
+/// An open temporary file and where it goes.
+struct Opened {
+    file: std::fs::File,
+    target: Target,
 }
 
 struct Pipeline {
@@ -562,10 +570,29 @@ struct Pipeline {
 
 impl LocalWriter {
     async fn start(direct: bool, root: PathBuf, tmp: PathBuf, dst: Option<PathBuf>, hashing: Hashing) -> Result<Self, BlobError> {
-        Ok(Self { direct, hashing, pipeline: None, current: None, tmp, dst, root, done: false })
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut target = Target { tmp: tmp.clone(), dst, root, direct, dirs: Vec::new() };
+        let quit = gone.clone();
+        let opening = tokio::task::spawn_blocking(move || {
+            if let Some(dst) = &target.dst {
+                target.dirs = prepare_dirs(&target.root, dst)?;
+            }
+            let file = target.open()?;
+            if quit.load(Ordering::SeqCst) {
+                let _ = std::fs::remove_file(&target.tmp);
+            }
+            Ok(Opened { file, target })
+        });
+        Ok(Self { hashing, opening: Some(opening), gone, pipeline: None, current: None, tmp, done: false })
     }
 
-    fn start_pipeline(&mut self) -> Pipeline {
+    async fn opened(&mut self) -> Result<Opened, BlobError> {
+        let opening = self.opening.take().ok_or_else(|| BlobError::Store(format!("{} is not open", self.tmp.display())))?;
+        opening.await.map_err(join_err)?
+    }
+
+    async fn start_pipeline(&mut self) -> Result<Pipeline, BlobError> {
+        let opened = self.opened().await?;
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(WRITE_BUFFERS);
         let (free_tx, free) = mpsc::channel::<AlignedBuf>(WRITE_BUFFERS);
         let (hasher, to_writer) = match self.hashing {
@@ -586,9 +613,8 @@ impl LocalWriter {
                 (Some(hasher), rx)
             }
         };
-        let target = Target { tmp: self.tmp.clone(), dst: self.dst.clone(), root: self.root.clone(), direct: self.direct };
-        let writer = tokio::task::spawn_blocking(move || write_jobs(target, to_writer, free_tx));
-        Pipeline { jobs: Some(jobs_tx), free, allocated: 1, hasher, writer: Some(writer) }
+        let writer = tokio::task::spawn_blocking(move || write_jobs(opened, to_writer, free_tx));
+        Ok(Pipeline { jobs: Some(jobs_tx), free, allocated: 1, hasher, writer: Some(writer) })
     }
 
     /// The writer's error once its threads stopped early.
@@ -630,7 +656,7 @@ impl LocalWriter {
                 continue;
             }
             if self.pipeline.is_none() {
-                self.pipeline = Some(self.start_pipeline());
+                self.pipeline = Some(self.start_pipeline().await?);
             }
             let sent = match self.pipeline.as_ref().and_then(|p| p.jobs.as_ref()) {
                 Some(jobs) => jobs.send(Job { buf, last: false }).await.is_ok(),
@@ -654,8 +680,8 @@ impl LocalWriter {
                 hex::encode(sha.finish())
             });
             hashed(sha.as_deref().unwrap_or_default());
-            let target = Target { tmp: self.tmp.clone(), dst: self.dst.clone(), root: self.root.clone(), direct: self.direct };
-            tokio::task::spawn_blocking(move || write_once(target, buf)).await.map_err(join_err)??;
+            let opened = self.opened().await?;
+            tokio::task::spawn_blocking(move || write_once(opened, buf)).await.map_err(join_err)??;
             self.done = true;
             return Ok(sha);
         };
@@ -680,6 +706,9 @@ impl LocalWriter {
     }
 
     async fn abort(mut self) {
+        if let Some(opening) = self.opening.take() {
+            let _ = opening.await;
+        }
         if let Some(mut p) = self.pipeline.take() {
             p.jobs = None;
             if let Some(w) = p.writer.take() {
@@ -698,6 +727,9 @@ struct Target {
     dst: Option<PathBuf>,
     root: PathBuf,
     direct: bool,
+    /// The directories to sync once `dst` has its name: its own, and each
+    /// one created for it with its parent.
+    dirs: Vec<PathBuf>,
 }
 
 impl Target {
@@ -721,26 +753,23 @@ impl Target {
     /// existing name is only ever replaced by a file already synced.
     fn complete(&self, file: std::fs::File) -> Result<(), BlobError> {
         let sync = |file: &std::fs::File| file.sync_all().map_err(|e| BlobError::Sync { path: self.tmp.display().to_string(), reason: e.to_string() });
-        match &self.dst {
-            None => sync(&file),
-            Some(dst) if !dst.exists() => {
-                let dirs = prepare_dirs(&self.root, dst)?;
-                rename(&self.tmp, dst)?;
-                sync(&file)?;
-                dirs.iter().try_for_each(|d| sync_dir(d))
-            }
-            Some(dst) => {
-                sync(&file)?;
-                rename_durably(&self.root, &self.tmp, dst)
-            }
+        let Some(dst) = &self.dst else { return sync(&file) };
+        let fresh = !dst.exists();
+        if !fresh {
+            sync(&file)?;
         }
+        rename(&self.tmp, dst)?;
+        if fresh {
+            sync(&file)?;
+        }
+        self.dirs.iter().try_for_each(|d| sync_dir(d))
     }
 }
 
 /// A whole (small) file in one go.
-fn write_once(mut target: Target, mut buf: AlignedBuf) -> Result<(), BlobError> {
+fn write_once(opened: Opened, mut buf: AlignedBuf) -> Result<(), BlobError> {
+    let Opened { mut file, mut target } = opened;
     let result = (|| {
-        let mut file = target.open()?;
         write_checked(&mut file, &mut target, &mut buf, true, 0)?;
         target.complete(file)
     })();
@@ -772,6 +801,7 @@ impl Drop for LocalWriter {
     /// threads stop when their channel closes, and the file goes.
     fn drop(&mut self) {
         if !self.done {
+            self.gone.store(true, Ordering::SeqCst);
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -827,9 +857,9 @@ fn direct_io_works(dir: &FsPath) -> bool {
 
 /// The writing thread: writes each buffer, hands it back, and after the
 /// last one makes the file durable under its name.
-fn write_jobs(target: Target, jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>) -> Result<(), BlobError> {
-    let tmp = target.tmp.clone();
-    let result = write_all_jobs(target, jobs, free);
+fn write_jobs(opened: Opened, jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>) -> Result<(), BlobError> {
+    let tmp = opened.target.tmp.clone();
+    let result = write_all_jobs(opened, jobs, free);
     if result.is_err() {
         // Abandoned or failed: the writer (which may already be gone)
         // leaves nothing behind.
@@ -838,8 +868,8 @@ fn write_jobs(target: Target, jobs: mpsc::Receiver<Job>, free: mpsc::Sender<Alig
     result
 }
 
-fn write_all_jobs(mut target: Target, mut jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>) -> Result<(), BlobError> {
-    let mut file = target.open()?;
+fn write_all_jobs(opened: Opened, mut jobs: mpsc::Receiver<Job>, free: mpsc::Sender<AlignedBuf>) -> Result<(), BlobError> {
+    let Opened { mut file, mut target } = opened;
     let mut len = 0u64;
     while let Some(Job { mut buf, last }) = jobs.blocking_recv() {
         write_checked(&mut file, &mut target, &mut buf, last, len)?;
