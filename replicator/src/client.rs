@@ -69,27 +69,49 @@ pub struct ReplicatorClient {
     transport: Transport,
     /// Bound on calls without a file body (head, list, destroy).
     call_timeout: Duration,
+    /// One connection per replicator, reused by every call (a new HTTP/2
+    /// connection per call costs a handshake, and its first bytes go out
+    /// before the server's larger windows and frames are known). Dropped
+    /// when a call finds the replicator unreachable.
+    channels: std::sync::Mutex<std::collections::BTreeMap<String, Channel>>,
 }
 
 impl ReplicatorClient {
     pub fn new(transport: Transport, call_timeout: Duration) -> Self {
-        Self { transport, call_timeout }
+        Self { transport, call_timeout, channels: Default::default() }
     }
 
     fn client(&self, addr: &str) -> Result<ContractsClient<Channel>, ClientError> {
-        let channel = self
-            .transport
-            .channel(addr)
-            .map_err(|e| ClientError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self
+                    .transport
+                    .channel(addr)
+                    .map_err(|e| ClientError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
         Ok(ContractsClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
     }
 
+    /// Passes `r` on; a replicator found unreachable gets a new connection
+    /// next time (the old one may hang across a partition).
+    fn noted<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(ClientError::Unreachable { addr, .. }) = &r {
+            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
+        }
+        r
+    }
+
     async fn bounded<T>(&self, addr: &str, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, ClientError> {
-        match tokio::time::timeout(self.call_timeout, fut).await {
+        self.noted(match tokio::time::timeout(self.call_timeout, fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => Err(refused(addr, s)),
             Err(_) => Err(ClientError::Unreachable { addr: addr.into(), reason: format!("no answer within {} ms", self.call_timeout.as_millis()) }),
-        }
+        })
     }
 
     /// Stores a contract with the files at `files` (name, path). A put sent
@@ -103,7 +125,7 @@ impl ReplicatorClient {
         }
         let started = tokio::time::Instant::now();
         loop {
-            match self.put_following_owner(addr, header, files).await {
+            match self.noted(self.put_following_owner(addr, header, files).await) {
                 Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -132,9 +154,9 @@ impl ReplicatorClient {
     /// Like [`Self::put`], but a site that does not own the shard refuses
     /// instead of the client forwarding to the owner.
     pub async fn put_here(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
-        self.put_once(addr, header, files).await.map_err(|e| match e {
+        self.noted(self.put_once(addr, header, files).await.map_err(|e| match e {
             PutError::NotOwner(_, e) | PutError::Other(e) => e,
-        })
+        }))
     }
 
     async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, PutError> {
@@ -199,6 +221,10 @@ impl ReplicatorClient {
     /// Reads a contract (version 0: latest), writing its files into
     /// `out_dir` when given. Returns its description with PII fields.
     pub async fn get(&self, addr: &str, tenant: &str, contract_id: &str, version: u64, out_dir: Option<&Path>) -> Result<pb::ContractInfo, ClientError> {
+        self.noted(self.get_once(addr, tenant, contract_id, version, out_dir).await)
+    }
+
+    async fn get_once(&self, addr: &str, tenant: &str, contract_id: &str, version: u64, out_dir: Option<&Path>) -> Result<pb::ContractInfo, ClientError> {
         let mut client = self.client(addr)?;
         let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
         let mut stream = client.get(req).await.map_err(|s| refused(addr, s))?.into_inner();
@@ -267,6 +293,10 @@ impl ReplicatorClient {
 
     /// Destroys a contract at its owner (following one redirect).
     pub async fn destroy(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<pb::DestroyReply, ClientError> {
+        self.noted(self.destroy_once(addr, tenant, contract_id, who, why).await)
+    }
+
+    async fn destroy_once(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<pb::DestroyReply, ClientError> {
         let req = pb::DestroyRequest { tenant: tenant.into(), contract_id: contract_id.into(), who: who.into(), why: why.into() };
         let mut c = self.client(addr)?;
         match tokio::time::timeout(self.call_timeout, c.destroy(req.clone())).await {
