@@ -59,6 +59,13 @@ impl BlobStore {
         Ok(Self { store: Arc::new(fs), local_root: Some(root) })
     }
 
+    /// An in-memory store that lives as long as its clones: the drill keeps
+    /// one per site so a simulated crash keeps what was stored (blobs are
+    /// synced before any metadata refers to them).
+    pub fn memory() -> Self {
+        Self { store: Arc::new(object_store::memory::InMemory::new()), local_root: None }
+    }
+
     /// A backend by URL (`s3://bucket/prefix`, `gs://...`, `az://...`,
     /// `file:///path`, `memory:///`), with backend options (region,
     /// endpoint...). Credentials come from the options or the usual

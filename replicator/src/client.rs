@@ -63,6 +63,13 @@ fn owner_addr(s: &tonic::Status) -> Option<String> {
     s.metadata().get(tandem_proto::OWNER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// Where a file's body comes from.
+#[derive(Clone)]
+enum Body {
+    Path(PathBuf),
+    Bytes(bytes::Bytes),
+}
+
 pub struct ReplicatorClient {
     transport: Transport,
     /// Bound on calls without a file body (head, list, destroy).
@@ -99,18 +106,11 @@ impl ReplicatorClient {
         for f in files {
             tokio::fs::metadata(&f.1).await.map_err(|e| ClientError::Io(format!("cannot read {}: {e}", f.1.display())))?;
         }
-        let started = tokio::time::Instant::now();
-        loop {
-            match self.put_following_owner(addr, header, files).await {
-                Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                other => return other,
-            }
-        }
+        let files: Vec<(String, Body)> = files.iter().map(|(n, p)| (n.clone(), Body::Path(p.clone()))).collect();
+        self.put_retrying(addr, header, &files).await
     }
 
-    async fn put_following_owner(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
+    async fn put_following_owner(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, ClientError> {
         match self.put_once(addr, header, files).await {
             Err(PutError::NotOwner(owner, _)) if owner != addr => match self.put_once(&owner, header, files).await {
                 Ok(r) => Ok(r),
@@ -130,12 +130,32 @@ impl ReplicatorClient {
     /// Like [`Self::put`], but a site that does not own the shard refuses
     /// instead of the client forwarding to the owner.
     pub async fn put_here(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
-        self.put_once(addr, header, files).await.map_err(|e| match e {
+        let files: Vec<(String, Body)> = files.iter().map(|(n, p)| (n.clone(), Body::Path(p.clone()))).collect();
+        self.put_once(addr, header, &files).await.map_err(|e| match e {
             PutError::NotOwner(_, e) | PutError::Other(e) => e,
         })
     }
 
-    async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, PutError> {
+    /// Like [`Self::put`], with file bodies in memory (the drill's workload:
+    /// no file system under the simulation).
+    pub async fn put_bytes(&self, addr: &str, header: &PutHeader, files: &[(String, bytes::Bytes)]) -> Result<pb::PutReply, ClientError> {
+        let files: Vec<(String, Body)> = files.iter().map(|(n, b)| (n.clone(), Body::Bytes(b.clone()))).collect();
+        self.put_retrying(addr, header, &files).await
+    }
+
+    async fn put_retrying(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, ClientError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.put_following_owner(addr, header, files).await {
+                Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, PutError> {
         let mut client = self.client(addr).map_err(PutError::Other)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutChunk>(4);
         let first = pb::PutChunk {
@@ -152,7 +172,22 @@ impl ReplicatorClient {
                 return Ok(());
             }
             let count = files.len() as u32;
-            for (name, path) in files {
+            for (name, body) in files {
+                let path = match body {
+                    Body::Path(path) => path,
+                    Body::Bytes(bytes) => {
+                        if tx.send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name })) }).await.is_err() {
+                            return Ok(());
+                        }
+                        for i in (0..bytes.len()).step_by(PUT_CHUNK) {
+                            let data = bytes.slice(i..bytes.len().min(i + PUT_CHUNK));
+                            if tx.send(pb::PutChunk { part: Some(PutPart::Data(data)) }).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        continue;
+                    }
+                };
                 let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
                 if tx.send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name })) }).await.is_err() {
                     return Ok(());
