@@ -271,7 +271,9 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
         return refuse(d, why);
     }
     d.target = Some(to.into());
-    d.requires_sync = in_sync;
+    // An operator who accepted data loss is not refused if the pair leaves
+    // sync before the move commits; a lossless plan is.
+    d.requires_sync = in_sync && !accept_data_loss;
     d.steps = vec![
         format!("fence: {from} may no longer write the {} shards (it stops as soon as it sees this)", d.shards.len()),
         format!("wait {} s, one full write lease, so no lease {from} may still hold is valid", WRITE_LEASE.as_secs()),
@@ -577,8 +579,9 @@ mod tests {
                         if !in_sync {
                             prop_assert!(*accept_data_loss, "a lossy failover planned without --accept-data-loss");
                         }
-                        // In sync: nothing lost, and the move must not commit once the pair left sync.
-                        prop_assert_eq!(d.requires_sync, in_sync);
+                        // In sync: nothing lost, and (unless loss was accepted) the move
+                        // must not commit once the pair left sync.
+                        prop_assert_eq!(d.requires_sync, in_sync && !*accept_data_loss);
                         if in_sync {
                             prop_assert_eq!(&d.expected_loss, &Loss::default());
                         }

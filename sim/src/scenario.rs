@@ -52,7 +52,7 @@ impl Default for Links {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Workload {
     /// Pause between two requests of the client.
     pub interval_ms: u64,
@@ -62,11 +62,15 @@ pub struct Workload {
     pub sizes: Vec<usize>,
     /// Every n-th request destroys an earlier acknowledged contract (0: never).
     pub destroy_every: u32,
+    /// Concurrent client loops, each pausing `interval_ms` between requests.
+    pub clients: u32,
+    /// How long a client waits for one site before trying the next.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Workload {
     fn default() -> Self {
-        Workload { interval_ms: 200, tenants: 6, sizes: vec![2 * 1024, 64 * 1024, 300 * 1024], destroy_every: 0 }
+        Workload { interval_ms: 200, tenants: 6, sizes: vec![2 * 1024, 64 * 1024, 300 * 1024], destroy_every: 0, clients: 1, request_timeout_ms: 6000 }
     }
 }
 

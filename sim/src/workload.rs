@@ -15,9 +15,6 @@ use crate::cluster::{replicator_addr, site_names};
 use crate::scenario::Workload;
 use crate::trace::Trace;
 
-/// Bound on one request: turmoil's TCP does not retransmit, so a request
-/// across a lossy link could otherwise wait forever.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum OpKind {
@@ -85,18 +82,30 @@ fn ms() -> u64 {
     crate::trace::now().as_millis() as u64
 }
 
-/// Runs the workload until `until` of simulated time.
+/// Runs the workload until `until` of simulated time: `w.clients`
+/// concurrent request loops sharing one request counter.
 pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -> turmoil::Result {
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loops: Vec<_> = (0..w.clients.max(1))
+        .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone())))
+        .collect();
+    for l in loops {
+        l.await?;
+    }
+    Ok(())
+}
+
+async fn one_client(w: Workload, until: Duration, history: History, trace: Trace, counter: Arc<std::sync::atomic::AtomicU64>) {
     let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(5));
     let mut acked: Vec<(String, String)> = Vec::new();
-    let mut n = 0u64;
+    let timeout = Duration::from_millis(w.request_timeout_ms);
     while crate::trace::now() < until {
-        n += 1;
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let destroy = w.destroy_every > 0 && n % w.destroy_every as u64 == 0 && !acked.is_empty();
         let sent_ms = ms();
         let op = if destroy {
             let (tenant, id) = acked.remove((n as usize * 7) % acked.len());
-            let result = first_site(|addr| {
+            let result = first_site(timeout, |addr| {
                 let (client, tenant, id) = (&client, tenant.clone(), id.clone());
                 async move { client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload").await.map(|_| ()) }
             })
@@ -109,7 +118,7 @@ pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -
             let size = w.sizes[(n as usize) % w.sizes.len()];
             let header = PutHeader { tenant: tenant.clone(), contract_id: id.clone(), ..Default::default() };
             let files = vec![("deed.pdf".to_string(), body(n, size))];
-            let result = first_site(|addr| {
+            let result = first_site(timeout, |addr| {
                 let (client, header, files) = (&client, header.clone(), files.clone());
                 async move {
                     let r = client.put_bytes(&addr, &header, &files).await?;
@@ -139,23 +148,25 @@ pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -
         history.push(op);
         tokio::time::sleep(Duration::from_millis(w.interval_ms)).await;
     }
-    Ok(())
 }
 
-/// Tries the sites in order (a, b, c) until one answers; a refusal is an
-/// answer. Each try is bounded by [`REQUEST_TIMEOUT`].
-async fn first_site<T, F, Fut>(call: F) -> Result<T, String>
+/// Tries the sites in order (a, b, c) until one accepts (a site that
+/// cannot write, has no lease or does not answer sends the client on, as
+/// the platform's clients do). Each try is bounded by `timeout`: turmoil's
+/// TCP does not retransmit, so a request across a lossy link could
+/// otherwise wait forever.
+async fn first_site<T, F, Fut>(timeout: Duration, call: F) -> Result<T, String>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<T, tandem_replicator::client::ClientError>>,
 {
     let mut last = String::new();
     for site in site_names() {
-        match tokio::time::timeout(REQUEST_TIMEOUT, call(replicator_addr(site))).await {
+        match tokio::time::timeout(timeout, call(replicator_addr(site))).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(tandem_replicator::client::ClientError::Unreachable { reason, .. })) => last = format!("{site} unreachable: {reason}"),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => last = format!("{site}: no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+            Ok(Err(e)) => last = format!("{site}: {e}"),
+            Err(_) => last = format!("{site}: no answer within {} ms", timeout.as_millis()),
         }
     }
     Err(last)
