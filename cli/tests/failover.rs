@@ -398,6 +398,11 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     c.wait_status("a's controller a voter of generation 2, a active", &["c", "a"], |s| {
         s["nodes"]["a"]["role"] == "follower" && s["cluster"]["sites"]["a"]["role"] == "active" && s["cluster"]["generation"] == 2
     });
+    // a's own controller holds the whole state (sent as a snapshot: the DR
+    // reset's state is in no log entry).
+    c.wait_status("a's own controller knowing every shard of generation 2", &["a"], |s| {
+        s["cluster"]["generation"] == 2 && s["shard_counts"]["c"] == SHARDS && s["cluster"]["sites"]["a"]["role"] == "active"
+    });
     // Quarantined: not served; A serves C's version of the contract.
     assert_eq!(read_at(&c, dir.path(), &tenant, "a", "shared"), b"shared v2 at c");
     assert!(!list_ids(&c, "a", &tenant).contains("diverged"), "a quarantined write is still served");

@@ -68,6 +68,8 @@ pub struct SiteDisks {
     pub replicator: MemKv,
     pub blobs: BlobStore,
     pub keys: DrillKeys,
+    /// Controller stores set aside by `dr rejoin`.
+    pub superseded: Vec<MemKv>,
 }
 
 pub struct SimCluster<'a> {
@@ -184,6 +186,7 @@ impl<'a> SimCluster<'a> {
             replicator: MemKv::new(),
             blobs: BlobStore::memory(),
             keys: DrillKeys::new(kek),
+            superseded: Vec::new(),
         };
         self.disks.insert(site.to_string(), disks.clone());
         let views = self.views.clone();
@@ -295,6 +298,26 @@ impl<'a> SimCluster<'a> {
         self.sim.bounce(site);
         self.crashed.remove(site);
         self.trace.record(self.sim.elapsed(), format!("restart {site}"));
+    }
+
+    /// Empties a (crashed) site's controller store, keeping a copy of what
+    /// it held in [`SiteDisks::superseded`] (`tandem dr rejoin` renames the
+    /// old store and never deletes it).
+    pub fn reset_controller_store(&mut self, site: &str) -> Result<(), String> {
+        use tandem_storage::{Durability, KvStore, WriteBatch};
+        let disks = self.disks.get_mut(site).ok_or_else(|| format!("unknown site {site}"))?;
+        let all = disks.controller.range(b"", &[0xff; 16], usize::MAX).map_err(|e| e.to_string())?;
+        let kept = MemKv::new();
+        let mut copy = WriteBatch::new();
+        let mut wipe = WriteBatch::new();
+        for (k, v) in all {
+            copy.put(k.clone(), v);
+            wipe.delete(k);
+        }
+        kept.write(copy, Durability::Sync).map_err(|e| e.to_string())?;
+        disks.controller.write(wipe, Durability::Sync).map_err(|e| e.to_string())?;
+        disks.superseded.push(kept);
+        Ok(())
     }
 
     /// Whether `site` is up (not crashed).

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tandem_controller::raft::state_machine::{dr_reset, DrReset};
+use tandem_controller::raft::state_machine::{dr_reset, prepare_join, DrReset, StateMachineStore};
 
 use crate::checks::{self, Checks, FinalReads};
 use crate::cluster::{leader, node_id_of, site_names, SimCluster, SimError};
@@ -193,6 +193,23 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, safety: Safety)
             c.trace().record(c.elapsed(), format!("dr activate at {site}: {result}"));
             c.restart(&site);
         }
+        Event::DrRejoin { site } => {
+            // As the runbook: stop it, keep the old store aside, prepare an
+            // empty one that joins the activated generation, start it.
+            if c.is_up(&site) {
+                c.crash(&site);
+            }
+            let generation = site_names()
+                .into_iter()
+                .filter(|s| *s != site)
+                .filter_map(|s| StateMachineStore::open(Arc::new(c.disks(s).controller.clone())).ok())
+                .map(|sm| sm.reader().cluster().generation)
+                .max()
+                .unwrap_or(0);
+            let result = c.reset_controller_store(&site).and_then(|()| prepare_join(&c.disks(&site).controller, generation));
+            c.trace().record(c.elapsed(), format!("dr rejoin of {site} (generation {generation}): {}", result.clone().err().unwrap_or_else(|| "ok".into())));
+            c.restart(&site);
+        }
         command => {
             let log = log.clone();
             let name = format!("sre-{i}");
@@ -207,6 +224,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, safety: Safety)
                     Event::Pause => crate::sre::pause(true).await,
                     Event::Resume => crate::sre::pause(false).await,
                     Event::VerifyRepair => crate::sre::verify_repair().await,
+                    Event::Failback { site } => crate::sre::failback(site).await,
                     _ => Err("not a command".into()),
                 };
                 let outcome = match result {

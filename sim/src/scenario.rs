@@ -133,6 +133,11 @@ pub enum Event {
     /// `tandem dr activate` at `site` (its controller stopped and started
     /// again by the drill, as the runbook does).
     DrActivate { site: String },
+    /// `tandem dr rejoin` for a returning old site (the drill stops it,
+    /// prepares its controller store, and starts it again).
+    DrRejoin { site: String },
+    /// `tandem failback --site`.
+    Failback { site: String },
     /// `tandem verify --repair`.
     VerifyRepair,
 }
@@ -159,6 +164,8 @@ impl Event {
             Event::Pause => "sre: pause".into(),
             Event::Resume => "sre: resume".into(),
             Event::DrActivate { site } => format!("sre: dr activate at {site}"),
+            Event::DrRejoin { site } => format!("sre: dr rejoin of {site}"),
+            Event::Failback { site } => format!("sre: failback of {site}"),
             Event::VerifyRepair => "sre: verify --repair".into(),
         }
     }
@@ -173,7 +180,9 @@ impl Event {
             | Event::Corrupt { site }
             | Event::KeysDown { site }
             | Event::KeysUp { site }
-            | Event::DrActivate { site } => vec![site],
+            | Event::DrActivate { site }
+            | Event::DrRejoin { site }
+            | Event::Failback { site } => vec![site],
             Event::CrashLeader | Event::Pause | Event::Resume | Event::VerifyRepair => vec![],
         }
     }

@@ -56,6 +56,17 @@ pub async fn pause(pause: bool) -> Result<String, String> {
     client().change(change, WHO, WHY).await.map(|o| o.result).map_err(|e| e.to_string())
 }
 
+/// `tandem failback --site --yes`.
+pub async fn failback(site: &str) -> Result<String, String> {
+    let c = client();
+    let joiner = ControlClient::new(site_names().into_iter().map(controller_addr).collect(), Transport::Turmoil, Duration::from_secs(120));
+    let r = tandem_replicator::failback::run(&c, &joiner, Transport::Turmoil, site, WHO, WHY, Duration::from_secs(300), |_| {})
+        .await
+        .map_err(|e| e.0)?;
+    let quarantined = r.divergent.iter().filter(|d| d.quarantined).count();
+    Ok(format!("{site} active again; {} divergent writes, {quarantined} quarantined", r.divergent.len()))
+}
+
 /// `tandem verify --repair`: the differences found and what was repaired.
 pub async fn verify_repair() -> Result<String, String> {
     let c = client();

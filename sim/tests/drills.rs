@@ -65,6 +65,7 @@ library! {
     destroy_during_partition => "destroy-during-partition",
     partition_manual_failover => "partition-manual-failover",
     key_provider_outage => "key-provider-outage",
+    failback_after_dr => "failback-after-dr",
 }
 
 #[test]
