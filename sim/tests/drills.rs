@@ -90,11 +90,12 @@ fn a_build_without_the_lease_wait_is_caught() {
     assert!(!o.passed());
 }
 
-// Generated fault schedules (CI runs `tandem drill fuzz` over more seeds).
+// Generated fault schedules (`./dev test` also runs `tandem drill fuzz`
+// over 200 seeds).
 #[test]
 fn generated_fault_schedules_hold_every_invariant() {
     let mut failing = Vec::new();
-    for seed in 0..10 {
+    for seed in 0..5 {
         let o = run(&tandem_sim::fuzz::scenario(seed), seed, Safety::Intact).unwrap();
         if !o.passed() {
             failing.push(explain(&o));

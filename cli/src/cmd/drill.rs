@@ -44,6 +44,9 @@ pub enum Command {
         /// Where failing runs write their reports.
         #[arg(long, default_value = "drill-reports/fuzz")]
         out: PathBuf,
+        /// Seeds run at once, one per thread (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
 }
 
@@ -58,27 +61,55 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let out = out.unwrap_or_else(|| PathBuf::from("drill-reports").join(format!("{stem}-seed-{seed}")));
             one(&s, seed, reproduce, &out)
         }
-        Command::Fuzz { seeds, out } => {
+        Command::Fuzz { seeds, out, jobs } => {
             let (from, to) = seeds
                 .split_once("..")
                 .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
                 .filter(|(a, b)| a < b)
                 .with_context(|| format!("--seeds {seeds:?}: expected a range like 0..200"))?;
-            println!("seeds {from}..{to}   commit {COMMIT}");
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+            println!("seeds {from}..{to}   commit {COMMIT}   {jobs} at once");
             let started = Instant::now();
-            let mut failing = Vec::new();
-            for seed in from..to {
-                let s = tandem_sim::fuzz::scenario(seed);
-                let o = drill::run(&s, seed, Safety::Intact).map_err(|e| anyhow::anyhow!("seed {seed}: {e}"))?;
-                if !o.passed() {
-                    let reproduce = format!("tandem drill fuzz --seeds {seed}..{}", seed + 1);
-                    let dir = out.join(format!("seed-{seed}"));
-                    let info = RunInfo { commit: COMMIT.into(), wall_s: 0.0, reproduce: reproduce.clone() };
-                    report::write(&dir, &o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
-                    let failed: Vec<&str> = o.checks.invariants.iter().filter(|i| !i.passed).map(|i| i.name.as_str()).collect();
-                    println!("FAIL seed {seed}: {} (report {}); reproduce: {reproduce}", failed.join("; "), dir.display());
-                    failing.push(seed);
+            // Each simulation runs on its own thread with its own seeded
+            // state, so running several at once changes no trace.
+            let next = std::sync::atomic::AtomicU64::new(from);
+            let results = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..jobs {
+                    scope.spawn(|| loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if seed >= to {
+                            return;
+                        }
+                        let s = tandem_sim::fuzz::scenario(seed);
+                        let r = drill::run(&s, seed, Safety::Intact);
+                        results.lock().unwrap_or_else(|e| e.into_inner()).push((seed, r));
+                    });
                 }
+            });
+            let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+            results.sort_by_key(|(seed, _)| *seed);
+            let mut failing = Vec::new();
+            for (seed, r) in results {
+                let reproduce = format!("tandem drill fuzz --seeds {seed}..{}", seed + 1);
+                let o = match r {
+                    Ok(o) => o,
+                    Err(e) => {
+                        println!("FAIL seed {seed}: the simulation stopped: {e}; reproduce: {reproduce}");
+                        failing.push(seed);
+                        continue;
+                    }
+                };
+                if o.passed() {
+                    println!("ok   seed {seed}: trace {}", o.trace_hash);
+                    continue;
+                }
+                let dir = out.join(format!("seed-{seed}"));
+                let info = RunInfo { commit: COMMIT.into(), wall_s: 0.0, reproduce: reproduce.clone() };
+                report::write(&dir, &o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
+                let failed: Vec<&str> = o.checks.invariants.iter().filter(|i| !i.passed).map(|i| i.name.as_str()).collect();
+                println!("FAIL seed {seed}: {} (report {}); reproduce: {reproduce}", failed.join("; "), dir.display());
+                failing.push(seed);
             }
             println!(
                 "{} seeds in {:.0} s: {} failing{}",
