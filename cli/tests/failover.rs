@@ -324,6 +324,14 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     put_at(&c, &tenant, "a", "diverged", &deed("written at a only"));
     let v2 = put_at(&c, &tenant, "a", "shared", &deed("shared v2 at a"));
     assert_eq!(v2["contract"]["version"], 2);
+    // c's controller has heard a and b report since (the DR activation's
+    // loss estimate comes from those reports).
+    let reported = v2["contract"]["created_unix_ms"].as_u64().unwrap();
+    c.wait_status("c's controller holding a's and b's latest reports", &["c"], |s| {
+        ["a", "b"].iter().all(|site| {
+            s["replicators"].as_array().unwrap().iter().any(|h| h["site"] == *site && h["received_at_unix_ms"].as_u64() > Some(reported))
+        })
+    });
 
     c.kill_site("a");
     c.kill_site("b");

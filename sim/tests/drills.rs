@@ -66,6 +66,7 @@ library! {
     partition_manual_failover => "partition-manual-failover",
     key_provider_outage => "key-provider-outage",
     failback_after_dr => "failback-after-dr",
+    steady_ten_minutes => "steady-ten-minutes",
 }
 
 #[test]
