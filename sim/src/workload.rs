@@ -107,7 +107,13 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
             let (tenant, id) = acked.remove((n as usize * 7) % acked.len());
             let result = first_site(timeout, |addr| {
                 let (client, tenant, id) = (&client, tenant.clone(), id.clone());
-                async move { client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload").await.map(|_| ()) }
+                async move {
+                    match client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload").await {
+                        // An earlier try timed out but took effect: done.
+                        Err(e) if e.code() == Some(tandem_proto::error_code::DESTROYED) => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
             })
             .await
             .map(|_| Ack { origin: String::new(), epoch: 0, version: 0, shard: 0, accepted_unix_ms: 0 });
