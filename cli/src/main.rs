@@ -57,6 +57,8 @@ enum Command {
     Keys(cmd::keys::Args),
     /// Compare what every site stores with each shard's owner (exit 3 on differences).
     Verify(cmd::verify::Args),
+    /// The deterministic DR drill: run a scenario, or fuzz fault schedules (exit 3 on a failed check).
+    Drill(cmd::drill::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,9 +77,23 @@ fn main() -> ExitCode {
         Command::Controller(_) | Command::Replicator(_) | Command::Demo(_) => "info,openraft=warn",
         // The benchmark's cluster is torn down on purpose; only errors matter.
         Command::Bench(_) => "error,openraft=off",
+        // The drill's faults make the real code log what it would log in an
+        // outage; the report says what happened.
+        Command::Drill(_) => "off",
         _ => "warn",
     };
     init_logging(level, log_file);
+    // The simulation brings its own runtimes.
+    if let Command::Drill(args) = cli.command {
+        return match cmd::drill::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -103,6 +119,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Drill(_) => unreachable!("drills run before the runtime starts"),
         }
     });
     match result {

@@ -324,6 +324,14 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     put_at(&c, &tenant, "a", "diverged", &deed("written at a only"));
     let v2 = put_at(&c, &tenant, "a", "shared", &deed("shared v2 at a"));
     assert_eq!(v2["contract"]["version"], 2);
+    // c's controller has heard a and b report since (the DR activation's
+    // loss estimate comes from those reports).
+    let reported = v2["contract"]["created_unix_ms"].as_u64().unwrap();
+    c.wait_status("c's controller holding a's and b's latest reports", &["c"], |s| {
+        ["a", "b"].iter().all(|site| {
+            s["replicators"].as_array().unwrap().iter().any(|h| h["site"] == *site && h["received_at_unix_ms"].as_u64() > Some(reported))
+        })
+    });
 
     c.kill_site("a");
     c.kill_site("b");
@@ -397,6 +405,11 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     assert_eq!(divergent.len(), 2, "{text}");
     c.wait_status("a's controller a voter of generation 2, a active", &["c", "a"], |s| {
         s["nodes"]["a"]["role"] == "follower" && s["cluster"]["sites"]["a"]["role"] == "active" && s["cluster"]["generation"] == 2
+    });
+    // a's own controller holds the whole state (sent as a snapshot: the DR
+    // reset's state is in no log entry).
+    c.wait_status("a's own controller knowing every shard of generation 2", &["a"], |s| {
+        s["cluster"]["generation"] == 2 && s["shard_counts"]["c"] == SHARDS && s["cluster"]["sites"]["a"]["role"] == "active"
     });
     // Quarantined: not served; A serves C's version of the contract.
     assert_eq!(read_at(&c, dir.path(), &tenant, "a", "shared"), b"shared v2 at c");

@@ -42,6 +42,22 @@ pub async fn run(
     automatic: bool,
     who: &str,
     why: &str,
+    progress: impl FnMut(&str),
+) -> Result<Report, SwitchoverError> {
+    run_with_lease_wait(client, decision, automatic, who, why, WRITE_LEASE + LEASE_MARGIN, progress).await
+}
+
+/// [`run`] with another wait between fence and move. Only the drill's
+/// deliberately broken build passes anything shorter than a write lease,
+/// to prove that its invariant checks catch two writers.
+#[doc(hidden)]
+pub async fn run_with_lease_wait(
+    client: &ControlClient,
+    decision: &Decision,
+    automatic: bool,
+    who: &str,
+    why: &str,
+    lease_wait: Duration,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, SwitchoverError> {
     let (from, to) = endpoints(decision)?;
@@ -49,7 +65,7 @@ pub async fn run(
     let fence = step(client, &spec(MoveStep::Drain), "fence", who, why).await?;
     let started = Instant::now();
     progress(&format!("fenced {from}'s shards (audit #{}); waiting out its write lease", fence.audit_seq));
-    tokio::time::sleep(WRITE_LEASE + LEASE_MARGIN).await;
+    tokio::time::sleep(lease_wait).await;
     let moved = step(client, &spec(MoveStep::Move), "move", who, why).await?;
     Ok(Report {
         from,

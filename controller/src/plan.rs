@@ -271,7 +271,9 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
         return refuse(d, why);
     }
     d.target = Some(to.into());
-    d.requires_sync = in_sync;
+    // An operator who accepted data loss is not refused if the pair leaves
+    // sync before the move commits; a lossless plan is.
+    d.requires_sync = in_sync && !accept_data_loss;
     d.steps = vec![
         format!("fence: {from} may no longer write the {} shards (it stops as soon as it sees this)", d.shards.len()),
         format!("wait {} s, one full write lease, so no lease {from} may still hold is valid", WRITE_LEASE.as_secs()),
@@ -464,5 +466,134 @@ mod tests {
         let a = Action::Failover { from: "a".into(), to: "c".into(), accept_data_loss: false, automatic: true };
         let d = plan(&state, &obs(&["b", "c"], 0), &a);
         assert!(d.refused.unwrap().contains("in-city peer"));
+    }
+
+    // Properties over random clusters, observations and requests: whatever
+    // the inputs, the planner never breaks the safety rules.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SITES: [&str; 3] = ["a", "b", "c"];
+        const NOW: u64 = 10_000_000;
+
+        // Mostly active sites, fresh reports and the in-city pair, so that
+        // many requests get as far as a plan.
+        fn role(i: u8) -> SiteRole {
+            match i {
+                0..=4 => SiteRole::Active,
+                5 => SiteRole::DrStandby,
+                6 => SiteRole::Fenced,
+                _ => SiteRole::Recovering,
+            }
+        }
+
+        prop_compose! {
+            fn inputs()(
+                owners in proptest::collection::vec(0usize..3, 8),
+                roles in proptest::collection::vec(0u8..8, 3),
+                mode in 0u8..3,
+                paused: bool,
+                auto: bool,
+                last_auto_ago_s in 0u64..200,
+                fresh in proptest::collection::vec(proptest::bool::weighted(0.85), 3),
+                lag in 0u64..50,
+                from in 0usize..3,
+                to in 0usize..3,
+                kind in 0u8..5,
+                accept: bool,
+                automatic: bool,
+                subset in proptest::collection::vec(0u32..10, 0..4),
+            ) -> (ClusterState, Observations, Action) {
+                let mut state = test_state(8);
+                for (shard, o) in state.shards.iter_mut().zip(&owners) {
+                    shard.owner = SITES[*o].into();
+                }
+                for (name, r) in SITES.iter().zip(&roles) {
+                    state.sites.get_mut(*name).unwrap().role = role(*r);
+                }
+                state.pairs[0].mode = [ReplicationMode::Sync, ReplicationMode::Async, ReplicationMode::SyncRecover][mode as usize];
+                state.policy.paused = paused;
+                state.policy.auto_failover = auto;
+                state.policy.cooldown_s = 60;
+                state.last_auto_failover_unix_ms = NOW - last_auto_ago_s * 1000;
+                let obs = Observations {
+                    replicators: SITES
+                        .iter()
+                        .zip(&fresh)
+                        .map(|(s, f)| ReplicatorHealth {
+                            site: s.to_string(),
+                            received_at_unix_ms: if *f { NOW - 500 } else { NOW - 60_000 },
+                            links: SITES.iter().map(|p| LinkLag { peer: p.to_string(), entries: lag, bytes: lag * 10, seconds: lag }).collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    now_unix_ms: NOW,
+                };
+                let (from, to) = (SITES[from].to_string(), SITES[to].to_string());
+                let action = match kind {
+                    0 => Action::Switchover { from, to, shards: None },
+                    1 => Action::Switchover { from, to, shards: Some(subset) },
+                    _ => Action::Failover { from, to, accept_data_loss: accept && !automatic, automatic },
+                };
+                (state, obs, action)
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+            #[test]
+            fn decisions_never_break_the_safety_rules((state, obs, action) in inputs()) {
+                let d = plan(&state, &obs, &action);
+                // Refused or planned, never both; the same inputs, the same decision.
+                prop_assert_eq!(d.refused.is_some(), d.target.is_none(), "{}", d.explain());
+                prop_assert_eq!(&d, &plan(&state, &obs, &action));
+                let Some(target) = &d.target else { return Ok(()) };
+                let (from, to) = match &action {
+                    Action::Switchover { from, to, .. } | Action::Failover { from, to, .. } => (from, to),
+                };
+                prop_assert_eq!(target, to);
+                prop_assert_ne!(target, from);
+                // Only a site that may own shards is a target.
+                let role = state.sites[target].role;
+                prop_assert!(!matches!(role, SiteRole::Fenced | SiteRole::Recovering), "target is {}", role.as_str());
+                // Only shards the source owns move; none twice.
+                prop_assert!(!d.shards.is_empty());
+                prop_assert!(d.shards.windows(2).all(|w| w[0] < w[1]));
+                for s in &d.shards {
+                    prop_assert_eq!(&state.shards[*s as usize].owner, from);
+                }
+                match &action {
+                    Action::Switchover { .. } => {
+                        prop_assert_eq!(&d.expected_loss, &Loss::default(), "a switchover waits instead of losing");
+                    }
+                    Action::Failover { accept_data_loss, automatic, .. } => {
+                        // A failover takes every shard of the failed site.
+                        let all: Vec<u32> = (0..state.shards.len() as u32).filter(|s| &state.shards[*s as usize].owner == from).collect();
+                        prop_assert_eq!(&d.shards, &all);
+                        let in_sync = state.pairs.iter().any(|p| {
+                            p.mode == ReplicationMode::Sync
+                                && ((&p.site_a == from && &p.site_b == to) || (&p.site_b == from && &p.site_a == to))
+                        });
+                        // Possible loss only when the operator accepted it.
+                        if !in_sync {
+                            prop_assert!(*accept_data_loss, "a lossy failover planned without --accept-data-loss");
+                        }
+                        // In sync: nothing lost, and (unless loss was accepted) the move
+                        // must not commit once the pair left sync.
+                        prop_assert_eq!(d.requires_sync, in_sync && !*accept_data_loss);
+                        if in_sync {
+                            prop_assert_eq!(&d.expected_loss, &Loss::default());
+                        }
+                        if *automatic {
+                            prop_assert!(in_sync, "automatic failover out of sync");
+                            prop_assert!(state.policy.auto_failover && !state.policy.paused);
+                            prop_assert!(NOW - state.last_auto_failover_unix_ms >= state.policy.cooldown_s * 1000, "inside the cooldown");
+                            prop_assert_eq!(&state.sites[from].city, &state.sites[to].city, "automatic failover left the city");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -152,6 +152,17 @@ impl LocalKeyFile {
         })
     }
 
+    /// A KEK held only in memory (the drill: no file system under the
+    /// simulation). `random` provides the key; nothing is written.
+    pub fn in_memory(kek_id: &str, rng: &dyn RandomSource) -> Result<Self, CryptoError> {
+        if let Some(problem) = kek_id_problem(kek_id) {
+            return Err(CryptoError::InvalidArgument(format!("KEK id {kek_id:?}: {problem}")));
+        }
+        let mut kek = Zeroizing::new([0u8; KEK_LEN]);
+        rng.fill(kek.as_mut())?;
+        Ok(LocalKeyFile { key: new_key(&kek), kek_id: kek_id.to_owned(), path: PathBuf::from("<memory>") })
+    }
+
     /// Creates a new key file with a fresh random KEK, mode 0600, refusing to
     /// overwrite an existing file.
     pub fn create(path: &Path, kek_id: &str, rng: &dyn RandomSource) -> Result<Self, CryptoError> {

@@ -134,7 +134,9 @@ pub struct BlobStore {
 #[derive(Clone)]
 enum Backend {
     Local(Arc<LocalFs>),
-    Object(Arc<dyn ObjectStore>),
+    /// The store, and the counter naming its staged blobs (per store: the
+    /// drill runs several simulated sites, and several drills, per process).
+    Object(Arc<dyn ObjectStore>, Arc<AtomicU64>),
 }
 
 struct LocalFs {
@@ -164,6 +166,13 @@ impl BlobStore {
         Ok(Self { backend: Backend::Local(Arc::new(LocalFs { root, direct, next: AtomicU64::new(0) })) })
     }
 
+    /// An in-memory store that lives as long as its clones: the drill keeps
+    /// one per site so a simulated crash keeps what was stored (blobs are
+    /// synced before any metadata refers to them).
+    pub fn memory() -> Self {
+        Self { backend: Backend::Object(Arc::new(object_store::memory::InMemory::new()), Arc::new(AtomicU64::new(0))) }
+    }
+
     /// A backend by URL (`s3://bucket/prefix`, `gs://...`, `az://...`,
     /// `file:///path`, `memory:///`), with backend options (region,
     /// endpoint...). Credentials come from the options or the usual
@@ -179,7 +188,7 @@ impl BlobStore {
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
         };
-        Ok(Self { backend: Backend::Object(store) })
+        Ok(Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))) })
     }
 
     /// Where a blob lives on the local disk, if this is the local backend
@@ -187,7 +196,7 @@ impl BlobStore {
     pub fn local_path(&self, blob: &str) -> Option<PathBuf> {
         match &self.backend {
             Backend::Local(fs) => Some(fs.root.join(blob)),
-            Backend::Object(_) => None,
+            Backend::Object(..) => None,
         }
     }
 
@@ -205,7 +214,7 @@ impl BlobStore {
                 let w = LocalWriter::start(fs.direct, fs.root.clone(), tmp, Some(fs.root.join(blob)), hashing).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
-            Backend::Object(store) => Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, blob, hashing).await?), len: 0 }),
+            Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, blob, hashing).await?), len: 0 }),
         }
     }
 
@@ -213,10 +222,7 @@ impl BlobStore {
     pub fn staging_name(&self, label: &str) -> String {
         let n = match &self.backend {
             Backend::Local(fs) => fs.next.fetch_add(1, Ordering::Relaxed),
-            Backend::Object(_) => {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            }
+            Backend::Object(_, next) => next.fetch_add(1, Ordering::Relaxed),
         };
         format!("{STAGING}/stage-{label}-{}-{n}", std::process::id())
     }
@@ -233,7 +239,7 @@ impl BlobStore {
                 let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.root.join(staged), None, Hashing::None).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, staged, Hashing::None).await?), len: 0 })
             }
         }
@@ -246,7 +252,7 @@ impl BlobStore {
                 let (from, to, root) = (fs.root.join(staged), fs.root.join(blob), fs.root.clone());
                 tokio::task::spawn_blocking(move || rename_durably(&root, &from, &to)).await.map_err(join_err)?
             }
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 let from = Path::parse(staged).map_err(|e| BlobError::Store(e.to_string()))?;
                 let to = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
                 Ok(store.rename(&from, &to).await?)
@@ -275,7 +281,7 @@ impl BlobStore {
                 .await
                 .map_err(join_err)?
             }
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 let prefix = Path::parse(STAGING).map_err(|e| BlobError::Store(e.to_string()))?;
                 let mut listed = store.list(Some(&prefix));
                 let mut n = 0;
@@ -295,7 +301,7 @@ impl BlobStore {
     pub async fn read(&self, blob: &str) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
         match &self.backend {
             Backend::Local(fs) => read_local(fs.root.join(blob), blob.to_string(), fs.direct).await,
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
                 let got = store.get(&path).await?;
                 match got.payload {
@@ -331,7 +337,7 @@ impl BlobStore {
                 .await
                 .map_err(join_err)?
             }
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 let src = Path::parse(from).map_err(|e| BlobError::Store(e.to_string()))?;
                 let dst = Path::parse(to).map_err(|e| BlobError::Store(e.to_string()))?;
                 match store.rename(&src, &dst).await {
@@ -356,7 +362,7 @@ impl BlobStore {
                 .await
                 .map_err(join_err)?
             }
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
                 match store.head(&path).await {
                     Ok(_) => Ok(true),
@@ -380,7 +386,7 @@ impl BlobStore {
                 .await
                 .map_err(join_err)?
             }
-            Backend::Object(store) => {
+            Backend::Object(store, _) => {
                 let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
                 match store.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

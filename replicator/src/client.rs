@@ -65,6 +65,21 @@ fn owner_addr(s: &tonic::Status) -> Option<String> {
     s.metadata().get(tandem_proto::OWNER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+fn file_start(name: String) -> pb::PutChunk {
+    pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name, ..Default::default() })) }
+}
+
+fn bytes_chunks(bytes: bytes::Bytes) -> impl Iterator<Item = pb::PutChunk> {
+    (0..bytes.len()).step_by(PUT_CHUNK).map(move |i| pb::PutChunk { part: Some(PutPart::Data(bytes.slice(i..bytes.len().min(i + PUT_CHUNK)))) })
+}
+
+/// Where a file's body comes from.
+#[derive(Clone)]
+enum Body {
+    Path(PathBuf),
+    Bytes(bytes::Bytes),
+}
+
 pub struct ReplicatorClient {
     transport: Transport,
     /// Bound on calls without a file body (head, list, destroy).
@@ -123,18 +138,11 @@ impl ReplicatorClient {
         for f in files {
             tokio::fs::metadata(&f.1).await.map_err(|e| ClientError::Io(format!("cannot read {}: {e}", f.1.display())))?;
         }
-        let started = tokio::time::Instant::now();
-        loop {
-            match self.noted(self.put_following_owner(addr, header, files).await) {
-                Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                other => return other,
-            }
-        }
+        let files: Vec<(String, Body)> = files.iter().map(|(n, p)| (n.clone(), Body::Path(p.clone()))).collect();
+        self.noted(self.put_retrying(addr, header, &files).await)
     }
 
-    async fn put_following_owner(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
+    async fn put_following_owner(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, ClientError> {
         match self.put_once(addr, header, files).await {
             Err(PutError::NotOwner(owner, _)) if owner != addr => match self.put_once(&owner, header, files).await {
                 Ok(r) => Ok(r),
@@ -154,12 +162,32 @@ impl ReplicatorClient {
     /// Like [`Self::put`], but a site that does not own the shard refuses
     /// instead of the client forwarding to the owner.
     pub async fn put_here(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
-        self.noted(self.put_once(addr, header, files).await.map_err(|e| match e {
+        let files: Vec<(String, Body)> = files.iter().map(|(n, p)| (n.clone(), Body::Path(p.clone()))).collect();
+        self.noted(self.put_once(addr, header, &files).await.map_err(|e| match e {
             PutError::NotOwner(_, e) | PutError::Other(e) => e,
         }))
     }
 
-    async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, PutError> {
+    /// Like [`Self::put`], with file bodies in memory (the drill's workload:
+    /// no file system under the simulation).
+    pub async fn put_bytes(&self, addr: &str, header: &PutHeader, files: &[(String, bytes::Bytes)]) -> Result<pb::PutReply, ClientError> {
+        let files: Vec<(String, Body)> = files.iter().map(|(n, b)| (n.clone(), Body::Bytes(b.clone()))).collect();
+        self.put_retrying(addr, header, &files).await
+    }
+
+    async fn put_retrying(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, ClientError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.noted(self.put_following_owner(addr, header, files).await) {
+                Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, PutError> {
         let mut client = self.client(addr).map_err(PutError::Other)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutChunk>(4);
         let first = pb::PutChunk {
@@ -171,34 +199,64 @@ impl ReplicatorClient {
             })),
         };
         let files = files.to_vec();
-        // Files are read on a blocking thread straight into each chunk's
-        // buffer (tokio's file would copy every byte once more).
-        let reader = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            if tx.blocking_send(first).is_err() {
-                return Ok(());
-            }
-            let count = files.len() as u32;
-            for (name, path) in files {
-                let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                if tx.blocking_send(pb::PutChunk { part: Some(PutPart::File(pb::FileStart { name, ..Default::default() })) }).is_err() {
+        let count = files.len() as u32;
+        let end = pb::PutChunk { part: Some(PutPart::End(pb::PutEnd { files: count })) };
+        let reader = if files.iter().all(|(_, b)| matches!(b, Body::Bytes(_))) {
+            // Bodies in memory (the drill) are sent by a task, never a
+            // thread: under the simulation a thread would run in real time.
+            tokio::spawn(async move {
+                let _ = tx.send(first).await;
+                for (name, body) in files {
+                    let Body::Bytes(bytes) = body else { unreachable!("checked above") };
+                    for chunk in std::iter::once(file_start(name)).chain(bytes_chunks(bytes)) {
+                        if tx.send(chunk).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                let _ = tx.send(end).await;
+                Ok::<(), String>(())
+            })
+        } else {
+            // Files are read on a blocking thread straight into each chunk's
+            // buffer (tokio's file would copy every byte once more).
+            tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                if tx.blocking_send(first).is_err() {
                     return Ok(());
                 }
-                loop {
-                    let mut buf = Vec::with_capacity(PUT_CHUNK);
-                    (&mut file).take(PUT_CHUNK as u64).read_to_end(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    if buf.is_empty() {
-                        break;
-                    }
-                    if tx.blocking_send(pb::PutChunk { part: Some(PutPart::Data(buf.into())) }).is_err() {
+                for (name, body) in files {
+                    if tx.blocking_send(file_start(name)).is_err() {
                         return Ok(());
                     }
+                    let path = match body {
+                        Body::Path(path) => path,
+                        Body::Bytes(bytes) => {
+                            for chunk in bytes_chunks(bytes) {
+                                if tx.blocking_send(chunk).is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            continue;
+                        }
+                    };
+                    let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                    loop {
+                        let mut buf = Vec::with_capacity(PUT_CHUNK);
+                        (&mut file).take(PUT_CHUNK as u64).read_to_end(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        if buf.is_empty() {
+                            break;
+                        }
+                        if tx.blocking_send(pb::PutChunk { part: Some(PutPart::Data(buf.into())) }).is_err() {
+                            return Ok(());
+                        }
+                    }
                 }
-            }
-            // Only a complete upload gets its end marker.
-            let _ = tx.blocking_send(pb::PutChunk { part: Some(PutPart::End(pb::PutEnd { files: count })) });
-            Ok::<(), String>(())
-        });
+                // Only a complete upload gets its end marker.
+                let _ = tx.blocking_send(end);
+                Ok::<(), String>(())
+            })
+        };
         let result = client.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
         // A local read error ends the stream without its end marker, so the
         // server stores nothing; report the read error rather than its refusal.

@@ -29,6 +29,7 @@ pub mod config;
 pub mod digest;
 pub mod divergent;
 pub mod error;
+pub mod failback;
 pub mod gc;
 pub mod ids;
 pub mod lag;

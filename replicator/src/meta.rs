@@ -186,6 +186,11 @@ impl MetaStore {
             .collect()
     }
 
+    /// Every version record held here, in key order (the drill's checks).
+    pub fn all_versions(&self) -> Result<Vec<VersionRecord>, MetaError> {
+        self.kv.range(b"v/", &prefix_end("v/"), usize::MAX)?.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
     /// Heads of every contract in `shard`, in key order.
     pub fn shard_heads(&self, shard: u32) -> Result<Vec<ContractHead>, MetaError> {
         let prefix = format!("h/{shard:05}/");

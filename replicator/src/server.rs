@@ -132,7 +132,13 @@ impl Replicator {
         tasks.push(tokio::spawn(crate::anti_entropy::run(site.clone())));
         tasks.push(tokio::spawn(recover_loop(site.clone())));
         let beats = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);
-        tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, local_addr.to_string())));
+        // Others reach this replicator at its configured address when it
+        // listens on every interface.
+        let advertised = match config.addr_of(&config.site) {
+            Some(addr) if local_addr.ip().is_unspecified() => addr,
+            _ => local_addr.to_string(),
+        };
+        tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised)));
 
         tracing::info!(site = %site.name, addr = %local_addr, log_head = head, "replicator started");
         Ok(Replicator { site, local_addr, tasks, server })

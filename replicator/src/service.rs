@@ -212,9 +212,13 @@ impl Replication for ReplicationService {
     async fn digests(&self, _req: Request<pb::DigestsRequest>) -> Result<Response<pb::DigestsReply>, Status> {
         let count = self.site.view.latest().map(|s| s.shards.len() as u32).ok_or_else(|| Status::unavailable("no controller view yet"))?;
         let site = self.site.clone();
-        let shard_digests = tokio::task::spawn_blocking(move || digest::shard_digests(&site, count))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        // Under the simulation everything runs on one thread in simulated
+        // time: a blocking-pool thread would make runs irreproducible.
+        let shard_digests = if site.transport == tandem_net::Transport::Turmoil {
+            digest::shard_digests(&site, count)?
+        } else {
+            tokio::task::spawn_blocking(move || digest::shard_digests(&site, count)).await.map_err(|e| Status::internal(e.to_string()))??
+        };
         Ok(Response::new(pb::DigestsReply { site: self.site.name.clone(), shard_digests }))
     }
 

@@ -1,5 +1,9 @@
-//! A simulated three-site controller cluster: sites a and b in one city
-//! (~1 ms apart), c the DR site in another (~30 ms away).
+//! A simulated three-site cluster: sites a and b in one city (~1 ms
+//! apart), c the DR site in another (~30 ms away). Each site is one turmoil
+//! host running the real controller node and the real replicator, with
+//! in-memory disks that lose unsynced writes when the host crashes, an
+//! in-memory blob store that keeps what was stored, and a key provider the
+//! drill can switch off.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,14 +13,23 @@ use std::time::Duration;
 use tandem_controller::config::{ConfigRole, NodeConfig, PolicyConfig, RaftTimings, SiteConfig};
 use tandem_controller::node::{Node, NodeDeps};
 use tandem_controller::raft::runtime::seed_thread_rng;
+use tandem_crypto::{LocalKeyFile, SeededRandomSource};
 use tandem_net::Transport;
+use tandem_replicator::blob::BlobStore;
+use tandem_replicator::config::{ReplicaSiteConfig, ReplicatorConfig};
+use tandem_replicator::server::{Replicator, ReplicatorDeps};
 use tandem_storage::MemKv;
 
 use crate::clock::SimClock;
+use crate::keys::DrillKeys;
 use crate::trace::Trace;
 
 /// Port every simulated controller listens on.
 pub const CONTROLLER_PORT: u16 = 7100;
+/// Port every simulated replicator listens on.
+pub const REPLICATOR_PORT: u16 = 7110;
+/// Shards in the simulated cluster.
+pub const SHARDS: u32 = 64;
 /// Simulated time after which a run is abandoned.
 pub const SIM_DURATION_MAX: Duration = Duration::from_secs(3600);
 /// Fixed simulated epoch (2026-01-01T00:00:00Z) for audit timestamps.
@@ -48,11 +61,23 @@ pub enum SimError {
 
 type Views = Arc<Mutex<BTreeMap<String, NodeView>>>;
 
+/// What survives a crash of a site: its disks, its blob store, its keys.
+#[derive(Clone)]
+pub struct SiteDisks {
+    pub controller: MemKv,
+    pub replicator: MemKv,
+    pub blobs: BlobStore,
+    pub keys: DrillKeys,
+    /// Controller stores set aside by `dr rejoin`.
+    pub superseded: Vec<MemKv>,
+}
+
 pub struct SimCluster<'a> {
-    sim: turmoil::Sim<'a>,
-    disks: BTreeMap<String, MemKv>,
+    pub(crate) sim: turmoil::Sim<'a>,
+    disks: BTreeMap<String, SiteDisks>,
     views: Views,
     trace: Trace,
+    crashed: std::collections::BTreeSet<String>,
     pub seed: u64,
 }
 
@@ -69,7 +94,7 @@ fn config_for(site: &str) -> NodeConfig {
         site: site.to_string(),
         data_dir: PathBuf::from("/sim").join(site),
         listen: Some(format!("0.0.0.0:{CONTROLLER_PORT}")),
-        shard_count: 256,
+        shard_count: SHARDS,
         sites: SITES
             .iter()
             .map(|(name, id, city, role)| SiteConfig {
@@ -85,9 +110,47 @@ fn config_for(site: &str) -> NodeConfig {
     }
 }
 
+fn replicator_config(site: &str) -> ReplicatorConfig {
+    ReplicatorConfig {
+        site: site.to_string(),
+        data_dir: PathBuf::from("/sim").join(site),
+        key_file: PathBuf::from("<memory>"),
+        // Its own site's controller first, as deployed.
+        controllers: std::iter::once(site)
+            .chain(site_names().into_iter().filter(|s| *s != site))
+            .map(|s| format!("{s}:{CONTROLLER_PORT}"))
+            .collect(),
+        listen: Some(format!("0.0.0.0:{REPLICATOR_PORT}")),
+        sync_timeout_ms: 1000,
+        staged_ttl_ms: 10 * 60 * 1000,
+        blob_url: None,
+        blob_options: Default::default(),
+        sites: site_names()
+            .into_iter()
+            .map(|s| ReplicaSiteConfig { name: s.to_string(), addr: replicator_addr(s), send_limit_mib_s: 0 })
+            .collect(),
+    }
+}
+
+/// host:port of a site's replicator inside the simulation.
+pub fn replicator_addr(site: &str) -> String {
+    format!("{site}:{REPLICATOR_PORT}")
+}
+
+/// host:port of a site's controller inside the simulation.
+pub fn controller_addr(site: &str) -> String {
+    format!("{site}:{CONTROLLER_PORT}")
+}
+
 impl<'a> SimCluster<'a> {
     /// Builds the simulation; nothing runs until it is stepped.
     pub fn new(seed: u64) -> Self {
+        Self::with_links(seed, Duration::from_millis(1), Duration::from_millis(30))
+    }
+
+    /// Like [`SimCluster::new`] with the one-way latencies of the in-city
+    /// links (and the client's) and of the links to the DR site.
+    pub fn with_links(seed: u64, in_city: Duration, dr: Duration) -> Self {
         // openraft's election timeouts come from this thread's RNG, and
         // turmoil runs every host on this thread.
         seed_thread_rng(seed);
@@ -95,34 +158,62 @@ impl<'a> SimCluster<'a> {
             .rng_seed(seed)
             .simulation_duration(SIM_DURATION_MAX)
             .epoch(std::time::UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_UNIX_S))
-            .min_message_latency(Duration::from_micros(500))
-            .max_message_latency(Duration::from_millis(2))
+            .min_message_latency(in_city / 2)
+            .max_message_latency(in_city * 2)
             .build();
-        let mut cluster = SimCluster { sim, disks: BTreeMap::new(), views: Views::default(), trace: Trace::default(), seed };
+        // One KEK for every site (as the deployment shares its key provider),
+        // drawn from the seed.
+        let kek = Arc::new(LocalKeyFile::in_memory("drill-kek", &SeededRandomSource::new(seed)).expect("a valid KEK id"));
+        let mut cluster = SimCluster {
+            sim,
+            disks: BTreeMap::new(),
+            views: Views::default(),
+            trace: Trace::default(),
+            crashed: Default::default(),
+            seed,
+        };
         for site in site_names() {
-            cluster.add_site(site);
+            cluster.add_site(site, kek.clone());
         }
-        // The DR links are ~30 ms; the in-city link keeps the default ~1 ms.
         for near in ["a", "b"] {
-            cluster.sim.set_link_latency(near, "c", Duration::from_millis(30));
+            cluster.sim.set_link_latency(near, "c", dr);
         }
         cluster
     }
 
-    fn add_site(&mut self, site: &'static str) {
-        let disk = MemKv::new();
-        self.disks.insert(site.to_string(), disk.clone());
+    fn add_site(&mut self, site: &'static str, kek: Arc<LocalKeyFile>) {
+        let disks = SiteDisks {
+            controller: MemKv::new(),
+            replicator: MemKv::new(),
+            blobs: BlobStore::memory(),
+            keys: DrillKeys::new(kek),
+            superseded: Vec::new(),
+        };
+        self.disks.insert(site.to_string(), disks.clone());
         let views = self.views.clone();
         let trace = self.trace.clone();
+        let seed = self.seed;
         self.sim.host(site, move || {
-            let disk = disk.clone();
+            let disks = disks.clone();
             let views = views.clone();
             let trace = trace.clone();
             async move {
-                let deps = NodeDeps { kv: Arc::new(disk), transport: Transport::Turmoil, clock: Arc::new(SimClock) };
+                let deps = NodeDeps { kv: Arc::new(disks.controller.clone()), transport: Transport::Turmoil, clock: Arc::new(SimClock) };
                 let node = Node::start(config_for(site), deps).await?;
-                trace.record(turmoil::elapsed(), format!("{site} started"));
+                // Every start draws its randomness from the seed, the site and the time.
+                let salt = site.bytes().fold(seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) ^ crate::trace::now().as_nanos() as u64;
+                let deps = ReplicatorDeps {
+                    kv: Arc::new(disks.replicator.clone()),
+                    blobs: disks.blobs.clone(),
+                    keys: Arc::new(disks.keys.clone()),
+                    rng: Arc::new(SeededRandomSource::new(salt)),
+                    clock: Arc::new(SimClock),
+                    transport: Transport::Turmoil,
+                };
+                let replicator = Replicator::start(replicator_config(site), deps).await?;
+                trace.record(crate::trace::now(), format!("{site} started"));
                 watch_node(site, node, views, trace).await;
+                drop(replicator);
                 Ok(())
             }
         });
@@ -147,6 +238,18 @@ impl<'a> SimCluster<'a> {
             }
             self.sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
         }
+    }
+
+    /// Steps the simulation until `done` returns true, or `limit` passes.
+    pub fn run_until_flag(&mut self, what: &str, limit: Duration, done: impl Fn() -> bool) -> Result<(), SimError> {
+        let start = self.sim.elapsed();
+        while !done() {
+            if self.sim.elapsed() - start > limit {
+                return Err(SimError::Timeout { what: what.to_string(), waited: limit });
+            }
+            self.sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Runs for `d` of simulated time.
@@ -178,21 +281,94 @@ impl<'a> SimCluster<'a> {
         self.trace.record(self.sim.elapsed(), format!("heal: {site}"));
     }
 
-    /// Crashes `site`'s host: its tasks stop and its disk loses what was
+    /// Crashes `site`'s host: its tasks stop and its disks lose what was
     /// not synced.
     pub fn crash(&mut self, site: &str) {
         self.sim.crash(site);
-        if let Some(disk) = self.disks.get(site) {
-            disk.crash();
+        if let Some(disks) = self.disks.get(site) {
+            disks.controller.crash();
+            disks.replicator.crash();
         }
+        self.crashed.insert(site.to_string());
         self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(site);
         self.trace.record(self.sim.elapsed(), format!("fault: crash {site}"));
     }
 
-    /// Restarts a crashed `site` from what its disk kept.
+    /// Restarts a crashed `site` from what its disks kept.
     pub fn restart(&mut self, site: &str) {
         self.sim.bounce(site);
+        self.crashed.remove(site);
         self.trace.record(self.sim.elapsed(), format!("restart {site}"));
+    }
+
+    /// Empties a (crashed) site's controller store, keeping a copy of what
+    /// it held in [`SiteDisks::superseded`] (`tandem dr rejoin` renames the
+    /// old store and never deletes it).
+    pub fn reset_controller_store(&mut self, site: &str) -> Result<(), String> {
+        use tandem_storage::{Durability, KvStore, WriteBatch};
+        let disks = self.disks.get_mut(site).ok_or_else(|| format!("unknown site {site}"))?;
+        let all = disks.controller.range(b"", &[0xff; 16], usize::MAX).map_err(|e| e.to_string())?;
+        let kept = MemKv::new();
+        let mut copy = WriteBatch::new();
+        let mut wipe = WriteBatch::new();
+        for (k, v) in all {
+            copy.put(k.clone(), v);
+            wipe.delete(k);
+        }
+        kept.write(copy, Durability::Sync).map_err(|e| e.to_string())?;
+        disks.controller.write(wipe, Durability::Sync).map_err(|e| e.to_string())?;
+        disks.superseded.push(kept);
+        Ok(())
+    }
+
+    /// Whether `site` is up (not crashed).
+    pub fn is_up(&self, site: &str) -> bool {
+        !self.crashed.contains(site)
+    }
+
+    /// A site's disks (the drill's checks read them after a run).
+    pub fn disks(&self, site: &str) -> &SiteDisks {
+        &self.disks[site]
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Steps the simulation once.
+    pub fn step(&mut self) -> Result<(), SimError> {
+        self.sim.step().map(|_| ()).map_err(|e| SimError::Turmoil(e.to_string()))
+    }
+
+    /// Cuts the link between two hosts, both ways.
+    pub fn partition(&mut self, a: &str, b: &str) {
+        self.sim.partition(a, b);
+    }
+
+    /// Drops what `from` sends to `to`.
+    pub fn partition_oneway(&mut self, from: &str, to: &str) {
+        self.sim.partition_oneway(from, to);
+    }
+
+    /// Restores a link, both ways.
+    pub fn repair(&mut self, a: &str, b: &str) {
+        self.sim.repair(a, b);
+    }
+
+    pub fn set_loss(&mut self, a: &str, b: &str, rate: f64) {
+        self.sim.set_link_fail_rate(a, b, rate);
+    }
+
+    pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) {
+        self.sim.set_link_latency(a, b, latency);
+    }
+
+    /// Adds a client host (the workload, an SRE's CLI) that runs `client`.
+    pub fn client<F>(&mut self, name: &str, client: F)
+    where
+        F: std::future::Future<Output = turmoil::Result> + 'static,
+    {
+        self.sim.client(name, client);
     }
 
     pub fn trace(&self) -> &Trace {
@@ -219,7 +395,7 @@ async fn watch_node(site: &'static str, node: Node, views: Views, trace: Trace) 
         };
         if last.as_ref() != Some(&view) {
             trace.record(
-                turmoil::elapsed(),
+                crate::trace::now(),
                 format!(
                     "{site} {} term={} leader={} bootstrapped={}",
                     view.role,

@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// Simulated time since the simulation started (inside a host or client;
+/// `turmoil::elapsed` would count from that host's own start).
+pub fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
 #[derive(Clone, Default)]
 pub struct Trace {
     lines: Arc<Mutex<Vec<String>>>,

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod controller;
 pub mod demo;
 pub mod dr;
+pub mod drill;
 pub mod failback;
 pub mod failover;
 pub mod keys;

@@ -80,6 +80,31 @@ impl ControlService {
         }
     }
 
+    /// Builds a snapshot of everything applied so far and purges the log
+    /// up to it (see [`Control::join`]).
+    async fn snapshot_and_purge(&self, wait: Duration) -> Result<(), Status> {
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
+        let Some(applied) = applied else { return Ok(()) };
+        self.raft.trigger().snapshot().await.map_err(|e| Status::unavailable(format!("cannot take a snapshot: {e}")))?;
+        let mut metrics = self.raft.metrics();
+        let taken = tokio::time::timeout(wait, async {
+            loop {
+                if metrics.borrow().snapshot.is_some_and(|s| s.index >= applied) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if taken.is_err() || self.raft.metrics().borrow().snapshot.is_none_or(|s| s.index < applied) {
+            return Err(Status::unavailable(format!("no snapshot of index {applied} within {} s", wait.as_secs())));
+        }
+        self.raft.trigger().purge_log(applied).await.map_err(|e| Status::unavailable(format!("cannot purge the log: {e}")))?;
+        Ok(())
+    }
+
     async fn propose(&self, command: Command, req: pb::ChangeRequest) -> Result<Outcome, Status> {
         let who = req.who.trim().to_string();
         let why = req.why.trim().to_string();
@@ -214,9 +239,14 @@ impl Control for ControlService {
                 site.role.as_str()
             )));
         }
+        // After a DR activation the log restarts from an applied state that
+        // no log entry carries: the new member must get it as a snapshot.
+        // Take one now and purge the log up to it, so replication to the
+        // learner starts with the snapshot.
+        let wait = self.commit_timeout * 10;
+        self.snapshot_and_purge(wait).await?;
         // The learner first receives the whole state, then becomes a voter:
         // a node that votes before it has the log could elect a stale leader.
-        let wait = self.commit_timeout * 10;
         let node = openraft::BasicNode { addr: site.addr.clone() };
         match tokio::time::timeout(wait, self.raft.add_learner(site.node_id, node, true)).await {
             Ok(Ok(_)) => {}

@@ -1,0 +1,149 @@
+//! `tandem drill run <scenario.toml> --seed N` and
+//! `tandem drill fuzz --seeds A..B`: the deterministic DR drill (see
+//! `sim/README.md`). A run prints its seed, the commit and the scenario
+//! digest first, writes its report directory, and exits 3 when an
+//! objective or invariant fails.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use tandem_sim::drill::{self, Safety};
+use tandem_sim::report::{self, RunInfo};
+use tandem_sim::scenario::Scenario;
+
+/// The commit this binary was built from (set by build.rs).
+pub const COMMIT: &str = match option_env!("TANDEM_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Run one scenario file with one seed and write its report.
+    Run {
+        scenario: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report directory (default: drill-reports/<scenario>-seed-<N>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run generated fault schedules, one per seed in A..B (B excluded),
+    /// and print every failing seed with the command that reproduces it.
+    Fuzz {
+        /// A range like 0..200.
+        #[arg(long)]
+        seeds: String,
+        /// Where failing runs write their reports.
+        #[arg(long, default_value = "drill-reports/fuzz")]
+        out: PathBuf,
+        /// Seeds run at once, one per thread (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+}
+
+/// Runs outside any async runtime: the simulation brings its own.
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    match args.command {
+        Command::Run { scenario, seed, out } => {
+            let s = Scenario::load(&scenario)?;
+            println!("seed {seed}   commit {COMMIT}   scenario {} ({})", scenario.display(), s.digest());
+            let reproduce = format!("tandem drill run {} --seed {seed}", scenario.display());
+            let stem = scenario.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "drill".into());
+            let out = out.unwrap_or_else(|| PathBuf::from("drill-reports").join(format!("{stem}-seed-{seed}")));
+            one(&s, seed, reproduce, &out)
+        }
+        Command::Fuzz { seeds, out, jobs } => {
+            let (from, to) = seeds
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                .filter(|(a, b)| a < b)
+                .with_context(|| format!("--seeds {seeds:?}: expected a range like 0..200"))?;
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+            println!("seeds {from}..{to}   commit {COMMIT}   {jobs} at once");
+            let started = Instant::now();
+            // Each simulation runs on its own thread with its own seeded
+            // state, so running several at once changes no trace.
+            let next = std::sync::atomic::AtomicU64::new(from);
+            let results = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..jobs {
+                    scope.spawn(|| loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if seed >= to {
+                            return;
+                        }
+                        let s = tandem_sim::fuzz::scenario(seed);
+                        let r = drill::run(&s, seed, Safety::Intact);
+                        results.lock().unwrap_or_else(|e| e.into_inner()).push((seed, r));
+                    });
+                }
+            });
+            let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+            results.sort_by_key(|(seed, _)| *seed);
+            let mut failing = Vec::new();
+            for (seed, r) in results {
+                let reproduce = format!("tandem drill fuzz --seeds {seed}..{}", seed + 1);
+                let o = match r {
+                    Ok(o) => o,
+                    Err(e) => {
+                        println!("FAIL seed {seed}: the simulation stopped: {e}; reproduce: {reproduce}");
+                        failing.push(seed);
+                        continue;
+                    }
+                };
+                if o.passed() {
+                    println!("ok   seed {seed}: trace {}", o.trace_hash);
+                    continue;
+                }
+                let dir = out.join(format!("seed-{seed}"));
+                let info = RunInfo { commit: COMMIT.into(), wall_s: 0.0, reproduce: reproduce.clone() };
+                report::write(&dir, &o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
+                let failed: Vec<&str> = o.checks.invariants.iter().filter(|i| !i.passed).map(|i| i.name.as_str()).collect();
+                println!("FAIL seed {seed}: {} (report {}); reproduce: {reproduce}", failed.join("; "), dir.display());
+                failing.push(seed);
+            }
+            println!(
+                "{} seeds in {:.0} s: {} failing{}",
+                to - from,
+                started.elapsed().as_secs_f64(),
+                failing.len(),
+                if failing.is_empty() { String::new() } else { format!(" ({failing:?})") }
+            );
+            Ok(failing.is_empty())
+        }
+    }
+}
+
+fn one(s: &Scenario, seed: u64, reproduce: String, out: &std::path::Path) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let o = drill::run(s, seed, Safety::Intact).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let info = RunInfo { commit: COMMIT.into(), wall_s, reproduce };
+    report::write(out, &o, &info).with_context(|| format!("cannot write {}", out.display()))?;
+    let sim_s = o.simulated_ms as f64 / 1000.0;
+    println!("trace {}", o.trace_hash);
+    println!("simulated {sim_s:.1} s in {wall_s:.1} s of wall time ({:.1} x)", sim_s / wall_s.max(0.001));
+    for i in &o.checks.invariants {
+        println!("  {} {}", if i.passed { "PASS" } else { "FAIL" }, i.name);
+        if !i.passed {
+            for d in i.details.iter().take(5) {
+                println!("       {d}");
+            }
+        }
+    }
+    println!("RTO {:.1} s (objective {} s), lost {} (objective {})", o.checks.rto_ms as f64 / 1000.0, s.objectives.rto_s, o.checks.lost.len(), s.objectives.rpo_entries);
+    println!("{}: report in {}", if o.passed() { "PASS" } else { "FAIL" }, out.display());
+    if !out.join("report.md").exists() {
+        bail!("the report was not written");
+    }
+    Ok(o.passed())
+}

@@ -1,0 +1,269 @@
+//! Runs one scenario with one seed: starts the simulated cluster, runs the
+//! workload and the timeline, heals everything, lets it settle, reads what
+//! every site holds and checks the invariants.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tandem_controller::raft::state_machine::{dr_reset, prepare_join, DrReset, StateMachineStore};
+
+use crate::checks::{self, Checks, FinalReads};
+use crate::cluster::{leader, node_id_of, site_names, SimCluster, SimError};
+use crate::scenario::{Event, Scenario};
+use crate::workload::{self, History, Op};
+
+/// How a run may be deliberately broken, to prove the checks can fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Safety {
+    #[default]
+    Intact,
+    /// SRE failovers move the shards right after fencing them, without
+    /// waiting out the old owner's write lease.
+    SkipLeaseWait,
+}
+
+/// One thing that happened in the run, for the report's timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Happened {
+    pub at_ms: u64,
+    pub what: String,
+    /// For SRE commands: what the command answered.
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub scenario_digest: String,
+    pub seed: u64,
+    pub safety: Safety,
+    pub trace_hash: String,
+    #[serde(skip)]
+    pub trace: Vec<String>,
+    /// Simulated time from start to the end of the checks.
+    pub simulated_ms: u64,
+    /// When the workload started and stopped (simulated ms).
+    pub workload_ms: (u64, u64),
+    pub happened: Vec<Happened>,
+    pub ops: Vec<Op>,
+    pub checks: Checks,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.checks.passed()
+    }
+}
+
+type Log = Arc<Mutex<Vec<Happened>>>;
+
+fn note(log: &Log, at: Duration, what: String, outcome: Option<String>) {
+    log.lock().unwrap_or_else(|e| e.into_inner()).push(Happened { at_ms: at.as_millis() as u64, what, outcome });
+}
+
+pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, SimError> {
+    let mut c = SimCluster::with_links(seed, Duration::from_millis(scenario.links.in_city_ms), Duration::from_millis(scenario.links.dr_ms));
+    let log: Log = Log::default();
+    c.run_until("a leader, the layout applied everywhere", Duration::from_secs(60), |v| {
+        v.len() == 3 && leader(v).is_some() && v.values().all(|n| n.bootstrapped)
+    })?;
+    // Give the replicators a moment to read the shard map before writing.
+    c.run_for(Duration::from_secs(3))?;
+
+    let start = c.elapsed();
+    let end = start + Duration::from_secs(scenario.duration_s);
+    let history = History::default();
+    let (w, h, t) = (scenario.workload.clone(), history.clone(), c.trace().clone());
+    c.client("client", async move { workload::run(w, end, h, t).await });
+    c.set_latency("client", "c", Duration::from_millis(scenario.links.dr_ms));
+
+    for (i, step) in scenario.ordered_timeline().into_iter().enumerate() {
+        let at = start + Duration::from_secs_f64(step.at_s);
+        while c.elapsed() < at {
+            c.step()?;
+        }
+        let what = step.event.describe();
+        c.trace().record(c.elapsed(), &what);
+        apply(&mut c, &step.event, i, &log, safety)?;
+        note(&log, c.elapsed(), what, None);
+    }
+    while c.elapsed() < end {
+        c.step()?;
+    }
+
+    // Heal every link and the key providers, then let the sites settle.
+    for (i, a) in site_names().into_iter().enumerate() {
+        for b in site_names().into_iter().skip(i + 1).chain(["client"]) {
+            c.repair(a, b);
+            c.set_loss(a, b, 0.0);
+        }
+        c.disks(a).keys.set_down(false);
+    }
+    c.trace().record(c.elapsed(), "heal: every link and key provider");
+    note(&log, c.elapsed(), "heal: every link and key provider".into(), None);
+    c.run_for(Duration::from_secs(scenario.settle_s))?;
+
+    let up: Vec<String> = site_names().into_iter().filter(|s| c.is_up(s)).map(String::from).collect();
+    let reads: Arc<Mutex<Option<FinalReads>>> = Arc::default();
+    let (ops, sink) = (history.ops(), reads.clone());
+    c.client("checker", async move {
+        let r = checks::read_final(ops, up).await;
+        *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        Ok(())
+    });
+    c.run_until_flag("the checker read every site", Duration::from_secs(600), || {
+        reads.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    })?;
+    let reads = reads.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    let ops = history.ops();
+    let workload_ms = (start.as_millis() as u64, end.as_millis() as u64);
+    let checks = checks::evaluate(
+        &c,
+        &ops,
+        &reads,
+        workload_ms,
+        Duration::from_secs(scenario.objectives.rto_s),
+        scenario.objectives.rpo_entries,
+    );
+    for inv in &checks.invariants {
+        c.trace().record(c.elapsed(), format!("invariant {}: {}", if inv.passed { "PASS" } else { "FAIL" }, inv.name));
+    }
+    let happened = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Outcome {
+        scenario: scenario.clone(),
+        scenario_digest: scenario.digest(),
+        seed,
+        safety,
+        trace_hash: c.trace().hash(),
+        trace: c.trace().lines(),
+        simulated_ms: c.elapsed().as_millis() as u64,
+        workload_ms,
+        happened,
+        ops,
+        checks,
+    })
+}
+
+/// Applies one timeline event. SRE commands run on their own client host
+/// (as an SRE's CLI would) and report when they finish.
+fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, safety: Safety) -> Result<(), SimError> {
+    match event.clone() {
+        Event::Partition { a, b } => c.partition(&a, &b),
+        Event::PartitionOneway { from, to } => c.partition_oneway(&from, &to),
+        Event::Heal { a, b } => {
+            c.repair(&a, &b);
+            c.set_loss(&a, &b, 0.0);
+        }
+        Event::Crash { site } => {
+            if c.is_up(&site) {
+                c.crash(&site);
+            }
+        }
+        Event::Restart { site } => {
+            if !c.is_up(&site) {
+                c.restart(&site);
+            }
+        }
+        Event::Loss { a, b, rate } => c.set_loss(&a, &b, rate),
+        Event::Delay { a, b, ms } => c.set_latency(&a, &b, Duration::from_millis(ms)),
+        Event::Corrupt { site } => corrupt(c, &site),
+        Event::KeysDown { site } => c.disks(&site).keys.set_down(true),
+        Event::KeysUp { site } => c.disks(&site).keys.set_down(false),
+        Event::CrashLeader => {
+            if let Some((site, _)) = leader(&c.views()) {
+                c.crash(&site);
+                c.trace().record(c.elapsed(), format!("the leader was {site}"));
+            }
+        }
+        Event::DrActivate { site } => {
+            // As the runbook: stop the site's controller, reset its store
+            // offline, start it again.
+            if c.is_up(&site) {
+                c.crash(&site);
+            }
+            let reset = DrReset {
+                site: site.clone(),
+                node_id: node_id_of(&site).unwrap_or_default(),
+                who: "drill".into(),
+                why: "city-wide disaster in the drill".into(),
+                at_unix_ms: crate::cluster::SIM_EPOCH_UNIX_S * 1000 + c.elapsed().as_millis() as u64,
+            };
+            let result = dr_reset(&c.disks(&site).controller, &reset).unwrap_or_else(|e| format!("refused: {e}"));
+            c.trace().record(c.elapsed(), format!("dr activate at {site}: {result}"));
+            c.restart(&site);
+        }
+        Event::DrRejoin { site } => {
+            // As the runbook: stop it, keep the old store aside, prepare an
+            // empty one that joins the activated generation, start it.
+            if c.is_up(&site) {
+                c.crash(&site);
+            }
+            let generation = site_names()
+                .into_iter()
+                .filter(|s| *s != site)
+                .filter_map(|s| StateMachineStore::open(Arc::new(c.disks(s).controller.clone())).ok())
+                .map(|sm| sm.reader().cluster().generation)
+                .max()
+                .unwrap_or(0);
+            let result = c.reset_controller_store(&site).and_then(|()| prepare_join(&c.disks(&site).controller, generation));
+            c.trace().record(c.elapsed(), format!("dr rejoin of {site} (generation {generation}): {}", result.clone().err().unwrap_or_else(|| "ok".into())));
+            c.restart(&site);
+        }
+        command => {
+            let log = log.clone();
+            let name = format!("sre-{i}");
+            let what = command.describe();
+            c.client(&name, async move {
+                let result = match &command {
+                    Event::Switchover { from, to } => crate::sre::switchover(from, to).await,
+                    Event::Failover { from, to, accept_data_loss } => {
+                        let wait = (safety == Safety::SkipLeaseWait).then_some(Duration::ZERO);
+                        crate::sre::failover(from, to, *accept_data_loss, wait).await
+                    }
+                    Event::Pause => crate::sre::pause(true).await,
+                    Event::Resume => crate::sre::pause(false).await,
+                    Event::VerifyRepair => crate::sre::verify_repair().await,
+                    Event::Failback { site } => crate::sre::failback(site).await,
+                    _ => Err("not a command".into()),
+                };
+                let outcome = match result {
+                    Ok(r) => format!("ok: {r}"),
+                    Err(e) => format!("failed: {e}"),
+                };
+                note(&log, crate::trace::now(), format!("{what} finished"), Some(outcome));
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Flips one byte in the middle of the newest stored file at `site`.
+fn corrupt(c: &mut SimCluster, site: &str) {
+    let meta = tandem_replicator::meta::MetaStore::new(Arc::new(c.disks(site).replicator.clone()));
+    let newest = meta.all_versions().unwrap_or_default().into_iter().filter(|v| !v.files.is_empty()).max_by_key(|v| v.created_unix_ms);
+    let Some(v) = newest else { return };
+    let blob = v.files[0].blob.clone();
+    let store = c.disks(site).blobs.clone();
+    // The in-memory store needs a runtime but does no I/O: the same bytes
+    // in every run.
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
+    let done = rt.block_on(async move {
+        use futures::StreamExt;
+        let mut bytes = Vec::new();
+        let mut s = store.read(&blob).await.ok()?;
+        while let Some(chunk) = s.next().await {
+            bytes.extend_from_slice(&chunk.ok()?);
+        }
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        let mut w = store.writer(&blob, tandem_replicator::blob::Hashing::None).await.ok()?;
+        w.write(&bytes).await.ok()?;
+        w.finish().await.ok()?;
+        Some(blob)
+    });
+    if let Some(blob) = done {
+        c.trace().record(c.elapsed(), format!("corrupted {blob} at {site}"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The drill's client: puts contracts of various sizes for a few tenants,
+//! destroys some, and records every request with its outcome at simulated
+//! times. Like the platform's clients it sends each write to a site it can
+//! reach and follows the "not the owner" redirect.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tandem_net::Transport;
+use tandem_replicator::client::ReplicatorClient;
+use tandem_replicator::write::PutHeader;
+
+use crate::cluster::{replicator_addr, site_names};
+use crate::scenario::Workload;
+use crate::trace::Trace;
+
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum OpKind {
+    Put,
+    Destroy,
+}
+
+/// One request and its outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Op {
+    pub n: u64,
+    pub kind: OpKind,
+    pub tenant: String,
+    pub contract_id: String,
+    pub sent_ms: u64,
+    pub done_ms: u64,
+    /// The acknowledgement, or why there was none.
+    pub result: Result<Ack, String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ack {
+    pub origin: String,
+    pub epoch: u64,
+    pub version: u64,
+    pub shard: u32,
+    /// The owner's clock when it accepted the write.
+    pub accepted_unix_ms: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct History {
+    ops: Arc<Mutex<Vec<Op>>>,
+}
+
+impl History {
+    pub fn ops(&self) -> Vec<Op> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn push(&self, op: Op) {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+    }
+}
+
+pub fn tenant(i: u32) -> String {
+    format!("tenant-{i}")
+}
+
+/// A file body that is the same for the same request in every run.
+pub fn body(n: u64, size: usize) -> Bytes {
+    let mut b = Vec::with_capacity(size);
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while b.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.truncate(size);
+    Bytes::from(b)
+}
+
+fn ms() -> u64 {
+    crate::trace::now().as_millis() as u64
+}
+
+/// Runs the workload until `until` of simulated time: `w.clients`
+/// concurrent request loops sharing one request counter.
+pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -> turmoil::Result {
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loops: Vec<_> = (0..w.clients.max(1))
+        .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone())))
+        .collect();
+    for l in loops {
+        l.await?;
+    }
+    Ok(())
+}
+
+async fn one_client(w: Workload, until: Duration, history: History, trace: Trace, counter: Arc<std::sync::atomic::AtomicU64>) {
+    let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(5));
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let timeout = Duration::from_millis(w.request_timeout_ms);
+    while crate::trace::now() < until {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let destroy = w.destroy_every > 0 && n % w.destroy_every as u64 == 0 && !acked.is_empty();
+        let sent_ms = ms();
+        let op = if destroy {
+            let (tenant, id) = acked.remove((n as usize * 7) % acked.len());
+            let result = first_site(timeout, |addr| {
+                let (client, tenant, id) = (&client, tenant.clone(), id.clone());
+                async move {
+                    match client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload").await {
+                        // An earlier try timed out but took effect: done.
+                        Err(e) if e.code() == Some(tandem_proto::error_code::DESTROYED) => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
+            })
+            .await
+            .map(|_| Ack { origin: String::new(), epoch: 0, version: 0, shard: 0, accepted_unix_ms: 0 });
+            Op { n, kind: OpKind::Destroy, tenant, contract_id: id, sent_ms, done_ms: ms(), result }
+        } else {
+            let tenant = tenant((n % w.tenants as u64) as u32);
+            let id = format!("c{n}");
+            let size = w.sizes[(n as usize) % w.sizes.len()];
+            let header = PutHeader { tenant: tenant.clone(), contract_id: id.clone(), ..Default::default() };
+            let files = vec![("deed.pdf".to_string(), body(n, size))];
+            let result = first_site(timeout, |addr| {
+                let (client, header, files) = (&client, header.clone(), files.clone());
+                async move {
+                    let r = client.put_bytes(&addr, &header, &files).await?;
+                    Ok(r.contract.map(|c| Ack {
+                        origin: c.origin,
+                        epoch: c.epoch,
+                        version: c.version,
+                        shard: c.shard,
+                        accepted_unix_ms: c.created_unix_ms,
+                    }))
+                }
+            })
+            .await
+            .and_then(|a| a.ok_or_else(|| "the reply described no contract".to_string()));
+            if result.is_ok() {
+                acked.push((tenant.clone(), id.clone()));
+            }
+            Op { n, kind: OpKind::Put, tenant, contract_id: id, sent_ms, done_ms: ms(), result }
+        };
+        trace.record(
+            crate::trace::now(),
+            match &op.result {
+                Ok(a) => format!("client {:?} {}/{} ok at {} epoch {} v{}", op.kind, op.tenant, op.contract_id, a.origin, a.epoch, a.version),
+                Err(e) => format!("client {:?} {}/{} failed: {e}", op.kind, op.tenant, op.contract_id),
+            },
+        );
+        history.push(op);
+        tokio::time::sleep(Duration::from_millis(w.interval_ms)).await;
+    }
+}
+
+/// Tries the sites in order (a, b, c) until one accepts (a site that
+/// cannot write, has no lease or does not answer sends the client on, as
+/// the platform's clients do). Each try is bounded by `timeout`: turmoil's
+/// TCP does not retransmit, so a request across a lossy link could
+/// otherwise wait forever.
+async fn first_site<T, F, Fut>(timeout: Duration, call: F) -> Result<T, String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tandem_replicator::client::ClientError>>,
+{
+    let mut last = String::new();
+    for site in site_names() {
+        match tokio::time::timeout(timeout, call(replicator_addr(site))).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(tandem_replicator::client::ClientError::Unreachable { reason, .. })) => last = format!("{site} unreachable: {reason}"),
+            Ok(Err(e)) => last = format!("{site}: {e}"),
+            Err(_) => last = format!("{site}: no answer within {} ms", timeout.as_millis()),
+        }
+    }
+    Err(last)
+}
