@@ -237,3 +237,59 @@ fn demo_starts_stops_and_recovers() {
     }
     interrupt_and_wait(child);
 }
+
+// The audit log is a hash chain: `audit --verify` passes on every
+// controller, `audit --export` writes the whole log as JSON lines, and an
+// entry edited on one controller's disk is named as the first broken one
+// at that controller only.
+#[test]
+fn audit_chain_verifies_exports_and_names_a_tampered_entry() {
+    let mut c = Cluster::new();
+    for s in SITES {
+        c.start(s);
+    }
+    c.wait_status("a leader and the initial layout", &SITES, |s| leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true);
+    for (cmd, why) in [("pause", "audit test one"), ("resume", "audit test two"), ("pause", "audit test three")] {
+        let out = c.tandem(&SITES, &[cmd, "--reason", why, "--who", "tester", "--yes"]);
+        assert!(out.status.success(), "{cmd} failed: {}", stderr(&out));
+    }
+    // Every controller has applied all four entries before we look.
+    for s in SITES {
+        c.wait_status("the entries applied here", &[s], |st| st["cluster"]["audit_len"] == 4);
+    }
+    let out = c.tandem(&SITES, &["audit", "--verify"]);
+    assert!(out.status.success(), "verify failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).matches("audit chain intact, 4 entries").count(), 3, "{}", stdout(&out));
+
+    let export = c.data_dir("a").with_file_name("audit.jsonl");
+    let out = c.tandem(&SITES, &["audit", "--export", export.to_str().unwrap()]);
+    assert!(out.status.success(), "export failed: {}", stderr(&out));
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(lines[2]["why"], "audit test two");
+    assert_eq!(lines[2]["prev_hash"], lines[1]["hash"], "each line links to the one before");
+
+    // Someone with disk access at b rewrites why entry 3 was made.
+    c.kill("b");
+    {
+        use tandem_storage::{Durability, KvStore, WriteBatch};
+        let kv = tandem_storage::RocksKv::open(&c.data_dir("b").join("controller")).unwrap();
+        let mut key = b"audit/".to_vec();
+        key.extend_from_slice(&3u64.to_be_bytes());
+        let mut entry: Value = serde_json::from_slice(&kv.get(&key).unwrap().expect("entry 3 on disk")).unwrap();
+        assert_eq!(entry["why"], "audit test two");
+        entry["why"] = "routine".into();
+        let mut batch = WriteBatch::new();
+        batch.put(key, serde_json::to_vec(&entry).unwrap());
+        kv.write(batch, Durability::Sync).unwrap();
+    }
+    c.start("b");
+    c.wait_status("b back with a leader and all four entries", &["b"], |s| leader_of(s).is_some() && s["cluster"]["audit_len"] == 4);
+    let out = c.tandem(&SITES, &["audit", "--verify"]);
+    assert!(!out.status.success(), "a tampered log verified: {}", stdout(&out));
+    let text = stdout(&out);
+    let b_line = text.lines().find(|l| l.starts_with(&c.controllers(&["b"]))).unwrap_or_default();
+    assert!(b_line.contains("BROKEN at entry 3"), "{text}");
+    assert_eq!(text.matches("audit chain intact, 4 entries").count(), 2, "a and c are untouched: {text}");
+}

@@ -208,11 +208,23 @@ impl ControlClient {
         self.audit(limit).await
     }
 
+    /// One page of the audit log as the controller at `addr` has it on its
+    /// disk: up to `limit` entries from `from_seq` on, oldest first, and the
+    /// number of entries it says it holds.
+    pub async fn audit_page(&self, addr: &str, from_seq: u64, limit: u32) -> Result<(Vec<AuditEntry>, u64), ClientError> {
+        let mut c = self.client(addr).map_err(|e| no_controller(vec![(addr.to_string(), e)]))?;
+        match self.bounded(c.audit(pb::AuditRequest { limit, from_seq: from_seq.max(1) })).await {
+            Ok(r) => Ok((r.entries.into_iter().map(convert::audit_from_pb).collect(), r.audit_len)),
+            Err(CallError::Status(s)) => Err(ClientError::Refused(s.message().to_string())),
+            Err(e) => Err(no_controller(vec![(addr.to_string(), e)])),
+        }
+    }
+
     async fn audit_from(&self, addrs: &[String], limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
         let mut tried = Vec::new();
         for addr in addrs {
             let result = match self.client(addr) {
-                Ok(mut c) => self.bounded(c.audit(pb::AuditRequest { limit })).await,
+                Ok(mut c) => self.bounded(c.audit(pb::AuditRequest { limit, from_seq: 0 })).await,
                 Err(e) => Err(e),
             };
             match result {

@@ -17,6 +17,7 @@
 //! This crate never changes state except through Raft, and never reads
 //! wall time or randomness while applying the log.
 
+pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod config;

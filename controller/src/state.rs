@@ -152,6 +152,13 @@ pub struct AuditEntry {
     pub result: String,
     /// The Raft log index that carried the operation.
     pub log_index: u64,
+    /// Hash of the entry before this one ("" for the first): the chain
+    /// that makes the log tamper-evident (see [`crate::audit`]).
+    #[serde(default)]
+    pub prev_hash: String,
+    /// Hash of this entry's fields, `prev_hash` included.
+    #[serde(default)]
+    pub hash: String,
 }
 
 /// Everything the controllers agree on, except the audit log, which is kept
@@ -170,6 +177,9 @@ pub struct ClusterState {
     pub policy: Policy,
     /// Number of audit entries so far (the entries live in [`AuditLog`]).
     pub audit_len: u64,
+    /// Hash of the newest audit entry: the next one links to it.
+    #[serde(default)]
+    pub audit_head: String,
     /// When the last automatic failover moved shards (proposer's clock), for
     /// the cooldown; 0: never.
     #[serde(default)]

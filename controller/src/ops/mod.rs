@@ -90,7 +90,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::SetSiteRole(spec) => site_role::apply(state, spec),
     };
     state.audit_len += 1;
-    let entry = AuditEntry {
+    let mut entry = AuditEntry {
         seq: state.audit_len,
         at_unix_ms: req.meta.at_unix_ms,
         who: req.meta.who.clone(),
@@ -98,7 +98,10 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         what: applied.what,
         result: applied.result.clone(),
         log_index,
+        prev_hash: String::new(),
+        hash: String::new(),
     };
+    state.audit_head = crate::audit::seal(&mut entry, &state.audit_head);
     let outcome = Outcome { audit_seq: entry.seq, log_index, result: applied.result, changed: applied.changed };
     (outcome, entry)
 }

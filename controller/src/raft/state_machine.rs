@@ -94,6 +94,19 @@ impl StateReader {
         entries.reverse();
         Ok(entries)
     }
+
+    /// Up to `limit` audit entries from `from_seq` on, oldest first, and
+    /// how many entries the log holds: to read the whole chain in pages.
+    pub fn audit_from(&self, from_seq: u64, limit: usize) -> Result<(Vec<AuditEntry>, u64), tandem_storage::StorageError> {
+        let len = self.lock().cluster.audit_len;
+        let rows = self.kv.range(&audit_key(from_seq.max(1)), AUDIT_END, limit)?;
+        let entries = rows
+            .iter()
+            .map(|(_, v)| serde_json::from_slice(v))
+            .collect::<Result<_, _>>()
+            .map_err(|e| tandem_storage::StorageError::Backend(format!("corrupt audit entry: {e}")))?;
+        Ok((entries, len))
+    }
 }
 
 pub struct StateMachineStore {
@@ -304,7 +317,7 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
     c.pairs.retain(|p| p.site_a == r.site || p.site_b == r.site);
     c.audit_len += 1;
     let result = format!("ok: generation {}, {} owns all {} shards, other sites fenced", c.generation, r.site, c.shards.len());
-    let entry = AuditEntry {
+    let mut entry = AuditEntry {
         seq: c.audit_len,
         at_unix_ms: r.at_unix_ms,
         who: r.who.clone(),
@@ -312,7 +325,10 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
         what: format!("DR activation at {}: membership reset to {} alone", r.site, r.site),
         result: result.clone(),
         log_index: 0,
+        prev_hash: String::new(),
+        hash: String::new(),
     };
+    c.audit_head = crate::audit::seal(&mut entry, &c.audit_head);
     let generation = c.generation;
     core.last_applied = None;
     core.membership = StoredMembership::default();

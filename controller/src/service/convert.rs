@@ -71,6 +71,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
             }),
             audit_len: c.audit_len,
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
+            audit_head: c.audit_head.clone(),
         }),
         replicators: s.replicators.iter().map(replicator_to_pb).collect(),
         now_unix_ms: s.now_unix_ms,
@@ -159,6 +160,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
                 down_after_s: p.down_after_s,
             },
             audit_len: c.audit_len,
+            audit_head: c.audit_head,
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
         },
         replicators: reply.replicators.into_iter().map(replicator_from_pb).collect(),
@@ -175,6 +177,8 @@ pub fn audit_to_pb(e: &AuditEntry) -> pb::AuditEntryView {
         what: e.what.clone(),
         result: e.result.clone(),
         log_index: e.log_index,
+        prev_hash: e.prev_hash.clone(),
+        hash: e.hash.clone(),
     }
 }
 
@@ -187,6 +191,8 @@ pub fn audit_from_pb(e: pb::AuditEntryView) -> AuditEntry {
         what: e.what,
         result: e.result,
         log_index: e.log_index,
+        prev_hash: e.prev_hash,
+        hash: e.hash,
     }
 }
 

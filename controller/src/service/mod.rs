@@ -170,12 +170,18 @@ impl Control for ControlService {
     }
 
     async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::AuditReply>, Status> {
-        let limit = match req.into_inner().limit as usize {
+        let req = req.into_inner();
+        let limit = match req.limit as usize {
             0 => AUDIT_PAGE_DEFAULT,
             n => n.min(AUDIT_PAGE_MAX),
         };
-        let entries = self.state.audit(limit).map_err(|e| Status::internal(format!("cannot read audit log: {e}")))?;
-        Ok(Response::new(pb::AuditReply { entries: entries.iter().map(convert::audit_to_pb).collect() }))
+        let cannot = |e| Status::internal(format!("cannot read audit log: {e}"));
+        let (entries, audit_len) = if req.from_seq > 0 {
+            self.state.audit_from(req.from_seq, limit).map_err(cannot)?
+        } else {
+            (self.state.audit(limit).map_err(cannot)?, self.state.cluster().audit_len)
+        };
+        Ok(Response::new(pb::AuditReply { entries: entries.iter().map(convert::audit_to_pb).collect(), audit_len }))
     }
 
     async fn pause(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
