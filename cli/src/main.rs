@@ -5,9 +5,9 @@
 //! which defaults to the addresses `tandem demo` uses.
 
 mod cmd;
+mod logging;
 mod output;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +21,10 @@ pub const DEMO_CONTROLLERS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as human-readable text or JSON objects (PII and key
+    /// material are masked in both).
+    #[arg(long, global = true, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Human)]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
         Command::Drill(_) => "off",
         _ => "warn",
     };
-    init_logging(level, log_file);
+    logging::init(level, cli.log_format, log_file);
     // The simulation brings its own runtimes.
     if let Command::Drill(args) = cli.command {
         return match cmd::drill::run(args) {
@@ -128,18 +132,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Daemons log at info to stderr; client commands only warn, so their
-/// output stays readable. The demo logs to a file in its directory so its
-/// terminal shows only what to do next. `RUST_LOG` overrides the levels.
-fn init_logging(default: &str, file: Option<std::fs::File>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init(),
-        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
     }
 }

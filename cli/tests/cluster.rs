@@ -124,9 +124,10 @@ fn malformed_config_names_file_line_and_field() {
 fn consecutive_free_ports() -> u16 {
     loop {
         let base = free_port();
-        // Three controller ports, then three replicator ports 10 above.
-        let ports = [1, 2, 10, 11, 12];
-        if base < u16::MAX - 12 && ports.iter().all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        // Three controller ports, three replicator ports 10 above, and
+        // their metrics ports 20 and 30 above.
+        let ports = [1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32];
+        if base < u16::MAX - 32 && ports.iter().all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }

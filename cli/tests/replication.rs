@@ -35,6 +35,36 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
+/// Every metric the alert rules and the dashboard in deploy/ use is one
+/// the daemons export, and every runbook an alert names exists: renaming a
+/// metric or a runbook cannot silently disable an alert.
+fn deploy_names_only_exported_metrics(scrapes: &[&str]) {
+    let exported: std::collections::BTreeSet<&str> =
+        scrapes.iter().flat_map(|s| s.lines()).filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["deploy/prometheus/tandem-alerts.yml", "deploy/grafana/tandem-dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let used: std::collections::BTreeSet<&str> = text
+            .match_indices("tandem_")
+            .map(|(i, _)| {
+                let rest = &text[i..];
+                &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+            })
+            .collect();
+        assert!(!used.is_empty(), "{file} uses no tandem metric");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(unknown.is_empty(), "{file} uses metrics no daemon exports: {unknown:?}");
+        for line in text.lines().filter_map(|l| l.trim().strip_prefix("runbook: ")) {
+            assert!(root.join(line).is_file(), "{file} names a runbook that does not exist: {line}");
+        }
+    }
+}
+
+/// The value of one sample (name with its labels, exactly as exported).
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "command failed: {}\n{}", stderr(out), stdout(out));
     stdout(out)
@@ -184,6 +214,8 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
     let input = tempfile::tempdir().unwrap();
     let file = write(input.path(), "contract.pdf", &body("signed", 200 * 1024));
 
+    let pair_sync = |c: &Cluster| c.scrape("a").and_then(|m| metric(&m, "tandem_pair_sync{pair=\"a-b\"}"));
+    assert_eq!(pair_sync(&c), Some(1.0), "controller metrics: the pair in sync");
     let writer = Writer::start(&c.replicator_addrs["a"], &tenant, &file);
     writer.wait_acks(&c, 3);
     c.kill_replicator("b");
@@ -204,10 +236,25 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
         (link["entries"].as_u64()? >= 5).then_some(link)
     });
     assert!(lag_to_b["bytes"].as_u64().unwrap() >= 5 * 200 * 1024, "{lag_to_b}");
+    // The same, scraped from the daemons' /metrics as Prometheus would.
+    let scraped = c.wait_for("a's replicator exporting its lag towards b and the async mode", || {
+        let m = c.scrape("a-replicator")?;
+        let lag = metric(&m, "tandem_replication_lag_entries{peer=\"b\"}")?;
+        (lag >= 5.0 && metric(&m, "tandem_pair_mode{pair=\"a-b\",mode=\"async\"}")? == 1.0).then_some(m)
+    });
+    assert!(metric(&scraped, "tandem_replication_lag_bytes{peer=\"b\"}").unwrap() >= (5 * 200 * 1024) as f64, "{scraped}");
+    assert_eq!(metric(&scraped, "tandem_pair_mode{pair=\"a-b\",mode=\"sync\"}"), Some(0.0), "{scraped}");
+    assert!(metric(&scraped, "tandem_requests_total{call=\"put\",outcome=\"ok\"}").unwrap() >= 5.0, "{scraped}");
+    assert_eq!(pair_sync(&c), Some(0.0), "controller metrics: the pair left sync");
+    let ctl = c.scrape("c").unwrap();
+    assert!(metric(&ctl, "tandem_replication_lag_entries{from=\"a\",to=\"b\"}").unwrap() >= 5.0, "{ctl}");
+    assert_eq!(metric(&ctl, "tandem_audit_chain_ok"), Some(1.0), "{ctl}");
+    deploy_names_only_exported_metrics(&[&ctl, &scraped]);
     assert!(pair["state_id"].as_u64().unwrap() > state_id_before, "the mode change must be a new Raft-recorded state: {pair}");
 
     c.start_replicator("b");
     c.wait_status("the pair back in sync", &SITES, |s| s["cluster"]["pairs"][0]["mode"] == "sync");
+    c.wait_for("controller metrics: the pair back in sync", || (pair_sync(&c)? == 1.0).then_some(()));
     let at_b = list_ids(&c, "b", &tenant);
     let missing: Vec<&String> = acked.iter().map(|a| &a.id).filter(|id| !at_b.contains(*id)).collect();
     assert!(missing.is_empty(), "acknowledged contracts missing at b after catch-up: {missing:?}");
@@ -741,4 +788,45 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
             return fb.read(&mut bb).unwrap() == 0;
         }
     }
+}
+
+// After a workload that carries PII (ID-card number and phone as PII
+// fields, an ID-card number inside a contract id, a phone number in a
+// destroy reason) with the daemons logging at debug, no log line holds an
+// ID-card number, a phone number or the key-encryption key; the destroy
+// line that named the contract is there, masked; JSON format gives JSON.
+#[test]
+fn logs_never_show_pii_or_key_material() {
+    let mut c = Cluster::new();
+    c.env.push(("RUST_LOG".into(), "debug,openraft=info,h2=info,hyper=info,tower=info,hyper_util=info".into()));
+    c.env.push(("TANDEM_LOG_FORMAT".into(), "json".into()));
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "masking");
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "deed.pdf", &body("signed", 4096));
+    let (id_card, phone, id_in_contract_id) = ("11010519491231002X", "13812345678", "110101199003074518");
+    let contract_id = format!("id-{id_in_contract_id}");
+    let pii = [format!("id_card={id_card}"), format!("phone={phone}")];
+    put(&c, "a", &tenant, &contract_id, &[&file], &["--pii", &pii[0], "--pii", &pii[1], "--field", "title=lease"]);
+    let out = tempfile::tempdir().unwrap();
+    let got = wait_readable(&c, "c", &tenant, &contract_id, out.path());
+    assert_eq!(got["pii_fields"]["phone"], phone, "the workload really carried the PII: {got}");
+    ok(&c.contract(
+        "a",
+        &["destroy", "--tenant", &tenant, "--id", &contract_id, "--reason", &format!("customer {phone} asked"), "--who", "dpo", "--yes"],
+    ));
+    c.wait_for("the destroy logged at a", || c.log("a-replicator").contains("contract destroyed").then_some(()));
+
+    let kek = std::fs::read_to_string(c.dir.path().join("kek.key")).unwrap();
+    let kek_hex = kek.lines().find(|l| l.starts_with("tandem-kek-v1")).and_then(|l| l.split(' ').nth(2)).unwrap().to_string();
+    let logs = c.logs();
+    assert!(logs.lines().count() > 50, "the daemons logged at debug: {} lines", logs.lines().count());
+    for (what, secret) in [("ID-card PII field", id_card), ("phone", phone), ("ID-card number in a contract id", id_in_contract_id), ("KEK", &kek_hex)] {
+        let leaks: Vec<&str> = logs.lines().filter(|l| l.contains(secret)).take(3).collect();
+        assert!(leaks.is_empty(), "the {what} reached the logs: {leaks:?}");
+    }
+    let destroyed = c.log("a-replicator").lines().find(|l| l.contains("contract destroyed")).unwrap().to_string();
+    assert!(destroyed.contains("id-[id masked]"), "the destroy line names the contract, masked: {destroyed}");
+    let line: Value = serde_json::from_str(&destroyed).unwrap_or_else(|e| panic!("not a JSON line ({e}): {destroyed}"));
+    assert_eq!(line["fields"]["who"], "dpo", "{line}");
 }

@@ -24,6 +24,10 @@ pub struct NodeConfig {
     /// this site's `addr`.
     #[serde(default)]
     pub listen: Option<String>,
+    /// Where to serve Prometheus `/metrics` (plain HTTP, "host:port");
+    /// none: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     #[serde(default = "default_shard_count")]
     pub shard_count: u32,
     pub sites: Vec<SiteConfig>,

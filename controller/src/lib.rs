@@ -24,6 +24,7 @@ pub mod config;
 pub mod detect;
 pub mod failover;
 pub mod health;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod plan;

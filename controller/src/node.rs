@@ -71,7 +71,7 @@ async fn refuse_if_superseded(config: &NodeConfig, me: &crate::config::SiteConfi
             if s.cluster.generation > generation && fenced_there {
                 return Err(NodeError::Superseded(format!(
                     "site {} (at {addr}) runs generation {} after a DR activation; this node holds generation {generation} and \
-                     must not act. Bring this site back with the failback procedure after DR (runbooks/dr-activation.md)",
+                     must not act. Bring this site back with the failback procedure after DR (runbooks/failback-after-dr.md)",
                     s.raft.site, s.cluster.generation
                 )));
             }
@@ -239,6 +239,18 @@ impl Node {
 
     pub fn state(&self) -> &StateReader {
         &self.state
+    }
+
+    /// What `/metrics` renders, detached from the node's lifetime.
+    pub fn metrics_source(&self) -> crate::metrics::MetricsSource {
+        crate::metrics::MetricsSource {
+            raft: self.raft.clone(),
+            state: self.state.clone(),
+            health: self.health.clone(),
+            clock: self.clock.clone(),
+            site: self.site.clone(),
+            node_id: self.node_id,
+        }
     }
 
     pub fn status(&self) -> NodeStatus {

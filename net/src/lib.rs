@@ -14,6 +14,7 @@ use std::time::Duration;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod metrics;
 #[cfg(feature = "turmoil")]
 mod sim;
 

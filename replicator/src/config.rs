@@ -23,6 +23,10 @@ pub struct ReplicatorConfig {
     /// Address to bind; defaults to this site's `addr`.
     #[serde(default)]
     pub listen: Option<String>,
+    /// Where to serve Prometheus `/metrics` (plain HTTP, "host:port");
+    /// none: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// How long a sync write waits for the in-city peer before the pair is
     /// recorded async.
     #[serde(default = "default_sync_timeout_ms")]

@@ -81,6 +81,28 @@ fn coded(code: Code, msg: String, error: &'static str) -> Status {
     s
 }
 
+impl ReplicaError {
+    /// A short name for the kind of error (metrics labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplicaError::Invalid(_) => "invalid",
+            ReplicaError::NotOwner { .. } => "not_owner",
+            ReplicaError::NoLease(_) => "no_lease",
+            ReplicaError::Moving { .. } => "moving",
+            ReplicaError::NotReady(_) => "not_ready",
+            ReplicaError::NotFound(_) => "not_found",
+            ReplicaError::Destroyed { .. } => "destroyed",
+            ReplicaError::Busy(_) => "busy",
+            ReplicaError::StaleEpoch { .. } => "stale_epoch",
+            ReplicaError::Gap { .. } => "gap",
+            ReplicaError::Corrupt(_) => "corrupt",
+            ReplicaError::NotAcknowledged(_) => "not_acknowledged",
+            ReplicaError::Key(_) => "key",
+            ReplicaError::Internal(_) => "internal",
+        }
+    }
+}
+
 impl From<ReplicaError> for Status {
     fn from(e: ReplicaError) -> Self {
         let msg = e.to_string();

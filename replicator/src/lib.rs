@@ -34,6 +34,7 @@ pub mod gc;
 pub mod ids;
 pub mod lag;
 pub mod meta;
+pub mod metrics;
 pub mod model;
 pub mod quarantine;
 pub mod read;

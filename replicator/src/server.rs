@@ -89,6 +89,7 @@ impl Replicator {
             log_grew: watch::Sender::new(head),
             apply_locks: config.sites.iter().map(|s| (s.name.clone(), tokio::sync::Mutex::new(()))).collect(),
             quarantines: tokio::sync::watch::Sender::new(0),
+            counters: Default::default(),
             contract_locks: (0..crate::site::CONTRACT_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             gc_wake: tokio::sync::Notify::new(),
             staged: Default::default(),

@@ -113,7 +113,9 @@ async fn put(site: &Site, mut chunks: Streaming<pb::PutChunk>) -> Result<pb::Put
 #[tonic::async_trait]
 impl Contracts for ContractsService {
     async fn put(&self, req: Request<Streaming<pb::PutChunk>>) -> Result<Response<pb::PutReply>, Status> {
-        Ok(Response::new(put(&self.site, req.into_inner()).await?))
+        let result = put(&self.site, req.into_inner()).await;
+        self.site.counters.count("put", result.as_ref().err());
+        Ok(Response::new(result?))
     }
 
     type GetStream = BoxStream<pb::GetChunk>;
@@ -160,6 +162,9 @@ impl Contracts for ContractsService {
     async fn destroy(&self, req: Request<pb::DestroyRequest>) -> Result<Response<pb::DestroyReply>, Status> {
         let r = req.into_inner();
         let ack = crate::write::destroy(&self.site, &r.tenant, &r.contract_id, &r.who, &r.why).await?;
+        // A destruction is rare and irreversible: worth a line (ids may
+        // hold anything an operator typed; the log writer masks PII).
+        tracing::info!(tenant = %r.tenant, contract = %r.contract_id, who = %r.who, log_seq = ack.seq, "contract destroyed: its data keys are deleted on every site");
         Ok(Response::new(pb::DestroyReply { log_seq: ack.seq, replication: ack.replication }))
     }
 }
@@ -188,7 +193,9 @@ impl Replication for ReplicationService {
     }
 
     async fn apply(&self, req: Request<Streaming<pb::ApplyChunk>>) -> Result<Response<pb::ApplyReply>, Status> {
-        let applied_seq = apply(&self.site, req.into_inner(), Mode::Log).await.inspect_err(|e| {
+        let result = apply(&self.site, req.into_inner(), Mode::Log).await;
+        self.site.counters.count("apply", result.as_ref().err());
+        let applied_seq = result.inspect_err(|e| {
             tracing::warn!(site = %self.site.name, error = %e, "replication entry refused");
         })?;
         Ok(Response::new(pb::ApplyReply { applied_seq }))

@@ -140,6 +140,27 @@ pub struct Site {
     pub staged: crate::stage::Registry,
     /// How long a staged blob waits for its entry before it is deleted.
     pub staged_ttl: Duration,
+    /// Requests served and refused, for `/metrics`.
+    pub counters: Counters,
+}
+
+/// Outcomes of the calls that change data, by call and error kind.
+#[derive(Default)]
+pub struct Counters {
+    outcomes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl Counters {
+    /// Counts one `call` ("put", "apply"): `ok`, or the error's kind.
+    pub fn count(&self, call: &'static str, error: Option<&crate::error::ReplicaError>) {
+        let outcome = error.map_or("ok", |e| e.kind());
+        *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()).entry((call, outcome)).or_default() += 1;
+    }
+
+    /// ((call, outcome), count), in a stable order.
+    pub fn snapshot(&self) -> Vec<((&'static str, &'static str), u64)> {
+        self.outcomes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, *v)).collect()
+    }
 }
 
 /// Number of [`Site::contract_locks`] stripes.

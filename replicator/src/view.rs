@@ -55,6 +55,12 @@ impl ControllerView {
         guard.as_ref().filter(|s| s.leased_at.is_some_and(|t| t.elapsed() < LEASE)).map(|s| s.state.clone())
     }
 
+    /// How much of the write lease is left (zero: none, writes refused).
+    pub fn lease_remaining(&self) -> Duration {
+        let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().and_then(|s| s.leased_at).map_or(Duration::ZERO, |t| LEASE.saturating_sub(t.elapsed()))
+    }
+
     /// Takes a state the leader answered after confirming its leadership,
     /// for a read sent at `sent_at`: it renews the lease.
     pub fn offer_leased(&self, state: ClusterState, applied_index: u64, sent_at: Instant) -> bool {

@@ -94,6 +94,7 @@ fn config_for(site: &str) -> NodeConfig {
         site: site.to_string(),
         data_dir: PathBuf::from("/sim").join(site),
         listen: Some(format!("0.0.0.0:{CONTROLLER_PORT}")),
+        metrics_listen: None,
         shard_count: SHARDS,
         sites: SITES
             .iter()
@@ -121,6 +122,7 @@ fn replicator_config(site: &str) -> ReplicatorConfig {
             .map(|s| format!("{s}:{CONTROLLER_PORT}"))
             .collect(),
         listen: Some(format!("0.0.0.0:{REPLICATOR_PORT}")),
+        metrics_listen: None,
         sync_timeout_ms: 1000,
         staged_ttl_ms: 10 * 60 * 1000,
         blob_url: None,

@@ -33,7 +33,22 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<Node> {
     std::fs::create_dir_all(&db_dir).with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
     let kv = RocksKv::open(&db_dir)?;
     let deps = NodeDeps { kv: Arc::new(kv), transport: Transport::Tokio, clock: Arc::new(SystemClock) };
-    Ok(Node::start(config, deps).await?)
+    let metrics_listen = config.metrics_listen.clone();
+    let node = Node::start(config, deps).await?;
+    if let Some(addr) = metrics_listen {
+        let source = node.metrics_source();
+        serve_metrics(&addr, Arc::new(move || source.render())).await?;
+    }
+    Ok(node)
+}
+
+/// Binds `addr` now (a taken port is a start-up error, not a silent gap in
+/// the dashboards) and serves `/metrics` there for the process's life.
+pub async fn serve_metrics(addr: &str, render: tandem_net::metrics::Render) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for /metrics on {addr} (metrics_listen)"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    tokio::spawn(tandem_net::metrics::serve(listener, render));
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM (what systemd and `kill` send).

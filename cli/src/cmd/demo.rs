@@ -43,6 +43,7 @@ pub fn site_config(dir: &Path, site: &str, base_port: u16, shards: u32) -> Strin
 site = "{site}"
 data_dir = "{data}"
 shard_count = {shards}
+metrics_listen = "127.0.0.1:{metrics}"
 
 [[sites]]
 name = "a"
@@ -69,7 +70,23 @@ addr = "127.0.0.1:{pc}"
         pa = port(0),
         pb = port(1),
         pc = port(2),
+        metrics = metrics_port(base_port, site, CONTROLLER_METRICS_OFFSET),
     )
+}
+
+/// Prometheus `/metrics` of the demo's controllers: controller ports plus
+/// this (7121.. by default); of its replicators: plus the next (7131..).
+pub const CONTROLLER_METRICS_OFFSET: u16 = 20;
+pub const REPLICATOR_METRICS_OFFSET: u16 = 30;
+
+/// A demo site's metrics port.
+pub fn metrics_port(base_port: u16, site: &str, offset: u16) -> u16 {
+    let index = match site {
+        "a" => 0,
+        "b" => 1,
+        _ => 2,
+    };
+    base_port + offset + index
 }
 
 /// Replicator ports are the controller ports plus this (7111.. by default).
@@ -90,6 +107,7 @@ data_dir = "{data}"
 key_file = "{key}"
 controllers = ["127.0.0.1:{ca}", "127.0.0.1:{cb}", "127.0.0.1:{cc}"]
 sync_timeout_ms = 2000
+metrics_listen = "127.0.0.1:{metrics}"
 
 [[sites]]
 name = "a"
@@ -111,6 +129,7 @@ addr = "127.0.0.1:{pc}"
         pa = port(0),
         pb = port(1),
         pc = port(2),
+        metrics = metrics_port(base_port, site, REPLICATOR_METRICS_OFFSET),
     )
 }
 
@@ -127,8 +146,8 @@ fn ensure_key_file(dir: &Path) -> anyhow::Result<()> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args.dir.canonicalize().with_context(|| format!("cannot resolve {}", args.dir.display()))?;
-    if args.base_port > u16::MAX - REPLICATOR_PORT_OFFSET - 2 {
-        anyhow::bail!("--base-port {} leaves no room for the six ports", args.base_port);
+    if args.base_port > u16::MAX - REPLICATOR_METRICS_OFFSET - 2 {
+        anyhow::bail!("--base-port {} leaves no room for the twelve ports", args.base_port);
     }
     ensure_key_file(&dir)?;
 
@@ -184,6 +203,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "  replicators: {}",
         replicators.iter().map(|r| r.local_addr().to_string()).collect::<Vec<_>>().join(",")
+    );
+    println!(
+        "  metrics:     http://127.0.0.1:{}/metrics .. :{} (controllers), :{} .. :{} (replicators)",
+        args.base_port + CONTROLLER_METRICS_OFFSET,
+        args.base_port + CONTROLLER_METRICS_OFFSET + 2,
+        args.base_port + REPLICATOR_METRICS_OFFSET,
+        args.base_port + REPLICATOR_METRICS_OFFSET + 2
     );
     println!();
     println!("Try, in another terminal:");

@@ -42,6 +42,10 @@ pub struct Cluster {
     pub addrs: BTreeMap<&'static str, String>,
     /// Replicator address per site.
     pub replicator_addrs: BTreeMap<&'static str, String>,
+    /// Prometheus `/metrics` address per process: "a" or "a-replicator".
+    pub metrics_addrs: BTreeMap<String, String>,
+    /// Environment given to every daemon started from now on.
+    pub env: Vec<(String, String)>,
     /// Running processes: "a" (controller) or "a-replicator".
     children: BTreeMap<String, Child>,
     /// A site isolated in its own network namespace, when asked for.
@@ -132,7 +136,15 @@ impl Cluster {
         };
         let addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("{}:{}", host(s), free_port()))).collect();
         let replicator_addrs: BTreeMap<_, _> = SITES.iter().map(|s| (*s, format!("{}:{}", host(s), free_port()))).collect();
-        let c = Cluster { dir, addrs, replicator_addrs, children: BTreeMap::new(), netns };
+        let metrics_addrs = SITES
+            .iter()
+            .flat_map(|s| [s.to_string(), format!("{s}-replicator")])
+            .map(|name| {
+                let site = name.split('-').next().unwrap_or_default().to_string();
+                (name, format!("{}:{}", host(&site), free_port()))
+            })
+            .collect();
+        let c = Cluster { dir, addrs, replicator_addrs, metrics_addrs, env: Vec::new(), children: BTreeMap::new(), netns };
         let key = c.dir.path().join("kek.key");
         let out = run_bounded(Command::new(TANDEM).args(["keys", "create", "--kek-id", "test-kek-1", "--file"]).arg(&key));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -158,9 +170,10 @@ impl Cluster {
 
     fn controller_config(&self, site: &str) -> String {
         let mut text = format!(
-            "site = \"{site}\"\ndata_dir = \"{}\"\nshard_count = {SHARDS}\n\n[raft]\nheartbeat_ms = 100\n\
+            "site = \"{site}\"\ndata_dir = \"{}\"\nshard_count = {SHARDS}\nmetrics_listen = \"{}\"\n\n[raft]\nheartbeat_ms = 100\n\
              election_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\ncommit_timeout_ms = 3000\n",
-            self.data_dir(site).display()
+            self.data_dir(site).display(),
+            self.metrics_addrs[site]
         );
         for (i, (name, city, role)) in
             [("a", "city-1", "active"), ("b", "city-1", "active"), ("c", "city-2", "dr-standby")].iter().enumerate()
@@ -177,10 +190,12 @@ impl Cluster {
     /// A replicator config; `extra` is appended to the top-level keys.
     pub fn replicator_config(&self, site: &str, key_file: &Path, extra: &str) -> String {
         let mut text = format!(
-            "site = \"{site}\"\ndata_dir = \"{}\"\nkey_file = \"{}\"\ncontrollers = [{}]\nsync_timeout_ms = 1000\n{extra}\n",
+            "site = \"{site}\"\ndata_dir = \"{}\"\nkey_file = \"{}\"\ncontrollers = [{}]\nsync_timeout_ms = 1000\n\
+             metrics_listen = \"{}\"\n{extra}\n",
             self.data_dir(site).join("replicator").display(),
             key_file.display(),
-            SITES.iter().map(|s| format!("\"{}\"", self.addrs[s])).collect::<Vec<_>>().join(", ")
+            SITES.iter().map(|s| format!("\"{}\"", self.addrs[s])).collect::<Vec<_>>().join(", "),
+            self.metrics_addrs[&format!("{site}-replicator")]
         );
         for name in SITES {
             text.push_str(&format!("\n[[sites]]\nname = \"{name}\"\naddr = \"{}\"\n", self.replicator_addrs[name]));
@@ -196,7 +211,7 @@ impl Cluster {
             .unwrap();
         let site = name.split('-').next().unwrap_or_default();
         let mut cmd = self.command_at(site);
-        let child = cmd.args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = cmd.envs(self.env.iter().cloned()).args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         assert!(self.children.insert(name.clone(), child).is_none(), "{name} already running");
     }
 
@@ -288,6 +303,20 @@ impl Cluster {
 
     pub fn controllers(&self, sites: &[&str]) -> String {
         sites.iter().map(|s| self.addrs[s].clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// One scrape of a process's `/metrics` ("a" or "a-replicator"), as
+    /// Prometheus does it (plain HTTP/1.1 GET); `None` if it does not answer.
+    pub fn scrape(&self, name: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = &self.metrics_addrs[name];
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
     }
 
     /// Runs the CLI against `sites`' controllers.

@@ -1,0 +1,169 @@
+//! What a controller exports on `/metrics` (Prometheus text): its Raft
+//! view, the agreed cluster state (owners, pair modes), the replicators'
+//! heartbeats and lag as this node last heard them, and facts read from
+//! its own copy of the audit log (moves, refusals, whether the hash chain
+//! holds). Names and meanings are listed in `deploy/README.md`.
+
+use std::sync::Arc;
+
+use tandem_net::metrics::{Kind, Text};
+
+use crate::audit::ChainCheck;
+use crate::clock::Clock;
+use crate::health::HealthBoard;
+use crate::node::node_status;
+use crate::raft::Raft;
+use crate::raft::state_machine::StateReader;
+use crate::state::{ReplicationMode, SiteRole};
+use crate::status::NodeStatus;
+
+/// Audit entries read per page when scanning the log.
+const PAGE: usize = 10_000;
+
+/// Everything a scrape needs, cloned out of the running node.
+#[derive(Clone)]
+pub struct MetricsSource {
+    pub(crate) raft: Raft,
+    pub(crate) state: StateReader,
+    pub(crate) health: HealthBoard,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) site: String,
+    pub(crate) node_id: u64,
+}
+
+/// What the audit log says, counted on every scrape from this node's disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFacts {
+    pub entries: u64,
+    /// 0 when the chain holds, else the first broken entry.
+    pub first_broken: u64,
+    /// Shard moves that took effect ("move ... ok").
+    pub moves: u64,
+    /// Of those, made by tandem itself (automatic failovers).
+    pub automatic_moves: u64,
+    /// Commands refused by the rules (wrong owner or epoch, not in sync...).
+    pub refused: u64,
+    /// Automatic actions tandem declined (paused, cooldown, not in sync...).
+    pub declined: u64,
+}
+
+impl AuditFacts {
+    pub fn read(state: &StateReader) -> Result<Self, String> {
+        let mut facts = AuditFacts::default();
+        let mut check = ChainCheck::default();
+        let mut from = 1;
+        loop {
+            let (page, len) = state.audit_from(from, PAGE).map_err(|e| e.to_string())?;
+            if from == 1 {
+                facts.entries = len;
+            }
+            for e in &page {
+                check.push(e);
+                if e.what.starts_with("move ") && e.result.starts_with("ok") {
+                    facts.moves += 1;
+                    if e.who.starts_with("controller@") {
+                        facts.automatic_moves += 1;
+                    }
+                }
+                facts.refused += u64::from(e.result.starts_with("refused"));
+                facts.declined += u64::from(e.result.starts_with("declined"));
+            }
+            if page.len() < PAGE {
+                break;
+            }
+            from += PAGE as u64;
+        }
+        check.finish(facts.entries);
+        facts.first_broken = check.broken.map_or(0, |b| b.seq);
+        Ok(facts)
+    }
+}
+
+impl MetricsSource {
+    pub fn render(&self) -> String {
+        let status = node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id);
+        let audit = AuditFacts::read(&self.state).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "metrics: cannot read the audit log");
+            // An unreadable log is as bad as a broken one.
+            AuditFacts { first_broken: 1, ..Default::default() }
+        });
+        render(&status, &audit)
+    }
+}
+
+fn b(v: bool) -> f64 {
+    if v {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The text for one scrape. Pure, so it is tested without a cluster.
+pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
+    let mut t = Text::new();
+    let c = &s.cluster;
+    t.single("tandem_raft_term", Kind::Gauge, "Raft term this controller is in.", s.raft.term as f64);
+    t.single("tandem_raft_is_leader", Kind::Gauge, "1 if this controller is the Raft leader.", b(s.raft.role == "leader"));
+    t.single("tandem_raft_has_leader", Kind::Gauge, "1 if this controller knows a Raft leader.", b(s.raft.leader_id.is_some()));
+    let leader: Vec<_> = s.raft.leader_site.iter().map(|l| (vec![("site", l.clone())], 1.0)).collect();
+    t.family("tandem_raft_leader", Kind::Gauge, "The site whose controller leads, as this controller knows it.", &leader);
+    t.single("tandem_raft_last_applied_index", Kind::Gauge, "Raft log index applied here.", s.raft.last_applied_index as f64);
+    t.single("tandem_cluster_generation", Kind::Gauge, "Membership generation (grows with each DR activation).", c.generation as f64);
+    t.single("tandem_policy_paused", Kind::Gauge, "1 while automatic actions are paused.", b(c.policy.paused));
+
+    let roles = [SiteRole::Active, SiteRole::DrStandby, SiteRole::Fenced, SiteRole::Recovering];
+    let mut site_roles = Vec::new();
+    let mut owned = Vec::new();
+    for (name, site) in &c.sites {
+        for r in roles {
+            site_roles.push((vec![("site", name.clone()), ("role", r.as_str().to_string())], b(site.role == r)));
+        }
+        owned.push((vec![("site", name.clone())], c.shards.iter().filter(|sh| sh.owner == *name).count() as f64));
+    }
+    t.family("tandem_site_role", Kind::Gauge, "1 for each site's current role.", &site_roles);
+    t.family("tandem_shards_owned", Kind::Gauge, "Shards each site owns (may write).", &owned);
+
+    let modes = [ReplicationMode::Sync, ReplicationMode::Async, ReplicationMode::SyncRecover];
+    let mut pair_modes = Vec::new();
+    let mut pair_sync = Vec::new();
+    let mut state_ids = Vec::new();
+    for p in &c.pairs {
+        let pair = format!("{}-{}", p.site_a, p.site_b);
+        for m in modes {
+            pair_modes.push((vec![("pair", pair.clone()), ("mode", m.as_str().to_string())], b(p.mode == m)));
+        }
+        pair_sync.push((vec![("pair", pair.clone())], b(p.mode == ReplicationMode::Sync)));
+        state_ids.push((vec![("pair", pair)], p.state_id as f64));
+    }
+    t.family("tandem_pair_mode", Kind::Gauge, "1 for each in-city pair's current replication mode.", &pair_modes);
+    t.family("tandem_pair_sync", Kind::Gauge, "1 while the in-city pair is in sync mode (no acknowledged write can be lost).", &pair_sync);
+    t.family("tandem_pair_state_id", Kind::Gauge, "State id of the pair's mode (grows with every mode change).", &state_ids);
+
+    let mut ages = Vec::new();
+    let (mut lag_entries, mut lag_bytes, mut lag_seconds, mut heads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in &s.replicators {
+        ages.push((vec![("site", r.site.clone())], s.now_unix_ms.saturating_sub(r.received_at_unix_ms) as f64 / 1000.0));
+        heads.push((vec![("site", r.site.clone())], r.log_head as f64));
+        for l in &r.links {
+            let labels = vec![("from", r.site.clone()), ("to", l.peer.clone())];
+            lag_entries.push((labels.clone(), l.entries as f64));
+            lag_bytes.push((labels.clone(), l.bytes as f64));
+            lag_seconds.push((labels, l.seconds as f64));
+        }
+    }
+    t.family("tandem_replicator_heartbeat_age_seconds", Kind::Gauge, "Seconds since this controller heard from each site's replicator.", &ages);
+    t.family("tandem_replicator_log_head", Kind::Gauge, "Change-log entries written at each site (rate = write throughput).", &heads);
+    t.family("tandem_replication_lag_entries", Kind::Gauge, "Entries a site has written that the peer has not confirmed.", &lag_entries);
+    t.family("tandem_replication_lag_bytes", Kind::Gauge, "Bytes of those entries.", &lag_bytes);
+    t.family("tandem_replication_lag_seconds", Kind::Gauge, "Age of the oldest of those entries.", &lag_seconds);
+
+    t.single("tandem_audit_entries", Kind::Gauge, "Entries in this controller's audit log.", audit.entries as f64);
+    t.single("tandem_audit_chain_ok", Kind::Gauge, "1 while this controller's audit hash chain verifies.", b(audit.first_broken == 0));
+    t.single("tandem_audit_chain_first_broken", Kind::Gauge, "First audit entry where the chain breaks; 0 if none.", audit.first_broken as f64);
+    t.single("tandem_shard_moves_total", Kind::Counter, "Shard moves that took effect (switchovers and failovers).", audit.moves as f64);
+    t.single("tandem_automatic_failovers_total", Kind::Counter, "Shard moves made by tandem itself (automatic failovers).", audit.automatic_moves as f64);
+    t.single("tandem_refused_total", Kind::Counter, "Commands refused by the safety rules (audited).", audit.refused as f64);
+    t.single("tandem_declined_total", Kind::Counter, "Automatic actions tandem declined (audited).", audit.declined as f64);
+    t.finish()
+}
