@@ -15,6 +15,7 @@ mod error;
 mod framing;
 mod header;
 mod key_file;
+mod key_ring;
 mod keys;
 mod pii;
 mod random;
@@ -27,6 +28,7 @@ pub use header::{
     MAX_SEGMENT_SIZE, SEGMENT_OVERHEAD,
 };
 pub use key_file::{LocalKeyFile, KEY_FILE_TAG, MAX_KEK_ID_LEN};
+pub use key_ring::KeyRing;
 pub use keys::{
     key_id_hex, DataKey, KeyProvider, PiiKey, WrappedKey, DATA_KEY_LEN, KEY_ID_LEN, PII_KEY_LEN,
 };

@@ -16,8 +16,13 @@ pub struct ReplicatorConfig {
     /// Metadata (rocksdb) goes to `data_dir/meta`; ciphertext to
     /// `data_dir/blobs` unless `blob_url` says otherwise.
     pub data_dir: PathBuf,
-    /// The key-encryption key file (the path, never the key).
+    /// The key-encryption key file (the path, never the key): the current
+    /// KEK, which wraps every new data key.
     pub key_file: PathBuf,
+    /// Key files of retired KEKs, kept only to unwrap keys not yet
+    /// re-wrapped by `tandem keys rotate`; remove them once it has run.
+    #[serde(default)]
+    pub retired_key_files: Vec<PathBuf>,
     /// Controller addresses (host:port), tried in order.
     pub controllers: Vec<String>,
     /// Address to bind; defaults to this site's `addr`.

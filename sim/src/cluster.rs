@@ -116,6 +116,7 @@ fn replicator_config(site: &str) -> ReplicatorConfig {
         site: site.to_string(),
         data_dir: PathBuf::from("/sim").join(site),
         key_file: PathBuf::from("<memory>"),
+        retired_key_files: Vec::new(),
         // Its own site's controller first, as deployed.
         controllers: std::iter::once(site)
             .chain(site_names().into_iter().filter(|s| *s != site))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tandem_controller::clock::SystemClock;
-use tandem_crypto::{LocalKeyFile, SystemRandomSource};
+use tandem_crypto::{KeyProvider, KeyRing, LocalKeyFile, SystemRandomSource};
 use tandem_net::Transport;
 use tandem_replicator::blob::BlobStore;
 use tandem_replicator::config::ReplicatorConfig;
@@ -31,6 +31,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The current KEK (`key_file`) and the retired ones still configured.
+pub fn key_ring(config: &ReplicatorConfig) -> anyhow::Result<KeyRing> {
+    let load = |field: &str, path: &std::path::Path| -> anyhow::Result<Arc<dyn KeyProvider>> {
+        let key = LocalKeyFile::load(path).with_context(|| format!("cannot use the key file named by {field} ({})", path.display()))?;
+        Ok(Arc::new(key))
+    };
+    let current = load("key_file", &config.key_file)?;
+    let retired = config.retired_key_files.iter().map(|p| load("retired_key_files", p)).collect::<anyhow::Result<_>>()?;
+    Ok(KeyRing::new(current, retired)?)
+}
+
 /// Opens the site's metadata store, ciphertext store and key file, then
 /// starts the replicator. Metadata lives in `<data_dir>/meta`; ciphertext
 /// in `<data_dir>/blobs` unless `blob_url` names another object store.
@@ -43,8 +54,7 @@ pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replic
         Some(url) => BlobStore::from_url(url, &config.blob_options)?,
         None => BlobStore::local(&root.join("blobs"))?,
     };
-    let keys = LocalKeyFile::load(&config.key_file)
-        .with_context(|| format!("cannot use the key file named by key_file ({})", config.key_file.display()))?;
+    let keys = key_ring(&config)?;
     let deps = ReplicatorDeps {
         kv: Arc::new(kv),
         blobs,
