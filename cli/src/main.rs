@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             Command::Failback(args) => cmd::failback::run(args).await,
             Command::Dr(args) => cmd::dr::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
-            Command::Keys(args) => cmd::keys::run(args),
+            Command::Keys(args) => cmd::keys::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Drill(_) => unreachable!("drills run before the runtime starts"),
         }

@@ -830,3 +830,79 @@ fn logs_never_show_pii_or_key_material() {
     let line: Value = serde_json::from_str(&destroyed).unwrap_or_else(|e| panic!("not a JSON line ({e}): {destroyed}"));
     assert_eq!(line["fields"]["who"], "dpo", "{line}");
 }
+
+/// Restarts every replicator with `key_file` as its current KEK and
+/// `retired` as retired KEKs, and waits until all report again.
+fn restart_replicators_with_keys(c: &mut Cluster, key_file: &Path, retired: &[&Path]) {
+    let extra = format!("retired_key_files = [{}]", retired.iter().map(|p| format!("\"{}\"", p.display())).collect::<Vec<_>>().join(", "));
+    for s in SITES {
+        c.kill_replicator(s);
+        std::fs::write(c.replicator_config_path(s), c.replicator_config(s, key_file, &extra)).unwrap();
+        c.start_replicator(s);
+    }
+    let started = c.status(&SITES).unwrap()["now_unix_ms"].as_u64().unwrap();
+    c.wait_status("every replicator reporting after the restart", &SITES, |s| {
+        heartbeats_fresh(s)
+            && s["replicators"].as_array().is_some_and(|r| {
+                r.len() == 3 && r.iter().all(|h| h["received_at_unix_ms"].as_u64() > Some(started) && h["view_index"].as_u64() > Some(0))
+            })
+    });
+}
+
+// Key rotation: with a new current KEK and the old one retired, `tandem
+// keys rotate` re-wraps every key at the owners and the re-wrapped keys
+// replicate; then, with the old KEK removed from every config, every
+// contract (files and PII) still reads back at every site, and no
+// ciphertext was rewritten.
+#[test]
+fn key_rotation_rewraps_every_key_and_contracts_read_back_without_the_old_kek() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let (ta, tb) = (tenant_owned_by(&status, "a", "rot-a"), tenant_owned_by(&status, "b", "rot-b"));
+    let input = tempfile::tempdir().unwrap();
+    let file = write(input.path(), "deed.pdf", &body("rotation", 300 * 1024));
+    let contracts = [(&ta, "r1", "a"), (&ta, "r2", "a"), (&tb, "r3", "b")];
+    for (tenant, id, at) in contracts {
+        put(&c, at, tenant, id, &[&file], &["--pii", "phone=13700000001"]);
+    }
+    // A second version under the old KEK too.
+    put(&c, "a", &ta, "r1", &[&file], &[]);
+    let out = tempfile::tempdir().unwrap();
+    for (tenant, id, _) in contracts {
+        wait_readable(&c, "c", tenant, id, &out.path().join(format!("before-{id}")));
+    }
+    let blob = blob_file(&c, "c", &ta, "r2", 0);
+    let blob_before = std::fs::read(&blob).unwrap();
+
+    let old_kek = c.dir.path().join("kek.key");
+    let new_kek = c.dir.path().join("kek-2.key");
+    let o = run_bounded(std::process::Command::new(TANDEM).args(["keys", "create", "--kek-id", "test-kek-2", "--file"]).arg(&new_kek));
+    assert!(o.status.success(), "{}", stderr(&o));
+    restart_replicators_with_keys(&mut c, &new_kek, &[&old_kek]);
+
+    let dry = c.tandem(&SITES, &["keys", "rotate", "--reason", "yearly rotation", "--who", "sec", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(stdout(&dry).contains("dry run: nothing changed"), "{}", stdout(&dry));
+    let o = c.tandem(&SITES, &["keys", "rotate", "--reason", "yearly rotation", "--who", "sec", "--yes"]);
+    assert!(o.status.success(), "rotate failed: {}{}", stdout(&o), stderr(&o));
+    // 4 versions, each with a file key and 3 with a PII key.
+    assert!(stdout(&o).contains("ok: 7 keys of 4 versions re-wrapped under test-kek-2"), "{}", stdout(&o));
+    assert!(String::from_utf8_lossy(&c.tandem(&SITES, &["audit", "--json"]).stdout).contains("key rotation to KEK test-kek-2"));
+    let again = c.tandem(&SITES, &["keys", "rotate", "--reason", "again", "--who", "sec", "--yes"]);
+    assert!(stdout(&again).contains("ok: 0 keys of 0 versions"), "a second run finds nothing to do: {}", stdout(&again));
+
+    // The old KEK is gone from every site.
+    restart_replicators_with_keys(&mut c, &new_kek, &[]);
+    for site in SITES {
+        for (tenant, id, _) in contracts {
+            let dir = out.path().join(format!("{site}-{id}"));
+            let info = get(&c, site, tenant, id, &dir).unwrap_or_else(|e| panic!("{tenant}/{id} at {site} after rotation: {e}"));
+            assert_eq!(std::fs::read(dir.join("deed.pdf")).unwrap(), std::fs::read(&file).unwrap(), "{id} at {site}");
+            if id != "r1" {
+                assert_eq!(info["pii_fields"]["phone"], "13700000001", "{id} at {site}: {info}");
+            }
+        }
+    }
+    assert_eq!(std::fs::read(&blob).unwrap(), blob_before, "rotation must not rewrite ciphertext");
+    verify(&c, &[]).expect("all sites agree after the rotation");
+}

@@ -146,6 +146,16 @@ where
             });
             crate::write::shred(site, &head, tombstone, 0, &mut batch)?;
         }
+        Change::Rewrap(v) => {
+            if next_part(&mut chunks).await?.is_some() {
+                return Err(ReplicaError::Invalid("a key re-wrap entry carries no files".into()));
+            }
+            let live = head.as_ref().is_some_and(|h| h.destroyed.is_none());
+            let held = if live { site.meta.version(&v.tenant, &v.contract_id, v.version)? } else { None };
+            if let Some(updated) = crate::rotate::apply(held, v) {
+                batch.put_version(&updated);
+            }
+        }
     }
     let applied = match mode {
         Mode::Log => {

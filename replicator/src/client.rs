@@ -350,6 +350,13 @@ impl ReplicatorClient {
     }
 
     /// Destroys a contract at its owner (following one redirect).
+    /// Key rotation at one site (see `crate::rotate`). Not bounded by the
+    /// call timeout: a site may hold many versions.
+    pub async fn rotate(&self, addr: &str, dry_run: bool) -> Result<pb::RotateReply, ClientError> {
+        let mut c = self.client(addr)?;
+        self.noted(c.rotate(pb::RotateRequest { dry_run }).await.map(|r| r.into_inner()).map_err(|s| refused(addr, s)))
+    }
+
     pub async fn destroy(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<pb::DestroyReply, ClientError> {
         self.noted(self.destroy_once(addr, tenant, contract_id, who, why).await)
     }

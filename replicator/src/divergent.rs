@@ -60,7 +60,7 @@ pub fn entries(site: &Site) -> Result<Vec<pb::DivergentEntry>, ReplicaError> {
             continue;
         }
         let version = match &e.change {
-            Change::Put(v) => v.version,
+            Change::Put(v) | Change::Rewrap(v) => v.version,
             Change::Destroy { .. } => 0,
         };
         out.push(pb::DivergentEntry {

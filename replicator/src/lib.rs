@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod quarantine;
 pub mod read;
+pub mod rotate;
 pub mod server;
 pub mod scrub;
 pub mod service;

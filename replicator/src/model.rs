@@ -79,6 +79,9 @@ pub enum Change {
     Put(VersionRecord),
     /// Crypto-shredding of every version of a contract.
     Destroy { tenant: String, contract_id: String, tombstone: Tombstone },
+    /// The same version with its keys re-wrapped under another KEK (key
+    /// rotation, see `crate::rotate`); no file travels with it.
+    Rewrap(VersionRecord),
 }
 
 /// One entry of a site's change log: a write that site accepted as owner.
@@ -98,14 +101,14 @@ pub struct LogEntry {
 impl LogEntry {
     pub fn tenant(&self) -> &str {
         match &self.change {
-            Change::Put(v) => &v.tenant,
+            Change::Put(v) | Change::Rewrap(v) => &v.tenant,
             Change::Destroy { tenant, .. } => tenant,
         }
     }
 
     pub fn contract_id(&self) -> &str {
         match &self.change {
-            Change::Put(v) => &v.contract_id,
+            Change::Put(v) | Change::Rewrap(v) => &v.contract_id,
             Change::Destroy { contract_id, .. } => contract_id,
         }
     }
@@ -114,7 +117,7 @@ impl LogEntry {
     pub fn files(&self) -> &[FileRecord] {
         match &self.change {
             Change::Put(v) => &v.files,
-            Change::Destroy { .. } => &[],
+            Change::Destroy { .. } | Change::Rewrap(_) => &[],
         }
     }
 }

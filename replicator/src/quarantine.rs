@@ -33,7 +33,7 @@ use crate::site::Site;
 /// Whether this site has already quarantined `entry` of its own log.
 pub fn holds(site: &Site, entry: &LogEntry) -> Result<bool, ReplicaError> {
     let version = match &entry.change {
-        Change::Put(v) => v.version,
+        Change::Put(v) | Change::Rewrap(v) => v.version,
         Change::Destroy { .. } => 0,
     };
     Ok(site.meta.quarantined(entry.tenant(), entry.contract_id(), version, &entry.origin, entry.epoch)?.is_some())
@@ -63,6 +63,9 @@ pub async fn own_entry(site: &Site, entry: &LogEntry, reason: &str) -> Result<()
         Change::Destroy { .. } => {
             (0, None, format!("{reason}; the keys were already shredded here, the owner still holds the contract"))
         }
+        // Only wrapped keys changed: the version itself is not divergent,
+        // and its keys are valid under either KEK.
+        Change::Rewrap(v) => (v.version, None, format!("{reason}; it only re-wrapped keys (key rotation), nothing to reconcile")),
     };
     let q = Quarantined {
         tenant: entry.tenant().to_string(),

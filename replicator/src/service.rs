@@ -167,6 +167,22 @@ impl Contracts for ContractsService {
         tracing::info!(tenant = %r.tenant, contract = %r.contract_id, who = %r.who, log_seq = ack.seq, "contract destroyed: its data keys are deleted on every site");
         Ok(Response::new(pb::DestroyReply { log_seq: ack.seq, replication: ack.replication }))
     }
+
+    async fn rotate(&self, req: Request<pb::RotateRequest>) -> Result<Response<pb::RotateReply>, Status> {
+        let dry_run = req.into_inner().dry_run;
+        let r = crate::rotate::run(&self.site, dry_run).await?;
+        if !dry_run {
+            tracing::info!(kek = %r.kek_id, versions = r.versions, keys = r.keys, busy = r.busy, remaining = r.remaining, "keys re-wrapped under the current KEK");
+        }
+        Ok(Response::new(pb::RotateReply {
+            kek_id: r.kek_id,
+            versions_rewrapped: r.versions,
+            keys_rewrapped: r.keys,
+            busy: r.busy,
+            remaining: r.remaining,
+            last_seq: r.last_seq,
+        }))
+    }
 }
 
 pub struct ReplicationService {
@@ -305,7 +321,7 @@ fn repair_entry(site: &Site, tenant: &str, contract_id: &str) -> Result<LogEntry
         ),
     };
     let epoch = match &change {
-        Change::Put(v) => v.epoch,
+        Change::Put(v) | Change::Rewrap(v) => v.epoch,
         Change::Destroy { .. } => epoch,
     };
     Ok(LogEntry { origin: site.name.clone(), seq: 0, cum_bytes: 0, at_unix_ms: site.clock.now_unix_ms(), shard, epoch, change })

@@ -376,7 +376,7 @@ pub async fn append(
     };
     let payload = match &change {
         Change::Put(v) => v.payload_bytes(),
-        Change::Destroy { .. } => 512,
+        Change::Destroy { .. } | Change::Rewrap(_) => 512,
     };
     let entry = LogEntry {
         origin: site.name.clone(),

@@ -11,6 +11,8 @@ use anyhow::{bail, Context};
 use tandem_net::Transport;
 use tandem_replicator::verify::{repair, verify};
 
+use tandem_controller::status::NodeStatus;
+
 use super::Target;
 use crate::output::table;
 
@@ -37,13 +39,20 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (_, status) = args.target.client().status().await?;
+    let sites = site_replicators(&status, &args.replicators)?;
+    report(&args, &status, &sites).await
+}
+
+/// Every site's replicator address: from its latest heartbeat, or from
+/// `overrides` (SITE=HOST:PORT). Every site must have one.
+pub fn site_replicators(status: &NodeStatus, overrides: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut sites: BTreeMap<String, String> = BTreeMap::new();
     for h in &status.replicators {
         if status.cluster.sites.contains_key(&h.site) && !h.addr.is_empty() {
             sites.insert(h.site.clone(), h.addr.clone());
         }
     }
-    for entry in &args.replicators {
+    for entry in overrides {
         let (site, addr) = entry.split_once('=').with_context(|| format!("--replicators {entry}: expected SITE=HOST:PORT"))?;
         if !status.cluster.sites.contains_key(site) {
             bail!("--replicators names site {site}, which the cluster does not know");
@@ -58,10 +67,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
+    Ok(sites)
+}
 
-    let mut report = verify(Transport::Tokio, &sites, &status.cluster, args.deep).await?;
+async fn report(args: &Args, status: &NodeStatus, sites: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let mut report = verify(Transport::Tokio, sites, &status.cluster, args.deep).await?;
     if args.repair && !report.differences.is_empty() {
-        repair(Transport::Tokio, &sites, &mut report).await;
+        repair(Transport::Tokio, sites, &mut report).await;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
