@@ -294,3 +294,108 @@ fn audit_chain_verifies_exports_and_names_a_tampered_entry() {
     assert!(b_line.contains("BROKEN at entry 3"), "{text}");
     assert_eq!(text.matches("audit chain intact, 4 entries").count(), 2, "a and c are untouched: {text}");
 }
+
+/// Every `tandem ...` command in a code block of the runbooks (indented or
+/// fenced, `\` continuations joined, `# comments` dropped), with the file
+/// and line it comes from, without duplicates.
+fn runbook_commands() -> Vec<(String, Vec<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect();
+    files.sort();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut fenced = false;
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i];
+            i += 1;
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            let in_block = fenced || line.starts_with("    ");
+            if !in_block || !line.trim_start().starts_with("tandem ") {
+                continue;
+            }
+            let at = format!("{}:{i}", file.file_name().unwrap().to_string_lossy());
+            let mut command = line.trim().to_string();
+            while command.ends_with('\\') && i < lines.len() {
+                command.pop();
+                command.push(' ');
+                command.push_str(lines[i].trim());
+                i += 1;
+            }
+            let words = shell_words::split(&command).unwrap_or_else(|e| panic!("{at}: cannot split {command:?}: {e}"));
+            let words: Vec<String> = words.into_iter().skip(1).take_while(|w| !w.starts_with('#')).collect();
+            if seen.insert(words.clone()) {
+                out.push((at, words));
+            }
+        }
+    }
+    out
+}
+
+/// Commands that only read (never `--repair` or `--export`, which write).
+fn read_only(words: &[String]) -> bool {
+    matches!(words.first().map(String::as_str), Some("status" | "audit" | "events" | "verify"))
+        && !words.iter().any(|w| w == "--repair" || w == "--export")
+}
+
+// A runbook cannot name a command or flag that does not exist: every
+// command in their code blocks parses (`--help` after its arguments makes
+// the CLI check them without acting); against a demo cluster, the ones
+// with --dry-run are run with it and the read-only ones are run as they
+// are; none is a usage error, and the dry runs change nothing (the audit
+// log does not grow).
+#[test]
+fn every_runbook_command_exists_and_dry_runs_change_nothing() {
+    let commands = runbook_commands();
+    assert!(commands.len() > 30, "found only {} runbook commands", commands.len());
+    let mut helps = Vec::new();
+    for (at, words) in &commands {
+        let out = run_bounded(Command::new(TANDEM).args(words).arg("--help"));
+        assert!(out.status.success(), "{at}: `tandem {}` does not parse: {}", words.join(" "), stderr(&out));
+        helps.push(stdout(&out));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = consecutive_free_ports();
+    let (child, _) = start_demo(dir.path(), base);
+    let _reaper = KillOnPanic(child.id());
+    let controllers = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    let replicator = format!("127.0.0.1:{}", base + 10);
+    let run = |words: &[String]| {
+        run_bounded(Command::new(TANDEM).args(words).env("TANDEM_CONTROLLERS", &controllers).env("TANDEM_REPLICATOR", &replicator).current_dir(dir.path()))
+    };
+    let audit_len = || {
+        let out = run(&["status".into(), "--json".into()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["cluster"]["audit_len"].as_u64().unwrap()
+    };
+    let before = audit_len();
+    let mut ran = 0;
+    for ((at, words), help) in commands.iter().zip(&helps) {
+        let mut words = words.clone();
+        let local = !words.iter().any(|w| w == "--controllers" || w == "--replicator" || w == "--replicators" || w == "--config");
+        if help.contains("--dry-run") {
+            if !words.iter().any(|w| w == "--dry-run") {
+                words.push("--dry-run".into());
+            }
+        } else if !read_only(&words) {
+            continue;
+        }
+        let out = run(&words);
+        ran += 1;
+        let code = out.status.code();
+        assert_ne!(code, Some(2), "{at}: `tandem {}` is a usage error: {}", words.join(" "), stderr(&out));
+        if local && read_only(&words) {
+            assert!(matches!(code, Some(0 | 3)), "{at}: `tandem {}` failed against the demo: {}", words.join(" "), stderr(&out));
+        }
+    }
+    assert!(ran > 20, "only {ran} runbook commands were run against the demo");
+    assert_eq!(audit_len(), before, "a dry run or a read-only runbook command changed the cluster");
+    interrupt_and_wait(child);
+}
