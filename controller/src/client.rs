@@ -83,6 +83,69 @@ pub struct ControlClient {
     call_timeout: Duration,
 }
 
+/// Which controllers to ask, in order. A follower's "not the leader"
+/// sends the next call to the leader it names; only when that leader
+/// cannot be reached from here (a link cut) is the follower asked again,
+/// to forward the call itself (for the calls it forwards: the
+/// leader-confirmed status and pair-mode changes).
+struct Route {
+    queue: VecDeque<(String, bool)>,
+    unreachable: std::collections::BTreeSet<String>,
+    /// Leader -> the follower that named it.
+    via: std::collections::BTreeMap<String, String>,
+    asked_to_forward: std::collections::BTreeSet<String>,
+}
+
+impl Route {
+    fn new(addrs: &[String]) -> Self {
+        Route {
+            queue: addrs.iter().map(|a| (a.clone(), false)).collect(),
+            unreachable: Default::default(),
+            via: Default::default(),
+            asked_to_forward: Default::default(),
+        }
+    }
+
+    /// The next address, and whether to ask it to forward.
+    fn next(&mut self) -> Option<(String, bool)> {
+        self.queue.pop_front()
+    }
+
+    fn ask_to_forward(&mut self, follower: &str) {
+        if self.asked_to_forward.insert(follower.to_string()) {
+            self.queue.push_front((follower.to_string(), true));
+        }
+    }
+
+    /// `from` said it is not the leader and named `leader`.
+    fn redirected(&mut self, from: &str, leader: String) {
+        if self.unreachable.contains(&leader) {
+            self.ask_to_forward(from);
+        } else {
+            self.queue.retain(|(a, _)| *a != leader);
+            self.via.insert(leader.clone(), from.to_string());
+            self.queue.push_front((leader, false));
+        }
+    }
+
+    /// `addr` did not answer.
+    fn unreachable(&mut self, addr: &str) {
+        self.unreachable.insert(addr.to_string());
+        if let Some(follower) = self.via.get(addr).cloned() {
+            self.ask_to_forward(&follower);
+        }
+    }
+}
+
+/// `msg` as a request, asking a follower to forward it if `forward`.
+fn routed<T>(msg: T, forward: bool) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if forward {
+        req.metadata_mut().insert(tandem_proto::FORWARD_METADATA, tonic::metadata::MetadataValue::from_static(tandem_proto::FORWARD_PLEASE));
+    }
+    req
+}
+
 enum CallError {
     /// Could not reach the node, or it did not answer in time.
     Unreachable(String),
@@ -135,12 +198,12 @@ impl ControlClient {
     /// leadership with a quorum (see `StatusRequest.linearizable`).
     /// Follows one leader redirect. Replicators take their lease from this.
     pub async fn leader_status(&self) -> Result<NodeStatus, ClientError> {
-        let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
+        let mut route = Route::new(&self.addrs);
         let mut tried = Vec::new();
         let mut hops = 0;
-        while let Some(addr) = queue.pop_front() {
+        while let Some((addr, forward)) = route.next() {
             let result = match self.client(&addr) {
-                Ok(mut c) => self.bounded(c.status(pb::StatusRequest { linearizable: true })).await,
+                Ok(mut c) => self.bounded(c.status(routed(pb::StatusRequest { linearizable: true }, forward))).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -148,11 +211,13 @@ impl ControlClient {
                 Err(CallError::Status(s)) if error_code(&s) == Some(code::NOT_LEADER) && hops < MAX_LEADER_HOPS => {
                     hops += 1;
                     if let Some(l) = s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()) {
-                        let l = l.to_string();
-                        queue.retain(|a| a != &l);
-                        queue.push_front(l);
+                        route.redirected(&addr, l.to_string());
                     }
                     tried.push((addr, CallError::Status(s)));
+                }
+                Err(CallError::Unreachable(e)) => {
+                    route.unreachable(&addr);
+                    tried.push((addr, CallError::Unreachable(e)));
                 }
                 Err(e) => tried.push((addr, e)),
             }
@@ -331,19 +396,19 @@ impl ControlClient {
     }
 
     async fn propose_round(&self, proposal: Proposal) -> Result<ChangeOutcome, Round> {
-        let mut queue: VecDeque<String> = self.addrs.iter().cloned().collect();
+        let mut route = Route::new(&self.addrs);
         let mut tried = Vec::new();
         // Nodes that answered but could not commit (no leader known, or a
         // leader named that then did not answer): a quorum problem, not a
         // dead cluster.
         let mut answered = Vec::new();
         let mut hops = 0;
-        while let Some(addr) = queue.pop_front() {
+        while let Some((addr, forward)) = route.next() {
             let result = match self.client(&addr) {
                 Ok(mut c) => match proposal.clone() {
                     Proposal::Pause(req) => self.bounded(c.pause(req)).await,
                     Proposal::Resume(req) => self.bounded(c.resume(req)).await,
-                    Proposal::PairMode(req) => self.bounded(c.set_pair_mode(req)).await,
+                    Proposal::PairMode(req) => self.bounded(c.set_pair_mode(routed(req, forward))).await,
                     Proposal::ShardMove(req) => self.bounded(c.shard_move(req)).await,
                     Proposal::Event(req) => self.bounded(c.record_event(req)).await,
                     Proposal::SiteRole(req) => self.bounded(c.set_site_role(req)).await,
@@ -364,8 +429,7 @@ impl ControlClient {
                         match leader {
                             Some(l) if hops < MAX_LEADER_HOPS => {
                                 hops += 1;
-                                queue.retain(|a| a != &l);
-                                queue.push_front(l);
+                                route.redirected(&addr, l);
                             }
                             _ => return Err(Round::Failed(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message())))),
                         }
@@ -376,7 +440,10 @@ impl ControlClient {
                     Some(code::COMMIT_TIMEOUT) => return Err(Round::Failed(ClientError::NoQuorum(s.message().to_string()))),
                     _ => return Err(Round::Failed(ClientError::Refused(s.message().to_string()))),
                 },
-                Err(e) => tried.push((addr, e)),
+                Err(e) => {
+                    route.unreachable(&addr);
+                    tried.push((addr, e));
+                }
             }
         }
         if !answered.is_empty() {

@@ -157,6 +157,7 @@ impl Node {
             me.node_id,
             deps.clock.clone(),
             t.commit_timeout(),
+            deps.transport,
         );
         let router = tandem_net::server()
             .add_service(

@@ -27,6 +27,14 @@ pub const OWNER_EPOCH_METADATA: &str = "tandem-owner-epoch";
 /// refuses a state-changing call.
 pub const LEADER_ADDR_METADATA: &str = "tandem-leader-addr";
 
+/// Request metadata key asking a follower controller to forward the call
+/// to the leader (value [`FORWARD_PLEASE`]: the caller cannot reach the
+/// leader itself), or marking a call a controller forwarded (value
+/// [`FORWARD_DONE`]: never forwarded again).
+pub const FORWARD_METADATA: &str = "tandem-forward";
+pub const FORWARD_PLEASE: &str = "please";
+pub const FORWARD_DONE: &str = "done";
+
 /// Response metadata key carrying a stable error code, so clients tell a
 /// refusal by the cluster from a network failure without parsing messages.
 pub const ERROR_CODE_METADATA: &str = "tandem-error";

@@ -49,7 +49,32 @@ pub struct NodeView {
     pub term: u64,
     pub leader_id: Option<u64>,
     pub bootstrapped: bool,
+    /// The rest is only sampled for the report's timeline (not traced):
+    /// shards each site owns, the in-city pair's mode, and the lag of each
+    /// link ("a->c") in entries, as this node knows them.
+    pub owned: BTreeMap<String, usize>,
+    pub pair_mode: Option<String>,
+    pub lag: BTreeMap<String, u64>,
 }
+
+impl NodeView {
+    /// What the trace records when it changes.
+    fn traced(&self) -> (&str, u64, Option<u64>, bool) {
+        (&self.role, self.term, self.leader_id, self.bootstrapped)
+    }
+}
+
+/// The cluster as the leader saw it at one moment of simulated time.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub owned: BTreeMap<String, usize>,
+    pub pair_mode: Option<String>,
+    pub lag: BTreeMap<String, u64>,
+}
+
+/// How often the timeline is sampled (simulated time).
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -79,6 +104,7 @@ pub struct SimCluster<'a> {
     trace: Trace,
     crashed: std::collections::BTreeSet<String>,
     pub seed: u64,
+    samples: Vec<Sample>,
 }
 
 pub fn site_names() -> Vec<&'static str> {
@@ -174,6 +200,7 @@ impl<'a> SimCluster<'a> {
             trace: Trace::default(),
             crashed: Default::default(),
             seed,
+            samples: Vec::new(),
         };
         for site in site_names() {
             cluster.add_site(site, kek.clone());
@@ -239,7 +266,7 @@ impl<'a> SimCluster<'a> {
             if self.sim.elapsed() - start > limit {
                 return Err(SimError::Timeout { what: what.to_string(), waited: limit });
             }
-            self.sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+            self.step()?;
         }
     }
 
@@ -250,7 +277,7 @@ impl<'a> SimCluster<'a> {
             if self.sim.elapsed() - start > limit {
                 return Err(SimError::Timeout { what: what.to_string(), waited: limit });
             }
-            self.sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+            self.step()?;
         }
         Ok(())
     }
@@ -259,7 +286,7 @@ impl<'a> SimCluster<'a> {
     pub fn run_for(&mut self, d: Duration) -> Result<(), SimError> {
         let end = self.sim.elapsed() + d;
         while self.sim.elapsed() < end {
-            self.sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+            self.step()?;
         }
         Ok(())
     }
@@ -338,9 +365,32 @@ impl<'a> SimCluster<'a> {
         self.sim.elapsed()
     }
 
-    /// Steps the simulation once.
+    /// Steps the simulation once (and samples the timeline when due).
     pub fn step(&mut self) -> Result<(), SimError> {
-        self.sim.step().map(|_| ()).map_err(|e| SimError::Turmoil(e.to_string()))
+        self.sim.step().map_err(|e| SimError::Turmoil(e.to_string()))?;
+        let now = self.sim.elapsed().as_millis() as u64;
+        if self.samples.last().is_none_or(|s| now >= s.at_ms + SAMPLE_EVERY.as_millis() as u64) {
+            let views = self.views();
+            // The leader's view if a running node knows one, else any
+            // running node's.
+            let running = views.iter().filter(|(site, _)| self.is_up(site));
+            let pick = running.clone().find(|(_, v)| v.role == "leader").or_else(|| running.clone().next());
+            if let Some((_, v)) = pick {
+                // Each replicator reports to its own site's controller, so
+                // a link's lag is best known there.
+                let mut lag = BTreeMap::new();
+                for (site, view) in running {
+                    lag.extend(view.lag.iter().filter(|(link, _)| link.starts_with(&format!("{site}->"))).map(|(k, v)| (k.clone(), *v)));
+                }
+                self.samples.push(Sample { at_ms: now, owned: v.owned.clone(), pair_mode: v.pair_mode.clone(), lag });
+            }
+        }
+        Ok(())
+    }
+
+    /// The timeline sampled so far.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
     }
 
     /// Cuts the link between two hosts, both ways.
@@ -390,13 +440,26 @@ async fn watch_node(site: &'static str, node: Node, views: Views, trace: Trace) 
     let mut last: Option<NodeView> = None;
     loop {
         let status = node.status();
+        let mut owned: BTreeMap<String, usize> = status.cluster.sites.keys().map(|s| (s.clone(), 0)).collect();
+        for shard in &status.cluster.shards {
+            *owned.entry(shard.owner.clone()).or_default() += 1;
+        }
+        let lag = status
+            .replicators
+            .iter()
+            .flat_map(|r| r.links.iter().map(move |l| (format!("{}->{}", r.site, l.peer), l.entries)))
+            .collect();
         let view = NodeView {
             role: status.raft.role.clone(),
             term: status.raft.term,
             leader_id: status.raft.leader_id,
             bootstrapped: status.cluster.bootstrapped,
+            owned,
+            pair_mode: status.cluster.pairs.first().map(|p| p.mode.as_str().to_string()),
+            lag,
         };
-        if last.as_ref() != Some(&view) {
+        views.lock().unwrap_or_else(|e| e.into_inner()).insert(site.to_string(), view.clone());
+        if last.as_ref().map(NodeView::traced) != Some(view.traced()) {
             trace.record(
                 crate::trace::now(),
                 format!(
@@ -407,7 +470,6 @@ async fn watch_node(site: &'static str, node: Node, views: Views, trace: Trace) 
                     view.bootstrapped
                 ),
             );
-            views.lock().unwrap_or_else(|e| e.into_inner()).insert(site.to_string(), view.clone());
             last = Some(view);
         }
         // The applied state can change without a metrics change; re-check

@@ -48,6 +48,8 @@ pub struct Outcome {
     pub happened: Vec<Happened>,
     pub ops: Vec<Op>,
     pub checks: Checks,
+    /// Owners, pair mode and lag over time, as the leader saw them.
+    pub samples: Vec<crate::cluster::Sample>,
 }
 
 impl Outcome {
@@ -142,6 +144,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         happened,
         ops,
         checks,
+        samples: c.samples().to_vec(),
     })
 }
 

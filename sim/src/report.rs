@@ -118,14 +118,18 @@ pub fn json(o: &Outcome, info: &RunInfo) -> String {
 }
 
 /// Time runs left to right; one row per tenant (each write a dot: green
-/// acknowledged with its origin's letter, red failed), faults and commands
-/// as vertical lines.
+/// acknowledged with its origin's letter, red failed), then, as the leader
+/// saw them: shards owned per site, the in-city pair's mode, and the lag of
+/// each link; faults and commands as vertical lines.
 pub fn svg(o: &Outcome) -> String {
     let (w, left, top, row) = (1200.0, 110.0, 40.0, 22.0);
     let mut tenants: Vec<&str> = o.ops.iter().map(|op| op.tenant.as_str()).collect();
     tenants.sort();
     tenants.dedup();
-    let h = top + row * (tenants.len() as f64 + 1.0) + 120.0;
+    let sites: Vec<&String> = o.samples.iter().flat_map(|s| s.owned.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let links: Vec<&String> = o.samples.iter().flat_map(|s| s.lag.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let lanes = sites.len() + 1 + links.len();
+    let h = top + row * (tenants.len() as f64 + 1.0) + row * lanes as f64 + 130.0;
     let t0 = o.workload_ms.0.saturating_sub(2_000) as f64;
     let t1 = (o.workload_ms.1 + 2_000) as f64;
     let x = |ms: u64| left + (ms as f64 - t0).max(0.0) / (t1 - t0) * (w - left - 20.0);
@@ -152,7 +156,72 @@ pub fn svg(o: &Outcome) -> String {
             }
         }
     }
-    let bottom = top + row * (tenants.len() as f64 + 1.0);
+    let mut lane_y = top + row * (tenants.len() as f64 + 1.0) + 6.0;
+    let shards_total = o.samples.first().map_or(0, |s| s.owned.values().sum::<usize>()).max(1);
+    let spans = |value: &dyn Fn(&crate::cluster::Sample) -> String| {
+        // Consecutive samples with the same value, as (from, to, value).
+        let mut out: Vec<(u64, u64, String)> = Vec::new();
+        for s in &o.samples {
+            let v = value(s);
+            match out.last_mut() {
+                Some(last) if last.2 == v => last.1 = s.at_ms,
+                _ => out.push((s.at_ms, s.at_ms, v)),
+            }
+        }
+        out
+    };
+    for site in &sites {
+        let _ = writeln!(s, r#"<text x="10" y="{:.0}">shards at {}</text>"#, lane_y + 4.0, esc(site));
+        for (from, to, n) in spans(&|smp| smp.owned.get(*site).copied().unwrap_or(0).to_string()) {
+            let n: usize = n.parse().unwrap_or(0);
+            let opacity = 0.15 + 0.85 * n as f64 / shards_total as f64;
+            let (x0, x1) = (x(from), x(to + crate::cluster::SAMPLE_EVERY.as_millis() as u64));
+            if n > 0 {
+                let _ = writeln!(s, r##"<rect x="{x0:.1}" y="{:.0}" width="{:.1}" height="12" fill="#0969da" fill-opacity="{opacity:.2}"/>"##, lane_y - 6.0, (x1 - x0).max(1.0));
+            }
+            if x1 - x0 > 24.0 {
+                let _ = writeln!(s, r##"<text x="{:.1}" y="{:.0}" fill="#0b3d91" font-size="9">{n}</text>"##, x0 + 2.0, lane_y + 4.0);
+            }
+        }
+        lane_y += row;
+    }
+    let _ = writeln!(s, r#"<text x="10" y="{:.0}">pair mode</text>"#, lane_y + 4.0);
+    for (from, to, mode) in spans(&|smp| smp.pair_mode.clone().unwrap_or_else(|| "no pair".into())) {
+        let colour = match mode.as_str() {
+            "sync" => "#1a7f37",
+            "sync-recover" => "#bf8700",
+            "async" => "#cf222e",
+            _ => "#999",
+        };
+        let (x0, x1) = (x(from), x(to + crate::cluster::SAMPLE_EVERY.as_millis() as u64));
+        let _ = writeln!(s, r##"<rect x="{x0:.1}" y="{:.0}" width="{:.1}" height="12" fill="{colour}" fill-opacity="0.6"><title>{}</title></rect>"##, lane_y - 6.0, (x1 - x0).max(1.0), esc(&mode));
+        if x1 - x0 > 60.0 {
+            let _ = writeln!(s, r##"<text x="{:.1}" y="{:.0}" fill="#222" font-size="9">{}</text>"##, x0 + 2.0, lane_y + 4.0, esc(&mode));
+        }
+    }
+    lane_y += row;
+    for link in &links {
+        let max = o.samples.iter().filter_map(|smp| smp.lag.get(*link)).copied().max().unwrap_or(0);
+        let _ = writeln!(s, r#"<text x="10" y="{:.0}">lag {} (max {max})</text>"#, lane_y + 4.0, esc(link));
+        // One line per stretch where the link's lag is known (its site up).
+        let mut stretches: Vec<Vec<String>> = vec![Vec::new()];
+        for smp in &o.samples {
+            match smp.lag.get(*link) {
+                Some(v) => stretches.last_mut().expect("one stretch at least").push(format!(
+                    "{:.1},{:.1}",
+                    x(smp.at_ms),
+                    lane_y + 6.0 - 14.0 * *v as f64 / max.max(1) as f64
+                )),
+                None if stretches.last().is_some_and(|p| !p.is_empty()) => stretches.push(Vec::new()),
+                None => {}
+            }
+        }
+        for points in stretches.iter().filter(|p| !p.is_empty()) {
+            let _ = writeln!(s, r##"<polyline points="{}" fill="none" stroke="#8250df" stroke-width="1.2"/>"##, points.join(" "));
+        }
+        lane_y += row;
+    }
+    let bottom = lane_y;
     let mut events = o.happened.clone();
     events.sort_by_key(|h| h.at_ms);
     for (i, e) in events.iter().enumerate() {

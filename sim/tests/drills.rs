@@ -29,6 +29,21 @@ fn passes(name: &str) {
     eprintln!("{}", explain(&o));
     assert!(o.passed(), "{}", explain(&o));
     assert!(o.checks.acked_puts > 20, "the workload hardly wrote: {}", explain(&o));
+    // The timeline shows who owned what, the pair's mode and each link's lag.
+    assert!(o.samples.len() as u64 > o.scenario.duration_s, "too few timeline samples: {}", o.samples.len());
+    let svg = tandem_sim::report::svg(&o);
+    for lane in [">shards at a<", ">shards at b<", ">shards at c<", ">pair mode<", ">lag a-&gt;c (max "] {
+        assert!(svg.contains(lane), "the timeline lacks the lane {lane}");
+    }
+}
+
+// The in-city cut shows in the timeline: the pair went async and came back.
+#[test]
+fn the_timeline_shows_the_pair_leaving_and_regaining_sync() {
+    let o = run(&scenario("in-city-link-cut"), 1, Safety::Intact).unwrap();
+    let modes: Vec<&str> = o.samples.iter().filter_map(|s| s.pair_mode.as_deref()).collect();
+    let first_async = modes.iter().position(|m| *m == "async").expect("the pair never went async");
+    assert!(modes[first_async..].contains(&"sync"), "the pair never came back to sync: {modes:?}");
 }
 
 macro_rules! library {

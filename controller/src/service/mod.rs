@@ -5,6 +5,14 @@
 //! (FAILED_PRECONDITION + `tandem-leader-addr` metadata), which the client
 //! follows. Every wait on Raft is bounded by the commit timeout, so a
 //! cluster without quorum gives a clear error instead of a hung command.
+//!
+//! Two calls replicators depend on to keep writing are instead *forwarded*
+//! by a follower to the leader, once, when the caller asks for it (it could
+//! not reach the leader itself): a leader-confirmed status (the write
+//! lease) and a pair-mode change (recording the pair async). A site cut off
+//! from the leader's site but not from the third site (an in-city link cut
+//! while the leader is across it) keeps its lease and records async through
+//! that third site, instead of stopping its writes until the link heals.
 
 pub mod convert;
 
@@ -25,6 +33,25 @@ use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec
 use crate::state::ReplicationMode;
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
+use tandem_proto::control::control_client::ControlClient;
+
+/// Whether the caller asked this node to forward the call to the leader
+/// (it cannot reach the leader itself).
+fn wants_forwarding<T>(req: &Request<T>) -> bool {
+    req.metadata().get(tandem_proto::FORWARD_METADATA).is_some_and(|v| v == tandem_proto::FORWARD_PLEASE)
+}
+
+/// `msg` as a request marked forwarded (never forwarded again).
+fn forwarded_request<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(tandem_proto::FORWARD_METADATA, tonic::metadata::MetadataValue::from_static(tandem_proto::FORWARD_DONE));
+    req
+}
+
+/// The leader's address named by a "not the leader" refusal.
+fn leader_addr(s: &Status) -> Option<String> {
+    s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
 
 /// Audit entries returned when the caller asks for none in particular.
 pub const AUDIT_PAGE_DEFAULT: usize = 50;
@@ -41,6 +68,8 @@ pub struct ControlService {
     node_id: u64,
     clock: Arc<dyn Clock>,
     commit_timeout: Duration,
+    /// To reach the leader when forwarding.
+    transport: tandem_net::Transport,
 }
 
 impl ControlService {
@@ -52,8 +81,33 @@ impl ControlService {
         node_id: u64,
         clock: Arc<dyn Clock>,
         commit_timeout: Duration,
+        transport: tandem_net::Transport,
     ) -> Self {
-        Self { raft, state, health, site, node_id, clock, commit_timeout }
+        Self { raft, state, health, site, node_id, clock, commit_timeout, transport }
+    }
+
+    /// A client of the leader at `addr`, for forwarding.
+    fn leader_client(&self, addr: &str) -> Result<ControlClient<tonic::transport::Channel>, Status> {
+        let channel = self.transport.channel(addr).map_err(|e| Status::unavailable(format!("cannot reach the leader at {addr}: {e}")))?;
+        Ok(ControlClient::new(channel))
+    }
+
+    /// Calls the leader at `addr` on a caller's behalf, marked forwarded,
+    /// bounded by the commit timeout.
+    async fn forward<T, F, Fut>(&self, addr: &str, call: F) -> Result<T, Status>
+    where
+        F: FnOnce(ControlClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let client = self.leader_client(addr)?;
+        match tokio::time::timeout(self.commit_timeout, call(client)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(s),
+            Err(_) => Err(with_code(
+                Status::unavailable(format!("the leader at {addr} did not answer a forwarded call within {} ms", self.commit_timeout.as_millis())),
+                error_code::NO_LEADER,
+            )),
+        }
     }
 
     /// Confirms with a quorum that this node still leads, and waits until
@@ -106,6 +160,12 @@ impl ControlService {
     }
 
     async fn propose(&self, command: Command, req: pb::ChangeRequest) -> Result<Outcome, Status> {
+        let request = self.request(command, req)?;
+        self.propose_request(request).await
+    }
+
+    /// `command` with its audit fields checked and the proposer's time.
+    fn request(&self, command: Command, req: pb::ChangeRequest) -> Result<crate::ops::Request, Status> {
         let who = req.who.trim().to_string();
         let why = req.why.trim().to_string();
         if who.is_empty() {
@@ -117,7 +177,11 @@ impl ControlService {
         if who.chars().count() > TEXT_MAX_CHARS || why.chars().count() > TEXT_MAX_CHARS {
             return Err(Status::invalid_argument(format!("who and reason are limited to {TEXT_MAX_CHARS} characters")));
         }
-        let request = crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms() } };
+        Ok(crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms() } })
+    }
+
+    /// Proposes `request` through Raft (this node must lead).
+    async fn propose_request(&self, request: crate::ops::Request) -> Result<Outcome, Status> {
         match tokio::time::timeout(self.commit_timeout, self.raft.client_write(request)).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)))) => match fwd.leader_node {
@@ -162,8 +226,19 @@ fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let forward = wants_forwarding(&req);
         if req.into_inner().linearizable {
-            self.confirm_leadership().await?;
+            if let Err(refusal) = self.confirm_leadership().await {
+                return match leader_addr(&refusal) {
+                    Some(addr) if forward => {
+                        let reply = self
+                            .forward(&addr, |mut c| async move { c.status(forwarded_request(pb::StatusRequest { linearizable: true })).await })
+                            .await?;
+                        Ok(Response::new(reply))
+                    }
+                    _ => Err(refusal),
+                };
+            }
         }
         let status = node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id);
         Ok(Response::new(convert::status_to_pb(&status)))
@@ -193,11 +268,37 @@ impl Control for ControlService {
     }
 
     async fn set_pair_mode(&self, req: Request<pb::PairModeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let forward = wants_forwarding(&req);
         let r = req.into_inner();
         let mode = ReplicationMode::parse(&r.mode)
             .ok_or_else(|| Status::invalid_argument(format!("unknown replication mode {:?}: use sync, async or sync-recover", r.mode)))?;
         let spec = PairModeSpec { site: r.site, peer: r.peer, expect_state_id: r.expect_state_id, mode };
-        self.propose(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+        let request = self.request(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why })?;
+        match self.propose_request(request.clone()).await {
+            Err(refusal) if forward => match leader_addr(&refusal) {
+                Some(addr) => {
+                    let json = serde_json::to_vec(&request).map_err(|e| Status::internal(e.to_string()))?;
+                    let reply = self
+                        .forward(&addr, |mut c| async move {
+                            c.forwarded_change(forwarded_request(pb::ForwardedChangeRequest { request_json: json })).await
+                        })
+                        .await?;
+                    Ok(Response::new(reply))
+                }
+                None => Err(refusal),
+            },
+            other => other.map(change_reply),
+        }
+    }
+
+    async fn forwarded_change(&self, req: Request<pb::ForwardedChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let request: crate::ops::Request = serde_json::from_slice(&req.into_inner().request_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed forwarded change: {e}")))?;
+        // Only what followers forward (see the module comment).
+        if !matches!(request.command, Command::SetPairMode(_)) {
+            return Err(Status::invalid_argument("only pair-mode changes are forwarded"));
+        }
+        self.propose_request(request).await.map(change_reply)
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
