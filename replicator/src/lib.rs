@@ -33,6 +33,7 @@ pub mod ids;
 pub mod lag;
 pub mod meta;
 pub mod model;
+pub mod permissions;
 pub mod quarantine;
 pub mod read;
 pub mod server;

@@ -32,8 +32,20 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<Node> {
     let db_dir = config.data_dir.join("controller");
     std::fs::create_dir_all(&db_dir).with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
     let kv = RocksKv::open(&db_dir)?;
-    let deps = NodeDeps { kv: Arc::new(kv), transport: Transport::Tokio, clock: Arc::new(SystemClock) };
+    let transport = daemon_transport(config.tls.as_ref())?;
+    let deps = NodeDeps { kv: Arc::new(kv), transport, clock: Arc::new(SystemClock) };
     Ok(Node::start(config, deps).await?)
+}
+
+/// The daemon's transport from its `[tls]` section: mutual TLS, or
+/// plaintext (no role checks) when the section is absent.
+pub fn daemon_transport(tls: Option<&tandem_net::TlsFiles>) -> anyhow::Result<Transport> {
+    let transport = Transport::over_tokio(tls).map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+    match &transport {
+        Transport::Tls(t) => tracing::info!(identity = %t.me, "mutual TLS"),
+        _ => tracing::warn!("no [tls] section: plaintext, callers are not authenticated and every call is allowed"),
+    }
+    Ok(transport)
 }
 
 /// Ctrl-C or SIGTERM (what systemd and `kill` send).

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
-use tandem_net::Transport;
 use tandem_replicator::verify::{repair, verify};
 
 use super::Target;
@@ -59,9 +58,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let mut report = verify(Transport::Tokio, &sites, &status.cluster, args.deep).await?;
+    let mut report = verify(&super::transport(), &sites, &status.cluster, args.deep).await?;
     if args.repair && !report.differences.is_empty() {
-        repair(Transport::Tokio, &sites, &mut report).await;
+        repair(&super::transport(), &sites, &mut report).await;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -5,6 +5,12 @@
 //! (FAILED_PRECONDITION + `tandem-leader-addr` metadata), which the client
 //! follows. Every wait on Raft is bounded by the commit timeout, so a
 //! cluster without quorum gives a clear error instead of a hung command.
+//!
+//! Every call is checked against the caller's certificate first
+//! (see each handler); a refusal names the role it needed and is recorded
+//! in the audit log.
+
+pub mod refusals;
 
 pub mod convert;
 
@@ -25,6 +31,8 @@ use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec
 use crate::state::ReplicationMode;
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
+use refusals::Refusals;
+use tandem_net::{Caller, Need, Role};
 
 /// Audit entries returned when the caller asks for none in particular.
 pub const AUDIT_PAGE_DEFAULT: usize = 50;
@@ -41,6 +49,7 @@ pub struct ControlService {
     node_id: u64,
     clock: Arc<dyn Clock>,
     commit_timeout: Duration,
+    refusals: Refusals,
 }
 
 impl ControlService {
@@ -52,8 +61,18 @@ impl ControlService {
         node_id: u64,
         clock: Arc<dyn Clock>,
         commit_timeout: Duration,
+        refusals: Refusals,
     ) -> Self {
-        Self { raft, state, health, site, node_id, clock, commit_timeout }
+        Self { raft, state, health, site, node_id, clock, commit_timeout, refusals }
+    }
+
+    /// Refuses (and audits) a call whose caller lacks `need`.
+    fn authorize<T>(&self, req: &Request<T>, what: &str, need: Need) -> Result<(), Status> {
+        let caller = Caller::of(req);
+        caller.check(what, need).map_err(|denied| {
+            self.refusals.record(&caller, what, &denied);
+            with_code(Status::permission_denied(denied.to_string()), error_code::PERMISSION_DENIED)
+        })
     }
 
     /// Confirms with a quorum that this node still leads, and waits until
@@ -162,6 +181,7 @@ fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        self.authorize(&req, "status", Need::Role(Role::Viewer))?;
         if req.into_inner().linearizable {
             self.confirm_leadership().await?;
         }
@@ -170,6 +190,7 @@ impl Control for ControlService {
     }
 
     async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::AuditReply>, Status> {
+        self.authorize(&req, "audit", Need::Role(Role::Viewer))?;
         let limit = match req.into_inner().limit as usize {
             0 => AUDIT_PAGE_DEFAULT,
             n => n.min(AUDIT_PAGE_MAX),
@@ -179,14 +200,18 @@ impl Control for ControlService {
     }
 
     async fn pause(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "pause", Need::Role(Role::Operator))?;
         self.propose(Command::Pause, req.into_inner()).await.map(change_reply)
     }
 
     async fn resume(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "resume", Need::Role(Role::Operator))?;
         self.propose(Command::Resume, req.into_inner()).await.map(change_reply)
     }
 
     async fn set_pair_mode(&self, req: Request<pb::PairModeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Replicators record their pair's mode; people do not.
+        self.authorize(&req, "setting a pair's replication mode", Need::Site)?;
         let r = req.into_inner();
         let mode = ReplicationMode::parse(&r.mode)
             .ok_or_else(|| Status::invalid_argument(format!("unknown replication mode {:?}: use sync, async or sync-recover", r.mode)))?;
@@ -195,6 +220,7 @@ impl Control for ControlService {
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        self.authorize(&req, "a replicator heartbeat", Need::Site)?;
         let view = req.into_inner().replicator.ok_or_else(|| Status::invalid_argument("heartbeat without replicator"))?;
         if view.site.is_empty() || !self.state.cluster().sites.contains_key(&view.site) {
             return Err(Status::invalid_argument(format!("heartbeat from unknown site {:?}", view.site)));
@@ -206,6 +232,9 @@ impl Control for ControlService {
     }
 
     async fn record_event(&self, req: Request<pb::EventRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Sites record detections and refusals; `tandem dr rejoin` (admin)
+        // records its offline reset.
+        self.authorize(&req, "recording an audit event", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         if r.what.chars().count() > TEXT_MAX_CHARS || r.result.chars().count() > TEXT_MAX_CHARS {
             return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
@@ -214,6 +243,7 @@ impl Control for ControlService {
     }
 
     async fn set_site_role(&self, req: Request<pb::SiteRoleRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "failback (setting a site's role)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         let role = |s: &str| SiteRole::parse(s).ok_or_else(|| Status::invalid_argument(format!("unknown site role {s:?}")));
         let spec = SiteRoleSpec { site: r.site, expect: role(&r.expect)?, role: role(&r.role)? };
@@ -221,6 +251,7 @@ impl Control for ControlService {
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "failback join (a Raft membership change)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         if r.who.trim().is_empty() || r.why.trim().is_empty() {
             return Err(Status::invalid_argument("who and a reason (--reason) are required: the audit log records them"));
@@ -271,6 +302,8 @@ impl Control for ControlService {
     }
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Switchover and failover send the same steps; both are an operator's call.
+        self.authorize(&req, "switchover or failover (moving shards)", Need::Role(Role::Operator))?;
         let r = req.into_inner();
         let step = MoveStep::parse(&r.step)
             .ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;
