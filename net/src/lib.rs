@@ -15,6 +15,7 @@
 //! deterministic, and its hosts trust each other by construction.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::server::Router;
@@ -24,8 +25,6 @@ pub mod identity;
 #[cfg(feature = "turmoil")]
 mod sim;
 pub mod tls;
-
-use std::sync::Arc;
 
 pub use identity::{Caller, Denied, Need, Peer, Role};
 pub use tls::{Tls, TlsError, TlsFiles};
