@@ -25,6 +25,8 @@ struct Cli {
     /// material are masked in both).
     #[arg(long, global = true, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Human)]
     log_format: logging::LogFormat,
+    #[command(flatten)]
+    tls: cmd::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +61,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Manage key-encryption key files.
     Keys(cmd::keys::Args),
+    /// Create a development CA and TLS certificates for sites and operators.
+    Certs(cmd::certs::Args),
     /// Compare what every site stores with each shard's owner (exit 3 on differences).
     Verify(cmd::verify::Args),
     /// The deterministic DR drill: run a scenario, or fuzz fault schedules (exit 3 on a failed check).
@@ -87,6 +91,15 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     logging::init(level, cli.log_format, log_file);
+    // Client commands dial with the operator's certificate; daemons take
+    // theirs from their configs.
+    let daemon = matches!(cli.command, Command::Controller(_) | Command::Replicator(_) | Command::Demo(_) | Command::Drill(_));
+    if !daemon {
+        if let Err(e) = cmd::init_client_transport(&cli.tls) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     // The simulation brings its own runtimes.
     if let Command::Drill(args) = cli.command {
         return match cmd::drill::run(args) {
@@ -122,6 +135,7 @@ fn main() -> ExitCode {
             Command::Dr(args) => cmd::dr::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
             Command::Keys(args) => cmd::keys::run(args).await,
+            Command::Certs(args) => cmd::certs::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Drill(_) => unreachable!("drills run before the runtime starts"),
         }

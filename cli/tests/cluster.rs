@@ -182,8 +182,17 @@ fn interrupt_and_wait(mut child: Child) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-// `tandem demo` needs no config, prints where its data is and what to run,
-// stops cleanly on Ctrl-C, and recovers its state when started again.
+/// The `TANDEM_TLS_DIR=...` the demo prints in front of its commands.
+fn printed_tls_dir(lines: &[String]) -> String {
+    let line = lines.iter().find(|l| l.contains("TANDEM_TLS_DIR=")).expect("the demo prints its TLS directory");
+    let rest = &line[line.find("TANDEM_TLS_DIR=").unwrap() + "TANDEM_TLS_DIR=".len()..];
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+// `tandem demo` needs no config, runs mutual TLS, prints where its data is
+// and what to run (with the certificate to use), serves the CLI with that
+// certificate and refuses it without, stops cleanly on Ctrl-C, and
+// recovers its state when started again.
 #[test]
 fn demo_starts_stops_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,24 +204,34 @@ fn demo_starts_stops_and_recovers() {
     assert!(text.contains("three sites up, leader is site"), "{text}");
     assert!(text.contains(&dir.path().canonicalize().unwrap().display().to_string()), "demo must print its data dir: {text}");
     assert!(text.contains("tandem status"), "{text}");
+    let tls = printed_tls_dir(&lines);
+    assert!(std::path::Path::new(&tls).join("cert.pem").exists(), "{tls}");
+    // Every printed command must work as printed: the demo's ports, its certificate.
+    let cli = || {
+        let mut cmd = Command::new(TANDEM);
+        cmd.env("TANDEM_CONTROLLERS", &controllers).env("TANDEM_TLS_DIR", &tls);
+        cmd
+    };
 
-    let out = run_bounded(
-        Command::new(TANDEM).args(["pause", "--reason", "demo test", "--who", "t", "--yes"]).env("TANDEM_CONTROLLERS", &controllers),
-    );
+    // Without a certificate the demo refuses the CLI.
+    let out = run_bounded(Command::new(TANDEM).args(["status", "--timeout-ms", "2000"]).env("TANDEM_CONTROLLERS", &controllers).env_remove("TANDEM_TLS_DIR"));
+    assert!(!out.status.success(), "plaintext CLI accepted by the TLS demo");
+
+    let out = run_bounded(cli().args(["pause", "--reason", "demo test", "--who", "t", "--yes"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The demo's replicators store and replicate a contract.
     let replicator = |i: u16| format!("127.0.0.1:{}", base + 10 + i);
     let file = dir.path().join("deed.txt");
     std::fs::write(&file, "signed by both parties").unwrap();
     let out = run_bounded(
-        Command::new(TANDEM)
+        cli()
             .args(["contract", "put", "--tenant", "demo", "--id", "d1", "--file"])
             .arg(&file)
             .env("TANDEM_REPLICATOR", replicator(0)),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let read_at_c = || {
-        run_bounded(Command::new(TANDEM).args(["contract", "get", "--tenant", "demo", "--id", "d1"]).env("TANDEM_REPLICATOR", replicator(2)))
+        run_bounded(cli().args(["contract", "get", "--tenant", "demo", "--id", "d1"]).env("TANDEM_REPLICATOR", replicator(2)))
             .status
             .success()
     };
@@ -226,9 +245,9 @@ fn demo_starts_stops_and_recovers() {
 
     let (child, _) = start_demo(dir.path(), base);
     let _reaper = KillOnPanic(child.id());
-    let out = run_bounded(Command::new(TANDEM).args(["audit", "--json"]).env("TANDEM_CONTROLLERS", &controllers));
+    let out = run_bounded(cli().args(["audit", "--json"]));
     assert!(audit_has(&out, "pause automatic actions", "demo test"), "state lost across demo restart");
-    let out = run_bounded(Command::new(TANDEM).args(["status"]).env("TANDEM_CONTROLLERS", &controllers));
+    let out = run_bounded(cli().args(["status"]));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("automatic actions: PAUSED"), "{table}");
     let deadline = Instant::now() + WAIT;
@@ -363,12 +382,20 @@ fn every_runbook_command_exists_and_dry_runs_change_nothing() {
 
     let dir = tempfile::tempdir().unwrap();
     let base = consecutive_free_ports();
-    let (child, _) = start_demo(dir.path(), base);
+    let (child, lines) = start_demo(dir.path(), base);
     let _reaper = KillOnPanic(child.id());
+    let tls = printed_tls_dir(&lines);
     let controllers = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
     let replicator = format!("127.0.0.1:{}", base + 10);
     let run = |words: &[String]| {
-        run_bounded(Command::new(TANDEM).args(words).env("TANDEM_CONTROLLERS", &controllers).env("TANDEM_REPLICATOR", &replicator).current_dir(dir.path()))
+        run_bounded(
+            Command::new(TANDEM)
+                .args(words)
+                .env("TANDEM_CONTROLLERS", &controllers)
+                .env("TANDEM_REPLICATOR", &replicator)
+                .env("TANDEM_TLS_DIR", &tls)
+                .current_dir(dir.path()),
+        )
     };
     let audit_len = || {
         let out = run(&["status".into(), "--json".into()]);

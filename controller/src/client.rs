@@ -26,7 +26,7 @@ const MAX_LEADER_HOPS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no controller answered: {tried}. Is the cluster running? (`tandem demo` starts a local one; --controllers or TANDEM_CONTROLLERS picks others)")]
+    #[error("no controller answered: {tried}. Is the cluster running? (`tandem demo` starts a local one; --controllers or TANDEM_CONTROLLERS picks others; a cluster with TLS needs your certificate: --tls-dir or TANDEM_TLS_DIR)")]
     NoController { tried: String },
     #[error("no quorum: {0}")]
     NoQuorum(String),

@@ -35,6 +35,11 @@ pub struct NodeConfig {
     pub raft: RaftTimings,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Mutual TLS for Raft peers, replicators and the CLI: the CA, this
+    /// site's certificate and its key. Without it the node speaks
+    /// plaintext and cannot check roles (everything is allowed).
+    #[serde(default)]
+    pub tls: Option<tandem_net::TlsFiles>,
 }
 
 fn default_shard_count() -> u32 {
@@ -352,6 +357,16 @@ addr = "127.0.0.1:7103"
         let text = GOOD.replace("heartbeat_ms = 100", "heartbeat_ms = 100\nelection_timeout_min_ms = 200");
         let err = NodeConfig::parse(&text, "a.toml").unwrap_err();
         assert_eq!(err.field.as_deref(), Some("raft.heartbeat_ms"));
+    }
+
+    #[test]
+    fn tls_section_names_three_files() {
+        assert!(NodeConfig::parse(GOOD, "a.toml").unwrap().tls.is_none(), "no [tls]: plaintext");
+        let text = format!("{GOOD}\n[tls]\nca = \"/pki/ca.pem\"\ncert = \"/pki/a.pem\"\nkey = \"/pki/a.key\"\n");
+        let tls = NodeConfig::parse(&text, "a.toml").unwrap().tls.unwrap();
+        assert_eq!(tls.key, PathBuf::from("/pki/a.key"));
+        let err = NodeConfig::parse(&text.replace("key = ", "private_key = "), "a.toml").unwrap_err();
+        assert!(err.to_string().contains("private_key"), "{err}");
     }
 
     #[test]

@@ -141,10 +141,10 @@ impl Node {
         // for the activated generation's leader to add it.
         let joining = deps.kv.get(crate::raft::state_machine::DR_JOINING_KEY).map_err(|e| NodeError::Store(e.to_string()))?.is_some();
         if !joining {
-            refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport).await?;
+            refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport.clone()).await?;
         }
 
-        let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport, state.clone()), log_store, sm_store)
+        let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport.clone(), state.clone()), log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
@@ -157,7 +157,12 @@ impl Node {
             me.node_id,
             deps.clock.clone(),
             t.commit_timeout(),
-            deps.transport,
+            deps.transport.clone(),
+            crate::service::refusals::Refusals::new(crate::client::ControlClient::new(
+                config.sites.iter().map(|s| s.addr.clone()).collect(),
+                deps.transport.clone(),
+                t.commit_timeout() + std::time::Duration::from_secs(2),
+            )),
         );
         let router = tandem_net::server()
             .add_service(
@@ -166,7 +171,7 @@ impl Node {
                     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             )
             .add_service(ControlServer::new(control));
-        let server = deps.transport.spawn(router, listener, "controller");
+        let server = deps.transport.clone().spawn(router, listener, "controller");
 
         // Every node may initialise: openraft accepts the same membership
         // from several nodes, and refuses (harmlessly) once a log exists.
@@ -203,12 +208,12 @@ impl Node {
                 node_id: me.node_id,
                 client: crate::client::ControlClient::new(
                     config.sites.iter().map(|s| s.addr.clone()).collect(),
-                    deps.transport,
+                    deps.transport.clone(),
                     t.commit_timeout() + std::time::Duration::from_secs(2),
                 ),
                 probe: crate::client::ControlClient::new(
                     config.sites.iter().map(|s| s.addr.clone()).collect(),
-                    deps.transport,
+                    deps.transport.clone(),
                     std::time::Duration::from_secs(1),
                 ),
             }

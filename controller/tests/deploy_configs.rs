@@ -17,6 +17,7 @@ fn every_site_config_loads_and_names_its_own_site() {
         let cfg = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.site, site);
         assert_eq!(cfg.this_site().name, site);
+        assert!(cfg.tls.is_some(), "the production example must run mutual TLS");
         let members: Vec<(String, u64, String)> =
             cfg.sites.iter().map(|s| (s.name.clone(), s.node_id, s.addr.clone())).collect();
         member_lists.push(members);

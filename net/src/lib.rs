@@ -7,16 +7,28 @@
 //!
 //! Every accepted and connected production socket gets `TCP_NODELAY`: Raft
 //! heartbeats and small control calls must not wait on Nagle's algorithm.
+//!
+//! Production runs mutual TLS ([`Transport::Tls`], see [`tls`]) or, for
+//! tests and single-host experiments, plaintext ([`Transport::Tokio`]),
+//! where callers cannot be identified and role checks allow everything
+//! ([`identity`]). The simulation stays plaintext: it must stay
+//! deterministic, and its hosts trust each other by construction.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod metrics;
+pub mod identity;
 #[cfg(feature = "turmoil")]
 mod sim;
+pub mod tls;
+
+pub use identity::{Caller, Denied, Need, Peer, Role};
+pub use tls::{Tls, TlsError, TlsFiles};
 
 /// Upper bound on establishing one TCP connection. A peer that does not
 /// answer a SYN within this is treated as unreachable; callers retry later.
@@ -48,12 +60,30 @@ pub fn server() -> tonic::transport::Server {
 }
 
 /// Which socket implementation tonic runs over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Transport {
+    /// Plaintext tokio sockets: nobody is authenticated (see [`identity`]).
     Tokio,
+    /// Tokio sockets with mutual TLS: every peer shows a certificate of
+    /// the cluster's CA.
+    Tls(Arc<Tls>),
     #[cfg(feature = "turmoil")]
     Turmoil,
 }
+
+impl PartialEq for Transport {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Transport::Tokio, Transport::Tokio) => true,
+            (Transport::Tls(a), Transport::Tls(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "turmoil")]
+            (Transport::Turmoil, Transport::Turmoil) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Transport {}
 
 /// A bound listening socket, ready to serve.
 pub enum Listener {
@@ -73,11 +103,19 @@ impl Listener {
 }
 
 impl Transport {
+    /// Tokio sockets: mutual TLS with `files` when given, plaintext otherwise.
+    pub fn over_tokio(files: Option<&TlsFiles>) -> Result<Transport, TlsError> {
+        match files {
+            Some(files) => Ok(Transport::Tls(Arc::new(Tls::load(files)?))),
+            None => Ok(Transport::Tokio),
+        }
+    }
+
     /// Binds `addr` ("host:port"). Binding is separate from serving so a
     /// daemon reports a taken port before it claims to be up.
     pub async fn bind(&self, addr: &str) -> std::io::Result<Listener> {
         match self {
-            Transport::Tokio => Ok(Listener::Tokio(tokio::net::TcpListener::bind(addr).await?)),
+            Transport::Tokio | Transport::Tls(_) => Ok(Listener::Tokio(tokio::net::TcpListener::bind(addr).await?)),
             #[cfg(feature = "turmoil")]
             Transport::Turmoil => Ok(Listener::Turmoil(turmoil::net::TcpListener::bind(addr).await?)),
         }
@@ -90,13 +128,16 @@ impl Transport {
         listener: Listener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        match listener {
-            Listener::Tokio(l) => {
+        match (listener, self) {
+            (Listener::Tokio(l), Transport::Tls(tls)) => {
+                router.serve_with_incoming_shutdown(tls::incoming(l, tls.clone()), shutdown).await
+            }
+            (Listener::Tokio(l), _) => {
                 let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                 router.serve_with_incoming_shutdown(incoming, shutdown).await
             }
             #[cfg(feature = "turmoil")]
-            Listener::Turmoil(l) => router.serve_with_incoming_shutdown(sim::incoming(l), shutdown).await,
+            (Listener::Turmoil(l), _) => router.serve_with_incoming_shutdown(sim::incoming(l), shutdown).await,
         }
     }
 
@@ -132,6 +173,14 @@ impl Transport {
             .keep_alive_while_idle(true);
         match self {
             Transport::Tokio => Ok(endpoint.connect_lazy()),
+            Transport::Tls(tls) => {
+                let tls = tls.clone();
+                let target = addr.to_string();
+                // The URI stays http://: TLS is done by the connector.
+                Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                    tls::connect(tls.clone(), target.clone())
+                })))
+            }
             #[cfg(feature = "turmoil")]
             Transport::Turmoil => Ok(endpoint.connect_with_connector_lazy(sim::connector())),
         }

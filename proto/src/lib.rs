@@ -67,4 +67,7 @@ pub mod error_code {
     pub const NOT_ACKNOWLEDGED: &str = "not-acknowledged";
     /// The replicator has no controller view yet (just started); retry.
     pub const NOT_READY: &str = "not-ready";
+    /// The caller's certificate lacks the role (or is not a site's) that
+    /// the call needs; the message names both.
+    pub const PERMISSION_DENIED: &str = "permission-denied";
 }

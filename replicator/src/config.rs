@@ -48,6 +48,11 @@ pub struct ReplicatorConfig {
     #[serde(default = "default_staged_ttl_ms")]
     pub staged_ttl_ms: u64,
     pub sites: Vec<ReplicaSiteConfig>,
+    /// Mutual TLS towards the other replicators, the controllers and the
+    /// CLI: the CA, this site's certificate and its key. Without it the
+    /// replicator speaks plaintext and cannot check roles.
+    #[serde(default)]
+    pub tls: Option<tandem_net::TlsFiles>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -36,6 +36,7 @@ pub mod lag;
 pub mod meta;
 pub mod metrics;
 pub mod model;
+pub mod permissions;
 pub mod quarantine;
 pub mod read;
 pub mod rotate;

@@ -13,6 +13,7 @@ use tandem_controller::client::ControlClient;
 use tandem_controller::clock::Clock;
 use tandem_controller::health::ReplicatorHealth;
 use tandem_crypto::{KeyProvider, RandomSource};
+use tandem_controller::service::refusals::Refusals;
 use tandem_net::Transport;
 use tandem_proto::replicator::contracts_server::ContractsServer;
 use tandem_proto::replicator::replication_server::ReplicationServer;
@@ -23,6 +24,8 @@ use tokio::task::JoinHandle;
 use crate::blob::BlobStore;
 use crate::config::ReplicatorConfig;
 use crate::meta::MetaStore;
+use crate::permissions::CheckRoles;
+use tower::Layer;
 use crate::service::{ContractsService, ReplicationService};
 use crate::site::{Link, Site};
 use crate::ship::MAX_MESSAGE;
@@ -78,9 +81,9 @@ impl Replicator {
             keys: deps.keys,
             rng: deps.rng,
             clock: deps.clock.clone(),
-            transport: deps.transport,
+            transport: deps.transport.clone(),
             view: ControllerView::default(),
-            control: ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_CHANGE_TIMEOUT),
+            control: ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT),
             links,
             addrs: config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect(),
             sync_timeout: config.sync_timeout(),
@@ -110,20 +113,26 @@ impl Replicator {
             .await
             .map_err(|e| StartError::Listen { addr: listen.clone(), reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, reason: e.to_string() })?;
+        let refusals = Refusals::new(ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT));
+        let check = CheckRoles::new(refusals);
         let router = tandem_net::server()
             .add_service(
-                ContractsServer::new(ContractsService::new(site.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
+                check.layer(
+                    ContractsServer::new(ContractsService::new(site.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE),
+                ),
             )
             .add_service(
-                ReplicationServer::new(ReplicationService::new(site.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
+                check.layer(
+                    ReplicationServer::new(ReplicationService::new(site.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE),
+                ),
             );
-        let server = deps.transport.spawn(router, listener, "replicator");
+        let server = deps.transport.clone().spawn(router, listener, "replicator");
 
-        let reads = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);
+        let reads = ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_READ_TIMEOUT);
         let mut tasks = vec![tokio::spawn(site.view.clone().run(reads))];
         for peer in site.links.keys() {
             tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));

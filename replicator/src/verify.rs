@@ -74,7 +74,7 @@ async fn call<T>(site: &str, fut: impl std::future::Future<Output = Result<tonic
 
 /// Compares every site (name → replicator address) with each shard's owner;
 /// `deep` also reads back every stored file at every site.
-pub async fn verify(transport: Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState, deep: bool) -> Result<Report, VerifyError> {
+pub async fn verify(transport: &Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState, deep: bool) -> Result<Report, VerifyError> {
     let mut digests = BTreeMap::new();
     for (name, addr) in sites {
         let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
@@ -175,7 +175,7 @@ pub fn divergent_detail(site: &str, e: &pb::DivergentEntry) -> String {
 }
 
 /// Adds every site's scrub problems to `report` as [`Kind::Corrupt`].
-async fn scrub_all(transport: Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState, report: &mut Report) -> Result<(), VerifyError> {
+async fn scrub_all(transport: &Transport, sites: &BTreeMap<String, String>, cluster: &ClusterState, report: &mut Report) -> Result<(), VerifyError> {
     for (name, addr) in sites {
         let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
         let reply = call(name, c.scrub(pb::ScrubRequest {})).await?;
@@ -209,7 +209,7 @@ fn destroyed(i: &pb::InventoryItem) -> &'static str {
 /// a corrupt file; when the owner's own copy is corrupt, from a site whose
 /// copy is sound. Extra contracts are reported, never deleted: only a
 /// person may decide that a contract the owner lacks should go.
-pub async fn repair(transport: Transport, sites: &BTreeMap<String, String>, report: &mut Report) {
+pub async fn repair(transport: &Transport, sites: &BTreeMap<String, String>, report: &mut Report) {
     let corrupt: std::collections::BTreeSet<(&str, &str, &str)> = report
         .differences
         .iter()

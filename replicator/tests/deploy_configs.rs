@@ -16,6 +16,7 @@ fn every_replicator_config_loads_and_lists_the_same_sites() {
         let path = deploy_dir().join(format!("replicator-{site}.toml"));
         let cfg = ReplicatorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.site, site);
+        assert!(cfg.tls.is_some(), "{site}: the production example must run mutual TLS");
         assert_eq!(cfg.controllers.len(), 3, "{site}: every controller, so losing one is survivable");
         lists.push(cfg.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect::<Vec<_>>());
     }

@@ -134,6 +134,8 @@ fn config_for(site: &str) -> NodeConfig {
             .collect(),
         raft: RaftTimings::default(),
         policy: PolicyConfig::default(),
+        // The simulation is plaintext: deterministic, hosts trusted by construction.
+        tls: None,
     }
 }
 
@@ -158,6 +160,7 @@ fn replicator_config(site: &str) -> ReplicatorConfig {
             .into_iter()
             .map(|s| ReplicaSiteConfig { name: s.to_string(), addr: replicator_addr(s), send_limit_mib_s: 0 })
             .collect(),
+        tls: None,
     }
 }
 

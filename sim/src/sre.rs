@@ -72,8 +72,8 @@ pub async fn verify_repair() -> Result<String, String> {
     let c = client();
     let (_, status) = c.status().await.map_err(|e| e.to_string())?;
     let sites: BTreeMap<String, String> = site_names().into_iter().map(|s| (s.to_string(), replicator_addr(s))).collect();
-    let mut report = tandem_replicator::verify::verify(Transport::Turmoil, &sites, &status.cluster, true).await.map_err(|e| e.0)?;
+    let mut report = tandem_replicator::verify::verify(&Transport::Turmoil, &sites, &status.cluster, true).await.map_err(|e| e.0)?;
     let found = report.differences.len();
-    tandem_replicator::verify::repair(Transport::Turmoil, &sites, &mut report).await;
+    tandem_replicator::verify::repair(&Transport::Turmoil, &sites, &mut report).await;
     Ok(format!("{found} differences; {}", report.repairs.join("; ")))
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use tandem_net::Transport;
 use tandem_proto::replicator as pb;
 use tandem_replicator::client::ReplicatorClient;
 use tandem_replicator::write::PutHeader;
@@ -41,7 +40,7 @@ pub struct Replica {
 
 impl Replica {
     fn client(&self) -> ReplicatorClient {
-        ReplicatorClient::new(Transport::Tokio, Duration::from_millis(self.timeout_ms))
+        ReplicatorClient::new(super::transport(), Duration::from_millis(self.timeout_ms))
     }
 }
 

@@ -32,7 +32,8 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<Node> {
     let db_dir = config.data_dir.join("controller");
     std::fs::create_dir_all(&db_dir).with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
     let kv = RocksKv::open(&db_dir)?;
-    let deps = NodeDeps { kv: Arc::new(kv), transport: Transport::Tokio, clock: Arc::new(SystemClock) };
+    let transport = daemon_transport(config.tls.as_ref())?;
+    let deps = NodeDeps { kv: Arc::new(kv), transport, clock: Arc::new(SystemClock) };
     let metrics_listen = config.metrics_listen.clone();
     let node = Node::start(config, deps).await?;
     if let Some(addr) = metrics_listen {
@@ -49,6 +50,17 @@ pub async fn serve_metrics(addr: &str, render: tandem_net::metrics::Render) -> a
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
     tokio::spawn(tandem_net::metrics::serve(listener, render));
     Ok(())
+}
+
+/// The daemon's transport from its `[tls]` section: mutual TLS, or
+/// plaintext (no role checks) when the section is absent.
+pub fn daemon_transport(tls: Option<&tandem_net::TlsFiles>) -> anyhow::Result<Transport> {
+    let transport = Transport::over_tokio(tls).map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+    match &transport {
+        Transport::Tls(t) => tracing::info!(identity = %t.me, "mutual TLS"),
+        _ => tracing::warn!("no [tls] section: plaintext, callers are not authenticated and every call is allowed"),
+    }
+    Ok(transport)
 }
 
 /// Ctrl-C or SIGTERM (what systemd and `kill` send).

@@ -4,6 +4,12 @@
 //! a real controller node and a real replicator with its own rocksdb store, talking over real
 //! loopback sockets. Starting it again on the same directory recovers the
 //! state; Ctrl-C stops it cleanly.
+//!
+//! Mutual TLS by default: the first start runs `tandem certs init` into
+//! `<dir>/tls` (sites a, b, c; operators admin, operator and viewer), every
+//! daemon gets a `[tls]` section, and the commands it prints use the admin
+//! certificate (`TANDEM_TLS_DIR`). `--plaintext` runs without TLS, and
+//! then without role checks.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +38,41 @@ pub struct Args {
     /// Shards in the key space.
     #[arg(long, default_value_t = tandem_controller::config::DEFAULT_SHARD_COUNT)]
     pub shards: u32,
+    /// No TLS: plaintext sockets, nobody authenticated, every call allowed.
+    #[arg(long)]
+    pub plaintext: bool,
+}
+
+/// Where the demo keeps its PKI, inside its directory.
+pub const TLS_DIR: &str = "tls";
+/// The operator whose certificate the printed commands use.
+pub const DEMO_OPERATOR: &str = "admin";
+
+/// The `[tls]` section of a demo site's daemons (both use the site's certificate).
+fn tls_section(tls_dir: &Path, site: &str) -> String {
+    let files = tandem_net::TlsFiles::in_dir(&tls_dir.join(format!("site-{site}")));
+    let quote = |p: &Path| p.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n", quote(&files.ca), quote(&files.cert), quote(&files.key))
+}
+
+/// Creates the demo's PKI on first start (an existing one is kept).
+fn ensure_certs(tls_dir: &Path) -> anyhow::Result<()> {
+    if tls_dir.join("ca.pem").exists() {
+        return Ok(());
+    }
+    let args = super::certs::InitArgs {
+        dir: tls_dir.to_path_buf(),
+        sites: ["a", "b", "c"].map(String::from).to_vec(),
+        operators: vec![
+            ("admin".into(), tandem_net::Role::Admin),
+            ("operator".into(), tandem_net::Role::Operator),
+            ("viewer".into(), tandem_net::Role::Viewer),
+        ],
+        sans: Vec::new(),
+        days: 365,
+    };
+    super::certs::init(&args).context("cannot create the demo's certificates")?;
+    Ok(())
 }
 
 /// The config of one demo site, as TOML (also written next to its data so
@@ -150,11 +191,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--base-port {} leaves no room for the twelve ports", args.base_port);
     }
     ensure_key_file(&dir)?;
+    let tls_dir = dir.join(TLS_DIR);
+    if !args.plaintext {
+        ensure_certs(&tls_dir)?;
+    }
+    let tls = |site: &str| if args.plaintext { String::new() } else { tls_section(&tls_dir, site) };
 
     let mut nodes: Vec<Node> = Vec::new();
     for site in ["a", "b", "c"] {
         let path = dir.join(format!("{site}.toml"));
-        let text = site_config(&dir, site, args.base_port, args.shards);
+        let text = site_config(&dir, site, args.base_port, args.shards) + &tls(site);
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         let config = NodeConfig::parse(&text, &path.display().to_string())?;
         match start_node(config).await {
@@ -171,7 +217,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut replicators: Vec<Replicator> = Vec::new();
     for site in ["a", "b", "c"] {
         let path = dir.join(format!("{site}-replicator.toml"));
-        let text = replicator_config(&dir, site, args.base_port);
+        let text = replicator_config(&dir, site, args.base_port) + &tls(site);
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         let config = ReplicatorConfig::parse(&text, &path.display().to_string())?;
         match start_replicator(config).await {
@@ -187,11 +233,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controllers = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect::<Vec<_>>().join(",");
     let replicator_a = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET);
     let replicator_c = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET + 2);
-    let env = if controllers == crate::DEMO_CONTROLLERS {
+    let mut env = if controllers == crate::DEMO_CONTROLLERS {
         String::new()
     } else {
         format!("TANDEM_CONTROLLERS={controllers} TANDEM_REPLICATOR={replicator_a} ")
     };
+    let operator_dir = tls_dir.join(format!("operator-{DEMO_OPERATOR}"));
+    if !args.plaintext {
+        env = format!("TANDEM_TLS_DIR={} {env}", operator_dir.display());
+    }
     match ready {
         Some(leader) => println!("tandem demo: three sites up, leader is site {leader}"),
         None => println!("tandem demo: nodes started, but no leader within {}s (see the log)", READY_TIMEOUT.as_secs()),
@@ -199,6 +249,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tandem = command_name();
     println!("  data:        {}", dir.display());
     println!("  log:         {}", dir.join(LOG_FILE).display());
+    if args.plaintext {
+        println!("  tls:         none (--plaintext): nobody is authenticated, every call is allowed");
+    } else {
+        println!(
+            "  tls:         mutual TLS; certificates in {} (operator-admin, operator-operator, operator-viewer)",
+            tls_dir.display()
+        );
+    }
     println!("  controllers: {controllers}  (a, b: city-1 active; c: city-2 DR)");
     println!(
         "  replicators: {}",

@@ -23,7 +23,7 @@ use tandem_controller::client::ControlClient;
 use tandem_controller::clock::{Clock, SystemClock};
 use tandem_controller::config::NodeConfig;
 use tandem_controller::raft::state_machine::{dr_reset, DrReset};
-use tandem_net::Transport;
+use tandem_net::{Caller, Need, Role};
 use tandem_storage::RocksKv;
 
 use super::Audited;
@@ -61,12 +61,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// Both commands act on a stopped controller's local store, so no server
+/// can check the caller: when the site runs TLS, the operator's certificate
+/// (already loaded with its key by `main`) must be signed by the CA in the
+/// site's `[tls]` and carry role admin. Without `[tls]` nothing can be
+/// checked and the command is allowed, as everything is over plaintext.
+fn require_admin(config: &NodeConfig, what: &str) -> anyhow::Result<()> {
+    let Some(site_tls) = &config.tls else { return Ok(()) };
+    let Some(mine) = super::tls_files() else {
+        bail!("permission denied: {what} needs role admin, and no operator certificate was given (--tls-dir or TANDEM_TLS_DIR)");
+    };
+    let peer = tandem_net::tls::verify_client_cert(&site_tls.ca, &mine.cert).map_err(|e| anyhow::anyhow!("permission denied: {e}"))?;
+    Caller::Tls(peer).check(what, Need::Role(Role::Admin))?;
+    Ok(())
+}
+
 async fn rejoin(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
     audited.check_reason()?;
     let config = NodeConfig::load(&config)?;
+    require_admin(&config, "dr rejoin")?;
     let me = config.this_site().clone();
     let others: Vec<String> = config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()).collect();
-    let client = ControlClient::new(others, Transport::Tokio, Duration::from_secs(5));
+    let client = ControlClient::new(others, super::transport(), Duration::from_secs(5));
     let status = client.leader_status().await.map_err(|e| {
         anyhow::anyhow!("no leader of an activated generation answers ({e}): rejoin needs it to add {}; nothing changed", me.name)
     })?;
@@ -117,9 +133,10 @@ async fn rejoin(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
 async fn activate(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
     audited.check_reason()?;
     let config = NodeConfig::load(&config)?;
+    require_admin(&config, "DR activation")?;
     let me = config.this_site().clone();
     let others: Vec<String> = config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()).collect();
-    let probe = ControlClient::new(others, Transport::Tokio, Duration::from_secs(3));
+    let probe = ControlClient::new(others, super::transport(), Duration::from_secs(3));
     if let Ok(status) = probe.leader_status().await {
         bail!(
             "site {} leads a Raft quorum right now: this is not a city-wide disaster. Use `tandem failover`; nothing changed",

@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::json;
 use tandem_controller::client::ControlClient;
 use tandem_controller::state::SiteRole;
-use tandem_net::Transport;
 use tandem_replicator::failback;
 
 use super::{Audited, Target};
@@ -59,9 +58,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (who, why) = (&args.audited.who, &args.audited.reason);
     // Adding a learner waits for it to catch up: allow for that.
-    let joiner = ControlClient::new(client.addrs().to_vec(), Transport::Tokio, Duration::from_secs(120));
+    let joiner = ControlClient::new(client.addrs().to_vec(), super::transport(), Duration::from_secs(120));
     let timeout = Duration::from_secs(args.timeout_s);
-    let report = failback::run(&client, &joiner, Transport::Tokio, &args.site, who, why, timeout, |p| println!("  {p}")).await?;
+    let report = failback::run(&client, &joiner, super::transport(), &args.site, who, why, timeout, |p| println!("  {p}")).await?;
     for d in &report.divergent {
         println!("  {}/{}: {}", d.tenant, d.contract_id, tandem_replicator::verify::divergent_detail(&args.site, d));
     }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tandem_crypto::{KeyProvider, LocalKeyFile, SystemRandomSource};
-use tandem_net::Transport;
 use tandem_replicator::client::ReplicatorClient;
 
 use super::{Audited, Target};
@@ -83,7 +82,7 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
     let control = a.target.client();
     let (_, status) = control.status().await?;
     let sites = super::verify::site_replicators(&status, &a.replicators)?;
-    let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(30));
+    let client = ReplicatorClient::new(super::transport(), Duration::from_secs(30));
 
     // The plan: what each site holds under other KEKs, and its current KEK.
     let mut rows = Vec::new();

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod certs;
 pub mod change;
 pub mod contract;
 pub mod controller;
@@ -16,11 +17,74 @@ pub mod status;
 pub mod switchover;
 pub mod verify;
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use tandem_controller::client::ControlClient;
-use tandem_net::Transport;
+use tandem_net::{TlsFiles, Transport};
+
+/// The operator's certificate for client commands (global flags). Without
+/// any of them the CLI speaks plaintext, which only a cluster without TLS
+/// accepts.
+#[derive(ClapArgs, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// A directory from `tandem certs init` holding ca.pem, cert.pem and
+    /// key.pem (e.g. <dir>/operator-alice); `tandem demo` prints its own.
+    #[arg(long, env = "TANDEM_TLS_DIR", global = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// The cluster CA's certificate (overrides the one in --tls-dir).
+    #[arg(long, env = "TANDEM_TLS_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Your operator certificate (overrides the one in --tls-dir).
+    #[arg(long, env = "TANDEM_TLS_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (overrides the one in --tls-dir).
+    #[arg(long, env = "TANDEM_TLS_KEY", global = true)]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files to use, if TLS was asked for at all.
+    pub fn files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        let base = self.tls_dir.as_deref().map(TlsFiles::in_dir);
+        if base.is_none() && self.ca.is_none() && self.cert.is_none() && self.key.is_none() {
+            return Ok(None);
+        }
+        let pick = |given: &Option<PathBuf>, from_dir: Option<&PathBuf>, flag: &str| {
+            given.clone().or_else(|| from_dir.cloned()).ok_or_else(|| anyhow::anyhow!("TLS needs {flag} (or --tls-dir)"))
+        };
+        Ok(Some(TlsFiles {
+            ca: pick(&self.ca, base.as_ref().map(|b| &b.ca), "--ca")?,
+            cert: pick(&self.cert, base.as_ref().map(|b| &b.cert), "--cert")?,
+            key: pick(&self.key, base.as_ref().map(|b| &b.key), "--key")?,
+        }))
+    }
+}
+
+/// The client transport of this run, set once by `main` from [`TlsArgs`]
+/// before any command runs (every command's clients use it).
+static CLIENT: OnceLock<(Transport, Option<TlsFiles>)> = OnceLock::new();
+
+/// Loads the operator's TLS files (if any) for [`transport`].
+pub fn init_client_transport(args: &TlsArgs) -> anyhow::Result<()> {
+    let files = args.files()?;
+    let transport = Transport::over_tokio(files.as_ref()).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+    let _ = CLIENT.set((transport, files));
+    Ok(())
+}
+
+/// How client commands reach the daemons: mutual TLS with the operator's
+/// certificate, or plaintext when none was given.
+pub fn transport() -> Transport {
+    CLIENT.get().map(|(t, _)| t.clone()).unwrap_or(Transport::Tokio)
+}
+
+/// The operator's TLS files, when given.
+pub fn tls_files() -> Option<TlsFiles> {
+    CLIENT.get().and_then(|(_, f)| f.clone())
+}
 
 /// How to reach the cluster; shared by every client command.
 #[derive(ClapArgs, Clone, Debug)]
@@ -36,7 +100,7 @@ pub struct Target {
 
 impl Target {
     pub fn client(&self) -> ControlClient {
-        ControlClient::new(self.controllers.clone(), Transport::Tokio, Duration::from_millis(self.timeout_ms))
+        ControlClient::new(self.controllers.clone(), transport(), Duration::from_millis(self.timeout_ms))
     }
 }
 

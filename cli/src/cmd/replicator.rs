@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use tandem_controller::clock::SystemClock;
 use tandem_crypto::{KeyProvider, KeyRing, LocalKeyFile, SystemRandomSource};
-use tandem_net::Transport;
 use tandem_replicator::blob::BlobStore;
 use tandem_replicator::config::ReplicatorConfig;
 use tandem_replicator::server::{Replicator, ReplicatorDeps};
@@ -61,7 +60,7 @@ pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replic
         keys: Arc::new(keys),
         rng: Arc::new(SystemRandomSource),
         clock: Arc::new(SystemClock),
-        transport: Transport::Tokio,
+        transport: super::controller::daemon_transport(config.tls.as_ref())?,
     };
     let metrics_listen = config.metrics_listen.clone();
     let replicator = Replicator::start(config, deps).await?;

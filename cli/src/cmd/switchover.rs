@@ -148,7 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// reconciled.
 async fn refuse_divergent_target(obs: &tandem_controller::plan::Observations, to: &str, shards: &[u32]) -> anyhow::Result<()> {
     let Some(addr) = obs.replicators.iter().find(|h| h.site == to).map(|h| h.addr.clone()) else { return Ok(()) };
-    let channel = tandem_net::Transport::Tokio.channel(&addr)?;
+    let channel = super::transport().channel(&addr)?;
     let mut client = tandem_replicator::ship::client(channel);
     let reply = tokio::time::timeout(Duration::from_secs(30), client.divergent(tandem_proto::replicator::DivergentRequest {}))
         .await

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
-use tandem_net::Transport;
 use tandem_replicator::verify::{repair, verify};
 
 use tandem_controller::status::NodeStatus;
@@ -71,9 +70,9 @@ pub fn site_replicators(status: &NodeStatus, overrides: &[String]) -> anyhow::Re
 }
 
 async fn report(args: &Args, status: &NodeStatus, sites: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let mut report = verify(Transport::Tokio, sites, &status.cluster, args.deep).await?;
+    let mut report = verify(&super::transport(), sites, &status.cluster, args.deep).await?;
     if args.repair && !report.differences.is_empty() {
-        repair(Transport::Tokio, sites, &mut report).await;
+        repair(&super::transport(), sites, &mut report).await;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

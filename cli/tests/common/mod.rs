@@ -50,7 +50,14 @@ pub struct Cluster {
     children: BTreeMap<String, Child>,
     /// A site isolated in its own network namespace, when asked for.
     pub netns: Option<Netns>,
+    /// The PKI (`tandem certs init`) when the cluster runs mutual TLS.
+    pub tls: Option<PathBuf>,
 }
+
+/// Operators `Cluster::with_tls` issues certificates for, by role.
+pub const ADMIN: &str = "ada";
+pub const OPERATOR: &str = "olga";
+pub const VIEWER: &str = "vera";
 
 /// One site in a network namespace joined to the host by a veth pair, so
 /// a test can cut it off (`ip link set ... down`) like a broken link.
@@ -144,7 +151,7 @@ impl Cluster {
                 (name, format!("{}:{}", host(&site), free_port()))
             })
             .collect();
-        let c = Cluster { dir, addrs, replicator_addrs, metrics_addrs, env: Vec::new(), children: BTreeMap::new(), netns };
+        let c = Cluster { dir, addrs, replicator_addrs, metrics_addrs, env: Vec::new(), children: BTreeMap::new(), netns, tls: None };
         let key = c.dir.path().join("kek.key");
         let out = run_bounded(Command::new(TANDEM).args(["keys", "create", "--kek-id", "test-kek-1", "--file"]).arg(&key));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -153,6 +160,64 @@ impl Cluster {
             std::fs::write(c.replicator_config_path(site), c.replicator_config(site, &key, "")).unwrap();
         }
         c
+    }
+
+    /// Like [`Cluster::new`], with mutual TLS: `tandem certs init` makes
+    /// the PKI (operators [`ADMIN`], [`OPERATOR`], [`VIEWER`]), every
+    /// daemon config gets a `[tls]` section, and [`Cluster::tandem`] runs
+    /// the CLI with the admin's certificate.
+    pub fn with_tls() -> Self {
+        let mut c = Self::build(None);
+        let tls = c.dir.path().join("tls");
+        let operators = [format!("{ADMIN}:admin"), format!("{OPERATOR}:operator"), format!("{VIEWER}:viewer")];
+        let mut cmd = Command::new(TANDEM);
+        cmd.args(["certs", "init", "--dir"]).arg(&tls);
+        for o in &operators {
+            cmd.args(["--operator", o]);
+        }
+        let out = run_bounded(&mut cmd);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for site in SITES {
+            let section = format!(
+                "\n[tls]\nca = \"{0}/site-{site}/ca.pem\"\ncert = \"{0}/site-{site}/cert.pem\"\nkey = \"{0}/site-{site}/key.pem\"\n",
+                tls.display()
+            );
+            for path in [c.config_path(site), c.replicator_config_path(site)] {
+                let text = std::fs::read_to_string(&path).unwrap() + &section;
+                std::fs::write(&path, text).unwrap();
+            }
+        }
+        c.tls = Some(tls);
+        c
+    }
+
+    /// The CLI run as `operator` (its certificate from the cluster's PKI).
+    pub fn tandem_as(&self, operator: &str, sites: &[&str], args: &[&str]) -> Output {
+        let tls = self.tls.as_ref().expect("a cluster with TLS").join(format!("operator-{operator}"));
+        run_bounded(Command::new(TANDEM).args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)).env("TANDEM_TLS_DIR", tls))
+    }
+
+    /// `tandem contract ...` at `site`'s replicator, as `operator`.
+    pub fn contract_as(&self, operator: &str, site: &str, args: &[&str]) -> Output {
+        let tls = self.tls.as_ref().expect("a cluster with TLS").join(format!("operator-{operator}"));
+        run_bounded(
+            self.cli()
+                .arg("contract")
+                .args(args)
+                .env("TANDEM_REPLICATOR", &self.replicator_addrs[site])
+                .env("TANDEM_CONTROLLERS", self.controllers(&SITES))
+                .env("TANDEM_TLS_DIR", tls),
+        )
+    }
+
+    /// The CLI's environment: the admin's certificate when the cluster runs TLS.
+    fn cli(&self) -> Command {
+        let mut cmd = Command::new(TANDEM);
+        match &self.tls {
+            Some(tls) => cmd.env("TANDEM_TLS_DIR", tls.join(format!("operator-{ADMIN}"))),
+            None => cmd.env_remove("TANDEM_TLS_DIR"),
+        };
+        cmd
     }
 
     pub fn config_path(&self, site: &str) -> PathBuf {
@@ -321,13 +386,13 @@ impl Cluster {
 
     /// Runs the CLI against `sites`' controllers.
     pub fn tandem(&self, sites: &[&str], args: &[&str]) -> Output {
-        run_bounded(Command::new(TANDEM).args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)))
+        run_bounded(self.cli().args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)))
     }
 
     /// Runs `tandem contract ...` against `site`'s replicator.
     pub fn contract(&self, site: &str, args: &[&str]) -> Output {
         run_bounded(
-            Command::new(TANDEM)
+            self.cli()
                 .arg("contract")
                 .args(args)
                 .env("TANDEM_REPLICATOR", &self.replicator_addrs[site])

@@ -3,10 +3,11 @@
 //! Decodes openraft's request, hands it to the local Raft, and returns
 //! openraft's `Result` as JSON so the caller sees remote Raft errors as
 //! such. A payload that does not decode is refused with INVALID_ARGUMENT and
-//! never reaches Raft.
+//! never reaches Raft. With TLS, only a site's certificate may call.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tandem_net::{Caller, Need};
 use tandem_proto::raft::raft_server;
 use tandem_proto::raft::RaftPayload;
 use tonic::{Request, Response, Status};
@@ -26,6 +27,12 @@ impl PeerService {
     }
 
     fn decode<T: DeserializeOwned>(&self, req: Request<RaftPayload>) -> Result<T, Status> {
+        // Only the sites' controllers take part in Raft.
+        let caller = Caller::of(&req);
+        if let Err(denied) = caller.check("a Raft message", Need::Site) {
+            tracing::warn!(caller = %caller.who(), "{denied}");
+            return Err(Status::permission_denied(denied.to_string()));
+        }
         let payload = req.into_inner();
         if payload.generation < self.generation_floor {
             return Err(Status::permission_denied(format!(

@@ -13,6 +13,11 @@
 //! from the leader's site but not from the third site (an in-city link cut
 //! while the leader is across it) keeps its lease and records async through
 //! that third site, instead of stopping its writes until the link heals.
+//! Every call is checked against the caller's certificate first
+//! (see each handler); a refusal names the role it needed and is recorded
+//! in the audit log.
+
+pub mod refusals;
 
 pub mod convert;
 
@@ -52,6 +57,8 @@ fn forwarded_request<T>(msg: T) -> Request<T> {
 fn leader_addr(s: &Status) -> Option<String> {
     s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
+use refusals::Refusals;
+use tandem_net::{Caller, Need, Role};
 
 /// Audit entries returned when the caller asks for none in particular.
 pub const AUDIT_PAGE_DEFAULT: usize = 50;
@@ -70,6 +77,7 @@ pub struct ControlService {
     commit_timeout: Duration,
     /// To reach the leader when forwarding.
     transport: tandem_net::Transport,
+    refusals: Refusals,
 }
 
 impl ControlService {
@@ -82,8 +90,18 @@ impl ControlService {
         clock: Arc<dyn Clock>,
         commit_timeout: Duration,
         transport: tandem_net::Transport,
+        refusals: Refusals,
     ) -> Self {
-        Self { raft, state, health, site, node_id, clock, commit_timeout, transport }
+        Self { raft, state, health, site, node_id, clock, commit_timeout, transport, refusals }
+    }
+
+    /// Refuses (and audits) a call whose caller lacks `need`.
+    fn authorize<T>(&self, req: &Request<T>, what: &str, need: Need) -> Result<(), Status> {
+        let caller = Caller::of(req);
+        caller.check(what, need).map_err(|denied| {
+            self.refusals.record(&caller, what, &denied);
+            with_code(Status::permission_denied(denied.to_string()), error_code::PERMISSION_DENIED)
+        })
     }
 
     /// A client of the leader at `addr`, for forwarding.
@@ -226,6 +244,7 @@ fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        self.authorize(&req, "status", Need::Role(Role::Viewer))?;
         let forward = wants_forwarding(&req);
         if req.into_inner().linearizable {
             if let Err(refusal) = self.confirm_leadership().await {
@@ -245,6 +264,7 @@ impl Control for ControlService {
     }
 
     async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::AuditReply>, Status> {
+        self.authorize(&req, "audit", Need::Role(Role::Viewer))?;
         let req = req.into_inner();
         let limit = match req.limit as usize {
             0 => AUDIT_PAGE_DEFAULT,
@@ -260,14 +280,18 @@ impl Control for ControlService {
     }
 
     async fn pause(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "pause", Need::Role(Role::Operator))?;
         self.propose(Command::Pause, req.into_inner()).await.map(change_reply)
     }
 
     async fn resume(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "resume", Need::Role(Role::Operator))?;
         self.propose(Command::Resume, req.into_inner()).await.map(change_reply)
     }
 
     async fn set_pair_mode(&self, req: Request<pb::PairModeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Replicators record their pair's mode; people do not.
+        self.authorize(&req, "setting a pair's replication mode", Need::Site)?;
         let forward = wants_forwarding(&req);
         let r = req.into_inner();
         let mode = ReplicationMode::parse(&r.mode)
@@ -292,6 +316,8 @@ impl Control for ControlService {
     }
 
     async fn forwarded_change(&self, req: Request<pb::ForwardedChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Controllers forward; nobody else may propose a raw change.
+        self.authorize(&req, "forwarding a change to the leader", Need::Site)?;
         let request: crate::ops::Request = serde_json::from_slice(&req.into_inner().request_json)
             .map_err(|e| Status::invalid_argument(format!("malformed forwarded change: {e}")))?;
         // Only what followers forward (see the module comment).
@@ -302,6 +328,7 @@ impl Control for ControlService {
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        self.authorize(&req, "a replicator heartbeat", Need::Site)?;
         let view = req.into_inner().replicator.ok_or_else(|| Status::invalid_argument("heartbeat without replicator"))?;
         if view.site.is_empty() || !self.state.cluster().sites.contains_key(&view.site) {
             return Err(Status::invalid_argument(format!("heartbeat from unknown site {:?}", view.site)));
@@ -313,6 +340,9 @@ impl Control for ControlService {
     }
 
     async fn record_event(&self, req: Request<pb::EventRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Sites record detections and refusals; `tandem dr rejoin` (admin)
+        // records its offline reset.
+        self.authorize(&req, "recording an audit event", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         if r.what.chars().count() > TEXT_MAX_CHARS || r.result.chars().count() > TEXT_MAX_CHARS {
             return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
@@ -321,6 +351,7 @@ impl Control for ControlService {
     }
 
     async fn set_site_role(&self, req: Request<pb::SiteRoleRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "failback (setting a site's role)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         let role = |s: &str| SiteRole::parse(s).ok_or_else(|| Status::invalid_argument(format!("unknown site role {s:?}")));
         let spec = SiteRoleSpec { site: r.site, expect: role(&r.expect)?, role: role(&r.role)? };
@@ -328,6 +359,7 @@ impl Control for ControlService {
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        self.authorize(&req, "failback join (a Raft membership change)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         if r.who.trim().is_empty() || r.why.trim().is_empty() {
             return Err(Status::invalid_argument("who and a reason (--reason) are required: the audit log records them"));
@@ -378,6 +410,8 @@ impl Control for ControlService {
     }
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        // Switchover and failover send the same steps; both are an operator's call.
+        self.authorize(&req, "switchover or failover (moving shards)", Need::Role(Role::Operator))?;
         let r = req.into_inner();
         let step = MoveStep::parse(&r.step)
             .ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;

@@ -1,0 +1,271 @@
+//! End-to-end tests of mutual TLS and roles with real processes (harness in
+//! `common/`): daemons configured by `tandem certs init`, the CLI dialling
+//! with an operator's certificate.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use serde_json::Value;
+
+fn tls_dir(c: &Cluster) -> PathBuf {
+    c.tls.clone().unwrap()
+}
+
+/// Runs `tandem status` against `site` with explicit TLS files.
+fn status_with(c: &Cluster, site: &str, ca: &Path, cert: &Path, key: &Path) -> std::process::Output {
+    run_bounded(
+        Command::new(TANDEM)
+            .args(["status", "--timeout-ms", "3000", "--controllers", &c.addrs[site], "--ca"])
+            .arg(ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .env_remove("TANDEM_TLS_DIR"),
+    )
+}
+
+/// Writes an operator certificate signed by the cluster's CA whose
+/// validity ended in 2001, with rcgen and the CA key from `certs init`.
+fn expired_operator_cert(tls: &Path, out: &Path) -> (PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls.join("ca.key")).unwrap()).unwrap();
+    // The same subject as `certs init`'s CA, so the chain links up.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tandem development CA");
+    ca_params.distinguished_name.push(rcgen::DnType::OrganizationName, "tandem");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "old");
+    params.subject_alt_names = vec![
+        rcgen::SanType::URI("tandem:operator:old".try_into().unwrap()),
+        rcgen::SanType::URI("tandem:role:admin".try_into().unwrap()),
+    ];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (out.join("expired.pem"), out.join("expired.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+/// Waits until `site`'s log has a line containing all of `needles`.
+fn wait_log(c: &Cluster, site: &str, what: &str, needles: &[&str]) {
+    c.wait_for(what, || c.log(site).lines().any(|l| needles.iter().all(|n| l.contains(n))).then_some(()));
+}
+
+// Controllers talk Raft over mutual TLS (a leader is elected and the layout
+// committed); a client without a certificate, with one from another CA, or
+// with an expired one is refused by the server, which logs why, and the
+// client's error says which handshake failed and why.
+#[test]
+fn peers_without_a_valid_certificate_are_refused() {
+    let mut c = Cluster::with_tls();
+    for s in SITES {
+        c.start(s);
+    }
+    c.wait_status("a leader and the layout over TLS", &SITES, |s| leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true);
+    let tls = tls_dir(&c);
+    let addr = c.addrs["a"].clone();
+
+    // 1. No client certificate: a TLS client that trusts the CA but shows nothing.
+    let err = handshake_without_certificate(&tls.join("ca.pem"), &addr);
+    assert!(err.contains("no certificate presented"), "{err}");
+    wait_log(&c, "a", "a's log names the refused handshake", &["TLS handshake refused", "no certificate presented"]);
+    // And a plaintext client gets no answer it could mistake for one.
+    let out = run_bounded(Command::new(TANDEM).args(["status", "--controllers", &addr]).env_remove("TANDEM_TLS_DIR"));
+    assert!(!out.status.success(), "plaintext status against a TLS controller succeeded");
+
+    // 2. A certificate from another CA.
+    let other = c.dir.path().join("other-pki");
+    let out = run_bounded(Command::new(TANDEM).args(["certs", "init", "--dir"]).arg(&other));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stranger = other.join("operator-admin");
+    let out = status_with(&c, "a", &tls.join("ca.pem"), &stranger.join("cert.pem"), &stranger.join("key.pem"));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("TLS handshake with {addr} failed")) && err.contains("not trusted"), "{err}");
+    wait_log(&c, "a", "a's log names the untrusted certificate", &["TLS handshake refused", "certificate not trusted"]);
+    // The other way round: a client of the other CA does not trust our server.
+    let out = status_with(&c, "a", &stranger.join("ca.pem"), &stranger.join("cert.pem"), &stranger.join("key.pem"));
+    assert!(stderr(&out).contains(&format!("TLS handshake with {addr} failed: certificate not trusted")), "{}", stderr(&out));
+
+    // 3. An expired certificate of the right CA.
+    let (cert, key) = expired_operator_cert(&tls, c.dir.path());
+    let out = status_with(&c, "a", &tls.join("ca.pem"), &cert, &key);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("TLS handshake with {addr} failed")) && err.contains("expired"), "{err}");
+    wait_log(&c, "a", "a's log names the expired certificate", &["TLS handshake refused", "certificate expired"]);
+
+    // The admin's own certificate still works.
+    let admin = tls.join(format!("operator-{ADMIN}"));
+    let out = status_with(&c, "a", &admin.join("ca.pem"), &admin.join("cert.pem"), &admin.join("key.pem"));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Handshakes with `addr` trusting `ca` but without a client certificate;
+/// returns the error the client sees.
+fn handshake_without_certificate(ca: &Path, addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let mut stream = match connector.connect(name, tcp).await {
+            Ok(s) => s,
+            Err(e) => return tandem_net::tls::describe(e.get_ref().unwrap().downcast_ref::<rustls::Error>().unwrap()),
+        };
+        // TLS 1.3: the refusal arrives after our side finished the handshake.
+        let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        let mut buf = [0u8; 1024];
+        let result = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("the server neither answered nor refused");
+        match result {
+            Ok(n) => format!("the server answered {n} bytes without a client certificate"),
+            Err(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => tandem_net::tls::describe(tls),
+                None => e.to_string(),
+            },
+        }
+    })
+}
+
+fn audit_entries(c: &Cluster) -> Vec<Value> {
+    let out = c.tandem_as(VIEWER, &SITES, &["audit", "--json", "--limit", "200"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+// Roles, checked by the servers: a viewer reads but may not pause or move
+// shards (refused naming the role needed, and the refusal is audited); an
+// operator pauses and puts contracts but may not destroy one or activate
+// DR; an admin may. An operator's certificate cannot speak Raft.
+#[test]
+fn roles_bound_what_each_operator_may_do() {
+    let mut c = Cluster::with_tls();
+    c.start_all();
+
+    // Viewer: reads yes, changes no.
+    let out = c.tandem_as(VIEWER, &SITES, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.tandem_as(VIEWER, &SITES, &["pause", "--reason", "viewer tries", "--yes"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&format!("permission denied: pause needs role operator, certificate {VIEWER} has viewer")), "{}", stderr(&out));
+    let out = c.tandem_as(VIEWER, &SITES, &["switchover", "--from", "a", "--to", "b", "--reason", "viewer tries", "--yes"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs role operator") && stderr(&out).contains(VIEWER), "{}", stderr(&out));
+    let refused = c.wait_for("the viewer's refusals in the audit log", || {
+        let entries = audit_entries(&c);
+        let pause = entries.iter().find(|e| e["what"] == "refused: pause" && e["who"] == VIEWER).cloned();
+        let moving = entries.iter().any(|e| e["what"].as_str().is_some_and(|w| w.starts_with("refused: switchover")));
+        pause.filter(|_| moving)
+    });
+    assert!(refused["result"].as_str().unwrap().contains("needs role operator"), "{refused}");
+    assert_eq!(c.status(&SITES).unwrap()["cluster"]["policy"]["paused"], false, "a refused pause changed the policy");
+
+    // Operator: pause and put yes; destroy and DR activation no.
+    let out = c.tandem_as(OPERATOR, &SITES, &["pause", "--reason", "operator may", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = c.dir.path().join("deed.txt");
+    std::fs::write(&file, "signed").unwrap();
+    let out = c.contract_as(OPERATOR, "a", &["put", "--tenant", "t1", "--id", "d1", "--file", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.contract_as(VIEWER, "a", &["get", "--tenant", "t1", "--id", "d1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.contract_as(VIEWER, "a", &["put", "--tenant", "t1", "--id", "d2", "--file", &file.display().to_string()]);
+    assert!(stderr(&out).contains("contract put needs role operator"), "{}", stderr(&out));
+    let destroy = ["destroy", "--tenant", "t1", "--id", "d1", "--reason", "retention ended", "--yes"];
+    let out = c.contract_as(OPERATOR, "a", &destroy);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&format!("contract destroy needs role admin, certificate {OPERATOR} has operator")), "{}", stderr(&out));
+    let config = c.config_path("c").display().to_string();
+    let out = c.tandem_as(OPERATOR, &SITES, &["dr", "activate", "--config", &config, "--reason", "operator tries", "--yes"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&format!("DR activation needs role admin, certificate {OPERATOR} has operator")), "{}", stderr(&out));
+
+    // Admin: destroy yes; DR activation passes the role check and is then
+    // refused for its own reason (the cluster still has a quorum).
+    let out = c.contract_as(ADMIN, "a", &destroy);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.tandem_as(ADMIN, &SITES, &["dr", "activate", "--config", &config, "--reason", "admin tries", "--yes"]);
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("permission denied") && stderr(&out).contains("not a city-wide disaster"), "{}", stderr(&out));
+    c.wait_for("the refused destroy in the audit log", || {
+        audit_entries(&c).iter().any(|e| e["what"] == "refused: contract destroy" && e["who"] == OPERATOR).then_some(())
+    });
+
+    // Daemon-to-daemon calls need a site's certificate, whatever the role.
+    let err = raft_vote_as(&c, ADMIN);
+    assert!(err.contains("needs a site certificate"), "{err}");
+}
+
+/// Sends a (meaningless) Raft vote to site a's controller with an
+/// operator's certificate; returns the refusal.
+fn raft_vote_as(c: &Cluster, operator: &str) -> String {
+    let files = tandem_net::TlsFiles::in_dir(&tls_dir(c).join(format!("operator-{operator}")));
+    let transport = tandem_net::Transport::over_tokio(Some(&files)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let channel = transport.channel(&c.addrs["a"]).unwrap();
+        let mut client = tandem_proto::raft::raft_client::RaftClient::new(channel);
+        let req = tandem_proto::raft::RaftPayload { json: b"{}".to_vec(), generation: 1 };
+        match tokio::time::timeout(WAIT, client.vote(req)).await.expect("no answer") {
+            Ok(_) => "the vote was accepted".to_string(),
+            Err(s) => s.message().to_string(),
+        }
+    })
+}
+
+// A [tls] section naming a missing file, or a key file that holds no key,
+// stops the daemon with an error naming the file and showing none of it.
+#[test]
+fn bad_tls_files_are_named_without_their_content() {
+    let c = Cluster::with_tls();
+    let tls = tls_dir(&c);
+    let good = std::fs::read_to_string(c.config_path("a")).unwrap();
+    let key = tls.join("site-a/key.pem").display().to_string();
+
+    let missing = good.replace(&key, "/nonexistent/key.pem");
+    let path = c.dir.path().join("missing.toml");
+    std::fs::write(&path, missing).unwrap();
+    let out = run_bounded(Command::new(TANDEM).arg("controller").arg("--config").arg(&path));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/nonexistent/key.pem: cannot read"), "{}", stderr(&out));
+
+    let secret = "NOT-A-KEY-but-secret-looking-text";
+    let garbage = c.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, secret).unwrap();
+    let bad = good.replace(&key, &garbage.display().to_string());
+    let path = c.dir.path().join("garbage.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = run_bounded(Command::new(TANDEM).arg("controller").arg("--config").arg(&path));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}: contains no PEM private key", garbage.display())), "{err}");
+    assert!(!err.contains(secret), "the error shows the file's content: {err}");
+
+    // `certs init` never overwrites.
+    let out = run_bounded(Command::new(TANDEM).args(["certs", "init", "--dir"]).arg(&tls));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refusing to overwrite"), "{}", stderr(&out));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(tls.join("site-a/key.pem")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "keys must be private to their owner");
+}
