@@ -34,3 +34,37 @@ fn systemd_unit_starts_the_controller_with_a_config() {
     let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).expect("ExecStart line");
     assert!(exec.contains("tandem controller --config "), "{exec}");
 }
+
+/// The services defined in deploy/compose.yaml (two-space indented keys
+/// under `services:`).
+fn compose_services() -> Vec<String> {
+    let text = std::fs::read_to_string(deploy_dir().join("compose.yaml")).unwrap();
+    let services = text.split("\nservices:\n").nth(1).expect("a services: section");
+    services
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with(' ') || l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("  ").filter(|r| !r.starts_with(' ')).and_then(|r| r.strip_suffix(':')))
+        .map(str::to_string)
+        .collect()
+}
+
+// The compose test setup: each site's controller config loads, names
+// itself, uses its own site certificate, and every peer address is a
+// compose service.
+#[test]
+fn compose_controller_configs_match_the_compose_services() {
+    let services = compose_services();
+    assert!(services.contains(&"pki".to_string()), "{services:?}");
+    for site in ["a", "b", "c"] {
+        let cfg = NodeConfig::load(&deploy_dir().join(format!("compose/site-{site}.toml"))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.site, site);
+        let tls = cfg.tls.as_ref().expect("compose runs mutual TLS");
+        assert!(tls.cert.starts_with(format!("/etc/tandem/tls/site-{site}")), "{:?}", tls.cert);
+        for s in &cfg.sites {
+            let host = s.addr.split(':').next().unwrap();
+            assert!(services.iter().any(|svc| svc == host), "{site}: {} is not a compose service ({services:?})", s.addr);
+        }
+        assert!(services.contains(&format!("controller-{site}")));
+        assert!(services.contains(&format!("replicator-{site}")));
+    }
+}

@@ -30,3 +30,19 @@ fn systemd_unit_starts_the_replicator_with_a_config() {
     let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).expect("ExecStart line");
     assert!(exec.contains("tandem replicator --config "), "{exec}");
 }
+
+// The compose test setup's replicator configs load, and every address in
+// them is a compose service.
+#[test]
+fn compose_replicator_configs_name_compose_services() {
+    let compose = std::fs::read_to_string(deploy_dir().join("compose.yaml")).unwrap();
+    for site in ["a", "b", "c"] {
+        let cfg = ReplicatorConfig::load(&deploy_dir().join(format!("compose/replicator-{site}.toml"))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.site, site);
+        assert!(cfg.tls.is_some(), "compose runs mutual TLS");
+        let hosts = cfg.controllers.iter().chain(cfg.sites.iter().map(|s| &s.addr)).map(|a| a.split(':').next().unwrap().to_string());
+        for host in hosts {
+            assert!(compose.contains(&format!("\n  {host}:\n")), "{site}: {host} is not a compose service");
+        }
+    }
+}
