@@ -182,8 +182,11 @@ fn roles_bound_what_each_operator_may_do() {
     assert_eq!(c.status(&SITES).unwrap()["cluster"]["policy"]["paused"], false, "a refused pause changed the policy");
 
     // Operator: pause and put yes; destroy and DR activation no.
-    let out = c.tandem_as(OPERATOR, &SITES, &["pause", "--reason", "operator may", "--yes"]);
+    let out = c.tandem_as(OPERATOR, &SITES, &["pause", "--reason", "operator may", "--who", "root", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The audit log names the certificate that acted, and what it claimed.
+    let pause = audit_entries(&c).into_iter().find(|e| e["why"] == "operator may").expect("the pause is audited");
+    assert_eq!(pause["who"], format!("{OPERATOR} (as root)"), "{pause}");
     let file = c.dir.path().join("deed.txt");
     std::fs::write(&file, "signed").unwrap();
     let out = c.contract_as(OPERATOR, "a", &["put", "--tenant", "t1", "--id", "d1", "--file", &file.display().to_string()]);

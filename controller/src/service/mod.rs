@@ -53,6 +53,18 @@ fn forwarded_request<T>(msg: T) -> Request<T> {
     req
 }
 
+/// `change` with its `who` made the authenticated identity when the caller
+/// has an operator certificate (`alice`, or `alice (as root)` when the
+/// `--who` it sent differs): the audit log then names who really acted.
+/// Sites (automatic actions) and plaintext callers keep the `who` they sent.
+fn attested(caller: &Caller, mut change: pb::ChangeRequest) -> pb::ChangeRequest {
+    if let Caller::Tls(tandem_net::Peer::Operator { name, .. }) = caller {
+        let claimed = change.who.trim();
+        change.who = if claimed.is_empty() || claimed == name { name.clone() } else { format!("{name} (as {claimed})") };
+    }
+    change
+}
+
 /// The leader's address named by a "not the leader" refusal.
 fn leader_addr(s: &Status) -> Option<String> {
     s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -96,12 +108,14 @@ impl ControlService {
     }
 
     /// Refuses (and audits) a call whose caller lacks `need`.
-    fn authorize<T>(&self, req: &Request<T>, what: &str, need: Need) -> Result<(), Status> {
+    /// Returns the caller, for [`attested`].
+    fn authorize<T>(&self, req: &Request<T>, what: &str, need: Need) -> Result<Caller, Status> {
         let caller = Caller::of(req);
         caller.check(what, need).map_err(|denied| {
             self.refusals.record(&caller, what, &denied);
             with_code(Status::permission_denied(denied.to_string()), error_code::PERMISSION_DENIED)
-        })
+        })?;
+        Ok(caller)
     }
 
     /// A client of the leader at `addr`, for forwarding.
@@ -280,13 +294,13 @@ impl Control for ControlService {
     }
 
     async fn pause(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
-        self.authorize(&req, "pause", Need::Role(Role::Operator))?;
-        self.propose(Command::Pause, req.into_inner()).await.map(change_reply)
+        let caller = self.authorize(&req, "pause", Need::Role(Role::Operator))?;
+        self.propose(Command::Pause, attested(&caller, req.into_inner())).await.map(change_reply)
     }
 
     async fn resume(&self, req: Request<pb::ChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
-        self.authorize(&req, "resume", Need::Role(Role::Operator))?;
-        self.propose(Command::Resume, req.into_inner()).await.map(change_reply)
+        let caller = self.authorize(&req, "resume", Need::Role(Role::Operator))?;
+        self.propose(Command::Resume, attested(&caller, req.into_inner())).await.map(change_reply)
     }
 
     async fn set_pair_mode(&self, req: Request<pb::PairModeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
@@ -342,25 +356,27 @@ impl Control for ControlService {
     async fn record_event(&self, req: Request<pb::EventRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         // Sites record detections and refusals; `tandem dr rejoin` (admin)
         // records its offline reset.
-        self.authorize(&req, "recording an audit event", Need::Role(Role::Admin))?;
+        let caller = self.authorize(&req, "recording an audit event", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         if r.what.chars().count() > TEXT_MAX_CHARS || r.result.chars().count() > TEXT_MAX_CHARS {
             return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
         }
-        self.propose(Command::Event { what: r.what, result: r.result }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+        let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why });
+        self.propose(Command::Event { what: r.what, result: r.result }, change).await.map(change_reply)
     }
 
     async fn set_site_role(&self, req: Request<pb::SiteRoleRequest>) -> Result<Response<pb::ChangeReply>, Status> {
-        self.authorize(&req, "failback (setting a site's role)", Need::Role(Role::Admin))?;
+        let caller = self.authorize(&req, "failback (setting a site's role)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         let role = |s: &str| SiteRole::parse(s).ok_or_else(|| Status::invalid_argument(format!("unknown site role {s:?}")));
         let spec = SiteRoleSpec { site: r.site, expect: role(&r.expect)?, role: role(&r.role)? };
-        self.propose(Command::SetSiteRole(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+        self.propose(Command::SetSiteRole(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::ChangeReply>, Status> {
-        self.authorize(&req, "failback join (a Raft membership change)", Need::Role(Role::Admin))?;
-        let r = req.into_inner();
+        let caller = self.authorize(&req, "failback join (a Raft membership change)", Need::Role(Role::Admin))?;
+        let mut r = req.into_inner();
+        r.who = attested(&caller, pb::ChangeRequest { who: r.who, why: String::new() }).who;
         if r.who.trim().is_empty() || r.why.trim().is_empty() {
             return Err(Status::invalid_argument("who and a reason (--reason) are required: the audit log records them"));
         }
@@ -411,7 +427,7 @@ impl Control for ControlService {
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         // Switchover and failover send the same steps; both are an operator's call.
-        self.authorize(&req, "switchover or failover (moving shards)", Need::Role(Role::Operator))?;
+        let caller = self.authorize(&req, "switchover or failover (moving shards)", Need::Role(Role::Operator))?;
         let r = req.into_inner();
         let step = MoveStep::parse(&r.step)
             .ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;
@@ -425,6 +441,6 @@ impl Control for ControlService {
             automatic: r.automatic,
             require_sync: r.require_sync,
         };
-        self.propose(Command::ShardMove(spec), pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+        self.propose(Command::ShardMove(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
     }
 }
