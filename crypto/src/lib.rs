@@ -21,13 +21,14 @@ mod pii;
 mod random;
 mod scanner;
 mod segment;
+mod wrap_format;
 
 pub use error::CryptoError;
 pub use header::{
     ciphertext_len, FileContext, FileHeader, DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, HEADER_LEN,
     MAX_SEGMENT_SIZE, SEGMENT_OVERHEAD,
 };
-pub use key_file::{LocalKeyFile, KEY_FILE_TAG, MAX_KEK_ID_LEN};
+pub use key_file::{LocalKeyFile, KEY_FILE_TAG};
 pub use key_ring::KeyRing;
 pub use keys::{
     key_id_hex, DataKey, KeyProvider, PiiKey, WrappedKey, DATA_KEY_LEN, KEY_ID_LEN, PII_KEY_LEN,
@@ -36,4 +37,5 @@ pub use pii::{open_pii, seal_pii, PII_OVERHEAD};
 pub use random::{RandomSource, SeededRandomSource, SystemRandomSource};
 pub use scanner::{ScanSummary, SegmentScanner};
 pub use segment::{Decryptor, Encryptor};
+pub use wrap_format::{kek_id_problem, MAX_KEK_ID_LEN};
 pub use zeroize;
