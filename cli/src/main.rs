@@ -57,7 +57,7 @@ enum Command {
     Contract(cmd::contract::Args),
     /// Measure replication throughput and write latency against a same-run baseline (use a release build).
     Bench(cmd::bench::Args),
-    /// Manage key-encryption key files.
+    /// Manage key-encryption keys (key files, HSM keys).
     Keys(cmd::keys::Args),
     /// Compare what every site stores with each shard's owner (exit 3 on differences).
     Verify(cmd::verify::Args),
