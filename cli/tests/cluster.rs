@@ -118,7 +118,7 @@ fn malformed_config_names_file_line_and_field() {
     let out = run_bounded(Command::new(TANDEM).arg("controller").arg("--config").arg(&bad));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:6:") && err.contains("raft.heartbeat_ms"), "{err}");
+    assert!(err.contains("bad.toml:7:") && err.contains("raft.heartbeat_ms"), "{err}");
 }
 
 fn consecutive_free_ports() -> u16 {
