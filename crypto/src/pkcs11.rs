@@ -44,9 +44,10 @@ pub struct Pkcs11Token {
     module: PathBuf,
     token_label: String,
     // A PKCS#11 session runs one operation at a time and cryptoki's Session
-    // is not Sync, so calls are serialised on one long-lived session. A wrap
-    // or unwrap is one short call into the token per file, far from being a
-    // bottleneck; a std mutex because no call awaits while holding it.
+    // is not Sync, so calls are serialised on one long-lived session (which
+    // also keeps clear of SoftHSM2's races between concurrent sessions). A
+    // wrap or unwrap is one short call into the token per file, far from
+    // being a bottleneck; a std mutex because no call awaits while holding it.
     session: Mutex<Session>,
 }
 
