@@ -59,7 +59,7 @@ enum Command {
     Contract(cmd::contract::Args),
     /// Measure replication throughput and write latency against a same-run baseline (use a release build).
     Bench(cmd::bench::Args),
-    /// Manage key-encryption key files.
+    /// Manage key-encryption keys (key files, HSM keys).
     Keys(cmd::keys::Args),
     /// Create a development CA and TLS certificates for sites and operators.
     Certs(cmd::certs::Args),

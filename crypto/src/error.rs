@@ -30,6 +30,11 @@ pub enum CryptoError {
     /// line, never the file's contents.
     #[error("key file: {0}")]
     KeyFile(String),
+    /// A PKCS#11 module (HSM) could not be loaded, logged into or used, or
+    /// the key-encryption key is missing from the token. Names the module
+    /// path, token label and key label, never the PIN.
+    #[error("HSM: {0}")]
+    Hsm(String),
     /// The random source failed to produce bytes.
     #[error("the random source failed to produce bytes")]
     Random,

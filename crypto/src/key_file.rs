@@ -3,15 +3,13 @@
 //! Format, one key line (blank lines and `#` comments allowed):
 //! `tandem-kek-v1 <kek-id> <64 hex chars>`.
 //!
-//! Wrapping is AES-256-GCM (ring) with a random 96-bit nonce; the wrapped
-//! bytes are `nonce(12) || encrypted key || tag(16)`. The associated data is
-//! `"tandem-wrap-v1" || kind || len(kek_id) || kek_id || key_id || context`:
-//! the kind byte keeps a wrapped PII key from being unwrapped as a data key,
-//! and the length prefix keeps the variable-length KEK id unambiguous.
+//! Wrapping is AES-256-GCM (ring) with a random 96-bit nonce, in the format
+//! of [`crate::wrap_format`] (shared with the HSM provider).
 
-use crate::keys::{key_id_hex, DATA_KEY_LEN, KEY_ID_LEN, PII_KEY_LEN};
-use crate::{CryptoError, DataKey, KeyProvider, PiiKey, RandomSource, WrappedKey};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use crate::keys::{key_id_hex, KEY_ID_LEN};
+use crate::wrap_format::{check_wrapped, impl_key_provider, kek_id_problem, tampered, wrap_aad, KeyKind, NONCE_LEN, TAG_LEN};
+use crate::{CryptoError, RandomSource, WrappedKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,12 +17,7 @@ use zeroize::Zeroizing;
 
 /// First field of the key line; bumps if the file format ever changes.
 pub const KEY_FILE_TAG: &str = "tandem-kek-v1";
-/// Longest KEK id accepted (it is stored with every wrapped key).
-pub const MAX_KEK_ID_LEN: usize = 128;
-
 const KEK_LEN: usize = 32;
-const TAG_LEN: usize = 16;
-const WRAP_LABEL: &[u8] = b"tandem-wrap-v1";
 
 /// Development key provider: a local key file holding one 256-bit KEK and its id.
 pub struct LocalKeyFile {
@@ -33,44 +26,6 @@ pub struct LocalKeyFile {
     // ring does not zeroize its expanded key schedule on drop; keeping one
     // long-lived key object at least avoids scattering copies per operation.
     key: LessSafeKey,
-}
-
-#[derive(Clone, Copy)]
-enum KeyKind {
-    Data,
-    Pii,
-}
-
-impl KeyKind {
-    fn label(self) -> u8 {
-        match self {
-            KeyKind::Data => b'D',
-            KeyKind::Pii => b'P',
-        }
-    }
-}
-
-impl fmt::Display for KeyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyKind::Data => "data",
-            KeyKind::Pii => "PII",
-        })
-    }
-}
-
-/// Why a KEK id is unusable, or `None` if it is fine. KEK ids live in a
-/// space-separated text line and in logs, so they are short printable ASCII.
-fn kek_id_problem(kek_id: &str) -> Option<&'static str> {
-    if kek_id.is_empty() {
-        Some("it is empty")
-    } else if kek_id.len() > MAX_KEK_ID_LEN {
-        Some("it is longer than 128 bytes")
-    } else if !kek_id.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
-        Some("it may only contain printable ASCII without spaces or '#'")
-    } else {
-        None
-    }
 }
 
 fn new_key(kek: &[u8; KEK_LEN]) -> LessSafeKey {
@@ -236,17 +191,9 @@ impl LocalKeyFile {
         &self.path
     }
 
-    fn aad(&self, kind: KeyKind, key_id: &[u8; KEY_ID_LEN], context: &[u8]) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(
-            WRAP_LABEL.len() + 1 + 4 + self.kek_id.len() + KEY_ID_LEN + context.len(),
-        );
-        aad.extend_from_slice(WRAP_LABEL);
-        aad.push(kind.label());
-        aad.extend_from_slice(&(self.kek_id.len() as u32).to_be_bytes());
-        aad.extend_from_slice(self.kek_id.as_bytes());
-        aad.extend_from_slice(key_id);
-        aad.extend_from_slice(context);
-        aad
+    /// Names the key file in errors.
+    fn holder(&self) -> String {
+        format!("key file {}", self.path.display())
     }
 
     fn wrap(
@@ -259,7 +206,7 @@ impl LocalKeyFile {
     ) -> Result<WrappedKey, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce)?;
-        let aad = self.aad(kind, key_id, context);
+        let aad = wrap_aad(kind, &self.kek_id, key_id, context);
         // Exact capacity: the secret is encrypted in place and the buffer
         // never reallocates, so no plaintext copy is left behind.
         let mut bytes = Vec::with_capacity(NONCE_LEN + secret.len() + TAG_LEN);
@@ -288,38 +235,16 @@ impl LocalKeyFile {
         context: &[u8],
     ) -> Result<Zeroizing<[u8; N]>, CryptoError> {
         let id = key_id_hex(&wrapped.key_id);
-        if wrapped.kek_id != self.kek_id {
-            return Err(CryptoError::WrongKey(format!(
-                "{kind} key {id} was wrapped with KEK {:?}, but key file {} holds KEK {:?}",
-                wrapped.kek_id,
-                self.path.display(),
-                self.kek_id
-            )));
-        }
-        if wrapped.bytes.len() != NONCE_LEN + N + TAG_LEN {
-            return Err(CryptoError::Corrupt(format!(
-                "wrapped {kind} key {id} is {} bytes, expected {}",
-                wrapped.bytes.len(),
-                NONCE_LEN + N + TAG_LEN
-            )));
-        }
+        check_wrapped(kind, N, wrapped, &self.kek_id, &self.holder())?;
         let (nonce, sealed) = wrapped.bytes.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce)
             .map_err(|_| CryptoError::Corrupt(format!("wrapped {kind} key {id}: bad nonce")))?;
-        let aad = self.aad(kind, &wrapped.key_id, context);
+        let aad = wrap_aad(kind, &self.kek_id, &wrapped.key_id, context);
         let mut buf = Zeroizing::new(sealed.to_vec());
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(&aad), buf.as_mut_slice())
-            .map_err(|_| {
-                CryptoError::Tampered(format!(
-                    "{kind} key {id} does not unwrap with KEK {:?} from {}: it was wrapped for \
-                     another context (tenant/contract/version/file), or the wrapped key was \
-                     altered, or this key file holds a different key under the same KEK id",
-                    self.kek_id,
-                    self.path.display()
-                ))
-            })?;
+            .map_err(|_| tampered(kind, &wrapped.key_id, &self.kek_id, &self.holder()))?;
         let mut out = Zeroizing::new([0u8; N]);
         out.copy_from_slice(plain);
         Ok(out)
@@ -335,40 +260,4 @@ impl fmt::Debug for LocalKeyFile {
     }
 }
 
-impl KeyProvider for LocalKeyFile {
-    fn kek_id(&self) -> &str {
-        &self.kek_id
-    }
-
-    fn wrap_data_key(
-        &self,
-        key: &DataKey,
-        context: &[u8],
-        rng: &dyn RandomSource,
-    ) -> Result<WrappedKey, CryptoError> {
-        self.wrap(KeyKind::Data, &key.id(), key.expose_secret(), context, rng)
-    }
-
-    fn unwrap_data_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &[u8],
-    ) -> Result<DataKey, CryptoError> {
-        let secret = self.unwrap::<DATA_KEY_LEN>(KeyKind::Data, wrapped, context)?;
-        Ok(DataKey::from_secret(wrapped.key_id, secret))
-    }
-
-    fn wrap_pii_key(
-        &self,
-        key: &PiiKey,
-        context: &[u8],
-        rng: &dyn RandomSource,
-    ) -> Result<WrappedKey, CryptoError> {
-        self.wrap(KeyKind::Pii, &key.id(), key.expose_secret(), context, rng)
-    }
-
-    fn unwrap_pii_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<PiiKey, CryptoError> {
-        let secret = self.unwrap::<PII_KEY_LEN>(KeyKind::Pii, wrapped, context)?;
-        Ok(PiiKey::from_secret(wrapped.key_id, secret))
-    }
-}
+impl_key_provider!(LocalKeyFile, kek_id);

@@ -17,12 +17,18 @@ pub struct ReplicatorConfig {
     /// `data_dir/blobs` unless `blob_url` says otherwise.
     pub data_dir: PathBuf,
     /// The key-encryption key file (the path, never the key): the current
-    /// KEK, which wraps every new data key.
-    pub key_file: PathBuf,
+    /// KEK, which wraps every new data key. For development; production
+    /// uses `[hsm]` instead. Exactly one of the two is required.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Key files of retired KEKs, kept only to unwrap keys not yet
     /// re-wrapped by `tandem keys rotate`; remove them once it has run.
+    /// Allowed with `[hsm]` too (rotation from a key file to an HSM).
     #[serde(default)]
     pub retired_key_files: Vec<PathBuf>,
+    /// The current KEK (and retired ones) in an HSM, over PKCS#11.
+    #[serde(default)]
+    pub hsm: Option<HsmConfig>,
     /// Controller addresses (host:port), tried in order.
     pub controllers: Vec<String>,
     /// Address to bind; defaults to this site's `addr`.
@@ -53,6 +59,26 @@ pub struct ReplicatorConfig {
     /// replicator speaks plaintext and cannot check roles.
     #[serde(default)]
     pub tls: Option<tandem_net::TlsFiles>,
+}
+
+/// `[hsm]`: key-encryption keys held in an HSM token, used over PKCS#11.
+/// The KEK id of an HSM key is its label. No secret is written here: the
+/// PIN is read from `pin_file`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// The vendor's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    pub module: PathBuf,
+    /// Label of the token (slot) holding the keys.
+    pub token_label: String,
+    /// File holding the token's user PIN (one line, mode 0600).
+    pub pin_file: PathBuf,
+    /// Label of the current KEK (`tandem keys hsm-create` makes it).
+    pub key_label: String,
+    /// Labels of retired KEKs in the same token, kept only to unwrap keys
+    /// not yet re-wrapped by `tandem keys rotate`.
+    #[serde(default)]
+    pub retired_key_labels: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -109,6 +135,16 @@ impl ReplicatorConfig {
         if !(100..=60_000).contains(&self.sync_timeout_ms) {
             return err("sync_timeout_ms", format!("{} is outside 100..=60000", self.sync_timeout_ms));
         }
+        match (&self.key_file, &self.hsm) {
+            (Some(_), Some(_)) => {
+                return err("key_file", "give either key_file (development) or an [hsm] section, not both".into())
+            }
+            (None, None) => {
+                return err("key_file", "a key-encryption key is required: key_file (development) or an [hsm] section".into())
+            }
+            (_, Some(hsm)) => hsm.validate()?,
+            (Some(_), None) => {}
+        }
         Ok(())
     }
 
@@ -126,6 +162,26 @@ impl ReplicatorConfig {
 
     pub fn staged_ttl(&self) -> Duration {
         Duration::from_millis(self.staged_ttl_ms)
+    }
+}
+
+impl HsmConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let labels = std::iter::once(("hsm.key_label", &self.key_label))
+            .chain(self.retired_key_labels.iter().map(|l| ("hsm.retired_key_labels", l)));
+        let mut seen = BTreeSet::new();
+        for (field, label) in labels {
+            if let Some(problem) = tandem_crypto::kek_id_problem(label) {
+                return Err((field.into(), format!("key label {label:?}: {problem}")));
+            }
+            if !seen.insert(label) {
+                return Err((field.into(), format!("key label {label:?} is configured twice")));
+            }
+        }
+        if self.token_label.is_empty() {
+            return Err(("hsm.token_label".into(), "must not be empty".into()));
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +223,57 @@ send_limit_mib_s = 50
         let e = ReplicatorConfig::parse(&text, "r.toml").unwrap_err();
         assert!(e.to_string().starts_with("r.toml:14:") && e.to_string().contains("send_limit_mib_s"), "{e}");
         assert_eq!(e.line, Some(14));
+    }
+
+    const HSM: &str = r#"
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "tandem"
+pin_file = "/etc/tandem/hsm.pin"
+key_label = "kek-2026-1"
+retired_key_labels = ["kek-2025-1"]
+"#;
+
+    /// GOOD with `[hsm]` instead of `key_file` (a table goes before the
+    /// `[[sites]]` array).
+    fn with_hsm(hsm: &str) -> String {
+        GOOD.replace("key_file = \"/tmp/kek\"\n", "").replacen("\n[[sites]]", &format!("{hsm}\n[[sites]]"), 1)
+    }
+
+    #[test]
+    fn hsm_section_replaces_the_key_file() {
+        let c = ReplicatorConfig::parse(&with_hsm(HSM), "r.toml").unwrap();
+        assert!(c.key_file.is_none());
+        let hsm = c.hsm.unwrap();
+        assert_eq!((hsm.token_label.as_str(), hsm.key_label.as_str()), ("tandem", "kek-2026-1"));
+        assert_eq!(hsm.retired_key_labels, ["kek-2025-1"]);
+        assert_eq!(hsm.pin_file, PathBuf::from("/etc/tandem/hsm.pin"));
+    }
+
+    #[test]
+    fn exactly_one_of_key_file_and_hsm_is_required() {
+        let both = GOOD.replacen("\n[[sites]]", &format!("{HSM}\n[[sites]]"), 1);
+        let e = ReplicatorConfig::parse(&both, "r.toml").unwrap_err();
+        assert_eq!((e.field.as_deref(), e.line), (Some("key_file"), Some(4)), "{e}");
+        assert!(e.to_string().starts_with("r.toml:4:") && e.to_string().contains("not both"), "{e}");
+
+        let neither = GOOD.replace("key_file = \"/tmp/kek\"\n", "");
+        let e = ReplicatorConfig::parse(&neither, "r.toml").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key_file"));
+        assert!(e.to_string().contains("[hsm]"), "{e}");
+    }
+
+    #[test]
+    fn bad_hsm_fields_name_file_line_and_field() {
+        let e = ReplicatorConfig::parse(&with_hsm(&HSM.replace("\"kek-2026-1\"", "\"kek 2026\"")), "r.toml").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("hsm.key_label"));
+        assert!(e.to_string().contains("r.toml:") && e.to_string().contains("spaces"), "{e}");
+
+        let e = ReplicatorConfig::parse(&with_hsm(&HSM.replace("kek-2025-1", "kek-2026-1")), "r.toml").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("hsm.retired_key_labels"));
+
+        let e = ReplicatorConfig::parse(&with_hsm(&HSM.replace("pin_file", "pin")), "r.toml").unwrap_err();
+        assert!(e.to_string().starts_with("r.toml:") && e.to_string().contains("pin"), "{e}");
     }
 
     #[test]

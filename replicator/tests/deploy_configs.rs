@@ -44,5 +44,23 @@ fn compose_replicator_configs_name_compose_services() {
         for host in hosts {
             assert!(compose.contains(&format!("\n  {host}:\n")), "{site}: {host} is not a compose service");
         }
+// The commented `[hsm]` example stays valid: uncommented, with `key_file`
+// removed as its comment says, every example config loads with it.
+#[test]
+fn commented_hsm_example_loads_in_place_of_the_key_file() {
+    for site in ["a", "b", "c"] {
+        let path = deploy_dir().join(format!("replicator-{site}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\n# [hsm]\n"), "{site}: a commented [hsm] example");
+        let mut out = String::new();
+        let mut in_example = false;
+        for line in text.lines().filter(|l| !l.starts_with("key_file")) {
+            in_example = line == "# [hsm]" || (in_example && line.starts_with("# "));
+            out.push_str(if in_example { &line[2..] } else { line });
+            out.push('\n');
+        }
+        let cfg = ReplicatorConfig::parse(&out, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let hsm = cfg.hsm.expect("[hsm] parsed");
+        assert!(cfg.key_file.is_none() && !hsm.key_label.is_empty(), "{site}");
     }
 }

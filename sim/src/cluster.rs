@@ -143,8 +143,9 @@ fn replicator_config(site: &str) -> ReplicatorConfig {
     ReplicatorConfig {
         site: site.to_string(),
         data_dir: PathBuf::from("/sim").join(site),
-        key_file: PathBuf::from("<memory>"),
+        key_file: Some(PathBuf::from("<memory>")),
         retired_key_files: Vec::new(),
+        hsm: None,
         // Its own site's controller first, as deployed.
         controllers: std::iter::once(site)
             .chain(site_names().into_iter().filter(|s| *s != site))

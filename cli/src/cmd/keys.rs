@@ -1,6 +1,10 @@
 //! `tandem keys create`: a new local key-encryption key file (mode 0600).
 //! `tandem keys rotate`: re-wrap every stored data and PII key under the
 //! current KEK, at every site, without re-encrypting any file.
+//! `tandem keys hsm-create`: a new key-encryption key generated inside an
+//! HSM token over PKCS#11 (AES-256, sensitive, not extractable). An HSM key
+//! never leaves the token: the sites share the token (a network HSM), or
+//! the key is replicated between HSMs by the vendor's tools.
 //!
 //! Every site must use the same key-encryption key: each site unwraps the
 //! data keys of the files it serves, including replicated ones. Copy the
@@ -14,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tandem_crypto::{KeyProvider, LocalKeyFile, SystemRandomSource};
+use tandem_crypto::{KeyProvider, LocalKeyFile, Pkcs11Token, SystemRandomSource};
 use tandem_replicator::client::ReplicatorClient;
 
 use super::{Audited, Target};
@@ -41,6 +45,23 @@ pub enum Command {
     /// shard owners re-wrap; the re-wrapped keys replicate), then wait until
     /// no site holds a key under another KEK.
     Rotate(RotateArgs),
+    /// Generate a key inside an HSM token (AES-256, non-extractable);
+    /// refuses if a key with that label exists. Name it in the
+    /// replicator's `[hsm] key_label`.
+    HsmCreate {
+        /// The PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long, alias = "hsm-module")]
+        module: PathBuf,
+        /// Label of the token to create the key in.
+        #[arg(long)]
+        token_label: String,
+        /// File holding the token's user PIN.
+        #[arg(long)]
+        pin_file: PathBuf,
+        /// The key's label, which is its KEK id (e.g. kek-2026-1).
+        #[arg(long)]
+        kek_id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -68,6 +89,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rotate(a) => rotate(a).await,
+        Command::HsmCreate { module, token_label, pin_file, kek_id } => {
+            let token = Pkcs11Token::open(&module, &token_label, &pin_file)?;
+            let key = token.create_key(&kek_id)?;
+            println!("created key {:?} in HSM token {token_label:?} (AES-256, not extractable)", key.kek_id());
+            Ok(())
+        }
     }
 }
 

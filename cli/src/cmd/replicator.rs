@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tandem_controller::clock::SystemClock;
-use tandem_crypto::{KeyProvider, KeyRing, LocalKeyFile, SystemRandomSource};
+use tandem_crypto::{KeyProvider, KeyRing, LocalKeyFile, Pkcs11Token, SystemRandomSource};
 use tandem_replicator::blob::BlobStore;
 use tandem_replicator::config::ReplicatorConfig;
 use tandem_replicator::server::{Replicator, ReplicatorDeps};
@@ -30,14 +30,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The current KEK (`key_file`) and the retired ones still configured.
+/// The current KEK (`key_file`, or `[hsm] key_label`) and the retired ones
+/// still configured (`retired_key_files`, `[hsm] retired_key_labels`).
 pub fn key_ring(config: &ReplicatorConfig) -> anyhow::Result<KeyRing> {
     let load = |field: &str, path: &std::path::Path| -> anyhow::Result<Arc<dyn KeyProvider>> {
         let key = LocalKeyFile::load(path).with_context(|| format!("cannot use the key file named by {field} ({})", path.display()))?;
         Ok(Arc::new(key))
     };
-    let current = load("key_file", &config.key_file)?;
-    let retired = config.retired_key_files.iter().map(|p| load("retired_key_files", p)).collect::<anyhow::Result<_>>()?;
+    let mut retired = config.retired_key_files.iter().map(|p| load("retired_key_files", p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let current = match (&config.hsm, &config.key_file) {
+        (Some(hsm), _) => {
+            let token = Pkcs11Token::open(&hsm.module, &hsm.token_label, &hsm.pin_file).context("cannot use the HSM named by [hsm]")?;
+            let key = |field: &str, label: &str| -> anyhow::Result<Arc<dyn KeyProvider>> {
+                Ok(Arc::new(token.key(label).with_context(|| format!("cannot use the HSM key named by {field}"))?))
+            };
+            for label in &hsm.retired_key_labels {
+                retired.push(key("hsm.retired_key_labels", label)?);
+            }
+            key("hsm.key_label", &hsm.key_label)?
+        }
+        (None, Some(path)) => load("key_file", path)?,
+        // validate() requires one of them.
+        (None, None) => anyhow::bail!("no key-encryption key configured: set key_file or [hsm]"),
+    };
     Ok(KeyRing::new(current, retired)?)
 }
 
@@ -54,6 +69,8 @@ pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replic
         None => BlobStore::local(&root.join("blobs"))?,
     };
     let keys = key_ring(&config)?;
+    // KEK ids are public (stored with every wrapped key); never the keys.
+    tracing::info!(current = keys.kek_id(), all = %keys.kek_ids().join(","), "key-encryption keys loaded");
     let deps = ReplicatorDeps {
         kv: Arc::new(kv),
         blobs,

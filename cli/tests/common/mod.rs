@@ -254,11 +254,17 @@ impl Cluster {
 
     /// A replicator config; `extra` is appended to the top-level keys.
     pub fn replicator_config(&self, site: &str, key_file: &Path, extra: &str) -> String {
+        self.replicator_config_keyed(site, &format!("key_file = \"{}\"", key_file.display()), extra)
+    }
+
+    /// A replicator config with `key_line` (`key_file = ...`, or empty) as
+    /// its third line; `extra` is appended to the top-level keys and may end
+    /// with tables, e.g. an `[hsm]` section.
+    pub fn replicator_config_keyed(&self, site: &str, key_line: &str, extra: &str) -> String {
         let mut text = format!(
-            "site = \"{site}\"\ndata_dir = \"{}\"\nkey_file = \"{}\"\ncontrollers = [{}]\nsync_timeout_ms = 1000\n\
+            "site = \"{site}\"\ndata_dir = \"{}\"\n{key_line}\ncontrollers = [{}]\nsync_timeout_ms = 1000\n\
              metrics_listen = \"{}\"\n{extra}\n",
             self.data_dir(site).join("replicator").display(),
-            key_file.display(),
             SITES.iter().map(|s| format!("\"{}\"", self.addrs[s])).collect::<Vec<_>>().join(", "),
             self.metrics_addrs[&format!("{site}-replicator")]
         );
