@@ -44,6 +44,9 @@ fn compose_replicator_configs_name_compose_services() {
         for host in hosts {
             assert!(compose.contains(&format!("\n  {host}:\n")), "{site}: {host} is not a compose service");
         }
+    }
+}
+
 // The commented `[hsm]` example stays valid: uncommented, with `key_file`
 // removed as its comment says, every example config loads with it.
 #[test]
