@@ -93,6 +93,8 @@ pub struct Node {
     bootstrapper: JoinHandle<()>,
     /// Failure detection and automatic failover (acts only while leader).
     detector: JoinHandle<()>,
+    /// Serves `/metrics` (config `metrics_listen`).
+    metrics: Option<JoinHandle<()>>,
 
 }
 
@@ -220,6 +222,24 @@ impl Node {
             .run(),
         );
 
+        let metrics = match &config.metrics_listen {
+            Some(addr) => {
+                let listener = tandem_net::metrics::bind(addr)
+                    .await
+                    .map_err(|e| NodeError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
+                tracing::info!(addr = %addr, "serving /metrics");
+                let source = crate::metrics::MetricsSource {
+                    raft: raft.clone(),
+                    state: state.clone(),
+                    health: health.clone(),
+                    clock: deps.clock.clone(),
+                    site: me.name.clone(),
+                    node_id: me.node_id,
+                };
+                Some(tokio::spawn(tandem_net::metrics::serve(listener, Arc::new(move || source.render()))))
+            }
+            None => None,
+        };
         tracing::info!(site = %me.name, node_id = me.node_id, addr = %local_addr, "controller node started");
         Ok(Node {
             raft,
@@ -232,6 +252,7 @@ impl Node {
                         server,
             bootstrapper,
             detector,
+            metrics,
         })
     }
 
@@ -247,18 +268,6 @@ impl Node {
         &self.state
     }
 
-    /// What `/metrics` renders, detached from the node's lifetime.
-    pub fn metrics_source(&self) -> crate::metrics::MetricsSource {
-        crate::metrics::MetricsSource {
-            raft: self.raft.clone(),
-            state: self.state.clone(),
-            health: self.health.clone(),
-            clock: self.clock.clone(),
-            site: self.site.clone(),
-            node_id: self.node_id,
-        }
-    }
-
     pub fn status(&self) -> NodeStatus {
         node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id)
     }
@@ -268,6 +277,10 @@ impl Node {
     pub async fn shutdown(mut self) {
         self.bootstrapper.abort();
         self.detector.abort();
+        if let Some(m) = self.metrics.take() {
+            m.abort();
+            let _ = m.await;
+        }
         self.server.stop().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -67,9 +67,19 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
+/// Binds `addr` for `/metrics` now, so a taken port is a start-up error
+/// rather than a silent gap in the dashboards.
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves `GET /metrics` on `listener` until this future is dropped, and
+/// with it every connection it accepted (so nothing `render` holds - a
+/// daemon's stores - outlives the daemon's shutdown).
 pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -78,7 +88,7 @@ pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
             }
         };
         let render = render.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let render = render.clone();
                 async move { Ok::<_, Infallible>(answer(&req, &render)) }

@@ -149,6 +149,14 @@ impl Replicator {
             _ => local_addr.to_string(),
         };
         tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised)));
+        if let Some(addr) = &config.metrics_listen {
+            let listener = tandem_net::metrics::bind(addr)
+                .await
+                .map_err(|e| StartError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
+            tracing::info!(addr = %addr, "serving /metrics");
+            let s = site.clone();
+            tasks.push(tokio::spawn(tandem_net::metrics::serve(listener, Arc::new(move || crate::metrics::render(&s)))));
+        }
 
         tracing::info!(site = %site.name, addr = %local_addr, log_head = head, "replicator started");
         Ok(Replicator { site, local_addr, tasks, server })
@@ -164,11 +172,19 @@ impl Replicator {
 
     /// Stops serving and the background tasks. Every acknowledged write is
     /// already synced, so nothing is flushed here.
+    /// Stops every task and the server, and returns once they are gone:
+    /// nothing of this replicator holds its stores any more (a restart in
+    /// the same process can open them again).
     pub async fn shutdown(mut self) {
         for t in &self.tasks {
             t.abort();
         }
         self.server.stop().await;
+        // An aborted task is dropped when the runtime next gets to it, not
+        // by `abort()`: wait for that.
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
     }
 }
 

@@ -34,22 +34,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<Node> {
     let kv = RocksKv::open(&db_dir)?;
     let transport = daemon_transport(config.tls.as_ref())?;
     let deps = NodeDeps { kv: Arc::new(kv), transport, clock: Arc::new(SystemClock) };
-    let metrics_listen = config.metrics_listen.clone();
-    let node = Node::start(config, deps).await?;
-    if let Some(addr) = metrics_listen {
-        let source = node.metrics_source();
-        serve_metrics(&addr, Arc::new(move || source.render())).await?;
-    }
-    Ok(node)
-}
-
-/// Binds `addr` now (a taken port is a start-up error, not a silent gap in
-/// the dashboards) and serves `/metrics` there for the process's life.
-pub async fn serve_metrics(addr: &str, render: tandem_net::metrics::Render) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for /metrics on {addr} (metrics_listen)"))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-    tokio::spawn(tandem_net::metrics::serve(listener, render));
-    Ok(())
+    Ok(Node::start(config, deps).await?)
 }
 
 /// The daemon's transport from its `[tls]` section: mutual TLS, or

@@ -98,11 +98,5 @@ pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replic
         clock: Arc::new(SystemClock),
         transport: super::controller::daemon_transport(config.tls.as_ref())?,
     };
-    let metrics_listen = config.metrics_listen.clone();
-    let replicator = Replicator::start(config, deps).await?;
-    if let Some(addr) = metrics_listen {
-        let site = replicator.site().clone();
-        super::controller::serve_metrics(&addr, std::sync::Arc::new(move || tandem_replicator::metrics::render(&site))).await?;
-    }
-    Ok(replicator)
+    Ok(Replicator::start(config, deps).await?)
 }
