@@ -255,6 +255,11 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
     c.start_replicator("b");
     c.wait_status("the pair back in sync", &SITES, |s| s["cluster"]["pairs"][0]["mode"] == "sync");
     c.wait_for("controller metrics: the pair back in sync", || (pair_sync(&c)? == 1.0).then_some(()));
+    // The background comparison with each caught-up peer is exported, and
+    // finds nothing once b has caught up.
+    c.wait_for("a's replicator exporting its comparison with b", || {
+        (metric(&c.scrape("a-replicator")?, "tandem_verify_shards_differing{peer=\"b\"}")? == 0.0).then_some(())
+    });
     let at_b = list_ids(&c, "b", &tenant);
     let missing: Vec<&String> = acked.iter().map(|a| &a.id).filter(|id| !at_b.contains(*id)).collect();
     assert!(missing.is_empty(), "acknowledged contracts missing at b after catch-up: {missing:?}");

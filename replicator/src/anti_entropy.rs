@@ -66,11 +66,13 @@ async fn round(site: &Site, peer: &str) -> Result<usize, String> {
         return Err("peer has another shard count".into());
     }
     let mut copied = 0;
+    let mut differing = 0;
     for shard in mine {
         let ours = digest::inventory(site, shard).map_err(|e| e.to_string())?;
         if digest::shard_digest(&ours) == theirs[shard as usize] {
             continue;
         }
+        differing += 1;
         let reply = bounded("inventory", c.inventory(pb::InventoryRequest { shard })).await?;
         let at_peer: BTreeMap<(String, String), pb::InventoryItem> =
             reply.items.into_iter().map(|i| ((i.tenant.clone(), i.contract_id.clone()), i)).collect();
@@ -87,5 +89,6 @@ async fn round(site: &Site, peer: &str) -> Result<usize, String> {
             copied += 1;
         }
     }
+    site.counters.set_differing(peer, differing);
     Ok(copied)
 }

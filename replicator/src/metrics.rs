@@ -68,5 +68,12 @@ pub fn render(site: &Site) -> String {
         .map(|((call, outcome), n)| (vec![("call", call.to_string()), ("outcome", outcome.to_string())], n as f64))
         .collect();
     t.family("tandem_requests_total", Kind::Counter, "Puts and incoming entries, by outcome (ok or why refused).", &outcomes);
+    let differing: Vec<_> = site.counters.differing().into_iter().map(|(peer, n)| (vec![("peer", peer)], n as f64)).collect();
+    t.family(
+        "tandem_verify_shards_differing",
+        Kind::Gauge,
+        "Shards owned here whose digest differed from the peer's at the last background comparison (every 5 s while the link is caught up; differences are then repaired).",
+        &differing,
+    );
     t.finish()
 }

@@ -148,6 +148,9 @@ pub struct Site {
 #[derive(Default)]
 pub struct Counters {
     outcomes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Per peer: owned shards whose digest differed from the peer's at the
+    /// last background comparison (`crate::anti_entropy`), before repair.
+    differing: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -155,6 +158,15 @@ impl Counters {
     pub fn count(&self, call: &'static str, error: Option<&crate::error::ReplicaError>) {
         let outcome = error.map_or("ok", |e| e.kind());
         *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()).entry((call, outcome)).or_default() += 1;
+    }
+
+    pub fn set_differing(&self, peer: &str, shards: u64) {
+        self.differing.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.to_string(), shards);
+    }
+
+    /// (peer, shards differing at the last comparison).
+    pub fn differing(&self) -> Vec<(String, u64)> {
+        self.differing.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// ((call, outcome), count), in a stable order.
