@@ -225,13 +225,17 @@ impl ControlClient {
         Err(no_controller(tried))
     }
 
-    /// The agreed state (from the first controller, in address order, that
-    /// answers) and what every answering controller observes of the
+    /// The agreed state (from the answering controller that has applied the
+    /// most) and what every answering controller observes of the
     /// replicators, merged ([`crate::plan::Observations::merged`]).
     pub async fn observe(&self) -> Result<(NodeStatus, crate::plan::Observations), ClientError> {
         let answers = futures::future::join_all(self.addrs.iter().map(|a| self.status_at(a))).await;
         let answered: Vec<NodeStatus> = answers.into_iter().flatten().collect();
-        let Some(first) = answered.first().cloned() else {
+        // The most up-to-date agreed state: a controller that just came
+        // back may not have applied the latest changes yet, and a plan made
+        // on its state would be stale.
+        let newest = answered.iter().max_by_key(|s| (s.cluster.generation, s.raft.last_applied_index)).cloned();
+        let Some(first) = newest else {
             // Nobody answered: let `status` report it (it names every address).
             let (_, first) = self.status().await?;
             let obs = crate::plan::Observations::merged([&first]);
