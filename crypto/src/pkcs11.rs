@@ -61,7 +61,7 @@ impl Pkcs11Token {
         };
         let pin = read_pin(pin_file)?;
         let ctx = loaded_module(module).map_err(at)?;
-        let slot = find_slot(&ctx, token_label).map_err(at)?;
+        let slot = find_slot_patiently(&ctx, token_label).map_err(at)?;
         let session = ctx.open_rw_session(slot).map_err(|e| at(format!("cannot open a session: {e}")))?;
         // Login state is per process and token: if another session of this
         // process is logged in, this one is too.
@@ -218,13 +218,52 @@ fn loaded_module(module: &Path) -> Result<Pkcs11, String> {
     Ok(ctx)
 }
 
+/// [`find_slot`], tried again a few times over about a second while the
+/// module answers with a general error: SoftHSM2 does while another process
+/// opens the same token store (three replicators starting at once). Any
+/// other failure is reported at once.
+fn find_slot_patiently(ctx: &Pkcs11, token_label: &str) -> Result<Slot, String> {
+    const TRIES: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match find_slot(ctx, token_label) {
+            Err(SlotError { message, busy: true }) if attempt < TRIES => {
+                tracing::warn!(attempt, error = %message, "HSM busy; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                attempt += 1;
+            }
+            Err(SlotError { message, .. }) => return Err(message),
+            Ok(slot) => return Ok(slot),
+        }
+    }
+}
+
+/// Why no slot was found, and whether the module only seemed busy.
+struct SlotError {
+    message: String,
+    busy: bool,
+}
+
+impl SlotError {
+    fn from_p11(what: &str, e: P11Error) -> Self {
+        let busy = matches!(e, P11Error::Pkcs11(RvError::GeneralError, _));
+        SlotError { message: format!("{what}: {e}"), busy }
+    }
+}
+
+impl From<String> for SlotError {
+    fn from(message: String) -> Self {
+        SlotError { message, busy: false }
+    }
+}
+
 /// The slot holding the initialised token labelled `token_label`.
-fn find_slot(ctx: &Pkcs11, token_label: &str) -> Result<Slot, String> {
-    let slots = ctx.get_slots_with_initialized_token().map_err(|e| format!("cannot list the slots: {e}"))?;
+fn find_slot(ctx: &Pkcs11, token_label: &str) -> Result<Slot, SlotError> {
+    let slots = ctx.get_slots_with_initialized_token().map_err(|e| SlotError::from_p11("cannot list the slots", e))?;
     let mut labels = Vec::new();
     let mut found = Vec::new();
     for slot in slots {
-        let info = ctx.get_token_info(slot).map_err(|e| format!("cannot read token information: {e}"))?;
+        let info = ctx.get_token_info(slot).map_err(|e| SlotError::from_p11("cannot read token information", e))?;
         let label = info.label().trim_end().to_owned();
         if label == token_label {
             found.push(slot);
@@ -233,9 +272,9 @@ fn find_slot(ctx: &Pkcs11, token_label: &str) -> Result<Slot, String> {
     }
     match found.as_slice() {
         [one] => Ok(*one),
-        [] if labels.is_empty() => Err("no token found: the module has no initialised token".into()),
-        [] => Err(format!("no token with this label (tokens found: {})", labels.join(", "))),
-        more => Err(format!("{} tokens carry this label; token labels must be unique", more.len())),
+        [] if labels.is_empty() => Err(String::from("no token found: the module has no initialised token").into()),
+        [] => Err(format!("no token with this label (tokens found: {})", labels.join(", ")).into()),
+        more => Err(format!("{} tokens carry this label; token labels must be unique", more.len()).into()),
     }
 }
 

@@ -40,7 +40,7 @@ pub fn key_ring(config: &ReplicatorConfig) -> anyhow::Result<KeyRing> {
     let mut retired = config.retired_key_files.iter().map(|p| load("retired_key_files", p)).collect::<anyhow::Result<Vec<_>>>()?;
     let current = match (&config.hsm, &config.key_file) {
         (Some(hsm), _) => {
-            let token = open_token(hsm).context("cannot use the HSM named by [hsm]")?;
+            let token = Pkcs11Token::open(&hsm.module, &hsm.token_label, &hsm.pin_file).context("cannot use the HSM named by [hsm]")?;
             let key = |field: &str, label: &str| -> anyhow::Result<Arc<dyn KeyProvider>> {
                 Ok(Arc::new(token.key(label).with_context(|| format!("cannot use the HSM key named by {field}"))?))
             };
@@ -54,25 +54,6 @@ pub fn key_ring(config: &ReplicatorConfig) -> anyhow::Result<KeyRing> {
         (None, None) => anyhow::bail!("no key-encryption key configured: set key_file or [hsm]"),
     };
     Ok(KeyRing::new(current, retired)?)
-}
-
-/// Opens the HSM token, trying again a few times over about a second: a
-/// token can be briefly busy (SoftHSM2, for one, fails with a general error
-/// while another process opens the same token store). A wrong PIN or an
-/// unknown token fails at once, every time, with the same message.
-fn open_token(hsm: &tandem_replicator::config::HsmConfig) -> Result<Arc<Pkcs11Token>, tandem_crypto::CryptoError> {
-    const TRIES: u32 = 5;
-    let mut attempt = 1;
-    loop {
-        match Pkcs11Token::open(&hsm.module, &hsm.token_label, &hsm.pin_file) {
-            Err(e) if attempt < TRIES && e.to_string().contains("unrecoverable") => {
-                tracing::warn!(attempt, error = %e, "HSM busy; trying again");
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Opens the site's metadata store, ciphertext store and key file, then
