@@ -623,7 +623,7 @@ async fn stage(addr: &str, shard: u32, epoch: u64, blob: &str, data: &[u8], end_
     }
     match end_len {
         Some(len) => {
-            tx.send(StageChunk { part: Some(Part::End(StageEnd { len, sha256: "ab".repeat(32) })) }).await.unwrap();
+            tx.send(StageChunk { part: Some(Part::End(StageEnd { len, blake3: "ab".repeat(32) })) }).await.unwrap();
             drop(tx);
             call.await.unwrap()
         }
@@ -646,7 +646,7 @@ async fn apply_staged(addr: &str, tenant: &str, shard: u32, len: u64, key_id: [u
         blob: blob_path(tenant, "staged-x", 1, 0),
         size: 3 << 20,
         ciphertext_len: len,
-        ciphertext_sha256: "cd".repeat(32),
+        ciphertext_blake3: "cd".repeat(32),
         key: Some(tandem_crypto::WrappedKey { kek_id: "test-kek-1".into(), key_id, bytes: vec![1; 40] }),
     };
     let v = VersionRecord {
@@ -715,7 +715,7 @@ fn staged_copies_count_only_with_their_entry() {
     assert!(!c.data_dir("b").join("replicator/blobs").join(&ta).join("staged-x").exists());
 
     // An entry naming an unknown staged copy, or one that is another file
-    // (here: another SHA-256), is refused; the mismatched copy is deleted.
+    // (here: another hash), is refused; the mismatched copy is deleted.
     let err = rt.block_on(apply_staged(&b, &ta, shard, len, key_id, "no-such-id")).unwrap_err();
     assert!(err.message().contains("is not here"), "{err:?}");
     let err = rt.block_on(apply_staged(&b, &ta, shard, len, key_id, &id)).unwrap_err();

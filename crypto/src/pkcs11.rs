@@ -219,9 +219,9 @@ fn loaded_module(module: &Path) -> Result<Pkcs11, String> {
 }
 
 /// [`find_slot`], tried again a few times over about a second while the
-/// module answers with a general error: SoftHSM2 does while another process
-/// opens the same token store (three replicators starting at once). Any
-/// other failure is reported at once.
+/// module answers with a general error or lists no token at all: SoftHSM2
+/// does while another process opens the same token store (three
+/// replicators starting at once). Any other failure is reported at once.
 fn find_slot_patiently(ctx: &Pkcs11, token_label: &str) -> Result<Slot, String> {
     const TRIES: u32 = 5;
     let mut attempt = 1;
@@ -238,7 +238,9 @@ fn find_slot_patiently(ctx: &Pkcs11, token_label: &str) -> Result<Slot, String> 
     }
 }
 
-/// Why no slot was found, and whether the module only seemed busy.
+/// Why no slot was found, and whether the module only seemed busy (a
+/// general error, or no token at all): then [`find_slot_patiently`] tries
+/// again, and a token that really is missing is reported a second later.
 struct SlotError {
     message: String,
     busy: bool,
@@ -272,7 +274,10 @@ fn find_slot(ctx: &Pkcs11, token_label: &str) -> Result<Slot, SlotError> {
     }
     match found.as_slice() {
         [one] => Ok(*one),
-        [] if labels.is_empty() => Err(String::from("no token found: the module has no initialised token").into()),
+        // SoftHSM2 lists no token at all for a moment while another process
+        // rewrites the token's files (seen with three replicators starting
+        // together): worth a retry, like a general error.
+        [] if labels.is_empty() => Err(SlotError { message: "no token found: the module has no initialised token".into(), busy: true }),
         [] => Err(format!("no token with this label (tokens found: {})", labels.join(", ")).into()),
         more => Err(format!("{} tokens carry this label; token labels must be unique", more.len()).into()),
     }

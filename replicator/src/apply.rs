@@ -5,7 +5,7 @@
 //! older than any this site knows for the shard (a stale owner's traffic is
 //! refused), and every file's framing and per-segment crc32 are intact and
 //! its length, plaintext length and data key id (in the file header) match
-//! the entry. The SHA-256 is not recomputed for log entries: the owner
+//! the entry. The hash is not recomputed for log entries: the owner
 //! computed it as it encrypted, the entry carries it, and the crc32 of
 //! every segment already catches what the transport or a disk damages;
 //! `verify --deep` recomputes it at every site, and a repair copy (`verify
@@ -19,7 +19,6 @@
 //! arrival; it is committed under the file's path only now.
 
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use tandem_crypto::SegmentScanner;
 use tandem_proto::replicator as pb;
 use tandem_proto::replicator::apply_chunk::Part;
@@ -216,7 +215,7 @@ pub(crate) fn known_epoch(site: &Site, shard: u32) -> Result<u64, ReplicaError> 
 /// Stores the entry's files from the stream, checking each as it arrives
 /// (or commits the staged copies the stream names).
 /// A repair (rare, and replacing a copy found damaged) also recomputes the
-/// SHA-256 of what it receives.
+/// hash of what it receives.
 async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut Chunks<S>, check_hash: bool) -> Result<(), ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
@@ -235,7 +234,7 @@ where
         }
         let mut writer = site.blobs.writer(&file.blob, Hashing::None).await?;
         let mut scanner = SegmentScanner::new();
-        let mut sha = check_hash.then(Sha256::new);
+        let mut hash = check_hash.then(crate::hash::Hasher::new);
         loop {
             pending = next_part(chunks).await?;
             let Some(Part::Data(data)) = &pending else { break };
@@ -243,15 +242,15 @@ where
                 writer.abort().await;
                 return Err(ReplicaError::Corrupt(format!("{what}: {e}")));
             }
-            if let Some(sha) = &mut sha {
-                sha.update(data);
+            if let Some(hash) = &mut hash {
+                hash.update(data);
             }
             writer.write(data).await?;
         }
-        if let Some(sha) = sha {
-            if hex::encode(sha.finalize()) != file.ciphertext_sha256 {
+        if let Some(hash) = hash {
+            if hash.hex() != file.ciphertext_blake3 {
                 writer.abort().await;
-                return Err(ReplicaError::Corrupt(format!("{what}: the copy's SHA-256 differs from the record's")));
+                return Err(ReplicaError::Corrupt(format!("{what}: the copy's BLAKE3 differs from the record's")));
             }
         }
         let header = scanner.header();

@@ -37,23 +37,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// SHA-256 as the owner computes it while storing (ring's: with the SHA
-/// extensions it is a little faster than the sha2 crate's).
-struct Sha256(ring::digest::Context);
-
-impl Sha256 {
-    fn new() -> Self {
-        Self(ring::digest::Context::new(&ring::digest::SHA256))
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    fn finish(self) -> ring::digest::Digest {
-        self.0.finish()
-    }
-}
+use crate::hash::Hasher;
 
 /// Bytes buffered per multipart part (object_store's own default is 5 MiB;
 /// S3 needs at least that for every part but the last).
@@ -116,11 +100,11 @@ pub async fn file_writer(path: &FsPath) -> Result<BlobWriter, BlobError> {
     Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
 }
 
-/// Whether a blob's SHA-256 is computed while it is written.
+/// Whether a blob's hash ([`crate::hash`]) is computed while it is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hashing {
     /// The owner's copy: the hash goes into the file's record.
-    Sha256,
+    Hash,
     /// A copy received from another site: framing, crc32 and length are
     /// checked by the receiver; the hash travels in the record.
     None,
@@ -412,8 +396,8 @@ enum Inner {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBlob {
     pub len: u64,
-    /// Hex SHA-256 of the stored bytes ([`Hashing::Sha256`]), else empty.
-    pub sha256: String,
+    /// Hex hash ([`crate::hash`]) of the stored bytes ([`Hashing::Hash`]), else empty.
+    pub hash: String,
 }
 
 impl BlobWriter {
@@ -439,15 +423,15 @@ impl BlobWriter {
         self.finish_early(|_| {}).await
     }
 
-    /// Like [`Self::finish`], calling `hashed` with the hex SHA-256 (empty
-    /// without [`Hashing::Sha256`]) as soon as it is known, before the file
+    /// Like [`Self::finish`], calling `hashed` with the hex hash (empty
+    /// without [`Hashing::Hash`]) as soon as it is known, before the file
     /// is durable: the owner tells its peer the hash while it still syncs.
     pub async fn finish_early(self, hashed: impl FnOnce(&str)) -> Result<StoredBlob, BlobError> {
-        let sha256 = match self.inner {
+        let hash = match self.inner {
             Inner::Local(w) => w.finish(hashed).await?,
             Inner::Object(w) => w.finish(hashed).await?,
         };
-        Ok(StoredBlob { len: self.len, sha256: sha256.unwrap_or_default() })
+        Ok(StoredBlob { len: self.len, hash: hash.unwrap_or_default() })
     }
 
     /// Gives up; nothing appears under the name. (Dropping the writer does
@@ -462,31 +446,31 @@ impl BlobWriter {
 
 struct ObjectWriter {
     upload: WriteMultipart,
-    sha: Option<Sha256>,
+    hash: Option<Hasher>,
 }
 
 impl ObjectWriter {
     async fn start(store: &Arc<dyn ObjectStore>, blob: &str, hashing: Hashing) -> Result<Self, BlobError> {
         let path = Path::parse(blob).map_err(|e| BlobError::Store(e.to_string()))?;
         let upload = store.put_multipart(&path).await?;
-        Ok(Self { upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE), sha: (hashing == Hashing::Sha256).then(Sha256::new) })
+        Ok(Self { upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE), hash: (hashing == Hashing::Hash).then(Hasher::new) })
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
         // Back-pressure: wait while too many parts are uploading.
         self.upload.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-        if let Some(sha) = &mut self.sha {
-            sha.update(bytes);
+        if let Some(hash) = &mut self.hash {
+            hash.update(bytes);
         }
         self.upload.write(bytes);
         Ok(())
     }
 
     async fn finish(self, hashed: impl FnOnce(&str)) -> Result<Option<String>, BlobError> {
-        let sha = self.sha.map(|s| hex::encode(s.finish()));
-        hashed(sha.as_deref().unwrap_or_default());
+        let hash = self.hash.map(|h| h.hex());
+        hashed(hash.as_deref().unwrap_or_default());
         self.upload.finish().await?;
-        Ok(sha)
+        Ok(hash)
     }
 
     async fn abort(self) {
@@ -569,7 +553,7 @@ struct Pipeline {
     /// Written buffers come back here.
     free: mpsc::Receiver<AlignedBuf>,
     allocated: usize,
-    hasher: Option<JoinHandle<Sha256>>,
+    hasher: Option<JoinHandle<Hasher>>,
     /// Writes, syncs and renames; hands back the file's final state.
     writer: Option<JoinHandle<Result<(), BlobError>>>,
 }
@@ -603,18 +587,18 @@ impl LocalWriter {
         let (free_tx, free) = mpsc::channel::<AlignedBuf>(WRITE_BUFFERS);
         let (hasher, to_writer) = match self.hashing {
             Hashing::None => (None, jobs_rx),
-            Hashing::Sha256 => {
+            Hashing::Hash => {
                 let (tx, rx) = mpsc::channel::<Job>(WRITE_BUFFERS);
                 let mut from = jobs_rx;
                 let hasher = tokio::task::spawn_blocking(move || {
-                    let mut sha = Sha256::new();
+                    let mut hash = Hasher::new();
                     while let Some(job) = from.blocking_recv() {
-                        sha.update(job.buf.data());
+                        hash.update(job.buf.data());
                         if tx.blocking_send(job).is_err() {
                             break;
                         }
                     }
-                    sha
+                    hash
                 });
                 (Some(hasher), rx)
             }
@@ -680,16 +664,12 @@ impl LocalWriter {
         let Some(mut pipeline) = self.pipeline.take() else {
             // All of it in one buffer: hash here (at most one chunk), then
             // one blocking task does the rest.
-            let sha = (self.hashing == Hashing::Sha256).then(|| {
-                let mut sha = Sha256::new();
-                sha.update(buf.data());
-                hex::encode(sha.finish())
-            });
-            hashed(sha.as_deref().unwrap_or_default());
+            let hash = (self.hashing == Hashing::Hash).then(|| crate::hash::hex(buf.data()));
+            hashed(hash.as_deref().unwrap_or_default());
             let opened = self.opened().await?;
             tokio::task::spawn_blocking(move || write_once(opened, buf)).await.map_err(join_err)??;
             self.done = true;
-            return Ok(sha);
+            return Ok(hash);
         };
         let sent = match pipeline.jobs.take() {
             Some(jobs) => jobs.send(Job { buf, last: true }).await.is_ok(),
@@ -701,14 +681,14 @@ impl LocalWriter {
         if !sent {
             return Err(self.failure().await);
         }
-        let sha = match hasher {
-            Some(h) => Some(hex::encode(h.await.map_err(join_err)?.finish())),
+        let hash = match hasher {
+            Some(h) => Some(h.await.map_err(join_err)?.hex()),
             None => None,
         };
-        hashed(sha.as_deref().unwrap_or_default());
+        hashed(hash.as_deref().unwrap_or_default());
         writer.expect("a writer until finished").await.map_err(join_err)??;
         self.done = true;
-        Ok(sha)
+        Ok(hash)
     }
 
     async fn abort(mut self) {
@@ -1001,7 +981,6 @@ async fn read_local(path: PathBuf, blob: String, direct: bool) -> Result<BoxStre
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::Digest;
 
     async fn read_all(store: &BlobStore, blob: &str) -> Vec<u8> {
         let mut out = Vec::new();
@@ -1029,7 +1008,7 @@ mod tests {
     async fn streams_in_and_out_with_hash_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         for store in stores(dir.path()) {
-            let mut w = store.writer("t/c/v1/0", Hashing::Sha256).await.unwrap();
+            let mut w = store.writer("t/c/v1/0", Hashing::Hash).await.unwrap();
             let chunk = vec![7u8; 1 << 20];
             for _ in 0..10 {
                 w.write(&chunk).await.unwrap();
@@ -1038,7 +1017,7 @@ mod tests {
             assert_eq!(stored.len, 10 << 20);
             let back = read_all(&store, "t/c/v1/0").await;
             assert_eq!(back.len(), 10 << 20);
-            assert_eq!(hex::encode(sha2::Sha256::digest(&back)), stored.sha256);
+            assert_eq!(crate::hash::hex(&back), stored.hash);
             assert!(store.local_path("t/c/v1/0").unwrap().exists());
             assert!(staging_files(&store).is_empty(), "temporary files left behind");
             assert!(store.rename("t/c/v1/0", "q/t/c/v1/0").await.unwrap());
@@ -1062,13 +1041,13 @@ mod tests {
             for (i, &size) in sizes.iter().enumerate() {
                 let data = pattern(size);
                 let blob = format!("t/c/v{i}/0");
-                let mut w = store.writer(&blob, Hashing::Sha256).await.unwrap();
+                let mut w = store.writer(&blob, Hashing::Hash).await.unwrap();
                 for piece in data.chunks(1_000_003) {
                     w.write(piece).await.unwrap();
                 }
                 let stored = w.finish().await.unwrap();
                 assert_eq!(stored.len, size as u64);
-                assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&data)));
+                assert_eq!(stored.hash, crate::hash::hex(&data));
                 assert_eq!(std::fs::metadata(store.local_path(&blob).unwrap()).unwrap().len(), size as u64);
                 assert!(read_all(&store, &blob).await == data, "size {size} direct {}", store.direct_io());
             }
@@ -1081,7 +1060,7 @@ mod tests {
     async fn unfinished_writes_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         for store in stores(dir.path()) {
-            let mut w = store.writer("t/c/v1/0", Hashing::Sha256).await.unwrap();
+            let mut w = store.writer("t/c/v1/0", Hashing::Hash).await.unwrap();
             w.write(&pattern(IO_CHUNK + 5)).await.unwrap();
             drop(w);
             let mut w = store.writer("t/c/v2/0", Hashing::None).await.unwrap();
@@ -1128,7 +1107,7 @@ mod tests {
             let kept = store.staging_name("a");
             let mut w = store.stage_writer(&kept).await.unwrap();
             w.write(&data).await.unwrap();
-            assert_eq!(w.finish().await.unwrap().sha256, "");
+            assert_eq!(w.finish().await.unwrap().hash, "");
             let dropped = store.staging_name("a");
             let mut w = store.stage_writer(&dropped).await.unwrap();
             w.write(&data).await.unwrap();

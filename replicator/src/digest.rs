@@ -4,12 +4,11 @@
 //! for a shard that differs, its inventory (one digest per contract). A
 //! contract's digest covers its latest version record exactly as replicated
 //! (metadata, sealed PII, wrapped keys, each file's ciphertext length and
-//! SHA-256), so any difference in what a site would serve shows up. No key
+//! BLAKE3), so any difference in what a site would serve shows up. No key
 //! is needed.
 
-use sha2::{Digest, Sha256};
-
 use crate::error::ReplicaError;
+use crate::hash::Hasher;
 use crate::model::{ContractHead, VersionRecord};
 use crate::site::Site;
 
@@ -24,22 +23,19 @@ pub struct Item {
 }
 
 fn item(head: &ContractHead, latest: Option<&VersionRecord>) -> Item {
-    let mut sha = Sha256::new();
-    sha.update(head.tenant.as_bytes());
-    sha.update([0]);
-    sha.update(head.contract_id.as_bytes());
-    sha.update([0]);
+    let mut hash = Hasher::new();
+    hash.update(head.tenant.as_bytes()).update(&[0]).update(head.contract_id.as_bytes()).update(&[0]);
     match (&head.destroyed, latest) {
-        (Some(_), _) => sha.update(b"destroyed"),
-        (None, Some(v)) => sha.update(serde_json::to_vec(v).expect("records serialise")),
-        (None, None) => sha.update(b"missing-version"),
-    }
+        (Some(_), _) => hash.update(b"destroyed"),
+        (None, Some(v)) => hash.update(&serde_json::to_vec(v).expect("records serialise")),
+        (None, None) => hash.update(b"missing-version"),
+    };
     Item {
         tenant: head.tenant.clone(),
         contract_id: head.contract_id.clone(),
         version: head.latest,
         destroyed: head.destroyed.is_some(),
-        digest: hex::encode(sha.finalize()),
+        digest: hash.hex(),
     }
 }
 
@@ -55,11 +51,11 @@ pub fn inventory(site: &Site, shard: u32) -> Result<Vec<Item>, ReplicaError> {
 
 /// Digest of one shard's inventory.
 pub fn shard_digest(items: &[Item]) -> String {
-    let mut sha = Sha256::new();
+    let mut hash = Hasher::new();
     for i in items {
-        sha.update(i.digest.as_bytes());
+        hash.update(i.digest.as_bytes());
     }
-    hex::encode(sha.finalize())
+    hash.hex()
 }
 
 /// One digest per shard, index = shard.

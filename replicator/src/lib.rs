@@ -31,6 +31,7 @@ pub mod divergent;
 pub mod error;
 pub mod failback;
 pub mod gc;
+pub mod hash;
 pub mod ids;
 pub mod lag;
 pub mod meta;

@@ -20,8 +20,8 @@ pub struct FileRecord {
     /// Plaintext size.
     pub size: u64,
     pub ciphertext_len: u64,
-    /// Hex SHA-256 of the ciphertext: what sites compare, without a key.
-    pub ciphertext_sha256: String,
+    /// Hex BLAKE3 ([`crate::hash`]) of the ciphertext: what sites compare, without a key.
+    pub ciphertext_blake3: String,
     /// The file's data key, wrapped. `None` once destroyed (crypto-shredded).
     pub key: Option<WrappedKey>,
 }

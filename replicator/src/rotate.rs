@@ -136,7 +136,7 @@ pub fn apply(held: Option<VersionRecord>, new: &VersionRecord) -> Option<Version
         && v.files.len() == new.files.len()
         && v.pii_key.as_ref().map(|k| k.key_id) == new.pii_key.as_ref().map(|k| k.key_id)
         && v.files.iter().zip(&new.files).all(|(a, b)| {
-            a.ciphertext_sha256 == b.ciphertext_sha256 && a.key.is_some() && a.key.as_ref().map(|k| k.key_id) == b.key.as_ref().map(|k| k.key_id)
+            a.ciphertext_blake3 == b.ciphertext_blake3 && a.key.is_some() && a.key.as_ref().map(|k| k.key_id) == b.key.as_ref().map(|k| k.key_id)
         });
     if !same {
         return None;

@@ -1,10 +1,9 @@
 //! Scrubbing: read back every stored file of this site and check it
-//! against its record (segment framing and crc32, length, SHA-256) without
+//! against its record (segment framing and crc32, length, BLAKE3) without
 //! a key. This is how `tandem verify --deep` finds a corrupted or
 //! truncated blob before a reader does.
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tandem_crypto::SegmentScanner;
 
 use crate::error::ReplicaError;
@@ -64,7 +63,7 @@ async fn check_file(site: &Site, f: &FileRecord) -> Option<String> {
         Err(e) => return Some(ReplicaError::from(e).to_string()),
     };
     let mut scanner = SegmentScanner::new();
-    let mut sha = Sha256::new();
+    let mut hash = crate::hash::Hasher::new();
     let mut len = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
@@ -74,7 +73,7 @@ async fn check_file(site: &Site, f: &FileRecord) -> Option<String> {
         if let Err(e) = scanner.push(&chunk) {
             return Some(e.to_string());
         }
-        sha.update(&chunk);
+        hash.update(&chunk);
         len += chunk.len() as u64;
     }
     if let Err(e) = scanner.finish() {
@@ -83,8 +82,8 @@ async fn check_file(site: &Site, f: &FileRecord) -> Option<String> {
     if len != f.ciphertext_len {
         return Some(format!("{len} bytes stored, {} recorded", f.ciphertext_len));
     }
-    if hex::encode(sha.finalize()) != f.ciphertext_sha256 {
-        return Some("SHA-256 of the stored ciphertext differs from the record".into());
+    if hash.hex() != f.ciphertext_blake3 {
+        return Some("BLAKE3 of the stored ciphertext differs from the record".into());
     }
     None
 }

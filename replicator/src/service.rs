@@ -47,7 +47,7 @@ pub fn info(head: &ContractHead, v: Option<&VersionRecord>, pii: Option<std::col
                 name: f.name.clone(),
                 size: f.size,
                 ciphertext_len: f.ciphertext_len,
-                ciphertext_sha256: f.ciphertext_sha256.clone(),
+                ciphertext_blake3: f.ciphertext_blake3.clone(),
             })
             .collect();
     }

@@ -9,7 +9,7 @@
 //! the apply of the log entry that references it (by the id returned
 //! here) gives it its real name, after checking that it is the entry's
 //! file (origin, path, length, plaintext length, key id, the owner's
-//! SHA-256). A stream cut before its end marker keeps nothing. A staged
+//! BLAKE3). A stream cut before its end marker keeps nothing. A staged
 //! blob that no entry claims within `staged_ttl` is deleted; the staging
 //! directory is emptied when the replicator starts.
 //!
@@ -57,7 +57,7 @@ pub struct Staged {
     pub plaintext_len: u64,
     pub key_id: [u8; tandem_crypto::KEY_ID_LEN],
     /// As computed by the sender.
-    pub sha256: String,
+    pub blake3: String,
     pub at: Instant,
 }
 
@@ -163,7 +163,7 @@ where
             len: end.len,
             plaintext_len: summary.plaintext_len,
             key_id: header.key_id,
-            sha256: end.sha256,
+            blake3: end.blake3,
             at: Instant::now(),
         },
     );
@@ -182,7 +182,7 @@ pub async fn commit(site: &Site, id: &str, origin: &str, file: &FileRecord, what
         || staged.blob != file.blob
         || staged.len != file.ciphertext_len
         || staged.plaintext_len != file.size
-        || staged.sha256 != file.ciphertext_sha256
+        || staged.blake3 != file.ciphertext_blake3
         || !key_ok
     {
         let _ = site.blobs.delete(&staged.name).await;
@@ -270,9 +270,9 @@ impl StageUpload {
     /// checked, stored and synced it, or to `None` if it refuses or does not
     /// confirm within the sync timeout (plus time to sync the bytes).
     /// `None` here: the end could not even be sent.
-    pub async fn finish(mut self, len: u64, sha256: &str, link: &Link) -> Option<StagedId> {
+    pub async fn finish(mut self, len: u64, blake3: &str, link: &Link) -> Option<StagedId> {
         let tx = self.tx.take()?;
-        let end = pb::StageChunk { part: Some(Part::End(pb::StageEnd { len, sha256: sha256.to_string() })) };
+        let end = pb::StageChunk { part: Some(Part::End(pb::StageEnd { len, blake3: blake3.to_string() })) };
         if !matches!(tokio::time::timeout(self.patience, tx.send(end)).await, Ok(Ok(()))) {
             self.abandon("the peer did not take the end of the stream");
             return None;

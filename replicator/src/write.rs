@@ -214,7 +214,7 @@ impl<'a> PutSession<'a> {
             self.site.rng.as_ref(),
         )?;
         let blob = blob_path(&h.tenant, &h.contract_id, self.version, index);
-        let writer = self.site.blobs.writer(&blob, Hashing::Sha256).await?;
+        let writer = self.site.blobs.writer(&blob, Hashing::Hash).await?;
         let stage = self
             .stage_to
             .as_ref()
@@ -246,14 +246,14 @@ impl<'a> PutSession<'a> {
                 // as the hash is known, and syncs while this site does.
                 let (hashed, hash) = tokio::sync::oneshot::channel::<String>();
                 let len = open.writer.len();
-                let local = open.writer.finish_early(move |sha| {
-                    let _ = hashed.send(sha.to_string());
+                let local = open.writer.finish_early(move |h| {
+                    let _ = hashed.send(h.to_string());
                 });
                 // Not waiting for the peer's confirmation: the shipper does,
                 // so the peer syncs while this site commits the entry.
                 let remote = async move {
                     match hash.await {
-                        Ok(sha) => stage.finish(len, &sha, link).await,
+                        Ok(h) => stage.finish(len, &h, link).await,
                         Err(_) => None,
                     }
                 };
@@ -271,7 +271,7 @@ impl<'a> PutSession<'a> {
             blob,
             size: open.size,
             ciphertext_len: stored.len,
-            ciphertext_sha256: stored.sha256,
+            ciphertext_blake3: stored.hash,
             key: Some(open.key),
         });
         Ok(())

@@ -267,7 +267,7 @@ fn info_json(c: &pb::ContractInfo, show_pii: bool) -> Value {
             "name": f.name,
             "size": f.size,
             "ciphertext_len": f.ciphertext_len,
-            "ciphertext_sha256": f.ciphertext_sha256,
+            "ciphertext_blake3": f.ciphertext_blake3,
         })).collect::<Vec<_>>(),
     })
 }
@@ -296,7 +296,7 @@ fn describe(c: &pb::ContractInfo, show_pii: bool) -> String {
         out.push_str(&format!("  {n} = {v} (PII)\n"));
     }
     for f in &c.files {
-        out.push_str(&format!("  file {} ({} bytes, ciphertext sha256 {})\n", f.name, f.size, f.ciphertext_sha256));
+        out.push_str(&format!("  file {} ({} bytes, ciphertext blake3 {})\n", f.name, f.size, f.ciphertext_blake3));
     }
     out
 }

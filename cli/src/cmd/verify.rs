@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub replicators: Vec<String>,
     /// Also read back every stored file at every site and check it against
-    /// its record (crc32 per segment, length, SHA-256); reads all ciphertext.
+    /// its record (crc32 per segment, length, BLAKE3); reads all ciphertext.
     #[arg(long)]
     pub deep: bool,
     /// Copy the owner's version to every site that misses it, differs or

@@ -1,0 +1,37 @@
+//! `tandem bench` runs end to end (a small file, few contracts): every
+//! figure the README quotes is printed, with its ratio to a baseline of the
+//! same run. Timing is never asserted here; the figures come from release
+//! runs of the bench itself.
+
+mod common;
+
+use common::TANDEM;
+
+#[test]
+fn bench_prints_every_figure_against_its_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(TANDEM)
+        .args(["bench", "--size-mib", "4", "--small-count", "3", "--dir"])
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "ceiling: read+crc32+AES-GCM+TCP+write+fsync",
+        "disk floor, put: two O_DIRECT writes at once",
+        "disk floor, DR/read: O_DIRECT read + write",
+        "put at A, acknowledged after B stored+synced",
+        "read back from B (decrypt, stream to disk)",
+        "sync / single site:",
+        "DR site C restarted and caught up from its cursor",
+        "peak resident memory",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    // Three tandem figures, each as a ratio to the ceiling and to its floor.
+    assert_eq!(stdout.matches("x ceiling, ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("x its disk floor").count(), 3, "{stdout}");
+    // Its working directory is removed.
+    assert!(!dir.path().join("work").exists());
+}
