@@ -4,16 +4,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
-    tonic_prost_build::configure().compile_fds(protox::compile(&files[..2], ["proto"])?)?;
-    // The replicator's services carry file bodies: as `Bytes` (chunks pass
-    // from socket to disk without a copy per message), through a codec
-    // whose decode buffer holds several chunks (see `codec`).
+    let fds = protox::compile(files, ["proto"])?;
+    // File bodies as `Bytes`: chunks pass from disk to socket and back
+    // without a copy per message.
     tonic_prost_build::configure()
-        .codec_path("crate::codec::BulkCodec")
         .bytes(".tandem.replicator.v1.PutChunk")
         .bytes(".tandem.replicator.v1.GetChunk")
         .bytes(".tandem.replicator.v1.ApplyChunk")
         .bytes(".tandem.replicator.v1.StageChunk")
-        .compile_fds(protox::compile(&files[2..], ["proto"])?)?;
+        .compile_fds(fds)?;
     Ok(())
 }

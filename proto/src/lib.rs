@@ -2,8 +2,6 @@
 //! from them. No logic lives here; conversions to domain types live beside
 //! the services that use them (`tandem-controller`'s `service::convert`).
 
-pub mod codec;
-
 /// Raft peer RPCs between controller nodes.
 pub mod raft {
     tonic::include_proto!("tandem.raft.v1");
