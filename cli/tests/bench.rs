@@ -25,6 +25,8 @@ fn bench_prints_every_figure_against_its_baselines() {
         "read back from B (decrypt, stream to disk)",
         "sync / single site:",
         "DR site C restarted and caught up from its cursor",
+        "large files, ",
+        "small contracts, ",
         "peak resident memory",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
