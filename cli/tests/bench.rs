@@ -37,3 +37,14 @@ fn bench_prints_every_figure_against_its_baselines() {
     // Its working directory is removed.
     assert!(!dir.path().join("work").exists());
 }
+
+#[test]
+fn bench_refuses_empty_sizes_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [["--size-mib", "0"], ["--small-count", "0"]] {
+        let out = std::process::Command::new(TANDEM).arg("bench").args(args).arg("--dir").arg(dir.path().join("work")).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("must be at least 1"), "{stderr}");
+    }
+}

@@ -76,6 +76,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    if args.size_mib == 0 || args.small_count == 0 {
+        bail!("--size-mib and --small-count must be at least 1");
+    }
     let size = args.size_mib * 1024 * 1024;
     let input = dir.join("large.bin");
     random_file(&input, size)?;
