@@ -48,3 +48,17 @@ fn bench_refuses_empty_sizes_clearly() {
         assert!(stderr.contains("must be at least 1"), "{stderr}");
     }
 }
+
+#[test]
+fn bench_says_how_much_space_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2^40 MiB: more than any disk here.
+    let out = std::process::Command::new(TANDEM)
+        .args(["bench", "--size-mib", "1099511627776", "--dir"])
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the bench needs about") && stderr.contains("use a smaller --size-mib"), "{stderr}");
+}

@@ -79,7 +79,23 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     if args.size_mib == 0 || args.small_count == 0 {
         bail!("--size-mib and --small-count must be at least 1");
     }
-    let size = args.size_mib * 1024 * 1024;
+    // Kept to the end: the input and every large file at three sites;
+    // meanwhile up to two scratch copies.
+    let copies = 1 + 3 * ROUNDS as u64 + 2;
+    let (size, needed) = match args.size_mib.checked_mul(1 << 20).and_then(|s| Some((s, s.checked_mul(copies)?))) {
+        Some(sizes) => sizes,
+        None => bail!("--size-mib {} is too large", args.size_mib),
+    };
+    let stat = rustix::fs::statvfs(dir).with_context(|| format!("cannot read the free space of {}", dir.display()))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < needed {
+        bail!(
+            "the bench needs about {} MiB free in {} ({} MiB are): use a smaller --size-mib or another --dir",
+            needed >> 20,
+            dir.display(),
+            free >> 20
+        );
+    }
     let input = dir.join("large.bin");
     random_file(&input, size)?;
     println!(
