@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hash::Hasher;
+use crate::pool::Pool;
 
 /// Bytes buffered per multipart part (object_store's own default is 5 MiB;
 /// S3 needs at least that for every part but the last).
@@ -514,6 +515,12 @@ impl AlignedBuf {
     }
 }
 
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 /// Work for a local writer's threads.
 struct Job {
     buf: AlignedBuf,
@@ -940,10 +947,15 @@ async fn read_local(path: PathBuf, blob: String, direct: bool) -> Result<BoxStre
     tokio::task::spawn_blocking(move || {
         let mut file = file;
         let mut at = 0u64;
+        // The read-ahead, plus chunks still being sent.
+        let pool = Pool::<AlignedBuf>::new(READ_AHEAD + 4);
         while at < len {
             let want = IO_CHUNK.min((len - at) as usize);
             // Whole blocks for O_DIRECT: the read stops at the end of file.
-            let mut buf = AlignedBuf::new(IO_CHUNK);
+            let mut buf = pool.take().map_or_else(|| AlignedBuf::new(IO_CHUNK), |mut b| {
+                b.clear();
+                b
+            });
             let start = buf.start;
             buf.mem.resize(start + want.div_ceil(ALIGN) * ALIGN, 0);
             let mut got = 0;
@@ -968,7 +980,7 @@ async fn read_local(path: PathBuf, blob: String, direct: bool) -> Result<BoxStre
                 let _ = tx.blocking_send(Err(BlobError::Store(format!("{} ended at byte {} of {len}", path.display(), at + got as u64))));
                 return;
             }
-            let chunk = Bytes::from(buf.mem).slice(start..start + want);
+            let chunk = crate::pool::bytes(&pool, buf, 0..want);
             at += want as u64;
             if tx.blocking_send(Ok(chunk)).is_err() {
                 return;

@@ -241,13 +241,19 @@ impl ReplicatorClient {
                         }
                     };
                     let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                    // Chunks queued, plus the one being read.
+                    let pool = crate::pool::Pool::<Vec<u8>>::new(6);
                     loop {
-                        let mut buf = Vec::with_capacity(PUT_CHUNK);
+                        let mut buf = pool.take().unwrap_or_default();
+                        buf.clear();
+                        buf.reserve(PUT_CHUNK);
                         (&mut file).take(PUT_CHUNK as u64).read_to_end(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                         if buf.is_empty() {
                             break;
                         }
-                        if tx.blocking_send(pb::PutChunk { part: Some(PutPart::Data(buf.into())) }).is_err() {
+                        let len = buf.len();
+                        let chunk = crate::pool::bytes(&pool, buf, 0..len);
+                        if tx.blocking_send(pb::PutChunk { part: Some(PutPart::Data(chunk)) }).is_err() {
                             return Ok(());
                         }
                     }

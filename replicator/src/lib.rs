@@ -38,6 +38,7 @@ pub mod meta;
 pub mod metrics;
 pub mod model;
 pub mod permissions;
+pub mod pool;
 pub mod quarantine;
 pub mod read;
 pub mod rotate;

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use tandem_crypto::{open_pii, Decryptor, FileContext};
 use tokio::sync::mpsc;
 
 use crate::error::ReplicaError;
 use crate::ids::check_id;
 use crate::model::{key_context, ContractHead, FileRecord, VersionRecord};
+use crate::pool::Pool;
 use crate::site::Site;
 
 /// Plaintext bytes per chunk sent to a reader.
@@ -75,7 +77,7 @@ pub async fn send_file(
     site: &Site,
     v: &VersionRecord,
     file: &FileRecord,
-    mut send: impl FnMut(Vec<u8>) -> futures::future::BoxFuture<'static, bool>,
+    mut send: impl FnMut(Bytes) -> futures::future::BoxFuture<'static, bool>,
 ) -> Result<(), ReplicaError> {
     let what = format!("file {:?} of {}/{} version {}", file.name, v.tenant, v.contract_id, v.version);
     let wrapped = file.key.as_ref().ok_or_else(|| ReplicaError::Destroyed { tenant: v.tenant.clone(), contract_id: v.contract_id.clone() })?;
@@ -90,15 +92,27 @@ pub async fn send_file(
     };
     let mut decryptor = Decryptor::new(&key, &ctx);
     let mut stream = site.blobs.read(&file.blob).await?;
-    let mut out = Vec::with_capacity(READ_CHUNK * 2);
+    // Chunks queued for sending, plus the one being filled.
+    let pool = Pool::<Vec<u8>>::new(4);
+    let fresh = |pool: &Pool<Vec<u8>>| {
+        let mut out = pool.take().unwrap_or_default();
+        out.clear();
+        out.reserve(READ_CHUNK * 2);
+        out
+    };
+    let mut out = fresh(&pool);
     let mut seen = 0u64;
     use futures::StreamExt;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         seen += chunk.len() as u64;
         decryptor.push(&chunk, &mut out).map_err(|e| ReplicaError::Corrupt(format!("{what}: {e}")))?;
-        if out.len() >= READ_CHUNK && !send(std::mem::replace(&mut out, Vec::with_capacity(READ_CHUNK * 2))).await {
-            return Ok(());
+        if out.len() >= READ_CHUNK {
+            let full = std::mem::replace(&mut out, fresh(&pool));
+            let len = full.len();
+            if !send(crate::pool::bytes(&pool, full, 0..len)).await {
+                return Ok(());
+            }
         }
     }
     decryptor.finish().map_err(|e| ReplicaError::Corrupt(format!("{what}: {e}")))?;
@@ -106,7 +120,7 @@ pub async fn send_file(
         return Err(ReplicaError::Corrupt(format!("{what}: {seen} bytes stored, {} expected", file.ciphertext_len)));
     }
     if !out.is_empty() {
-        send(out).await;
+        send(Bytes::from(out)).await;
     }
     Ok(())
 }
@@ -114,8 +128,8 @@ pub async fn send_file(
 /// A sender over an mpsc channel, for [`send_file`].
 pub fn channel_sender<T: Send + 'static>(
     tx: mpsc::Sender<T>,
-    wrap: fn(Vec<u8>) -> T,
-) -> impl FnMut(Vec<u8>) -> futures::future::BoxFuture<'static, bool> {
+    wrap: fn(Bytes) -> T,
+) -> impl FnMut(Bytes) -> futures::future::BoxFuture<'static, bool> {
     move |bytes| {
         let tx = tx.clone();
         Box::pin(async move { tx.send(wrap(bytes)).await.is_ok() })

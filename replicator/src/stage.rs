@@ -43,7 +43,7 @@ use crate::site::{Link, Site};
 /// Longest blob path a stage may name.
 const BLOB_NAME_MAX: usize = 512;
 /// Messages queued towards the peer per upload.
-const QUEUE: usize = 4;
+pub(crate) const QUEUE: usize = 4;
 
 /// A staged blob waiting for its log entry.
 #[derive(Clone, Debug)]

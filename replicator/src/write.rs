@@ -13,6 +13,7 @@
 //! to every site; the ciphertext is collected afterwards ([`crate::gc`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tandem_crypto::{seal_pii, DataKey, Encryptor, FileContext, PiiKey, WrappedKey, DEFAULT_SEGMENT_SIZE};
@@ -21,6 +22,7 @@ use crate::blob::{BlobWriter, Hashing};
 use crate::error::ReplicaError;
 use crate::ids::{check_field, check_file_name, check_id, FIELDS_MAX, FILES_MAX};
 use crate::meta::MetaBatch;
+use crate::pool::Pool;
 use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, LogEntry, Tombstone, VersionRecord};
 use crate::site::{BusyGuard, Site};
 use crate::stage::StageUpload;
@@ -131,6 +133,8 @@ pub struct PutSession<'a> {
     /// Blobs streamed to that peer, forgotten again if the put fails.
     staged: Vec<String>,
     committed: bool,
+    /// Buffers for the ciphertext of each chunk (see [`crate::pool`]).
+    out: Arc<Pool<Vec<u8>>>,
 }
 
 impl<'a> PutSession<'a> {
@@ -182,6 +186,8 @@ impl<'a> PutSession<'a> {
             stage_to: stage_target(site),
             staged: Vec::new(),
             committed: false,
+            // Chunks queued for the peer, plus the one being written.
+            out: Pool::new(crate::stage::QUEUE + 2),
         })
     }
 
@@ -226,10 +232,13 @@ impl<'a> PutSession<'a> {
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), ReplicaError> {
         let open = self.open.as_mut().ok_or_else(|| ReplicaError::Invalid("file data before a file start".into()))?;
-        let mut out = Vec::with_capacity(data.len() + DEFAULT_SEGMENT_SIZE + 1024);
+        let mut out = self.out.take().unwrap_or_default();
+        out.clear();
+        out.reserve(data.len() + DEFAULT_SEGMENT_SIZE + 1024);
         open.encryptor.push(data, &mut out)?;
         open.size += data.len() as u64;
-        store(&mut open.stage, &mut open.writer, Bytes::from(out)).await
+        let len = out.len();
+        store(&mut open.stage, &mut open.writer, crate::pool::bytes(&self.out, out, 0..len)).await
     }
 
     async fn end_file(&mut self) -> Result<(), ReplicaError> {
