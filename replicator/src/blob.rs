@@ -952,10 +952,9 @@ async fn read_local(path: PathBuf, blob: String, direct: bool) -> Result<BoxStre
         while at < len {
             let want = IO_CHUNK.min((len - at) as usize);
             // Whole blocks for O_DIRECT: the read stops at the end of file.
-            let mut buf = pool.take().map_or_else(|| AlignedBuf::new(IO_CHUNK), |mut b| {
-                b.clear();
-                b
-            });
+            // A reused buffer keeps its length: resizing only zero-fills
+            // what a fresh one (or a longer read) adds.
+            let mut buf = pool.take().unwrap_or_else(|| AlignedBuf::new(IO_CHUNK));
             let start = buf.start;
             buf.mem.resize(start + want.div_ceil(ALIGN) * ALIGN, 0);
             let mut got = 0;

@@ -244,15 +244,12 @@ impl ReplicatorClient {
                     // Chunks queued, plus the one being read.
                     let pool = crate::pool::Pool::<Vec<u8>>::new(6);
                     loop {
-                        let mut buf = pool.take().unwrap_or_default();
-                        buf.clear();
-                        buf.reserve(PUT_CHUNK);
+                        let mut buf = pool.vec(PUT_CHUNK);
                         (&mut file).take(PUT_CHUNK as u64).read_to_end(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                         if buf.is_empty() {
                             break;
                         }
-                        let len = buf.len();
-                        let chunk = crate::pool::bytes(&pool, buf, 0..len);
+                        let chunk = crate::pool::whole(&pool, buf);
                         if tx.blocking_send(pb::PutChunk { part: Some(PutPart::Data(chunk)) }).is_err() {
                             return Ok(());
                         }

@@ -38,6 +38,22 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
+impl Pool<Vec<u8>> {
+    /// An empty buffer with room for `capacity` bytes, reused if one is free.
+    pub fn vec(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self.take().unwrap_or_default();
+        buf.clear();
+        buf.reserve(capacity);
+        buf
+    }
+}
+
+/// All of `buf` as `Bytes` that give it back to `pool` (see [`bytes`]).
+pub fn whole(pool: &Arc<Pool<Vec<u8>>>, buf: Vec<u8>) -> Bytes {
+    let len = buf.len();
+    bytes(pool, buf, 0..len)
+}
+
 /// `buf`'s bytes in `range`, as `Bytes` that give `buf` back to `pool`
 /// when the last of them is dropped.
 pub fn bytes<T: AsRef<[u8]> + Send + 'static>(pool: &Arc<Pool<T>>, buf: T, range: Range<usize>) -> Bytes {

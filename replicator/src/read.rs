@@ -94,13 +94,7 @@ pub async fn send_file(
     let mut stream = site.blobs.read(&file.blob).await?;
     // Chunks queued for sending, plus the one being filled.
     let pool = Pool::<Vec<u8>>::new(4);
-    let fresh = |pool: &Pool<Vec<u8>>| {
-        let mut out = pool.take().unwrap_or_default();
-        out.clear();
-        out.reserve(READ_CHUNK * 2);
-        out
-    };
-    let mut out = fresh(&pool);
+    let mut out = pool.vec(READ_CHUNK * 2);
     let mut seen = 0u64;
     use futures::StreamExt;
     while let Some(chunk) = stream.next().await {
@@ -108,9 +102,8 @@ pub async fn send_file(
         seen += chunk.len() as u64;
         decryptor.push(&chunk, &mut out).map_err(|e| ReplicaError::Corrupt(format!("{what}: {e}")))?;
         if out.len() >= READ_CHUNK {
-            let full = std::mem::replace(&mut out, fresh(&pool));
-            let len = full.len();
-            if !send(crate::pool::bytes(&pool, full, 0..len)).await {
+            let full = std::mem::replace(&mut out, pool.vec(READ_CHUNK * 2));
+            if !send(crate::pool::whole(&pool, full)).await {
                 return Ok(());
             }
         }

@@ -232,13 +232,10 @@ impl<'a> PutSession<'a> {
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), ReplicaError> {
         let open = self.open.as_mut().ok_or_else(|| ReplicaError::Invalid("file data before a file start".into()))?;
-        let mut out = self.out.take().unwrap_or_default();
-        out.clear();
-        out.reserve(data.len() + DEFAULT_SEGMENT_SIZE + 1024);
+        let mut out = self.out.vec(data.len() + DEFAULT_SEGMENT_SIZE + 1024);
         open.encryptor.push(data, &mut out)?;
         open.size += data.len() as u64;
-        let len = out.len();
-        store(&mut open.stage, &mut open.writer, crate::pool::bytes(&self.out, out, 0..len)).await
+        store(&mut open.stage, &mut open.writer, crate::pool::whole(&self.out, out)).await
     }
 
     async fn end_file(&mut self) -> Result<(), ReplicaError> {
