@@ -348,7 +348,7 @@ fn wrong_owner_and_stale_epoch_are_refused() {
     let (refusal, cursor_before, cursor_after) = rt.block_on(async {
         use tandem_proto::replicator as pb;
         let channel = tandem_net::Transport::Tokio.channel(&b).unwrap();
-        let mut client = pb::replication_client::ReplicationClient::new(channel);
+        let mut client = pb::replication_client::ReplicationClient::new(channel.clone());
         let req = || pb::CursorRequest { origin: "a".into() };
         let before = client.cursor(req()).await.unwrap().into_inner().applied_seq;
         let entry = serde_json::json!({
@@ -359,7 +359,8 @@ fn wrong_owner_and_stale_epoch_are_refused() {
             }}
         });
         let chunk = pb::ApplyChunk { part: Some(pb::apply_chunk::Part::EntryJson(serde_json::to_vec(&entry).unwrap().into())) };
-        let refusal = client.apply(futures::stream::iter(vec![chunk])).await.unwrap_err();
+        let apply = tandem_replicator::bulk::call::<_, pb::ApplyReply>(channel.clone(), tandem_replicator::bulk::APPLY, futures::stream::iter(vec![chunk]));
+        let refusal = apply.await.unwrap_err();
         // Stepping over a current entry (one its origin did not quarantine)
         // is refused too: only stale entries can be skipped.
         let skip = pb::SkipRequest { origin: "a".into(), seq: before + 1, shard, epoch: 1 };
@@ -612,18 +613,22 @@ fn ciphertext(len: usize) -> (Vec<u8>, [u8; tandem_crypto::KEY_ID_LEN]) {
 async fn stage(addr: &str, shard: u32, epoch: u64, blob: &str, data: &[u8], end_len: Option<u64>) -> Result<String, tonic::Status> {
     use tandem_proto::replicator::{stage_chunk::Part, StageChunk, StageEnd, StageStart};
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut client = tandem_proto::replicator::replication_client::ReplicationClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let start = StageStart { origin: "c".into(), shard, epoch, blob: blob.into() };
     let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(|c| c.to_vec()).collect();
-    let call = tokio::spawn(async move { client.stage(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(|r| r.into_inner().staged_id) });
-    tx.send(StageChunk { part: Some(Part::Start(start)) }).await.unwrap();
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let call = tokio::spawn(async move {
+        use tandem_replicator::bulk;
+        bulk::call::<_, tandem_proto::replicator::StageReply>(channel, bulk::STAGE, stream).await.map(|r| r.staged_id)
+    });
+    // A send fails once the receiver has refused (its answer ends the call).
+    let mut sent = tx.send(StageChunk { part: Some(Part::Start(start)) }).await.is_ok();
     for c in chunks {
-        tx.send(StageChunk { part: Some(Part::Data(c.into())) }).await.unwrap();
+        sent = sent && tx.send(StageChunk { part: Some(Part::Data(c.into())) }).await.is_ok();
     }
     match end_len {
         Some(len) => {
-            tx.send(StageChunk { part: Some(Part::End(StageEnd { len, blake3: "ab".repeat(32) })) }).await.unwrap();
+            let _ = sent && tx.send(StageChunk { part: Some(Part::End(StageEnd { len, blake3: "ab".repeat(32) })) }).await.is_ok();
             drop(tx);
             call.await.unwrap()
         }
@@ -668,8 +673,8 @@ async fn apply_staged(addr: &str, tenant: &str, shard: u32, len: u64, key_id: [u
         ApplyChunk { part: Some(Part::File(FileStart { name: "f".into(), staged_id: id.into() })) },
     ];
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut client = tandem_proto::replicator::replication_client::ReplicationClient::new(channel);
-    client.apply(futures::stream::iter(chunks)).await.map(|r| r.into_inner().applied_seq)
+    let apply = tandem_replicator::bulk::call::<_, tandem_proto::replicator::ApplyReply>(channel, tandem_replicator::bulk::APPLY, futures::stream::iter(chunks));
+    apply.await.map(|r| r.applied_seq)
 }
 
 // Ciphertext streamed ahead of its log entry (how the owner of a sync pair
@@ -743,6 +748,57 @@ fn staged_copies_count_only_with_their_entry() {
 
 // A file larger than the memory bound streams through put, sync and async
 // replication and read-back without any replicator holding it in memory.
+// A put stream that is malformed or cut short, over the bulk route
+// tandem's client uses and over gRPC, is refused with a clear error and
+// stores nothing; the same contract then stores normally.
+#[test]
+fn malformed_or_truncated_put_streams_store_nothing() {
+    use tandem_proto::replicator::{put_chunk::Part, FileStart, PutChunk, PutEnd, PutHeader, PutReply};
+    use tandem_replicator::bulk;
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let ta = tenant_owned_by(&status, "a", "bad");
+    let a = c.replicator_addrs["a"].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let header = PutChunk { part: Some(Part::Header(PutHeader { tenant: ta.clone(), contract_id: "cut".into(), ..Default::default() })) };
+    let file = PutChunk { part: Some(Part::File(FileStart { name: "f.pdf".into(), ..Default::default() })) };
+    let data = PutChunk { part: Some(Part::Data(vec![5u8; 300_000].into())) };
+    let channel = || tonic::transport::Endpoint::from_shared(format!("http://{a}")).unwrap().connect_lazy();
+    let raw = |bytes: Vec<u8>| {
+        let frames = vec![Ok::<_, tonic::Status>(http_body::Frame::data(bytes::Bytes::from(bytes)))];
+        tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)))
+    };
+    // The frames of a valid beginning, then the body cut inside a data frame.
+    let mut cut_inside = rt.block_on(async {
+        use http_body_util::BodyExt;
+        bulk::body(futures::stream::iter(vec![header.clone(), file.clone(), data.clone()])).collect().await.unwrap().to_bytes().to_vec()
+    });
+    cut_inside.truncate(cut_inside.len() - 1000);
+    let cases: Vec<(&str, tonic::Result<PutReply>)> = rt.block_on(async {
+        vec![
+            ("ended before its end marker", bulk::call(channel(), bulk::PUT, futures::stream::iter(vec![header.clone(), file.clone(), data.clone()])).await),
+            ("ended inside a frame", bulk::send(channel(), bulk::PUT, raw(cut_inside)).await),
+            ("unknown kind 7", bulk::send(channel(), bulk::PUT, raw(vec![7, 0, 0, 0, 0])).await),
+            ("exceeds the limit", bulk::send(channel(), bulk::PUT, raw(vec![1, 0xff, 0xff, 0xff, 0xff, 0])).await),
+            ("must start with its header", bulk::call(channel(), bulk::PUT, futures::stream::iter(vec![file.clone(), data.clone()])).await),
+            ("ended before its end marker", {
+                let mut grpc = tandem_proto::replicator::contracts_client::ContractsClient::new(channel());
+                grpc.put(futures::stream::iter(vec![header.clone(), file.clone(), data.clone()])).await.map(|r| r.into_inner())
+            }),
+        ]
+    });
+    for (expect, result) in cases {
+        let e = result.expect_err(expect);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{expect}: {e:?}");
+        assert!(e.message().contains(expect), "{expect}: {}", e.message());
+    }
+    assert!(list_ids(&c, "a", &ta).is_empty(), "nothing was stored");
+    let whole = vec![header, file, data, PutChunk { part: Some(Part::End(PutEnd { files: 1 })) }];
+    let reply: PutReply = rt.block_on(async { bulk::call(channel(), bulk::PUT, futures::stream::iter(whole)).await }).unwrap();
+    assert_eq!(reply.contract.unwrap().version, 1, "the first stored version");
+    assert_eq!(list_ids(&c, "a", &ta).into_iter().collect::<Vec<_>>(), vec!["cut".to_string()]);
+}
+
 #[test]
 fn large_file_streams_with_bounded_memory() {
     const MIB: usize = 1024 * 1024;

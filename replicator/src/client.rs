@@ -97,6 +97,11 @@ impl ReplicatorClient {
     }
 
     fn client(&self, addr: &str) -> Result<ContractsClient<Channel>, ClientError> {
+        let channel = self.channel(addr)?;
+        Ok(ContractsClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -109,7 +114,7 @@ impl ReplicatorClient {
                 c
             }
         };
-        Ok(ContractsClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+        Ok(channel)
     }
 
     /// Passes `r` on; a replicator found unreachable gets a new connection
@@ -188,7 +193,7 @@ impl ReplicatorClient {
     }
 
     async fn put_once(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, PutError> {
-        let mut client = self.client(addr).map_err(PutError::Other)?;
+        let channel = self.channel(addr).map_err(PutError::Other)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutChunk>(4);
         let first = pb::PutChunk {
             part: Some(PutPart::Header(pb::PutHeader {
@@ -260,7 +265,7 @@ impl ReplicatorClient {
                 Ok::<(), String>(())
             })
         };
-        let result = client.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        let result = crate::bulk::call::<_, pb::PutReply>(channel, crate::bulk::PUT, tokio_stream::wrappers::ReceiverStream::new(rx)).await;
         // A local read error ends the stream without its end marker, so the
         // server stores nothing; report the read error rather than its refusal.
         let read = reader.await.unwrap_or_else(|e| Err(e.to_string()));
@@ -270,7 +275,7 @@ impl ReplicatorClient {
         match result {
             Ok(r) => {
                 read.map_err(|e| PutError::Other(ClientError::Io(e)))?;
-                Ok(r.into_inner())
+                Ok(r)
             }
             Err(s) => match owner_addr(&s) {
                 Some(owner) => Err(PutError::NotOwner(owner, refused(addr, s))),

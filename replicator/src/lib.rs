@@ -24,6 +24,7 @@
 pub mod anti_entropy;
 pub mod apply;
 pub mod blob;
+pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod digest;

@@ -8,11 +8,11 @@
 //! | call                                            | needs          |
 //! |-------------------------------------------------|----------------|
 //! | Contracts Get, Head, List                       | role viewer    |
-//! | Contracts Put                                   | role operator  |
+//! | Contracts Put (gRPC or bulk stream)             | role operator  |
 //! | Contracts Destroy (crypto-shredding)            | role admin     |
 //! | Replication Digests, Inventory, Scrub, Divergent| role viewer    |
 //! | Replication Repair                              | role operator  |
-//! | every other call (Cursor, Apply, Fetch, ...)    | a site         |
+//! | every other call (Cursor, Apply, Stage, Fetch, ...) | a site     |
 //!
 //! Sites may call everything; over plaintext nothing is checked (see
 //! `tandem_net::identity`). Refusals are logged and audited through
@@ -32,6 +32,8 @@ pub fn need_of(path: &str) -> (&'static str, Need) {
     let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     let contracts = service.ends_with(".Contracts");
     let replication = service.ends_with(".Replication");
+    // Bulk streams (crate::bulk) carry what their gRPC namesakes do.
+    let contracts = contracts || (service.ends_with(".Bulk") && method == "Put");
     match method {
         "Get" | "Head" | "List" if contracts => ("contract get", Need::Role(Role::Viewer)),
         "Put" if contracts => ("contract put", Need::Role(Role::Operator)),
@@ -116,10 +118,12 @@ mod tests {
     fn table_by_path() {
         assert_eq!(need_of("/tandem.replicator.v1.Contracts/Get").1, Need::Role(Role::Viewer));
         assert_eq!(need_of("/tandem.replicator.v1.Contracts/Put").1, Need::Role(Role::Operator));
+        assert_eq!(need_of(crate::bulk::PUT).1, Need::Role(Role::Operator));
+        assert_eq!(need_of(crate::bulk::STAGE).1, Need::Site);
         assert_eq!(need_of("/tandem.replicator.v1.Contracts/Destroy").1, Need::Role(Role::Admin));
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Scrub").1, Need::Role(Role::Viewer));
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Repair").1, Need::Role(Role::Operator));
-        assert_eq!(need_of("/tandem.replicator.v1.Replication/Apply").1, Need::Site);
+        assert_eq!(need_of(crate::bulk::APPLY).1, Need::Site);
         // A "Get" of another service is not a contract read.
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Get").1, Need::Site);
         assert_eq!(need_of("/nonsense").1, Need::Site);

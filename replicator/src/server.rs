@@ -129,7 +129,8 @@ impl Replicator {
                         .max_decoding_message_size(MAX_MESSAGE)
                         .max_encoding_message_size(MAX_MESSAGE),
                 ),
-            );
+            )
+            .add_service(check.layer(crate::bulk::BulkServer::new(site.clone())));
         let server = deps.transport.clone().spawn(router, listener, "replicator");
 
         let reads = ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_READ_TIMEOUT);

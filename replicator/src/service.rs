@@ -67,7 +67,45 @@ impl ContractsService {
     }
 }
 
-async fn put(site: &Site, mut chunks: Streaming<pb::PutChunk>) -> Result<pb::PutReply, ReplicaError> {
+/// One change-log entry from a peer's shipper (a bulk stream, [`crate::bulk`]).
+pub async fn apply_logged<S>(site: &Site, chunks: S) -> Result<pb::ApplyReply, Status>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, Status>>,
+{
+    let result = apply(site, chunks, Mode::Log).await;
+    site.counters.count("apply", result.as_ref().err());
+    let applied_seq = result.inspect_err(|e| {
+        tracing::warn!(site = %site.name, error = %e, "replication entry refused");
+    })?;
+    Ok(pb::ApplyReply { applied_seq })
+}
+
+/// A staged copy from the in-city peer (a bulk stream, [`crate::bulk`]).
+pub async fn stage_logged<S>(site: &Site, chunks: S) -> Result<pb::StageReply, Status>
+where
+    S: Stream<Item = Result<pb::StageChunk, Status>>,
+{
+    let staged_id = crate::stage::receive(site, chunks).await.inspect_err(|e| {
+        tracing::warn!(site = %site.name, error = %e, "staged copy refused");
+    })?;
+    Ok(pb::StageReply { staged_id })
+}
+
+/// A put, from gRPC (`Contracts.Put`) or a bulk stream ([`crate::bulk`]),
+/// counted by outcome.
+pub async fn put_counted<S>(site: &Site, chunks: S) -> Result<pb::PutReply, Status>
+where
+    S: Stream<Item = Result<pb::PutChunk, Status>> + Unpin,
+{
+    let result = put(site, chunks).await;
+    site.counters.count("put", result.as_ref().err());
+    Ok(result?)
+}
+
+async fn put<S>(site: &Site, mut chunks: S) -> Result<pb::PutReply, ReplicaError>
+where
+    S: Stream<Item = Result<pb::PutChunk, Status>> + Unpin,
+{
     let broken = |s: Status| ReplicaError::Invalid(format!("put stream broken: {}", s.message()));
     let header = match chunks.next().await {
         Some(Ok(pb::PutChunk { part: Some(PutPart::Header(h)) })) => PutHeader {
@@ -113,9 +151,7 @@ async fn put(site: &Site, mut chunks: Streaming<pb::PutChunk>) -> Result<pb::Put
 #[tonic::async_trait]
 impl Contracts for ContractsService {
     async fn put(&self, req: Request<Streaming<pb::PutChunk>>) -> Result<Response<pb::PutReply>, Status> {
-        let result = put(&self.site, req.into_inner()).await;
-        self.site.counters.count("put", result.as_ref().err());
-        Ok(Response::new(result?))
+        Ok(Response::new(put_counted(&self.site, req.into_inner()).await?))
     }
 
     type GetStream = BoxStream<pb::GetChunk>;
@@ -206,22 +242,6 @@ impl Replication for ReplicationService {
         }
         let applied_seq = self.site.meta.cursor(&origin).map_err(ReplicaError::from)?;
         Ok(Response::new(pb::CursorReply { applied_seq }))
-    }
-
-    async fn apply(&self, req: Request<Streaming<pb::ApplyChunk>>) -> Result<Response<pb::ApplyReply>, Status> {
-        let result = apply(&self.site, req.into_inner(), Mode::Log).await;
-        self.site.counters.count("apply", result.as_ref().err());
-        let applied_seq = result.inspect_err(|e| {
-            tracing::warn!(site = %self.site.name, error = %e, "replication entry refused");
-        })?;
-        Ok(Response::new(pb::ApplyReply { applied_seq }))
-    }
-
-    async fn stage(&self, req: Request<Streaming<pb::StageChunk>>) -> Result<Response<pb::StageReply>, Status> {
-        let staged_id = crate::stage::receive(&self.site, req.into_inner()).await.inspect_err(|e| {
-            tracing::warn!(site = %self.site.name, error = %e, "staged copy refused");
-        })?;
-        Ok(Response::new(pb::StageReply { staged_id }))
     }
 
     async fn backlog(&self, req: Request<pb::BacklogRequest>) -> Result<Response<pb::BacklogReply>, Status> {

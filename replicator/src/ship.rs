@@ -154,7 +154,7 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
         Ok(c) => c,
         Err(e) => return format!("bad address {}: {e}", link.addr),
     };
-    let mut client = client(channel);
+    let mut client = client(channel.clone());
     let req = pb::CursorRequest { origin: site.name.clone() };
     let cursor = match tokio::time::timeout(RPC_TIMEOUT, client.cursor(req)).await {
         Ok(Ok(r)) => r.into_inner().applied_seq,
@@ -215,9 +215,10 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
             }
         }
         let chunks = entry_chunks(site.blobs.clone(), entry.clone(), staged, Some(pacer.clone()), Some(link.sent.clone()));
-        match tokio::time::timeout(limit, client.apply(chunks)).await {
+        let call = crate::bulk::call::<_, pb::ApplyReply>(channel.clone(), crate::bulk::APPLY, chunks);
+        match tokio::time::timeout(limit, call).await {
             Ok(Ok(r)) => {
-                let applied = r.into_inner().applied_seq;
+                let applied = r.applied_seq;
                 link.acked.send_replace(applied);
                 *backoff = Duration::from_millis(100);
             }

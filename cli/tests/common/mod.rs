@@ -317,6 +317,12 @@ impl Cluster {
             self.start(s);
             self.start_replicator(s);
         }
+        self.wait_ready()
+    }
+
+    /// Waits until the cluster has a leader, its layout, and a heartbeat
+    /// from every replicator showing it holds a controller view.
+    pub fn wait_ready(&self) -> Value {
         self.wait_status("a leader, the layout, and every replicator reporting", &SITES, |s| {
             leader_of(s).is_some()
                 && s["cluster"]["bootstrapped"] == true
