@@ -307,10 +307,11 @@ fn ceiling_direct(input: &Path, output: &Path) -> anyhow::Result<f64> {
 /// owner reads its stored copy while the DR site writes its own).
 fn floor_read_write(input: &Path, output: &Path) -> anyhow::Result<f64> {
     let len = std::fs::metadata(input)?.len();
+    let mut block = AlignedChunk::random()?;
     let started = Instant::now();
     let input = input.to_path_buf();
     let reader = std::thread::spawn(move || direct_read(&input));
-    direct_write(output, len)?;
+    direct_write(output, len, &mut block)?;
     reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
     Ok(started.elapsed().as_secs_f64())
 }
@@ -321,12 +322,13 @@ fn floor_read_write(input: &Path, output: &Path) -> anyhow::Result<f64> {
 fn floor_two_writes(input: &Path, output: &Path) -> anyhow::Result<f64> {
     let len = std::fs::metadata(input)?.len();
     let second = output.with_extension("second");
+    let (mut block, mut other_block) = (AlignedChunk::random()?, AlignedChunk::random()?);
     let started = Instant::now();
     let other = {
         let second = second.clone();
-        std::thread::spawn(move || direct_write(&second, len))
+        std::thread::spawn(move || direct_write(&second, len, &mut other_block))
     };
-    direct_write(output, len)?;
+    direct_write(output, len, &mut block)?;
     other.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
     let secs = started.elapsed().as_secs_f64();
     std::fs::remove_file(&second)?;
@@ -346,10 +348,12 @@ fn direct_read(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `len` bytes (rounded up to 4 KiB) written with `O_DIRECT`, then synced.
-fn direct_write(path: &Path, len: u64) -> anyhow::Result<()> {
+/// `len` bytes (rounded up to 4 KiB) written with `O_DIRECT`, then synced:
+/// `block` over and over (random bytes, as ciphertext is: a virtual disk
+/// may write zeros faster).
+fn direct_write(path: &Path, len: u64, block: &mut AlignedChunk) -> anyhow::Result<()> {
     let mut file = open_direct(path, true)?;
-    let mut mem = AlignedChunk::new();
+    let mem = block;
     let mut left = len.div_ceil(ALIGN as u64) * ALIGN as u64;
     while left > 0 {
         let n = left.min(CHUNK as u64) as usize;
@@ -369,6 +373,13 @@ impl AlignedChunk {
         let mem = vec![0u8; CHUNK + ALIGN];
         let start = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
         Self(mem, start)
+    }
+
+    /// Filled with random bytes.
+    fn random() -> anyhow::Result<Self> {
+        let mut chunk = Self::new();
+        SystemRandomSource.fill(chunk.buf())?;
+        Ok(chunk)
     }
 
     fn buf(&mut self) -> &mut [u8] {
