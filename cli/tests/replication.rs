@@ -633,7 +633,8 @@ async fn stage(addr: &str, shard: u32, epoch: u64, blob: &str, data: &[u8], end_
             call.await.unwrap()
         }
         None => {
-            // Cut mid-stream: the caller's side of the connection goes away.
+            // Cut mid-stream, as a failed put abandons its upload: the call
+            // is dropped and its body ends without the end marker.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             call.abort();
             drop(tx);
@@ -746,8 +747,6 @@ fn staged_copies_count_only_with_their_entry() {
     assert_eq!(staged_files(), 0);
 }
 
-// A file larger than the memory bound streams through put, sync and async
-// replication and read-back without any replicator holding it in memory.
 // A put stream that is malformed or cut short, over the bulk route
 // tandem's client uses and over gRPC, is refused with a clear error and
 // stores nothing; the same contract then stores normally.
@@ -780,6 +779,7 @@ fn malformed_or_truncated_put_streams_store_nothing() {
             ("ended inside a frame", bulk::send(channel(), bulk::PUT, raw(cut_inside)).await),
             ("unknown kind 7", bulk::send(channel(), bulk::PUT, raw(vec![7, 0, 0, 0, 0])).await),
             ("exceeds the limit", bulk::send(channel(), bulk::PUT, raw(vec![1, 0xff, 0xff, 0xff, 0xff, 0])).await),
+            ("must start with its header", bulk::send(channel(), bulk::PUT, raw(vec![0, 0, 0, 0, 0])).await),
             ("must start with its header", bulk::call(channel(), bulk::PUT, futures::stream::iter(vec![file.clone(), data.clone()])).await),
             ("ended before its end marker", {
                 let mut grpc = tandem_proto::replicator::contracts_client::ContractsClient::new(channel());
@@ -799,6 +799,8 @@ fn malformed_or_truncated_put_streams_store_nothing() {
     assert_eq!(list_ids(&c, "a", &ta).into_iter().collect::<Vec<_>>(), vec!["cut".to_string()]);
 }
 
+// A file larger than the memory bound streams through put, sync and async
+// replication and read-back without any replicator holding it in memory.
 #[test]
 fn large_file_streams_with_bounded_memory() {
     const MIB: usize = 1024 * 1024;

@@ -8,11 +8,13 @@
 //! message's file bytes travel as their own HTTP/2 data, handed to hyper
 //! and taken from it as they are (`Bytes`, no copy).
 //!
-//! Request body: frames of `kind: u8, len: u32 big-endian, payload`:
+//! Request body: frames of `kind: u8, len: u32 big-endian, payload` (the
+//! layout of gRPC's length prefix, whose first byte is a flag instead):
 //! - [`MESSAGE`]: a protobuf message of the stream's chunk type;
 //! - [`DATA`]: file bytes, the chunk type's data part.
 //!
-//! A frame longer than [`MAX_MESSAGE`], an unknown kind, a message that
+//! A frame longer than [`MAX_MESSAGE`] (larger file bytes go in several
+//! frames), an unknown kind, a message that
 //! does not decode or a body that ends inside a frame is an error of the
 //! stream, which the handler reports as a broken stream (nothing kept).
 //!
@@ -42,7 +44,7 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::ship::MAX_MESSAGE;
+use crate::MAX_MESSAGE;
 use crate::site::Site;
 
 /// The service name bulk calls are routed under.
@@ -100,10 +102,18 @@ fn header(kind: u8, len: usize) -> [u8; HEADER_LEN] {
     h
 }
 
-/// The body frames of one chunk: a data chunk's bytes go as they are.
+/// The body frames of one chunk: a data chunk's bytes go as they are, in
+/// frames of at most [`MAX_MESSAGE`] bytes (the receiver's limit).
 fn frames<M: Chunk>(mut chunk: M) -> Vec<Bytes> {
     match chunk.take_data() {
-        Some(data) => vec![Bytes::copy_from_slice(&header(DATA, data.len())), data],
+        Some(data) if data.is_empty() => vec![Bytes::copy_from_slice(&header(DATA, 0))],
+        Some(data) => (0..data.len())
+            .step_by(MAX_MESSAGE)
+            .flat_map(|at| {
+                let part = data.slice(at..data.len().min(at + MAX_MESSAGE));
+                [Bytes::copy_from_slice(&header(DATA, part.len())), part]
+            })
+            .collect(),
         None => {
             let len = chunk.encoded_len();
             let mut buf = BytesMut::with_capacity(HEADER_LEN + len);
@@ -157,9 +167,10 @@ impl Reader {
         Ok(true)
     }
 
-    /// Takes up to `n` buffered bytes from the first piece (no copy).
+    /// Takes up to `n` buffered bytes from the first piece (no copy);
+    /// nothing if nothing is buffered.
     fn take_some(&mut self, n: usize) -> Bytes {
-        let first = self.pieces.front_mut().expect("fill made bytes available");
+        let Some(first) = self.pieces.front_mut() else { return Bytes::new() };
         let out = first.split_to(n.min(first.len()));
         if first.is_empty() {
             self.pieces.pop_front();
@@ -177,6 +188,7 @@ impl Reader {
         }
         let mut out = BytesMut::with_capacity(n);
         out.put(first);
+        // `fill(n)` made n bytes available, so this ends.
         while out.len() < n {
             let piece = self.take_some(n - out.len());
             out.put(piece);
@@ -240,7 +252,8 @@ pub async fn call<M: Chunk, R: Message + Default>(channel: Channel, path: &str, 
     send(channel, path, body(chunks)).await
 }
 
-/// Like [`call`], with the request body as it is (tests send malformed ones).
+/// Like [`call`], with the request body as it is: for tests, which send
+/// malformed ones.
 pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: Body) -> Result<R, Status> {
     use tower::{Service, ServiceExt};
     let request = http::Request::post(path)
@@ -255,8 +268,9 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
             return Err(status);
         }
     }
-    if response.status() != http::StatusCode::OK {
-        return Err(Status::unknown(format!("bulk call {path} answered HTTP {}", response.status())));
+    let bulk = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v == CONTENT_TYPE);
+    if response.status() != http::StatusCode::OK || !bulk {
+        return Err(Status::unknown(format!("bulk call {path} answered HTTP {} without a bulk reply", response.status())));
     }
     let mut body = response.into_body();
     let mut reply = BytesMut::new();
@@ -271,8 +285,9 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
     R::decode(reply.freeze()).map_err(|e| Status::internal(format!("malformed reply to {path}: {e}")))
 }
 
-/// The server side: routes [`PUT`] (also served as `Contracts.Put`),
-/// [`STAGE`] and [`APPLY`] to their handlers in [`crate::service`].
+/// The server side: routes [`PUT`] (to the same handler as the gRPC
+/// `Contracts.Put`), [`STAGE`] and [`APPLY`] to their handlers in
+/// [`crate::service`].
 #[derive(Clone)]
 pub struct BulkServer {
     site: Arc<Site>,
@@ -424,5 +439,26 @@ mod tests {
             let e = got[0].as_ref().unwrap_err();
             assert!(e.message().contains(expect), "{expect}: {}", e.message());
         }
+    }
+
+    #[tokio::test]
+    async fn an_empty_message_frame_is_an_empty_chunk() {
+        // Ending exactly where the body ends (or a piece of it) once made
+        // the reader take 0 bytes from no piece at all.
+        for piece in [1, 5] {
+            let got = decoded(&header(MESSAGE, 0), piece).await;
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].as_ref().unwrap(), &pb::StageChunk { part: None }, "the handler refuses it as an empty chunk");
+        }
+    }
+
+    #[test]
+    fn file_bytes_beyond_the_frame_limit_go_in_several_frames() {
+        let data = Bytes::from(vec![3u8; 2 * MAX_MESSAGE + 10]);
+        let frames = frames(pb::StageChunk::from_data(data.clone()));
+        let lens: Vec<usize> = frames.iter().skip(1).step_by(2).map(|f| f.len()).collect();
+        assert_eq!(lens, vec![MAX_MESSAGE, MAX_MESSAGE, 10]);
+        assert_eq!(frames[0].as_ref(), &header(DATA, MAX_MESSAGE));
+        assert_eq!(frames[1].as_ptr(), data.as_ptr(), "not copied");
     }
 }

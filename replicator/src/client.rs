@@ -17,7 +17,7 @@ use tandem_proto::replicator::put_chunk::Part as PutPart;
 use tonic::transport::Channel;
 
 use crate::blob::BlobWriter;
-use crate::ship::MAX_MESSAGE;
+use crate::MAX_MESSAGE;
 use crate::write::PutHeader;
 
 /// Bytes of a file per put message.

@@ -15,7 +15,9 @@
 //!   records; [`stage`]: ciphertext streamed to the in-city peer while the
 //!   owner stores it;
 //! - [`view`]: the controller's shard map and pair modes, and the write lease;
-//! - [`service`]: the gRPC services; [`server`]: starts it all;
+//! - [`service`]: the gRPC services and the handlers of the [`bulk`]
+//!   streams (file bytes over HTTP/2 without gRPC's copies); [`server`]:
+//!   starts it all;
 //!   [`client`]: the client used by the CLI and tests.
 //!
 //! Crypto lives in `tandem-crypto`; this crate never sees a KEK, and only
@@ -53,3 +55,7 @@ pub mod sync;
 pub mod verify;
 pub mod view;
 pub mod write;
+
+/// Largest message a replicator sends or accepts, gRPC or bulk frame
+/// ([`bulk`]); file bytes go in chunks well below it.
+pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;

@@ -28,7 +28,7 @@ use crate::permissions::CheckRoles;
 use tower::Layer;
 use crate::service::{ContractsService, ReplicationService};
 use crate::site::{Link, Site};
-use crate::ship::MAX_MESSAGE;
+use crate::MAX_MESSAGE;
 use crate::view::ControllerView;
 
 /// Bound on each controller call of the view poller and heartbeats.

@@ -1,6 +1,7 @@
 //! The replicator's gRPC services: Contracts (for the platform and the
-//! CLI) and Replication (between sites). Handlers parse and convert; the
-//! work is in `write`, `read`, `apply` and `digest`.
+//! CLI) and Replication (between sites), and the handlers the bulk streams
+//! (`crate::bulk`: puts, staged copies, Apply) share with them. Handlers
+//! parse and convert; the work is in `write`, `read`, `apply` and `digest`.
 
 use std::pin::Pin;
 use std::sync::Arc;

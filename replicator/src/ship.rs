@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::blob::BlobStore;
+use crate::MAX_MESSAGE;
 use crate::model::LogEntry;
 use crate::site::{Link, Site};
 
@@ -31,8 +32,6 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 /// [`MIN_RATE`] (or the link's cap, if lower).
 const ENTRY_TIMEOUT_BASE: Duration = Duration::from_secs(10);
 const MIN_RATE: u64 = 2 * 1024 * 1024;
-/// Largest message on the replication stream.
-pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Paces a link to its configured bandwidth (a token bucket without burst).
 pub struct Pacer {
