@@ -793,6 +793,11 @@ fn malformed_or_truncated_put_streams_store_nothing() {
         assert!(e.message().contains(expect), "{expect}: {}", e.message());
     }
     assert!(list_ids(&c, "a", &ta).is_empty(), "nothing was stored");
+    // A bulk call the replicator does not serve (as between two versions).
+    let unknown: tonic::Result<PutReply> = rt.block_on(async { bulk::send(channel(), "/tandem.replicator.v1.Bulk/Nope", raw(vec![])).await });
+    let e = unknown.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("is not served there"), "{}", e.message());
     let whole = vec![header, file, data, PutChunk { part: Some(Part::End(PutEnd { files: 1 })) }];
     let reply: PutReply = rt.block_on(async { bulk::call(channel(), bulk::PUT, futures::stream::iter(whole)).await }).unwrap();
     assert_eq!(reply.contract.unwrap().version, 1, "the first stored version");

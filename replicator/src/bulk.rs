@@ -264,8 +264,13 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
     let transport = |e: tonic::transport::Error| Status::from_error(Box::new(e));
     let response = channel.ready().await.map_err(transport)?.call(request).await.map_err(transport)?;
     if let Some(status) = Status::from_header_map(response.headers()) {
-        if status.code() != tonic::Code::Ok {
-            return Err(status);
+        match status.code() {
+            tonic::Code::Ok => {}
+            // Say what an SRE needs: sites of two tandem versions.
+            tonic::Code::Unimplemented => {
+                return Err(Status::unimplemented(format!("{path} is not served there (a replicator of an older tandem version?)")))
+            }
+            _ => return Err(status),
         }
     }
     let bulk = response.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v == CONTENT_TYPE);

@@ -31,16 +31,9 @@ struct Seen {
     leased_at: Option<Instant>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ControllerView {
     inner: Arc<RwLock<Option<Seen>>>,
-    changed: Arc<tokio::sync::Notify>,
-}
-
-impl Default for ControllerView {
-    fn default() -> Self {
-        Self { inner: Arc::new(RwLock::new(None)), changed: Arc::new(tokio::sync::Notify::new()) }
-    }
 }
 
 impl ControllerView {
@@ -90,19 +83,12 @@ impl ControllerView {
         }
         let leased_at = guard.as_ref().and_then(|s| s.leased_at);
         *guard = Some(Seen { state, applied_index, leased_at });
-        drop(guard);
-        self.changed.notify_waiters();
         true
     }
 
     /// Raft log index of the state held (0: none yet).
     pub fn applied_index(&self) -> u64 {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |s| s.applied_index)
-    }
-
-    /// Waits for the next refresh (bounded by `max`).
-    pub async fn wait_refresh(&self, max: Duration) {
-        let _ = tokio::time::timeout(max, self.changed.notified()).await;
     }
 
     /// Refreshes the view and the lease from the leader until the task is
