@@ -193,6 +193,11 @@ fn roles_bound_what_each_operator_may_do() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = c.contract_as(VIEWER, "a", &["get", "--tenant", "t1", "--id", "d1"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The sites replicate it to each other over mutual TLS with their own
+    // certificates (bulk streams: staged copy and Apply).
+    c.wait_for("d1 readable at b and c", || {
+        ["b", "c"].iter().all(|s| c.contract_as(VIEWER, s, &["get", "--tenant", "t1", "--id", "d1"]).status.success()).then_some(())
+    });
     let out = c.contract_as(VIEWER, "a", &["put", "--tenant", "t1", "--id", "d2", "--file", &file.display().to_string()]);
     assert!(stderr(&out).contains("contract put needs role operator"), "{}", stderr(&out));
     let destroy = ["destroy", "--tenant", "t1", "--id", "d1", "--reason", "retention ended", "--yes"];
@@ -215,9 +220,29 @@ fn roles_bound_what_each_operator_may_do() {
         audit_entries(&c).iter().any(|e| e["what"] == "refused: contract destroy" && e["who"] == OPERATOR).then_some(())
     });
 
-    // Daemon-to-daemon calls need a site's certificate, whatever the role.
+    // Daemon-to-daemon calls need a site's certificate, whatever the role:
+    // Raft, and shipping a replication entry (a bulk stream).
     let err = raft_vote_as(&c, ADMIN);
     assert!(err.contains("needs a site certificate"), "{err}");
+    let err = bulk_apply_as(&c, ADMIN);
+    assert!(err.contains("needs a site certificate"), "{err}");
+}
+
+/// Sends an (empty) replication entry to site a's replicator as a bulk
+/// stream with an operator's certificate; returns the refusal.
+fn bulk_apply_as(c: &Cluster, operator: &str) -> String {
+    use tandem_replicator::bulk;
+    let files = tandem_net::TlsFiles::in_dir(&tls_dir(c).join(format!("operator-{operator}")));
+    let transport = tandem_net::Transport::over_tokio(Some(&files)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let channel = transport.channel(&c.replicator_addrs["a"]).unwrap();
+        let call = bulk::call::<tandem_proto::replicator::ApplyChunk, tandem_proto::replicator::ApplyReply>(channel, bulk::APPLY, futures::stream::empty());
+        match tokio::time::timeout(WAIT, call).await.expect("no answer") {
+            Ok(_) => "the entry was accepted".to_string(),
+            Err(s) => s.message().to_string(),
+        }
+    })
 }
 
 /// Sends a (meaningless) Raft vote to site a's controller with an
