@@ -228,37 +228,38 @@ fn roles_bound_what_each_operator_may_do() {
     assert!(err.contains("needs a site certificate"), "{err}");
 }
 
-/// Sends an (empty) replication entry to site a's replicator as a bulk
-/// stream with an operator's certificate; returns the refusal.
-fn bulk_apply_as(c: &Cluster, operator: &str) -> String {
-    use tandem_replicator::bulk;
+/// Runs `call` on a channel to `addr` made with an operator's certificate;
+/// returns the refusal's message.
+fn call_as<T, F>(c: &Cluster, operator: &str, addr: &str, call: impl FnOnce(tonic::transport::Channel) -> F) -> String
+where
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let files = tandem_net::TlsFiles::in_dir(&tls_dir(c).join(format!("operator-{operator}")));
     let transport = tandem_net::Transport::over_tokio(Some(&files)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let channel = transport.channel(&c.replicator_addrs["a"]).unwrap();
-        let call = bulk::call::<tandem_proto::replicator::ApplyChunk, tandem_proto::replicator::ApplyReply>(channel, bulk::APPLY, futures::stream::empty());
-        match tokio::time::timeout(WAIT, call).await.expect("no answer") {
-            Ok(_) => "the entry was accepted".to_string(),
+        let channel = transport.channel(addr).unwrap();
+        match tokio::time::timeout(WAIT, call(channel)).await.expect("no answer") {
+            Ok(_) => "the call was accepted".to_string(),
             Err(s) => s.message().to_string(),
         }
     })
 }
 
-/// Sends a (meaningless) Raft vote to site a's controller with an
-/// operator's certificate; returns the refusal.
+/// Sends a (meaningless) Raft vote to site a's controller.
 fn raft_vote_as(c: &Cluster, operator: &str) -> String {
-    let files = tandem_net::TlsFiles::in_dir(&tls_dir(c).join(format!("operator-{operator}")));
-    let transport = tandem_net::Transport::over_tokio(Some(&files)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let channel = transport.channel(&c.addrs["a"]).unwrap();
+    call_as(c, operator, &c.addrs["a"], |channel| async move {
         let mut client = tandem_proto::raft::raft_client::RaftClient::new(channel);
-        let req = tandem_proto::raft::RaftPayload { json: b"{}".to_vec(), generation: 1 };
-        match tokio::time::timeout(WAIT, client.vote(req)).await.expect("no answer") {
-            Ok(_) => "the vote was accepted".to_string(),
-            Err(s) => s.message().to_string(),
-        }
+        client.vote(tandem_proto::raft::RaftPayload { json: b"{}".to_vec(), generation: 1 }).await
+    })
+}
+
+/// Sends an (empty) replication entry to site a's replicator as a bulk stream.
+fn bulk_apply_as(c: &Cluster, operator: &str) -> String {
+    use tandem_proto::replicator::{ApplyChunk, ApplyReply};
+    use tandem_replicator::bulk;
+    call_as(c, operator, &c.replicator_addrs["a"], |channel| {
+        bulk::call::<ApplyChunk, ApplyReply>(channel, bulk::APPLY, futures::stream::empty())
     })
 }
 
