@@ -3,8 +3,9 @@
 //! noisy, so only ratios mean something). Run it from a release build:
 //! `cargo run --release --bin tandem -- bench`.
 //!
-//! 1. A three-site cluster in this process (real rocksdb, real gRPC over
-//!    loopback), the DR site stopped so one stream runs at a time.
+//! 1. A three-site cluster in this process (real rocksdb, real HTTP/2 over
+//!    loopback: gRPC and bulk streams), the DR site stopped so one stream
+//!    runs at a time.
 //! 2. Three rounds, each running the baselines and then tandem, so a slow
 //!    minute of the machine hits both; every figure is the best of its
 //!    three runs, with wall and CPU time:
