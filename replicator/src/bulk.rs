@@ -13,10 +13,12 @@
 //! - [`MESSAGE`]: a protobuf message of the stream's chunk type;
 //! - [`DATA`]: file bytes, the chunk type's data part.
 //!
-//! A frame longer than [`MAX_MESSAGE`] (larger file bytes go in several
-//! frames), an unknown kind, a message that
-//! does not decode or a body that ends inside a frame is an error of the
-//! stream, which the handler reports as a broken stream (nothing kept).
+//! The sender splits file bytes longer than [`MAX_MESSAGE`] into several
+//! frames; the receiver hands a data frame on in the pieces hyper delivers
+//! it in (the handlers take data of any length). A frame longer than
+//! [`MAX_MESSAGE`], an unknown kind, a message that does not decode or a
+//! body that ends inside a frame is an error of the stream, which the
+//! handler reports as a broken stream (nothing kept).
 //!
 //! Response: a refusal is a gRPC status in the headers (as gRPC's
 //! trailers-only responses, with the same metadata: error code, owner),
