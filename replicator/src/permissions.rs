@@ -30,10 +30,9 @@ use tandem_proto::error_code;
 pub fn need_of(path: &str) -> (&'static str, Need) {
     let method = path.rsplit('/').next().unwrap_or_default();
     let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
-    let contracts = service.ends_with(".Contracts");
+    // A bulk put (crate::bulk) carries what its gRPC namesake does.
+    let contracts = service.ends_with(".Contracts") || (service.ends_with(".Bulk") && method == "Put");
     let replication = service.ends_with(".Replication");
-    // Bulk streams (crate::bulk) carry what their gRPC namesakes do.
-    let contracts = contracts || (service.ends_with(".Bulk") && method == "Put");
     match method {
         "Get" | "Head" | "List" if contracts => ("contract get", Need::Role(Role::Viewer)),
         "Put" if contracts => ("contract put", Need::Role(Role::Operator)),

@@ -354,11 +354,10 @@ fn direct_read(path: &Path) -> anyhow::Result<()> {
 /// may write zeros faster).
 fn direct_write(path: &Path, len: u64, block: &mut AlignedChunk) -> anyhow::Result<()> {
     let mut file = open_direct(path, true)?;
-    let mem = block;
     let mut left = len.div_ceil(ALIGN as u64) * ALIGN as u64;
     while left > 0 {
         let n = left.min(CHUNK as u64) as usize;
-        file.write_all(&mem.buf()[..n])?;
+        file.write_all(&block.buf()[..n])?;
         left -= n as u64;
     }
     file.sync_all()?;
