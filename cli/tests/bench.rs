@@ -11,7 +11,7 @@ use common::TANDEM;
 fn bench_prints_every_figure_against_its_baselines() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(TANDEM)
-        .args(["bench", "--size-mib", "4", "--small-count", "3", "--dir"])
+        .args(["bench", "--size-mib", "4", "--small-count", "3", "--rounds", "2", "--dir"])
         .arg(dir.path().join("work"))
         .output()
         .unwrap();
@@ -26,14 +26,24 @@ fn bench_prints_every_figure_against_its_baselines() {
         "sync / single site:",
         "DR site C restarted and caught up from its cursor",
         "large files, ",
+        "steady, files 2..2 (from the first one's arrival)",
+        "x a ceiling run right after",
         "small contracts, ",
         "peak resident memory",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
     }
-    // Three tandem figures, each as a ratio to the ceiling and to its floor.
-    assert_eq!(stdout.matches("x ceiling, ").count(), 3, "{stdout}");
-    assert_eq!(stdout.matches("x its disk floor").count(), 3, "{stdout}");
+    // Four tandem figures (put, read-back, DR catch-up whole and steady),
+    // each as a ratio to the ceiling and to its floor; the put and the
+    // read-back also round by round (two rounds: two ratios and a median).
+    assert_eq!(stdout.matches("x ceiling, ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("x its disk floor").count(), 4, "{stdout}");
+    let per_round: Vec<&str> = stdout.lines().filter(|l| l.contains("per round, x that round's ceiling: ")).collect();
+    assert_eq!(per_round.len(), 2, "{stdout}");
+    for l in per_round {
+        let ratios = l.split("ceiling: ").nth(1).and_then(|r| r.split(" (median").next()).unwrap();
+        assert_eq!(ratios.split(", ").filter(|r| r.parse::<f64>().is_ok_and(|x| x > 0.0)).count(), 2, "{l}");
+    }
     // Its working directory is removed.
     assert!(!dir.path().join("work").exists());
 }
@@ -41,24 +51,34 @@ fn bench_prints_every_figure_against_its_baselines() {
 #[test]
 fn bench_refuses_empty_sizes_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [["--size-mib", "0"], ["--small-count", "0"]] {
+    for (args, says) in [
+        (["--size-mib", "0"], "must be at least 1"),
+        (["--small-count", "0"], "must be at least 1"),
+        (["--rounds", "1"], "--rounds must be at least 2"),
+    ] {
         let out = std::process::Command::new(TANDEM).arg("bench").args(args).arg("--dir").arg(dir.path().join("work")).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(stderr.contains("must be at least 1"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
     }
 }
 
 #[test]
 fn bench_says_how_much_space_it_needs() {
     let dir = tempfile::tempdir().unwrap();
-    // 2^40 MiB: more than any disk here.
-    let out = std::process::Command::new(TANDEM)
-        .args(["bench", "--size-mib", "1099511627776", "--dir"])
-        .arg(dir.path().join("work"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let bench = |size_mib: &str| {
+        let out = std::process::Command::new(TANDEM)
+            .args(["bench", "--size-mib", size_mib, "--dir"])
+            .arg(dir.path().join("work"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // 2^30 MiB: more than any disk here.
+    let stderr = bench("1073741824");
     assert!(stderr.contains("the bench needs about") && stderr.contains("use a smaller --size-mib"), "{stderr}");
+    // 2^40 MiB: the space it needs does not even fit in 64 bits.
+    let stderr = bench("1099511627776");
+    assert!(stderr.contains("--size-mib 1099511627776 is too large"), "{stderr}");
 }

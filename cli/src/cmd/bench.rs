@@ -6,9 +6,11 @@
 //! 1. A three-site cluster in this process (real rocksdb, real HTTP/2 over
 //!    loopback: gRPC and bulk streams), the DR site stopped so one stream
 //!    runs at a time.
-//! 2. Three rounds, each running the baselines and then tandem, so a slow
-//!    minute of the machine hits both; every figure is the best of its
-//!    three runs, with wall and CPU time:
+//! 2. Rounds (`--rounds`, five by default), each running the baselines and
+//!    then tandem, so a slow minute of the machine hits both; every figure
+//!    is the best of its runs, with wall and CPU time, and tandem's runs are
+//!    also shown against the ceiling run of their own round (with the
+//!    median), since the disk here is shared and its speed drifts:
 //!    - the ceiling: the same bytes through read + crc32 + AES-256-GCM +
 //!      loopback TCP + write + fsync, without tandem (two threads, blocking
 //!      sockets); for reference, the same with the receiver writing with
@@ -22,8 +24,9 @@
 //! 3. Small contracts (200 KiB): sequential puts in sync mode, then with
 //!    B's replicator stopped (single site), latency p50/p99 and throughput.
 //! 4. The DR site restarts and catches up from its cursor, A to C: the
-//!    large files (timed until the last one is there), then the small
-//!    contracts.
+//!    large files (timed until the last one is there, and at their steady
+//!    rate from the first one's arrival, against the best ceiling and a
+//!    ceiling run right after), then the small contracts.
 //!
 //! It also prints the process's peak resident memory: every daemon of all
 //! three sites runs in this process, so it bounds each one's.
@@ -62,6 +65,11 @@ pub struct Args {
     /// Number of small (200 KiB) contracts per mode.
     #[arg(long, default_value_t = 200)]
     pub small_count: usize,
+    /// Rounds of the large-file measurements (each runs every baseline and
+    /// then tandem); at least 2, so the DR site's steady rate can be timed
+    /// between its first and its last large file.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Working directory (created, and removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -82,9 +90,13 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     if args.size_mib == 0 || args.small_count == 0 {
         bail!("--size-mib and --small-count must be at least 1");
     }
+    if args.rounds < 2 {
+        bail!("--rounds must be at least 2 (the DR figure times the large files after the first)");
+    }
+    let rounds = args.rounds;
     // Kept to the end: the input and every large file at three sites;
     // meanwhile up to two scratch copies.
-    let copies = 1 + 3 * ROUNDS as u64 + 2;
+    let copies = 1 + 3 * rounds as u64 + 2;
     let (size, needed) = match args.size_mib.checked_mul(1 << 20).and_then(|s| Some((s, s.checked_mul(copies)?))) {
         Some(sizes) => sizes,
         None => bail!("--size-mib {} is too large", args.size_mib),
@@ -102,7 +114,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let input = dir.join("large.bin");
     random_file(&input, size)?;
     println!(
-        "tandem bench: large file {} MiB, {ROUNDS} rounds, {} small contracts of 200 KiB per mode",
+        "tandem bench: large file {} MiB, {rounds} rounds, {} small contracts of 200 KiB per mode",
         args.size_mib, args.small_count
     );
 
@@ -117,7 +129,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     // Rounds interleave the baselines with tandem's runs, so a slow minute
     // on this shared machine hits both; each figure is the best of its runs.
     let [mut ceiling, mut direct, mut floor_rw, mut floor_ww, mut put, mut read] = std::array::from_fn(|_| Runs::default());
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         baseline_run(&mut ceiling, dir, &input, ceiling_buffered).await?;
         baseline_run(&mut direct, dir, &input, ceiling_direct).await?;
         baseline_run(&mut floor_rw, dir, &input, floor_read_write).await?;
@@ -140,7 +152,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
         println!("  {what:<46} {:7.1} MiB/s  {:4.2} s CPU/GiB  {note}", mib_s(runs.best()), runs.cpu_per_gib(size));
         println!("  {:<46} (runs: {} MiB/s)", "", runs.shown(mib_s));
     };
-    // Ratios of `secs`, the time of one large file, to the baselines'.
+    // Ratios of `secs`, the time of one large file, to the baselines' best.
     let vs = |secs: f64, floor: &Runs| {
         format!(
             "{:.2} x ceiling, {:.2} x its disk floor ({:.2} x O_DIRECT ceiling)",
@@ -149,14 +161,23 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
             direct.best() / secs
         )
     };
+    // Each run against the ceiling run of its own round (the same minute
+    // of this shared machine's disk and cores).
+    let per_round = |runs: &Runs| {
+        let ratios = paired(&ceiling, runs);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!("  {:<46} per round, x that round's ceiling: {} (median {:.2})", "", shown.join(", "), median(&ratios));
+    };
     println!();
-    println!("large file, single stream (best of {ROUNDS}; CPU of the whole process, 2 cores)");
+    println!("large file, single stream (best of {rounds}; CPU of the whole process, 2 cores)");
     line("ceiling: read+crc32+AES-GCM+TCP+write+fsync", &ceiling, "baseline");
     line("same, receiver writing with O_DIRECT", &direct, "reference");
     line("disk floor, put: two O_DIRECT writes at once", &floor_ww, "reference: what this disk allows");
     line("disk floor, DR/read: O_DIRECT read + write", &floor_rw, "reference: what this disk allows");
     line("put at A, acknowledged after B stored+synced", &put, &vs(put.best(), &floor_ww));
+    per_round(&put);
     line("read back from B (decrypt, stream to disk)", &read, &vs(read.best(), &floor_rw));
+    per_round(&read);
 
     let small = dir.join("small.bin");
     random_file(&small, 200 * 1024)?;
@@ -187,9 +208,11 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
 
     // The DR site restarts and catches up from its durable cursor. Its
     // log comes in order: the probe, the large files, then the small
-    // contracts; the large files' figure ends when the last one is there.
+    // contracts; the large files' figure ends when the last one is there,
+    // and their steady rate is timed from the first one's arrival (start-up
+    // and the first file excluded).
     let small_bytes = (2 * args.small_count as u64 + 1) * 200 * 1024;
-    let large_bytes = ROUNDS as u64 * size;
+    let large_bytes = rounds as u64 * size;
     let started = Instant::now();
     cluster.start_replicator(dir, 2).await?;
     let arrived = |id: String| {
@@ -204,12 +227,29 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
             Ok(started.elapsed().as_secs_f64())
         }
     };
-    let large_secs = arrived(format!("large-{}", ROUNDS - 1)).await?;
+    let first_secs = arrived("large-0".to_string()).await?;
+    let large_secs = arrived(format!("large-{}", rounds - 1)).await?;
     let all_secs = arrived(format!("single-{}", args.small_count - 1)).await?;
+    // The ceiling once more, in the same minute as the catch-up.
+    let mut after = Runs::default();
+    baseline_run(&mut after, dir, &input, ceiling_buffered).await?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let steady_secs = (large_secs - first_secs) / (rounds - 1) as f64;
     println!();
-    println!("DR site C restarted and caught up from its cursor (times include its start-up)");
-    println!("  {ROUNDS} large files, {:.0} MiB in {large_secs:.2} s: {:7.1} MiB/s   {}", mib(large_bytes), mib(large_bytes) / large_secs, vs(large_secs / ROUNDS as f64, &floor_rw));
+    println!("DR site C restarted and caught up from its cursor");
+    println!(
+        "  {rounds} large files, {:.0} MiB in {large_secs:.2} s incl. start-up: {:7.1} MiB/s   {}",
+        mib(large_bytes),
+        mib(large_bytes) / large_secs,
+        vs(large_secs / rounds as f64, &floor_rw)
+    );
+    println!(
+        "  steady, files 2..{rounds} (from the first one's arrival): {:7.1} MiB/s   {}; {:.2} x a ceiling run right after ({:.0} MiB/s)",
+        mib(size) / steady_secs,
+        vs(steady_secs, &floor_rw),
+        after.best() / steady_secs,
+        mib_s(after.best())
+    );
     println!(
         "  then {} small contracts, {:.0} MiB in {:.2} s: {:.0} contracts/s",
         2 * args.small_count + 1,
@@ -221,9 +261,6 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     cluster.stop().await;
     Ok(())
 }
-
-/// Rounds of the large-file measurements.
-const ROUNDS: usize = 3;
 
 /// Wall and CPU seconds of each run of one measurement.
 #[derive(Default)]
@@ -253,6 +290,23 @@ impl Runs {
 
     fn shown(&self, rate: impl Fn(f64) -> f64) -> String {
         self.secs.iter().map(|s| format!("{:.0}", rate(*s))).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `baseline`'s time over `runs`' time, round by round: how each run did
+/// against the baseline run of its own round.
+fn paired(baseline: &Runs, runs: &Runs) -> Vec<f64> {
+    baseline.secs.iter().zip(&runs.secs).map(|(b, r)| b / r).collect()
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -633,4 +687,30 @@ fn free_base_port() -> anyhow::Result<u16> {
         }
     }
     bail!("no free ports for the benchmark cluster")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(secs: &[f64]) -> Runs {
+        Runs { secs: secs.to_vec(), cpu: vec![0.0; secs.len()] }
+    }
+
+    #[test]
+    fn paired_ratios_compare_each_run_with_its_own_round() {
+        let ceiling = runs(&[1.0, 2.0, 4.0]);
+        let tandem = runs(&[2.0, 2.0, 5.0]);
+        assert_eq!(paired(&ceiling, &tandem), vec![0.5, 1.0, 0.8]);
+        // Best against best would say 0.5 here; the median of the rounds says 0.8.
+        assert_eq!(ceiling.best() / tandem.best(), 0.5);
+        assert_eq!(median(&paired(&ceiling, &tandem)), 0.8);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }
