@@ -245,7 +245,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     );
     println!(
         "  steady, files 2..{rounds} (from the first one's arrival): {:7.1} MiB/s   {}; {:.2} x a ceiling run right after ({:.0} MiB/s)",
-        mib(size) / steady_secs,
+        mib_s(steady_secs),
         vs(steady_secs, &floor_rw),
         after.best() / steady_secs,
         mib_s(after.best())
