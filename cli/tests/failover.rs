@@ -14,21 +14,26 @@ fn audit(c: &Cluster, sites: &[&str]) -> Vec<Value> {
     serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
 }
 
-// kill -9 of every process of site A while a client writes A's tenant
-// (through B, which forwards to the owner): the controllers declare A down
-// from two vantage points, B becomes owner automatically (the pair was in
-// sync), writes resume at B, and every contract A acknowledged is at B.
+// kill -9 of every process of site A while one client writes A's tenant
+// (through B, which forwards to the owner) and another writes B's own
+// tenant at B: B's writes stop waiting for the dead A (B records b -> a
+// async), but a -> b is still sync, so the controllers declare A down from
+// two vantage points and B becomes owner automatically; writes resume at
+// B, and every contract A acknowledged is at B.
 #[test]
 fn site_power_loss_fails_over_automatically_without_losing_writes() {
     let mut c = Cluster::new();
     let status = c.start_all();
     let tenant = tenant_owned_by(&status, "a", "auto");
+    let tenant_b = tenant_owned_by(&status, "b", "busy");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("deed.pdf");
     std::fs::write(&file, vec![7u8; 30 * 1024]).unwrap();
 
     let writer = Writer::start(&c.replicator_addrs["b"], &tenant, &file);
+    let busy = Writer::start_with(|| std::process::Command::new(TANDEM), &c.replicator_addrs["b"], &tenant_b, &file, "busy");
     writer.wait_acks(&c, 5);
+    busy.wait_acks(&c, 5);
     c.kill_site("a");
     let killed = Instant::now();
     let before = writer.acked().len();
@@ -37,8 +42,10 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
         writer.acked().into_iter().skip(before).find(|a| a.origin == "b").map(|_| ())
     });
     let (acked, _) = writer.stop();
+    let (busy_acked, _) = busy.stop();
     let first_at_b = acked.iter().find(|a| a.origin == "b" && a.at > killed).unwrap();
-    eprintln!("time from kill -9 of site a to the first acknowledged write at b: {} ms", (first_at_b.at - killed).as_millis());
+    eprintln!("RTO: time from kill -9 of site a to the first acknowledged write of a's tenant at b: {} ms", (first_at_b.at - killed).as_millis());
+    assert!(busy_acked.iter().any(|a| a.at > killed), "b's own tenant got no write after the kill");
 
     let status = c.status(&survivors).unwrap();
     assert_eq!(status["shard_counts"]["a"], 0, "a still owns shards");
@@ -56,6 +63,10 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
     assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
     assert!(moved["why"].as_str().unwrap().contains("site a lost"), "{moved}");
+    // b was busy: its own direction went async before the failover, and
+    // that did not stop it (a pair-wide mode declined it here).
+    let b_async = entries.iter().any(|e| e["what"].as_str().unwrap().starts_with("replication b -> a: async") && e["result"].as_str().unwrap().starts_with("ok"));
+    assert!(b_async, "b never recorded b -> a async: the test no longer has a busy survivor");
 
     // Failback: a returns, catches up as recovering, becomes active, and a
     // switchover gives its shards back with everything b wrote meanwhile.
@@ -75,6 +86,37 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     let at_a = list_ids(&c, "a", &tenant);
     let missing: Vec<&String> = acked.iter().map(|a| &a.id).filter(|id| !at_a.contains(*id)).collect();
     assert!(missing.is_empty(), "a got its shards back without: {missing:?}");
+}
+
+// The CLI driving a failover is killed in its lease wait, right after the
+// fence: a's shards are left drained, with no writer. Status shows the
+// failover in progress with its age; the leader finishes it once the
+// fence's deadline has passed, and the audit log says why.
+#[test]
+fn a_failover_whose_cli_died_is_finished_by_the_leader() {
+    use std::io::BufRead;
+    let mut c = Cluster::new();
+    c.start_all();
+    let mut cli = c.spawn_tandem(&SITES, &["failover", "--from", "a", "--to", "b", "--reason", "cli killed mid-failover", "--yes"]);
+    let mut lines = std::io::BufReader::new(cli.stdout.take().unwrap()).lines();
+    // The progress line comes right after the fence commits; the move is a
+    // full write lease (3 s) later.
+    let fenced = lines.by_ref().map_while(Result::ok).find(|l| l.contains("fenced a's shards"));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    assert!(fenced.is_some(), "the CLI never reported the fence");
+    let status = c.status(&SITES).unwrap();
+    assert_eq!(status["shard_counts"]["a"], SHARDS / 2, "the killed CLI moved the shards after all: {status}");
+    let out = c.tandem(&SITES, &["status"]);
+    assert!(stdout(&out).contains("FAILOVER IN PROGRESS for"), "{}", stdout(&out));
+
+    c.wait_status("the leader finishing the failover", &SITES, |s| {
+        s["shard_counts"]["a"] == 0 && s["cluster"]["shards"].as_array().unwrap().iter().all(|sh| sh["moving_to"].is_null())
+    });
+    let entries = audit(&c, &SITES);
+    let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
+    assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
+    assert!(moved["why"].as_str().unwrap().contains("never finished"), "{moved}");
 }
 
 // While automatic actions are paused, a site loss is detected but the

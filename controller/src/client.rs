@@ -81,6 +81,10 @@ pub struct ControlClient {
     addrs: Vec<String>,
     transport: Transport,
     call_timeout: Duration,
+    /// The controller that last answered a leader-only call: asked first
+    /// next time, so a dead controller early in `addrs` costs one timeout,
+    /// not one per call (a failover's steps, a lease renewal every 250 ms).
+    leader_hint: std::sync::Mutex<Option<String>>,
 }
 
 /// Which controllers to ask, in order. A follower's "not the leader"
@@ -97,9 +101,13 @@ struct Route {
 }
 
 impl Route {
-    fn new(addrs: &[String]) -> Self {
+    fn new(addrs: &[String], first: Option<String>) -> Self {
+        let mut queue: VecDeque<(String, bool)> = addrs.iter().filter(|a| Some(*a) != first.as_ref()).map(|a| (a.clone(), false)).collect();
+        if let Some(f) = first {
+            queue.push_front((f, false));
+        }
         Route {
-            queue: addrs.iter().map(|a| (a.clone(), false)).collect(),
+            queue,
             unreachable: Default::default(),
             via: Default::default(),
             asked_to_forward: Default::default(),
@@ -156,7 +164,22 @@ impl ControlClient {
     /// `call_timeout` bounds each call; keep it above the servers' commit
     /// timeout so a slow commit is reported by the server, not cut off here.
     pub fn new(addrs: Vec<String>, transport: Transport, call_timeout: Duration) -> Self {
-        Self { addrs, transport, call_timeout }
+        Self { addrs, transport, call_timeout, leader_hint: Default::default() }
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.leader_hint.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `addr` answered a leader-only call (`Some`), or the hinted leader
+    /// did not answer (`None` clears the hint if it was `addr`).
+    fn note_leader(&self, addr: &str, answered: bool) {
+        let mut h = self.leader_hint.lock().unwrap_or_else(|p| p.into_inner());
+        if answered {
+            *h = Some(addr.to_string());
+        } else if h.as_deref() == Some(addr) {
+            *h = None;
+        }
     }
 
     pub fn addrs(&self) -> &[String] {
@@ -188,7 +211,7 @@ impl ControlClient {
     /// Status of the controller at `addr`.
     pub async fn status_at(&self, addr: &str) -> Result<NodeStatus, ClientError> {
         let mut c = self.client(addr).map_err(|e| no_controller(vec![(addr.to_string(), e)]))?;
-        match self.bounded(c.status(pb::StatusRequest { linearizable: false })).await {
+        match self.bounded(c.status(pb::StatusRequest { linearizable: false, ..Default::default() })).await {
             Ok(r) => Ok(convert::status_from_pb(r)?),
             Err(e) => Err(no_controller(vec![(addr.to_string(), e)])),
         }
@@ -196,18 +219,35 @@ impl ControlClient {
 
     /// The state as of now, from the leader after it confirmed its
     /// leadership with a quorum (see `StatusRequest.linearizable`).
-    /// Follows one leader redirect. Replicators take their lease from this.
+    /// Follows one leader redirect. Not a write lease: for readers that
+    /// never write (the CLI, the drill's checker).
     pub async fn leader_status(&self) -> Result<NodeStatus, ClientError> {
-        let mut route = Route::new(&self.addrs);
+        self.linearizable_status(pb::StatusRequest { linearizable: true, lease_for: String::new(), no_lease: true }).await
+    }
+
+    /// [`ControlClient::leader_status`] for `site`'s replicator, which takes
+    /// its write lease from the answer: the leader records the grant (see
+    /// `crate::lease`).
+    pub async fn lease_status(&self, site: &str) -> Result<NodeStatus, ClientError> {
+        self.linearizable_status(pb::StatusRequest { linearizable: true, lease_for: site.to_string(), no_lease: false }).await
+    }
+
+    async fn linearizable_status(&self, req: pb::StatusRequest) -> Result<NodeStatus, ClientError> {
+        let mut route = Route::new(&self.addrs, self.hint());
         let mut tried = Vec::new();
         let mut hops = 0;
         while let Some((addr, forward)) = route.next() {
             let result = match self.client(&addr) {
-                Ok(mut c) => self.bounded(c.status(routed(pb::StatusRequest { linearizable: true }, forward))).await,
+                Ok(mut c) => self.bounded(c.status(routed(req.clone(), forward))).await,
                 Err(e) => Err(e),
             };
             match result {
-                Ok(r) => return Ok(convert::status_from_pb(r)?),
+                Ok(r) => {
+                    if !forward {
+                        self.note_leader(&addr, true);
+                    }
+                    return Ok(convert::status_from_pb(r)?);
+                }
                 Err(CallError::Status(s)) if error_code(&s) == Some(code::NOT_LEADER) && hops < MAX_LEADER_HOPS => {
                     hops += 1;
                     if let Some(l) = s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()) {
@@ -216,6 +256,7 @@ impl ControlClient {
                     tried.push((addr, CallError::Status(s)));
                 }
                 Err(CallError::Unreachable(e)) => {
+                    self.note_leader(&addr, false);
                     route.unreachable(&addr);
                     tried.push((addr, CallError::Unreachable(e)));
                 }
@@ -325,6 +366,7 @@ impl ControlClient {
             peer: spec.peer.clone(),
             expect_state_id: spec.expect_state_id,
             mode: spec.mode.as_str().to_string(),
+            since_seq: spec.since_seq,
         }))
         .await
     }
@@ -342,6 +384,8 @@ impl ControlClient {
             require_drained: spec.require_drained,
             automatic: spec.automatic,
             require_sync: spec.require_sync,
+            kind: spec.kind.as_str().to_string(),
+            deadline_ms: spec.deadline_ms,
         }))
         .await
     }
@@ -400,7 +444,7 @@ impl ControlClient {
     }
 
     async fn propose_round(&self, proposal: Proposal) -> Result<ChangeOutcome, Round> {
-        let mut route = Route::new(&self.addrs);
+        let mut route = Route::new(&self.addrs, self.hint());
         let mut tried = Vec::new();
         // Nodes that answered but could not commit (no leader known, or a
         // leader named that then did not answer): a quorum problem, not a
@@ -421,7 +465,12 @@ impl ControlClient {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(r) => return Ok(ChangeOutcome { audit_seq: r.audit_seq, result: r.result, leader_addr: addr, log_index: r.log_index }),
+                Ok(r) => {
+                    if !forward {
+                        self.note_leader(&addr, true);
+                    }
+                    return Ok(ChangeOutcome { audit_seq: r.audit_seq, result: r.result, leader_addr: addr, log_index: r.log_index });
+                }
                 Err(CallError::Status(s)) => match error_code(&s) {
                     Some(code::NOT_LEADER) => {
                         let leader = s
@@ -445,6 +494,7 @@ impl ControlClient {
                     _ => return Err(Round::Failed(ClientError::Refused(s.message().to_string()))),
                 },
                 Err(e) => {
+                    self.note_leader(&addr, false);
                     route.unreachable(&addr);
                     tried.push((addr, e));
                 }

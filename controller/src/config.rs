@@ -107,7 +107,7 @@ pub struct PolicyConfig {
     pub cooldown_s: u64,
     pub lag_entries_max: u64,
     pub lag_s_max: u64,
-    pub down_after_s: u64,
+    pub down_after_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -118,7 +118,7 @@ impl Default for PolicyConfig {
             cooldown_s: p.cooldown_s,
             lag_entries_max: p.lag_entries_max,
             lag_s_max: p.lag_s_max,
-            down_after_s: p.down_after_s,
+            down_after_ms: p.down_after_ms,
         }
     }
 }
@@ -131,7 +131,7 @@ impl PolicyConfig {
             cooldown_s: self.cooldown_s,
             lag_entries_max: self.lag_entries_max,
             lag_s_max: self.lag_s_max,
-            down_after_s: self.down_after_s,
+            down_after_ms: self.down_after_ms,
         }
     }
 }

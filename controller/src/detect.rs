@@ -1,13 +1,17 @@
 //! Failure detection and the automatic failover, run by the Raft leader.
 //!
-//! A site is declared down only when the leader *and* at least one other
-//! controller (not the site's own) have not received its replicator's
-//! heartbeat for the policy's `down_after_s`: losing only the link to the
-//! leader is not a site failure. For a down site that owns shards, the
-//! planner decides (policy, pause, sync mode, cooldown); a decision to act
-//! runs [`crate::failover::run`], the same code as `tandem failover`.
-//! Detections and declined actions are recorded in the audit log once per
-//! change of reason, not on every tick.
+//! A site is declared down when the leader has not received its
+//! replicator's heartbeat for the policy's `down_after_ms`, no controller
+//! that answered still hears it, and a second vantage point (a controller
+//! other than the leader and the site's own) confirms it, or none is left
+//! to ask (see [`down_sites`]): losing only the link to the leader is not a
+//! site failure. For a down site that owns shards, the planner decides
+//! (policy, pause, sync direction, cooldown); the judgement is made again
+//! right before the fence, and a decision to act runs
+//! [`crate::failover::run`], the same code as `tandem failover`. Declined
+//! actions are recorded in the audit log once per change of reason, not on
+//! every tick. The leader also finishes or undoes moves whose driver died
+//! ([`crate::orphans`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +26,9 @@ use crate::raft::Raft;
 use crate::state::{ClusterState, SiteRole};
 use crate::status::NodeStatus;
 
-const TICK: Duration = Duration::from_millis(500);
+/// How often the leader judges. Heartbeats come every 250 ms and a site is
+/// down after 1.5 s without one: a judgement is at most a tick late.
+const TICK: Duration = Duration::from_millis(200);
 
 /// How each controller sees one site's replicator: milliseconds since its
 /// last heartbeat, `None` when it never heard from it.
@@ -42,19 +48,70 @@ pub fn vantage_points(statuses: &BTreeMap<String, NodeStatus>, cluster: &Cluster
     out
 }
 
-/// Sites the leader and at least one other controller (not their own)
-/// have lost for `down_after_ms`.
-pub fn down_sites(leader: &str, vantage: &BTreeMap<String, Vantage>, down_after_ms: u64) -> Vec<String> {
+/// Why a site is judged down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// The leader and these other controllers (not the site's own) lost it.
+    Confirmed(Vec<String>),
+    /// Only the leader could judge: no controller other than the leader and
+    /// the site's own answered, and the site's own does not hear it either.
+    LeaderOnly,
+}
+
+impl Evidence {
+    pub fn describe(&self, leader: &str) -> String {
+        match self {
+            Evidence::Confirmed(others) => format!("the leader ({leader}) and {}", others.join(", ")),
+            Evidence::LeaderOnly => format!("the leader ({leader}) alone: no other controller answered"),
+        }
+    }
+}
+
+/// Sites lost for `down_after_ms` by the leader, with the evidence.
+///
+/// A second vantage point (a controller that is neither the leader nor the
+/// site's own) confirms when one answered; any controller that answered and
+/// still hears the site vetoes (only the leader's link to it is broken).
+/// With no second vantage point left (the DR controller down, say), the
+/// leader's judgement alone suffices: detection never decides who may write
+/// (the fence, the lease wait and the epochs do), so a wrong judgement
+/// costs a needless failover, never two writers; and a replicator the
+/// leader cannot hear cannot renew its lease through the leader either
+/// (through its own controller's forwarding it could, and then that
+/// controller hears it and vetoes).
+pub fn down_sites(leader: &str, vantage: &BTreeMap<String, Vantage>, down_after_ms: u64) -> Vec<(String, Evidence)> {
     let lost = |age: &Option<u64>| age.is_none_or(|a| a >= down_after_ms);
-    vantage
-        .iter()
-        .filter(|(site, seen)| {
-            let by_leader = seen.get(leader).is_some_and(lost);
-            let by_another = seen.iter().any(|(observer, age)| observer != leader && observer != *site && lost(age));
-            *site != leader && by_leader && by_another
-        })
-        .map(|(site, _)| site.clone())
-        .collect()
+    let mut out = Vec::new();
+    for (site, seen) in vantage {
+        if !seen.get(leader).is_some_and(lost) {
+            continue;
+        }
+        if seen.iter().any(|(observer, age)| observer != leader && !lost(age)) {
+            continue;
+        }
+        let others: Vec<String> = seen.keys().filter(|o| *o != leader && *o != site).cloned().collect();
+        out.push((site.clone(), if others.is_empty() { Evidence::LeaderOnly } else { Evidence::Confirmed(others) }));
+    }
+    out
+}
+
+/// Per active site that owns shards and has an in-city peer: "" if its
+/// automatic failover would go ahead were it lost now, else the planner's
+/// reason (policy, pause, its direction out of sync, the peer not
+/// reporting, the cooldown). Shown by `tandem status` and exported as
+/// `tandem_auto_failover_available`, so "automatic failover would not
+/// happen" is visible before the site is lost, not after.
+pub fn readiness(cluster: &ClusterState, obs: &Observations) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, site) in &cluster.sites {
+        if site.role != SiteRole::Active || !cluster.shards.iter().any(|s| &s.owner == name) {
+            continue;
+        }
+        let Some(peer) = cluster.pairs.iter().find(|p| p.has(name)).map(|p| p.partner(name).to_string()) else { continue };
+        let d = plan(cluster, obs, &Action::Failover { from: name.clone(), to: peer, accept_data_loss: false, automatic: true });
+        out.insert(name.clone(), d.refused.unwrap_or_default());
+    }
+    out
 }
 
 pub struct Detector {
@@ -68,80 +125,160 @@ pub struct Detector {
     pub client: ControlClient,
     /// For reading the other controllers' views (short timeout).
     pub probe: ControlClient,
+    /// Told when this node leads, so lease waits start at the election.
+    pub leases: crate::lease::LeaseBook,
 }
 
 impl Detector {
     pub async fn run(self) {
         // Last reason recorded per site, so the audit log gets one line per change.
         let mut recorded: BTreeMap<String, String> = BTreeMap::new();
-        let mut leader_since: Option<tokio::time::Instant> = None;
+        // Replicators report to every controller, followers included, so a
+        // new leader's board is already current: it may judge at once,
+        // unless this node itself only just started (it has heard nobody).
+        let started = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(TICK).await;
-            if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
+            let (leader, term) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (m.current_leader, m.current_term)
+            };
+            if leader != Some(self.node_id) {
                 recorded.clear();
-                leader_since = None;
+                self.leases.not_leading();
+                self.health.set_auto_failover(BTreeMap::new());
                 continue;
             }
-            let since = *leader_since.get_or_insert_with(tokio::time::Instant::now);
+            self.leases.leading(term);
             let cluster = self.state.cluster();
-            // A new leader has heard nobody yet: it judges only after
-            // listening for a full detection period.
-            if !cluster.bootstrapped || since.elapsed() < Duration::from_secs(cluster.policy.down_after_s) {
+            self.health.set_auto_failover(readiness(&cluster, &self.observations()));
+            if !cluster.bootstrapped || started.elapsed() < Duration::from_millis(cluster.policy.down_after_ms) {
                 continue;
             }
-            let now = self.clock.now_unix_ms();
-            let mut statuses = BTreeMap::new();
-            statuses.insert(
-                self.site.clone(),
-                NodeStatus { replicators: self.health.snapshot(), now_unix_ms: now, cluster: cluster.clone(), raft: Default::default() },
-            );
-            for site in cluster.sites.values().filter(|s| s.name != self.site) {
-                if let Ok(s) = self.probe.status_at(&site.addr).await {
-                    statuses.insert(site.name.clone(), s);
-                }
-            }
-            let vantage = vantage_points(&statuses, &cluster);
-            let down = down_sites(&self.site, &vantage, cluster.policy.down_after_s * 1000);
+            self.finish_orphans(&cluster).await;
+            let (down, answers) = self.judge(&cluster).await;
             for site in cluster.sites.keys() {
-                if !down.contains(site) {
+                if !down.iter().any(|(d, _)| d == site) {
                     recorded.remove(site);
                 }
             }
-            for site in down {
-                let owns = cluster.shards.iter().any(|s| s.owner == site);
-                let Some(peer) = cluster.pairs.iter().find_map(|p| {
-                    (p.site_a == site).then(|| p.site_b.clone()).or_else(|| (p.site_b == site).then(|| p.site_a.clone()))
-                }) else {
-                    continue;
-                };
-                if !owns || cluster.sites.get(&site).is_some_and(|s| s.role != SiteRole::Active) {
-                    continue;
+            for (site, evidence) in down {
+                self.fail_over(&cluster, &site, &evidence, &answers, &mut recorded).await;
+            }
+        }
+    }
+
+    /// The sites down now, on this leader's board and the other
+    /// controllers' answers (which are returned, for [`Detector::still_down`]).
+    async fn judge(&self, cluster: &ClusterState) -> (Vec<(String, Evidence)>, BTreeMap<String, NodeStatus>) {
+        let mut statuses = BTreeMap::new();
+        // All at once: a dead controller must not delay the others' answers.
+        let others: Vec<&crate::state::Site> = cluster.sites.values().filter(|s| s.name != self.site).collect();
+        let answers = futures::future::join_all(others.iter().map(|s| self.probe.status_at(&s.addr))).await;
+        for (site, answer) in others.iter().zip(answers) {
+            if let Ok(s) = answer {
+                statuses.insert(site.name.clone(), s);
+            }
+        }
+        (self.down_with(cluster, &statuses), statuses)
+    }
+
+    /// [`down_sites`] on this leader's board as of now and `others`' answers.
+    fn down_with(&self, cluster: &ClusterState, others: &BTreeMap<String, NodeStatus>) -> Vec<(String, Evidence)> {
+        let mut statuses = others.clone();
+        let mine = NodeStatus {
+            replicators: self.health.snapshot(),
+            now_unix_ms: self.clock.now_unix_ms(),
+            cluster: cluster.clone(),
+            raft: Default::default(),
+            auto_failover: Default::default(),
+        };
+        statuses.insert(self.site.clone(), mine);
+        down_sites(&self.site, &vantage_points(&statuses, cluster), cluster.policy.down_after_ms)
+    }
+
+    fn observations(&self) -> Observations {
+        Observations { replicators: self.health.snapshot(), now_unix_ms: self.clock.now_unix_ms() }
+    }
+
+    /// The automatic failover of one down site, or its recorded decline.
+    async fn fail_over(
+        &self,
+        cluster: &ClusterState,
+        site: &str,
+        evidence: &Evidence,
+        answers: &BTreeMap<String, NodeStatus>,
+        recorded: &mut BTreeMap<String, String>,
+    ) {
+        // Shards a dead driver left fenced are included: failing them over
+        // again (fence, lease wait, move) is the quickest way to finish it.
+        let owns = cluster.shards.iter().any(|s| s.owner == site);
+        let Some(peer) = cluster.pairs.iter().find(|p| p.has(site)).map(|p| p.partner(site).to_string()) else {
+            return;
+        };
+        if !owns || cluster.sites.get(site).is_some_and(|s| s.role != SiteRole::Active) {
+            return;
+        }
+        let decision = plan(cluster, &self.observations(), &Action::Failover { from: site.into(), to: peer.clone(), accept_data_loss: false, automatic: true });
+        let who = format!("controller@{}", self.site);
+        let why = format!("site {site} lost for {} ms by {}", cluster.policy.down_after_ms, evidence.describe(&self.site));
+        if let Some(reason) = &decision.refused {
+            if recorded.get(site) != Some(reason) {
+                tracing::warn!(site = %site, reason = %reason, "site down; automatic failover declined");
+                let what = format!("site {site} down; automatic failover to {peer} declined");
+                if self.client.record_event(&what, &format!("declined: {reason}"), &who, &why).await.is_ok() {
+                    recorded.insert(site.to_string(), reason.clone());
                 }
-                let obs = Observations { replicators: self.health.snapshot(), now_unix_ms: now };
-                let decision = plan(&cluster, &obs, &Action::Failover { from: site.clone(), to: peer.clone(), accept_data_loss: false, automatic: true });
-                let who = format!("controller@{}", self.site);
-                let why = format!(
-                    "site {site} lost for {} s by the leader ({}) and another controller",
-                    cluster.policy.down_after_s, self.site
-                );
-                match &decision.refused {
-                    Some(reason) => {
-                        if recorded.get(&site) != Some(reason) {
-                            tracing::warn!(site = %site, reason = %reason, "site down; automatic failover declined");
-                            let what = format!("site {site} down; automatic failover to {peer} declined");
-                            if self.client.record_event(&what, &format!("declined: {reason}"), &who, &why).await.is_ok() {
-                                recorded.insert(site.clone(), reason.clone());
-                            }
-                        }
-                    }
-                    None => {
-                        tracing::warn!(site = %site, to = %peer, "site down; automatic failover");
-                        match crate::failover::run(&self.client, &decision, true, &who, &why, |line| tracing::info!("{line}")).await {
-                            Ok(r) => tracing::warn!(from = %r.from, to = %r.to, shards = r.shards, "automatic failover done"),
-                            Err(e) => tracing::error!(error = %e, "automatic failover failed"),
-                        }
-                    }
-                }
+            }
+            return;
+        }
+        // Judged on heartbeats up to a tick old: look again at this node's
+        // board (heartbeats arrive every 250 ms) right before fencing, so a
+        // site that just came back is not failed over on a stale judgement.
+        let fresh = self.state.cluster();
+        if !self.down_with(&fresh, answers).iter().any(|(d, _)| d == site) {
+            tracing::info!(site = %site, "site reported again before the fence; no failover");
+            return;
+        }
+        tracing::warn!(site = %site, to = %peer, "site down; automatic failover");
+        self.stop_waiting_for(&fresh, &peer, site, &who, &why).await;
+        match crate::failover::run(&self.client, &decision, true, &who, &why, |line| tracing::info!("{line}")).await {
+            Ok(r) => tracing::warn!(from = %r.from, to = %r.to, shards = r.shards, "automatic failover done"),
+            Err(e) => tracing::error!(error = %e, "automatic failover failed"),
+        }
+    }
+
+    /// Records `peer -> down` async for the survivor: its writes would
+    /// otherwise each wait out the sync timeout for a site that is gone
+    /// (the first one after an idle spell included). Saying "down may lack
+    /// peer's writes" early is always safe; it only stops a lossless
+    /// failover back to the dead site, which needs it to catch up anyway.
+    async fn stop_waiting_for(&self, cluster: &ClusterState, peer: &str, down: &str, who: &str, why: &str) {
+        let Some(pair) = cluster.pairs.iter().find(|p| p.joins(peer, down)) else { return };
+        if pair.outgoing(peer) == crate::state::ReplicationMode::Async {
+            return;
+        }
+        let spec = crate::ops::PairModeSpec {
+            site: peer.to_string(),
+            peer: down.to_string(),
+            expect_state_id: pair.state_id,
+            mode: crate::state::ReplicationMode::Async,
+            since_seq: 0,
+        };
+        if let Err(e) = self.client.set_pair_mode(&spec, who, why).await {
+            tracing::debug!(error = %e, "could not record the survivor's direction async");
+        }
+    }
+
+    /// Finishes or undoes the moves whose drivers left them half-done.
+    async fn finish_orphans(&self, cluster: &ClusterState) {
+        let obs = self.observations();
+        for orphan in crate::orphans::find(cluster, obs.now_unix_ms) {
+            let who = format!("controller@{}", self.site);
+            match crate::orphans::finish(&self.client, cluster, &obs, &orphan, &who).await {
+                Ok(done) => tracing::warn!(from = %orphan.from, to = %orphan.to, "{done}"),
+                Err(e) => tracing::error!(from = %orphan.from, to = %orphan.to, error = %e, "could not resolve an unfinished move"),
             }
         }
     }
@@ -157,19 +294,64 @@ mod tests {
             .collect()
     }
 
+    fn down(leader: &str, v: &BTreeMap<String, Vantage>) -> Vec<(String, Evidence)> {
+        down_sites(leader, v, 5_000)
+    }
+
     #[test]
-    fn down_needs_the_leader_and_another_vantage_point() {
-        // a lost by leader b and by c: down.
+    fn down_needs_the_leader_and_another_vantage_point_when_one_answers() {
+        // a lost by leader b and by c: down, confirmed.
         let v = vantage(&[("a", &[("a", Some(0)), ("b", Some(9_000)), ("c", Some(9_000))])]);
-        assert_eq!(down_sites("b", &v, 5_000), vec!["a".to_string()]);
-        // Lost only by the leader (its link to a is cut): not down.
-        let v = vantage(&[("a", &[("a", Some(0)), ("b", Some(9_000)), ("c", Some(100))])]);
-        assert!(down_sites("b", &v, 5_000).is_empty());
-        // a's own controller's opinion does not count.
-        let v = vantage(&[("a", &[("a", None), ("b", Some(9_000))])]);
-        assert!(down_sites("b", &v, 5_000).is_empty());
+        assert!(down("b", &v).is_empty(), "a's own controller still hears it: not down");
+        let v = vantage(&[("a", &[("b", Some(9_000)), ("c", Some(9_000))])]);
+        assert_eq!(down("b", &v), vec![("a".to_string(), Evidence::Confirmed(vec!["c".into()]))]);
+        // Lost only by the leader (its link to a is cut): c vetoes.
+        let v = vantage(&[("a", &[("b", Some(9_000)), ("c", Some(100))])]);
+        assert!(down("b", &v).is_empty());
         // Never heard of at all by b and c counts as lost.
         let v = vantage(&[("a", &[("b", None), ("c", None)])]);
-        assert_eq!(down_sites("b", &v, 5_000), vec!["a".to_string()]);
+        assert_eq!(down("b", &v).len(), 1);
+        // Heard by the leader: not down, whatever the others say.
+        let v = vantage(&[("a", &[("b", Some(100)), ("c", Some(9_000))])]);
+        assert!(down("b", &v).is_empty());
+    }
+
+    // The DR controller is down: only the leader and the lost site's own
+    // controller are left. Before, detection was silently off here.
+    #[test]
+    fn without_a_second_vantage_point_the_leader_judges_alone() {
+        let v = vantage(&[("a", &[("a", None), ("b", Some(9_000))])]);
+        assert_eq!(down("b", &v), vec![("a".to_string(), Evidence::LeaderOnly)]);
+        assert!(Evidence::LeaderOnly.describe("b").contains("no other controller answered"));
+        // ... unless the site's own controller still hears its replicator.
+        let v = vantage(&[("a", &[("a", Some(200)), ("b", Some(9_000))])]);
+        assert!(down("b", &v).is_empty());
+    }
+
+    #[test]
+    fn readiness_says_why_a_failover_would_not_happen() {
+        let mut s = crate::ops::test_state(8);
+        let now = 100_000;
+        let fresh = |site: &str| crate::health::ReplicatorHealth { site: site.into(), received_at_unix_ms: now - 100, ..Default::default() };
+        let obs = Observations { replicators: vec![fresh("a"), fresh("b"), fresh("c")], now_unix_ms: now };
+        let r = readiness(&s, &obs);
+        assert_eq!(r, [("a".to_string(), String::new()), ("b".to_string(), String::new())].into(), "c owns nothing");
+        s.pairs[0].set_outgoing("a", crate::state::ReplicationMode::Async, 4);
+        s.policy.paused = false;
+        let r = readiness(&s, &obs);
+        assert!(r["a"].contains("a -> b async"), "{r:?}");
+        assert_eq!(r["b"], "", "b's direction is still sync");
+        s.policy.paused = true;
+        assert!(readiness(&s, &obs)["b"].contains("paused"));
+    }
+
+    // The leader's own site lost its replicator: the leader may judge it
+    // (its controller is alive, but nothing writes a's shards).
+    #[test]
+    fn the_leaders_own_site_can_be_down() {
+        let v = vantage(&[("a", &[("a", Some(9_000)), ("b", Some(9_000))])]);
+        assert_eq!(down("a", &v), vec![("a".to_string(), Evidence::Confirmed(vec!["b".into()]))]);
+        let v = vantage(&[("a", &[("a", Some(9_000)), ("b", Some(10))])]);
+        assert!(down("a", &v).is_empty());
     }
 }

@@ -1,35 +1,32 @@
-//! Carrying out a failover decided by [`crate::plan`], for the CLI and the
-//! automatic detector alike:
+//! Carrying out a failover decided by [`crate::plan`], for the CLI, the
+//! automatic detector and the drill alike:
 //!
 //! 1. fence (Raft): the shards are marked as moving, so the old owner stops
 //!    writing them the moment it sees the change (if it still can);
-//! 2. wait one full write lease ([`WRITE_LEASE`] and a margin): any lease
-//!    the old owner took before the fence has run out, because leases are
-//!    only granted by a leader-confirmed read and counted from when it was
-//!    sent;
-//! 3. move (Raft): the target owns the shards under new epochs.
+//! 2. move (Raft): the target owns the shards under new epochs. The leader
+//!    holds the move until no lease the old owner took before the fence can
+//!    still be valid (`crate::lease`: measured from the last lease it
+//!    granted that site, so a site that died seconds ago has none left and
+//!    the move goes through at once).
 //!
 //! So at no moment can two sites hold a valid lease for one shard.
-
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::client::ControlClient;
-use crate::ops::MoveStep;
-use crate::plan::{Decision, WRITE_LEASE};
-use crate::switchover::{endpoints, move_spec, step, SwitchoverError};
-
-/// Added to the lease wait, for clock-rate differences between hosts.
-const LEASE_MARGIN: Duration = Duration::from_millis(500);
+use crate::lease::LEASE_WAIT;
+use crate::ops::{MoveStep, ShardMoveSpec};
+use crate::plan::Decision;
+use crate::state::MoveKind;
+use crate::switchover::{endpoints, move_spec, step, SwitchoverError, ORPHAN_GRACE};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub from: String,
     pub to: String,
     pub shards: usize,
-    /// From the fence's commit to the move's commit.
+    /// From the fence's commit to the move's commit (the lease hold).
     pub fenced_ms: u64,
     pub fence_audit_seq: u64,
     pub move_audit_seq: u64,
@@ -42,30 +39,20 @@ pub async fn run(
     automatic: bool,
     who: &str,
     why: &str,
-    progress: impl FnMut(&str),
-) -> Result<Report, SwitchoverError> {
-    run_with_lease_wait(client, decision, automatic, who, why, WRITE_LEASE + LEASE_MARGIN, progress).await
-}
-
-/// [`run`] with another wait between fence and move. Only the drill's
-/// deliberately broken build passes anything shorter than a write lease,
-/// to prove that its invariant checks catch two writers.
-#[doc(hidden)]
-pub async fn run_with_lease_wait(
-    client: &ControlClient,
-    decision: &Decision,
-    automatic: bool,
-    who: &str,
-    why: &str,
-    lease_wait: Duration,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, SwitchoverError> {
     let (from, to) = endpoints(decision)?;
     let spec = |step| move_spec(decision, step, None, automatic);
-    let fence = step(client, &spec(MoveStep::Drain), "fence", who, why).await?;
+    // If this driver dies before the move, the leader finishes the move (or
+    // undoes the fence) soon after this one would have moved.
+    let fence_spec = ShardMoveSpec { kind: MoveKind::Failover, deadline_ms: (LEASE_WAIT + ORPHAN_GRACE).as_millis() as u64, ..spec(MoveStep::Drain) };
+    let fence = step(client, &fence_spec, "fence", who, why).await?;
     let started = Instant::now();
-    progress(&format!("fenced {from}'s shards (audit #{}); waiting out its write lease", fence.audit_seq));
-    tokio::time::sleep(lease_wait).await;
+    progress(&format!(
+        "fenced {from}'s shards (audit #{}); moving them once no lease of {from}'s can still be valid (at most {} ms)",
+        fence.audit_seq,
+        LEASE_WAIT.as_millis()
+    ));
     let moved = step(client, &spec(MoveStep::Move), "move", who, why).await?;
     Ok(Report {
         from,
@@ -76,4 +63,12 @@ pub async fn run_with_lease_wait(
         move_audit_seq: moved.audit_seq,
         result: moved.result,
     })
+}
+
+/// The last step of a failover whose fence is older than a write lease (the
+/// leader finishing one its driver left, see `crate::orphans`): the move.
+pub async fn finish(client: &ControlClient, decision: &Decision, who: &str, why: &str) -> Result<String, SwitchoverError> {
+    endpoints(decision)?;
+    let moved = step(client, &move_spec(decision, MoveStep::Move, None, false), "move", who, why).await?;
+    Ok(format!("{} (audit #{})", moved.result, moved.audit_seq))
 }

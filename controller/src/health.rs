@@ -46,11 +46,23 @@ pub struct HealthBoard {
     /// activation's loss estimate). Buffered writes: they survive a crash
     /// of the process, not of the host.
     store: Option<Arc<dyn tandem_storage::KvStore>>,
+    /// The leader's detector's verdict per site (see
+    /// `NodeStatus::auto_failover`): what this node concludes from the board.
+    auto: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl HealthBoard {
     pub fn kept_in(store: Arc<dyn tandem_storage::KvStore>) -> Self {
-        Self { board: Arc::default(), store: Some(store) }
+        Self { board: Arc::default(), store: Some(store), auto: Arc::default() }
+    }
+
+    /// Per site: "" if an automatic failover would go ahead, else why not.
+    pub fn set_auto_failover(&self, verdicts: BTreeMap<String, String>) {
+        *self.auto.lock().unwrap_or_else(|p| p.into_inner()) = verdicts;
+    }
+
+    pub fn auto_failover(&self) -> BTreeMap<String, String> {
+        self.auto.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn record(&self, health: ReplicatorHealth) {

@@ -136,6 +136,26 @@ pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
         pair_sync.push((vec![("pair", pair.clone())], b(p.mode == ReplicationMode::Sync)));
         state_ids.push((vec![("pair", pair)], p.state_id as f64));
     }
+    let mut directions = Vec::new();
+    for p in &c.pairs {
+        for from in [&p.site_a, &p.site_b] {
+            let labels = vec![("from", from.clone()), ("to", p.partner(from).to_string())];
+            directions.push((labels, b(p.outgoing(from) == ReplicationMode::Sync)));
+        }
+    }
+    t.family(
+        "tandem_replication_direction_sync",
+        Kind::Gauge,
+        "1 while every write `from` acknowledged is confirmed at `to` (its in-city direction is in sync: a failover from -> to loses nothing).",
+        &directions,
+    );
+    let available: Vec<_> = s.auto_failover.iter().map(|(site, why)| (vec![("site", site.clone())], b(why.is_empty()))).collect();
+    t.family(
+        "tandem_auto_failover_available",
+        Kind::Gauge,
+        "Leader only: 1 if the site's automatic failover would go ahead were it lost now, 0 if it would be declined (tandem status says why).",
+        &available,
+    );
     t.family("tandem_pair_mode", Kind::Gauge, "1 for each in-city pair's current replication mode.", &pair_modes);
     t.family("tandem_pair_sync", Kind::Gauge, "1 while the in-city pair is in sync mode (no acknowledged write can be lost).", &pair_sync);
     t.family("tandem_pair_state_id", Kind::Gauge, "State id of the pair's mode (grows with every mode change).", &state_ids);

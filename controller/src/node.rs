@@ -41,6 +41,9 @@ pub struct NodeDeps {
     pub kv: Arc<dyn KvStore>,
     pub transport: Transport,
     pub clock: Arc<dyn Clock>,
+    /// Shard moves wait out the old owner's write lease (`crate::lease`).
+    /// Only the drill's deliberately broken build sets this false.
+    pub hold_moves: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +154,7 @@ impl Node {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let health = HealthBoard::kept_in(deps.kv.clone());
+        let leases = crate::lease::LeaseBook::default();
         let control = ControlService::new(
             raft.clone(),
             state.clone(),
@@ -165,7 +169,8 @@ impl Node {
                 deps.transport.clone(),
                 t.commit_timeout() + std::time::Duration::from_secs(2),
             )),
-        );
+        )
+        .with_leases(leases.clone(), deps.hold_moves);
         let router = tandem_net::server()
             .add_service(
                 RaftServer::new(PeerService::new(raft.clone(), floor))
@@ -208,16 +213,22 @@ impl Node {
                 clock: deps.clock.clone(),
                 site: me.name.clone(),
                 node_id: me.node_id,
+                // It proposes only while this node leads: ask this node first,
+                // not a controller that may be the one just lost.
                 client: crate::client::ControlClient::new(
-                    config.sites.iter().map(|s| s.addr.clone()).collect(),
+                    std::iter::once(me.addr.clone())
+                        .chain(config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()))
+                        .collect(),
                     deps.transport.clone(),
                     t.commit_timeout() + std::time::Duration::from_secs(2),
                 ),
                 probe: crate::client::ControlClient::new(
                     config.sites.iter().map(|s| s.addr.clone()).collect(),
                     deps.transport.clone(),
-                    std::time::Duration::from_secs(1),
+                    // In-city round trips are ~1 ms, to the DR site ~30 ms.
+                    std::time::Duration::from_millis(300),
                 ),
+                leases,
             }
             .run(),
         );
@@ -320,6 +331,7 @@ pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock
         cluster,
         replicators: health.snapshot(),
         now_unix_ms: clock.now_unix_ms(),
+        auto_failover: health.auto_failover(),
     }
 }
 

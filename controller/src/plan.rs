@@ -15,10 +15,7 @@ use crate::state::{ClusterState, ReplicationMode, SiteRole};
 /// cut off from the controllers.
 pub const HEARTBEAT_FRESH_MS: u64 = 5_000;
 
-/// How long a replicator's write lease lasts after it sent a read the
-/// leader confirmed (the replicator's `view::LEASE` is this). A failover
-/// waits this long between fencing the shards and moving them.
-pub const WRITE_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+pub use crate::lease::WRITE_LEASE;
 
 /// What the controllers currently observe of the data plane.
 #[derive(Clone, Debug, Default)]
@@ -216,7 +213,7 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
     if !state.sites.contains_key(from) {
         return refuse(d, format!("unknown site {from:?}"));
     }
-    let pair = state.pairs.iter().find(|p| (p.site_a == from && p.site_b == to) || (p.site_a == to && p.site_b == from));
+    let pair = state.pairs.iter().find(|p| p.joins(from, to));
     let target = Target {
         not_chosen: if automatic { "not the in-city peer" } else { "not the requested target" },
         also_refused: (automatic && pair.is_none()).then_some("automatic failover only goes to the in-city peer"),
@@ -231,10 +228,12 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
         return refuse(d, format!("{from} owns no shard"));
     }
 
-    // What the target may be missing: nothing when the pair is in sync
-    // (every acknowledged write was confirmed by the peer, or the pair was
-    // first recorded async); otherwise the source's last reported lag.
-    let in_sync = pair.is_some_and(|p| p.mode == ReplicationMode::Sync);
+    // What the target may be missing: nothing when `from`'s direction is in
+    // sync (every write `from` acknowledged was confirmed by `to`, or the
+    // direction was first recorded async); otherwise the source's last
+    // reported lag. The other direction (`to`'s own writes, which `from`
+    // may lack) does not matter: `to` is the one that keeps the shards.
+    let in_sync = pair.is_some_and(|p| p.outgoing(from) == ReplicationMode::Sync);
     let last_report = obs.replicators.iter().find(|h| h.site == from);
     if !in_sync {
         if let Some(link) = last_report.and_then(|h| h.links.iter().find(|l| l.peer == to)) {
@@ -242,7 +241,7 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
             d.expected_loss = Loss { entries: link.entries, bytes: link.bytes, seconds: link.seconds + age_s };
         }
     }
-    let mode = pair.map_or("no in-city pair".to_string(), |p| format!("pair {} <-> {} is {}", p.site_a, p.site_b, p.mode.as_str()));
+    let mode = pair.map_or("no in-city pair".to_string(), |p| format!("replication {}", p.describe()));
 
     if automatic {
         let p = &state.policy;
@@ -276,7 +275,10 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
     d.requires_sync = in_sync && !accept_data_loss;
     d.steps = vec![
         format!("fence: {from} may no longer write the {} shards (it stops as soon as it sees this)", d.shards.len()),
-        format!("wait {} s, one full write lease, so no lease {from} may still hold is valid", WRITE_LEASE.as_secs()),
+        format!(
+            "move once no lease {from} may still hold is valid: at most {} ms after the last lease the leader granted it",
+            crate::lease::LEASE_WAIT.as_millis()
+        ),
         format!("move: {to} owns them with new epochs; anything {from} still sends under the old epochs is refused"),
         if in_sync { format!("{mode}: no acknowledged write is lost") } else { format!("{mode}: writes {to} never received are lost") },
     ];
@@ -428,7 +430,7 @@ mod tests {
     #[test]
     fn failover_out_of_sync_states_the_loss_and_needs_the_flag() {
         let mut state = test_state(8);
-        state.pairs[0].mode = ReplicationMode::Async;
+        state.pairs[0].set_outgoing("a", ReplicationMode::Async, 40);
         let o = obs(&["b", "c"], 9);
         let d = plan(&state, &o, &failover(false, false));
         assert!(d.refused.as_deref().unwrap().contains("--accept-data-loss"), "{:?}", d.refused);
@@ -440,6 +442,32 @@ mod tests {
         // Never automatically.
         let d = plan(&state, &o, &failover(false, true));
         assert!(d.refused.as_deref().unwrap().contains("only an operator"), "{:?}", d.refused);
+        assert!(d.refused.as_deref().unwrap().contains("a -> b async since a's entry 40"), "{:?}", d.refused);
+    }
+
+    // a died; b's own writes then waited for a and b recorded b -> a async.
+    // Every write a acknowledged is still at b: the failover goes ahead,
+    // automatically and without loss (the old pair-wide mode declined it).
+    #[test]
+    fn a_busy_survivor_does_not_block_the_failover() {
+        let mut state = test_state(8);
+        state.pairs[0].set_outgoing("b", ReplicationMode::Async, 12);
+        assert_eq!(state.pairs[0].mode, ReplicationMode::Async);
+        let o = obs(&["b", "c"], 9);
+        for automatic in [true, false] {
+            let d = plan(&state, &o, &failover(false, automatic));
+            assert_eq!(d.refused, None, "{}", d.explain());
+            assert_eq!(d.expected_loss, Loss::default());
+            assert!(d.requires_sync, "the move must still be refused if a -> b leaves sync");
+        }
+        // The other way round (b fails over to a) a may lack b's writes.
+        let back = Action::Failover { from: "b".into(), to: "a".into(), accept_data_loss: false, automatic: true };
+        let d = plan(&state, &obs(&["a", "c"], 0), &back);
+        assert!(d.refused.as_deref().unwrap().contains("b -> a async"), "{:?}", d.refused);
+        // Sync-recover in a's direction is not sync yet.
+        state.pairs[0].set_outgoing("a", ReplicationMode::Async, 3);
+        state.pairs[0].set_outgoing("a", ReplicationMode::SyncRecover, 3);
+        assert!(plan(&state, &o, &failover(false, true)).refused.is_some());
     }
 
     #[test]
@@ -492,7 +520,8 @@ mod tests {
             fn inputs()(
                 owners in proptest::collection::vec(0usize..3, 8),
                 roles in proptest::collection::vec(0u8..8, 3),
-                mode in 0u8..3,
+                mode_a in 0u8..3,
+                mode_b in 0u8..3,
                 paused: bool,
                 auto: bool,
                 last_auto_ago_s in 0u64..200,
@@ -512,7 +541,9 @@ mod tests {
                 for (name, r) in SITES.iter().zip(&roles) {
                     state.sites.get_mut(*name).unwrap().role = role(*r);
                 }
-                state.pairs[0].mode = [ReplicationMode::Sync, ReplicationMode::Async, ReplicationMode::SyncRecover][mode as usize];
+                let modes = [ReplicationMode::Sync, ReplicationMode::Async, ReplicationMode::SyncRecover];
+                state.pairs[0].set_outgoing("a", modes[mode_a as usize], 1);
+                state.pairs[0].set_outgoing("b", modes[mode_b as usize], 1);
                 state.policy.paused = paused;
                 state.policy.auto_failover = auto;
                 state.policy.cooldown_s = 60;
@@ -548,6 +579,20 @@ mod tests {
                 // Refused or planned, never both; the same inputs, the same decision.
                 prop_assert_eq!(d.refused.is_some(), d.target.is_none(), "{}", d.explain());
                 prop_assert_eq!(&d, &plan(&state, &obs, &action));
+                // And it does not refuse what it must do: an automatic failover
+                // to the in-city peer whose direction from the lost site is in
+                // sync, allowed by policy, pause and cooldown, to a site that
+                // can take shards, goes ahead whatever the other direction is.
+                if let Action::Failover { from, to, automatic: true, .. } = &action {
+                    let lossless = state.pairs.iter().any(|p| p.joins(from, to) && p.outgoing(from) == ReplicationMode::Sync);
+                    let p = &state.policy;
+                    let allowed = p.auto_failover && !p.paused && NOW - state.last_auto_failover_unix_ms >= p.cooldown_s * 1000;
+                    let target_ok = !matches!(state.sites[to].role, SiteRole::Fenced | SiteRole::Recovering) && obs.fresh(to).is_some();
+                    let owns = state.shards.iter().any(|s| &s.owner == from);
+                    if lossless && allowed && target_ok && owns {
+                        prop_assert_eq!(&d.refused, &None, "{}", d.explain());
+                    }
+                }
                 let Some(target) = &d.target else { return Ok(()) };
                 let (from, to) = match &action {
                     Action::Switchover { from, to, .. } | Action::Failover { from, to, .. } => (from, to),
@@ -571,10 +616,9 @@ mod tests {
                         // A failover takes every shard of the failed site.
                         let all: Vec<u32> = (0..state.shards.len() as u32).filter(|s| &state.shards[*s as usize].owner == from).collect();
                         prop_assert_eq!(&d.shards, &all);
-                        let in_sync = state.pairs.iter().any(|p| {
-                            p.mode == ReplicationMode::Sync
-                                && ((&p.site_a == from && &p.site_b == to) || (&p.site_b == from && &p.site_a == to))
-                        });
+                        // Lossless exactly when from's own writes reach to in sync;
+                        // to's direction is irrelevant.
+                        let in_sync = state.pairs.iter().any(|p| p.joins(from, to) && p.outgoing(from) == ReplicationMode::Sync);
                         // Possible loss only when the operator accepted it.
                         if !in_sync {
                             prop_assert!(*accept_data_loss, "a lossy failover planned without --accept-data-loss");

@@ -64,6 +64,59 @@ pub struct Shard {
     /// accepts no new write for it until the move commits or is cancelled.
     #[serde(default)]
     pub moving_to: Option<String>,
+    /// While `moving_to` is set: what drained it and until when its driver
+    /// may take (`None` for a drain recorded by an older build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+impl Shard {
+    pub fn new(owner: &str, epoch: u64) -> Self {
+        Shard { owner: owner.into(), epoch, moving_to: None, drain: None }
+    }
+}
+
+/// Which operation drained a shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveKind {
+    /// Planned: the source is alive and drains; the move waits for the target.
+    #[default]
+    Switchover,
+    /// Unplanned: the source is fenced; the move waits out its write lease.
+    Failover,
+}
+
+impl MoveKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveKind::Switchover => "switchover",
+            MoveKind::Failover => "failover",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "switchover" => Some(MoveKind::Switchover),
+            "failover" => Some(MoveKind::Failover),
+            _ => None,
+        }
+    }
+}
+
+/// An unfinished move: if its driver (a CLI, the detector of a leader that
+/// has since died) does not finish it by `deadline_unix_ms`, the leader
+/// does (`crate::orphans`), so shards are never left without a writer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Drain {
+    pub kind: MoveKind,
+    /// When the drain committed (proposer's clock).
+    pub at_unix_ms: u64,
+    pub deadline_unix_ms: u64,
+    /// The Raft log index that carried the drain: a lease granted with an
+    /// older state may still let the old owner write (see `crate::lease`).
+    #[serde(default)]
+    pub log_index: u64,
 }
 
 /// Replication mode of an in-city pair of active sites.
@@ -97,18 +150,128 @@ impl ReplicationMode {
     }
 }
 
+/// One direction of an in-city pair: the writes of site `from` towards the
+/// other site. Each direction has its own mode because each site decides
+/// alone when to stop waiting for its peer, and that decision only says
+/// the *peer* may lack *this site's* writes: when `b` records `b -> a`
+/// async because `a` died, every write `a` acknowledged was still
+/// confirmed by `b`, and `a`'s shards can fail over to `b` without loss.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Direction {
+    /// The sending site.
+    pub from: String,
+    pub mode: ReplicationMode,
+    /// The pair's state id when this direction last changed (the
+    /// compare-and-set of `ops::pair_mode` is per direction).
+    #[serde(default)]
+    pub state_id: u64,
+    /// When `mode` is not sync: the first entry of `from`'s change log the
+    /// peer may lack (0: unknown, recorded by an older build).
+    #[serde(default)]
+    pub since_seq: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicationPair {
     pub site_a: String,
     pub site_b: String,
+    /// The pair as a whole (for display and metrics): sync when both
+    /// directions are, async when either is, sync-recover otherwise.
+    /// Decisions read [`ReplicationPair::outgoing`].
     pub mode: ReplicationMode,
     /// Grows with every mode change, so a replicator can tell which change
     /// a decision was based on.
     pub state_id: u64,
-    /// In sync-recover: the sites that declared their outgoing direction
-    /// clean under this state id (see `ops::pair_mode`).
+    /// Per sending site. Empty in states written before directions existed:
+    /// both directions then have `mode`.
     #[serde(default)]
-    pub clean: Vec<String>,
+    pub directions: Vec<Direction>,
+}
+
+impl ReplicationPair {
+    /// A new pair in sync mode, both directions recorded.
+    pub fn new_sync(site_a: &str, site_b: &str) -> Self {
+        let mut p = ReplicationPair { site_a: site_a.into(), site_b: site_b.into(), mode: ReplicationMode::Sync, state_id: 1, directions: Vec::new() };
+        p.fill_directions();
+        p
+    }
+
+    /// Whether `site` is one of the pair.
+    pub fn has(&self, site: &str) -> bool {
+        self.site_a == site || self.site_b == site
+    }
+
+    /// Whether this is the pair of `x` and `y`, in either order.
+    pub fn joins(&self, x: &str, y: &str) -> bool {
+        (self.site_a == x && self.site_b == y) || (self.site_a == y && self.site_b == x)
+    }
+
+    /// The other site of the pair.
+    pub fn partner(&self, site: &str) -> &str {
+        if self.site_a == site {
+            &self.site_b
+        } else {
+            &self.site_a
+        }
+    }
+
+    /// The direction of `from`'s writes, if recorded.
+    pub fn direction(&self, from: &str) -> Option<&Direction> {
+        self.directions.iter().find(|d| d.from == from)
+    }
+
+    /// Mode of `from`'s writes towards its peer: whether the peer holds
+    /// every write `from` acknowledged (sync), may lack some (async), or is
+    /// catching up while `from` waits for it again (sync-recover).
+    pub fn outgoing(&self, from: &str) -> ReplicationMode {
+        self.direction(from).map_or(self.mode, |d| d.mode)
+    }
+
+    /// Records both directions (from the pair's mode, as an older build
+    /// meant it) if they are not recorded yet.
+    fn fill_directions(&mut self) {
+        for site in [self.site_a.clone(), self.site_b.clone()] {
+            if self.direction(&site).is_none() {
+                self.directions.push(Direction { from: site, mode: self.mode, state_id: self.state_id, since_seq: 0 });
+            }
+        }
+        self.directions.sort_by(|x, y| x.from.cmp(&y.from));
+    }
+
+    /// Changes the mode of `from`'s direction under a new state id, and the
+    /// pair's summary with it.
+    pub fn set_outgoing(&mut self, from: &str, mode: ReplicationMode, since_seq: u64) {
+        self.fill_directions();
+        self.state_id += 1;
+        let state_id = self.state_id;
+        if let Some(d) = self.directions.iter_mut().find(|d| d.from == from) {
+            d.mode = mode;
+            d.state_id = state_id;
+            d.since_seq = if mode == ReplicationMode::Sync { 0 } else { since_seq };
+        }
+        let modes: Vec<ReplicationMode> = self.directions.iter().map(|d| d.mode).collect();
+        self.mode = if modes.iter().all(|m| *m == ReplicationMode::Sync) {
+            ReplicationMode::Sync
+        } else if modes.contains(&ReplicationMode::Async) {
+            ReplicationMode::Async
+        } else {
+            ReplicationMode::SyncRecover
+        };
+    }
+
+    /// "a -> b sync, b -> a async since b's entry 17".
+    pub fn describe(&self) -> String {
+        let mut out = Vec::new();
+        for from in [&self.site_a, &self.site_b] {
+            let to = self.partner(from);
+            let mut s = format!("{from} -> {to} {}", self.outgoing(from).as_str());
+            if let Some(d) = self.direction(from).filter(|d| d.mode != ReplicationMode::Sync && d.since_seq > 0) {
+                s.push_str(&format!(" since {from}'s entry {}", d.since_seq));
+            }
+            out.push(s);
+        }
+        out.join(", ")
+    }
 }
 
 /// Operator policy for automatic actions.
@@ -122,19 +285,20 @@ pub struct Policy {
     /// Lag above which a peer is not a failover candidate without loss.
     pub lag_entries_max: u64,
     pub lag_s_max: u64,
-    /// A site is declared down when the leader and one other controller
-    /// have both not heard from it for this long.
-    #[serde(default = "default_down_after_s")]
-    pub down_after_s: u64,
+    /// A site is declared down when the leader (and a second vantage point,
+    /// when one answers) has not heard from it for this long. (States
+    /// written with the older `down_after_s` take this default.)
+    #[serde(default = "default_down_after_ms")]
+    pub down_after_ms: u64,
 }
 
-fn default_down_after_s() -> u64 {
-    5
+fn default_down_after_ms() -> u64 {
+    1500
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0, down_after_s: default_down_after_s() }
+        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0, down_after_ms: default_down_after_ms() }
     }
 }
 

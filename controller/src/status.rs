@@ -32,4 +32,9 @@ pub struct NodeStatus {
     /// The node's clock when it answered, to age the heartbeats.
     #[serde(default)]
     pub now_unix_ms: u64,
+    /// The leader only: per site that owns shards, whether an automatic
+    /// failover would go ahead if it were lost now ("" : it would; else
+    /// why not). Followers leave it empty.
+    #[serde(default)]
+    pub auto_failover: std::collections::BTreeMap<String, String>,
 }

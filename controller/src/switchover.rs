@@ -19,10 +19,14 @@ use tokio::time::Instant;
 
 use crate::client::{ControlClient, ClientError};
 use crate::ops::{MoveStep, ShardMoveSpec};
+use crate::state::MoveKind;
 use crate::plan::Decision;
 
 /// How often the reports are polled while draining.
 const POLL: Duration = Duration::from_millis(100);
+/// How long after its driver would have finished a drain counts as
+/// abandoned (see `crate::orphans`).
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -64,8 +68,14 @@ pub async fn run(
 ) -> Result<Report, SwitchoverError> {
     let (from, to) = endpoints(decision)?;
     let spec = |step| move_spec(decision, step, expect_epoch, false);
-
-    let drain = step(client, &spec(MoveStep::Drain), "drain", who, why).await?;
+    // If this driver dies while waiting, the leader cancels the drain a
+    // little after the driver itself would have given up.
+    let drain_spec = ShardMoveSpec {
+        kind: MoveKind::Switchover,
+        deadline_ms: (catch_up_timeout + ORPHAN_GRACE).as_millis() as u64,
+        ..spec(MoveStep::Drain)
+    };
+    let drain = step(client, &drain_spec, "drain", who, why).await?;
     let started = Instant::now();
     progress(&format!("drained at {from} (audit #{}); waiting for {to} to confirm {from}'s log", drain.audit_seq));
 
@@ -145,12 +155,25 @@ pub(crate) fn move_spec(decision: &Decision, step: MoveStep, expect_epoch: Optio
         require_drained: true,
         automatic,
         require_sync: decision.requires_sync,
+        kind: MoveKind::Switchover,
+        deadline_ms: 0,
     }
 }
 
 /// Undoes an unfinished drain (the source writes again).
 pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, who: &str, why: &str) -> Result<String, SwitchoverError> {
-    let spec = ShardMoveSpec { step: MoveStep::Cancel, from: from.into(), to: to.into(), shards, expect_epoch: None, require_drained: false, automatic: false, require_sync: false };
+    let spec = ShardMoveSpec {
+        step: MoveStep::Cancel,
+        from: from.into(),
+        to: to.into(),
+        shards,
+        expect_epoch: None,
+        require_drained: false,
+        automatic: false,
+        require_sync: false,
+        kind: MoveKind::Switchover,
+        deadline_ms: 0,
+    };
     let o = step(client, &spec, "cancel", who, why).await?;
     Ok(format!("{} (audit #{})", o.result, o.audit_seq))
 }

@@ -35,7 +35,9 @@ use crate::view::ControllerView;
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on mode-change calls: above the controllers' commit timeout.
 const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Heartbeats to each controller: a site is judged down after 1.5 s
+/// without one (policy `down_after_ms`), so a live site sends six.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 
 pub struct ReplicatorDeps {
     pub kv: Arc<dyn KvStore>,
@@ -134,7 +136,7 @@ impl Replicator {
         let server = deps.transport.clone().spawn(router, listener, "replicator");
 
         let reads = ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_READ_TIMEOUT);
-        let mut tasks = vec![tokio::spawn(site.view.clone().run(reads))];
+        let mut tasks = vec![tokio::spawn(site.view.clone().run(reads, site.name.clone()))];
         for peer in site.links.keys() {
             tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));
         }
@@ -142,14 +144,17 @@ impl Replicator {
         tasks.push(tokio::spawn(crate::stage::run(site.clone())));
         tasks.push(tokio::spawn(crate::anti_entropy::run(site.clone())));
         tasks.push(tokio::spawn(recover_loop(site.clone())));
-        let beats = ControlClient::new(config.controllers.clone(), deps.transport, CONTROL_READ_TIMEOUT);
         // Others reach this replicator at its configured address when it
         // listens on every interface.
         let advertised = match config.addr_of(&config.site) {
             Some(addr) if local_addr.ip().is_unspecified() => addr,
             _ => local_addr.to_string(),
         };
-        tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised)));
+        // One loop per controller, so a dead one does not delay the others.
+        for controller in &config.controllers {
+            let beats = ControlClient::new(vec![controller.clone()], deps.transport.clone(), CONTROL_READ_TIMEOUT);
+            tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised.clone())));
+        }
         if let Some(addr) = &config.metrics_listen {
             let listener = tandem_net::metrics::bind(addr)
                 .await

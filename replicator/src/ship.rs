@@ -315,7 +315,8 @@ async fn skip(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry) -
     }
 }
 
-/// The peer's outgoing backlog towards this site, in entries.
+/// The peer's outgoing backlog towards this site, in entries; `None` when
+/// the peer does not answer (down or cut off).
 pub async fn peer_backlog(site: &Site, link: &Link) -> Option<u64> {
     let mut client = client(site.transport.channel(&link.addr).ok()?);
     let req = pb::BacklogRequest { to: site.name.clone() };

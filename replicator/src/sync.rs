@@ -1,11 +1,13 @@
 //! Sync replication with the in-city peer, and the way back to sync.
 //!
 //! [`confirm`] runs after a write is durable here and decides when it may be
-//! acknowledged: at once when the pair is `async`, after the peer confirmed
-//! it when the pair is `sync` or `sync-recover`. If the peer neither confirms
-//! nor receives anything for the sync timeout, the pair is first recorded `async` through the
+//! acknowledged: at once when this site's direction (its writes towards the
+//! peer) is `async`, after the peer confirmed it when it is `sync` or
+//! `sync-recover`. If the peer neither confirms nor receives anything for
+//! the sync timeout, this direction is first recorded `async` through the
 //! controller (a Raft commit), and only then is the write acknowledged: the
-//! controller never believes a peer is in sync when it is not.
+//! controller never believes a peer holds this site's writes when it may
+//! not. The peer's own direction is the peer's to change.
 //!
 //! The mode is read *after* the write is in the log, and the controller view
 //! never goes back in time; [`recover`] relies on both (see `ops::pair_mode`
@@ -71,8 +73,9 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
             return Ok(format!("async: {me} has no in-city peer"));
         };
         let peer = partner(pair, me).to_string();
-        if !waits_for_peer(pair.mode) {
-            return Ok(format!("async: pair {me} <-> {peer} is {}; {peer} catches up in the background", pair.mode.as_str()));
+        let mode = pair.outgoing(me);
+        if !waits_for_peer(mode) {
+            return Ok(format!("async: replication {me} -> {peer} is {}; {peer} catches up in the background", mode.as_str()));
         }
         let link = site
             .links
@@ -81,19 +84,22 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
         if link.wait_acked(seq, stall).await {
             return Ok(format!("sync: stored and synced at {me} and {peer}"));
         }
-        let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async };
+        // Only this site's direction goes async: the peer may lack this
+        // site's writes from the first one it has not confirmed.
+        let since_seq = *link.acked.borrow() + 1;
+        let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async, since_seq };
         let why = format!("{peer} did not confirm log entry {seq}, nor receive any of it, for {ms} ms");
         match site.control.set_pair_mode(&spec, &who(site), &why).await {
             Ok(o) if o.result.starts_with("ok") => {
                 refresh_view(site, &o.leader_addr).await;
-                tracing::warn!(site = %me, peer = %peer, seq, "peer did not confirm in time; pair recorded async");
+                tracing::warn!(site = %me, peer = %peer, seq, "peer did not confirm in time; this direction recorded async");
                 if let Err(e) = crate::write::still_owner(site, written.0, written.1) {
                     return Err(ReplicaError::NotAcknowledged(format!(
                         "write is stored at {me} (log entry {seq}) but NOT acknowledged: {peer} did not confirm it and \
                          the shard is no longer this site's to write ({e}); it stays in {me}'s log for reconciliation"
                     )));
                 }
-                return Ok(format!("async: {why}; pair recorded async (audit #{})", o.audit_seq));
+                return Ok(format!("async: {why}; {me} -> {peer} recorded async (audit #{})", o.audit_seq));
             }
             // Someone changed the mode first: look again.
             Ok(o) => refresh_view(site, &o.leader_addr).await,
@@ -107,32 +113,31 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
     Err(ReplicaError::NotAcknowledged(format!("write is stored at {me} but NOT acknowledged: the pair's mode kept changing")))
 }
 
-/// One step of the way back to sync; run every [`RECOVER_EVERY`].
+/// One step of this site's direction back to sync; run every
+/// [`RECOVER_EVERY`]. Only this site's own backlog matters: the peer's
+/// direction recovers on the peer's own steps.
 pub async fn recover(site: &Site) {
     let me = &site.name;
     let Some(state) = site.view.latest() else { return };
     let Some(pair) = pair_of(&state, me) else { return };
     let peer = partner(pair, me).to_string();
     let Some(link) = site.links.get(&peer) else { return };
-    let next = match pair.mode {
+    let next = match pair.outgoing(me) {
         ReplicationMode::Sync => return,
         ReplicationMode::Async => {
-            let mine = match lag::of_link(site, link) {
-                Ok(l) => l.entries,
-                Err(_) => return,
-            };
-            if mine > RECOVER_ENTRIES {
-                return;
-            }
-            match crate::ship::peer_backlog(site, link).await {
-                Some(theirs) if theirs <= RECOVER_ENTRIES => ReplicationMode::SyncRecover,
+            match lag::of_link(site, link) {
+                Ok(l) if l.entries <= RECOVER_ENTRIES => {}
                 _ => return,
             }
-        }
-        ReplicationMode::SyncRecover => {
-            if pair.clean.contains(me) {
+            // A small backlog also means "the peer just died": only a peer
+            // that answers may be waited for again, or every write would
+            // wait out the sync timeout once more (and the direction flap).
+            if crate::ship::peer_backlog(site, link).await.is_none() {
                 return;
             }
+            ReplicationMode::SyncRecover
+        }
+        ReplicationMode::SyncRecover => {
             // The view (read above) already says sync-recover, so every
             // write logged from now on waits for the peer; the ones before
             // are covered by the backlog being empty.
@@ -146,9 +151,9 @@ pub async fn recover(site: &Site) {
             ReplicationMode::Sync
         }
     };
-    let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: next };
+    let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: next, since_seq: 0 };
     let why = match next {
-        ReplicationMode::SyncRecover => format!("backlogs between {me} and {peer} are at most {RECOVER_ENTRIES} entries"),
+        ReplicationMode::SyncRecover => format!("{me}'s backlog towards {peer} is at most {RECOVER_ENTRIES} entries"),
         _ => format!("{peer} has confirmed every entry of {me}'s log"),
     };
     match site.control.set_pair_mode(&spec, &who(site), &why).await {

@@ -17,8 +17,9 @@ use tandem_controller::client::ControlClient;
 use tandem_controller::state::{ClusterState, ReplicationMode, ReplicationPair};
 use tokio::time::Instant;
 
-/// How often the view is refreshed.
-pub const REFRESH: Duration = Duration::from_millis(300);
+/// How often the view (and the lease) is refreshed: six times per lease,
+/// so a slow answer or two do not let it lapse.
+pub const REFRESH: Duration = Duration::from_millis(250);
 /// How long a view stays good for writes without a refresh.
 pub const LEASE: Duration = tandem_controller::plan::WRITE_LEASE;
 
@@ -94,10 +95,10 @@ impl ControllerView {
     /// Refreshes the view and the lease from the leader until the task is
     /// dropped. Without a leader, any controller's state still refreshes
     /// the view for reads and replication checks, but not the lease.
-    pub async fn run(self, client: ControlClient) {
+    pub async fn run(self, client: ControlClient, site: String) {
         loop {
             let sent_at = Instant::now();
-            match client.leader_status().await {
+            match client.lease_status(&site).await {
                 Ok(status) if status.cluster.bootstrapped => {
                     self.offer_leased(status.cluster, status.raft.last_applied_index, sent_at);
                 }

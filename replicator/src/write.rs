@@ -74,6 +74,11 @@ pub fn check_owner(site: &Site, tenant: &str) -> Result<(u32, u64), ReplicaError
 /// The redirect to `tenant`'s owner, when it is not this site.
 fn not_owner(site: &Site, state: &tandem_controller::state::ClusterState, tenant: &str) -> Option<ReplicaError> {
     let (shard, owner) = state.shard_for(tenant)?;
+    // Being moved here (a failover or switchover under way): the old owner
+    // refuses it too, and may be dead; the client retries here.
+    if owner.owner != site.name && owner.moving_to.as_deref() == Some(site.name.as_str()) {
+        return Some(ReplicaError::Moving { shard, to: site.name.clone() });
+    }
     if owner.owner != site.name {
         return Some(ReplicaError::NotOwner {
             shard,
@@ -342,7 +347,7 @@ fn stage_target(site: &Site) -> Option<String> {
     let state = site.view.latest()?;
     let pair = pair_of(&state, &site.name)?;
     let peer = partner(pair, &site.name);
-    (waits_for_peer(pair.mode) && site.links.contains_key(peer)).then(|| peer.to_string())
+    (waits_for_peer(pair.outgoing(&site.name)) && site.links.contains_key(peer)).then(|| peer.to_string())
 }
 
 /// Stores ciphertext of an open file, and streams it to the peer if staging.

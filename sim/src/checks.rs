@@ -5,7 +5,8 @@
 //! - after healing, every running site holds identical per-shard digests;
 //! - every stored contract decrypts and matches its checksums everywhere;
 //! - destroyed contracts cannot be read anywhere;
-//! - writes resume within the RTO.
+//! - writes resume within the RTO;
+//! - no shard is left drained (without a writer) at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct FinalReads {
     pub digests: BTreeMap<String, Vec<String>>,
     /// Shard → owner, from the controllers.
     pub owners: Vec<String>,
+    /// Shards still drained (no writer) at the end: "shard 3 of a towards b".
+    pub drained: Vec<String>,
     /// (site, tenant, contract) → the version read, or the error.
     pub reads: BTreeMap<(String, String, String), Result<u64, String>>,
 }
@@ -42,6 +45,13 @@ pub async fn read_final(ops: Vec<Op>, sites: Vec<String>) -> FinalReads {
     );
     if let Ok(status) = control.leader_status().await {
         out.owners = status.cluster.shards.iter().map(|s| s.owner.clone()).collect();
+        out.drained = status
+            .cluster
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(n, s)| s.moving_to.as_ref().map(|to| format!("shard {n} of {} drained towards {to}", s.owner)))
+            .collect();
     }
     for site in &sites {
         let Ok(channel) = Transport::Turmoil.channel(&replicator_addr(site)) else { continue };
@@ -257,6 +267,14 @@ pub fn evaluate(
         "destroyed contracts cannot be read anywhere",
         readable,
         format!("{} destroyed contracts refused everywhere", destroyed.len()),
+    ));
+
+    // A move left half-done leaves its shards without a writer: the
+    // leader must have finished or undone every one by the end.
+    checks.invariants.push(invariant(
+        "no shard is left drained without a writer",
+        reads.drained.clone(),
+        format!("all {} shards have a writer", reads.owners.len()),
     ));
 
     // Duplicates: one request, more than one stored version.

@@ -105,6 +105,7 @@ pub struct SimCluster<'a> {
     crashed: std::collections::BTreeSet<String>,
     pub seed: u64,
     samples: Vec<Sample>,
+    skip_lease_wait: bool,
 }
 
 pub fn site_names() -> Vec<&'static str> {
@@ -153,7 +154,7 @@ fn replicator_config(site: &str) -> ReplicatorConfig {
             .collect(),
         listen: Some(format!("0.0.0.0:{REPLICATOR_PORT}")),
         metrics_listen: None,
-        sync_timeout_ms: 1000,
+        sync_timeout_ms: 700,
         staged_ttl_ms: 10 * 60 * 1000,
         blob_url: None,
         blob_options: Default::default(),
@@ -184,6 +185,13 @@ impl<'a> SimCluster<'a> {
     /// Like [`SimCluster::new`] with the one-way latencies of the in-city
     /// links (and the client's) and of the links to the DR site.
     pub fn with_links(seed: u64, in_city: Duration, dr: Duration) -> Self {
+        Self::build(seed, in_city, dr, false)
+    }
+
+    /// [`SimCluster::with_links`]; `skip_lease_wait` is the deliberately
+    /// broken build: the controllers move shards without waiting out the
+    /// old owner's write lease.
+    pub fn build(seed: u64, in_city: Duration, dr: Duration, skip_lease_wait: bool) -> Self {
         // openraft's election timeouts come from this thread's RNG, and
         // turmoil runs every host on this thread.
         seed_thread_rng(seed);
@@ -205,6 +213,7 @@ impl<'a> SimCluster<'a> {
             crashed: Default::default(),
             seed,
             samples: Vec::new(),
+            skip_lease_wait,
         };
         for site in site_names() {
             cluster.add_site(site, kek.clone());
@@ -227,12 +236,13 @@ impl<'a> SimCluster<'a> {
         let views = self.views.clone();
         let trace = self.trace.clone();
         let seed = self.seed;
+        let hold_moves = !self.skip_lease_wait;
         self.sim.host(site, move || {
             let disks = disks.clone();
             let views = views.clone();
             let trace = trace.clone();
             async move {
-                let deps = NodeDeps { kv: Arc::new(disks.controller.clone()), transport: Transport::Turmoil, clock: Arc::new(SimClock) };
+                let deps = NodeDeps { kv: Arc::new(disks.controller.clone()), transport: Transport::Turmoil, clock: Arc::new(SimClock), hold_moves };
                 let node = Node::start(config_for(site), deps).await?;
                 // Every start draws its randomness from the seed, the site and the time.
                 let salt = site.bytes().fold(seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) ^ crate::trace::now().as_nanos() as u64;

@@ -18,7 +18,7 @@ use crate::workload::{self, History, Op};
 pub enum Safety {
     #[default]
     Intact,
-    /// SRE failovers move the shards right after fencing them, without
+    /// The controllers move shards right after fencing them, without
     /// waiting out the old owner's write lease.
     SkipLeaseWait,
 }
@@ -48,6 +48,13 @@ pub struct Outcome {
     pub happened: Vec<Happened>,
     pub ops: Vec<Op>,
     pub checks: Checks,
+    /// The controllers' own decisions (detections, fences, moves, declines,
+    /// mode changes): the audit log of the most advanced controller store
+    /// at the end, times in simulated ms since the run began.
+    pub audit: Vec<(u64, tandem_controller::state::AuditEntry)>,
+    /// Per site crash: how long until its shards were written elsewhere,
+    /// and the other sites' own writes resumed.
+    pub recovery: Vec<crate::recovery::CrashRecovery>,
     /// Owners, pair mode and lag over time, as the leader saw them.
     pub samples: Vec<crate::cluster::Sample>,
 }
@@ -65,7 +72,8 @@ fn note(log: &Log, at: Duration, what: String, outcome: Option<String>) {
 }
 
 pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, SimError> {
-    let mut c = SimCluster::with_links(seed, Duration::from_millis(scenario.links.in_city_ms), Duration::from_millis(scenario.links.dr_ms));
+    let links = (Duration::from_millis(scenario.links.in_city_ms), Duration::from_millis(scenario.links.dr_ms));
+    let mut c = SimCluster::build(seed, links.0, links.1, safety == Safety::SkipLeaseWait);
     let log: Log = Log::default();
     c.run_until("a leader, the layout applied everywhere", Duration::from_secs(60), |v| {
         v.len() == 3 && leader(v).is_some() && v.values().all(|n| n.bootstrapped)
@@ -87,7 +95,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         }
         let what = step.event.describe();
         c.trace().record(c.elapsed(), &what);
-        apply(&mut c, &step.event, i, &log, safety)?;
+        apply(&mut c, &step.event, i, &log)?;
         note(&log, c.elapsed(), what, None);
     }
     while c.elapsed() < end {
@@ -128,10 +136,29 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         Duration::from_secs(scenario.objectives.rto_s),
         scenario.objectives.rpo_entries,
     );
+    let mut checks = checks;
+    let recovery = crate::recovery::after_crashes(scenario, start.as_millis() as u64, &ops);
+    if let Some(objective) = scenario.objectives.failover_ms {
+        let late: Vec<String> = recovery
+            .iter()
+            .filter(|r| r.failover_ms.is_none_or(|ms| ms > objective))
+            .map(|r| match r.failover_ms {
+                Some(ms) => format!("crash of {} at {} ms: its {} shards written elsewhere after {ms} ms (objective {objective} ms)", r.site, r.at_ms, r.shards),
+                None => format!("crash of {} at {} ms: some of its {} shards were never written elsewhere", r.site, r.at_ms, r.shards),
+            })
+            .collect();
+        let slowest = recovery.iter().filter_map(|r| r.failover_ms).max().unwrap_or(0);
+        checks.invariants.push(crate::checks::Invariant {
+            name: "each crashed site's shards are written elsewhere within the failover objective".into(),
+            passed: late.is_empty(),
+            details: if late.is_empty() { vec![format!("slowest {slowest} ms after its crash, objective {objective} ms")] } else { late },
+        });
+    }
     for inv in &checks.invariants {
         c.trace().record(c.elapsed(), format!("invariant {}: {}", if inv.passed { "PASS" } else { "FAIL" }, inv.name));
     }
     let happened = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let audit = final_audit(&c);
     Ok(Outcome {
         scenario: scenario.clone(),
         scenario_digest: scenario.digest(),
@@ -144,13 +171,32 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         happened,
         ops,
         checks,
+        recovery,
+        audit,
         samples: c.samples().to_vec(),
     })
 }
 
+/// The audit log of the controller store that holds the newest state
+/// (generation, then length), read from the simulated disks.
+fn final_audit(c: &SimCluster) -> Vec<(u64, tandem_controller::state::AuditEntry)> {
+    let stores: Vec<StateMachineStore> =
+        site_names().into_iter().filter_map(|s| StateMachineStore::open(Arc::new(c.disks(s).controller.clone())).ok()).collect();
+    let Some(best) = stores.iter().max_by_key(|sm| {
+        let cluster = sm.reader().cluster();
+        (cluster.generation, cluster.audit_len)
+    }) else {
+        return Vec::new();
+    };
+    let epoch_ms = crate::cluster::SIM_EPOCH_UNIX_S * 1000;
+    let mut entries = best.reader().audit(100_000).unwrap_or_default();
+    entries.sort_by_key(|e| e.seq);
+    entries.into_iter().map(|e| (e.at_unix_ms.saturating_sub(epoch_ms), e)).collect()
+}
+
 /// Applies one timeline event. SRE commands run on their own client host
 /// (as an SRE's CLI would) and report when they finish.
-fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, safety: Safety) -> Result<(), SimError> {
+fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<(), SimError> {
     match event.clone() {
         Event::Partition { a, b } => c.partition(&a, &b),
         Event::PartitionOneway { from, to } => c.partition_oneway(&from, &to),
@@ -220,10 +266,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, safety: Safety)
             c.client(&name, async move {
                 let result = match &command {
                     Event::Switchover { from, to } => crate::sre::switchover(from, to).await,
-                    Event::Failover { from, to, accept_data_loss } => {
-                        let wait = (safety == Safety::SkipLeaseWait).then_some(Duration::ZERO);
-                        crate::sre::failover(from, to, *accept_data_loss, wait).await
-                    }
+                    Event::Failover { from, to, accept_data_loss } => crate::sre::failover(from, to, *accept_data_loss).await,
                     Event::Pause => crate::sre::pause(true).await,
                     Event::Resume => crate::sre::pause(false).await,
                     Event::VerifyRepair => crate::sre::verify_repair().await,

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod cluster;
 pub mod drill;
 pub mod fuzz;
+pub mod recovery;
 pub mod keys;
 pub mod report;
 pub mod scenario;

@@ -59,7 +59,31 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
     let rto_ok = c.rto_ms <= s.objectives.rto_s * 1000;
     let _ = writeln!(m, "| RTO (longest time a tenant could not write) | {} s | {:.1} s ({}) | {} |", s.objectives.rto_s, c.rto_ms as f64 / 1000.0, c.rto_tenant, if rto_ok { "met" } else { "MISSED" });
     let rpo_ok = c.lost.len() as u64 <= s.objectives.rpo_entries;
-    let _ = writeln!(m, "| RPO (acknowledged writes lost) | {} | {} | {} |\n", s.objectives.rpo_entries, c.lost.len(), if rpo_ok { "met" } else { "MISSED" });
+    let _ = writeln!(m, "| RPO (acknowledged writes lost) | {} | {} | {} |", s.objectives.rpo_entries, c.lost.len(), if rpo_ok { "met" } else { "MISSED" });
+    if let Some(objective) = s.objectives.failover_ms {
+        let slowest = o.recovery.iter().map(|r| r.failover_ms).try_fold(0, |m, t| t.map(|t| m.max(t)));
+        let (measured, ok) = match slowest {
+            Some(ms) => (format!("{:.1} s", ms as f64 / 1000.0), ms <= objective),
+            None => ("never (a shard was not written elsewhere)".to_string(), false),
+        };
+        let _ = writeln!(m, "| Failover (site crash to its shards written elsewhere) | {:.1} s | {measured} | {} |", objective as f64 / 1000.0, if ok { "met" } else { "MISSED" });
+    }
+    m.push('\n');
+    if !o.recovery.is_empty() {
+        let _ = writeln!(m, "## Recovery after each crash\n");
+        let _ = writeln!(
+            m,
+            "From the crash to the client seeing the first acknowledged write: of each of the crashed site's shards at another site \
+             (failover), and of each of the other sites' own shards (their writes wait for the lost peer until their direction \
+             is recorded async).\n"
+        );
+        let _ = writeln!(m, "| Crash | At | Its shards | Failover | Survivor's own writes |\n|---|---|---|---|---|");
+        let show = |v: Option<u64>| v.map_or("never".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+        for r in &o.recovery {
+            let _ = writeln!(m, "| {} | {:.1} s | {} | {} | {} |", r.site, r.at_ms as f64 / 1000.0, r.shards, show(r.failover_ms), show(r.survivor_ms));
+        }
+        m.push('\n');
+    }
 
     let _ = writeln!(m, "## Writes\n");
     let _ = writeln!(m, "- acknowledged puts: {}", c.acked_puts);
@@ -92,6 +116,13 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
     events.sort_by_key(|h| h.at_ms);
     for h in &events {
         let _ = writeln!(m, "| {:.1} s | {} | {} |", h.at_ms as f64 / 1000.0, h.what, h.outcome.as_deref().unwrap_or(""));
+    }
+    if !o.audit.is_empty() {
+        let _ = writeln!(m, "\nThe controllers' own decisions (audit log, who and result):\n");
+        let _ = writeln!(m, "| Time | Who | What | Result |\n|---|---|---|---|");
+        for (at, e) in &o.audit {
+            let _ = writeln!(m, "| {:.2} s | {} | {} | {} |", *at as f64 / 1000.0, e.who, e.what, e.result);
+        }
     }
     let detections: Vec<&String> = o.trace.iter().filter(|l| l.contains(" leader ") || l.contains("fault:") || l.contains("restart")).collect();
     let _ = writeln!(m, "\nLeadership changes, faults and restarts from the trace:\n\n```");

@@ -82,6 +82,11 @@ pub struct Objectives {
     /// Acknowledged writes that may be lost (0 for every in-city event).
     #[serde(default)]
     pub rpo_entries: u64,
+    /// After each site crash: from the crash to the first acknowledged
+    /// write of each of the crashed site's shards at another site (see
+    /// `recovery`). Unset: not an objective of this scenario.
+    #[serde(default)]
+    pub failover_ms: Option<u64>,
 }
 
 /// One event of the timeline: a fault or an SRE command. (serde cannot

@@ -31,10 +31,8 @@ pub async fn switchover(from: &str, to: &str) -> Result<String, String> {
     Ok(format!("{} shards {} -> {}, write pause {} ms", r.shards, r.from, r.to, r.write_pause_ms))
 }
 
-/// `tandem failover --from --to [--accept-data-loss] --yes`. `lease_wait`
-/// other than `None` is the deliberately broken build (see
-/// [`tandem_controller::failover::run_with_lease_wait`]).
-pub async fn failover(from: &str, to: &str, accept_data_loss: bool, lease_wait: Option<Duration>) -> Result<String, String> {
+/// `tandem failover --from --to [--accept-data-loss] --yes`.
+pub async fn failover(from: &str, to: &str, accept_data_loss: bool) -> Result<String, String> {
     let c = client();
     let (status, obs) = c.observe().await.map_err(|e| e.to_string())?;
     let action = Action::Failover { from: from.into(), to: to.into(), accept_data_loss, automatic: false };
@@ -42,11 +40,7 @@ pub async fn failover(from: &str, to: &str, accept_data_loss: bool, lease_wait: 
     if let Some(why) = &d.refused {
         return Err(format!("refused by the planner: {why}"));
     }
-    let r = match lease_wait {
-        None => tandem_controller::failover::run(&c, &d, false, WHO, WHY, |_| {}).await,
-        Some(wait) => tandem_controller::failover::run_with_lease_wait(&c, &d, false, WHO, WHY, wait, |_| {}).await,
-    }
-    .map_err(|e| e.to_string())?;
+    let r = tandem_controller::failover::run(&c, &d, false, WHO, WHY, |_| {}).await.map_err(|e| e.to_string())?;
     Ok(format!("{} shards {} -> {} after {} ms fenced; expected loss {} entries", r.shards, r.from, r.to, r.fenced_ms, d.expected_loss.entries))
 }
 

@@ -86,8 +86,10 @@ fn ms() -> u64 {
 /// concurrent request loops sharing one request counter.
 pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -> turmoil::Result {
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // One client library for the host's loops, as in one application process.
+    let router = Arc::new(Mutex::new(Router::default()));
     let loops: Vec<_> = (0..w.clients.max(1))
-        .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone())))
+        .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone(), router.clone())))
         .collect();
     for l in loops {
         l.await?;
@@ -95,7 +97,7 @@ pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -
     Ok(())
 }
 
-async fn one_client(w: Workload, until: Duration, history: History, trace: Trace, counter: Arc<std::sync::atomic::AtomicU64>) {
+async fn one_client(w: Workload, until: Duration, history: History, trace: Trace, counter: Arc<std::sync::atomic::AtomicU64>, router: Arc<Mutex<Router>>) {
     let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(5));
     let mut acked: Vec<(String, String)> = Vec::new();
     let timeout = Duration::from_millis(w.request_timeout_ms);
@@ -105,7 +107,8 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
         let sent_ms = ms();
         let op = if destroy {
             let (tenant, id) = acked.remove((n as usize * 7) % acked.len());
-            let result = first_site(timeout, |addr| {
+            let order = lock(&router).order(&tenant);
+            let result = first_site(timeout, &order, &router, |addr| {
                 let (client, tenant, id) = (&client, tenant.clone(), id.clone());
                 async move {
                     match client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload").await {
@@ -116,7 +119,7 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
                 }
             })
             .await
-            .map(|_| Ack { origin: String::new(), epoch: 0, version: 0, shard: 0, accepted_unix_ms: 0 });
+            .map(|(_, ())| Ack { origin: String::new(), epoch: 0, version: 0, shard: 0, accepted_unix_ms: 0 });
             Op { n, kind: OpKind::Destroy, tenant, contract_id: id, sent_ms, done_ms: ms(), result }
         } else {
             let tenant = tenant((n % w.tenants as u64) as u32);
@@ -124,7 +127,8 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
             let size = w.sizes[(n as usize) % w.sizes.len()];
             let header = PutHeader { tenant: tenant.clone(), contract_id: id.clone(), ..Default::default() };
             let files = vec![("deed.pdf".to_string(), body(n, size))];
-            let result = first_site(timeout, |addr| {
+            let order = lock(&router).order(&tenant);
+            let result = first_site(timeout, &order, &router, |addr| {
                 let (client, header, files) = (&client, header.clone(), files.clone());
                 async move {
                     let r = client.put_bytes(&addr, &header, &files).await?;
@@ -138,7 +142,10 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
                 }
             })
             .await
-            .and_then(|a| a.ok_or_else(|| "the reply described no contract".to_string()));
+            .and_then(|(_, a)| a.ok_or_else(|| "the reply described no contract".to_string()));
+            if let Ok(a) = &result {
+                lock(&router).owner_is(&tenant, &a.origin);
+            }
             if result.is_ok() {
                 acked.push((tenant.clone(), id.clone()));
             }
@@ -156,23 +163,71 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
     }
 }
 
-/// Tries the sites in order (a, b, c) until one accepts (a site that
-/// cannot write, has no lease or does not answer sends the client on, as
-/// the platform's clients do). Each try is bounded by `timeout`: turmoil's
+/// Where a client sends its next request, as the platform's client library
+/// does: to the site that last acknowledged one of the tenant's writes (its
+/// owner, as far as the client knows), then the others; a site that did
+/// not answer is tried last for [`AVOID_FOR`], so one dead site costs one
+/// timeout, not one per request.
+#[derive(Default)]
+struct Router {
+    owner: std::collections::BTreeMap<String, String>,
+    avoid_until_ms: std::collections::BTreeMap<String, u64>,
+}
+
+fn lock(router: &Mutex<Router>) -> std::sync::MutexGuard<'_, Router> {
+    router.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a site that did not answer is tried last.
+const AVOID_FOR: Duration = Duration::from_secs(2);
+
+impl Router {
+    fn order(&self, tenant: &str) -> Vec<&'static str> {
+        let now = ms();
+        let mut sites = site_names();
+        // Stable: owner first, then the others in site order; avoided last.
+        sites.sort_by_key(|s| {
+            let avoided = self.avoid_until_ms.get(*s).is_some_and(|t| *t > now);
+            let owner = self.owner.get(tenant).is_some_and(|o| o == s);
+            (avoided, !owner)
+        });
+        sites
+    }
+
+    fn owner_is(&mut self, tenant: &str, site: &str) {
+        self.owner.insert(tenant.to_string(), site.to_string());
+    }
+
+    fn did_not_answer(&mut self, site: &str) {
+        self.avoid_until_ms.insert(site.to_string(), ms() + AVOID_FOR.as_millis() as u64);
+    }
+}
+
+/// Tries the sites in `order` until one accepts (a site that cannot
+/// write, has no lease or does not answer sends the client on, as the
+/// platform's clients do). Each try is bounded by `timeout`: turmoil's
 /// TCP does not retransmit, so a request across a lossy link could
 /// otherwise wait forever.
-async fn first_site<T, F, Fut>(timeout: Duration, call: F) -> Result<T, String>
+async fn first_site<T, F, Fut>(timeout: Duration, order: &[&'static str], router: &Mutex<Router>, call: F) -> Result<(&'static str, T), String>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<T, tandem_replicator::client::ClientError>>,
 {
     let mut last = String::new();
-    for site in site_names() {
+    for site in order {
         match tokio::time::timeout(timeout, call(replicator_addr(site))).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(tandem_replicator::client::ClientError::Unreachable { reason, .. })) => last = format!("{site} unreachable: {reason}"),
+            Ok(Ok(v)) => return Ok((site, v)),
+            Ok(Err(tandem_replicator::client::ClientError::Unreachable { addr, reason })) => {
+                // The site asked, or the owner it sent the client on to.
+                let silent = site_names().into_iter().find(|s| replicator_addr(s) == addr).unwrap_or(site);
+                lock(router).did_not_answer(silent);
+                last = format!("{site} unreachable: {reason}");
+            }
             Ok(Err(e)) => last = format!("{site}: {e}"),
-            Err(_) => last = format!("{site}: no answer within {} ms", timeout.as_millis()),
+            Err(_) => {
+                lock(router).did_not_answer(site);
+                last = format!("{site}: no answer within {} ms", timeout.as_millis());
+            }
         }
     }
     Err(last)

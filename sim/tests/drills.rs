@@ -82,6 +82,20 @@ library! {
     key_provider_outage => "key-provider-outage",
     failback_after_dr => "failback-after-dr",
     steady_ten_minutes => "steady-ten-minutes",
+    busy_survivor_power_loss => "busy-survivor-power-loss",
+    failover_target_lost => "failover-target-lost",
+}
+
+// The busy survivor: b recorded its own direction async, and a's shards
+// still went to b automatically (the run's RTO objective alone could be
+// met by a site that never came back only through the failover).
+#[test]
+fn a_busy_survivor_takes_the_lost_sites_shards() {
+    let o = run(&scenario("busy-survivor-power-loss"), 1, Safety::Intact).unwrap();
+    let last = o.samples.last().expect("no samples");
+    assert_eq!(last.owned.get("a").copied().unwrap_or(0), 0, "a still owns shards at the end:\n{}", explain(&o));
+    let b_async = o.samples.iter().any(|s| s.pair_mode.as_deref() == Some("async"));
+    assert!(b_async, "b never recorded its direction async: the scenario no longer tests a busy survivor");
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<Node> {
     std::fs::create_dir_all(&db_dir).with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
     let kv = RocksKv::open(&db_dir)?;
     let transport = daemon_transport(config.tls.as_ref())?;
-    let deps = NodeDeps { kv: Arc::new(kv), transport, clock: Arc::new(SystemClock) };
+    let deps = NodeDeps { kv: Arc::new(kv), transport, clock: Arc::new(SystemClock), hold_moves: true };
     Ok(Node::start(config, deps).await?)
 }
 

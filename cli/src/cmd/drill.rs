@@ -26,11 +26,19 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Run one scenario file with one seed and write its report.
+    /// Run one scenario file with one seed and write its report; with
+    /// `--seeds A..B`, run it once per seed and print the distribution of
+    /// its recovery times (failover, survivor, longest gap).
     Run {
         scenario: PathBuf,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
         seed: u64,
+        /// A range like 1..21: one run per seed, reports only for failing ones.
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Seeds run at once with --seeds (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Report directory (default: drill-reports/<scenario>-seed-<N>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -53,7 +61,15 @@ pub enum Command {
 /// Runs outside any async runtime: the simulation brings its own.
 pub fn run(args: Args) -> anyhow::Result<bool> {
     match args.command {
-        Command::Run { scenario, seed, out } => {
+        Command::Run { scenario, seeds: Some(seeds), out, jobs, .. } => {
+            let s = Scenario::load(&scenario)?;
+            let (from, to) = seed_range(&seeds)?;
+            println!("seeds {from}..{to}   commit {COMMIT}   scenario {} ({})", scenario.display(), s.digest());
+            let results = run_seeds(from, to, jobs, |seed| drill::run(&s, seed, Safety::Intact));
+            let out = out.unwrap_or_else(|| PathBuf::from("drill-reports").join("seeds"));
+            distribution(&scenario, &results, &out)
+        }
+        Command::Run { scenario, seed, out, .. } => {
             let s = Scenario::load(&scenario)?;
             println!("seed {seed}   commit {COMMIT}   scenario {} ({})", scenario.display(), s.digest());
             let reproduce = format!("tandem drill run {} --seed {seed}", scenario.display());
@@ -62,33 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             one(&s, seed, reproduce, &out)
         }
         Command::Fuzz { seeds, out, jobs } => {
-            let (from, to) = seeds
-                .split_once("..")
-                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-                .filter(|(a, b)| a < b)
-                .with_context(|| format!("--seeds {seeds:?}: expected a range like 0..200"))?;
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-            println!("seeds {from}..{to}   commit {COMMIT}   {jobs} at once");
+            let (from, to) = seed_range(&seeds)?;
+            println!("seeds {from}..{to}   commit {COMMIT}");
             let started = Instant::now();
-            // Each simulation runs on its own thread with its own seeded
-            // state, so running several at once changes no trace.
-            let next = std::sync::atomic::AtomicU64::new(from);
-            let results = std::sync::Mutex::new(Vec::new());
-            std::thread::scope(|scope| {
-                for _ in 0..jobs {
-                    scope.spawn(|| loop {
-                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        if seed >= to {
-                            return;
-                        }
-                        let s = tandem_sim::fuzz::scenario(seed);
-                        let r = drill::run(&s, seed, Safety::Intact);
-                        results.lock().unwrap_or_else(|e| e.into_inner()).push((seed, r));
-                    });
-                }
-            });
-            let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-            results.sort_by_key(|(seed, _)| *seed);
+            let results = run_seeds(from, to, jobs, |seed| drill::run(&tandem_sim::fuzz::scenario(seed), seed, Safety::Intact));
             let mut failing = Vec::new();
             for (seed, r) in results {
                 let reproduce = format!("tandem drill fuzz --seeds {seed}..{}", seed + 1);
@@ -123,6 +116,109 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 }
 
+fn seed_range(seeds: &str) -> anyhow::Result<(u64, u64)> {
+    seeds
+        .split_once("..")
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .filter(|(a, b)| a < b)
+        .with_context(|| format!("--seeds {seeds:?}: expected a range like 0..200"))
+}
+
+type SeedResult = (u64, Result<drill::Outcome, tandem_sim::SimError>);
+
+/// Runs `one(seed)` for every seed in from..to, `jobs` at once, in seed
+/// order. Each simulation runs on its own thread with its own seeded
+/// state, so running several at once changes no trace.
+fn run_seeds(from: u64, to: u64, jobs: Option<usize>, one: impl Fn(u64) -> Result<drill::Outcome, tandem_sim::SimError> + Sync) -> Vec<SeedResult> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let next = std::sync::atomic::AtomicU64::new(from);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if seed >= to {
+                    return;
+                }
+                let r = one(seed);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push((seed, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(seed, _)| *seed);
+    results
+}
+
+/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
+fn quantile(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Prints each seed's recovery times and their p50 / p99 / max; writes the
+/// reports of failing seeds. `Ok(true)` when every seed passed.
+fn distribution(scenario: &std::path::Path, results: &[SeedResult], out: &std::path::Path) -> anyhow::Result<bool> {
+    let (mut failover, mut survivor, mut gap, mut failing, mut never) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
+    for (seed, r) in results {
+        let reproduce = format!("tandem drill run {} --seed {seed}", scenario.display());
+        let o = match r {
+            Ok(o) => o,
+            Err(e) => {
+                println!("FAIL seed {seed}: the simulation stopped: {e}; reproduce: {reproduce}");
+                failing.push(*seed);
+                continue;
+            }
+        };
+        let worst = |f: fn(&tandem_sim::recovery::CrashRecovery) -> Option<u64>| o.recovery.iter().map(f).try_fold(0, |m, t| t.map(|t| m.max(t)));
+        let (f, s) = (worst(|r| r.failover_ms), worst(|r| r.survivor_ms));
+        let show = |v: Option<u64>| v.map_or("never".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));
+        println!(
+            "{} seed {seed}: failover {}, survivor {}, longest gap {:.2} s",
+            if o.passed() { "ok  " } else { "FAIL" },
+            show(f),
+            show(s),
+            o.checks.rto_ms as f64 / 1000.0
+        );
+        match f {
+            Some(ms) => failover.push(ms),
+            None if !o.recovery.is_empty() => never += 1,
+            None => {}
+        }
+        survivor.extend(s);
+        gap.push(o.checks.rto_ms);
+        if !o.passed() {
+            let dir = out.join(format!("seed-{seed}"));
+            let info = RunInfo { commit: COMMIT.into(), wall_s: 0.0, reproduce };
+            report::write(&dir, o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
+            failing.push(*seed);
+        }
+    }
+    for v in [&mut failover, &mut survivor, &mut gap] {
+        v.sort_unstable();
+    }
+    let line = |name: &str, v: &[u64]| {
+        println!(
+            "{name:<12} p50 {:.2} s   p99 {:.2} s   max {:.2} s   ({} runs)",
+            quantile(v, 0.5) as f64 / 1000.0,
+            quantile(v, 0.99) as f64 / 1000.0,
+            v.last().copied().unwrap_or(0) as f64 / 1000.0,
+            v.len()
+        )
+    };
+    line("failover", &failover);
+    if never > 0 {
+        println!("             + {never} runs where a crashed site's shard was never written elsewhere");
+    }
+    line("survivor", &survivor);
+    line("longest gap", &gap);
+    println!("{} seeds: {} failing{}", results.len(), failing.len(), if failing.is_empty() { String::new() } else { format!(" ({failing:?})") });
+    Ok(failing.is_empty())
+}
+
 fn one(s: &Scenario, seed: u64, reproduce: String, out: &std::path::Path) -> anyhow::Result<bool> {
     let started = Instant::now();
     let o = drill::run(s, seed, Safety::Intact).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -141,6 +237,10 @@ fn one(s: &Scenario, seed: u64, reproduce: String, out: &std::path::Path) -> any
         }
     }
     println!("RTO {:.1} s (objective {} s), lost {} (objective {})", o.checks.rto_ms as f64 / 1000.0, s.objectives.rto_s, o.checks.lost.len(), s.objectives.rpo_entries);
+    for r in &o.recovery {
+        let show = |v: Option<u64>| v.map_or("never".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));
+        println!("crash of {} at {:.1} s: its {} shards written elsewhere after {}; the others' own writes after {}", r.site, r.at_ms as f64 / 1000.0, r.shards, show(r.failover_ms), show(r.survivor_ms));
+    }
     println!("{}: report in {}", if o.passed() { "PASS" } else { "FAIL" }, out.display());
     if !out.join("report.md").exists() {
         bail!("the report was not written");

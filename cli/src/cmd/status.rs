@@ -40,6 +40,10 @@ struct Report {
     /// Per site, per controller that answered: milliseconds since that
     /// controller last heard the site's replicator (null: never).
     health: BTreeMap<String, tandem_controller::detect::Vantage>,
+    /// The leader's verdict per site that owns shards: "" if an automatic
+    /// failover would go ahead were it lost now, else why not; null when
+    /// the leader did not answer.
+    auto_failover: Option<BTreeMap<String, String>>,
 }
 
 /// A heartbeat older than this is shown as stale: the replicator is down or
@@ -81,8 +85,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|r| r.site.clone())
         .or_else(|| first.raft.leader_site.clone());
 
+    let auto_failover = leader.as_ref().and_then(|l| statuses.get(l)).map(|s| s.auto_failover.clone());
     let report = Report {
         answered_by,
+        auto_failover,
         leader,
         nodes,
         shard_counts: cluster.shard_counts(),
@@ -99,6 +105,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// "automatic failover: a available; b UNAVAILABLE: <why>", from the leader.
+fn auto_failover_line(verdicts: Option<&BTreeMap<String, String>>, has_leader: bool) -> String {
+    let Some(v) = verdicts.filter(|_| has_leader) else {
+        return "automatic failover: UNAVAILABLE: no leader answered (it is decided by the controller leader)\n".into();
+    };
+    if v.is_empty() {
+        return "automatic failover: no active site owns shards with an in-city peer\n".into();
+    }
+    let parts: Vec<String> =
+        v.iter().map(|(site, why)| if why.is_empty() { format!("{site} available") } else { format!("{site} UNAVAILABLE: {why}") }).collect();
+    format!("automatic failover: {}\n", parts.join("; "))
+}
+
+/// One unfinished move, with its kind and age, and what becomes of it.
+fn draining_line(from: &str, to: &str, drain: Option<&tandem_controller::state::Drain>, shards: &[u32], now_unix_ms: u64) -> String {
+    let what = tandem_controller::ops::describe_shards(shards);
+    let Some(d) = drain else {
+        return format!(
+            "\nSWITCHOVER IN PROGRESS: {what} of {from} draining towards {to}; writes to them are paused \
+             (`tandem switchover --from {from} --to {to} --cancel` if it was interrupted)\n"
+        );
+    };
+    let age_s = now_unix_ms.saturating_sub(d.at_unix_ms) / 1000;
+    let kind = d.kind.as_str().to_uppercase();
+    let then = match d.kind {
+        tandem_controller::state::MoveKind::Failover => "moves them (or undoes the fence)",
+        tandem_controller::state::MoveKind::Switchover => "cancels the drain",
+    };
+    let left_s = d.deadline_unix_ms.saturating_sub(now_unix_ms) / 1000;
+    let when = if left_s == 0 { "now: its driver has not finished it".to_string() } else { format!("in {left_s} s if its driver has not finished by then") };
+    format!("\n{kind} IN PROGRESS for {age_s} s: {what} of {from} drained towards {to}; writes to them are paused; the leader {then} {when}\n")
+}
+
 fn render(r: &Report) -> String {
     let c = &r.cluster;
     let mut out = String::new();
@@ -113,12 +152,14 @@ fn render(r: &Report) -> String {
         "auto-failover off"
     };
     out.push_str(&format!(
-        "generation {}   shards {}   automatic actions: {}   leader: {}\n\n",
+        "generation {}   shards {}   automatic actions: {}   leader: {}\n",
         c.generation,
         c.shards.len(),
         actions,
         r.leader.as_deref().unwrap_or("NONE (no quorum?)"),
     ));
+    out.push_str(&auto_failover_line(r.auto_failover.as_ref(), r.leader.is_some()));
+    out.push('\n');
     let rows: Vec<Vec<String>> = r
         .nodes
         .iter()
@@ -143,27 +184,28 @@ fn render(r: &Report) -> String {
     out.push_str(&table(&["SITE", "CITY", "ROLE", "RAFT", "TERM", "APPLIED", "SHARDS", "ADDR"], &rows));
     out.push('\n');
     // Shards being drained: writes to them are refused until the move.
-    let mut draining: std::collections::BTreeMap<(String, String), Vec<u32>> = Default::default();
+    let mut draining: std::collections::BTreeMap<(String, String, Option<tandem_controller::state::Drain>), Vec<u32>> = Default::default();
     for (n, s) in c.shards.iter().enumerate() {
         if let Some(to) = &s.moving_to {
-            draining.entry((s.owner.clone(), to.clone())).or_default().push(n as u32);
+            draining.entry((s.owner.clone(), to.clone(), s.drain.clone())).or_default().push(n as u32);
         }
     }
-    for ((from, to), shards) in draining {
-        out.push_str(&format!(
-            "\nSWITCHOVER IN PROGRESS: {} of {from} draining towards {to}; writes to them are paused \
-             (`tandem switchover --from {from} --to {to} --cancel` if it was interrupted)\n",
-            tandem_controller::ops::describe_shards(&shards)
-        ));
+    for ((from, to, drain), shards) in draining {
+        out.push_str(&draining_line(&from, &to, drain.as_ref(), &shards, r.now_unix_ms));
     }
     if !c.pairs.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = c
             .pairs
             .iter()
-            .map(|p| vec![format!("{} <-> {}", p.site_a, p.site_b), p.mode.as_str().to_string(), p.state_id.to_string()])
+            .flat_map(|p| {
+                [&p.site_a, &p.site_b].map(|from| {
+                    let since = p.direction(from).filter(|d| d.since_seq > 0).map_or(String::new(), |d| format!("{from}'s entry {}", d.since_seq));
+                    vec![format!("{from} -> {}", p.partner(from)), p.outgoing(from).as_str().to_string(), since, p.state_id.to_string()]
+                })
+            })
             .collect();
-        out.push_str(&table(&["IN-CITY PAIR", "MODE", "STATE ID"], &rows));
+        out.push_str(&table(&["IN-CITY REPLICATION", "MODE", "PEER MAY LACK FROM", "STATE ID"], &rows));
         out.push('\n');
     }
     if !r.replicators.is_empty() {
@@ -182,7 +224,7 @@ fn render(r: &Report) -> String {
                 let mut row = vec![site.clone()];
                 row.extend(observers.iter().map(|o| match seen.get(o).copied().flatten() {
                     None => "NEVER".to_string(),
-                    Some(ms) if ms > c.policy.down_after_s * 1000 => format!("LOST {}s", ms / 1000),
+                    Some(ms) if ms > c.policy.down_after_ms => format!("LOST {}s", ms / 1000),
                     Some(ms) => format!("ok {:.1}s", ms as f64 / 1000.0),
                 }));
                 row

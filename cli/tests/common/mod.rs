@@ -401,6 +401,18 @@ impl Cluster {
         run_bounded(self.cli().args(args).env("TANDEM_CONTROLLERS", self.controllers(sites)))
     }
 
+    /// Starts `tandem args...` against the controllers of `sites` without
+    /// waiting for it, its stdout piped (to kill it half-way).
+    pub fn spawn_tandem(&self, sites: &[&str], args: &[&str]) -> std::process::Child {
+        self.cli()
+            .args(args)
+            .env("TANDEM_CONTROLLERS", self.controllers(sites))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs `tandem contract ...` against `site`'s replicator.
     pub fn contract(&self, site: &str, args: &[&str]) -> Output {
         run_bounded(

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Applied;
-use crate::state::{ClusterState, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole};
+use crate::state::{ClusterState, Policy, ReplicationPair, Shard, Site, SiteRole};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootstrapSpec {
@@ -34,20 +34,14 @@ pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
         .map(|i| {
             // Contiguous ranges: shard i goes to active site floor(i * owners / n).
             let owner = active[(i * owners / n) as usize];
-            Shard { owner: owner.name.clone(), epoch: 1, moving_to: None }
+            Shard::new(&owner.name, 1)
         })
         .collect();
     state.pairs = Vec::new();
     for (i, a) in active.iter().enumerate() {
         for b in &active[i + 1..] {
             if a.city == b.city {
-                state.pairs.push(ReplicationPair {
-                    site_a: a.name.clone(),
-                    site_b: b.name.clone(),
-                    mode: ReplicationMode::Sync,
-                    state_id: 1,
-                    clean: Vec::new(),
-                });
+                state.pairs.push(ReplicationPair::new_sync(&a.name, &b.name));
             }
         }
     }
@@ -118,7 +112,7 @@ mod tests {
         assert!(state.shards.iter().all(|s| s.epoch == 1));
         assert_eq!(state.pairs.len(), 1);
         assert_eq!((state.pairs[0].site_a.as_str(), state.pairs[0].site_b.as_str()), ("a", "b"));
-        assert_eq!(state.pairs[0].mode, ReplicationMode::Sync);
+        assert_eq!(state.pairs[0].mode, crate::state::ReplicationMode::Sync);
         assert_eq!(state.generation, 1);
     }
 

@@ -85,7 +85,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Pause => pause::apply(state, true),
         Command::Resume => pause::apply(state, false),
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
-        Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms),
+        Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms, log_index),
         Command::Event { what, result } => Applied { what: what.clone(), result: result.clone(), changed: false },
         Command::SetSiteRole(spec) => site_role::apply(state, spec),
     };

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Applied;
-use crate::state::{ClusterState, SiteRole};
+use crate::state::{ClusterState, Drain, MoveKind, SiteRole};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -62,6 +62,22 @@ pub struct ShardMoveSpec {
     /// the pair left sync meanwhile).
     #[serde(default)]
     pub require_sync: bool,
+    /// `drain` only: which operation drains, and how long its driver may
+    /// take before the leader finishes or undoes it (0: [`default_deadline_ms`]).
+    #[serde(default)]
+    pub kind: MoveKind,
+    #[serde(default)]
+    pub deadline_ms: u64,
+}
+
+/// How long a drain's driver gets before the leader takes it over, when the
+/// driver does not say: a failover only waits out one write lease; a
+/// switchover waits for the target to catch up (the CLI's default is 60 s).
+pub fn default_deadline_ms(kind: MoveKind) -> u64 {
+    match kind {
+        MoveKind::Failover => 15_000,
+        MoveKind::Switchover => 120_000,
+    }
 }
 
 /// "3 shards (0-1, 7)" for the audit log.
@@ -81,7 +97,7 @@ pub fn describe_shards(shards: &[u32]) -> String {
     format!("{} shard{} ({})", shards.len(), if shards.len() == 1 { "" } else { "s" }, ranges.join(", "))
 }
 
-pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: u64) -> Applied {
+pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: u64, log_index: u64) -> Applied {
     let what = format!("{} {} from {} to {}", spec.step.as_str(), describe_shards(&spec.shards), spec.from, spec.to);
     let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false };
     if spec.shards.is_empty() {
@@ -102,12 +118,21 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
         }
     }
     if spec.step == MoveStep::Move && spec.require_sync {
-        let pair = state.pairs.iter().find(|p| {
-            (p.site_a == spec.from && p.site_b == spec.to) || (p.site_a == spec.to && p.site_b == spec.from)
-        });
-        match pair {
-            Some(p) if p.mode == crate::state::ReplicationMode::Sync => {}
-            Some(p) => return refuse(format!("the pair left sync mode (now {}, state id {}): {} may be missing writes", p.mode.as_str(), p.state_id, spec.to)),
+        // Lossless only while every write `from` acknowledged reached `to`:
+        // the direction from -> to must still be sync (the other direction
+        // says nothing about what `to` holds).
+        match state.pairs.iter().find(|p| p.joins(&spec.from, &spec.to)) {
+            Some(p) if p.outgoing(&spec.from) == crate::state::ReplicationMode::Sync => {}
+            Some(p) => {
+                return refuse(format!(
+                    "replication {} -> {} left sync mode ({}, state id {}): {} may be missing writes",
+                    spec.from,
+                    spec.to,
+                    p.describe(),
+                    p.state_id,
+                    spec.to
+                ))
+            }
             None => return refuse(format!("{} and {} are not an in-city pair", spec.from, spec.to)),
         }
     }
@@ -142,12 +167,20 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
     for &n in &spec.shards {
         let shard = &mut state.shards[n as usize];
         match spec.step {
-            MoveStep::Drain => shard.moving_to = Some(spec.to.clone()),
-            MoveStep::Cancel => shard.moving_to = None,
+            MoveStep::Drain => {
+                shard.moving_to = Some(spec.to.clone());
+                let deadline_ms = if spec.deadline_ms > 0 { spec.deadline_ms } else { default_deadline_ms(spec.kind) };
+                shard.drain = Some(Drain { kind: spec.kind, at_unix_ms, deadline_unix_ms: at_unix_ms.saturating_add(deadline_ms), log_index });
+            }
+            MoveStep::Cancel => {
+                shard.moving_to = None;
+                shard.drain = None;
+            }
             MoveStep::Move => {
                 shard.owner = spec.to.clone();
                 shard.epoch += 1;
                 shard.moving_to = None;
+                shard.drain = None;
                 epochs.push(shard.epoch);
             }
         }
@@ -186,6 +219,8 @@ mod tests {
             require_drained: true,
             automatic: false,
             require_sync: false,
+            kind: MoveKind::Switchover,
+            deadline_ms: 0,
         }
     }
 
@@ -193,16 +228,23 @@ mod tests {
     fn a_lossless_move_is_refused_once_the_pair_left_sync() {
         let mut s = state();
         apply_at(&mut s, &spec(MoveStep::Drain, &[0]));
-        s.pairs[0].mode = crate::state::ReplicationMode::Async;
+        // b -> a async (b's own writes) says nothing about what b holds of a's.
+        s.pairs[0].set_outgoing("b", crate::state::ReplicationMode::Async, 3);
         let mut m = spec(MoveStep::Move, &[0]);
         m.require_sync = true;
         let r = apply_at(&mut s, &m);
-        assert!(!r.changed && r.result.contains("left sync mode"), "{}", r.result);
-        assert_eq!(s.shards[0].owner, "a");
+        assert!(r.changed, "{}", r.result);
+        apply_at(&mut s, &spec(MoveStep::Drain, &[1]));
+        s.pairs[0].set_outgoing("a", crate::state::ReplicationMode::Async, 9);
+        let mut m = spec(MoveStep::Move, &[1]);
+        m.require_sync = true;
+        let r = apply_at(&mut s, &m);
+        assert!(!r.changed && r.result.contains("left sync mode") && r.result.contains("a -> b async since a's entry 9"), "{}", r.result);
+        assert_eq!((s.shards[0].owner.as_str(), s.shards[1].owner.as_str()), ("b", "a"));
     }
 
     fn apply_at(s: &mut ClusterState, spec: &ShardMoveSpec) -> Applied {
-        apply(s, spec, 1_000)
+        apply(s, spec, 1_000, 7)
     }
 
     #[test]

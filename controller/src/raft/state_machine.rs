@@ -310,6 +310,7 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
         s.owner = r.site.clone();
         s.epoch += 1;
         s.moving_to = None;
+        s.drain = None;
     }
     for (name, s) in c.sites.iter_mut() {
         s.role = if *name == r.site { crate::state::SiteRole::Active } else { crate::state::SiteRole::Fenced };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use tandem_proto::control as pb;
 
 use crate::health::{LinkLag, ReplicatorHealth};
-use crate::state::{AuditEntry, ClusterState, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole};
+use crate::state::{AuditEntry, ClusterState, Direction, Drain, MoveKind, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole};
 use crate::status::{NodeStatus, RaftStatus};
 
 /// A reply that does not describe a valid state.
@@ -48,7 +48,16 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                 .shards
                 .iter()
                 .enumerate()
-                .map(|(i, s)| pb::ShardView { shard: i as u32, owner: s.owner.clone(), epoch: s.epoch, moving_to: s.moving_to.clone().unwrap_or_default() })
+                .map(|(i, s)| pb::ShardView {
+                    shard: i as u32,
+                    owner: s.owner.clone(),
+                    epoch: s.epoch,
+                    moving_to: s.moving_to.clone().unwrap_or_default(),
+                    drain_kind: s.drain.as_ref().map_or(String::new(), |d| d.kind.as_str().into()),
+                    drain_at_unix_ms: s.drain.as_ref().map_or(0, |d| d.at_unix_ms),
+                    drain_deadline_unix_ms: s.drain.as_ref().map_or(0, |d| d.deadline_unix_ms),
+                    drain_log_index: s.drain.as_ref().map_or(0, |d| d.log_index),
+                })
                 .collect(),
             pairs: c
                 .pairs
@@ -58,7 +67,11 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                     site_b: p.site_b.clone(),
                     mode: p.mode.as_str().into(),
                     state_id: p.state_id,
-                    clean: p.clean.clone(),
+                    directions: p
+                        .directions
+                        .iter()
+                        .map(|d| pb::DirectionView { from: d.from.clone(), mode: d.mode.as_str().into(), state_id: d.state_id, since_seq: d.since_seq })
+                        .collect(),
                 })
                 .collect(),
             policy: Some(pb::PolicyView {
@@ -67,7 +80,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                 cooldown_s: c.policy.cooldown_s,
                 lag_entries_max: c.policy.lag_entries_max,
                 lag_s_max: c.policy.lag_s_max,
-                down_after_s: c.policy.down_after_s,
+                down_after_ms: c.policy.down_after_ms,
             }),
             audit_len: c.audit_len,
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
@@ -75,6 +88,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
         }),
         replicators: s.replicators.iter().map(replicator_to_pb).collect(),
         now_unix_ms: s.now_unix_ms,
+        auto_failover: s.auto_failover.clone().into_iter().collect(),
     }
 }
 
@@ -126,12 +140,23 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
         if s.shard as usize != i {
             return Err(Malformed(format!("shard list out of order at {i}")));
         }
-        shards.push(Shard { owner: s.owner, epoch: s.epoch, moving_to: (!s.moving_to.is_empty()).then_some(s.moving_to) });
+        let drain = if s.drain_kind.is_empty() {
+            None
+        } else {
+            let kind = MoveKind::parse(&s.drain_kind).ok_or_else(|| Malformed(format!("unknown drain kind {:?}", s.drain_kind)))?;
+            Some(Drain { kind, at_unix_ms: s.drain_at_unix_ms, deadline_unix_ms: s.drain_deadline_unix_ms, log_index: s.drain_log_index })
+        };
+        shards.push(Shard { owner: s.owner, epoch: s.epoch, moving_to: (!s.moving_to.is_empty()).then_some(s.moving_to), drain });
     }
     let mut pairs = Vec::new();
     for p in c.pairs {
         let mode = ReplicationMode::parse(&p.mode).ok_or_else(|| Malformed(format!("unknown replication mode {:?}", p.mode)))?;
-        pairs.push(ReplicationPair { site_a: p.site_a, site_b: p.site_b, mode, state_id: p.state_id, clean: p.clean });
+        let mut directions = Vec::new();
+        for d in p.directions {
+            let dmode = ReplicationMode::parse(&d.mode).ok_or_else(|| Malformed(format!("unknown replication mode {:?}", d.mode)))?;
+            directions.push(Direction { from: d.from, mode: dmode, state_id: d.state_id, since_seq: d.since_seq });
+        }
+        pairs.push(ReplicationPair { site_a: p.site_a, site_b: p.site_b, mode, state_id: p.state_id, directions });
     }
     Ok(NodeStatus {
         raft: RaftStatus {
@@ -157,7 +182,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
                 cooldown_s: p.cooldown_s,
                 lag_entries_max: p.lag_entries_max,
                 lag_s_max: p.lag_s_max,
-                down_after_s: p.down_after_s,
+                down_after_ms: p.down_after_ms,
             },
             audit_len: c.audit_len,
             audit_head: c.audit_head,
@@ -165,6 +190,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
         },
         replicators: reply.replicators.into_iter().map(replicator_from_pb).collect(),
         now_unix_ms: reply.now_unix_ms,
+        auto_failover: reply.auto_failover.into_iter().collect(),
     })
 }
 
@@ -238,6 +264,7 @@ mod tests {
                 view_index: 9,
             }],
             now_unix_ms: 12,
+            auto_failover: [("a".to_string(), String::new()), ("b".to_string(), "pair b -> a async".to_string())].into(),
         };
         assert_eq!(status_from_pb(status_to_pb(&status)).unwrap(), status);
     }
@@ -259,6 +286,7 @@ mod tests {
             cluster: ClusterState::default(),
             replicators: Vec::new(),
             now_unix_ms: 0,
+            auto_failover: Default::default(),
         });
         reply.cluster.as_mut().unwrap().sites.push(pb::SiteView { role: "boss".into(), ..Default::default() });
         assert!(status_from_pb(reply).unwrap_err().to_string().contains("boss"));

@@ -35,7 +35,7 @@ use crate::health::HealthBoard;
 use crate::node::node_status;
 use crate::state::SiteRole;
 use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec, SiteRoleSpec};
-use crate::state::ReplicationMode;
+use crate::state::{MoveKind, ReplicationMode};
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
 use tandem_proto::control::control_client::ControlClient;
@@ -90,6 +90,10 @@ pub struct ControlService {
     /// To reach the leader when forwarding.
     transport: tandem_net::Transport,
     refusals: Refusals,
+    /// Lease grants of this node as leader; every move waits them out.
+    leases: crate::lease::LeaseBook,
+    /// Only the drill's deliberately broken build turns this off.
+    hold_moves: bool,
 }
 
 impl ControlService {
@@ -104,7 +108,69 @@ impl ControlService {
         transport: tandem_net::Transport,
         refusals: Refusals,
     ) -> Self {
-        Self { raft, state, health, site, node_id, clock, commit_timeout, transport, refusals }
+        Self { raft, state, health, site, node_id, clock, commit_timeout, transport, refusals, leases: Default::default(), hold_moves: true }
+    }
+
+    /// Shares `leases` with the node's detector; `hold_moves: false` lets
+    /// moves commit without waiting out the old owner's lease (the drill's
+    /// deliberately broken build only, to prove its checks catch it).
+    pub fn with_leases(mut self, leases: crate::lease::LeaseBook, hold_moves: bool) -> Self {
+        self.leases = leases;
+        self.hold_moves = hold_moves;
+        self
+    }
+
+    /// This node's current term, if it believes it leads.
+    fn leading_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.node_id)).then_some(m.current_term)
+    }
+
+    /// Holds a shard move until the old owner can no longer write the
+    /// shards (the rule and its argument are in [`crate::lease`]): it has
+    /// reported a view that includes their drain, or every lease it may
+    /// hold with an older state has surely run out. Returns how long it
+    /// waited. On a follower it returns at once (the proposal is refused
+    /// with the leader's address, and the leader holds it).
+    async fn hold_move(&self, spec: &ShardMoveSpec) -> Duration {
+        let started = tokio::time::Instant::now();
+        if !self.hold_moves {
+            return Duration::ZERO;
+        }
+        loop {
+            let cluster = self.state.cluster();
+            // The drain this move completes: the newest among the shards'
+            // (a shard not drained, or drained by an older build: every
+            // grant counts).
+            let drain_index = spec
+                .shards
+                .iter()
+                .map(|n| {
+                    cluster
+                        .shards
+                        .get(*n as usize)
+                        .filter(|s| s.moving_to.as_deref() == Some(spec.to.as_str()))
+                        .and_then(|s| s.drain.as_ref())
+                        .map_or(u64::MAX, |d| if d.log_index > 0 { d.log_index } else { u64::MAX })
+                })
+                .max()
+                .unwrap_or(u64::MAX);
+            let sees_drain =
+                drain_index != u64::MAX && self.health.snapshot().iter().any(|h| h.site == spec.from && h.view_index >= drain_index);
+            if sees_drain {
+                return started.elapsed();
+            }
+            let Some(term) = self.leading_term() else { return started.elapsed() };
+            self.leases.leading(term);
+            let Some(expiry) = self.leases.expiry(&spec.from, drain_index) else { return started.elapsed() };
+            let now = tokio::time::Instant::now();
+            if now >= expiry {
+                return started.elapsed();
+            }
+            // Look again soon: the old owner may report the drain first.
+            tokio::time::sleep((expiry - now).min(Duration::from_millis(50))).await;
+        }
     }
 
     /// Refuses (and audits) a call whose caller lacks `need`.
@@ -260,20 +326,26 @@ impl Control for ControlService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         self.authorize(&req, "status", Need::Role(Role::Viewer))?;
         let forward = wants_forwarding(&req);
-        if req.into_inner().linearizable {
+        let r = req.into_inner();
+        let mut term = None;
+        if r.linearizable {
             if let Err(refusal) = self.confirm_leadership().await {
                 return match leader_addr(&refusal) {
                     Some(addr) if forward => {
-                        let reply = self
-                            .forward(&addr, |mut c| async move { c.status(forwarded_request(pb::StatusRequest { linearizable: true })).await })
-                            .await?;
+                        let reply = self.forward(&addr, |mut c| async move { c.status(forwarded_request(r)).await }).await?;
                         Ok(Response::new(reply))
                     }
                     _ => Err(refusal),
                 };
             }
+            term = self.leading_term();
         }
         let status = node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id);
+        // A write lease is granted by this answer: record it before it leaves.
+        if let Some(term) = term.filter(|_| !r.no_lease) {
+            let site = if r.lease_for.is_empty() { crate::lease::ANY_SITE } else { r.lease_for.as_str() };
+            self.leases.granted(term, site, status.raft.last_applied_index);
+        }
         Ok(Response::new(convert::status_to_pb(&status)))
     }
 
@@ -310,7 +382,7 @@ impl Control for ControlService {
         let r = req.into_inner();
         let mode = ReplicationMode::parse(&r.mode)
             .ok_or_else(|| Status::invalid_argument(format!("unknown replication mode {:?}: use sync, async or sync-recover", r.mode)))?;
-        let spec = PairModeSpec { site: r.site, peer: r.peer, expect_state_id: r.expect_state_id, mode };
+        let spec = PairModeSpec { site: r.site, peer: r.peer, expect_state_id: r.expect_state_id, mode, since_seq: r.since_seq };
         let request = self.request(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why })?;
         match self.propose_request(request.clone()).await {
             Err(refusal) if forward => match leader_addr(&refusal) {
@@ -440,7 +512,16 @@ impl Control for ControlService {
             require_drained: r.require_drained,
             automatic: r.automatic,
             require_sync: r.require_sync,
+            kind: MoveKind::parse(&r.kind)
+                .ok_or_else(|| Status::invalid_argument(format!("unknown shard move kind {:?}: use switchover or failover", r.kind)))?,
+            deadline_ms: r.deadline_ms,
         };
+        if spec.step == MoveStep::Move {
+            let held = self.hold_move(&spec).await;
+            if !held.is_zero() {
+                tracing::info!(from = %spec.from, to = %spec.to, held_ms = held.as_millis() as u64, "move held until the old owner's lease ran out");
+            }
+        }
         self.propose(Command::ShardMove(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
     }
 }
