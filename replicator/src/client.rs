@@ -89,11 +89,25 @@ pub struct ReplicatorClient {
     /// before the server's larger windows and frames are known). Dropped
     /// when a call finds the replicator unreachable.
     channels: std::sync::Mutex<std::collections::BTreeMap<String, Channel>>,
+    /// Replicators that did not answer, and when: an owner redirect to one
+    /// of them within [`SILENT_FOR`] fails at once instead of waiting out
+    /// another connect timeout (the sites that redirect to a dead owner
+    /// until the failover reaches them would each cost one).
+    silent: std::sync::Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
 }
+
+/// How long a replicator that did not answer is not followed to.
+const SILENT_FOR: Duration = Duration::from_secs(1);
 
 impl ReplicatorClient {
     pub fn new(transport: Transport, call_timeout: Duration) -> Self {
-        Self { transport, call_timeout, channels: Default::default() }
+        Self { transport, call_timeout, channels: Default::default(), silent: Default::default() }
+    }
+
+    /// When `addr` last did not answer, if within [`SILENT_FOR`].
+    fn recently_silent(&self, addr: &str) -> Option<Duration> {
+        let silent = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        silent.get(addr).map(|t| t.elapsed()).filter(|e| *e < SILENT_FOR)
     }
 
     fn client(&self, addr: &str) -> Result<ContractsClient<Channel>, ClientError> {
@@ -122,6 +136,11 @@ impl ReplicatorClient {
     fn noted<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
         if let Err(ClientError::Unreachable { addr, .. }) = &r {
             self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
+            // Not refreshed by a redirect refused without trying: the
+            // replicator is tried again once SILENT_FOR has passed.
+            if self.recently_silent(addr).is_none() {
+                self.silent.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.clone(), tokio::time::Instant::now());
+            }
         }
         r
     }
@@ -149,6 +168,10 @@ impl ReplicatorClient {
 
     async fn put_following_owner(&self, addr: &str, header: &PutHeader, files: &[(String, Body)]) -> Result<pb::PutReply, ClientError> {
         match self.put_once(addr, header, files).await {
+            Err(PutError::NotOwner(owner, _)) if owner != addr && self.recently_silent(&owner).is_some() => {
+                let ago = self.recently_silent(&owner).unwrap_or_default();
+                Err(ClientError::Unreachable { addr: owner, reason: format!("not tried: it did not answer {} ms ago", ago.as_millis()) })
+            }
             Err(PutError::NotOwner(owner, _)) if owner != addr => match self.put_once(&owner, header, files).await {
                 Ok(r) => Ok(r),
                 // The owner named by the first site names another: their

@@ -88,11 +88,19 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
     c.client("client", async move { workload::run(w, end, h, t).await });
     c.set_latency("client", "c", Duration::from_millis(scenario.links.dr_ms));
 
+    // Sites lost to a crash, and when (for the recovery figures).
+    let mut crashes: Vec<(String, u64)> = Vec::new();
     for (i, step) in scenario.ordered_timeline().into_iter().enumerate() {
         let at = start + Duration::from_secs_f64(step.at_s);
         while c.elapsed() < at {
             c.step()?;
         }
+        let crashed = match &step.event {
+            Event::Crash { site } => c.is_up(site).then(|| site.clone()),
+            Event::CrashLeader => leader(&c.views()).map(|(site, _)| site),
+            _ => None,
+        };
+        crashes.extend(crashed.map(|s| (s, c.elapsed().as_millis() as u64)));
         let what = step.event.describe();
         c.trace().record(c.elapsed(), &what);
         apply(&mut c, &step.event, i, &log)?;
@@ -137,7 +145,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         scenario.objectives.rpo_entries,
     );
     let mut checks = checks;
-    let recovery = crate::recovery::after_crashes(scenario, start.as_millis() as u64, &ops);
+    let recovery = crate::recovery::after_crashes(&crashes, &ops);
     if let Some(objective) = scenario.objectives.failover_ms {
         let late: Vec<String> = recovery
             .iter()

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::scenario::{Event, Scenario};
 use crate::workload::{Op, OpKind};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -35,19 +34,17 @@ pub struct CrashRecovery {
     pub survivor_ms: Option<u64>,
 }
 
-/// One entry per crash in `scenario`'s timeline (at `start_ms` of the run).
-pub fn after_crashes(scenario: &Scenario, start_ms: u64, ops: &[Op]) -> Vec<CrashRecovery> {
+/// One entry per crash: (site, simulated ms of the crash).
+pub fn after_crashes(crashes: &[(String, u64)], ops: &[Op]) -> Vec<CrashRecovery> {
     let mut acked: Vec<(&Op, &crate::workload::Ack)> =
         ops.iter().filter(|o| o.kind == OpKind::Put).filter_map(|o| o.result.as_ref().ok().map(|a| (o, a))).collect();
     acked.sort_by_key(|(o, _)| (o.done_ms, o.n));
     let mut out = Vec::new();
-    for step in scenario.ordered_timeline() {
-        let Event::Crash { site } = &step.event else { continue };
-        let at_ms = start_ms + (step.at_s * 1000.0) as u64;
+    for (site, at_ms) in crashes {
+        let at_ms = *at_ms;
         // Who last wrote each shard before the crash.
         let mut writer: BTreeMap<u32, &str> = BTreeMap::new();
-        for (o, a) in acked.iter().filter(|(o, _)| o.done_ms < at_ms) {
-            let _ = o;
+        for (_, a) in acked.iter().filter(|(o, _)| o.done_ms < at_ms) {
             writer.insert(a.shard, a.origin.as_str());
         }
         let first_after = |shard: u32, other_than: Option<&str>| {
@@ -82,14 +79,12 @@ mod tests {
         Op { n, kind: OpKind::Put, tenant: "t".into(), contract_id: format!("c{n}"), sent_ms: done_ms, done_ms, result: Ok(ack) }
     }
 
-    fn scenario() -> Scenario {
-        let text = "name = \"x\"\nduration_s = 60\n[objectives]\nrto_s = 10\n[[timeline]]\nat_s = 10\ndo = \"crash\"\nsite = \"a\"\n";
-        Scenario::parse(text, "x.toml").unwrap()
+    fn crash() -> Vec<(String, u64)> {
+        vec![("a".to_string(), 11_000)]
     }
 
     #[test]
     fn the_slowest_shard_of_the_crashed_site_sets_the_failover_time() {
-        // Run starts at 1 000 ms: the crash is at 11 000 ms.
         let ops = vec![
             put(1, 5_000, 0, "a"),
             put(2, 6_000, 1, "a"),
@@ -98,7 +93,7 @@ mod tests {
             put(5, 12_000, 0, "b"),
             put(6, 13_200, 1, "b"),
         ];
-        let r = after_crashes(&scenario(), 1_000, &ops);
+        let r = after_crashes(&crash(), &ops);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].site.as_str(), r[0].at_ms, r[0].shards), ("a", 11_000, 2));
         assert_eq!(r[0].failover_ms, Some(2_200));
@@ -108,11 +103,11 @@ mod tests {
     #[test]
     fn a_shard_never_written_again_is_never_recovered() {
         let ops = vec![put(1, 5_000, 0, "a"), put(2, 6_000, 1, "a"), put(3, 12_000, 0, "b")];
-        let r = after_crashes(&scenario(), 1_000, &ops);
+        let r = after_crashes(&crash(), &ops);
         assert_eq!(r[0].failover_ms, None, "shard 1 got no write after the crash");
         // A write acknowledged by the crashed site itself (after a restart)
         // is not a failover.
         let ops = vec![put(1, 5_000, 0, "a"), put(2, 30_000, 0, "a")];
-        assert_eq!(after_crashes(&scenario(), 1_000, &ops)[0].failover_ms, None);
+        assert_eq!(after_crashes(&crash(), &ops)[0].failover_ms, None);
     }
 }

@@ -84,6 +84,7 @@ library! {
     steady_ten_minutes => "steady-ten-minutes",
     busy_survivor_power_loss => "busy-survivor-power-loss",
     failover_target_lost => "failover-target-lost",
+    leader_site_power_loss => "leader-site-power-loss",
 }
 
 // The busy survivor: b recorded its own direction async, and a's shards
