@@ -62,7 +62,7 @@ impl Evidence {
     pub fn describe(&self, leader: &str) -> String {
         match self {
             Evidence::Confirmed(others) => format!("the leader ({leader}) and {}", others.join(", ")),
-            Evidence::LeaderOnly => format!("the leader ({leader}) alone: no other controller answered"),
+            Evidence::LeaderOnly => format!("the leader ({leader}) alone: no other controller answered or had heard it"),
         }
     }
 }
@@ -79,21 +79,42 @@ impl Evidence {
 /// leader cannot hear cannot renew its lease through the leader either
 /// (through its own controller's forwarding it could, and then that
 /// controller hears it and vetoes).
-pub fn down_sites(leader: &str, vantage: &BTreeMap<String, Vantage>, down_after_ms: u64) -> Vec<(String, Evidence)> {
-    let lost = |age: &Option<u64>| age.is_none_or(|a| a >= down_after_ms);
+///
+/// A controller that never heard a site has no opinion of it (it may just
+/// have started, or the site's replicator not yet), except the leader once
+/// it has been up for [`NEVER_HEARD_GRACE`] (`leader_heard_long_enough`): a
+/// replicator that never reported in that long is as good as down.
+pub fn down_sites(
+    leader: &str,
+    vantage: &BTreeMap<String, Vantage>,
+    down_after_ms: u64,
+    leader_heard_long_enough: bool,
+) -> Vec<(String, Evidence)> {
     let mut out = Vec::new();
     for (site, seen) in vantage {
-        if !seen.get(leader).is_some_and(lost) {
+        let by_leader = match seen.get(leader) {
+            Some(Some(age)) => *age >= down_after_ms,
+            Some(None) => leader_heard_long_enough,
+            None => false,
+        };
+        if !by_leader {
             continue;
         }
-        if seen.iter().any(|(observer, age)| observer != leader && !lost(age)) {
+        // Observers other than the leader that have an opinion: lost or not.
+        let opinions: Vec<(&String, u64)> = seen.iter().filter(|(o, _)| *o != leader).filter_map(|(o, age)| age.map(|a| (o, a))).collect();
+        if opinions.iter().any(|(_, age)| *age < down_after_ms) {
             continue;
         }
-        let others: Vec<String> = seen.keys().filter(|o| *o != leader && *o != site).cloned().collect();
+        let others: Vec<String> = opinions.iter().filter(|(o, _)| *o != site).map(|(o, _)| (*o).clone()).collect();
         out.push((site.clone(), if others.is_empty() { Evidence::LeaderOnly } else { Evidence::Confirmed(others) }));
     }
     out
 }
+
+/// How long a leader must have been up before a site it never heard from
+/// counts as down (at a cluster's start the replicators come up after the
+/// controllers).
+pub const NEVER_HEARD_GRACE: Duration = Duration::from_secs(10);
 
 /// Per active site that owns shards and has an in-city peer: "" if its
 /// automatic failover would go ahead were it lost now, else the planner's
@@ -127,6 +148,8 @@ pub struct Detector {
     pub probe: ControlClient,
     /// Told when this node leads, so lease waits start at the election.
     pub leases: crate::lease::LeaseBook,
+    /// When this node started (its board is empty before).
+    pub started: tokio::time::Instant,
 }
 
 impl Detector {
@@ -136,7 +159,6 @@ impl Detector {
         // Replicators report to every controller, followers included, so a
         // new leader's board is already current: it may judge at once,
         // unless this node itself only just started (it has heard nobody).
-        let started = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(TICK).await;
             let (leader, term) = {
@@ -153,7 +175,7 @@ impl Detector {
             self.leases.leading(term);
             let cluster = self.state.cluster();
             self.health.set_auto_failover(readiness(&cluster, &self.observations()));
-            if !cluster.bootstrapped || started.elapsed() < Duration::from_millis(cluster.policy.down_after_ms) {
+            if !cluster.bootstrapped || self.started.elapsed() < Duration::from_millis(cluster.policy.down_after_ms) {
                 continue;
             }
             self.finish_orphans(&cluster).await;
@@ -195,7 +217,7 @@ impl Detector {
             auto_failover: Default::default(),
         };
         statuses.insert(self.site.clone(), mine);
-        down_sites(&self.site, &vantage_points(&statuses, cluster), cluster.policy.down_after_ms)
+        down_sites(&self.site, &vantage_points(&statuses, cluster), cluster.policy.down_after_ms, self.started.elapsed() >= NEVER_HEARD_GRACE)
     }
 
     fn observations(&self) -> Observations {
@@ -295,7 +317,7 @@ mod tests {
     }
 
     fn down(leader: &str, v: &BTreeMap<String, Vantage>) -> Vec<(String, Evidence)> {
-        down_sites(leader, v, 5_000)
+        down_sites(leader, v, 5_000, true)
     }
 
     #[test]
@@ -308,9 +330,13 @@ mod tests {
         // Lost only by the leader (its link to a is cut): c vetoes.
         let v = vantage(&[("a", &[("b", Some(9_000)), ("c", Some(100))])]);
         assert!(down("b", &v).is_empty());
-        // Never heard of at all by b and c counts as lost.
+        // Never heard of at all: lost for a leader up long enough; c, which
+        // never heard it either, has no opinion.
         let v = vantage(&[("a", &[("b", None), ("c", None)])]);
-        assert_eq!(down("b", &v).len(), 1);
+        assert_eq!(down("b", &v), vec![("a".to_string(), Evidence::LeaderOnly)]);
+        assert!(down_sites("b", &v, 5_000, false).is_empty(), "a leader that just started has heard nobody yet");
+        let v = vantage(&[("a", &[("b", Some(9_000)), ("c", None)])]);
+        assert_eq!(down("b", &v), vec![("a".to_string(), Evidence::LeaderOnly)]);
         // Heard by the leader: not down, whatever the others say.
         let v = vantage(&[("a", &[("b", Some(100)), ("c", Some(9_000))])]);
         assert!(down("b", &v).is_empty());

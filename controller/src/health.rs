@@ -52,8 +52,13 @@ pub struct HealthBoard {
 }
 
 impl HealthBoard {
+    /// A board kept in `store`, starting from what it last kept there: a
+    /// restarted controller then knows when it last heard each site (a
+    /// site it heard before it stopped and not since is judged on that, not
+    /// as never heard).
     pub fn kept_in(store: Arc<dyn tandem_storage::KvStore>) -> Self {
-        Self { board: Arc::default(), store: Some(store), auto: Arc::default() }
+        let kept: BTreeMap<String, ReplicatorHealth> = Self::load(store.as_ref()).into_iter().map(|h| (h.site.clone(), h)).collect();
+        Self { board: Arc::new(Mutex::new(kept)), store: Some(store), auto: Arc::default() }
     }
 
     /// Per site: "" if an automatic failover would go ahead, else why not.

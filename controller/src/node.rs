@@ -229,6 +229,7 @@ impl Node {
                     std::time::Duration::from_millis(300),
                 ),
                 leases,
+                started: tokio::time::Instant::now(),
             }
             .run(),
         );

@@ -143,7 +143,7 @@ impl ControlService {
             // The drain this move completes: the newest among the shards'
             // (a shard not drained, or drained by an older build: every
             // grant counts).
-            let drain_index = spec
+            let drains: Vec<Option<&crate::state::Drain>> = spec
                 .shards
                 .iter()
                 .map(|n| {
@@ -152,12 +152,16 @@ impl ControlService {
                         .get(*n as usize)
                         .filter(|s| s.moving_to.as_deref() == Some(spec.to.as_str()))
                         .and_then(|s| s.drain.as_ref())
-                        .map_or(u64::MAX, |d| if d.log_index > 0 { d.log_index } else { u64::MAX })
+                        .filter(|d| d.log_index > 0)
                 })
-                .max()
-                .unwrap_or(u64::MAX);
-            let sees_drain =
-                drain_index != u64::MAX && self.health.snapshot().iter().any(|h| h.site == spec.from && h.view_index >= drain_index);
+                .collect();
+            let drain_index = drains.iter().map(|d| d.map_or(u64::MAX, |d| d.log_index)).max().unwrap_or(u64::MAX);
+            let drained_at = drains.iter().flatten().map(|d| d.at_unix_ms).max().unwrap_or(u64::MAX);
+            // A report received after the drain, of a view that includes it
+            // (an older one, kept across a restart or from before a DR
+            // activation restarted the log, proves nothing).
+            let sees_drain = drain_index != u64::MAX
+                && self.health.snapshot().iter().any(|h| h.site == spec.from && h.view_index >= drain_index && h.received_at_unix_ms >= drained_at);
             if sees_drain {
                 return started.elapsed();
             }
