@@ -88,6 +88,36 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     assert!(missing.is_empty(), "a got its shards back without: {missing:?}");
 }
 
+// The DR site's controller is stopped, then a's replicator is killed: no
+// second vantage point is left (a's own controller does not count), and
+// detection used to be silently off. Now the leader judges alone, a's
+// shards go to b, the audit log says on what evidence, and status and the
+// leader's /metrics said beforehand that a's failover was available.
+#[test]
+fn without_the_dr_controller_the_leader_still_fails_over() {
+    let mut c = Cluster::new();
+    c.start_all();
+    c.kill("c");
+    let city = ["a", "b"];
+    let status = c.wait_status("the leader reporting a's automatic failover available", &city, |s| {
+        s["auto_failover"]["a"] == "" && s["auto_failover"]["b"] == ""
+    });
+    let leader = status["leader"].as_str().unwrap().to_string();
+    let text = stdout(&c.tandem(&city, &["status"]));
+    assert!(text.contains("automatic failover: a available; b available"), "{text}");
+    let leader_name = format!("{leader}");
+    let metrics = c.wait_for("the leader's /metrics", || c.scrape(&leader_name));
+    let available = metrics.lines().find_map(|l| l.strip_prefix("tandem_auto_failover_available{site=\"a\"} ")?.parse::<f64>().ok());
+    assert_eq!(available, Some(1.0), "{metrics}");
+
+    c.kill_replicator("a");
+    c.wait_status("a's shards at b", &city, |s| s["shard_counts"]["a"] == 0 && s["shard_counts"]["b"] == SHARDS);
+    let moved = audit(&c, &city).into_iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
+    assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
+    let fence = audit(&c, &city).into_iter().find(|e| e["what"].as_str().unwrap() == "drain 32 shards (0-31) from a to b").unwrap();
+    assert!(fence["why"].as_str().unwrap().contains("alone: no other controller"), "{fence}");
+}
+
 // The CLI driving a failover is killed in its lease wait, right after the
 // fence: a's shards are left drained, with no writer. Status shows the
 // failover in progress with its age; the leader finishes it once the
@@ -288,7 +318,11 @@ fn automatic_failover_inside_the_cooldown_is_declined() {
     c.wait_status("b owning every shard", &["b", "c"], |s| s["shard_counts"]["b"] == SHARDS);
     c.start("a");
     c.start_replicator("a");
-    c.wait_status("a reporting again", &SITES, |s| heartbeats_fresh(s) && s["replicators"].as_array().is_some_and(|r| r.len() == 3));
+    // b -> a went async when a was lost; it recovers once a is back, and
+    // only then is the cooldown the one reason left to decline.
+    c.wait_status("a reporting again, both directions in sync", &SITES, |s| {
+        heartbeats_fresh(s) && s["replicators"].as_array().is_some_and(|r| r.len() == 3) && s["cluster"]["pairs"][0]["mode"] == "sync"
+    });
     c.kill_site("b");
     let declined = c.wait_for("the declined failover back to a", || {
         audit(&c, &["a", "c"]).into_iter().find(|e| e["what"].as_str().unwrap_or("").contains("site b down; automatic failover to a declined"))

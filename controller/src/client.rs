@@ -85,6 +85,9 @@ pub struct ControlClient {
     /// next time, so a dead controller early in `addrs` costs one timeout,
     /// not one per call (a failover's steps, a lease renewal every 250 ms).
     leader_hint: std::sync::Mutex<Option<String>>,
+    /// One connection per controller, dropped when a call finds it
+    /// unreachable.
+    channels: std::sync::Mutex<std::collections::BTreeMap<String, tonic::transport::Channel>>,
 }
 
 /// Which controllers to ask, in order. A follower's "not the leader"
@@ -164,7 +167,7 @@ impl ControlClient {
     /// `call_timeout` bounds each call; keep it above the servers' commit
     /// timeout so a slow commit is reported by the server, not cut off here.
     pub fn new(addrs: Vec<String>, transport: Transport, call_timeout: Duration) -> Self {
-        Self { addrs, transport, call_timeout, leader_hint: Default::default() }
+        Self { addrs, transport, call_timeout, leader_hint: Default::default(), channels: Default::default() }
     }
 
     fn hint(&self) -> Option<String> {
@@ -186,12 +189,40 @@ impl ControlClient {
         &self.addrs
     }
 
+    /// A client of `addr` alone, with this one's transport and timeout.
+    pub fn clone_for(&self, addr: &str) -> ControlClient {
+        ControlClient::new(vec![addr.to_string()], self.transport.clone(), self.call_timeout)
+    }
+
+    /// A client on the connection kept for `addr` (made on first use): a
+    /// new TCP (and TLS) connection per call would cost its handshakes on
+    /// every lease renewal, heartbeat and probe, round trips that a
+    /// degraded DR link makes long.
     fn client(&self, addr: &str) -> Result<PbClient<tonic::transport::Channel>, CallError> {
-        let channel = self.transport.channel(addr).map_err(|e| CallError::Unreachable(format!("bad address: {e}")))?;
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.transport.channel(addr).map_err(|e| CallError::Unreachable(format!("bad address: {e}")))?;
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
         Ok(PbClient::new(channel))
     }
 
-    async fn bounded<T>(&self, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, CallError> {
+    /// Bounds one call to `addr`; a connection found unreachable is dropped,
+    /// so the next call connects afresh (one across a silent partition can
+    /// hang without ever reporting an error).
+    async fn bounded<T>(&self, addr: &str, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, CallError> {
+        let r = self.bounded_once(fut).await;
+        if matches!(r, Err(CallError::Unreachable(_))) {
+            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
+        }
+        r
+    }
+
+    async fn bounded_once<T>(&self, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, CallError> {
         match tokio::time::timeout(self.call_timeout, fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             // Our servers mark their own refusals with an error code; an
@@ -211,7 +242,7 @@ impl ControlClient {
     /// Status of the controller at `addr`.
     pub async fn status_at(&self, addr: &str) -> Result<NodeStatus, ClientError> {
         let mut c = self.client(addr).map_err(|e| no_controller(vec![(addr.to_string(), e)]))?;
-        match self.bounded(c.status(pb::StatusRequest { linearizable: false, ..Default::default() })).await {
+        match self.bounded(addr, c.status(pb::StatusRequest { linearizable: false, ..Default::default() })).await {
             Ok(r) => Ok(convert::status_from_pb(r)?),
             Err(e) => Err(no_controller(vec![(addr.to_string(), e)])),
         }
@@ -238,7 +269,7 @@ impl ControlClient {
         let mut hops = 0;
         while let Some((addr, forward)) = route.next() {
             let result = match self.client(&addr) {
-                Ok(mut c) => self.bounded(c.status(routed(req.clone(), forward))).await,
+                Ok(mut c) => self.bounded(&addr, c.status(routed(req.clone(), forward))).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -323,7 +354,7 @@ impl ControlClient {
     /// number of entries it says it holds.
     pub async fn audit_page(&self, addr: &str, from_seq: u64, limit: u32) -> Result<(Vec<AuditEntry>, u64), ClientError> {
         let mut c = self.client(addr).map_err(|e| no_controller(vec![(addr.to_string(), e)]))?;
-        match self.bounded(c.audit(pb::AuditRequest { limit, from_seq: from_seq.max(1) })).await {
+        match self.bounded(addr, c.audit(pb::AuditRequest { limit, from_seq: from_seq.max(1) })).await {
             Ok(r) => Ok((r.entries.into_iter().map(convert::audit_from_pb).collect(), r.audit_len)),
             Err(CallError::Status(s)) => Err(ClientError::Refused(s.message().to_string())),
             Err(e) => Err(no_controller(vec![(addr.to_string(), e)])),
@@ -334,7 +365,7 @@ impl ControlClient {
         let mut tried = Vec::new();
         for addr in addrs {
             let result = match self.client(addr) {
-                Ok(mut c) => self.bounded(c.audit(pb::AuditRequest { limit, from_seq: 0 })).await,
+                Ok(mut c) => self.bounded(addr, c.audit(pb::AuditRequest { limit, from_seq: 0 })).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -420,7 +451,7 @@ impl ControlClient {
         let calls = self.addrs.iter().map(|addr| async move {
             let mut c = self.client(addr).ok()?;
             let req = pb::HeartbeatRequest { replicator: Some(convert::replicator_to_pb(health)) };
-            self.bounded(c.heartbeat(req)).await.ok()
+            self.bounded(addr, c.heartbeat(req)).await.ok()
         });
         futures::future::join_all(calls).await.into_iter().filter(Option::is_some).count()
     }
@@ -454,13 +485,13 @@ impl ControlClient {
         while let Some((addr, forward)) = route.next() {
             let result = match self.client(&addr) {
                 Ok(mut c) => match proposal.clone() {
-                    Proposal::Pause(req) => self.bounded(c.pause(req)).await,
-                    Proposal::Resume(req) => self.bounded(c.resume(req)).await,
-                    Proposal::PairMode(req) => self.bounded(c.set_pair_mode(routed(req, forward))).await,
-                    Proposal::ShardMove(req) => self.bounded(c.shard_move(req)).await,
-                    Proposal::Event(req) => self.bounded(c.record_event(req)).await,
-                    Proposal::SiteRole(req) => self.bounded(c.set_site_role(req)).await,
-                    Proposal::Join(req) => self.bounded(c.join(req)).await,
+                    Proposal::Pause(req) => self.bounded(&addr, c.pause(req)).await,
+                    Proposal::Resume(req) => self.bounded(&addr, c.resume(req)).await,
+                    Proposal::PairMode(req) => self.bounded(&addr, c.set_pair_mode(routed(req, forward))).await,
+                    Proposal::ShardMove(req) => self.bounded(&addr, c.shard_move(req)).await,
+                    Proposal::Event(req) => self.bounded(&addr, c.record_event(req)).await,
+                    Proposal::SiteRole(req) => self.bounded(&addr, c.set_site_role(req)).await,
+                    Proposal::Join(req) => self.bounded(&addr, c.join(req)).await,
                 },
                 Err(e) => Err(e),
             };

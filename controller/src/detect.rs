@@ -135,6 +135,51 @@ pub fn readiness(cluster: &ClusterState, obs: &Observations) -> BTreeMap<String,
     out
 }
 
+/// How often each other controller is asked what it hears.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// An answer older than this gives no opinion (the controller may have
+/// heard the site since).
+const ANSWER_MAX_AGE: Duration = Duration::from_millis(1000);
+
+/// The other controllers' latest answers, kept by one probe loop per
+/// controller: a dead or slow one (the DR site over a degraded link) does
+/// not delay the others', nor the leader's judgement.
+#[derive(Clone, Default)]
+struct Answers(Arc<std::sync::Mutex<BTreeMap<String, (tokio::time::Instant, NodeStatus)>>>);
+
+impl Answers {
+    fn put(&self, site: &str, status: NodeStatus) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(site.to_string(), (tokio::time::Instant::now(), status));
+    }
+
+    /// Answers younger than [`ANSWER_MAX_AGE`], each aged to now: the
+    /// answering node's clock is advanced by the answer's age, so "heard
+    /// 100 ms before an answer 600 ms old" reads as heard 700 ms ago.
+    fn current(&self) -> BTreeMap<String, NodeStatus> {
+        let answers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        answers
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() <= ANSWER_MAX_AGE)
+            .map(|(site, (at, s))| {
+                let mut s = s.clone();
+                s.now_unix_ms += at.elapsed().as_millis() as u64;
+                (site.clone(), s)
+            })
+            .collect()
+    }
+}
+
+/// Asks one controller for its view every [`PROBE_EVERY`], until the node
+/// stops (each call bounded by the probe client's timeout).
+async fn probe_loop(answers: Answers, probe: ControlClient, site: String, addr: String) {
+    loop {
+        if let Ok(s) = probe.status_at(&addr).await {
+            answers.put(&site, s);
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
 pub struct Detector {
     pub raft: Raft,
     pub state: StateReader,
@@ -159,6 +204,8 @@ impl Detector {
         // Replicators report to every controller, followers included, so a
         // new leader's board is already current: it may judge at once,
         // unless this node itself only just started (it has heard nobody).
+        let answers_cache = Answers::default();
+        let mut probing = std::collections::BTreeSet::new();
         loop {
             tokio::time::sleep(TICK).await;
             let (leader, term) = {
@@ -178,8 +225,13 @@ impl Detector {
             if !cluster.bootstrapped || self.started.elapsed() < Duration::from_millis(cluster.policy.down_after_ms) {
                 continue;
             }
+            for site in cluster.sites.values().filter(|s| s.name != self.site) {
+                if probing.insert(site.name.clone()) {
+                    tokio::spawn(probe_loop(answers_cache.clone(), self.probe.clone_for(&site.addr), site.name.clone(), site.addr.clone()));
+                }
+            }
             self.finish_orphans(&cluster).await;
-            let (down, answers) = self.judge(&cluster).await;
+            let (down, answers) = self.judge(&cluster, &answers_cache);
             for site in cluster.sites.keys() {
                 if !down.iter().any(|(d, _)| d == site) {
                     recorded.remove(site);
@@ -192,17 +244,9 @@ impl Detector {
     }
 
     /// The sites down now, on this leader's board and the other
-    /// controllers' answers (which are returned, for [`Detector::still_down`]).
-    async fn judge(&self, cluster: &ClusterState) -> (Vec<(String, Evidence)>, BTreeMap<String, NodeStatus>) {
-        let mut statuses = BTreeMap::new();
-        // All at once: a dead controller must not delay the others' answers.
-        let others: Vec<&crate::state::Site> = cluster.sites.values().filter(|s| s.name != self.site).collect();
-        let answers = futures::future::join_all(others.iter().map(|s| self.probe.status_at(&s.addr))).await;
-        for (site, answer) in others.iter().zip(answers) {
-            if let Ok(s) = answer {
-                statuses.insert(site.name.clone(), s);
-            }
-        }
+    /// controllers' latest answers (which are returned, for the re-check).
+    fn judge(&self, cluster: &ClusterState, answers: &Answers) -> (Vec<(String, Evidence)>, BTreeMap<String, NodeStatus>) {
+        let statuses = answers.current();
         (self.down_with(cluster, &statuses), statuses)
     }
 

@@ -225,8 +225,9 @@ impl Node {
                 probe: crate::client::ControlClient::new(
                     config.sites.iter().map(|s| s.addr.clone()).collect(),
                     deps.transport.clone(),
-                    // In-city round trips are ~1 ms, to the DR site ~30 ms.
-                    std::time::Duration::from_millis(300),
+                    // Each controller is probed on its own loop, so a slow
+                    // answer (a degraded DR link) still counts.
+                    std::time::Duration::from_secs(2),
                 ),
                 leases,
                 started: tokio::time::Instant::now(),

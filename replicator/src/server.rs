@@ -135,7 +135,8 @@ impl Replicator {
             .add_service(check.layer(crate::bulk::BulkServer::new(site.clone())));
         let server = deps.transport.clone().spawn(router, listener, "replicator");
 
-        let reads = ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_READ_TIMEOUT);
+        // Lease renewals: an answer later than a lease grants nothing.
+        let reads = ControlClient::new(config.controllers.clone(), deps.transport.clone(), crate::view::LEASE);
         let mut tasks = vec![tokio::spawn(site.view.clone().run(reads, site.name.clone()))];
         for peer in site.links.keys() {
             tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));

@@ -95,24 +95,37 @@ impl ControllerView {
     /// Refreshes the view and the lease from the leader until the task is
     /// dropped. Without a leader, any controller's state still refreshes
     /// the view for reads and replication checks, but not the lease.
+    ///
+    /// A renewal is sent every [`REFRESH`] without waiting for the previous
+    /// one: over a slow link to the leader (the DR site leading across a
+    /// degraded link) an answer can take most of a lease, and waiting for it
+    /// before asking again would let the lease lapse between answers. Each
+    /// is bounded by the client's timeout (at most a lease: a later answer
+    /// grants nothing), so only a few are ever in flight.
     pub async fn run(self, client: ControlClient, site: String) {
+        let client = Arc::new(client);
         loop {
-            let sent_at = Instant::now();
-            match client.lease_status(&site).await {
-                Ok(status) if status.cluster.bootstrapped => {
-                    self.offer_leased(status.cluster, status.raft.last_applied_index, sent_at);
-                }
-                Ok(_) => tracing::debug!("controller not bootstrapped yet"),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no leader-confirmed view; the write lease is not renewed");
-                    if let Ok((_, status)) = client.status().await {
-                        if status.cluster.bootstrapped {
-                            self.offer(status.cluster, status.raft.last_applied_index);
-                        }
+            let (view, client, site) = (self.clone(), client.clone(), site.clone());
+            tokio::spawn(async move { view.renew(&client, &site).await });
+            tokio::time::sleep(REFRESH).await;
+        }
+    }
+
+    async fn renew(&self, client: &ControlClient, site: &str) {
+        let sent_at = Instant::now();
+        match client.lease_status(site).await {
+            Ok(status) if status.cluster.bootstrapped => {
+                self.offer_leased(status.cluster, status.raft.last_applied_index, sent_at);
+            }
+            Ok(_) => tracing::debug!("controller not bootstrapped yet"),
+            Err(e) => {
+                tracing::debug!(error = %e, "no leader-confirmed view; the write lease is not renewed");
+                if let Ok((_, status)) = client.status().await {
+                    if status.cluster.bootstrapped {
+                        self.offer(status.cluster, status.raft.last_applied_index);
                     }
                 }
             }
-            tokio::time::sleep(REFRESH).await;
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn scenario(seed: u64) -> Scenario {
         duration_s,
         settle_s: 60,
         links: Links::default(),
-        workload: Workload { interval_ms: 300, tenants: 4, sizes: vec![1024, 16 * 1024], destroy_every: 7, clients: 2, request_timeout_ms: 6000 },
+        workload: Workload { interval_ms: 300, tenants: 4, sizes: vec![1024, 16 * 1024], destroy_every: 7, clients: 2, request_timeout_ms: 6000, sticky: true },
         // Safety is what fuzzing checks; any schedule may stall writes for a while.
         objectives: Objectives { rto_s: duration_s + 60, rpo_entries: 0, failover_ms: None },
         timeline,

@@ -66,11 +66,16 @@ pub struct Workload {
     pub clients: u32,
     /// How long a client waits for one site before trying the next.
     pub request_timeout_ms: u64,
+    /// Clients send to the site that last acknowledged a tenant's write and
+    /// try a site that did not answer last (the platform's client
+    /// library). `false`: they always try a, b, c in that order (a client
+    /// that remembers nothing, so a cut-off owner keeps getting writes).
+    pub sticky: bool,
 }
 
 impl Default for Workload {
     fn default() -> Self {
-        Workload { interval_ms: 200, tenants: 6, sizes: vec![2 * 1024, 64 * 1024, 300 * 1024], destroy_every: 0, clients: 1, request_timeout_ms: 6000 }
+        Workload { interval_ms: 200, tenants: 6, sizes: vec![2 * 1024, 64 * 1024, 300 * 1024], destroy_every: 0, clients: 1, request_timeout_ms: 6000, sticky: true }
     }
 }
 

@@ -87,7 +87,7 @@ fn ms() -> u64 {
 pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -> turmoil::Result {
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // One client library for the host's loops, as in one application process.
-    let router = Arc::new(Mutex::new(Router::default()));
+    let router = Arc::new(Mutex::new(Router { sticky: w.sticky, ..Default::default() }));
     let loops: Vec<_> = (0..w.clients.max(1))
         .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone(), router.clone())))
         .collect();
@@ -170,6 +170,8 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
 /// timeout, not one per request.
 #[derive(Default)]
 struct Router {
+    /// `false`: always a, b, c (see `Workload::sticky`).
+    sticky: bool,
     owner: std::collections::BTreeMap<String, String>,
     avoid_until_ms: std::collections::BTreeMap<String, u64>,
 }
@@ -185,6 +187,9 @@ impl Router {
     fn order(&self, tenant: &str) -> Vec<&'static str> {
         let now = ms();
         let mut sites = site_names();
+        if !self.sticky {
+            return sites;
+        }
         // Stable: owner first, then the others in site order; avoided last.
         sites.sort_by_key(|s| {
             let avoided = self.avoid_until_ms.get(*s).is_some_and(|t| *t > now);
