@@ -315,7 +315,7 @@ pub fn open_log(dir: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// How to call this binary from the current directory: `tandem` when it is
-/// on PATH, otherwise its path (e.g. `./target/debug/tandem` after
+/// on PATH, otherwise its path (e.g. `~/.cache/tandem/target/debug/tandem` after
 /// `./dev demo`), so the printed commands work when pasted.
 fn command_name() -> String {
     let Ok(exe) = std::env::current_exe() else { return "tandem".into() };
