@@ -565,3 +565,34 @@ fn no_controller(tried: Vec<(String, CallError)>) -> ClientError {
         .join("; ");
     ClientError::NoController { tried }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(route: &mut Route) -> Vec<String> {
+        std::iter::from_fn(|| route.next().map(|(a, _)| a)).collect()
+    }
+
+    // The controller that last answered a leader-only call is asked first,
+    // so a dead one earlier in the list costs one timeout, not one per call.
+    #[test]
+    fn the_last_leader_is_asked_first() {
+        let addrs: Vec<String> = ["a:1", "b:1", "c:1"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(order(&mut Route::new(&addrs, None)), addrs);
+        assert_eq!(order(&mut Route::new(&addrs, Some("c:1".into()))), vec!["c:1", "a:1", "b:1"]);
+        // A leader named by a redirect that is not in the list is asked too.
+        assert_eq!(order(&mut Route::new(&addrs, Some("d:1".into()))), vec!["d:1", "a:1", "b:1", "c:1"]);
+    }
+
+    #[test]
+    fn an_unreachable_hint_is_forgotten() {
+        let c = ControlClient::new(vec!["a:1".into(), "b:1".into()], Transport::Tokio, Duration::from_millis(10));
+        c.note_leader("b:1", true);
+        assert_eq!(c.hint().as_deref(), Some("b:1"));
+        c.note_leader("a:1", false);
+        assert_eq!(c.hint().as_deref(), Some("b:1"), "another controller's silence says nothing of the leader");
+        c.note_leader("b:1", false);
+        assert_eq!(c.hint(), None);
+    }
+}
