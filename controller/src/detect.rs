@@ -128,7 +128,7 @@ pub fn readiness(cluster: &ClusterState, obs: &Observations) -> BTreeMap<String,
         if site.role != SiteRole::Active || !cluster.shards.iter().any(|s| &s.owner == name) {
             continue;
         }
-        let Some(peer) = cluster.pairs.iter().find(|p| p.has(name)).map(|p| p.partner(name).to_string()) else { continue };
+        let Some(peer) = cluster.peer_of(name).map(str::to_string) else { continue };
         let d = plan(cluster, obs, &Action::Failover { from: name.clone(), to: peer, accept_data_loss: false, automatic: true });
         out.insert(name.clone(), d.refused.unwrap_or_default());
     }
@@ -169,12 +169,16 @@ impl Answers {
     }
 }
 
-/// Asks one controller for its view every [`PROBE_EVERY`], until the node
-/// stops (each call bounded by the probe client's timeout).
-async fn probe_loop(answers: Answers, probe: ControlClient, site: String, addr: String) {
+/// Asks one controller for its view every [`PROBE_EVERY`] while this node
+/// (`node_id`) leads, until the node stops (each call bounded by the probe
+/// client's timeout). Only the leader judges, so a follower asks nobody.
+async fn probe_loop(answers: Answers, probe: ControlClient, raft: Raft, node_id: u64, site: String, addr: String) {
     loop {
-        if let Ok(s) = probe.status_at(&addr).await {
-            answers.put(&site, s);
+        let leading = raft.metrics().borrow().current_leader == Some(node_id);
+        if leading {
+            if let Ok(s) = probe.status_at(&addr).await {
+                answers.put(&site, s);
+            }
         }
         tokio::time::sleep(PROBE_EVERY).await;
     }
@@ -189,7 +193,8 @@ pub struct Detector {
     pub node_id: u64,
     /// For proposals (bounded above the commit timeout).
     pub client: ControlClient,
-    /// For reading the other controllers' views (short timeout).
+    /// For reading the other controllers' views: each probe loop takes a
+    /// client of one controller from it ([`ControlClient::clone_for`]).
     pub probe: ControlClient,
     /// Told when this node leads, so lease waits start at the election.
     pub leases: crate::lease::LeaseBook,
@@ -227,7 +232,8 @@ impl Detector {
             }
             for site in cluster.sites.values().filter(|s| s.name != self.site) {
                 if probing.insert(site.name.clone()) {
-                    tokio::spawn(probe_loop(answers_cache.clone(), self.probe.clone_for(&site.addr), site.name.clone(), site.addr.clone()));
+                    let probe = self.probe.clone_for(&site.addr);
+                    tokio::spawn(probe_loop(answers_cache.clone(), probe, self.raft.clone(), self.node_id, site.name.clone(), site.addr.clone()));
                 }
             }
             self.finish_orphans(&cluster).await;
@@ -280,7 +286,7 @@ impl Detector {
         // Shards a dead driver left fenced are included: failing them over
         // again (fence, lease wait, move) is the quickest way to finish it.
         let owns = cluster.shards.iter().any(|s| s.owner == site);
-        let Some(peer) = cluster.pairs.iter().find(|p| p.has(site)).map(|p| p.partner(site).to_string()) else {
+        let Some(peer) = cluster.peer_of(site).map(str::to_string) else {
             return;
         };
         if !owns || cluster.sites.get(site).is_some_and(|s| s.role != SiteRole::Active) {

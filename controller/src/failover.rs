@@ -19,7 +19,8 @@ use crate::lease::LEASE_WAIT;
 use crate::ops::{MoveStep, ShardMoveSpec};
 use crate::plan::Decision;
 use crate::state::MoveKind;
-use crate::switchover::{endpoints, move_spec, step, SwitchoverError, ORPHAN_GRACE};
+use crate::orphans::ORPHAN_GRACE;
+use crate::switchover::{endpoints, move_spec, step, SwitchoverError};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {

@@ -20,6 +20,10 @@ use crate::plan::{plan, Action, Decision, Observations};
 use crate::state::{ClusterState, MoveKind};
 use crate::switchover::SwitchoverError;
 
+/// How long after its driver would have finished a drain counts as
+/// abandoned: the drain's deadline is the driver's own wait plus this.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shards one unfinished move left drained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Orphan {

@@ -365,6 +365,16 @@ impl ClusterState {
         self.shards.get(shard as usize).map(|s| (shard, s))
     }
 
+    /// The in-city pair `site` belongs to, if any.
+    pub fn pair_of(&self, site: &str) -> Option<&ReplicationPair> {
+        self.pairs.iter().find(|p| p.has(site))
+    }
+
+    /// `site`'s in-city peer, if it has one.
+    pub fn peer_of(&self, site: &str) -> Option<&str> {
+        self.pair_of(site).map(|p| p.partner(site))
+    }
+
     /// Shards owned by each site, for every known site (zero included).
     pub fn shard_counts(&self) -> BTreeMap<String, u64> {
         let mut counts: BTreeMap<String, u64> = self.sites.keys().map(|s| (s.clone(), 0)).collect();

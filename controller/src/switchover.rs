@@ -24,9 +24,6 @@ use crate::plan::Decision;
 
 /// How often the reports are polled while draining.
 const POLL: Duration = Duration::from_millis(100);
-/// How long after its driver would have finished a drain counts as
-/// abandoned (see `crate::orphans`).
-pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -72,7 +69,7 @@ pub async fn run(
     // little after the driver itself would have given up.
     let drain_spec = ShardMoveSpec {
         kind: MoveKind::Switchover,
-        deadline_ms: (catch_up_timeout + ORPHAN_GRACE).as_millis() as u64,
+        deadline_ms: (catch_up_timeout + crate::orphans::ORPHAN_GRACE).as_millis() as u64,
         ..spec(MoveStep::Drain)
     };
     let drain = step(client, &drain_spec, "drain", who, why).await?;

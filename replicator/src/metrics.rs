@@ -8,7 +8,6 @@ use tandem_controller::state::ReplicationMode;
 use tandem_net::metrics::{Kind, Text};
 
 use crate::site::Site;
-use crate::view::pair_of;
 
 pub fn render(site: &Site) -> String {
     let mut t = Text::new();
@@ -41,7 +40,7 @@ pub fn render(site: &Site) -> String {
     t.family("tandem_replication_sent_bytes_total", Kind::Counter, "Ciphertext bytes streamed to the peer since start.", &sent);
 
     let state = site.view.latest();
-    let pair = state.as_ref().and_then(|s| pair_of(s, &site.name).cloned());
+    let pair = state.as_ref().and_then(|s| s.pair_of(&site.name).cloned());
     let modes = [ReplicationMode::Sync, ReplicationMode::Async, ReplicationMode::SyncRecover];
     let pair_modes: Vec<_> = pair
         .iter()

@@ -21,7 +21,7 @@ use tandem_controller::state::ReplicationMode;
 use crate::error::ReplicaError;
 use crate::lag;
 use crate::site::Site;
-use crate::view::{pair_of, partner, waits_for_peer};
+use crate::view::waits_for_peer;
 
 /// A pair leaves `async` for `sync-recover` when both backlogs are at most
 /// this many entries.
@@ -69,10 +69,10 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
             .view
             .latest()
             .ok_or_else(|| ReplicaError::NotAcknowledged("no controller view yet; write not acknowledged".into()))?;
-        let Some(pair) = pair_of(&state, me) else {
+        let Some(pair) = state.pair_of(me) else {
             return Ok(format!("async: {me} has no in-city peer"));
         };
-        let peer = partner(pair, me).to_string();
+        let peer = pair.partner(me).to_string();
         let mode = pair.outgoing(me);
         if !waits_for_peer(mode) {
             return Ok(format!("async: replication {me} -> {peer} is {}; {peer} catches up in the background", mode.as_str()));
@@ -119,8 +119,8 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
 pub async fn recover(site: &Site) {
     let me = &site.name;
     let Some(state) = site.view.latest() else { return };
-    let Some(pair) = pair_of(&state, me) else { return };
-    let peer = partner(pair, me).to_string();
+    let Some(pair) = state.pair_of(me) else { return };
+    let peer = pair.partner(me).to_string();
     let Some(link) = site.links.get(&peer) else { return };
     let next = match pair.outgoing(me) {
         ReplicationMode::Sync => return,

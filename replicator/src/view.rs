@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tandem_controller::client::ControlClient;
-use tandem_controller::state::{ClusterState, ReplicationMode, ReplicationPair};
+use tandem_controller::state::{ClusterState, ReplicationMode};
 use tokio::time::Instant;
 
 /// How often the view (and the lease) is refreshed: six times per lease,
@@ -127,20 +127,6 @@ impl ControllerView {
                 }
             }
         }
-    }
-}
-
-/// The in-city pair `site` belongs to, if any.
-pub fn pair_of<'a>(state: &'a ClusterState, site: &str) -> Option<&'a ReplicationPair> {
-    state.pairs.iter().find(|p| p.site_a == site || p.site_b == site)
-}
-
-/// The other site of a pair.
-pub fn partner<'a>(pair: &'a ReplicationPair, site: &str) -> &'a str {
-    if pair.site_a == site {
-        &pair.site_b
-    } else {
-        &pair.site_a
     }
 }
 

@@ -26,7 +26,7 @@ use crate::pool::Pool;
 use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, LogEntry, Tombstone, VersionRecord};
 use crate::site::{BusyGuard, Site};
 use crate::stage::StageUpload;
-use crate::view::{pair_of, partner, waits_for_peer};
+use crate::view::waits_for_peer;
 
 /// What a client asks to store (files follow separately).
 #[derive(Clone, Debug, Default)]
@@ -345,8 +345,8 @@ impl Drop for PutSession<'_> {
 /// the pair is in a mode where writes wait for it.
 fn stage_target(site: &Site) -> Option<String> {
     let state = site.view.latest()?;
-    let pair = pair_of(&state, &site.name)?;
-    let peer = partner(pair, &site.name);
+    let pair = state.pair_of(&site.name)?;
+    let peer = pair.partner(&site.name);
     (waits_for_peer(pair.outgoing(&site.name)) && site.links.contains_key(peer)).then(|| peer.to_string())
 }
 

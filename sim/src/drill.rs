@@ -95,15 +95,12 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         while c.elapsed() < at {
             c.step()?;
         }
-        let crashed = match &step.event {
-            Event::Crash { site } => c.is_up(site).then(|| site.clone()),
-            Event::CrashLeader => leader(&c.views()).map(|(site, _)| site),
-            _ => None,
-        };
-        crashes.extend(crashed.map(|s| (s, c.elapsed().as_millis() as u64)));
         let what = step.event.describe();
         c.trace().record(c.elapsed(), &what);
-        apply(&mut c, &step.event, i, &log)?;
+        let at_ms = c.elapsed().as_millis() as u64;
+        if let Some(site) = apply(&mut c, &step.event, i, &log)? {
+            crashes.push((site, at_ms));
+        }
         note(&log, c.elapsed(), what, None);
     }
     while c.elapsed() < end {
@@ -202,9 +199,10 @@ fn final_audit(c: &SimCluster) -> Vec<(u64, tandem_controller::state::AuditEntry
     entries.into_iter().map(|e| (e.at_unix_ms.saturating_sub(epoch_ms), e)).collect()
 }
 
-/// Applies one timeline event. SRE commands run on their own client host
+/// Applies one timeline event; returns the site it crashed, if any (a
+/// `crash` of a site already down crashes nothing). SRE commands run on their own client host
 /// (as an SRE's CLI would) and report when they finish.
-fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<(), SimError> {
+fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Option<String>, SimError> {
     match event.clone() {
         Event::Partition { a, b } => c.partition(&a, &b),
         Event::PartitionOneway { from, to } => c.partition_oneway(&from, &to),
@@ -215,6 +213,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<(), S
         Event::Crash { site } => {
             if c.is_up(&site) {
                 c.crash(&site);
+                return Ok(Some(site));
             }
         }
         Event::Restart { site } => {
@@ -231,6 +230,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<(), S
             if let Some((site, _)) = leader(&c.views()) {
                 c.crash(&site);
                 c.trace().record(c.elapsed(), format!("the leader was {site}"));
+                return Ok(Some(site));
             }
         }
         Event::DrActivate { site } => {
@@ -290,7 +290,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<(), S
             });
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Flips one byte in the middle of the newest stored file at `site`.

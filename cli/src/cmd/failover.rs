@@ -46,9 +46,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(f) => f.clone(),
         None => status
             .cluster
-            .pairs
-            .iter()
-            .find_map(|p| (p.site_a == args.to).then(|| p.site_b.clone()).or_else(|| (p.site_b == args.to).then(|| p.site_a.clone())))
+            .peer_of(&args.to)
+            .map(str::to_string)
             .with_context(|| format!("{} has no in-city peer: name the failed site with --from", args.to))?,
     };
     if let Some(owner) = &args.expect_owner {

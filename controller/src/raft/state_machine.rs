@@ -315,7 +315,7 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
     for (name, s) in c.sites.iter_mut() {
         s.role = if *name == r.site { crate::state::SiteRole::Active } else { crate::state::SiteRole::Fenced };
     }
-    c.pairs.retain(|p| p.site_a == r.site || p.site_b == r.site);
+    c.pairs.retain(|p| p.has(&r.site));
     c.audit_len += 1;
     let result = format!("ok: generation {}, {} owns all {} shards, other sites fenced", c.generation, r.site, c.shards.len());
     let mut entry = AuditEntry {
