@@ -49,6 +49,22 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
 
     let status = c.status(&survivors).unwrap();
     assert_eq!(status["shard_counts"]["a"], 0, "a still owns shards");
+    // The failover's record: made by tandem, its write pause counted from
+    // when a was last heard (before the fence), the same on /metrics.
+    let last = &status["cluster"]["last_moves"]["failover"];
+    assert_eq!((last["from"].as_str(), last["to"].as_str(), last["automatic"].as_bool()), (Some("a"), Some("b"), Some(true)), "{last}");
+    let (pause_ms, fence_to_move_ms) =
+        (last["write_pause_ms"].as_u64().unwrap(), last["moved_at_unix_ms"].as_u64().unwrap() - last["drained_at_unix_ms"].as_u64().unwrap());
+    assert!(pause_ms > fence_to_move_ms, "the pause starts before the fence, when a was last heard: {last}");
+    eprintln!("failover record: fence to move {fence_to_move_ms} ms, write pause {pause_ms} ms (from a's last heartbeat)");
+    assert!(status["cluster"]["last_automatic"]["what"].as_str().unwrap().starts_with("move 32 shards"), "{status}");
+    let text = stdout(&c.tandem(&survivors, &["status"]));
+    assert!(text.contains("last failover: a -> b, 32 shards, by tandem"), "{text}");
+    let leader = status["leader"].as_str().unwrap().to_string();
+    let scraped = c.wait_for("the leader's /metrics", || c.scrape(&leader));
+    let sample = |name: &str| scraped.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+    assert_eq!(sample("tandem_last_move_write_pause_seconds{kind=\"failover\"}"), Some(pause_ms as f64 / 1000.0), "{scraped}");
+    assert!(sample("tandem_last_automatic_action_timestamp_seconds").unwrap() > 0.0, "{scraped}");
     // Status shows a lost from both surviving vantage points.
     // (An observer that did not answer this status call is left out.)
     c.wait_status("status showing a lost from the surviving vantage points", &survivors, |s| {
@@ -76,8 +92,9 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     assert!(out.status.success(), "failback failed: {}\n{}", stderr(&out), stdout(&out));
     let text = stdout(&out);
     let result: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
-    let back = result["return_shards"][0].as_str().unwrap().to_string();
-    assert!(back.starts_with("tandem switchover --from b --to a --shards 0-31"), "{back}");
+    let back = result["return_shards"].as_array().unwrap();
+    assert_eq!(back.len(), 1, "only a's shards are handed back, once: {back:?}");
+    assert!(back[0].as_str().unwrap().starts_with("tandem switchover --from b --to a --shards 0-31 "), "{back:?}");
     let whats: Vec<String> = audit(&c, &SITES).iter().map(|e| e["what"].as_str().unwrap().to_string()).collect();
     assert!(whats.contains(&"site a: active -> recovering".to_string()) && whats.contains(&"site a: recovering -> active".to_string()), "{whats:?}");
     let out = c.tandem(&SITES, &["switchover", "--from", "b", "--to", "a", "--shards", "0-31", "--reason", "failback of a", "--yes"]);
@@ -150,6 +167,39 @@ fn a_failover_whose_cli_died_is_finished_by_the_leader() {
     let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
     assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
     assert!(moved["why"].as_str().unwrap().contains("never finished"), "{moved}");
+}
+
+// The same, and the Raft leader's controller is killed (-9) and restarted
+// right after the fence too: the drain is in the agreed state, so whichever
+// controller leads next finishes the failover, and it counts as tandem's
+// own (the last automatic action).
+#[test]
+fn a_failover_left_by_its_cli_and_a_restarted_leader_is_finished() {
+    use std::io::BufRead;
+    let mut c = Cluster::new();
+    c.start_all();
+    let mut cli = c.spawn_tandem(&SITES, &["failover", "--from", "a", "--to", "b", "--reason", "cli and leader lost mid-failover", "--yes"]);
+    let mut lines = std::io::BufReader::new(cli.stdout.take().unwrap()).lines();
+    let fenced = lines.by_ref().map_while(Result::ok).find(|l| l.contains("fenced a's shards"));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    assert!(fenced.is_some(), "the CLI never reported the fence");
+    let status = c.status(&SITES).unwrap();
+    let leader = status["leader"].as_str().expect("a leader").to_string();
+    assert_eq!(status["shard_counts"]["a"], SHARDS / 2, "the killed CLI moved the shards after all: {status}");
+    c.kill(&leader);
+    c.start(&leader);
+
+    c.wait_status("a leader finishing the failover after the restart", &SITES, |s| {
+        s["shard_counts"]["a"] == 0 && s["cluster"]["shards"].as_array().unwrap().iter().all(|sh| sh["moving_to"].is_null())
+    });
+    let entries = audit(&c, &SITES);
+    let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
+    assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
+    assert!(moved["why"].as_str().unwrap().contains("never finished"), "{moved}");
+    let status = c.status(&SITES).unwrap();
+    assert_eq!(status["cluster"]["last_automatic"]["audit_seq"], moved["seq"], "{status}");
+    assert_eq!(status["cluster"]["last_moves"]["failover"]["automatic"], true, "{status}");
 }
 
 // While automatic actions are paused, a site loss is detected but the
@@ -483,6 +533,10 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
         assert_eq!(d["origin"], "a", "{d}");
     }
     assert_eq!(divergent.len(), 2, "{text}");
+    // Only a's shards go back to a, not b's, which the DR activation moved too.
+    let back = report["return_shards"].as_array().unwrap();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(back[0].as_str().unwrap().starts_with("tandem switchover --from c --to a --shards 0-31 "), "{back:?}");
     c.wait_status("a's controller a voter of generation 2, a active", &["c", "a"], |s| {
         s["nodes"]["a"]["role"] == "follower" && s["cluster"]["sites"]["a"]["role"] == "active" && s["cluster"]["generation"] == 2
     });

@@ -248,6 +248,8 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
     assert_eq!(pair_sync(&c), Some(0.0), "controller metrics: the pair left sync");
     let ctl = c.scrape("c").unwrap();
     assert!(metric(&ctl, "tandem_replication_lag_entries{from=\"a\",to=\"b\"}").unwrap() >= 5.0, "{ctl}");
+    // What a failover a -> b would lose now: a's backlog towards b.
+    assert!(metric(&ctl, "tandem_rpo_exposure_entries{from=\"a\",to=\"b\"}").unwrap() >= 5.0, "{ctl}");
     assert_eq!(metric(&ctl, "tandem_audit_chain_ok"), Some(1.0), "{ctl}");
     deploy_names_only_exported_metrics(&[&ctl, &scraped]);
     assert!(pair["state_id"].as_u64().unwrap() > state_id_before, "the mode change must be a new Raft-recorded state: {pair}");

@@ -442,7 +442,15 @@ impl ControlClient {
 
     /// Records an event in the audit log.
     pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into() })).await
+        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: false }))
+            .await
+    }
+
+    /// Records what tandem's own detector decided (a declined automatic
+    /// failover): it becomes the cluster's last automatic action.
+    pub async fn record_automatic(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: true }))
+            .await
     }
 
     /// Sends a replicator heartbeat to every controller (each keeps its own

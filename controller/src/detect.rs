@@ -137,6 +137,15 @@ pub fn readiness(cluster: &ClusterState, obs: &Observations) -> BTreeMap<String,
 
 /// How often each other controller is asked what it hears.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// Bound on one probe: a controller behind a slow link (the DR site over a
+/// degraded one) still answers within it.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// "No other controller answered" means something only once each has been
+/// asked for a full probe timeout by this leader: a new leader has no
+/// answers yet, and must not judge alone on its own board meanwhile (a DR
+/// leader whose lossy link to a lost a's heartbeats would fail a over
+/// while b, which still hears a, had not yet been asked).
+const ALONE_AFTER: Duration = Duration::from_millis(PROBE_TIMEOUT.as_millis() as u64 + PROBE_EVERY.as_millis() as u64);
 /// An answer older than this gives no opinion (the controller may have
 /// heard the site since).
 const ANSWER_MAX_AGE: Duration = Duration::from_millis(1000);
@@ -211,6 +220,7 @@ impl Detector {
         // unless this node itself only just started (it has heard nobody).
         let answers_cache = Answers::default();
         let mut probing = std::collections::BTreeSet::new();
+        let mut leading_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(TICK).await;
             let (leader, term) = {
@@ -219,12 +229,14 @@ impl Detector {
                 (m.current_leader, m.current_term)
             };
             if leader != Some(self.node_id) {
+                leading_since = None;
                 recorded.clear();
                 self.leases.not_leading();
                 self.health.set_auto_failover(BTreeMap::new());
                 continue;
             }
             self.leases.leading(term);
+            let asked_long_enough = leading_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= ALONE_AFTER;
             let cluster = self.state.cluster();
             self.health.set_auto_failover(readiness(&cluster, &self.observations()));
             if !cluster.bootstrapped || self.started.elapsed() < Duration::from_millis(cluster.policy.down_after_ms) {
@@ -237,7 +249,8 @@ impl Detector {
                 }
             }
             self.finish_orphans(&cluster).await;
-            let (down, answers) = self.judge(&cluster, &answers_cache);
+            let (mut down, answers) = self.judge(&cluster, &answers_cache);
+            down.retain(|(_, evidence)| asked_long_enough || *evidence != Evidence::LeaderOnly);
             for site in cluster.sites.keys() {
                 if !down.iter().any(|(d, _)| d == site) {
                     recorded.remove(site);
@@ -299,7 +312,7 @@ impl Detector {
             if recorded.get(site) != Some(reason) {
                 tracing::warn!(site = %site, reason = %reason, "site down; automatic failover declined");
                 let what = format!("site {site} down; automatic failover to {peer} declined");
-                if self.client.record_event(&what, &format!("declined: {reason}"), &who, &why).await.is_ok() {
+                if self.client.record_automatic(&what, &format!("declined: {reason}"), &who, &why).await.is_ok() {
                     recorded.insert(site.to_string(), reason.clone());
                 }
             }

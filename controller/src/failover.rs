@@ -67,9 +67,10 @@ pub async fn run(
 }
 
 /// The last step of a failover whose fence is older than a write lease (the
-/// leader finishing one its driver left, see `crate::orphans`): the move.
+/// leader finishing one its driver left, see `crate::orphans`): the move,
+/// made by tandem itself (so it counts as an automatic failover).
 pub async fn finish(client: &ControlClient, decision: &Decision, who: &str, why: &str) -> Result<String, SwitchoverError> {
     endpoints(decision)?;
-    let moved = step(client, &move_spec(decision, MoveStep::Move, None, false), "move", who, why).await?;
+    let moved = step(client, &move_spec(decision, MoveStep::Move, None, true), "move", who, why).await?;
     Ok(format!("{} (audit #{})", moved.result, moved.audit_seq))
 }

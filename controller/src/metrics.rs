@@ -12,6 +12,7 @@ use crate::audit::ChainCheck;
 use crate::clock::Clock;
 use crate::health::HealthBoard;
 use crate::node::node_status;
+use crate::plan::Observations;
 use crate::raft::Raft;
 use crate::raft::state_machine::StateReader;
 use crate::state::{ReplicationMode, SiteRole};
@@ -156,6 +157,54 @@ pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
         "Leader only: 1 if the site's automatic failover would go ahead were it lost now, 0 if it would be declined (tandem status says why).",
         &available,
     );
+    // What a failover now would lose, per direction, from the planner.
+    let obs = Observations { replicators: s.replicators.clone(), now_unix_ms: s.now_unix_ms };
+    let (mut rpo_entries, mut rpo_bytes, mut rpo_seconds) = (Vec::new(), Vec::new(), Vec::new());
+    for p in &c.pairs {
+        for from in [&p.site_a, &p.site_b] {
+            let to = p.partner(from);
+            let loss = crate::plan::exposure(c, &obs, from, to);
+            let labels = vec![("from", from.clone()), ("to", to.to_string())];
+            rpo_entries.push((labels.clone(), loss.entries as f64));
+            rpo_bytes.push((labels.clone(), loss.bytes as f64));
+            rpo_seconds.push((labels, loss.seconds as f64));
+        }
+    }
+    t.family(
+        "tandem_rpo_exposure_entries",
+        Kind::Gauge,
+        "Acknowledged writes a failover from -> to would lose if it happened now (0 while the direction is in sync).",
+        &rpo_entries,
+    );
+    t.family("tandem_rpo_exposure_bytes", Kind::Gauge, "Bytes of those writes.", &rpo_bytes);
+    t.family("tandem_rpo_exposure_seconds", Kind::Gauge, "How far back those writes go, in seconds.", &rpo_seconds);
+
+    let (mut move_at, mut move_duration, mut move_pause) = (Vec::new(), Vec::new(), Vec::new());
+    for m in c.last_moves.values() {
+        let labels = vec![("kind", m.kind.as_str().to_string())];
+        move_at.push((labels.clone(), m.moved_at_unix_ms as f64 / 1000.0));
+        move_duration.push((labels.clone(), m.duration_ms() as f64 / 1000.0));
+        move_pause.push((labels, m.write_pause_ms as f64 / 1000.0));
+    }
+    t.family("tandem_last_move_timestamp_seconds", Kind::Gauge, "When the last switchover / failover committed (Unix time).", &move_at);
+    t.family(
+        "tandem_last_move_duration_seconds",
+        Kind::Gauge,
+        "The last switchover / failover, from its drain (fence) to its move.",
+        &move_duration,
+    );
+    t.family(
+        "tandem_last_move_write_pause_seconds",
+        Kind::Gauge,
+        "How long the last switchover / failover left its shards without a writer: from the drain, or for a failover from when the lost owner was last heard, to the move.",
+        &move_pause,
+    );
+    t.single(
+        "tandem_last_automatic_action_timestamp_seconds",
+        Kind::Gauge,
+        "When tandem last acted on its own (automatic failover, a declined one, a move finished or undone for a driver that died); 0: never. `tandem status` says what it was.",
+        c.last_automatic.as_ref().map_or(0.0, |a| a.at_unix_ms as f64 / 1000.0),
+    );
     t.family("tandem_pair_mode", Kind::Gauge, "1 for each in-city pair's current replication mode.", &pair_modes);
     t.family("tandem_pair_sync", Kind::Gauge, "1 while the in-city pair is in sync mode (no acknowledged write can be lost).", &pair_sync);
     t.family("tandem_pair_state_id", Kind::Gauge, "State id of the pair's mode (grows with every mode change).", &state_ids);
@@ -186,4 +235,70 @@ pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
     t.single("tandem_refused_total", Kind::Counter, "Commands refused by the safety rules (audited).", audit.refused as f64);
     t.single("tandem_declined_total", Kind::Counter, "Automatic actions tandem declined (audited).", audit.declined as f64);
     t.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{LinkLag, ReplicatorHealth};
+    use crate::state::{AutoAction, MoveKind, MoveRecord};
+
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            raft: Default::default(),
+            cluster: crate::ops::test_state(8),
+            replicators: vec![ReplicatorHealth {
+                site: "a".into(),
+                links: vec![LinkLag { peer: "b".into(), entries: 12, bytes: 3_000, seconds: 4 }],
+                received_at_unix_ms: 98_000,
+                ..Default::default()
+            }],
+            now_unix_ms: 100_000,
+            auto_failover: Default::default(),
+        }
+    }
+
+    #[test]
+    fn rpo_exposure_is_the_lag_of_a_direction_out_of_sync_only() {
+        let mut s = status();
+        let text = render(&s, &AuditFacts::default());
+        assert_eq!(sample(&text, "tandem_rpo_exposure_entries{from=\"a\",to=\"b\"}"), Some(0.0), "in sync: nothing at risk\n{text}");
+        s.cluster.pairs[0].set_outgoing("a", ReplicationMode::Async, 40);
+        let text = render(&s, &AuditFacts::default());
+        assert_eq!(sample(&text, "tandem_rpo_exposure_entries{from=\"a\",to=\"b\"}"), Some(12.0), "{text}");
+        assert_eq!(sample(&text, "tandem_rpo_exposure_bytes{from=\"a\",to=\"b\"}"), Some(3_000.0));
+        // The lag's age plus the two seconds since a last reported it.
+        assert_eq!(sample(&text, "tandem_rpo_exposure_seconds{from=\"a\",to=\"b\"}"), Some(6.0));
+        assert_eq!(sample(&text, "tandem_rpo_exposure_entries{from=\"b\",to=\"a\"}"), Some(0.0));
+    }
+
+    #[test]
+    fn the_last_moves_and_automatic_action_are_exported() {
+        let mut s = status();
+        let text = render(&s, &AuditFacts::default());
+        assert_eq!(sample(&text, "tandem_last_automatic_action_timestamp_seconds"), Some(0.0));
+        assert!(!text.contains("tandem_last_move_duration_seconds{"), "no move yet, no sample\n{text}");
+        let failover = MoveRecord {
+            kind: MoveKind::Failover,
+            from: "a".into(),
+            to: "b".into(),
+            shards: 4,
+            automatic: true,
+            drained_at_unix_ms: 50_000,
+            moved_at_unix_ms: 50_400,
+            write_pause_ms: 1_900,
+            audit_seq: 9,
+        };
+        s.cluster.last_moves.insert(MoveKind::Failover, failover);
+        s.cluster.last_automatic = Some(AutoAction { at_unix_ms: 50_400, audit_seq: 9, what: "move".into(), result: "ok".into() });
+        let text = render(&s, &AuditFacts::default());
+        assert_eq!(sample(&text, "tandem_last_move_duration_seconds{kind=\"failover\"}"), Some(0.4), "{text}");
+        assert_eq!(sample(&text, "tandem_last_move_write_pause_seconds{kind=\"failover\"}"), Some(1.9));
+        assert_eq!(sample(&text, "tandem_last_move_timestamp_seconds{kind=\"failover\"}"), Some(50.4));
+        assert_eq!(sample(&text, "tandem_last_automatic_action_timestamp_seconds"), Some(50.4));
+    }
 }

@@ -16,7 +16,7 @@ use tandem_storage::KvStore;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::NodeConfig;
+use crate::config::{ConfigRole, NodeConfig};
 use crate::health::HealthBoard;
 use crate::ops::{BootstrapSpec, Command, OpMeta, Request};
 use crate::raft::log_store::LogStore;
@@ -101,15 +101,26 @@ pub struct Node {
 
 }
 
+/// How many times longer the DR site's controller waits before it stands
+/// for election (see [`Node::start`]).
+const DR_ELECTION_SKEW: u64 = 2;
+
 impl Node {
     pub async fn start(config: NodeConfig, deps: NodeDeps) -> Result<Node, NodeError> {
         let me = config.this_site().clone();
         let t = &config.raft;
+        // The DR site's controller waits twice as long before it stands for
+        // election, so a leader is elected in the city that writes: a DR
+        // leader behind a slow or lossy link loses the in-city sites'
+        // heartbeats and leases, and its elections there disrupt the
+        // cluster (the drill `dr-link-degraded`). It still leads when
+        // neither in-city controller can.
+        let skew = if me.role == ConfigRole::DrStandby { DR_ELECTION_SKEW } else { 1 };
         let raft_config = openraft::Config {
             cluster_name: "tandem".into(),
             heartbeat_interval: t.heartbeat_ms,
-            election_timeout_min: t.election_timeout_min_ms,
-            election_timeout_max: t.election_timeout_max_ms,
+            election_timeout_min: t.election_timeout_min_ms * skew,
+            election_timeout_max: t.election_timeout_max_ms * skew,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(LOGS_PER_SNAPSHOT),
             max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
             ..Default::default()
@@ -227,7 +238,7 @@ impl Node {
                     deps.transport.clone(),
                     // Each controller is probed on its own loop, so a slow
                     // answer (a degraded DR link) still counts.
-                    std::time::Duration::from_secs(2),
+                    crate::detect::PROBE_TIMEOUT,
                 ),
                 leases,
                 started: tokio::time::Instant::now(),

@@ -98,7 +98,7 @@ pub async fn finish(client: &ControlClient, state: &ClusterState, obs: &Observat
         }
         Resolution::Cancel(reason) => {
             let why = format!("{reason} ({what} drained {age_s} s ago)");
-            let r = crate::switchover::cancel(client, &orphan.from, &orphan.to, orphan.shards.clone(), who, &why).await?;
+            let r = crate::switchover::cancel(client, &orphan.from, &orphan.to, orphan.shards.clone(), true, who, &why).await?;
             Ok(format!("cancelled the {} of {what} from {} to {}: {r}", orphan.kind.as_str(), orphan.from, orphan.to))
         }
     }
@@ -115,7 +115,7 @@ mod tests {
         for &n in shards {
             let s = &mut state.shards[n as usize];
             s.moving_to = Some(to.into());
-            s.drain = Some(Drain { kind, at_unix_ms: 1_000, deadline_unix_ms: deadline, log_index: 5 });
+            s.drain = Some(Drain { kind, at_unix_ms: 1_000, deadline_unix_ms: deadline, log_index: 5, writer_last_heard_unix_ms: 0 });
         }
     }
 

@@ -234,13 +234,7 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
     // reported lag. The other direction (`to`'s own writes, which `from`
     // may lack) does not matter: `to` is the one that keeps the shards.
     let in_sync = pair.is_some_and(|p| p.outgoing(from) == ReplicationMode::Sync);
-    let last_report = obs.replicators.iter().find(|h| h.site == from);
-    if !in_sync {
-        if let Some(link) = last_report.and_then(|h| h.links.iter().find(|l| l.peer == to)) {
-            let age_s = obs.now_unix_ms.saturating_sub(last_report.map_or(0, |h| h.received_at_unix_ms)) / 1000;
-            d.expected_loss = Loss { entries: link.entries, bytes: link.bytes, seconds: link.seconds + age_s };
-        }
-    }
+    d.expected_loss = exposure(state, obs, from, to);
     let mode = pair.map_or("no in-city pair".to_string(), |p| format!("replication {}", p.describe()));
 
     if automatic {
@@ -283,6 +277,26 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
         if in_sync { format!("{mode}: no acknowledged write is lost") } else { format!("{mode}: writes {to} never received are lost") },
     ];
     d
+}
+
+/// What a failover from `from` to `to` would lose if it happened now (the
+/// RPO exposure of that direction): nothing while the direction is in sync
+/// (every write `from` acknowledged was confirmed by `to`); otherwise the
+/// lag `from` last reported towards `to`, aged by how long ago it reported
+/// (zero if it never reported a link to `to`).
+pub fn exposure(state: &ClusterState, obs: &Observations, from: &str, to: &str) -> Loss {
+    let in_sync = state.pairs.iter().find(|p| p.joins(from, to)).is_some_and(|p| p.outgoing(from) == ReplicationMode::Sync);
+    if in_sync {
+        return Loss::default();
+    }
+    let last_report = obs.replicators.iter().find(|h| h.site == from);
+    match last_report.and_then(|h| h.links.iter().find(|l| l.peer == to).map(|l| (h, l))) {
+        Some((h, link)) => {
+            let age_s = obs.now_unix_ms.saturating_sub(h.received_at_unix_ms) / 1000;
+            Loss { entries: link.entries, bytes: link.bytes, seconds: link.seconds + age_s }
+        }
+        None => Loss::default(),
+    }
 }
 
 fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, shards: Option<&[u32]>) -> Decision {

@@ -68,11 +68,32 @@ pub struct Shard {
     /// may take (`None` for a drain recorded by an older build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// The site a failover or DR activation took this shard from, until a
+    /// move returns it there: what `tandem failback` of that site hands
+    /// back. A planned switchover elsewhere keeps it (the shard is still
+    /// away from home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displaced_from: Option<String>,
 }
 
 impl Shard {
     pub fn new(owner: &str, epoch: u64) -> Self {
-        Shard { owner: owner.into(), epoch, moving_to: None, drain: None }
+        Shard { owner: owner.into(), epoch, moving_to: None, drain: None, displaced_from: None }
+    }
+
+    /// Gives the shard to `to` under the next epoch (a committed move, or
+    /// a DR activation) and keeps `displaced_from` up to date: set to the
+    /// old owner when a failover takes it away, cleared when it comes home.
+    pub fn hand_over(&mut self, to: &str, kind: MoveKind) {
+        if self.displaced_from.as_deref() == Some(to) {
+            self.displaced_from = None;
+        } else if kind == MoveKind::Failover && self.displaced_from.is_none() && self.owner != to {
+            self.displaced_from = Some(self.owner.clone());
+        }
+        self.owner = to.to_string();
+        self.epoch += 1;
+        self.moving_to = None;
+        self.drain = None;
     }
 }
 
@@ -117,6 +138,54 @@ pub struct Drain {
     /// older state may still let the old owner write (see `crate::lease`).
     #[serde(default)]
     pub log_index: u64,
+    /// Failover only: when the leader last heard the old owner's replicator
+    /// before the fence (0: unknown). The old owner wrote nothing after its
+    /// crash, which came after this: the write pause is measured from here.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writer_last_heard_unix_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The last committed move of one kind, for `tandem status` and the
+/// `tandem_last_move_*` metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub kind: MoveKind,
+    pub from: String,
+    pub to: String,
+    pub shards: u64,
+    /// Made by tandem itself (the detector, or the leader finishing a move
+    /// its driver left).
+    pub automatic: bool,
+    /// When the drain (fence) committed; equal to `moved_at_unix_ms` for a
+    /// move without a drain.
+    pub drained_at_unix_ms: u64,
+    pub moved_at_unix_ms: u64,
+    /// How long the shards could not be written: from the drain (a
+    /// switchover) or from the last time the old owner was heard (a
+    /// failover) to the move.
+    pub write_pause_ms: u64,
+    pub audit_seq: u64,
+}
+
+impl MoveRecord {
+    /// From the drain's commit to the move's commit.
+    pub fn duration_ms(&self) -> u64 {
+        self.moved_at_unix_ms.saturating_sub(self.drained_at_unix_ms)
+    }
+}
+
+/// The last thing tandem did on its own (an automatic failover, a declined
+/// one, a move it finished or undid for a driver that died).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoAction {
+    pub at_unix_ms: u64,
+    pub audit_seq: u64,
+    pub what: String,
+    pub result: String,
 }
 
 /// Replication mode of an in-city pair of active sites.
@@ -348,6 +417,11 @@ pub struct ClusterState {
     /// the cooldown; 0: never.
     #[serde(default)]
     pub last_auto_failover_unix_ms: u64,
+    /// The last committed move of each kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_moves: BTreeMap<MoveKind, MoveRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_automatic: Option<AutoAction>,
 }
 
 /// The shard a tenant's contracts live in: a stable hash of the tenant id
@@ -375,6 +449,18 @@ impl ClusterState {
         self.pair_of(site).map(|p| p.partner(site))
     }
 
+    /// The shards a failover or DR activation took from `site` that another
+    /// site still owns, by owner: what the failback of `site` hands back.
+    pub fn displaced_from(&self, site: &str) -> BTreeMap<String, Vec<u32>> {
+        let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (n, shard) in self.shards.iter().enumerate() {
+            if shard.displaced_from.as_deref() == Some(site) && shard.owner != site {
+                out.entry(shard.owner.clone()).or_default().push(n as u32);
+            }
+        }
+        out
+    }
+
     /// Shards owned by each site, for every known site (zero included).
     pub fn shard_counts(&self) -> BTreeMap<String, u64> {
         let mut counts: BTreeMap<String, u64> = self.sites.keys().map(|s| (s.clone(), 0)).collect();
@@ -388,6 +474,25 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A state written by the build before move records and displaced
+    // shards (and a drain without its last-heard time) still loads.
+    #[test]
+    fn a_state_from_the_previous_build_loads() {
+        let old = r#"{"bootstrapped":true,"generation":1,"sites":{},"pairs":[],
+            "shards":[{"owner":"a","epoch":3,"moving_to":"b","drain":{"kind":"failover","at_unix_ms":5,"deadline_unix_ms":9,"log_index":4}}],
+            "policy":{"auto_failover":true,"paused":false,"cooldown_s":300,"lag_entries_max":1000,"lag_s_max":30},
+            "audit_len":7,"audit_head":"ab","last_auto_failover_unix_ms":0}"#;
+        let s: ClusterState = serde_json::from_str(old).unwrap();
+        assert_eq!((s.shards[0].displaced_from.clone(), s.last_moves.len(), s.last_automatic.clone()), (None, 0, None));
+        assert_eq!(s.shards[0].drain.as_ref().map(|d| (d.log_index, d.writer_last_heard_unix_ms)), Some((4, 0)));
+        // And a new state round-trips, records included.
+        let mut s = s;
+        s.last_moves.insert(MoveKind::Failover, MoveRecord { kind: MoveKind::Failover, from: "a".into(), ..Default::default() });
+        s.shards[0].displaced_from = Some("a".into());
+        let again: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+    }
 
     // The mapping is part of the on-disk contract between sites: pin it.
     #[test]

@@ -154,11 +154,21 @@ pub(crate) fn move_spec(decision: &Decision, step: MoveStep, expect_epoch: Optio
         require_sync: decision.requires_sync,
         kind: MoveKind::Switchover,
         deadline_ms: 0,
+        writer_last_heard_ms: 0,
     }
 }
 
-/// Undoes an unfinished drain (the source writes again).
-pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, who: &str, why: &str) -> Result<String, SwitchoverError> {
+/// Undoes an unfinished drain (the source writes again). `automatic`: the
+/// leader undoing a drain whose driver died, not an operator.
+pub async fn cancel(
+    client: &ControlClient,
+    from: &str,
+    to: &str,
+    shards: Vec<u32>,
+    automatic: bool,
+    who: &str,
+    why: &str,
+) -> Result<String, SwitchoverError> {
     let spec = ShardMoveSpec {
         step: MoveStep::Cancel,
         from: from.into(),
@@ -166,10 +176,11 @@ pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u3
         shards,
         expect_epoch: None,
         require_drained: false,
-        automatic: false,
+        automatic,
         require_sync: false,
         kind: MoveKind::Switchover,
         deadline_ms: 0,
+        writer_last_heard_ms: 0,
     };
     let o = step(client, &spec, "cancel", who, why).await?;
     Ok(format!("{} (audit #{})", o.result, o.audit_seq))

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use tandem_controller::client::ControlClient;
-use tandem_controller::ops::SiteRoleSpec;
+use tandem_controller::ops::{shard_ranges, SiteRoleSpec};
 use tandem_controller::state::SiteRole;
 use tandem_net::Transport;
 use tandem_proto::replicator as pb;
@@ -139,20 +139,10 @@ pub async fn run(
     Ok(Report { site: site.into(), divergent, active_audit_seq: o.audit_seq })
 }
 
-/// Where the site's shards went, from the audit log's moves:
-/// (new owner, shard ranges as `--shards` takes them).
-pub async fn shards_moved_away(client: &ControlClient, site: &str) -> Vec<(String, String)> {
-    let Ok(entries) = client.leader_audit(10_000).await else { return Vec::new() };
-    let prefix = "move ";
-    let mut out = Vec::new();
-    for e in entries.iter().filter(|e| e.result.starts_with("ok") && e.what.starts_with(prefix)) {
-        // "move 32 shards (0-31) from a to b"
-        let (Some(open), Some(close)) = (e.what.find('('), e.what.find(')')) else { continue };
-        let ranges = e.what[open + 1..close].replace(' ', "");
-        let rest = &e.what[close + 1..];
-        if let Some(to) = rest.trim().strip_prefix(&format!("from {site} to ")) {
-            out.push((to.to_string(), ranges));
-        }
-    }
-    out
+/// Where the site's shards went: those a failover or DR activation took
+/// from it that another site still owns (`Shard::displaced_from` in the
+/// agreed state), as (owner, shard ranges as `--shards` takes them).
+pub async fn shards_to_return(client: &ControlClient, site: &str) -> Result<Vec<(String, String)>, FailbackError> {
+    let status = client.leader_status().await?;
+    Ok(status.cluster.displaced_from(site).into_iter().map(|(owner, shards)| (owner, shard_ranges(&shards).join(","))).collect())
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +96,34 @@ pub struct SiteDisks {
     pub keys: DrillKeys,
     /// Controller stores set aside by `dr rejoin`.
     pub superseded: Vec<MemKv>,
+    /// Which of the site's processes the drill has stopped on their own
+    /// (`stop_controller`, `stop_replicator`) while the host stays up.
+    pub stopped: Stopped,
+}
+
+/// Set while one process of a site is stopped alone.
+#[derive(Clone, Default)]
+pub struct Stopped {
+    pub controller: Arc<AtomicBool>,
+    pub replicator: Arc<AtomicBool>,
+}
+
+impl Stopped {
+    pub fn controller(&self) -> bool {
+        self.controller.load(Ordering::SeqCst)
+    }
+
+    pub fn replicator(&self) -> bool {
+        self.replicator.load(Ordering::SeqCst)
+    }
+
+    pub fn set_controller(&self, stopped: bool) {
+        self.controller.store(stopped, Ordering::SeqCst);
+    }
+
+    pub fn set_replicator(&self, stopped: bool) {
+        self.replicator.store(stopped, Ordering::SeqCst);
+    }
 }
 
 pub struct SimCluster<'a> {
@@ -231,6 +260,7 @@ impl<'a> SimCluster<'a> {
             blobs: BlobStore::memory(),
             keys: DrillKeys::new(kek),
             superseded: Vec::new(),
+            stopped: Stopped::default(),
         };
         self.disks.insert(site.to_string(), disks.clone());
         let views = self.views.clone();
@@ -242,22 +272,34 @@ impl<'a> SimCluster<'a> {
             let views = views.clone();
             let trace = trace.clone();
             async move {
-                let deps = NodeDeps { kv: Arc::new(disks.controller.clone()), transport: Transport::Turmoil, clock: Arc::new(SimClock), hold_moves };
-                let node = Node::start(config_for(site), deps).await?;
-                // Every start draws its randomness from the seed, the site and the time.
-                let salt = site.bytes().fold(seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) ^ crate::trace::now().as_nanos() as u64;
-                let deps = ReplicatorDeps {
-                    kv: Arc::new(disks.replicator.clone()),
-                    blobs: disks.blobs.clone(),
-                    keys: Arc::new(disks.keys.clone()),
-                    rng: Arc::new(SeededRandomSource::new(salt)),
-                    clock: Arc::new(SimClock),
-                    transport: Transport::Turmoil,
+                let start_node = {
+                    let kv = disks.controller.clone();
+                    move || {
+                        let deps = NodeDeps { kv: Arc::new(kv.clone()), transport: Transport::Turmoil, clock: Arc::new(SimClock), hold_moves };
+                        Node::start(config_for(site), deps)
+                    }
                 };
-                let replicator = Replicator::start(replicator_config(site), deps).await?;
+                let node = start_node().await?;
+                let start_replicator = {
+                    let disks = disks.clone();
+                    move || {
+                        // Every start draws its randomness from the seed, the site and the time.
+                        let salt = site.bytes().fold(seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) ^ crate::trace::now().as_nanos() as u64;
+                        let deps = ReplicatorDeps {
+                            kv: Arc::new(disks.replicator.clone()),
+                            blobs: disks.blobs.clone(),
+                            keys: Arc::new(disks.keys.clone()),
+                            rng: Arc::new(SeededRandomSource::new(salt)),
+                            clock: Arc::new(SimClock),
+                            transport: Transport::Turmoil,
+                        };
+                        Replicator::start(replicator_config(site), deps)
+                    }
+                };
+                let replicator = start_replicator().await?;
                 trace.record(crate::trace::now(), format!("{site} started"));
-                watch_node(site, node, views, trace).await;
-                drop(replicator);
+                let processes = Processes { site, views, trace, stopped: disks.stopped.clone() };
+                processes.supervise(node, replicator, start_node, start_replicator).await;
                 Ok(())
             }
         });
@@ -449,10 +491,74 @@ pub fn leader(views: &BTreeMap<String, NodeView>) -> Option<(String, u64)> {
 }
 
 /// Publishes the node's Raft view and records every change in the trace.
-async fn watch_node(site: &'static str, node: Node, views: Views, trace: Trace) {
+/// The two processes of one simulated site, each stopped and started again
+/// on its own when the drill asks (a crash stops the whole host instead).
+struct Processes {
+    site: &'static str,
+    views: Views,
+    trace: Trace,
+    stopped: Stopped,
+}
+
+impl Processes {
+    /// Publishes the controller's view, and stops or starts each process to
+    /// match [`Stopped`]. Never returns while the host runs.
+    async fn supervise<N, NF, R, RF>(&self, node: Node, replicator: Replicator, start_node: N, start_replicator: R)
+    where
+        N: Fn() -> NF,
+        NF: std::future::Future<Output = Result<Node, tandem_controller::node::NodeError>>,
+        R: Fn() -> RF,
+        RF: std::future::Future<Output = Result<Replicator, tandem_replicator::server::StartError>>,
+    {
+        let site = self.site;
+        let (mut node, mut replicator) = (Some(node), Some(replicator));
+        loop {
+            let wanted = (!self.stopped.controller(), !self.stopped.replicator());
+            let running = (node.is_some(), replicator.is_some());
+            if wanted == running {
+                match &node {
+                    Some(n) => watch_until(site, n, &self.views, &self.trace, || (!self.stopped.controller(), !self.stopped.replicator()) != running).await,
+                    None => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+                continue;
+            }
+            if !wanted.0 {
+                if let Some(n) = node.take() {
+                    n.shutdown().await;
+                    self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(site);
+                    self.trace.record(crate::trace::now(), format!("{site} controller stopped"));
+                }
+            } else if node.is_none() {
+                match start_node().await {
+                    Ok(n) => node = Some(n),
+                    Err(e) => self.trace.record(crate::trace::now(), format!("{site} controller could not start: {e}")),
+                }
+                self.trace.record(crate::trace::now(), format!("{site} controller started"));
+            }
+            if !wanted.1 {
+                if let Some(r) = replicator.take() {
+                    r.shutdown().await;
+                    self.trace.record(crate::trace::now(), format!("{site} replicator stopped"));
+                }
+            } else if replicator.is_none() {
+                match start_replicator().await {
+                    Ok(r) => replicator = Some(r),
+                    Err(e) => self.trace.record(crate::trace::now(), format!("{site} replicator could not start: {e}")),
+                }
+                self.trace.record(crate::trace::now(), format!("{site} replicator started"));
+            }
+        }
+    }
+}
+
+/// Publishes the node's view until `stop()` holds.
+async fn watch_until(site: &'static str, node: &Node, views: &Views, trace: &Trace, stop: impl Fn() -> bool) {
     let mut metrics = node.raft().metrics();
     let mut last: Option<NodeView> = None;
     loop {
+        if stop() {
+            return;
+        }
         let status = node.status();
         let mut owned: BTreeMap<String, usize> = status.cluster.sites.keys().map(|s| (s.clone(), 0)).collect();
         for shard in &status.cluster.shards {

@@ -114,6 +114,8 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
             c.set_loss(a, b, 0.0);
         }
         c.disks(a).keys.set_down(false);
+        c.disks(a).stopped.set_controller(false);
+        c.disks(a).stopped.set_replicator(false);
     }
     c.trace().record(c.elapsed(), "heal: every link and key provider");
     note(&log, c.elapsed(), "heal: every link and key provider".into(), None);
@@ -226,6 +228,16 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
         Event::Corrupt { site } => corrupt(c, &site),
         Event::KeysDown { site } => c.disks(&site).keys.set_down(true),
         Event::KeysUp { site } => c.disks(&site).keys.set_down(false),
+        Event::StopController { site } => c.disks(&site).stopped.set_controller(true),
+        Event::StartController { site } => c.disks(&site).stopped.set_controller(false),
+        Event::StopReplicator { site } => {
+            if c.is_up(&site) && !c.disks(&site).stopped.replicator() {
+                c.disks(&site).stopped.set_replicator(true);
+                // Its writes stop as with a crash: measured like one.
+                return Ok(Some(site));
+            }
+        }
+        Event::StartReplicator { site } => c.disks(&site).stopped.set_replicator(false),
         Event::CrashLeader => {
             if let Some((site, _)) = leader(&c.views()) {
                 c.crash(&site);

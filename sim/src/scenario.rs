@@ -128,6 +128,14 @@ pub enum Event {
     KeysUp { site: String },
     /// Crash whichever site leads the controllers.
     CrashLeader,
+    /// Stop only the site's controller process (its replicator keeps
+    /// running and serving), until `start_controller`.
+    StopController { site: String },
+    StartController { site: String },
+    /// Stop only the site's replicator (`kill -9` of that one process; its
+    /// controller keeps running), until `start_replicator`.
+    StopReplicator { site: String },
+    StartReplicator { site: String },
     /// `tandem switchover --from --to` (all of from's shards).
     Switchover { from: String, to: String },
     /// `tandem failover --from --to` (with `--accept-data-loss` if set).
@@ -167,6 +175,10 @@ impl Event {
             Event::KeysDown { site } => format!("fault: key provider down at {site}"),
             Event::KeysUp { site } => format!("heal: key provider up at {site}"),
             Event::CrashLeader => "fault: crash of the controller leader's site".into(),
+            Event::StopController { site } => format!("fault: controller of {site} stopped"),
+            Event::StartController { site } => format!("heal: controller of {site} started"),
+            Event::StopReplicator { site } => format!("fault: replicator of {site} stopped"),
+            Event::StartReplicator { site } => format!("heal: replicator of {site} started"),
             Event::Switchover { from, to } => format!("sre: switchover {from} -> {to}"),
             Event::Failover { from, to, accept_data_loss } => {
                 format!("sre: failover {from} -> {to}{}", if *accept_data_loss { " --accept-data-loss" } else { "" })
@@ -190,6 +202,10 @@ impl Event {
             | Event::Corrupt { site }
             | Event::KeysDown { site }
             | Event::KeysUp { site }
+            | Event::StopController { site }
+            | Event::StartController { site }
+            | Event::StopReplicator { site }
+            | Event::StartReplicator { site }
             | Event::DrActivate { site }
             | Event::DrRejoin { site }
             | Event::Failback { site } => vec![site],

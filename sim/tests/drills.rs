@@ -85,6 +85,26 @@ library! {
     busy_survivor_power_loss => "busy-survivor-power-loss",
     failover_target_lost => "failover-target-lost",
     leader_site_power_loss => "leader-site-power-loss",
+    dr_controller_down_replicator_loss => "dr-controller-down-replicator-loss",
+}
+
+// With c's controller stopped, a's lost replicator is judged by the leader
+// alone (or by a's controller leading with b confirming); either way a's
+// shards go to b automatically, and the fence says on what evidence.
+#[test]
+fn without_the_dr_controller_the_leader_still_fails_over() {
+    let o = run(&scenario("dr-controller-down-replicator-loss"), 1, Safety::Intact).unwrap();
+    assert!(o.trace.iter().any(|l| l.contains("c controller stopped")), "the DR controller never stopped:\n{}", explain(&o));
+    let fence = o
+        .audit
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| e.what.starts_with("drain ") && e.what.ends_with("from a to b") && e.result.starts_with("ok"))
+        .unwrap_or_else(|| panic!("a was never fenced:\n{}", explain(&o)));
+    assert!(fence.who.starts_with("controller@"), "{fence:?}");
+    assert!(fence.why.contains("alone: no other controller") || fence.why.contains("by the leader (a) and b"), "{fence:?}");
+    let moved_at = o.samples.iter().find(|s| s.owned.get("a").copied().unwrap_or(0) == 0).map(|s| s.at_ms);
+    assert!(moved_at.is_some(), "a's shards never moved:\n{}", explain(&o));
 }
 
 // The busy survivor: b recorded its own direction async, and a's shards

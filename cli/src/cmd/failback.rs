@@ -40,7 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = args.target.client();
     let status = client.leader_status().await?;
     let role = failback::check(&client, &args.site).await?;
-    let returns = failback::shards_moved_away(&client, &args.site).await;
+    let returns = failback::shards_to_return(&client, &args.site).await?;
     println!("plan: failback of {}", args.site);
     if role == SiteRole::Fenced {
         println!("  0. add {}'s controller (prepared by `tandem dr rejoin`) to generation {}'s Raft membership", args.site, status.cluster.generation);
@@ -92,10 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("return its shards with: {c}");
         }
         if commands.is_empty() {
-            println!(
-                "return its shards with: tandem switchover --from <current owner> --to {} --shards <its shards> --reason \"failback of {}\"",
-                args.site, args.site
-            );
+            println!("no shard of {} is away from it: nothing to return", args.site);
         }
     }
     Ok(())

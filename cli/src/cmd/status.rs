@@ -138,6 +138,31 @@ fn draining_line(from: &str, to: &str, drain: Option<&tandem_controller::state::
     format!("\n{kind} IN PROGRESS for {age_s} s: {what} of {from} drained towards {to}; writes to them are paused; the leader {then} {when}\n")
 }
 
+/// The last switchover and failover, with their timings, and the last
+/// thing tandem did on its own.
+fn last_actions(c: &ClusterState, now_unix_ms: u64) -> String {
+    let mut out = String::new();
+    let ago = |at: u64| format!("{} s ago", now_unix_ms.saturating_sub(at) / 1000);
+    for m in c.last_moves.values() {
+        out.push_str(&format!(
+            "last {}: {} -> {}, {} shards{}, {}: drain to move {:.1} s, writes paused {:.1} s (audit #{})\n",
+            m.kind.as_str(),
+            m.from,
+            m.to,
+            m.shards,
+            if m.automatic { ", by tandem" } else { "" },
+            ago(m.moved_at_unix_ms),
+            m.duration_ms() as f64 / 1000.0,
+            m.write_pause_ms as f64 / 1000.0,
+            m.audit_seq,
+        ));
+    }
+    if let Some(a) = &c.last_automatic {
+        out.push_str(&format!("last automatic action: {}: {} ({}, audit #{})\n", a.what, a.result, ago(a.at_unix_ms), a.audit_seq));
+    }
+    out
+}
+
 fn render(r: &Report) -> String {
     let c = &r.cluster;
     let mut out = String::new();
@@ -159,6 +184,7 @@ fn render(r: &Report) -> String {
         r.leader.as_deref().unwrap_or("NONE (no quorum?)"),
     ));
     out.push_str(&auto_failover_line(r.auto_failover.as_ref(), r.leader.is_some()));
+    out.push_str(&last_actions(c, r.now_unix_ms));
     out.push('\n');
     let rows: Vec<Vec<String>> = r
         .nodes
@@ -195,17 +221,21 @@ fn render(r: &Report) -> String {
     }
     if !c.pairs.is_empty() {
         out.push('\n');
+        let obs = tandem_controller::plan::Observations { replicators: r.replicators.clone(), now_unix_ms: r.now_unix_ms };
         let rows: Vec<Vec<String>> = c
             .pairs
             .iter()
             .flat_map(|p| {
                 [&p.site_a, &p.site_b].map(|from| {
                     let since = p.direction(from).filter(|d| d.since_seq > 0).map_or(String::new(), |d| format!("{from}'s entry {}", d.since_seq));
-                    vec![format!("{from} -> {}", p.partner(from)), p.outgoing(from).as_str().to_string(), since, p.state_id.to_string()]
+                    let to = p.partner(from);
+                    let loss = tandem_controller::plan::exposure(c, &obs, from, to);
+                    let loss = if loss == Default::default() { "nothing".to_string() } else { format!("{} entries, {} s", loss.entries, loss.seconds) };
+                    vec![format!("{from} -> {to}"), p.outgoing(from).as_str().to_string(), since, loss, p.state_id.to_string()]
                 })
             })
             .collect();
-        out.push_str(&table(&["IN-CITY REPLICATION", "MODE", "PEER MAY LACK FROM", "STATE ID"], &rows));
+        out.push_str(&table(&["IN-CITY REPLICATION", "MODE", "PEER MAY LACK FROM", "A FAILOVER NOW LOSES", "STATE ID"], &rows));
         out.push('\n');
     }
     if !r.replicators.is_empty() {

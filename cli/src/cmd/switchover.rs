@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if !args.audited.yes {
             super::change::confirm()?;
         }
-        let result = switchover::cancel(&client, &args.from, &args.to, shards, &args.audited.who, &args.audited.reason).await?;
+        let result = switchover::cancel(&client, &args.from, &args.to, shards, false, &args.audited.who, &args.audited.reason).await?;
         println!("cancel: {result}");
         return Ok(());
     }

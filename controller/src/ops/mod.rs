@@ -17,10 +17,10 @@ pub use bootstrap::BootstrapSpec;
 #[cfg(test)]
 pub(crate) use bootstrap::test_state;
 pub use pair_mode::PairModeSpec;
-pub use shard_move::{describe_shards, MoveStep, ShardMoveSpec};
+pub use shard_move::{describe_shards, shard_ranges, MoveStep, ShardMoveSpec};
 pub use site_role::SiteRoleSpec;
 
-use crate::state::{AuditEntry, ClusterState};
+use crate::state::{AuditEntry, AutoAction, ClusterState};
 
 /// A state change. Serialised into the Raft log: add variants at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +37,14 @@ pub enum Command {
     /// One step of moving shards between sites (drain, move, cancel).
     ShardMove(ShardMoveSpec),
     /// An event for the audit log only (detections, declined automatic
-    /// actions): `what` happened, with `result`.
-    Event { what: String, result: String },
+    /// actions): `what` happened, with `result`. `automatic`: recorded by
+    /// tandem's own detector (it becomes the last automatic action).
+    Event {
+        what: String,
+        result: String,
+        #[serde(default)]
+        automatic: bool,
+    },
     /// Sets a site's role (failback: recovering, then active again).
     SetSiteRole(SiteRoleSpec),
 }
@@ -86,7 +92,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Resume => pause::apply(state, false),
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
         Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms, log_index),
-        Command::Event { what, result } => Applied { what: what.clone(), result: result.clone(), changed: false },
+        Command::Event { what, result, .. } => Applied { what: what.clone(), result: result.clone(), changed: false },
         Command::SetSiteRole(spec) => site_role::apply(state, spec),
     };
     state.audit_len += 1;
@@ -102,6 +108,15 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         hash: String::new(),
     };
     state.audit_head = crate::audit::seal(&mut entry, &state.audit_head);
+    let automatic = match &req.command {
+        Command::ShardMove(spec) => spec.automatic,
+        Command::Event { automatic, .. } => *automatic,
+        _ => false,
+    };
+    if automatic {
+        state.last_automatic =
+            Some(AutoAction { at_unix_ms: entry.at_unix_ms, audit_seq: entry.seq, what: entry.what.clone(), result: entry.result.clone() });
+    }
     let outcome = Outcome { audit_seq: entry.seq, log_index, result: applied.result, changed: applied.changed };
     (outcome, entry)
 }

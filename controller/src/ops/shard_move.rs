@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Applied;
-use crate::state::{ClusterState, Drain, MoveKind, SiteRole};
+use crate::state::{ClusterState, Drain, MoveKind, MoveRecord, SiteRole};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -68,6 +68,12 @@ pub struct ShardMoveSpec {
     pub kind: MoveKind,
     #[serde(default)]
     pub deadline_ms: u64,
+    /// `drain` of a failover only: when the leader last heard `from`'s
+    /// replicator. Filled in by the leader that proposes the step, from its
+    /// own board (never taken from the caller): the move's write pause is
+    /// measured from it.
+    #[serde(default)]
+    pub writer_last_heard_ms: u64,
 }
 
 /// How long a drain's driver gets before the leader takes it over, when the
@@ -82,6 +88,12 @@ pub fn default_deadline_ms(kind: MoveKind) -> u64 {
 
 /// "3 shards (0-1, 7)" for the audit log.
 pub fn describe_shards(shards: &[u32]) -> String {
+    format!("{} shard{} ({})", shards.len(), if shards.len() == 1 { "" } else { "s" }, shard_ranges(shards).join(", "))
+}
+
+/// `[0, 1, 7]` as `["0-1", "7"]` (sorted input), the form `--shards` takes
+/// joined with commas.
+pub fn shard_ranges(shards: &[u32]) -> Vec<String> {
     let mut ranges: Vec<String> = Vec::new();
     let mut i = 0;
     while i < shards.len() {
@@ -94,7 +106,7 @@ pub fn describe_shards(shards: &[u32]) -> String {
         ranges.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
         i += 1;
     }
-    format!("{} shard{} ({})", shards.len(), if shards.len() == 1 { "" } else { "s" }, ranges.join(", "))
+    ranges
 }
 
 pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: u64, log_index: u64) -> Applied {
@@ -163,6 +175,9 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
             MoveStep::Cancel => {}
         }
     }
+    // The drain this move completes (the oldest among its shards'), for the
+    // move's record; a shard moved without a drain counts from the move.
+    let drain = spec.shards.iter().filter_map(|&n| state.shards[n as usize].drain.clone()).min_by_key(|d| d.at_unix_ms);
     let mut epochs = Vec::new();
     for &n in &spec.shards {
         let shard = &mut state.shards[n as usize];
@@ -170,23 +185,30 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
             MoveStep::Drain => {
                 shard.moving_to = Some(spec.to.clone());
                 let deadline_ms = if spec.deadline_ms > 0 { spec.deadline_ms } else { default_deadline_ms(spec.kind) };
-                shard.drain = Some(Drain { kind: spec.kind, at_unix_ms, deadline_unix_ms: at_unix_ms.saturating_add(deadline_ms), log_index });
+                shard.drain = Some(Drain {
+                    kind: spec.kind,
+                    at_unix_ms,
+                    deadline_unix_ms: at_unix_ms.saturating_add(deadline_ms),
+                    log_index,
+                    writer_last_heard_unix_ms: if spec.kind == MoveKind::Failover { spec.writer_last_heard_ms } else { 0 },
+                });
             }
             MoveStep::Cancel => {
                 shard.moving_to = None;
                 shard.drain = None;
             }
             MoveStep::Move => {
-                shard.owner = spec.to.clone();
-                shard.epoch += 1;
-                shard.moving_to = None;
-                shard.drain = None;
+                shard.hand_over(&spec.to, drain.as_ref().map_or(spec.kind, |d| d.kind));
                 epochs.push(shard.epoch);
             }
         }
     }
-    if spec.step == MoveStep::Move && spec.automatic {
-        state.last_auto_failover_unix_ms = at_unix_ms;
+    if spec.step == MoveStep::Move {
+        let record = move_record(spec, drain.as_ref(), at_unix_ms, state.audit_len + 1);
+        if spec.automatic {
+            state.last_auto_failover_unix_ms = at_unix_ms;
+        }
+        state.last_moves.insert(record.kind, record);
     }
     let result = match spec.step {
         MoveStep::Drain => format!("ok: {} stops writing them", spec.from),
@@ -198,6 +220,31 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
         }
     };
     Applied { what, result, changed: true }
+}
+
+/// What the move committing at `moved_at` (audit entry `audit_seq`)
+/// completes: its kind, how long it took from its drain and how long the
+/// shards could not be written.
+fn move_record(spec: &ShardMoveSpec, drain: Option<&Drain>, moved_at: u64, audit_seq: u64) -> MoveRecord {
+    let kind = drain.map_or(spec.kind, |d| d.kind);
+    let drained_at = drain.map_or(moved_at, |d| d.at_unix_ms).min(moved_at);
+    // A failover's shards stopped being written when the old owner died,
+    // which was after it was last heard and may be before the fence.
+    let paused_since = match drain {
+        Some(d) if d.kind == MoveKind::Failover && d.writer_last_heard_unix_ms > 0 => d.writer_last_heard_unix_ms.min(drained_at),
+        _ => drained_at,
+    };
+    MoveRecord {
+        kind,
+        from: spec.from.clone(),
+        to: spec.to.clone(),
+        shards: spec.shards.len() as u64,
+        automatic: spec.automatic,
+        drained_at_unix_ms: drained_at,
+        moved_at_unix_ms: moved_at,
+        write_pause_ms: moved_at.saturating_sub(paused_since),
+        audit_seq,
+    }
 }
 
 #[cfg(test)]
@@ -221,7 +268,58 @@ mod tests {
             require_sync: false,
             kind: MoveKind::Switchover,
             deadline_ms: 0,
+            writer_last_heard_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_move_records_its_duration_and_write_pause() {
+        let mut s = state();
+        apply(&mut s, &spec(MoveStep::Drain, &[0, 1]), 1_000, 5);
+        assert!(apply(&mut s, &spec(MoveStep::Move, &[0, 1]), 4_500, 6).changed);
+        let r = &s.last_moves[&MoveKind::Switchover];
+        assert_eq!((r.from.as_str(), r.to.as_str(), r.shards, r.duration_ms(), r.write_pause_ms), ("a", "b", 2, 3_500, 3_500));
+        assert_eq!(r.audit_seq, s.audit_len + 1, "the move's own audit entry");
+        // A failover's pause runs from when the dead owner was last heard.
+        let fence = ShardMoveSpec { kind: MoveKind::Failover, writer_last_heard_ms: 9_000, automatic: true, ..spec(MoveStep::Drain, &[2]) };
+        apply(&mut s, &fence, 10_000, 8);
+        let mv = ShardMoveSpec { automatic: true, ..spec(MoveStep::Move, &[2]) };
+        assert!(apply(&mut s, &mv, 10_400, 9).changed);
+        let r = &s.last_moves[&MoveKind::Failover];
+        assert_eq!((r.duration_ms(), r.write_pause_ms, r.automatic), (400, 1_400, true));
+        assert_eq!(s.last_moves[&MoveKind::Switchover].moved_at_unix_ms, 4_500, "the switchover's record stays");
+        // A switchover drain ignores a last-heard time.
+        let drain = ShardMoveSpec { writer_last_heard_ms: 1, ..spec(MoveStep::Drain, &[3]) };
+        apply(&mut s, &drain, 20_000, 10);
+        assert_eq!(s.shards[3].drain.as_ref().unwrap().writer_last_heard_unix_ms, 0);
+    }
+
+    #[test]
+    fn a_failed_over_shard_remembers_its_home_until_it_returns() {
+        let mut s = state();
+        let failover = |s: &mut ClusterState, from: &str, to: &str, shards: &[u32]| {
+            let base = ShardMoveSpec { from: from.into(), to: to.into(), ..spec(MoveStep::Drain, shards) };
+            assert!(apply_at(s, &ShardMoveSpec { kind: MoveKind::Failover, ..base.clone() }).changed);
+            assert!(apply_at(s, &ShardMoveSpec { step: MoveStep::Move, ..base }).changed);
+        };
+        let switchover = |s: &mut ClusterState, from: &str, to: &str, shards: &[u32]| {
+            let base = ShardMoveSpec { from: from.into(), to: to.into(), ..spec(MoveStep::Drain, shards) };
+            assert!(apply_at(s, &base).changed);
+            assert!(apply_at(s, &ShardMoveSpec { step: MoveStep::Move, ..base }).changed);
+        };
+        // test_state(8): a owns 0-3, b owns 4-7.
+        switchover(&mut s, "a", "b", &[0]);
+        assert_eq!(s.shards[0].displaced_from, None, "a planned switchover does not make a shard displaced");
+        failover(&mut s, "a", "b", &[1, 2, 3]);
+        assert_eq!(s.shards[1].displaced_from.as_deref(), Some("a"));
+        // b fails over to a later: a's shards come home, b's own are now away.
+        failover(&mut s, "b", "a", &[1, 4]);
+        assert_eq!((s.shards[1].displaced_from.clone(), s.shards[4].displaced_from.as_deref()), (None, Some("b")));
+        // A switchover elsewhere keeps the home; one back home clears it.
+        switchover(&mut s, "b", "c", &[3]);
+        assert_eq!(s.shards[3].displaced_from.as_deref(), Some("a"));
+        switchover(&mut s, "b", "a", &[2]);
+        assert_eq!(s.shards[2].displaced_from, None);
     }
 
     #[test]

@@ -307,10 +307,9 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
     }
     c.generation += 1;
     for s in &mut c.shards {
-        s.owner = r.site.clone();
-        s.epoch += 1;
-        s.moving_to = None;
-        s.drain = None;
+        // An unplanned move like a failover: failback of the old owners
+        // hands these shards back.
+        s.hand_over(&r.site, crate::state::MoveKind::Failover);
     }
     for (name, s) in c.sites.iter_mut() {
         s.role = if *name == r.site { crate::state::SiteRole::Active } else { crate::state::SiteRole::Fenced };

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use tandem_proto::control as pb;
 
 use crate::health::{LinkLag, ReplicatorHealth};
-use crate::state::{AuditEntry, ClusterState, Direction, Drain, MoveKind, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole};
+use crate::state::{
+    AuditEntry, AutoAction, ClusterState, Direction, Drain, MoveKind, MoveRecord, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole,
+};
 use crate::status::{NodeStatus, RaftStatus};
 
 /// A reply that does not describe a valid state.
@@ -57,6 +59,8 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                     drain_at_unix_ms: s.drain.as_ref().map_or(0, |d| d.at_unix_ms),
                     drain_deadline_unix_ms: s.drain.as_ref().map_or(0, |d| d.deadline_unix_ms),
                     drain_log_index: s.drain.as_ref().map_or(0, |d| d.log_index),
+                    drain_writer_last_heard_unix_ms: s.drain.as_ref().map_or(0, |d| d.writer_last_heard_unix_ms),
+                    displaced_from: s.displaced_from.clone().unwrap_or_default(),
                 })
                 .collect(),
             pairs: c
@@ -85,6 +89,27 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
             audit_len: c.audit_len,
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
             audit_head: c.audit_head.clone(),
+            last_moves: c
+                .last_moves
+                .values()
+                .map(|m| pb::MoveRecordView {
+                    kind: m.kind.as_str().into(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    shards: m.shards,
+                    automatic: m.automatic,
+                    drained_at_unix_ms: m.drained_at_unix_ms,
+                    moved_at_unix_ms: m.moved_at_unix_ms,
+                    write_pause_ms: m.write_pause_ms,
+                    audit_seq: m.audit_seq,
+                })
+                .collect(),
+            last_automatic: c.last_automatic.as_ref().map(|a| pb::AutoActionView {
+                at_unix_ms: a.at_unix_ms,
+                audit_seq: a.audit_seq,
+                what: a.what.clone(),
+                result: a.result.clone(),
+            }),
         }),
         replicators: s.replicators.iter().map(replicator_to_pb).collect(),
         now_unix_ms: s.now_unix_ms,
@@ -144,9 +169,21 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
             None
         } else {
             let kind = MoveKind::parse(&s.drain_kind).ok_or_else(|| Malformed(format!("unknown drain kind {:?}", s.drain_kind)))?;
-            Some(Drain { kind, at_unix_ms: s.drain_at_unix_ms, deadline_unix_ms: s.drain_deadline_unix_ms, log_index: s.drain_log_index })
+            Some(Drain {
+                kind,
+                at_unix_ms: s.drain_at_unix_ms,
+                deadline_unix_ms: s.drain_deadline_unix_ms,
+                log_index: s.drain_log_index,
+                writer_last_heard_unix_ms: s.drain_writer_last_heard_unix_ms,
+            })
         };
-        shards.push(Shard { owner: s.owner, epoch: s.epoch, moving_to: (!s.moving_to.is_empty()).then_some(s.moving_to), drain });
+        shards.push(Shard {
+            owner: s.owner,
+            epoch: s.epoch,
+            moving_to: non_empty(s.moving_to),
+            drain,
+            displaced_from: non_empty(s.displaced_from),
+        });
     }
     let mut pairs = Vec::new();
     for p in c.pairs {
@@ -158,6 +195,24 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
         }
         pairs.push(ReplicationPair { site_a: p.site_a, site_b: p.site_b, mode, state_id: p.state_id, directions });
     }
+    let mut last_moves = BTreeMap::new();
+    for m in c.last_moves {
+        let kind = MoveKind::parse(&m.kind).ok_or_else(|| Malformed(format!("unknown move kind {:?}", m.kind)))?;
+        let record = MoveRecord {
+            kind,
+            from: m.from,
+            to: m.to,
+            shards: m.shards,
+            automatic: m.automatic,
+            drained_at_unix_ms: m.drained_at_unix_ms,
+            moved_at_unix_ms: m.moved_at_unix_ms,
+            write_pause_ms: m.write_pause_ms,
+            audit_seq: m.audit_seq,
+        };
+        last_moves.insert(kind, record);
+    }
+    let last_automatic =
+        c.last_automatic.map(|a| AutoAction { at_unix_ms: a.at_unix_ms, audit_seq: a.audit_seq, what: a.what, result: a.result });
     Ok(NodeStatus {
         raft: RaftStatus {
             node_id: r.node_id,
@@ -187,6 +242,8 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
             audit_len: c.audit_len,
             audit_head: c.audit_head,
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
+            last_moves,
+            last_automatic,
         },
         replicators: reply.replicators.into_iter().map(replicator_from_pb).collect(),
         now_unix_ms: reply.now_unix_ms,
@@ -241,7 +298,28 @@ mod tests {
             policy: Policy::default(),
         };
         let meta = OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1 };
-        ops::apply(&mut cluster, &Request { command: Command::Bootstrap(spec), meta }, 1);
+        ops::apply(&mut cluster, &Request { command: Command::Bootstrap(spec), meta: meta.clone() }, 1);
+        // A failover done (a record, a displaced shard, the last automatic
+        // action) and one still fenced (a drain with its last-heard time).
+        let step = |step, shards: Vec<u32>| ops::ShardMoveSpec {
+            step,
+            from: "a".into(),
+            to: "b".into(),
+            shards,
+            expect_epoch: None,
+            require_drained: true,
+            automatic: true,
+            require_sync: false,
+            kind: MoveKind::Failover,
+            deadline_ms: 0,
+            writer_last_heard_ms: 1,
+        };
+        for spec in [step(ops::MoveStep::Drain, vec![0]), step(ops::MoveStep::Move, vec![0]), step(ops::MoveStep::Drain, vec![1])] {
+            let (outcome, _) = ops::apply(&mut cluster, &Request { command: Command::ShardMove(spec), meta: meta.clone() }, 2);
+            assert!(outcome.changed, "{}", outcome.result);
+        }
+        assert!(cluster.last_automatic.is_some() && cluster.shards[0].displaced_from.is_some() && cluster.shards[1].drain.is_some());
+        assert_eq!(cluster.last_moves.len(), 1);
         let status = NodeStatus {
             raft: RaftStatus {
                 node_id: 1,

@@ -438,7 +438,7 @@ impl Control for ControlService {
             return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
         }
         let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why });
-        self.propose(Command::Event { what: r.what, result: r.result }, change).await.map(change_reply)
+        self.propose(Command::Event { what: r.what, result: r.result, automatic: r.automatic }, change).await.map(change_reply)
     }
 
     async fn set_site_role(&self, req: Request<pb::SiteRoleRequest>) -> Result<Response<pb::ChangeReply>, Status> {
@@ -498,7 +498,7 @@ impl Control for ControlService {
             Err(_) => return Err(Status::unavailable(format!("the membership change for {} did not commit within {} s", r.site, wait.as_secs()))),
         }
         let what = format!("site {} joined generation {} as a Raft voter", r.site, cluster.generation);
-        self.propose(Command::Event { what, result: "ok".into() }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
@@ -519,7 +519,15 @@ impl Control for ControlService {
             kind: MoveKind::parse(&r.kind)
                 .ok_or_else(|| Status::invalid_argument(format!("unknown shard move kind {:?}: use switchover or failover", r.kind)))?,
             deadline_ms: r.deadline_ms,
+            writer_last_heard_ms: 0,
         };
+        let mut spec = spec;
+        if spec.step == MoveStep::Drain && spec.kind == MoveKind::Failover {
+            // Only this node's own board says when the old owner was last
+            // heard (a proposal a follower refuses is re-sent to the leader,
+            // which fills it in from its board).
+            spec.writer_last_heard_ms = self.health.snapshot().iter().find(|h| h.site == spec.from).map_or(0, |h| h.received_at_unix_ms);
+        }
         if spec.step == MoveStep::Move {
             let held = self.hold_move(&spec).await;
             if !held.is_zero() {
