@@ -138,35 +138,48 @@ fn without_the_dr_controller_the_leader_still_fails_over() {
     assert!(why.contains("alone: no other controller") || why.contains("by the leader (a) and b"), "{fence}");
 }
 
-// The CLI driving a failover is killed in its lease wait, right after the
-// fence: a's shards are left drained, with no writer. Status shows the
-// failover in progress with its age; the leader finishes it once the
-// fence's deadline has passed, and the audit log says why.
-#[test]
-fn a_failover_whose_cli_died_is_finished_by_the_leader() {
+/// Starts `tandem failover --from a --to b` and kills it (-9) right after
+/// it reports the fence: a's shards are left drained, with no writer.
+/// Returns the status seen then.
+fn fence_then_kill_cli(c: &Cluster, reason: &str) -> Value {
     use std::io::BufRead;
-    let mut c = Cluster::new();
-    c.start_all();
-    let mut cli = c.spawn_tandem(&SITES, &["failover", "--from", "a", "--to", "b", "--reason", "cli killed mid-failover", "--yes"]);
+    let mut cli = c.spawn_tandem(&SITES, &["failover", "--from", "a", "--to", "b", "--reason", reason, "--yes"]);
     let mut lines = std::io::BufReader::new(cli.stdout.take().unwrap()).lines();
-    // The progress line comes right after the fence commits; the move is a
-    // full write lease (3 s) later.
+    // The progress line comes right after the fence commits, before the move.
     let fenced = lines.by_ref().map_while(Result::ok).find(|l| l.contains("fenced a's shards"));
     cli.kill().unwrap();
     cli.wait().unwrap();
     assert!(fenced.is_some(), "the CLI never reported the fence");
     let status = c.status(&SITES).unwrap();
     assert_eq!(status["shard_counts"]["a"], SHARDS / 2, "the killed CLI moved the shards after all: {status}");
-    let out = c.tandem(&SITES, &["status"]);
-    assert!(stdout(&out).contains("FAILOVER IN PROGRESS for"), "{}", stdout(&out));
+    status
+}
 
-    c.wait_status("the leader finishing the failover", &SITES, |s| {
+/// Waits for a leader to finish the failover the killed CLI left, and
+/// returns its audited move (by a controller, saying why).
+fn finished_by_a_leader(c: &Cluster) -> Value {
+    c.wait_status("a leader finishing the failover", &SITES, |s| {
         s["shard_counts"]["a"] == 0 && s["cluster"]["shards"].as_array().unwrap().iter().all(|sh| sh["moving_to"].is_null())
     });
-    let entries = audit(&c, &SITES);
-    let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
+    let entries = audit(c, &SITES);
+    let moved = entries.into_iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
     assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
     assert!(moved["why"].as_str().unwrap().contains("never finished"), "{moved}");
+    moved
+}
+
+// The CLI driving a failover is killed in its lease wait, right after the
+// fence: a's shards are left drained, with no writer. Status shows the
+// failover in progress with its age; the leader finishes it once the
+// fence's deadline has passed, and the audit log says why.
+#[test]
+fn a_failover_whose_cli_died_is_finished_by_the_leader() {
+    let mut c = Cluster::new();
+    c.start_all();
+    fence_then_kill_cli(&c, "cli killed mid-failover");
+    let out = c.tandem(&SITES, &["status"]);
+    assert!(stdout(&out).contains("FAILOVER IN PROGRESS for"), "{}", stdout(&out));
+    finished_by_a_leader(&c);
 }
 
 // The same, and the Raft leader's controller is killed (-9) and restarted
@@ -175,28 +188,13 @@ fn a_failover_whose_cli_died_is_finished_by_the_leader() {
 // own (the last automatic action).
 #[test]
 fn a_failover_left_by_its_cli_and_a_restarted_leader_is_finished() {
-    use std::io::BufRead;
     let mut c = Cluster::new();
     c.start_all();
-    let mut cli = c.spawn_tandem(&SITES, &["failover", "--from", "a", "--to", "b", "--reason", "cli and leader lost mid-failover", "--yes"]);
-    let mut lines = std::io::BufReader::new(cli.stdout.take().unwrap()).lines();
-    let fenced = lines.by_ref().map_while(Result::ok).find(|l| l.contains("fenced a's shards"));
-    cli.kill().unwrap();
-    cli.wait().unwrap();
-    assert!(fenced.is_some(), "the CLI never reported the fence");
-    let status = c.status(&SITES).unwrap();
+    let status = fence_then_kill_cli(&c, "cli and leader lost mid-failover");
     let leader = status["leader"].as_str().expect("a leader").to_string();
-    assert_eq!(status["shard_counts"]["a"], SHARDS / 2, "the killed CLI moved the shards after all: {status}");
     c.kill(&leader);
     c.start(&leader);
-
-    c.wait_status("a leader finishing the failover after the restart", &SITES, |s| {
-        s["shard_counts"]["a"] == 0 && s["cluster"]["shards"].as_array().unwrap().iter().all(|sh| sh["moving_to"].is_null())
-    });
-    let entries = audit(&c, &SITES);
-    let moved = entries.iter().find(|e| e["what"].as_str().unwrap() == "move 32 shards (0-31) from a to b").expect("the move is audited");
-    assert!(moved["who"].as_str().unwrap().starts_with("controller@"), "{moved}");
-    assert!(moved["why"].as_str().unwrap().contains("never finished"), "{moved}");
+    let moved = finished_by_a_leader(&c);
     let status = c.status(&SITES).unwrap();
     assert_eq!(status["cluster"]["last_automatic"]["audit_seq"], moved["seq"], "{status}");
     assert_eq!(status["cluster"]["last_moves"]["failover"]["automatic"], true, "{status}");
