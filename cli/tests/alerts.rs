@@ -8,11 +8,7 @@ use std::process::Command;
 
 fn promtool(args: &[&str]) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(&dir)
-        .output()
-        .expect("promtool not found: `./dev test` installs it (Debian package prometheus)");
+    let out = Command::new("promtool").args(args).current_dir(&dir).output().expect("promtool not found: `./dev test` installs it (Debian package prometheus)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
     text

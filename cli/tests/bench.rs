@@ -51,11 +51,9 @@ fn bench_prints_every_figure_against_its_baselines() {
 #[test]
 fn bench_refuses_empty_sizes_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    for (args, says) in [
-        (["--size-mib", "0"], "must be at least 1"),
-        (["--small-count", "0"], "must be at least 1"),
-        (["--rounds", "1"], "--rounds must be at least 2"),
-    ] {
+    for (args, says) in
+        [(["--size-mib", "0"], "must be at least 1"), (["--small-count", "0"], "must be at least 1"), (["--rounds", "1"], "--rounds must be at least 2")]
+    {
         let out = std::process::Command::new(TANDEM).arg("bench").args(args).arg("--dir").arg(dir.path().join("work")).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
@@ -67,11 +65,7 @@ fn bench_refuses_empty_sizes_clearly() {
 fn bench_says_how_much_space_it_needs() {
     let dir = tempfile::tempdir().unwrap();
     let bench = |size_mib: &str| {
-        let out = std::process::Command::new(TANDEM)
-            .args(["bench", "--size-mib", size_mib, "--dir"])
-            .arg(dir.path().join("work"))
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(TANDEM).args(["bench", "--size-mib", size_mib, "--dir"]).arg(dir.path().join("work")).output().unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

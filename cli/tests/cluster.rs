@@ -26,9 +26,7 @@ fn pause_survives_leader_kill_and_restart() {
     for s in SITES {
         c.start(s);
     }
-    let status = c.wait_status("a leader and the initial layout", &SITES, |s| {
-        leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true
-    });
+    let status = c.wait_status("a leader and the initial layout", &SITES, |s| leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true);
     assert_eq!(status["shard_counts"]["a"], 32);
     assert_eq!(status["shard_counts"]["b"], 32);
     assert_eq!(status["shard_counts"]["c"], 0);
@@ -57,9 +55,7 @@ fn pause_survives_leader_kill_and_restart() {
     let old_leader: &'static str = SITES.iter().find(|s| **s == leader).unwrap();
     c.kill(old_leader);
     let others: Vec<&str> = SITES.iter().copied().filter(|s| *s != old_leader).collect();
-    c.wait_status("a new leader among the survivors", &others, |s| {
-        leader_of(s).is_some_and(|l| l != old_leader) && s["nodes"][old_leader].is_null()
-    });
+    c.wait_status("a new leader among the survivors", &others, |s| leader_of(s).is_some_and(|l| l != old_leader) && s["nodes"][old_leader].is_null());
 
     c.start(old_leader);
     let me = [old_leader];
@@ -84,9 +80,7 @@ fn change_without_quorum_fails_clearly() {
     for s in SITES {
         c.start(s);
     }
-    c.wait_status("a leader and the initial layout", &SITES, |s| {
-        leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true
-    });
+    c.wait_status("a leader and the initial layout", &SITES, |s| leader_of(s).is_some() && s["cluster"]["bootstrapped"] == true);
     c.kill("a");
     c.kill("b");
     let out = c.tandem(&["c"], &["pause", "--reason", "should not apply", "--who", "tester", "--yes"]);
@@ -223,18 +217,9 @@ fn demo_starts_stops_and_recovers() {
     let replicator = |i: u16| format!("127.0.0.1:{}", base + 10 + i);
     let file = dir.path().join("deed.txt");
     std::fs::write(&file, "signed by both parties").unwrap();
-    let out = run_bounded(
-        cli()
-            .args(["contract", "put", "--tenant", "demo", "--id", "d1", "--file"])
-            .arg(&file)
-            .env("TANDEM_REPLICATOR", replicator(0)),
-    );
+    let out = run_bounded(cli().args(["contract", "put", "--tenant", "demo", "--id", "d1", "--file"]).arg(&file).env("TANDEM_REPLICATOR", replicator(0)));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let read_at_c = || {
-        run_bounded(cli().args(["contract", "get", "--tenant", "demo", "--id", "d1"]).env("TANDEM_REPLICATOR", replicator(2)))
-            .status
-            .success()
-    };
+    let read_at_c = || run_bounded(cli().args(["contract", "get", "--tenant", "demo", "--id", "d1"]).env("TANDEM_REPLICATOR", replicator(2))).status.success();
     let deadline = Instant::now() + WAIT;
     while !read_at_c() {
         assert!(Instant::now() < deadline, "the demo's DR site never received the contract");
@@ -284,8 +269,7 @@ fn audit_chain_verifies_exports_and_names_a_tampered_entry() {
     let export = c.data_dir("a").with_file_name("audit.jsonl");
     let out = c.tandem(&SITES, &["audit", "--export", export.to_str().unwrap()]);
     assert!(out.status.success(), "export failed: {}", stderr(&out));
-    let lines: Vec<Value> =
-        std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert_eq!(lines[2]["why"], "audit test two");
     assert_eq!(lines[2]["prev_hash"], lines[1]["hash"], "each line links to the one before");
@@ -359,8 +343,7 @@ fn runbook_commands() -> Vec<(String, Vec<String>)> {
 
 /// Commands that only read (never `--repair` or `--export`, which write).
 fn read_only(words: &[String]) -> bool {
-    matches!(words.first().map(String::as_str), Some("status" | "audit" | "events" | "verify"))
-        && !words.iter().any(|w| w == "--repair" || w == "--export")
+    matches!(words.first().map(String::as_str), Some("status" | "audit" | "events" | "verify")) && !words.iter().any(|w| w == "--repair" || w == "--export")
 }
 
 // A runbook cannot name a command or flag that does not exist: every

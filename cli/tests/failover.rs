@@ -38,9 +38,7 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     let killed = Instant::now();
     let before = writer.acked().len();
     let survivors = ["b", "c"];
-    c.wait_for("a write acknowledged by b after the failover", || {
-        writer.acked().into_iter().skip(before).find(|a| a.origin == "b").map(|_| ())
-    });
+    c.wait_for("a write acknowledged by b after the failover", || writer.acked().into_iter().skip(before).find(|a| a.origin == "b").map(|_| ()));
     let (acked, _) = writer.stop();
     let (busy_acked, _) = busy.stop();
     let first_at_b = acked.iter().find(|a| a.origin == "b" && a.at > killed).unwrap();
@@ -81,7 +79,8 @@ fn site_power_loss_fails_over_automatically_without_losing_writes() {
     assert!(moved["why"].as_str().unwrap().contains("site a lost"), "{moved}");
     // b was busy: its own direction went async before the failover, and
     // that did not stop it (a pair-wide mode declined it here).
-    let b_async = entries.iter().any(|e| e["what"].as_str().unwrap().starts_with("replication b -> a: async") && e["result"].as_str().unwrap().starts_with("ok"));
+    let b_async =
+        entries.iter().any(|e| e["what"].as_str().unwrap().starts_with("replication b -> a: async") && e["result"].as_str().unwrap().starts_with("ok"));
     assert!(b_async, "b never recorded b -> a async: the test no longer has a busy survivor");
 
     // Failback: a returns, catches up as recovering, becomes active, and a
@@ -116,9 +115,8 @@ fn without_the_dr_controller_the_leader_still_fails_over() {
     c.start_all();
     c.kill("c");
     let city = ["a", "b"];
-    let status = c.wait_status("the leader reporting a's automatic failover available", &city, |s| {
-        s["auto_failover"]["a"] == "" && s["auto_failover"]["b"] == ""
-    });
+    let status =
+        c.wait_status("the leader reporting a's automatic failover available", &city, |s| s["auto_failover"]["a"] == "" && s["auto_failover"]["b"] == "");
     let leader = status["leader"].as_str().unwrap().to_string();
     let text = stdout(&c.tandem(&city, &["status"]));
     assert!(text.contains("automatic failover: a available; b available"), "{text}");
@@ -233,11 +231,7 @@ fn history(c: &Cluster, site: &str, tenant: &str) -> Vec<(String, u64)> {
     let out = c.contract(site, &["list", "--json", "--tenant", tenant]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["origin"].as_str().unwrap().to_string(), c["created_unix_ms"].as_u64().unwrap()))
-        .collect()
+    v.as_array().unwrap().iter().map(|c| (c["origin"].as_str().unwrap().to_string(), c["created_unix_ms"].as_u64().unwrap())).collect()
 }
 
 // Site A (in its own network namespace) loses its link to B and C, which
@@ -271,9 +265,7 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
     c.netns.as_ref().unwrap().set_link(false);
     let cut = Instant::now();
     let before = writer_b.acked().len();
-    c.wait_for("b accepting writes after the failover", || {
-        writer_b.acked().into_iter().skip(before).find(|a| a.origin == "b").map(|_| ())
-    });
+    c.wait_for("b accepting writes after the failover", || writer_b.acked().into_iter().skip(before).find(|a| a.origin == "b").map(|_| ()));
     eprintln!("partition to first write accepted at b: {} ms", cut.elapsed().as_millis());
     let (acked_a, _) = writer_a.stop();
     let (acked_b, _) = writer_b.stop();
@@ -298,9 +290,11 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
     // Once A has shipped its log to B, B has refused what it never got
     // (stale epoch) and A has quarantined it: kept, listed, not served.
     c.wait_status("a's log settled with b", &SITES, |s| {
-        s["replicators"].as_array().unwrap().iter().any(|h| {
-            h["site"] == "a" && h["links"].as_array().unwrap().iter().any(|l| l["peer"] == "b" && l["entries"] == 0)
-        })
+        s["replicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["site"] == "a" && h["links"].as_array().unwrap().iter().any(|l| l["peer"] == "b" && l["entries"] == 0))
     });
     let divergent = divergent_at(&c, "a");
     let ids: std::collections::BTreeSet<String> = divergent.iter().map(|d| d.contract_id.clone()).collect();
@@ -323,11 +317,8 @@ fn partitioned_owner_stops_writing_before_the_new_owner_starts() {
             eprintln!("verify: {report}");
             return None;
         };
-        let listed: std::collections::BTreeSet<String> = differences
-            .iter()
-            .filter(|d| d["kind"] == "divergent" && d["site"] == "a")
-            .map(|d| d["contract_id"].as_str().unwrap().to_string())
-            .collect();
+        let listed: std::collections::BTreeSet<String> =
+            differences.iter().filter(|d| d["kind"] == "divergent" && d["site"] == "a").map(|d| d["contract_id"].as_str().unwrap().to_string()).collect();
         let only_divergent = differences.iter().all(|d| d["kind"] == "divergent");
         if !(listed == ids && only_divergent) {
             eprintln!("verify: {report}");
@@ -456,9 +447,9 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     // loss estimate comes from those reports).
     let reported = v2["contract"]["created_unix_ms"].as_u64().unwrap();
     c.wait_status("c's controller holding a's and b's latest reports", &["c"], |s| {
-        ["a", "b"].iter().all(|site| {
-            s["replicators"].as_array().unwrap().iter().any(|h| h["site"] == *site && h["received_at_unix_ms"].as_u64() > Some(reported))
-        })
+        ["a", "b"]
+            .iter()
+            .all(|site| s["replicators"].as_array().unwrap().iter().any(|h| h["site"] == *site && h["received_at_unix_ms"].as_u64() > Some(reported)))
     });
 
     c.kill_site("a");

@@ -83,18 +83,12 @@ fn replicators_share_an_hsm_kek_and_never_use_a_key_file() {
     let file = input.path().join("deed.pdf");
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(&file, &bytes).unwrap();
-    let put = c.contract(
-        "a",
-        &["put", "--json", "--tenant", &tenant, "--id", "h1", "--pii", "phone=13700000000", "--file", &file.display().to_string()],
-    );
+    let put = c.contract("a", &["put", "--json", "--tenant", &tenant, "--id", "h1", "--pii", "phone=13700000000", "--file", &file.display().to_string()]);
     assert!(put.status.success(), "{}", stderr(&put));
 
     let out = input.path().join("at-c");
     let got: Value = c.wait_for("h1 readable at c", || {
-        let o = c.contract(
-            "c",
-            &["get", "--json", "--show-pii", "--tenant", &tenant, "--id", "h1", "--out", &out.display().to_string()],
-        );
+        let o = c.contract("c", &["get", "--json", "--show-pii", "--tenant", &tenant, "--id", "h1", "--out", &out.display().to_string()]);
         o.status.success().then(|| serde_json::from_str(&stdout(&o)).unwrap())
     });
     assert_eq!(std::fs::read(out.join("deed.pdf")).unwrap(), bytes);

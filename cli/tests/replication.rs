@@ -149,15 +149,7 @@ fn contracts_replicate_to_every_site_encrypted() {
     let big = write(input.path(), "big.bin", &body(marker, 2 * 1024 * 1024 + 12345));
     let empty = write(input.path(), "empty.txt", b"");
     let (id_card, phone) = ("110101199003074477", "13912345678");
-    let pii = [
-        "--pii",
-        &format!("id_card={id_card}"),
-        "--pii",
-        &format!("phone={phone}"),
-        "--field",
-        "title=apartment lease",
-    ]
-    .map(String::from);
+    let pii = ["--pii", &format!("id_card={id_card}"), "--pii", &format!("phone={phone}"), "--field", "title=apartment lease"].map(String::from);
     let pii: Vec<&str> = pii.iter().map(String::as_str).collect();
 
     let r = put(&c, "a", &ta, "c1", &[&small, &big, &empty], &pii);
@@ -447,10 +439,8 @@ fn damaged_ciphertext_is_detected_and_repaired() {
             (d["site"].as_str().unwrap().to_string(), d["contract_id"].as_str().unwrap().to_string())
         })
         .collect();
-    let expected: BTreeSet<(String, String)> = [("c", "flipped"), ("b", "truncated"), ("c", "swapped-segments"), ("b", "swapped-files")]
-        .iter()
-        .map(|(s, i)| (s.to_string(), i.to_string()))
-        .collect();
+    let expected: BTreeSet<(String, String)> =
+        [("c", "flipped"), ("b", "truncated"), ("c", "swapped-segments"), ("b", "swapped-files")].iter().map(|(s, i)| (s.to_string(), i.to_string())).collect();
     assert_eq!(found, expected, "{report}");
 
     let out2 = c.tandem(&SITES, &["verify", "--deep", "--repair", "--json"]);
@@ -561,10 +551,7 @@ fn receiver_refuses_corrupt_entry_until_the_source_is_repaired() {
 
     let out = c.tandem(&SITES, &["verify", "--deep", "--repair", "--json"]);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert!(
-        report["differences"].as_array().unwrap().iter().any(|d| d["site"] == "a" && d["kind"] == "corrupt"),
-        "{report}"
-    );
+    assert!(report["differences"].as_array().unwrap().iter().any(|d| d["site"] == "a" && d["kind"] == "corrupt"), "{report}");
     c.wait_for("all sites converge after the repair", || verify(&c, &["--deep"]).ok());
     let got = tempfile::tempdir().unwrap();
     get(&c, "c", &ta, "x", got.path()).unwrap();
@@ -676,7 +663,8 @@ async fn apply_staged(addr: &str, tenant: &str, shard: u32, len: u64, key_id: [u
         ApplyChunk { part: Some(Part::File(FileStart { name: "f".into(), staged_id: id.into() })) },
     ];
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let apply = tandem_replicator::bulk::call::<_, tandem_proto::replicator::ApplyReply>(channel, tandem_replicator::bulk::APPLY, futures::stream::iter(chunks));
+    let apply =
+        tandem_replicator::bulk::call::<_, tandem_proto::replicator::ApplyReply>(channel, tandem_replicator::bulk::APPLY, futures::stream::iter(chunks));
     apply.await.map(|r| r.applied_seq)
 }
 
@@ -881,10 +869,7 @@ fn logs_never_show_pii_or_key_material() {
     let out = tempfile::tempdir().unwrap();
     let got = wait_readable(&c, "c", &tenant, &contract_id, out.path());
     assert_eq!(got["pii_fields"]["phone"], phone, "the workload really carried the PII: {got}");
-    ok(&c.contract(
-        "a",
-        &["destroy", "--tenant", &tenant, "--id", &contract_id, "--reason", &format!("customer {phone} asked"), "--who", "dpo", "--yes"],
-    ));
+    ok(&c.contract("a", &["destroy", "--tenant", &tenant, "--id", &contract_id, "--reason", &format!("customer {phone} asked"), "--who", "dpo", "--yes"]));
     c.wait_for("the destroy logged at a", || c.log("a-replicator").contains("contract destroyed").then_some(()));
 
     let kek = std::fs::read_to_string(c.dir.path().join("kek.key")).unwrap();
@@ -913,9 +898,9 @@ fn restart_replicators_with_keys(c: &mut Cluster, key_file: &Path, retired: &[&P
     let started = c.status(&SITES).unwrap()["now_unix_ms"].as_u64().unwrap();
     c.wait_status("every replicator reporting after the restart", &SITES, |s| {
         heartbeats_fresh(s)
-            && s["replicators"].as_array().is_some_and(|r| {
-                r.len() == 3 && r.iter().all(|h| h["received_at_unix_ms"].as_u64() > Some(started) && h["view_index"].as_u64() > Some(0))
-            })
+            && s["replicators"]
+                .as_array()
+                .is_some_and(|r| r.len() == 3 && r.iter().all(|h| h["received_at_unix_ms"].as_u64() > Some(started) && h["view_index"].as_u64() > Some(0)))
     });
 }
 

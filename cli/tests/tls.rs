@@ -40,10 +40,8 @@ fn expired_operator_cert(tls: &Path, out: &Path) -> (PathBuf, PathBuf) {
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, "old");
-    params.subject_alt_names = vec![
-        rcgen::SanType::URI("tandem:operator:old".try_into().unwrap()),
-        rcgen::SanType::URI("tandem:role:admin".try_into().unwrap()),
-    ];
+    params.subject_alt_names =
+        vec![rcgen::SanType::URI("tandem:operator:old".try_into().unwrap()), rcgen::SanType::URI("tandem:role:admin".try_into().unwrap())];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.not_before = rcgen::date_time_ymd(2000, 1, 1);
@@ -258,9 +256,7 @@ fn raft_vote_as(c: &Cluster, operator: &str) -> String {
 fn bulk_apply_as(c: &Cluster, operator: &str) -> String {
     use tandem_proto::replicator::{ApplyChunk, ApplyReply};
     use tandem_replicator::bulk;
-    call_as(c, operator, &c.replicator_addrs["a"], |channel| {
-        bulk::call::<ApplyChunk, ApplyReply>(channel, bulk::APPLY, futures::stream::empty())
-    })
+    call_as(c, operator, &c.replicator_addrs["a"], |channel| bulk::call::<ApplyChunk, ApplyReply>(channel, bulk::APPLY, futures::stream::empty()))
 }
 
 // A [tls] section naming a missing file, or a key file that holds no key,

@@ -109,12 +109,7 @@ impl Route {
         if let Some(f) = first {
             queue.push_front((f, false));
         }
-        Route {
-            queue,
-            unreachable: Default::default(),
-            via: Default::default(),
-            asked_to_forward: Default::default(),
-        }
+        Route { queue, unreachable: Default::default(), via: Default::default(), asked_to_forward: Default::default() }
     }
 
     /// The next address, and whether to ask it to forward.
@@ -230,10 +225,7 @@ impl ControlClient {
             // and UNIMPLEMENTED/INTERNAL from something that is not a tandem
             // controller (e.g. a middlebox answering HTTP 404 for a host
             // whose route is gone).
-            Ok(Err(s)) if error_code(&s).is_none() && is_transport_failure(&s) =>
-            {
-                Err(CallError::Unreachable(s.message().to_string()))
-            }
+            Ok(Err(s)) if error_code(&s).is_none() && is_transport_failure(&s) => Err(CallError::Unreachable(s.message().to_string())),
             Ok(Err(s)) => Err(CallError::Status(s)),
             Err(_) => Err(CallError::Unreachable(format!("no answer within {} ms", self.call_timeout.as_millis()))),
         }
@@ -442,15 +434,13 @@ impl ControlClient {
 
     /// Records an event in the audit log.
     pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: false }))
-            .await
+        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: false })).await
     }
 
     /// Records what tandem's own detector decided (a declined automatic
     /// failover): it becomes the cluster's last automatic action.
     pub async fn record_automatic(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: true }))
-            .await
+        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: true })).await
     }
 
     /// Sends a replicator heartbeat to every controller (each keeps its own
@@ -512,11 +502,7 @@ impl ControlClient {
                 }
                 Err(CallError::Status(s)) => match error_code(&s) {
                     Some(code::NOT_LEADER) => {
-                        let leader = s
-                            .metadata()
-                            .get(tandem_proto::LEADER_ADDR_METADATA)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
+                        let leader = s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
                         answered.push(addr.clone());
                         match leader {
                             Some(l) if hops < MAX_LEADER_HOPS => {

@@ -190,10 +190,16 @@ impl NodeConfig {
         }
         let t = &self.raft;
         if t.heartbeat_ms == 0 || t.heartbeat_ms * 3 > t.election_timeout_min_ms {
-            return err("raft.heartbeat_ms", format!("{} ms must be non-zero and at most a third of election_timeout_min_ms ({})", t.heartbeat_ms, t.election_timeout_min_ms));
+            return err(
+                "raft.heartbeat_ms",
+                format!("{} ms must be non-zero and at most a third of election_timeout_min_ms ({})", t.heartbeat_ms, t.election_timeout_min_ms),
+            );
         }
         if t.election_timeout_min_ms >= t.election_timeout_max_ms {
-            return err("raft.election_timeout_max_ms", format!("{} ms must exceed election_timeout_min_ms ({})", t.election_timeout_max_ms, t.election_timeout_min_ms));
+            return err(
+                "raft.election_timeout_max_ms",
+                format!("{} ms must exceed election_timeout_min_ms ({})", t.election_timeout_max_ms, t.election_timeout_min_ms),
+            );
         }
         if t.commit_timeout_ms == 0 {
             return err("raft.commit_timeout_ms", "must be non-zero".into());
@@ -273,11 +279,12 @@ fn line_at(text: &str, offset: usize) -> usize {
 fn line_of_field(text: &str, field: &str) -> Option<usize> {
     let key = field.rsplit('.').next()?;
     let key = key.split('[').next()?;
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -84,12 +84,7 @@ impl Evidence {
 /// have started, or the site's replicator not yet), except the leader once
 /// it has been up for [`NEVER_HEARD_GRACE`] (`leader_heard_long_enough`): a
 /// replicator that never reported in that long is as good as down.
-pub fn down_sites(
-    leader: &str,
-    vantage: &BTreeMap<String, Vantage>,
-    down_after_ms: u64,
-    leader_heard_long_enough: bool,
-) -> Vec<(String, Evidence)> {
+pub fn down_sites(leader: &str, vantage: &BTreeMap<String, Vantage>, down_after_ms: u64, leader_heard_long_enough: bool) -> Vec<(String, Evidence)> {
     let mut out = Vec::new();
     for (site, seen) in vantage {
         let by_leader = match seen.get(leader) {
@@ -374,9 +369,7 @@ mod tests {
     use super::*;
 
     fn vantage(ages: &[(&str, &[(&str, Option<u64>)])]) -> BTreeMap<String, Vantage> {
-        ages.iter()
-            .map(|(site, seen)| (site.to_string(), seen.iter().map(|(o, a)| (o.to_string(), *a)).collect()))
-            .collect()
+        ages.iter().map(|(site, seen)| (site.to_string(), seen.iter().map(|(o, a)| (o.to_string(), *a)).collect())).collect()
     }
 
     fn down(leader: &str, v: &BTreeMap<String, Vantage>) -> Vec<(String, Evidence)> {

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use crate::client::ControlClient;
 use crate::lease::LEASE_WAIT;
 use crate::ops::{MoveStep, ShardMoveSpec};
+use crate::orphans::ORPHAN_GRACE;
 use crate::plan::Decision;
 use crate::state::MoveKind;
-use crate::orphans::ORPHAN_GRACE;
 use crate::switchover::{endpoints, move_spec, step, SwitchoverError};
 
 #[derive(Clone, Debug, Serialize)]

@@ -47,9 +47,8 @@ pub const CLOCK_RATE_BOUND_PCT: u32 = 10;
 
 /// What the leader waits after a grant before the lease has surely run out:
 /// `WRITE_LEASE * (1 + ρ) / (1 - ρ)`, rounded up to a millisecond.
-pub const LEASE_WAIT: Duration = Duration::from_millis(
-    (WRITE_LEASE.as_millis() as u64 * (100 + CLOCK_RATE_BOUND_PCT as u64)).div_ceil(100 - CLOCK_RATE_BOUND_PCT as u64),
-);
+pub const LEASE_WAIT: Duration =
+    Duration::from_millis((WRITE_LEASE.as_millis() as u64 * (100 + CLOCK_RATE_BOUND_PCT as u64)).div_ceil(100 - CLOCK_RATE_BOUND_PCT as u64));
 
 /// A grant recorded for an unknown caller (an older replicator that does
 /// not say which site it is) counts for every site.
@@ -119,11 +118,7 @@ impl LeaseBook {
     pub fn expiry(&self, site: &str, index: u64) -> Option<Instant> {
         let b = self.lock();
         let since = b.leader_since?;
-        let last = [site, ANY_SITE]
-            .iter()
-            .filter_map(|s| b.grants.get(*s))
-            .flat_map(|q| q.iter().filter(|g| g.index < index).map(|g| g.at))
-            .max();
+        let last = [site, ANY_SITE].iter().filter_map(|s| b.grants.get(*s)).flat_map(|q| q.iter().filter(|g| g.index < index).map(|g| g.at)).max();
         Some(last.map_or(since, |l| l.max(since)) + LEASE_WAIT)
     }
 }

@@ -13,8 +13,8 @@ use crate::clock::Clock;
 use crate::health::HealthBoard;
 use crate::node::node_status;
 use crate::plan::Observations;
-use crate::raft::Raft;
 use crate::raft::state_machine::StateReader;
+use crate::raft::Raft;
 use crate::state::{ReplicationMode, SiteRole};
 use crate::status::NodeStatus;
 
@@ -187,12 +187,7 @@ pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
         move_pause.push((labels, m.write_pause_ms as f64 / 1000.0));
     }
     t.family("tandem_last_move_timestamp_seconds", Kind::Gauge, "When the last switchover / failover committed (Unix time).", &move_at);
-    t.family(
-        "tandem_last_move_duration_seconds",
-        Kind::Gauge,
-        "The last switchover / failover, from its drain (fence) to its move.",
-        &move_duration,
-    );
+    t.family("tandem_last_move_duration_seconds", Kind::Gauge, "The last switchover / failover, from its drain (fence) to its move.", &move_duration);
     t.family(
         "tandem_last_move_write_pause_seconds",
         Kind::Gauge,

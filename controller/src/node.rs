@@ -98,7 +98,6 @@ pub struct Node {
     detector: JoinHandle<()>,
     /// Serves `/metrics` (config `metrics_listen`).
     metrics: Option<JoinHandle<()>>,
-
 }
 
 /// How many times longer the DR site's controller waits before it stands
@@ -134,19 +133,12 @@ impl Node {
 
         // Bind before Raft starts so a taken port fails the start at once.
         let listen = config.listen_addr();
-        let listener = deps
-            .transport
-            .bind(&listen)
-            .await
-            .map_err(|e| NodeError::Listen { addr: listen.clone(), reason: e.to_string() })?;
+        let listener = deps.transport.bind(&listen).await.map_err(|e| NodeError::Listen { addr: listen.clone(), reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| NodeError::Listen { addr: listen, reason: e.to_string() })?;
 
         // DR activation leaves a one-member membership and a generation floor.
-        let dr_members: Option<Vec<u64>> = deps
-            .kv
-            .get(crate::raft::state_machine::DR_MEMBERS_KEY)
-            .map_err(|e| NodeError::Store(e.to_string()))?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let dr_members: Option<Vec<u64>> =
+            deps.kv.get(crate::raft::state_machine::DR_MEMBERS_KEY).map_err(|e| NodeError::Store(e.to_string()))?.and_then(|b| serde_json::from_slice(&b).ok());
         let floor = deps
             .kv
             .get(crate::raft::state_machine::DR_FLOOR_KEY)
@@ -227,9 +219,7 @@ impl Node {
                 // It proposes only while this node leads: ask this node first,
                 // not a controller that may be the one just lost.
                 client: crate::client::ControlClient::new(
-                    std::iter::once(me.addr.clone())
-                        .chain(config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()))
-                        .collect(),
+                    std::iter::once(me.addr.clone()).chain(config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone())).collect(),
                     deps.transport.clone(),
                     t.commit_timeout() + std::time::Duration::from_secs(2),
                 ),
@@ -248,9 +238,8 @@ impl Node {
 
         let metrics = match &config.metrics_listen {
             Some(addr) => {
-                let listener = tandem_net::metrics::bind(addr)
-                    .await
-                    .map_err(|e| NodeError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
+                let listener =
+                    tandem_net::metrics::bind(addr).await.map_err(|e| NodeError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
                 tracing::info!(addr = %addr, "serving /metrics");
                 let source = crate::metrics::MetricsSource {
                     raft: raft.clone(),
@@ -265,19 +254,7 @@ impl Node {
             None => None,
         };
         tracing::info!(site = %me.name, node_id = me.node_id, addr = %local_addr, "controller node started");
-        Ok(Node {
-            raft,
-            state,
-            health,
-            clock: deps.clock,
-            site: me.name,
-            node_id: me.node_id,
-            local_addr,
-                        server,
-            bootstrapper,
-            detector,
-            metrics,
-        })
+        Ok(Node { raft, state, health, clock: deps.clock, site: me.name, node_id: me.node_id, local_addr, server, bootstrapper, detector, metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -323,12 +300,8 @@ pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
     };
-    let leader_addr = m
-        .current_leader
-        .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
-    let leader_site = m
-        .current_leader
-        .and_then(|id| cluster.sites.values().find(|s| s.node_id == id).map(|s| s.name.clone()));
+    let leader_addr = m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
+    let leader_site = m.current_leader.and_then(|id| cluster.sites.values().find(|s| s.node_id == id).map(|s| s.name.clone()));
     NodeStatus {
         raft: RaftStatus {
             node_id,
@@ -359,11 +332,7 @@ async fn bootstrap_when_leader(raft: Raft, state: StateReader, spec: BootstrapSp
         if leading {
             let req = Request {
                 command: Command::Bootstrap(spec.clone()),
-                meta: OpMeta {
-                    who: "tandem".into(),
-                    why: "initial layout from configuration".into(),
-                    at_unix_ms: clock.now_unix_ms(),
-                },
+                meta: OpMeta { who: "tandem".into(), why: "initial layout from configuration".into(), at_unix_ms: clock.now_unix_ms() },
             };
             match tokio::time::timeout(BOOTSTRAP_RECHECK * 10, raft.client_write(req)).await {
                 Ok(Ok(_)) => return,

@@ -74,7 +74,9 @@ pub fn resolve(state: &ClusterState, obs: &Observations, orphan: &Orphan) -> Res
             let action = Action::Failover { from: orphan.from.clone(), to: orphan.to.clone(), accept_data_loss: false, automatic: false };
             let mut d = plan(state, obs, &action);
             match &d.refused {
-                Some(why) => Resolution::Cancel(format!("the failover from {} to {} was left unfinished and cannot finish without loss: {why}", orphan.from, orphan.to)),
+                Some(why) => {
+                    Resolution::Cancel(format!("the failover from {} to {} was left unfinished and cannot finish without loss: {why}", orphan.from, orphan.to))
+                }
                 None => {
                     // Only the shards this failover fenced (the planner takes all of
                     // the source's; any others were never fenced by it).

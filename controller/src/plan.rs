@@ -47,10 +47,7 @@ impl Observations {
     }
 
     fn fresh(&self, site: &str) -> Option<&ReplicatorHealth> {
-        self.replicators
-            .iter()
-            .find(|h| h.site == site)
-            .filter(|h| self.now_unix_ms.saturating_sub(h.received_at_unix_ms) <= HEARTBEAT_FRESH_MS)
+        self.replicators.iter().find(|h| h.site == site).filter(|h| self.now_unix_ms.saturating_sub(h.received_at_unix_ms) <= HEARTBEAT_FRESH_MS)
     }
 }
 
@@ -250,17 +247,14 @@ fn failover(state: &ClusterState, obs: &Observations, from: &str, to: &str, acce
         }
         let since = obs.now_unix_ms.saturating_sub(state.last_auto_failover_unix_ms);
         if state.last_auto_failover_unix_ms > 0 && since < p.cooldown_s * 1000 {
-            return refuse(
-                d,
-                format!("cooldown: the last automatic failover was {} s ago, the policy asks for {} s between two", since / 1000, p.cooldown_s),
-            );
+            return refuse(d, format!("cooldown: the last automatic failover was {} s ago, the policy asks for {} s between two", since / 1000, p.cooldown_s));
         }
     } else if !in_sync && !accept_data_loss {
         let why = format!(
-                "{mode}: {to} may be missing acknowledged writes (last reported lag: {} entries, {} bytes); \
+            "{mode}: {to} may be missing acknowledged writes (last reported lag: {} entries, {} bytes); \
                  pass --accept-data-loss to fail over anyway",
-                d.expected_loss.entries, d.expected_loss.bytes
-            );
+            d.expected_loss.entries, d.expected_loss.bytes
+        );
         return refuse(d, why);
     }
     d.target = Some(to.into());
@@ -333,13 +327,7 @@ fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, sh
     }
     // A planned move needs the source alive to drain; otherwise it is a failover.
     let Some(source) = obs.fresh(from) else {
-        return refuse(
-            d,
-            format!(
-                "{from}'s replicator has not reported for more than {} s, so it cannot drain: use failover",
-                HEARTBEAT_FRESH_MS / 1000
-            ),
-        );
+        return refuse(d, format!("{from}'s replicator has not reported for more than {} s, so it cannot drain: use failover", HEARTBEAT_FRESH_MS / 1000));
     };
     if let Some(link) = source.links.iter().find(|l| l.peer == to) {
         d.backlog = Loss { entries: link.entries, bytes: link.bytes, seconds: link.seconds };
@@ -347,10 +335,7 @@ fn switchover(state: &ClusterState, obs: &Observations, from: &str, to: &str, sh
     d.target = Some(to.into());
     d.steps = vec![
         format!("drain: {from} stops accepting writes for the {} shards (writes to them pause)", d.shards.len()),
-        format!(
-            "wait until {to} has confirmed every entry of {from}'s log (now {} entries, {} bytes behind)",
-            d.backlog.entries, d.backlog.bytes
-        ),
+        format!("wait until {to} has confirmed every entry of {from}'s log (now {} entries, {} bytes behind)", d.backlog.entries, d.backlog.bytes),
         format!("move: {to} owns them with a new epoch; {from}'s late traffic is refused"),
         format!("writes resume at {to}; if {to} does not catch up in time, the drain is cancelled and {from} writes again"),
     ];

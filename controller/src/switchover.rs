@@ -17,10 +17,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::client::{ControlClient, ClientError};
+use crate::client::{ClientError, ControlClient};
 use crate::ops::{MoveStep, ShardMoveSpec};
-use crate::state::MoveKind;
 use crate::plan::Decision;
+use crate::state::MoveKind;
 
 /// How often the reports are polled while draining.
 const POLL: Duration = Duration::from_millis(100);
@@ -160,15 +160,7 @@ pub(crate) fn move_spec(decision: &Decision, step: MoveStep, expect_epoch: Optio
 
 /// Undoes an unfinished drain (the source writes again). `automatic`: the
 /// leader undoing a drain whose driver died, not an operator.
-pub async fn cancel(
-    client: &ControlClient,
-    from: &str,
-    to: &str,
-    shards: Vec<u32>,
-    automatic: bool,
-    who: &str,
-    why: &str,
-) -> Result<String, SwitchoverError> {
+pub async fn cancel(client: &ControlClient, from: &str, to: &str, shards: Vec<u32>, automatic: bool, who: &str, why: &str) -> Result<String, SwitchoverError> {
     let spec = ShardMoveSpec {
         step: MoveStep::Cancel,
         from: from.into(),

@@ -18,8 +18,7 @@ fn every_site_config_loads_and_names_its_own_site() {
         assert_eq!(cfg.site, site);
         assert_eq!(cfg.this_site().name, site);
         assert!(cfg.tls.is_some(), "the production example must run mutual TLS");
-        let members: Vec<(String, u64, String)> =
-            cfg.sites.iter().map(|s| (s.name.clone(), s.node_id, s.addr.clone())).collect();
+        let members: Vec<(String, u64, String)> = cfg.sites.iter().map(|s| (s.name.clone(), s.node_id, s.addr.clone())).collect();
         member_lists.push(members);
     }
     // All three must describe the same membership, or the cluster would

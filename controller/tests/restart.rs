@@ -36,10 +36,7 @@ async fn applied_state_and_audit_survive_crash() {
         shard_count: 4,
         policy: Policy::default(),
     };
-    let outcomes = sm
-        .apply(vec![entry(1, request(Command::Bootstrap(spec))), entry(2, request(Command::Pause))])
-        .await
-        .unwrap();
+    let outcomes = sm.apply(vec![entry(1, request(Command::Bootstrap(spec))), entry(2, request(Command::Pause))]).await.unwrap();
     assert_eq!(outcomes[1].audit_seq, 2);
     assert_eq!(disk.unsynced_batches(), 0, "apply must sync before returning");
 
@@ -65,9 +62,7 @@ async fn appended_log_survives_crash() {
     let disk = MemKv::new();
     let kv: Arc<dyn KvStore> = Arc::new(disk.clone());
     let mut log = LogStore::new(kv.clone());
-    openraft::storage::RaftLogStorageExt::blocking_append(&mut log, vec![entry(1, request(Command::Pause))])
-        .await
-        .unwrap();
+    openraft::storage::RaftLogStorageExt::blocking_append(&mut log, vec![entry(1, request(Command::Pause))]).await.unwrap();
     disk.crash();
     let mut log = LogStore::new(kv);
     let state = log.get_log_state().await.unwrap();

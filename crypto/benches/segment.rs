@@ -5,9 +5,7 @@
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use tandem_crypto::{
-    DataKey, Decryptor, Encryptor, FileContext, SystemRandomSource, DEFAULT_SEGMENT_SIZE,
-};
+use tandem_crypto::{DataKey, Decryptor, Encryptor, FileContext, SystemRandomSource, DEFAULT_SEGMENT_SIZE};
 
 const TOTAL: usize = 256 << 20;
 /// Chunk size the replicator is likely to see from object storage / the network.
@@ -24,15 +22,8 @@ fn best(mut f: impl FnMut() -> Duration) -> Duration {
 }
 
 fn main() {
-    let plain: Vec<u8> = (0..TOTAL as u64)
-        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
-        .collect();
-    let ctx = FileContext {
-        tenant: "bench".into(),
-        contract_id: "c-1".into(),
-        version: 1,
-        file_name: "blob.bin".into(),
-    };
+    let plain: Vec<u8> = (0..TOTAL as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect();
+    let ctx = FileContext { tenant: "bench".into(), contract_id: "c-1".into(), version: 1, file_name: "blob.bin".into() };
     let key = DataKey::generate(&SystemRandomSource).expect("key");
 
     // Baseline: what any copy of the data through a checksum costs at least.
@@ -44,15 +35,11 @@ fn main() {
         t.elapsed()
     });
 
-    let mut ct = Vec::with_capacity(tandem_crypto::ciphertext_len(
-        TOTAL as u64,
-        DEFAULT_SEGMENT_SIZE,
-    ) as usize);
+    let mut ct = Vec::with_capacity(tandem_crypto::ciphertext_len(TOTAL as u64, DEFAULT_SEGMENT_SIZE) as usize);
     let encrypt = best(|| {
         ct.clear();
         let t = Instant::now();
-        let mut enc = Encryptor::new(&key, &ctx, DEFAULT_SEGMENT_SIZE, &SystemRandomSource)
-            .expect("encryptor");
+        let mut enc = Encryptor::new(&key, &ctx, DEFAULT_SEGMENT_SIZE, &SystemRandomSource).expect("encryptor");
         for chunk in plain.chunks(CHUNK) {
             enc.push(chunk, &mut ct).expect("push");
         }
@@ -86,26 +73,10 @@ fn main() {
     assert!(out_whole == plain, "round trip failed");
 
     let enc_dec = encrypt + decrypt;
-    println!(
-        "segment bench: {} MiB, segment size {} KiB, push chunks {} KiB, best of {ROUNDS}",
-        TOTAL >> 20,
-        DEFAULT_SEGMENT_SIZE >> 10,
-        CHUNK >> 10
-    );
-    println!(
-        "  baseline memcpy+crc32 : {:8.0} MiB/s",
-        mib_per_s(TOTAL, baseline)
-    );
-    println!(
-        "  encrypt               : {:8.0} MiB/s  ({:.2}x baseline time)",
-        mib_per_s(TOTAL, encrypt),
-        encrypt.as_secs_f64() / baseline.as_secs_f64()
-    );
-    println!(
-        "  decrypt (64 KiB push) : {:8.0} MiB/s  ({:.2}x baseline time)",
-        mib_per_s(TOTAL, decrypt),
-        decrypt.as_secs_f64() / baseline.as_secs_f64()
-    );
+    println!("segment bench: {} MiB, segment size {} KiB, push chunks {} KiB, best of {ROUNDS}", TOTAL >> 20, DEFAULT_SEGMENT_SIZE >> 10, CHUNK >> 10);
+    println!("  baseline memcpy+crc32 : {:8.0} MiB/s", mib_per_s(TOTAL, baseline));
+    println!("  encrypt               : {:8.0} MiB/s  ({:.2}x baseline time)", mib_per_s(TOTAL, encrypt), encrypt.as_secs_f64() / baseline.as_secs_f64());
+    println!("  decrypt (64 KiB push) : {:8.0} MiB/s  ({:.2}x baseline time)", mib_per_s(TOTAL, decrypt), decrypt.as_secs_f64() / baseline.as_secs_f64());
     println!(
         "  decrypt (one push)    : {:8.0} MiB/s  ({:.2}x baseline time)",
         mib_per_s(TOTAL, decrypt_whole),

@@ -14,15 +14,8 @@ use crate::CryptoError;
 /// One complete unit handed to the consumer. The header and crc have been
 /// checked already.
 pub(crate) enum Frame<'a> {
-    Header {
-        header: FileHeader,
-        bytes: &'a [u8; HEADER_LEN],
-    },
-    Segment {
-        index: u32,
-        last: bool,
-        ciphertext: &'a [u8],
-    },
+    Header { header: FileHeader, bytes: &'a [u8; HEADER_LEN] },
+    Segment { index: u32, last: bool, ciphertext: &'a [u8] },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -67,24 +60,12 @@ fn take<'x>(buf: &'x mut Vec<u8>, input: &'x [u8], need: usize) -> (usize, Optio
 
 impl FrameReader {
     pub(crate) fn new() -> Self {
-        FrameReader {
-            state: State::Header,
-            buf: Vec::new(),
-            offset: 0,
-            segment_size: 0,
-            segments: 0,
-            plaintext_len: 0,
-            header: None,
-        }
+        FrameReader { state: State::Header, buf: Vec::new(), offset: 0, segment_size: 0, segments: 0, plaintext_len: 0, header: None }
     }
 
     /// Feeds bytes; calls `on_frame` for each unit completed by them. After
     /// any error the reader refuses further input.
-    pub(crate) fn push(
-        &mut self,
-        input: &[u8],
-        mut on_frame: impl FnMut(Frame<'_>) -> Result<(), CryptoError>,
-    ) -> Result<(), CryptoError> {
+    pub(crate) fn push(&mut self, input: &[u8], mut on_frame: impl FnMut(Frame<'_>) -> Result<(), CryptoError>) -> Result<(), CryptoError> {
         let result = self.run(input, &mut on_frame);
         if result.is_err() {
             self.state = State::Failed;
@@ -93,11 +74,7 @@ impl FrameReader {
         result
     }
 
-    fn run(
-        &mut self,
-        input: &[u8],
-        on_frame: &mut impl FnMut(Frame<'_>) -> Result<(), CryptoError>,
-    ) -> Result<(), CryptoError> {
+    fn run(&mut self, input: &[u8], on_frame: &mut impl FnMut(Frame<'_>) -> Result<(), CryptoError>) -> Result<(), CryptoError> {
         let mut rest = input;
         loop {
             let need = match self.state {
@@ -149,11 +126,7 @@ impl FrameReader {
                             self.segment_size
                         )));
                     }
-                    self.state = State::Body {
-                        len,
-                        crc,
-                        start: unit_start,
-                    };
+                    self.state = State::Body { len, crc, start: unit_start };
                 }
                 State::Body { len, crc, start } => {
                     let index = self.segments;
@@ -163,17 +136,10 @@ impl FrameReader {
                             "segment {index} at byte offset {start}: crc mismatch (stored {crc:#010x}, computed {computed:#010x})"
                         )));
                     }
-                    let counter = u32::try_from(index).map_err(|_| {
-                        CryptoError::Corrupt(format!(
-                            "segment {index} at byte offset {start}: more segments than the 32-bit counter allows"
-                        ))
-                    })?;
+                    let counter = u32::try_from(index)
+                        .map_err(|_| CryptoError::Corrupt(format!("segment {index} at byte offset {start}: more segments than the 32-bit counter allows")))?;
                     let last = len < self.segment_size + TAG_LEN;
-                    on_frame(Frame::Segment {
-                        index: counter,
-                        last,
-                        ciphertext: unit,
-                    })?;
+                    on_frame(Frame::Segment { index: counter, last, ciphertext: unit })?;
                     self.segments += 1;
                     self.plaintext_len += (len - TAG_LEN) as u64;
                     self.state = if last { State::Done } else { State::FrameHead };

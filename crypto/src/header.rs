@@ -71,34 +71,21 @@ impl FileHeader {
             return Err(CryptoError::Truncated);
         };
         if h[0..4] != MAGIC {
-            return Err(CryptoError::Corrupt(
-                "header: bad magic, not a tandem encrypted file".into(),
-            ));
+            return Err(CryptoError::Corrupt("header: bad magic, not a tandem encrypted file".into()));
         }
         let stored = u32::from_be_bytes(h[HEADER_LEN - 4..].try_into().expect("4 bytes"));
         let computed = crc32fast::hash(&h[..HEADER_LEN - 4]);
         if stored != computed {
-            return Err(CryptoError::Corrupt(format!(
-                "header: crc mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            )));
+            return Err(CryptoError::Corrupt(format!("header: crc mismatch (stored {stored:#010x}, computed {computed:#010x})")));
         }
         if h[4] != FORMAT_VERSION {
-            return Err(CryptoError::Unsupported(format!(
-                "segment format version {} (this build reads version {FORMAT_VERSION})",
-                h[4]
-            )));
+            return Err(CryptoError::Unsupported(format!("segment format version {} (this build reads version {FORMAT_VERSION})", h[4])));
         }
         let segment_size = u32::from_be_bytes(h[5..9].try_into().expect("4 bytes"));
         if segment_size == 0 || segment_size as usize > MAX_SEGMENT_SIZE {
-            return Err(CryptoError::Corrupt(format!(
-                "header: segment size {segment_size} outside 1..={MAX_SEGMENT_SIZE}"
-            )));
+            return Err(CryptoError::Corrupt(format!("header: segment size {segment_size} outside 1..={MAX_SEGMENT_SIZE}")));
         }
-        Ok(FileHeader {
-            segment_size,
-            key_id: h[9..25].try_into().expect("16 bytes"),
-            nonce_prefix: h[25..32].try_into().expect("7 bytes"),
-        })
+        Ok(FileHeader { segment_size, key_id: h[9..25].try_into().expect("16 bytes"), nonce_prefix: h[25..32].try_into().expect("7 bytes") })
     }
 
     /// Hex of the key id, for messages.
@@ -110,14 +97,10 @@ impl FileHeader {
 /// Checks a caller-chosen segment size and narrows it to the header's u32.
 pub(crate) fn check_segment_size(segment_size: usize) -> Result<u32, CryptoError> {
     if segment_size == 0 {
-        return Err(CryptoError::InvalidArgument(
-            "segment size must be at least 1".into(),
-        ));
+        return Err(CryptoError::InvalidArgument("segment size must be at least 1".into()));
     }
     if segment_size > MAX_SEGMENT_SIZE {
-        return Err(CryptoError::TooLarge(format!(
-            "segment size {segment_size} exceeds the maximum {MAX_SEGMENT_SIZE}"
-        )));
+        return Err(CryptoError::TooLarge(format!("segment size {segment_size} exceeds the maximum {MAX_SEGMENT_SIZE}")));
     }
     Ok(segment_size as u32)
 }
@@ -125,9 +108,7 @@ pub(crate) fn check_segment_size(segment_size: usize) -> Result<u32, CryptoError
 /// The context part of the associated data: length-prefixed strings so that
 /// ("ab", "c") and ("a", "bc") bind differently; the version is fixed-width.
 pub(crate) fn context_aad(ctx: &FileContext) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        3 * 8 + ctx.tenant.len() + ctx.contract_id.len() + 8 + ctx.file_name.len(),
-    );
+    let mut out = Vec::with_capacity(3 * 8 + ctx.tenant.len() + ctx.contract_id.len() + 8 + ctx.file_name.len());
     for field in [&ctx.tenant, &ctx.contract_id] {
         out.extend_from_slice(&(field.len() as u64).to_be_bytes());
         out.extend_from_slice(field.as_bytes());
@@ -139,11 +120,7 @@ pub(crate) fn context_aad(ctx: &FileContext) -> Vec<u8> {
 }
 
 /// Associated data of every segment: header || context || key id.
-pub(crate) fn segment_aad(
-    header: &[u8; HEADER_LEN],
-    context: &[u8],
-    key_id: &[u8; KEY_ID_LEN],
-) -> Vec<u8> {
+pub(crate) fn segment_aad(header: &[u8; HEADER_LEN], context: &[u8], key_id: &[u8; KEY_ID_LEN]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(HEADER_LEN + context.len() + KEY_ID_LEN);
     aad.extend_from_slice(header);
     aad.extend_from_slice(context);
@@ -169,7 +146,5 @@ pub(crate) fn segment_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last:
 pub fn ciphertext_len(plaintext_len: u64, segment_size: usize) -> u64 {
     let seg = segment_size.max(1) as u64;
     let segments = plaintext_len / seg + 1;
-    (HEADER_LEN as u64)
-        .saturating_add(segments.saturating_mul(SEGMENT_OVERHEAD as u64))
-        .saturating_add(plaintext_len)
+    (HEADER_LEN as u64).saturating_add(segments.saturating_mul(SEGMENT_OVERHEAD as u64)).saturating_add(plaintext_len)
 }

@@ -36,13 +36,8 @@ fn new_key(kek: &[u8; KEK_LEN]) -> LessSafeKey {
 impl LocalKeyFile {
     /// Reads a key file. Errors name the path and line, never the key.
     pub fn load(path: &Path) -> Result<Self, CryptoError> {
-        let at = |line: usize, what: &str| {
-            CryptoError::KeyFile(format!("{} line {line}: {what}", path.display()))
-        };
-        let data =
-            Zeroizing::new(std::fs::read(path).map_err(|e| {
-                CryptoError::KeyFile(format!("cannot read {}: {e}", path.display()))
-            })?);
+        let at = |line: usize, what: &str| CryptoError::KeyFile(format!("{} line {line}: {what}", path.display()));
+        let data = Zeroizing::new(std::fs::read(path).map_err(|e| CryptoError::KeyFile(format!("cannot read {}: {e}", path.display())))?);
 
         let mut found: Option<(String, Zeroizing<[u8; KEK_LEN]>, usize)> = None;
         for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
@@ -55,56 +50,30 @@ impl LocalKeyFile {
             }
             // No message below echoes a field: a misplaced field may be the key.
             let mut fields = line.split_ascii_whitespace();
-            let (Some(tag), Some(kek_id), Some(key_hex), None) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                return Err(at(
-                    line_no,
-                    "expected `tandem-kek-v1 <kek-id> <64 hex chars>` (3 fields separated by spaces)",
-                ));
+            let (Some(tag), Some(kek_id), Some(key_hex), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+                return Err(at(line_no, "expected `tandem-kek-v1 <kek-id> <64 hex chars>` (3 fields separated by spaces)"));
             };
             if tag != KEY_FILE_TAG {
-                return Err(at(
-                    line_no,
-                    "first field is not `tandem-kek-v1` (unknown key file version or not a key line)",
-                ));
+                return Err(at(line_no, "first field is not `tandem-kek-v1` (unknown key file version or not a key line)"));
             }
             if let Some((_, _, first)) = &found {
-                return Err(at(
-                    line_no,
-                    &format!("second key line (the first is line {first}); a key file holds exactly one KEK"),
-                ));
+                return Err(at(line_no, &format!("second key line (the first is line {first}); a key file holds exactly one KEK")));
             }
             if let Some(problem) = kek_id_problem(kek_id) {
                 return Err(at(line_no, &format!("invalid KEK id: {problem}")));
             }
             if key_hex.len() != 2 * KEK_LEN {
-                return Err(at(
-                    line_no,
-                    &format!(
-                        "key must be {} hex characters, found {}",
-                        2 * KEK_LEN,
-                        key_hex.len()
-                    ),
-                ));
+                return Err(at(line_no, &format!("key must be {} hex characters, found {}", 2 * KEK_LEN, key_hex.len())));
             }
             let mut kek = Zeroizing::new([0u8; KEK_LEN]);
-            hex::decode_to_slice(key_hex, kek.as_mut())
-                .map_err(|_| at(line_no, "key contains characters that are not hex digits"))?;
+            hex::decode_to_slice(key_hex, kek.as_mut()).map_err(|_| at(line_no, "key contains characters that are not hex digits"))?;
             found = Some((kek_id.to_owned(), kek, line_no));
         }
 
         let Some((kek_id, kek, _)) = found else {
-            return Err(CryptoError::KeyFile(format!(
-                "{}: no key line (`tandem-kek-v1 <kek-id> <64 hex chars>`) found",
-                path.display()
-            )));
+            return Err(CryptoError::KeyFile(format!("{}: no key line (`tandem-kek-v1 <kek-id> <64 hex chars>`) found", path.display())));
         };
-        Ok(LocalKeyFile {
-            key: new_key(&kek),
-            kek_id,
-            path: path.to_owned(),
-        })
+        Ok(LocalKeyFile { key: new_key(&kek), kek_id, path: path.to_owned() })
     }
 
     /// A KEK held only in memory (the drill: no file system under the
@@ -122,9 +91,7 @@ impl LocalKeyFile {
     /// overwrite an existing file.
     pub fn create(path: &Path, kek_id: &str, rng: &dyn RandomSource) -> Result<Self, CryptoError> {
         if let Some(problem) = kek_id_problem(kek_id) {
-            return Err(CryptoError::InvalidArgument(format!(
-                "KEK id {kek_id:?}: {problem}"
-            )));
+            return Err(CryptoError::InvalidArgument(format!("KEK id {kek_id:?}: {problem}")));
         }
         let mut kek = Zeroizing::new([0u8; KEK_LEN]);
         rng.fill(kek.as_mut())?;
@@ -152,25 +119,16 @@ impl LocalKeyFile {
         }
         let mut file = options.open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                CryptoError::KeyFile(format!(
-                    "{} already exists; refusing to overwrite an existing key file",
-                    path.display()
-                ))
+                CryptoError::KeyFile(format!("{} already exists; refusing to overwrite an existing key file", path.display()))
             } else {
                 CryptoError::KeyFile(format!("cannot create {}: {e}", path.display()))
             }
         })?;
-        if let Err(e) = file
-            .write_all(contents.as_bytes())
-            .and_then(|()| file.sync_all())
-        {
+        if let Err(e) = file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()) {
             // Remove the partial file so a retry is not refused as "exists".
             drop(file);
             let _ = std::fs::remove_file(path);
-            return Err(CryptoError::KeyFile(format!(
-                "cannot write {}: {e}",
-                path.display()
-            )));
+            return Err(CryptoError::KeyFile(format!("cannot write {}: {e}", path.display())));
         }
         // Make the new directory entry durable too; a KEK lost in a crash
         // after keys were wrapped with it would lose those keys.
@@ -179,11 +137,7 @@ impl LocalKeyFile {
                 let _ = d.sync_all();
             }
         }
-        Ok(LocalKeyFile {
-            key: new_key(&kek),
-            kek_id: kek_id.to_owned(),
-            path: path.to_owned(),
-        })
+        Ok(LocalKeyFile { key: new_key(&kek), kek_id: kek_id.to_owned(), path: path.to_owned() })
     }
 
     /// Path the key file was loaded from or created at.
@@ -196,14 +150,7 @@ impl LocalKeyFile {
         format!("key file {}", self.path.display())
     }
 
-    fn wrap(
-        &self,
-        kind: KeyKind,
-        key_id: &[u8; KEY_ID_LEN],
-        secret: &[u8],
-        context: &[u8],
-        rng: &dyn RandomSource,
-    ) -> Result<WrappedKey, CryptoError> {
+    fn wrap(&self, kind: KeyKind, key_id: &[u8; KEY_ID_LEN], secret: &[u8], context: &[u8], rng: &dyn RandomSource) -> Result<WrappedKey, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce)?;
         let aad = wrap_aad(kind, &self.kek_id, key_id, context);
@@ -214,37 +161,21 @@ impl LocalKeyFile {
         bytes.extend_from_slice(secret);
         let tag = self
             .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut bytes[NONCE_LEN..],
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut bytes[NONCE_LEN..])
             .map_err(|_| CryptoError::TooLarge(format!("{kind} key too long to wrap")))?;
         bytes.extend_from_slice(tag.as_ref());
-        Ok(WrappedKey {
-            kek_id: self.kek_id.clone(),
-            key_id: *key_id,
-            bytes,
-        })
+        Ok(WrappedKey { kek_id: self.kek_id.clone(), key_id: *key_id, bytes })
     }
 
-    fn unwrap<const N: usize>(
-        &self,
-        kind: KeyKind,
-        wrapped: &WrappedKey,
-        context: &[u8],
-    ) -> Result<Zeroizing<[u8; N]>, CryptoError> {
+    fn unwrap<const N: usize>(&self, kind: KeyKind, wrapped: &WrappedKey, context: &[u8]) -> Result<Zeroizing<[u8; N]>, CryptoError> {
         let id = key_id_hex(&wrapped.key_id);
         check_wrapped(kind, N, wrapped, &self.kek_id, &self.holder())?;
         let (nonce, sealed) = wrapped.bytes.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| CryptoError::Corrupt(format!("wrapped {kind} key {id}: bad nonce")))?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Corrupt(format!("wrapped {kind} key {id}: bad nonce")))?;
         let aad = wrap_aad(kind, &self.kek_id, &wrapped.key_id, context);
         let mut buf = Zeroizing::new(sealed.to_vec());
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(&aad), buf.as_mut_slice())
-            .map_err(|_| tampered(kind, &wrapped.key_id, &self.kek_id, &self.holder()))?;
+        let plain =
+            self.key.open_in_place(nonce, Aad::from(&aad), buf.as_mut_slice()).map_err(|_| tampered(kind, &wrapped.key_id, &self.kek_id, &self.holder()))?;
         let mut out = Zeroizing::new([0u8; N]);
         out.copy_from_slice(plain);
         Ok(out)
@@ -253,10 +184,7 @@ impl LocalKeyFile {
 
 impl fmt::Debug for LocalKeyFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKeyFile")
-            .field("kek_id", &self.kek_id)
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("LocalKeyFile").field("kek_id", &self.kek_id).field("path", &self.path).finish_non_exhaustive()
     }
 }
 

@@ -32,17 +32,13 @@ impl KeyRing {
     }
 
     fn holder(&self, wrapped: &WrappedKey) -> Result<&dyn KeyProvider, CryptoError> {
-        std::iter::once(&self.current)
-            .chain(&self.retired)
-            .find(|p| p.kek_id() == wrapped.kek_id)
-            .map(|p| p.as_ref())
-            .ok_or_else(|| {
-                CryptoError::WrongKey(format!(
-                    "the key is wrapped by KEK {:?}, which is not configured here (configured: {})",
-                    wrapped.kek_id,
-                    self.kek_ids().join(", ")
-                ))
-            })
+        std::iter::once(&self.current).chain(&self.retired).find(|p| p.kek_id() == wrapped.kek_id).map(|p| p.as_ref()).ok_or_else(|| {
+            CryptoError::WrongKey(format!(
+                "the key is wrapped by KEK {:?}, which is not configured here (configured: {})",
+                wrapped.kek_id,
+                self.kek_ids().join(", ")
+            ))
+        })
     }
 }
 

@@ -57,9 +57,7 @@ impl DataKey {
 
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataKey")
-            .field("id", &key_id_hex(&self.id))
-            .finish_non_exhaustive()
+        f.debug_struct("DataKey").field("id", &key_id_hex(&self.id)).finish_non_exhaustive()
     }
 }
 
@@ -99,9 +97,7 @@ impl PiiKey {
 
 impl fmt::Debug for PiiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PiiKey")
-            .field("id", &key_id_hex(&self.id))
-            .finish_non_exhaustive()
+        f.debug_struct("PiiKey").field("id", &key_id_hex(&self.id)).finish_non_exhaustive()
     }
 }
 
@@ -124,22 +120,11 @@ pub trait KeyProvider: Send + Sync {
     /// `context` is bound as associated data (caller passes
     /// tenant/contract/version/file), so a wrapped key cannot be moved to
     /// another file.
-    fn wrap_data_key(
-        &self,
-        key: &DataKey,
-        context: &[u8],
-        rng: &dyn RandomSource,
-    ) -> Result<WrappedKey, CryptoError>;
+    fn wrap_data_key(&self, key: &DataKey, context: &[u8], rng: &dyn RandomSource) -> Result<WrappedKey, CryptoError>;
     /// Inverse of [`KeyProvider::wrap_data_key`]; `context` must be the same bytes.
-    fn unwrap_data_key(&self, wrapped: &WrappedKey, context: &[u8])
-        -> Result<DataKey, CryptoError>;
+    fn unwrap_data_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<DataKey, CryptoError>;
     /// Like [`KeyProvider::wrap_data_key`] for a PII key.
-    fn wrap_pii_key(
-        &self,
-        key: &PiiKey,
-        context: &[u8],
-        rng: &dyn RandomSource,
-    ) -> Result<WrappedKey, CryptoError>;
+    fn wrap_pii_key(&self, key: &PiiKey, context: &[u8], rng: &dyn RandomSource) -> Result<WrappedKey, CryptoError>;
     /// Inverse of [`KeyProvider::wrap_pii_key`].
     fn unwrap_pii_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<PiiKey, CryptoError>;
 }

@@ -26,15 +26,10 @@ mod segment;
 mod wrap_format;
 
 pub use error::CryptoError;
-pub use header::{
-    ciphertext_len, FileContext, FileHeader, DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, HEADER_LEN,
-    MAX_SEGMENT_SIZE, SEGMENT_OVERHEAD,
-};
+pub use header::{ciphertext_len, FileContext, FileHeader, DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, HEADER_LEN, MAX_SEGMENT_SIZE, SEGMENT_OVERHEAD};
 pub use key_file::{LocalKeyFile, KEY_FILE_TAG};
 pub use key_ring::KeyRing;
-pub use keys::{
-    key_id_hex, DataKey, KeyProvider, PiiKey, WrappedKey, DATA_KEY_LEN, KEY_ID_LEN, PII_KEY_LEN,
-};
+pub use keys::{key_id_hex, DataKey, KeyProvider, PiiKey, WrappedKey, DATA_KEY_LEN, KEY_ID_LEN, PII_KEY_LEN};
 pub use pii::{open_pii, seal_pii, PII_OVERHEAD};
 pub use pkcs11::{Pkcs11Provider, Pkcs11Token};
 pub use random::{RandomSource, SeededRandomSource, SystemRandomSource};

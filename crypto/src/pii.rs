@@ -39,17 +39,9 @@ fn aad(field: &str, context: &[u8]) -> Vec<u8> {
 
 /// PII field encryption with SM4-GCM. Output = 12-byte random nonce ||
 /// ciphertext || tag. AAD = field name || context.
-pub fn seal_pii(
-    key: &PiiKey,
-    field: &str,
-    context: &[u8],
-    plaintext: &[u8],
-    rng: &dyn RandomSource,
-) -> Result<Vec<u8>, CryptoError> {
+pub fn seal_pii(key: &PiiKey, field: &str, context: &[u8], plaintext: &[u8], rng: &dyn RandomSource) -> Result<Vec<u8>, CryptoError> {
     if field.len() > u32::MAX as usize {
-        return Err(CryptoError::TooLarge(
-            "PII field name longer than 4 GiB".into(),
-        ));
+        return Err(CryptoError::TooLarge("PII field name longer than 4 GiB".into()));
     }
     let mut nonce = [0u8; PII_NONCE_LEN];
     rng.fill(&mut nonce)?;
@@ -59,48 +51,29 @@ pub fn seal_pii(
     sealed.extend_from_slice(&nonce);
     sealed.extend_from_slice(plaintext);
     let tag = cipher(key)
-        .encrypt_inout_detached(
-            &nonce.into(),
-            &aad(field, context),
-            (&mut sealed[PII_NONCE_LEN..]).into(),
-        )
+        .encrypt_inout_detached(&nonce.into(), &aad(field, context), (&mut sealed[PII_NONCE_LEN..]).into())
         .map_err(|_| CryptoError::TooLarge(format!("PII field {field:?} too long for SM4-GCM")))?;
     sealed.extend_from_slice(&tag);
     Ok(sealed)
 }
 
 /// Opens a value sealed by [`seal_pii`] with the same key, field and context.
-pub fn open_pii(
-    key: &PiiKey,
-    field: &str,
-    context: &[u8],
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+pub fn open_pii(key: &PiiKey, field: &str, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if sealed.len() < PII_OVERHEAD {
-        return Err(CryptoError::Corrupt(format!(
-            "sealed PII field {field:?} is {} bytes, shorter than the {PII_OVERHEAD}-byte nonce and tag",
-            sealed.len()
-        )));
+        return Err(CryptoError::Corrupt(format!("sealed PII field {field:?} is {} bytes, shorter than the {PII_OVERHEAD}-byte nonce and tag", sealed.len())));
     }
     let (nonce, rest) = sealed.split_at(PII_NONCE_LEN);
     let (ciphertext, tag) = rest.split_at(rest.len() - PII_TAG_LEN);
     let nonce: [u8; PII_NONCE_LEN] = nonce.try_into().expect("12 bytes");
     let tag = aes_gcm::Tag::try_from(tag).expect("16 bytes");
     let mut plain = Zeroizing::new(ciphertext.to_vec());
-    cipher(key)
-        .decrypt_inout_detached(
-            &nonce.into(),
-            &aad(field, context),
-            plain.as_mut_slice().into(),
-            &tag,
-        )
-        .map_err(|_| {
-            CryptoError::Tampered(format!(
-                "PII field {field:?} does not authenticate with PII key {}: wrong key, field \
+    cipher(key).decrypt_inout_detached(&nonce.into(), &aad(field, context), plain.as_mut_slice().into(), &tag).map_err(|_| {
+        CryptoError::Tampered(format!(
+            "PII field {field:?} does not authenticate with PII key {}: wrong key, field \
                  name or context, or the sealed value was altered",
-                key_id_hex(&key.id())
-            ))
-        })?;
+            key_id_hex(&key.id())
+        ))
+    })?;
     Ok(plain)
 }
 
@@ -114,19 +87,14 @@ mod tests {
         let mut key = Zeroizing::new([0u8; 16]);
         hex::decode_to_slice("0123456789ABCDEFFEDCBA9876543210", key.as_mut()).unwrap();
         let key = PiiKey::from_secret([0; 16], key);
-        let nonce: [u8; 12] = hex::decode("00001234567800000000ABCD")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let nonce: [u8; 12] = hex::decode("00001234567800000000ABCD").unwrap().try_into().unwrap();
         let aad = hex::decode("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2").unwrap();
         let mut buf = hex::decode(
             "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD\
              EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA",
         )
         .unwrap();
-        let tag = cipher(&key)
-            .encrypt_inout_detached(&nonce.into(), &aad, buf.as_mut_slice().into())
-            .unwrap();
+        let tag = cipher(&key).encrypt_inout_detached(&nonce.into(), &aad, buf.as_mut_slice().into()).unwrap();
         assert_eq!(
             hex::encode_upper(&buf),
             "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735\

@@ -56,9 +56,7 @@ impl Pkcs11Token {
     /// the user with the PIN read from `pin_file` (one line; a trailing
     /// newline is ignored).
     pub fn open(module: &Path, token_label: &str, pin_file: &Path) -> Result<Arc<Self>, CryptoError> {
-        let at = |what: String| {
-            CryptoError::Hsm(format!("PKCS#11 module {}, token {token_label:?}: {what}", module.display()))
-        };
+        let at = |what: String| CryptoError::Hsm(format!("PKCS#11 module {}, token {token_label:?}: {what}", module.display()));
         let pin = read_pin(pin_file)?;
         let ctx = loaded_module(module).map_err(at)?;
         let slot = find_slot_patiently(&ctx, token_label).map_err(at)?;
@@ -67,12 +65,8 @@ impl Pkcs11Token {
         // process is logged in, this one is too.
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(P11Error::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(at(format!("login refused: the PIN in {} is wrong", pin_file.display())))
-            }
-            Err(P11Error::Pkcs11(RvError::PinLocked, _)) => {
-                return Err(at("login refused: the user PIN is locked (too many wrong PINs)".into()))
-            }
+            Err(P11Error::Pkcs11(RvError::PinIncorrect, _)) => return Err(at(format!("login refused: the PIN in {} is wrong", pin_file.display()))),
+            Err(P11Error::Pkcs11(RvError::PinLocked, _)) => return Err(at("login refused: the user PIN is locked (too many wrong PINs)".into())),
             Err(e) => return Err(at(format!("cannot log in with the PIN in {}: {e}", pin_file.display()))),
         }
         Ok(Arc::new(Pkcs11Token { module: module.to_owned(), token_label: token_label.to_owned(), session: Mutex::new(session) }))
@@ -84,9 +78,7 @@ impl Pkcs11Token {
         check_label(key_label)?;
         let session = self.lock();
         let Some(handle) = self.find_key(&session, key_label)? else {
-            return Err(self.err(format!(
-                "no secret key labelled {key_label:?} (create it with `tandem keys hsm-create`)"
-            )));
+            return Err(self.err(format!("no secret key labelled {key_label:?} (create it with `tandem keys hsm-create`)")));
         };
         let attributes = session
             .get_attributes(handle, &[AttributeType::KeyType, AttributeType::ValueLen, AttributeType::Sensitive, AttributeType::Extractable])
@@ -114,9 +106,7 @@ impl Pkcs11Token {
         check_label(key_label)?;
         let session = self.lock();
         if self.find_key(&session, key_label)?.is_some() {
-            return Err(self.err(format!(
-                "a secret key labelled {key_label:?} already exists; refusing to create a second one"
-            )));
+            return Err(self.err(format!("a secret key labelled {key_label:?} already exists; refusing to create a second one")));
         }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -132,9 +122,7 @@ impl Pkcs11Token {
             Attribute::Wrap(false),
             Attribute::Unwrap(false),
         ];
-        let handle = session
-            .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(|e| self.err(format!("cannot generate key {key_label:?}: {e}")))?;
+        let handle = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(|e| self.err(format!("cannot generate key {key_label:?}: {e}")))?;
         drop(session);
         Ok(Pkcs11Provider { token: self.clone(), label: key_label.to_owned(), handle })
     }
@@ -163,10 +151,7 @@ impl Pkcs11Token {
 
 impl fmt::Debug for Pkcs11Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pkcs11Token")
-            .field("module", &self.module)
-            .field("token_label", &self.token_label)
-            .finish_non_exhaustive()
+        f.debug_struct("Pkcs11Token").field("module", &self.module).field("token_label", &self.token_label).finish_non_exhaustive()
     }
 }
 
@@ -302,27 +287,22 @@ impl Pkcs11Provider {
     }
 
     fn gcm<'a>(&self, iv: &'a mut [u8; NONCE_LEN], aad: &'a [u8]) -> Result<Mechanism<'a>, CryptoError> {
-        let params = GcmParams::new(iv, aad, ((TAG_LEN * 8) as u64).into())
-            .map_err(|e| self.token.err(format!("key {:?}: bad GCM parameters: {e}", self.label)))?;
+        let params =
+            GcmParams::new(iv, aad, ((TAG_LEN * 8) as u64).into()).map_err(|e| self.token.err(format!("key {:?}: bad GCM parameters: {e}", self.label)))?;
         Ok(Mechanism::AesGcm(params))
     }
 
-    fn wrap(
-        &self,
-        kind: KeyKind,
-        key_id: &[u8; KEY_ID_LEN],
-        secret: &[u8],
-        context: &[u8],
-        rng: &dyn RandomSource,
-    ) -> Result<WrappedKey, CryptoError> {
+    fn wrap(&self, kind: KeyKind, key_id: &[u8; KEY_ID_LEN], secret: &[u8], context: &[u8], rng: &dyn RandomSource) -> Result<WrappedKey, CryptoError> {
         let mut iv = [0u8; NONCE_LEN];
         rng.fill(&mut iv)?;
         let nonce = iv;
         let aad = wrap_aad(kind, &self.label, key_id, context);
         let mechanism = self.gcm(&mut iv, &aad)?;
-        let sealed = self.token.lock().encrypt(&mechanism, self.handle, secret).map_err(|e| {
-            self.token.err(format!("cannot wrap {kind} key {} with key {:?}: {e}", key_id_hex(key_id), self.label))
-        })?;
+        let sealed = self
+            .token
+            .lock()
+            .encrypt(&mechanism, self.handle, secret)
+            .map_err(|e| self.token.err(format!("cannot wrap {kind} key {} with key {:?}: {e}", key_id_hex(key_id), self.label)))?;
         if sealed.len() != secret.len() + TAG_LEN {
             return Err(self.token.err(format!(
                 "key {:?}: AES-GCM returned {} bytes for a {}-byte key (expected the key and a 16-byte tag)",
@@ -337,12 +317,7 @@ impl Pkcs11Provider {
         Ok(WrappedKey { kek_id: self.label.clone(), key_id: *key_id, bytes })
     }
 
-    fn unwrap<const N: usize>(
-        &self,
-        kind: KeyKind,
-        wrapped: &WrappedKey,
-        context: &[u8],
-    ) -> Result<Zeroizing<[u8; N]>, CryptoError> {
+    fn unwrap<const N: usize>(&self, kind: KeyKind, wrapped: &WrappedKey, context: &[u8]) -> Result<Zeroizing<[u8; N]>, CryptoError> {
         let id = key_id_hex(&wrapped.key_id);
         check_wrapped(kind, N, wrapped, &self.label, &self.holder())?;
         let (nonce, sealed) = wrapped.bytes.split_at(NONCE_LEN);
@@ -368,10 +343,7 @@ impl Pkcs11Provider {
 
 impl fmt::Debug for Pkcs11Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pkcs11Provider")
-            .field("kek_id", &self.label)
-            .field("token", &self.token)
-            .finish_non_exhaustive()
+        f.debug_struct("Pkcs11Provider").field("kek_id", &self.label).field("token", &self.token).finish_non_exhaustive()
     }
 }
 

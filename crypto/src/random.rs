@@ -22,9 +22,7 @@ impl RandomSource for SystemRandomSource {
     fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
         use ring::rand::SecureRandom;
         // SystemRandom is a zero-sized handle; building it per call costs nothing.
-        ring::rand::SystemRandom::new()
-            .fill(buf)
-            .map_err(|_| CryptoError::Random)
+        ring::rand::SystemRandom::new().fill(buf).map_err(|_| CryptoError::Random)
     }
 }
 
@@ -51,14 +49,7 @@ struct SeededState {
 impl SeededRandomSource {
     /// A source whose output depends only on `seed`.
     pub fn new(seed: u64) -> Self {
-        SeededRandomSource {
-            seed,
-            state: Mutex::new(SeededState {
-                counter: 0,
-                block: [0; 32],
-                used: 32,
-            }),
-        }
+        SeededRandomSource { seed, state: Mutex::new(SeededState { counter: 0, block: [0; 32], used: 32 }) }
     }
 }
 

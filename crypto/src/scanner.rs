@@ -30,9 +30,7 @@ impl Default for SegmentScanner {
 
 impl SegmentScanner {
     pub fn new() -> Self {
-        SegmentScanner {
-            reader: FrameReader::new(),
-        }
+        SegmentScanner { reader: FrameReader::new() }
     }
 
     /// Checks the bytes; accepts arbitrary chunk sizes.
@@ -48,10 +46,6 @@ impl SegmentScanner {
     /// Truncated unless the last segment was seen.
     pub fn finish(self) -> Result<ScanSummary, CryptoError> {
         self.reader.finish()?;
-        Ok(ScanSummary {
-            segments: self.reader.segments(),
-            ciphertext_len: self.reader.bytes_read(),
-            plaintext_len: self.reader.plaintext_len(),
-        })
+        Ok(ScanSummary { segments: self.reader.segments(), ciphertext_len: self.reader.bytes_read(), plaintext_len: self.reader.plaintext_len() })
     }
 }

@@ -11,8 +11,8 @@
 
 use crate::framing::{Frame, FrameReader};
 use crate::header::{
-    check_segment_size, context_aad, segment_aad, segment_nonce, FileContext, FileHeader,
-    FRAME_HEAD_LEN, HEADER_LEN, NONCE_PREFIX_LEN, SEGMENT_OVERHEAD, TAG_LEN,
+    check_segment_size, context_aad, segment_aad, segment_nonce, FileContext, FileHeader, FRAME_HEAD_LEN, HEADER_LEN, NONCE_PREFIX_LEN, SEGMENT_OVERHEAD,
+    TAG_LEN,
 };
 use crate::keys::{key_id_hex, KEY_ID_LEN};
 use crate::{CryptoError, DataKey, RandomSource};
@@ -22,9 +22,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 fn ring_key(key: &DataKey) -> LessSafeKey {
     // UnboundKey::new fails only for a wrong key length, and ours is fixed.
-    LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, key.expose_secret()).expect("32-byte AES-256-GCM key"),
-    )
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.expose_secret()).expect("32-byte AES-256-GCM key"))
 }
 
 /// Encryption state that outlives one segment.
@@ -41,20 +39,14 @@ impl Sealer {
         // The last segment takes counter + 1, so a non-last segment may not
         // use the final counter value.
         if !last && self.counter == u32::MAX {
-            return Err(CryptoError::TooLarge(
-                "file needs more than 2^32 segments; use a larger segment size".into(),
-            ));
+            return Err(CryptoError::TooLarge("file needs more than 2^32 segments; use a larger segment size".into()));
         }
         let start = out.len();
         out.reserve(plaintext.len() + SEGMENT_OVERHEAD);
         out.extend_from_slice(&[0u8; FRAME_HEAD_LEN]);
         out.extend_from_slice(plaintext);
         let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.prefix, self.counter, last));
-        let tag = match self.key.seal_in_place_separate_tag(
-            nonce,
-            Aad::from(&self.aad[..]),
-            &mut out[start + FRAME_HEAD_LEN..],
-        ) {
+        let tag = match self.key.seal_in_place_separate_tag(nonce, Aad::from(&self.aad[..]), &mut out[start + FRAME_HEAD_LEN..]) {
             Ok(tag) => tag,
             Err(_) => {
                 out[start..].zeroize();
@@ -91,31 +83,16 @@ pub struct Encryptor {
 impl Encryptor {
     /// Draws a random 7-byte nonce prefix; fails for a segment size of 0 or
     /// above [`crate::MAX_SEGMENT_SIZE`].
-    pub fn new(
-        key: &DataKey,
-        ctx: &FileContext,
-        segment_size: usize,
-        rng: &dyn RandomSource,
-    ) -> Result<Self, CryptoError> {
+    pub fn new(key: &DataKey, ctx: &FileContext, segment_size: usize, rng: &dyn RandomSource) -> Result<Self, CryptoError> {
         let seg32 = check_segment_size(segment_size)?;
         // The key is fresh per file, but a random prefix keeps nonces unique
         // even if a caller ever encrypts twice with the same data key.
         let mut prefix = [0u8; NONCE_PREFIX_LEN];
         rng.fill(&mut prefix)?;
         let key_id = key.id();
-        let header = FileHeader {
-            segment_size: seg32,
-            key_id,
-            nonce_prefix: prefix,
-        }
-        .encode();
+        let header = FileHeader { segment_size: seg32, key_id, nonce_prefix: prefix }.encode();
         Ok(Encryptor {
-            sealer: Sealer {
-                key: ring_key(key),
-                aad: segment_aad(&header, &context_aad(ctx), &key_id),
-                prefix,
-                counter: 0,
-            },
+            sealer: Sealer { key: ring_key(key), aad: segment_aad(&header, &context_aad(ctx), &key_id), prefix, counter: 0 },
             key_id,
             header,
             header_written: false,
@@ -214,18 +191,11 @@ impl Opener {
                 self.prefix = header.nonce_prefix;
                 Ok(())
             }
-            Frame::Segment {
-                index,
-                last,
-                ciphertext,
-            } => {
+            Frame::Segment { index, last, ciphertext } => {
                 let start = out.len();
                 out.extend_from_slice(ciphertext);
                 let nonce = Nonce::assume_unique_for_key(segment_nonce(&self.prefix, index, last));
-                match self
-                    .key
-                    .open_in_place(nonce, Aad::from(&self.aad[..]), &mut out[start..])
-                {
+                match self.key.open_in_place(nonce, Aad::from(&self.aad[..]), &mut out[start..]) {
                     Ok(plain) => {
                         let n = plain.len();
                         out.truncate(start + n);
@@ -258,13 +228,7 @@ impl Decryptor {
     pub fn new(key: &DataKey, ctx: &FileContext) -> Self {
         Decryptor {
             reader: FrameReader::new(),
-            opener: Opener {
-                key: ring_key(key),
-                key_id: key.id(),
-                context: context_aad(ctx),
-                aad: Vec::new(),
-                prefix: [0; NONCE_PREFIX_LEN],
-            },
+            opener: Opener { key: ring_key(key), key_id: key.id(), context: context_aad(ctx), aad: Vec::new(), prefix: [0; NONCE_PREFIX_LEN] },
         }
     }
 
@@ -276,8 +240,7 @@ impl Decryptor {
         // Upper bound of what this call can emit besides a buffered segment.
         out.reserve(ciphertext.len().saturating_sub(TAG_LEN));
         let opener = &mut self.opener;
-        self.reader
-            .push(ciphertext, |frame| opener.on_frame(frame, out))
+        self.reader.push(ciphertext, |frame| opener.on_frame(frame, out))
     }
 
     /// Errors with Truncated unless the last segment was seen.
@@ -293,9 +256,6 @@ impl Decryptor {
 
 impl fmt::Debug for Decryptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Decryptor")
-            .field("key_id", &key_id_hex(&self.opener.key_id))
-            .field("segments_read", &self.reader.segments())
-            .finish_non_exhaustive()
+        f.debug_struct("Decryptor").field("key_id", &key_id_hex(&self.opener.key_id)).field("segments_read", &self.reader.segments()).finish_non_exhaustive()
     }
 }

@@ -78,26 +78,14 @@ pub(crate) fn wrap_aad(kind: KeyKind, kek_id: &str, key_id: &[u8; KEY_ID_LEN], c
 /// Checks, before any decryption, that `wrapped` names the KEK `kek_id`
 /// (held by `holder`, e.g. "key file /etc/kek") and has the length of a
 /// wrapped `kind` key of `key_len` bytes.
-pub(crate) fn check_wrapped(
-    kind: KeyKind,
-    key_len: usize,
-    wrapped: &WrappedKey,
-    kek_id: &str,
-    holder: &dyn fmt::Display,
-) -> Result<(), CryptoError> {
+pub(crate) fn check_wrapped(kind: KeyKind, key_len: usize, wrapped: &WrappedKey, kek_id: &str, holder: &dyn fmt::Display) -> Result<(), CryptoError> {
     let id = key_id_hex(&wrapped.key_id);
     if wrapped.kek_id != kek_id {
-        return Err(CryptoError::WrongKey(format!(
-            "{kind} key {id} was wrapped with KEK {:?}, but {holder} holds KEK {kek_id:?}",
-            wrapped.kek_id
-        )));
+        return Err(CryptoError::WrongKey(format!("{kind} key {id} was wrapped with KEK {:?}, but {holder} holds KEK {kek_id:?}", wrapped.kek_id)));
     }
     let expected = NONCE_LEN + key_len + TAG_LEN;
     if wrapped.bytes.len() != expected {
-        return Err(CryptoError::Corrupt(format!(
-            "wrapped {kind} key {id} is {} bytes, expected {expected}",
-            wrapped.bytes.len()
-        )));
+        return Err(CryptoError::Corrupt(format!("wrapped {kind} key {id} is {} bytes, expected {expected}", wrapped.bytes.len())));
     }
     Ok(())
 }
@@ -123,38 +111,20 @@ macro_rules! impl_key_provider {
                 &self.$kek_id
             }
 
-            fn wrap_data_key(
-                &self,
-                key: &$crate::DataKey,
-                context: &[u8],
-                rng: &dyn $crate::RandomSource,
-            ) -> Result<$crate::WrappedKey, $crate::CryptoError> {
+            fn wrap_data_key(&self, key: &$crate::DataKey, context: &[u8], rng: &dyn $crate::RandomSource) -> Result<$crate::WrappedKey, $crate::CryptoError> {
                 self.wrap($crate::wrap_format::KeyKind::Data, &key.id(), key.expose_secret(), context, rng)
             }
 
-            fn unwrap_data_key(
-                &self,
-                wrapped: &$crate::WrappedKey,
-                context: &[u8],
-            ) -> Result<$crate::DataKey, $crate::CryptoError> {
+            fn unwrap_data_key(&self, wrapped: &$crate::WrappedKey, context: &[u8]) -> Result<$crate::DataKey, $crate::CryptoError> {
                 let secret = self.unwrap::<{ $crate::DATA_KEY_LEN }>($crate::wrap_format::KeyKind::Data, wrapped, context)?;
                 Ok($crate::DataKey::from_secret(wrapped.key_id, secret))
             }
 
-            fn wrap_pii_key(
-                &self,
-                key: &$crate::PiiKey,
-                context: &[u8],
-                rng: &dyn $crate::RandomSource,
-            ) -> Result<$crate::WrappedKey, $crate::CryptoError> {
+            fn wrap_pii_key(&self, key: &$crate::PiiKey, context: &[u8], rng: &dyn $crate::RandomSource) -> Result<$crate::WrappedKey, $crate::CryptoError> {
                 self.wrap($crate::wrap_format::KeyKind::Pii, &key.id(), key.expose_secret(), context, rng)
             }
 
-            fn unwrap_pii_key(
-                &self,
-                wrapped: &$crate::WrappedKey,
-                context: &[u8],
-            ) -> Result<$crate::PiiKey, $crate::CryptoError> {
+            fn unwrap_pii_key(&self, wrapped: &$crate::WrappedKey, context: &[u8]) -> Result<$crate::PiiKey, $crate::CryptoError> {
                 let secret = self.unwrap::<{ $crate::PII_KEY_LEN }>($crate::wrap_format::KeyKind::Pii, wrapped, context)?;
                 Ok($crate::PiiKey::from_secret(wrapped.key_id, secret))
             }

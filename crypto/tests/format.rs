@@ -24,10 +24,7 @@ fn spec_decrypt(key: &DataKey, ctx: &FileContext, ct: &[u8]) -> Vec<u8> {
     let seg = u32::from_be_bytes(h[5..9].try_into().unwrap()) as usize;
     assert_eq!(&h[9..25], &key.id(), "key id");
     let prefix = &h[25..32];
-    assert_eq!(
-        u32::from_be_bytes(h[32..36].try_into().unwrap()),
-        crc32fast::hash(&h[..32])
-    );
+    assert_eq!(u32::from_be_bytes(h[32..36].try_into().unwrap()), crc32fast::hash(&h[..32]));
 
     let mut aad = h.to_vec();
     lp(&mut aad, &ctx.tenant);
@@ -56,11 +53,7 @@ fn spec_decrypt(key: &DataKey, ctx: &FileContext, ct: &[u8]) -> Vec<u8> {
         nonce[7..11].copy_from_slice(&(i as u32).to_be_bytes());
         nonce[11] = u8::from(last);
         let pt = ring_key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut body,
-            )
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut body)
             .unwrap_or_else(|_| panic!("segment {i} does not open per the spec"));
         plain.extend_from_slice(pt);
     }
@@ -73,10 +66,6 @@ fn ciphertext_follows_the_documented_format() {
     for (seg, len) in [(16, 0), (16, 5), (16, 16), (16, 40), (1000, 3500)] {
         let plain = data(len);
         let ct = encrypt(&key, &ctx(), seg, &plain, &SystemRandomSource);
-        assert_eq!(
-            spec_decrypt(&key, &ctx(), &ct),
-            plain,
-            "seg {seg} len {len}"
-        );
+        assert_eq!(spec_decrypt(&key, &ctx(), &ct), plain, "seg {seg} len {len}");
     }
 }

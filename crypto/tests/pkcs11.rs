@@ -17,9 +17,7 @@ use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectC
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use softhsm::{in_process, take_turn, PIN_TEST_TOKEN, SHARED_TOKEN, USER_PIN};
-use tandem_crypto::{
-    CryptoError, DataKey, KeyProvider, KeyRing, LocalKeyFile, PiiKey, Pkcs11Provider, Pkcs11Token, SystemRandomSource,
-};
+use tandem_crypto::{CryptoError, DataKey, KeyProvider, KeyRing, LocalKeyFile, PiiKey, Pkcs11Provider, Pkcs11Token, SystemRandomSource};
 
 const CONTEXT: &[u8] = b"tenant-a/contract-42/3/contract.pdf";
 
@@ -44,12 +42,8 @@ fn raw_session() -> Session {
         Ok(()) | Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => panic!("{e}"),
     }
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == SHARED_TOKEN)
-        .unwrap();
+    let slot =
+        ctx.get_slots_with_initialized_token().unwrap().into_iter().find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == SHARED_TOKEN).unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
     match session.login(UserType::User, Some(&AuthPin::from(USER_PIN))) {
         Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
@@ -145,19 +139,15 @@ fn the_kek_cannot_be_read_out_of_the_token() {
     assert!(matches!(info[0], AttributeInfo::Sensitive), "CKA_VALUE must be sensitive, got {:?}", info[0]);
     let got = session.get_attributes(kek, &[AttributeType::Value]).unwrap();
     assert!(got.iter().all(|a| !matches!(a, Attribute::Value(_))), "CKA_VALUE was returned");
-    let flags = session
-        .get_attributes(kek, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::NeverExtractable, AttributeType::Token])
-        .unwrap();
+    let flags =
+        session.get_attributes(kek, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::NeverExtractable, AttributeType::Token]).unwrap();
     for expected in [Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::NeverExtractable(true), Attribute::Token(true)] {
         assert!(flags.contains(&expected), "{expected:?} missing from {flags:?}");
     }
 
     // Export under another key (a wrapping key of the test's own) fails.
     let wrapping = session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[Attribute::ValueLen(32u64.into()), Attribute::Token(false), Attribute::Wrap(true), Attribute::Encrypt(true)],
-        )
+        .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32u64.into()), Attribute::Token(false), Attribute::Wrap(true), Attribute::Encrypt(true)])
         .unwrap();
     let err = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, kek).unwrap_err();
     assert!(matches!(err, P11Error::Pkcs11(RvError::KeyUnextractable, _)), "{err}");
@@ -244,8 +234,7 @@ fn unknown_token_or_module_is_named() {
 fn key_ring_rotates_from_a_key_file_kek_to_an_hsm_kek() {
     let _turn = take_turn();
     let dir = tempfile::tempdir().unwrap();
-    let old: Arc<dyn KeyProvider> =
-        Arc::new(LocalKeyFile::create(&dir.path().join("old.key"), "file-kek-1", &SystemRandomSource).unwrap());
+    let old: Arc<dyn KeyProvider> = Arc::new(LocalKeyFile::create(&dir.path().join("old.key"), "file-kek-1", &SystemRandomSource).unwrap());
     let hsm: Arc<dyn KeyProvider> = Arc::new(new_kek("ring-hsm-kek"));
     let dk = DataKey::generate(&SystemRandomSource).unwrap();
     let pk = PiiKey::generate(&SystemRandomSource).unwrap();

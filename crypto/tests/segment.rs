@@ -5,9 +5,8 @@ mod common;
 
 use common::*;
 use tandem_crypto::{
-    ciphertext_len, key_id_hex, CryptoError, DataKey, Decryptor, Encryptor, FileContext,
-    FileHeader, SeededRandomSource, SystemRandomSource, DEFAULT_SEGMENT_SIZE, HEADER_LEN,
-    MAX_SEGMENT_SIZE,
+    ciphertext_len, key_id_hex, CryptoError, DataKey, Decryptor, Encryptor, FileContext, FileHeader, SeededRandomSource, SystemRandomSource,
+    DEFAULT_SEGMENT_SIZE, HEADER_LEN, MAX_SEGMENT_SIZE,
 };
 
 const SEG: usize = 64;
@@ -35,17 +34,10 @@ fn round_trip_small_segments_all_chunkings() {
         let plain = data(len);
         for enc_chunk in [0, 1, 13, SEG] {
             let ct = encrypt_chunked(&k, &ctx(), SEG, &plain, enc_chunk, &SystemRandomSource);
-            assert_eq!(
-                ct.len() as u64,
-                ciphertext_len(len as u64, SEG),
-                "len {len}"
-            );
+            assert_eq!(ct.len() as u64, ciphertext_len(len as u64, SEG), "len {len}");
             for dec_chunk in [1, 7, 0] {
                 let back = decrypt(&k, &ctx(), &ct, dec_chunk).unwrap();
-                assert_eq!(
-                    back, plain,
-                    "len {len} enc_chunk {enc_chunk} dec_chunk {dec_chunk}"
-                );
+                assert_eq!(back, plain, "len {len} enc_chunk {enc_chunk} dec_chunk {dec_chunk}");
             }
         }
     }
@@ -60,11 +52,7 @@ fn round_trip_default_segment_size() {
         let ct = encrypt(&k, &ctx(), seg, &plain, &SystemRandomSource);
         assert_eq!(ct.len() as u64, ciphertext_len(len as u64, seg));
         for dec_chunk in [7, 65_539, 0] {
-            assert_eq!(
-                decrypt(&k, &ctx(), &ct, dec_chunk).unwrap(),
-                plain,
-                "len {len} chunk {dec_chunk}"
-            );
+            assert_eq!(decrypt(&k, &ctx(), &ct, dec_chunk).unwrap(), plain, "len {len} chunk {dec_chunk}");
         }
     }
     // One-byte pushes across a segment boundary of the default size.
@@ -85,11 +73,7 @@ fn chunking_of_plaintext_does_not_change_ciphertext() {
     for chunk in [1, 5, SEG - 1, SEG, SEG + 1, 1000] {
         let rng = SeededRandomSource::new(9);
         let k = DataKey::generate(&rng).unwrap();
-        assert_eq!(
-            encrypt_chunked(&k, &ctx(), SEG, &plain, chunk, &rng),
-            reference,
-            "chunk {chunk}"
-        );
+        assert_eq!(encrypt_chunked(&k, &ctx(), SEG, &plain, chunk, &rng), reference, "chunk {chunk}");
     }
 }
 
@@ -114,17 +98,10 @@ fn ciphertext_len_matches_actual_length() {
     for seg in [1, 2, 16, 64, 1000] {
         for len in [0, 1, 2, 15, 16, 17, 999, 1000, 1001, 4096] {
             let ct = encrypt(&k, &ctx(), seg, &data(len), &SystemRandomSource);
-            assert_eq!(
-                ct.len() as u64,
-                ciphertext_len(len as u64, seg),
-                "seg {seg} len {len}"
-            );
+            assert_eq!(ct.len() as u64, ciphertext_len(len as u64, seg), "seg {seg} len {len}");
         }
     }
-    assert_eq!(
-        ciphertext_len(0, DEFAULT_SEGMENT_SIZE),
-        HEADER_LEN as u64 + 24
-    );
+    assert_eq!(ciphertext_len(0, DEFAULT_SEGMENT_SIZE), HEADER_LEN as u64 + 24);
 }
 
 #[test]
@@ -134,14 +111,8 @@ fn flipped_header_byte_is_corrupt() {
         let mut bad = ct.clone();
         bad[i] ^= 0x01;
         let err = decrypt(&k, &ctx(), &bad, 0).unwrap_err();
-        assert!(
-            matches!(err, CryptoError::Corrupt(ref m) if m.contains("header")),
-            "byte {i}: {err}"
-        );
-        assert!(
-            matches!(scan(&bad, 0), Err(CryptoError::Corrupt(_))),
-            "scan byte {i}"
-        );
+        assert!(matches!(err, CryptoError::Corrupt(ref m) if m.contains("header")), "byte {i}: {err}");
+        assert!(matches!(scan(&bad, 0), Err(CryptoError::Corrupt(_))), "scan byte {i}");
     }
 }
 
@@ -153,10 +124,7 @@ fn header_fields_are_authenticated_not_just_crc_checked() {
     bad[HEADER_LEN - 6] ^= 0x80;
     fix_header_crc(&mut bad);
     let err = decrypt(&k, &ctx(), &bad, 0).unwrap_err();
-    assert!(
-        matches!(err, CryptoError::Tampered(ref m) if m.contains("segment 0")),
-        "{err}"
-    );
+    assert!(matches!(err, CryptoError::Tampered(ref m) if m.contains("segment 0")), "{err}");
 }
 
 #[test]
@@ -165,10 +133,7 @@ fn unknown_format_version_is_unsupported() {
     let mut bad = ct.clone();
     bad[4] = 2;
     fix_header_crc(&mut bad);
-    assert!(matches!(
-        decrypt(&k, &ctx(), &bad, 0),
-        Err(CryptoError::Unsupported(_))
-    ));
+    assert!(matches!(decrypt(&k, &ctx(), &bad, 0), Err(CryptoError::Unsupported(_))));
 }
 
 #[test]
@@ -184,10 +149,7 @@ fn flipped_segment_body_byte_is_corrupt_naming_segment() {
                 let err = decrypt(&k, &ctx(), &bad, chunk).unwrap_err();
                 match &err {
                     CryptoError::Corrupt(m) => {
-                        assert!(
-                            m.contains(&format!("segment {i} ")) && m.contains("crc"),
-                            "{m}"
-                        )
+                        assert!(m.contains(&format!("segment {i} ")) && m.contains("crc"), "{m}")
                     }
                     other => panic!("segment {i} byte {at}: expected Corrupt, got {other}"),
                 }
@@ -203,10 +165,7 @@ fn flipped_crc_field_is_corrupt() {
     for f in frames(&ct) {
         let mut bad = ct.clone();
         bad[f.start + 5] ^= 0x02;
-        assert!(matches!(
-            decrypt(&k, &ctx(), &bad, 0),
-            Err(CryptoError::Corrupt(_))
-        ));
+        assert!(matches!(decrypt(&k, &ctx(), &bad, 0), Err(CryptoError::Corrupt(_))));
         assert!(matches!(scan(&bad, 3), Err(CryptoError::Corrupt(_))));
     }
 }
@@ -219,11 +178,7 @@ fn flipped_length_field_is_detected() {
             for bit in [0x01, 0x10, 0x80] {
                 let mut bad = ct.clone();
                 bad[f.start + byte] ^= bit;
-                assert!(
-                    decrypt(&k, &ctx(), &bad, 0).is_err(),
-                    "frame at {} byte {byte} bit {bit}",
-                    f.start
-                );
+                assert!(decrypt(&k, &ctx(), &bad, 0).is_err(), "frame at {} byte {byte} bit {bit}", f.start);
                 assert!(scan(&bad, 0).is_err());
             }
         }
@@ -239,10 +194,7 @@ fn body_change_with_fixed_crc_is_tampered() {
         bad[f.start + 8] ^= 0x01;
         fix_crc(&mut bad, f.clone());
         let err = decrypt(&k, &ctx(), &bad, 0).unwrap_err();
-        assert!(
-            matches!(err, CryptoError::Tampered(ref m) if m.contains(&format!("segment {i} "))),
-            "{err}"
-        );
+        assert!(matches!(err, CryptoError::Tampered(ref m) if m.contains(&format!("segment {i} "))), "{err}");
         // Without the key this cannot be seen: the scanner only checks crcs.
         assert!(scan(&bad, 0).is_ok());
     }
@@ -255,13 +207,8 @@ fn oversized_segment_length_is_refused_before_allocating() {
     bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
     // The error comes from the length alone, with no body bytes supplied.
     let mut dec = Decryptor::new(&k, &ctx());
-    let e = dec
-        .push(&bad[..HEADER_LEN + 8], &mut Vec::new())
-        .unwrap_err();
-    assert!(
-        matches!(e, CryptoError::Corrupt(ref m) if m.contains("segment 0") && m.contains("exceeds")),
-        "{e}"
-    );
+    let e = dec.push(&bad[..HEADER_LEN + 8], &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, CryptoError::Corrupt(ref m) if m.contains("segment 0") && m.contains("exceeds")), "{e}");
     // And a length shorter than a tag.
     let mut bad = ct.clone();
     bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&15u32.to_be_bytes());
@@ -276,10 +223,7 @@ fn truncation_at_every_point_is_detected() {
             let err = decrypt(&k, &ctx(), &ct[..cut], chunk).unwrap_err();
             assert!(matches!(err, CryptoError::Truncated), "cut {cut}: {err}");
         }
-        assert!(
-            matches!(scan(&ct[..cut], 0), Err(CryptoError::Truncated)),
-            "scan cut {cut}"
-        );
+        assert!(matches!(scan(&ct[..cut], 0), Err(CryptoError::Truncated)), "scan cut {cut}");
     }
 }
 
@@ -293,13 +237,7 @@ fn dropping_trailing_segments_is_truncated() {
     assert_eq!(frames.len(), 4);
     for (keep, frame) in frames.iter().enumerate() {
         let end = frame.start;
-        assert!(
-            matches!(
-                decrypt(&k, &ctx(), &ct[..end], 0),
-                Err(CryptoError::Truncated)
-            ),
-            "keep {keep}"
-        );
+        assert!(matches!(decrypt(&k, &ctx(), &ct[..end], 0), Err(CryptoError::Truncated)), "keep {keep}");
     }
 }
 
@@ -314,10 +252,7 @@ fn swapped_segments_fail_authentication() {
     assert_eq!(bad.len(), ct.len());
     assert!(scan(&bad, 0).is_ok(), "crcs travel with their segments");
     let err = decrypt(&k, &ctx(), &bad, 0).unwrap_err();
-    assert!(
-        matches!(err, CryptoError::Tampered(ref m) if m.contains("segment 0")),
-        "{err}"
-    );
+    assert!(matches!(err, CryptoError::Tampered(ref m) if m.contains("segment 0")), "{err}");
 }
 
 #[test]
@@ -332,10 +267,7 @@ fn segment_from_another_file_with_same_key_fails() {
         bad.extend_from_slice(&b[fb[i].clone()]);
         bad.extend_from_slice(&a[fa[i].end..]);
         let err = decrypt(&k, &ctx(), &bad, 0).unwrap_err();
-        assert!(
-            matches!(err, CryptoError::Tampered(ref m) if m.contains(&format!("segment {i} "))),
-            "{err}"
-        );
+        assert!(matches!(err, CryptoError::Tampered(ref m) if m.contains(&format!("segment {i} "))), "{err}");
     }
 }
 
@@ -344,39 +276,17 @@ fn wrong_context_fails() {
     let (k, plain, ct) = sample();
     assert_eq!(decrypt(&k, &ctx(), &ct, 0).unwrap(), plain);
     let variants: Vec<FileContext> = vec![
-        FileContext {
-            file_name: "other.pdf".into(),
-            ..ctx()
-        },
-        FileContext {
-            file_name: "contract.pdg".into(),
-            ..ctx()
-        },
-        FileContext {
-            version: 4,
-            ..ctx()
-        },
-        FileContext {
-            tenant: "tenant-b".into(),
-            ..ctx()
-        },
-        FileContext {
-            contract_id: "contract-43".into(),
-            ..ctx()
-        },
+        FileContext { file_name: "other.pdf".into(), ..ctx() },
+        FileContext { file_name: "contract.pdg".into(), ..ctx() },
+        FileContext { version: 4, ..ctx() },
+        FileContext { tenant: "tenant-b".into(), ..ctx() },
+        FileContext { contract_id: "contract-43".into(), ..ctx() },
         // Same concatenation, different split: length prefixes must tell them apart.
-        FileContext {
-            tenant: "tenant-ac".into(),
-            contract_id: "ontract-42".into(),
-            ..ctx()
-        },
+        FileContext { tenant: "tenant-ac".into(), contract_id: "ontract-42".into(), ..ctx() },
     ];
     for wrong in variants {
         let err = decrypt(&k, &wrong, &ct, 0).unwrap_err();
-        assert!(
-            matches!(err, CryptoError::Tampered(ref m) if m.contains("segment 0")),
-            "{wrong:?}: {err}"
-        );
+        assert!(matches!(err, CryptoError::Tampered(ref m) if m.contains("segment 0")), "{wrong:?}: {err}");
     }
 }
 
@@ -396,10 +306,7 @@ fn wrong_key_names_both_key_ids() {
     let mut secret = tandem_crypto::zeroize::Zeroizing::new(*k.expose_secret());
     secret[0] ^= 1;
     let impostor = DataKey::from_secret(k.id(), secret);
-    assert!(matches!(
-        decrypt(&impostor, &ctx(), &ct, 0),
-        Err(CryptoError::Tampered(_))
-    ));
+    assert!(matches!(decrypt(&impostor, &ctx(), &ct, 0), Err(CryptoError::Tampered(_))));
 }
 
 #[test]
@@ -409,20 +316,14 @@ fn appended_data_is_refused() {
     let mut bad = ct.clone();
     bad.extend_from_slice(b"garbage");
     let err = decrypt(&k, &ctx(), &bad, 0).unwrap_err();
-    assert!(
-        matches!(err, CryptoError::Corrupt(ref m) if m.contains("after the last segment")),
-        "{err}"
-    );
+    assert!(matches!(err, CryptoError::Corrupt(ref m) if m.contains("after the last segment")), "{err}");
     assert!(matches!(scan(&bad, 0), Err(CryptoError::Corrupt(_))));
     // In a later push, after the plaintext was complete.
     let mut dec = Decryptor::new(&k, &ctx());
     let mut out = Vec::new();
     dec.push(&ct, &mut out).unwrap();
     assert_eq!(out, plain);
-    assert!(matches!(
-        dec.push(&[0], &mut out),
-        Err(CryptoError::Corrupt(_))
-    ));
+    assert!(matches!(dec.push(&[0], &mut out), Err(CryptoError::Corrupt(_))));
     // An empty push after the end is fine.
     let mut dec = Decryptor::new(&k, &ctx());
     dec.push(&ct, &mut Vec::new()).unwrap();
@@ -432,10 +333,7 @@ fn appended_data_is_refused() {
     let f = frames(&ct);
     let mut dup = ct.clone();
     dup.extend_from_slice(&ct[f.last().unwrap().clone()]);
-    assert!(matches!(
-        decrypt(&k, &ctx(), &dup, 0),
-        Err(CryptoError::Corrupt(_))
-    ));
+    assert!(matches!(decrypt(&k, &ctx(), &dup, 0), Err(CryptoError::Corrupt(_))));
 }
 
 #[test]
@@ -478,31 +376,17 @@ fn header_parse_exposes_key_id_and_segment_size() {
     let h = FileHeader::parse(&ct).unwrap();
     assert_eq!(h.key_id, k.id());
     assert_eq!(h.segment_size as usize, SEG);
-    assert!(matches!(
-        FileHeader::parse(&ct[..HEADER_LEN - 1]),
-        Err(CryptoError::Truncated)
-    ));
-    assert!(
-        matches!(FileHeader::parse(b"%PDF-1.7 this is not encrypted at all......"), Err(CryptoError::Corrupt(ref m)) if m.contains("magic"))
-    );
+    assert!(matches!(FileHeader::parse(&ct[..HEADER_LEN - 1]), Err(CryptoError::Truncated)));
+    assert!(matches!(FileHeader::parse(b"%PDF-1.7 this is not encrypted at all......"), Err(CryptoError::Corrupt(ref m)) if m.contains("magic")));
 }
 
 #[test]
 fn segment_size_limits() {
     let k = key();
-    assert!(matches!(
-        Encryptor::new(&k, &ctx(), 0, &SystemRandomSource),
-        Err(CryptoError::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        Encryptor::new(&k, &ctx(), MAX_SEGMENT_SIZE + 1, &SystemRandomSource),
-        Err(CryptoError::TooLarge(_))
-    ));
+    assert!(matches!(Encryptor::new(&k, &ctx(), 0, &SystemRandomSource), Err(CryptoError::InvalidArgument(_))));
+    assert!(matches!(Encryptor::new(&k, &ctx(), MAX_SEGMENT_SIZE + 1, &SystemRandomSource), Err(CryptoError::TooLarge(_))));
     assert!(Encryptor::new(&k, &ctx(), MAX_SEGMENT_SIZE, &SystemRandomSource).is_ok());
-    assert!(matches!(
-        Encryptor::new(&k, &ctx(), SEG, &FailingRandom),
-        Err(CryptoError::Random)
-    ));
+    assert!(matches!(Encryptor::new(&k, &ctx(), SEG, &FailingRandom), Err(CryptoError::Random)));
 }
 
 #[test]
@@ -511,10 +395,7 @@ fn each_file_gets_a_fresh_nonce_prefix() {
     let a = encrypt(&k, &ctx(), SEG, b"same", &SystemRandomSource);
     let b = encrypt(&k, &ctx(), SEG, b"same", &SystemRandomSource);
     assert_ne!(a, b);
-    assert_ne!(
-        FileHeader::parse(&a).unwrap().nonce_prefix,
-        FileHeader::parse(&b).unwrap().nonce_prefix
-    );
+    assert_ne!(FileHeader::parse(&a).unwrap().nonce_prefix, FileHeader::parse(&b).unwrap().nonce_prefix);
 }
 
 #[test]

@@ -69,7 +69,10 @@ impl fmt::Display for Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peer {
     Site(String),
-    Operator { name: String, role: Role },
+    Operator {
+        name: String,
+        role: Role,
+    },
     /// Signed by the CA, but no (or a contradictory) tandem identity.
     Nobody,
 }
@@ -172,18 +175,12 @@ impl Caller {
         match (self, need) {
             (Caller::Plaintext, _) | (Caller::Tls(Peer::Site(_)), _) => Ok(()),
             (Caller::Tls(Peer::Operator { role, .. }), Need::Role(needed)) if *role >= needed => Ok(()),
-            (Caller::Tls(Peer::Operator { name, role }), Need::Role(needed)) => {
-                denied(format!("role {needed}"), format!("certificate {name} has {role}"))
-            }
+            (Caller::Tls(Peer::Operator { name, role }), Need::Role(needed)) => denied(format!("role {needed}"), format!("certificate {name} has {role}")),
             (Caller::Tls(Peer::Operator { name, role }), Need::Site) => {
                 denied("a site certificate".into(), format!("certificate {name} is an operator's ({role})"))
             }
-            (Caller::Tls(Peer::Nobody), Need::Role(needed)) => {
-                denied(format!("role {needed}"), "the certificate carries no tandem identity".into())
-            }
-            (Caller::Tls(Peer::Nobody), Need::Site) => {
-                denied("a site certificate".into(), "the certificate carries no tandem identity".into())
-            }
+            (Caller::Tls(Peer::Nobody), Need::Role(needed)) => denied(format!("role {needed}"), "the certificate carries no tandem identity".into()),
+            (Caller::Tls(Peer::Nobody), Need::Site) => denied("a site certificate".into(), "the certificate carries no tandem identity".into()),
         }
     }
 
@@ -209,10 +206,7 @@ mod tests {
     #[test]
     fn uris_name_sites_and_operators() {
         assert_eq!(Peer::from_uris(["tandem:site:a"]), Peer::Site("a".into()));
-        assert_eq!(
-            Peer::from_uris(["tandem:operator:alice", "tandem:role:admin"]),
-            Peer::Operator { name: "alice".into(), role: Role::Admin }
-        );
+        assert_eq!(Peer::from_uris(["tandem:operator:alice", "tandem:role:admin"]), Peer::Operator { name: "alice".into(), role: Role::Admin });
         // Both kinds, two roles, an unknown role, or nothing: nobody.
         assert_eq!(Peer::from_uris(["tandem:site:a", "tandem:operator:x", "tandem:role:admin"]), Peer::Nobody);
         assert_eq!(Peer::from_uris(["tandem:operator:x", "tandem:role:admin", "tandem:role:viewer"]), Peer::Nobody);

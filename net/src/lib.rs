@@ -21,8 +21,8 @@ use std::time::Duration;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
-pub mod metrics;
 pub mod identity;
+pub mod metrics;
 #[cfg(feature = "turmoil")]
 mod sim;
 pub mod tls;
@@ -132,9 +132,7 @@ impl Transport {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         match (listener, self) {
-            (Listener::Tokio(l), Transport::Tls(tls)) => {
-                router.serve_with_incoming_shutdown(tls::incoming(l, tls.clone()), shutdown).await
-            }
+            (Listener::Tokio(l), Transport::Tls(tls)) => router.serve_with_incoming_shutdown(tls::incoming(l, tls.clone()), shutdown).await,
             (Listener::Tokio(l), _) => {
                 let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                 router.serve_with_incoming_shutdown(incoming, shutdown).await
@@ -180,9 +178,7 @@ impl Transport {
                 let tls = tls.clone();
                 let target = addr.to_string();
                 // The URI stays http://: TLS is done by the connector.
-                Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-                    tls::connect(tls.clone(), target.clone())
-                })))
+                Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| tls::connect(tls.clone(), target.clone()))))
             }
             #[cfg(feature = "turmoil")]
             Transport::Turmoil => Ok(endpoint.connect_with_connector_lazy(sim::connector())),

@@ -46,15 +46,10 @@ pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = std::
 type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<turmoil::net::TcpStream>>> + Send>>;
 
 /// A tonic connector that dials through turmoil.
-pub fn connector(
-) -> impl tower::Service<http::Uri, Response = TokioIo<turmoil::net::TcpStream>, Error = std::io::Error, Future = ConnectFuture>
-       + Clone {
+pub fn connector() -> impl tower::Service<http::Uri, Response = TokioIo<turmoil::net::TcpStream>, Error = std::io::Error, Future = ConnectFuture> + Clone {
     tower::service_fn(|uri: http::Uri| {
         Box::pin(async move {
-            let authority = uri
-                .authority()
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "address has no host:port"))?
-                .to_string();
+            let authority = uri.authority().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "address has no host:port"))?.to_string();
             let stream = turmoil::net::TcpStream::connect(authority).await?;
             Ok(TokioIo::new(stream))
         }) as ConnectFuture

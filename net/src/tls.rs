@@ -100,9 +100,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| file_error(path, "not a valid PEM certificate file"))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|_| file_error(path, "not a valid PEM certificate file"))?;
     if certs.is_empty() {
         return Err(file_error(path, "contains no PEM certificate"));
     }
@@ -134,9 +132,7 @@ impl Tls {
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .map_err(|e| file_error(&files.ca, format!("cannot verify clients with it: {e}")))?;
-        let mismatch = |e: rustls::Error| {
-            file_error(&files.key, format!("does not fit the certificate {} ({e})", files.cert.display()))
-        };
+        let mismatch = |e: rustls::Error| file_error(&files.key, format!("does not fit the certificate {} ({e})", files.cert.display()));
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| file_error(&files.cert, e.to_string()))?
@@ -176,14 +172,10 @@ pub fn verify_client_cert(ca: &Path, cert: &Path) -> Result<Peer, TlsError> {
 pub fn describe(e: &rustls::Error) -> String {
     use rustls::AlertDescription as A;
     let cert = |c: &CertificateError| match c {
-        CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-            "certificate not trusted (not signed by this cluster's CA)".to_string()
-        }
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => "certificate not trusted (not signed by this cluster's CA)".to_string(),
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => "certificate expired".to_string(),
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "certificate not valid yet".to_string(),
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            "certificate not valid for this address".to_string()
-        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => "certificate not valid for this address".to_string(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "certificate not meant for this use (an operator's certificate cannot serve)".to_string()
         }
@@ -194,9 +186,7 @@ pub fn describe(e: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(c) => cert(c),
         rustls::Error::AlertReceived(A::CertificateRequired) => "no certificate presented; the peer requires one".into(),
         // DecryptError: signed by a CA of the same name but another key.
-        rustls::Error::AlertReceived(A::UnknownCA | A::DecryptError) => {
-            "certificate not trusted by the peer (not signed by its CA)".into()
-        }
+        rustls::Error::AlertReceived(A::UnknownCA | A::DecryptError) => "certificate not trusted by the peer (not signed by its CA)".into(),
         rustls::Error::AlertReceived(A::CertificateExpired) => "certificate expired or not valid yet (the peer refused it)".into(),
         rustls::Error::AlertReceived(A::UnsupportedCertificate) => "certificate not meant for this use (the peer refused it)".into(),
         rustls::Error::AlertReceived(A::BadCertificate | A::CertificateUnknown) => "certificate refused by the peer".into(),

@@ -74,8 +74,7 @@ async fn round(site: &Site, peer: &str) -> Result<usize, String> {
         }
         differing += 1;
         let reply = bounded("inventory", c.inventory(pb::InventoryRequest { shard })).await?;
-        let at_peer: BTreeMap<(String, String), pb::InventoryItem> =
-            reply.items.into_iter().map(|i| ((i.tenant.clone(), i.contract_id.clone()), i)).collect();
+        let at_peer: BTreeMap<(String, String), pb::InventoryItem> = reply.items.into_iter().map(|i| ((i.tenant.clone(), i.contract_id.clone()), i)).collect();
         for item in ours {
             let behind = match at_peer.get(&(item.tenant.clone(), item.contract_id.clone())) {
                 None => true,

@@ -59,9 +59,7 @@ where
 {
     let mut chunks = Box::pin(chunks);
     let entry: LogEntry = match next_part(&mut chunks).await? {
-        Some(Part::EntryJson(json)) => {
-            serde_json::from_slice(&json).map_err(|e| ReplicaError::Invalid(format!("malformed log entry: {e}")))?
-        }
+        Some(Part::EntryJson(json)) => serde_json::from_slice(&json).map_err(|e| ReplicaError::Invalid(format!("malformed log entry: {e}")))?,
         _ => return Err(ReplicaError::Invalid("a replication stream must start with its log entry".into())),
     };
     check_id("tenant", entry.tenant())?;
@@ -69,10 +67,7 @@ where
     if mode == Mode::Log && entry.origin == site.name {
         return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", entry.seq)));
     }
-    let lock = site
-        .apply_locks
-        .get(&entry.origin)
-        .ok_or_else(|| ReplicaError::Invalid(format!("entry from unknown site {:?}", entry.origin)))?;
+    let lock = site.apply_locks.get(&entry.origin).ok_or_else(|| ReplicaError::Invalid(format!("entry from unknown site {:?}", entry.origin)))?;
     let _ordered = lock.lock().await;
 
     let cursor = site.meta.cursor(&entry.origin)?;
@@ -123,13 +118,7 @@ where
                 }
             }
             let latest = head.as_ref().map(|h| h.latest).unwrap_or(0).max(v.version);
-            batch.put_head(&ContractHead {
-                tenant: v.tenant.clone(),
-                contract_id: v.contract_id.clone(),
-                shard: v.shard,
-                latest,
-                destroyed,
-            });
+            batch.put_head(&ContractHead { tenant: v.tenant.clone(), contract_id: v.contract_id.clone(), shard: v.shard, latest, destroyed });
             batch.put_version(&v);
         }
         Change::Destroy { tenant, contract_id, tombstone } => {
@@ -179,10 +168,7 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     if req.origin == site.name {
         return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", req.seq)));
     }
-    let lock = site
-        .apply_locks
-        .get(&req.origin)
-        .ok_or_else(|| ReplicaError::Invalid(format!("skip for unknown site {:?}", req.origin)))?;
+    let lock = site.apply_locks.get(&req.origin).ok_or_else(|| ReplicaError::Invalid(format!("skip for unknown site {:?}", req.origin)))?;
     let _ordered = lock.lock().await;
     let cursor = site.meta.cursor(&req.origin)?;
     if req.seq <= cursor {

@@ -168,11 +168,8 @@ impl BlobStore {
         }
         let parsed = url::Url::parse(url).map_err(|e| BlobError::Store(format!("blob_url {url:?}: {e}")))?;
         let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter())?;
-        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
-            Arc::from(store)
-        } else {
-            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-        };
+        let store: Arc<dyn ObjectStore> =
+            if prefix.as_ref().is_empty() { Arc::from(store) } else { Arc::new(object_store::prefix::PrefixStore::new(store, prefix)) };
         Ok(Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))) })
     }
 
@@ -224,9 +221,7 @@ impl BlobStore {
                 let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.root.join(staged), None, Hashing::None).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
-            Backend::Object(store, _) => {
-                Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, staged, Hashing::None).await?), len: 0 })
-            }
+            Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, staged, Hashing::None).await?), len: 0 }),
         }
     }
 

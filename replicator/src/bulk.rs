@@ -46,8 +46,8 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::MAX_MESSAGE;
 use crate::site::Site;
+use crate::MAX_MESSAGE;
 
 /// The service name bulk calls are routed under.
 pub const SERVICE: &str = "tandem.replicator.v1.Bulk";
@@ -269,9 +269,7 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
         match status.code() {
             tonic::Code::Ok => {}
             // Say what an SRE needs: sites of two tandem versions.
-            tonic::Code::Unimplemented => {
-                return Err(Status::unimplemented(format!("{path} is not served there (a replicator of an older tandem version?)")))
-            }
+            tonic::Code::Unimplemented => return Err(Status::unimplemented(format!("{path} is not served there (a replicator of an older tandem version?)"))),
             _ => return Err(status),
         }
     }
@@ -405,10 +403,13 @@ mod tests {
         let (one, two) = (Bytes::from(wire[..HEADER_LEN + 1000].to_vec()), Bytes::from(wire[HEADER_LEN + 1000..].to_vec()));
         let frames = vec![Ok::<_, Status>(Frame::data(one.clone())), Ok(Frame::data(two.clone()))];
         let got: Vec<pb::StageChunk> = chunks(Body::new(StreamBody::new(futures::stream::iter(frames)))).map(|r| r.unwrap()).collect().await;
-        let parts: Vec<&Bytes> = got.iter().map(|c| match &c.part {
-            Some(Part::Data(d)) => d,
-            other => panic!("expected data, got {other:?}"),
-        }).collect();
+        let parts: Vec<&Bytes> = got
+            .iter()
+            .map(|c| match &c.part {
+                Some(Part::Data(d)) => d,
+                other => panic!("expected data, got {other:?}"),
+            })
+            .collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].as_ptr(), one[HEADER_LEN..].as_ptr(), "a slice of what hyper handed over");
         assert_eq!(parts[1].as_ptr(), two.as_ptr());

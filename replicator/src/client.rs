@@ -17,8 +17,8 @@ use tandem_proto::replicator::put_chunk::Part as PutPart;
 use tonic::transport::Channel;
 
 use crate::blob::BlobWriter;
-use crate::MAX_MESSAGE;
 use crate::write::PutHeader;
+use crate::MAX_MESSAGE;
 
 /// Bytes of a file per put message.
 const PUT_CHUNK: usize = 1024 * 1024;
@@ -120,10 +120,7 @@ impl ReplicatorClient {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = self
-                    .transport
-                    .channel(addr)
-                    .map_err(|e| ClientError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
+                let c = self.transport.channel(addr).map_err(|e| ClientError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
                 channels.insert(addr.to_string(), c.clone());
                 c
             }
@@ -414,4 +411,3 @@ enum PutError {
     NotOwner(String, ClientError),
     Other(ClientError),
 }
-

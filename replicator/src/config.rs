@@ -140,12 +140,8 @@ impl ReplicatorConfig {
             return err("sync_timeout_ms", format!("{} is outside 100..=60000", self.sync_timeout_ms));
         }
         match (&self.key_file, &self.hsm) {
-            (Some(_), Some(_)) => {
-                return err("key_file", "give either key_file (development) or an [hsm] section, not both".into())
-            }
-            (None, None) => {
-                return err("key_file", "a key-encryption key is required: key_file (development) or an [hsm] section".into())
-            }
+            (Some(_), Some(_)) => return err("key_file", "give either key_file (development) or an [hsm] section, not both".into()),
+            (None, None) => return err("key_file", "a key-encryption key is required: key_file (development) or an [hsm] section".into()),
             (_, Some(hsm)) => hsm.validate()?,
             (Some(_), None) => {}
         }
@@ -171,8 +167,7 @@ impl ReplicatorConfig {
 
 impl HsmConfig {
     fn validate(&self) -> Result<(), (String, String)> {
-        let labels = std::iter::once(("hsm.key_label", &self.key_label))
-            .chain(self.retired_key_labels.iter().map(|l| ("hsm.retired_key_labels", l)));
+        let labels = std::iter::once(("hsm.key_label", &self.key_label)).chain(self.retired_key_labels.iter().map(|l| ("hsm.retired_key_labels", l)));
         let mut seen = BTreeSet::new();
         for (field, label) in labels {
             if let Some(problem) = tandem_crypto::kek_id_problem(label) {

@@ -30,13 +30,7 @@ fn item(head: &ContractHead, latest: Option<&VersionRecord>) -> Item {
         (None, Some(v)) => hash.update(&serde_json::to_vec(v).expect("records serialise")),
         (None, None) => hash.update(b"missing-version"),
     };
-    Item {
-        tenant: head.tenant.clone(),
-        contract_id: head.contract_id.clone(),
-        version: head.latest,
-        destroyed: head.destroyed.is_some(),
-        digest: hash.hex(),
-    }
+    Item { tenant: head.tenant.clone(), contract_id: head.contract_id.clone(), version: head.latest, destroyed: head.destroyed.is_some(), digest: hash.hex() }
 }
 
 /// Every contract of `shard`, in key order.

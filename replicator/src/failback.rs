@@ -66,9 +66,10 @@ pub async fn run(
 ) -> Result<Report, FailbackError> {
     let role = check(client, site).await?;
     if role == SiteRole::Fenced {
-        let o = join_client.join(site, who, why).await.map_err(|e| {
-            FailbackError(format!("{site}'s controller could not join (run `tandem dr rejoin` for it and start it first): {e}"))
-        })?;
+        let o = join_client
+            .join(site, who, why)
+            .await
+            .map_err(|e| FailbackError(format!("{site}'s controller could not join (run `tandem dr rejoin` for it and start it first): {e}")))?;
         progress(&format!("{site}'s controller joined: {} (audit #{})", o.result, o.audit_seq));
     }
     if matches!(role, SiteRole::Fenced | SiteRole::Active) {
@@ -96,8 +97,7 @@ pub async fn run(
         // Its own entries towards the owners: shipped, or refused and
         // quarantined there (so the divergent list below is complete).
         let owners: std::collections::BTreeSet<&str> = node.cluster.shards.iter().map(|sh| sh.owner.as_str()).collect();
-        let outgoing: u64 =
-            fresh(site).map(|own| own.links.iter().filter(|l| owners.contains(l.peer.as_str())).map(|l| l.entries).sum()).unwrap_or(0);
+        let outgoing: u64 = fresh(site).map(|own| own.links.iter().filter(|l| owners.contains(l.peer.as_str())).map(|l| l.entries).sum()).unwrap_or(0);
         if let Some(own) = fresh(site) {
             if entries == 0 && outgoing == 0 {
                 break own.addr.clone();
@@ -114,10 +114,7 @@ pub async fn run(
         progress(&format!("catching up: {entries} entries, {bytes} bytes behind ({eta}); {outgoing} own entries not yet settled with the owners"));
         last = Some((now, bytes));
         if now >= deadline {
-            return Err(FailbackError(format!(
-                "{site} did not catch up within {} s; it stays recovering (run failback again to continue)",
-                timeout.as_secs()
-            )));
+            return Err(FailbackError(format!("{site} did not catch up within {} s; it stays recovering (run failback again to continue)", timeout.as_secs())));
         }
         tokio::time::sleep(POLL).await;
     };

@@ -82,8 +82,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, MetaError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| MetaError::Decode { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| MetaError::Decode { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
 }
 
 /// The writes of one change, built up and then committed at once.
@@ -179,11 +178,7 @@ impl MetaStore {
     /// Every version of a contract, oldest first.
     pub fn versions(&self, tenant: &str, contract_id: &str) -> Result<Vec<VersionRecord>, MetaError> {
         let prefix = format!("v/{tenant}/{contract_id}/");
-        self.kv
-            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
-            .iter()
-            .map(|(k, v)| decode(k, v))
-            .collect()
+        self.kv.range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?.iter().map(|(k, v)| decode(k, v)).collect()
     }
 
     /// Every version record held here, in key order (the drill's checks).
@@ -194,21 +189,13 @@ impl MetaStore {
     /// Heads of every contract in `shard`, in key order.
     pub fn shard_heads(&self, shard: u32) -> Result<Vec<ContractHead>, MetaError> {
         let prefix = format!("h/{shard:05}/");
-        self.kv
-            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
-            .iter()
-            .map(|(k, v)| decode(k, v))
-            .collect()
+        self.kv.range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?.iter().map(|(k, v)| decode(k, v)).collect()
     }
 
     /// Heads of one tenant's contracts (they all live in one shard).
     pub fn tenant_heads(&self, shard: u32, tenant: &str) -> Result<Vec<ContractHead>, MetaError> {
         let prefix = format!("h/{shard:05}/{tenant}/");
-        self.kv
-            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
-            .iter()
-            .map(|(k, v)| decode(k, v))
-            .collect()
+        self.kv.range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?.iter().map(|(k, v)| decode(k, v)).collect()
     }
 
     /// Sequence number of the newest entry in this site's log (0: empty).

@@ -44,7 +44,9 @@ pub fn render(site: &Site) -> String {
     let modes = [ReplicationMode::Sync, ReplicationMode::Async, ReplicationMode::SyncRecover];
     let pair_modes: Vec<_> = pair
         .iter()
-        .flat_map(|p| modes.map(|m| (vec![("pair", format!("{}-{}", p.site_a, p.site_b)), ("mode", m.as_str().to_string())], if p.mode == m { 1.0 } else { 0.0 })))
+        .flat_map(|p| {
+            modes.map(|m| (vec![("pair", format!("{}-{}", p.site_a, p.site_b)), ("mode", m.as_str().to_string())], if p.mode == m { 1.0 } else { 0.0 }))
+        })
         .collect();
     t.family("tandem_pair_mode", Kind::Gauge, "1 for the pair's replication mode, as this replicator last saw it.", &pair_modes);
     let state_id: Vec<_> = pair.iter().map(|p| (vec![("pair", format!("{}-{}", p.site_a, p.site_b))], p.state_id as f64)).collect();

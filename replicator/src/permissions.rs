@@ -99,10 +99,7 @@ where
             Err(denied) => {
                 self.refusals.record(&caller, what, &denied);
                 let mut status = tonic::Status::permission_denied(denied.to_string());
-                status.metadata_mut().insert(
-                    tandem_proto::ERROR_CODE_METADATA,
-                    tonic::metadata::MetadataValue::from_static(error_code::PERMISSION_DENIED),
-                );
+                status.metadata_mut().insert(tandem_proto::ERROR_CODE_METADATA, tonic::metadata::MetadataValue::from_static(error_code::PERMISSION_DENIED));
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

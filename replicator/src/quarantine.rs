@@ -22,7 +22,6 @@
 //! Reconciliation is by hand: `tandem verify` and `tandem failback` list
 //! every quarantined write (see runbooks/verify-repair.md).
 
-
 use tandem_proto::replicator as pb;
 
 use crate::error::ReplicaError;
@@ -60,9 +59,7 @@ pub async fn own_entry(site: &Site, entry: &LogEntry, reason: &str) -> Result<()
                 None => (v.version, Some(v.clone()), format!("{reason} (its ciphertext is no longer held here)")),
             }
         }
-        Change::Destroy { .. } => {
-            (0, None, format!("{reason}; the keys were already shredded here, the owner still holds the contract"))
-        }
+        Change::Destroy { .. } => (0, None, format!("{reason}; the keys were already shredded here, the owner still holds the contract")),
         // Only wrapped keys changed: the version itself is not divergent,
         // and its keys are valid under either KEK.
         Change::Rewrap(v) => (v.version, None, format!("{reason}; it only re-wrapped keys (key rotation), nothing to reconcile")),
@@ -109,10 +106,8 @@ pub async fn retract(site: &Site, req: &pb::RetractRequest) -> Result<bool, Repl
         )));
     }
     let _contract = site.contract_lock(&req.tenant, &req.contract_id).lock().await;
-    let held = site
-        .meta
-        .version(&req.tenant, &req.contract_id, req.version)?
-        .filter(|r| r.origin == req.origin && r.epoch == req.epoch && r.shard == req.shard);
+    let held =
+        site.meta.version(&req.tenant, &req.contract_id, req.version)?.filter(|r| r.origin == req.origin && r.epoch == req.epoch && r.shard == req.shard);
     let Some(held) = held else { return Ok(false) };
     let mut batch = MetaBatch::default();
     let record = move_aside(site, &held, &mut batch).await?;
@@ -192,13 +187,7 @@ async fn move_aside(site: &Site, v: &VersionRecord, batch: &mut MetaBatch) -> Re
 /// Points the contract's head at its newest version other than `gone`.
 fn roll_back_head(site: &Site, gone: &VersionRecord, batch: &mut MetaBatch) -> Result<(), ReplicaError> {
     let Some(head) = site.meta.head(gone.shard, &gone.tenant, &gone.contract_id)? else { return Ok(()) };
-    let latest = site
-        .meta
-        .versions(&gone.tenant, &gone.contract_id)?
-        .iter()
-        .map(|r| r.version)
-        .filter(|&n| n != gone.version)
-        .max();
+    let latest = site.meta.versions(&gone.tenant, &gone.contract_id)?.iter().map(|r| r.version).filter(|&n| n != gone.version).max();
     match latest {
         Some(latest) => batch.put_head(&ContractHead { latest, ..head }),
         None if head.destroyed.is_none() => batch.delete_head(&head),

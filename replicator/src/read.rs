@@ -17,7 +17,8 @@ use crate::site::Site;
 pub const READ_CHUNK: usize = 1024 * 1024;
 
 fn shard_of(site: &Site, tenant: &str) -> Result<u32, ReplicaError> {
-    let state = site.view.latest().ok_or_else(|| ReplicaError::NotReady("this site has not heard from a controller since it started (shard map unknown)".into()))?;
+    let state =
+        site.view.latest().ok_or_else(|| ReplicaError::NotReady("this site has not heard from a controller since it started (shard map unknown)".into()))?;
     state.shard_for(tenant).map(|(s, _)| s).ok_or_else(|| ReplicaError::NotReady("the controller has no shard map yet".into()))
 }
 
@@ -33,10 +34,7 @@ pub fn version(site: &Site, tenant: &str, contract_id: &str, version: u64) -> Re
         return Err(ReplicaError::Destroyed { tenant: tenant.into(), contract_id: contract_id.into() });
     }
     let v = if version == 0 { head.latest } else { version };
-    let record = site
-        .meta
-        .version(tenant, contract_id, v)?
-        .ok_or_else(|| ReplicaError::NotFound(format!("version {v} of contract {tenant}/{contract_id}")))?;
+    let record = site.meta.version(tenant, contract_id, v)?.ok_or_else(|| ReplicaError::NotFound(format!("version {v} of contract {tenant}/{contract_id}")))?;
     Ok((head, record))
 }
 
@@ -81,15 +79,8 @@ pub async fn send_file(
 ) -> Result<(), ReplicaError> {
     let what = format!("file {:?} of {}/{} version {}", file.name, v.tenant, v.contract_id, v.version);
     let wrapped = file.key.as_ref().ok_or_else(|| ReplicaError::Destroyed { tenant: v.tenant.clone(), contract_id: v.contract_id.clone() })?;
-    let key = site
-        .keys
-        .unwrap_data_key(wrapped, &key_context(&v.tenant, &v.contract_id, v.version, &format!("file:{}", file.name)))?;
-    let ctx = FileContext {
-        tenant: v.tenant.clone(),
-        contract_id: v.contract_id.clone(),
-        version: v.version,
-        file_name: file.name.clone(),
-    };
+    let key = site.keys.unwrap_data_key(wrapped, &key_context(&v.tenant, &v.contract_id, v.version, &format!("file:{}", file.name)))?;
+    let ctx = FileContext { tenant: v.tenant.clone(), contract_id: v.contract_id.clone(), version: v.version, file_name: file.name.clone() };
     let mut decryptor = Decryptor::new(&key, &ctx);
     let mut stream = site.blobs.read(&file.blob).await?;
     // Chunks queued for sending, plus the one being filled.
@@ -119,10 +110,7 @@ pub async fn send_file(
 }
 
 /// A sender over an mpsc channel, for [`send_file`].
-pub fn channel_sender<T: Send + 'static>(
-    tx: mpsc::Sender<T>,
-    wrap: fn(Bytes) -> T,
-) -> impl FnMut(Bytes) -> futures::future::BoxFuture<'static, bool> {
+pub fn channel_sender<T: Send + 'static>(tx: mpsc::Sender<T>, wrap: fn(Bytes) -> T) -> impl FnMut(Bytes) -> futures::future::BoxFuture<'static, bool> {
     move |bytes| {
         let tx = tx.clone();
         Box::pin(async move { tx.send(wrap(bytes)).await.is_ok() })

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tandem_controller::client::ControlClient;
 use tandem_controller::clock::Clock;
 use tandem_controller::health::ReplicatorHealth;
-use tandem_crypto::{KeyProvider, RandomSource};
 use tandem_controller::service::refusals::Refusals;
+use tandem_crypto::{KeyProvider, RandomSource};
 use tandem_net::Transport;
 use tandem_proto::replicator::contracts_server::ContractsServer;
 use tandem_proto::replicator::replication_server::ReplicationServer;
@@ -25,11 +25,11 @@ use crate::blob::BlobStore;
 use crate::config::ReplicatorConfig;
 use crate::meta::MetaStore;
 use crate::permissions::CheckRoles;
-use tower::Layer;
 use crate::service::{ContractsService, ReplicationService};
 use crate::site::{Link, Site};
-use crate::MAX_MESSAGE;
 use crate::view::ControllerView;
+use crate::MAX_MESSAGE;
+use tower::Layer;
 
 /// Bound on each controller call of the view poller and heartbeats.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -109,30 +109,19 @@ impl Replicator {
         }
 
         let listen = config.listen_addr();
-        let listener = deps
-            .transport
-            .bind(&listen)
-            .await
-            .map_err(|e| StartError::Listen { addr: listen.clone(), reason: e.to_string() })?;
+        let listener = deps.transport.bind(&listen).await.map_err(|e| StartError::Listen { addr: listen.clone(), reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, reason: e.to_string() })?;
         let refusals = Refusals::new(ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT));
         let check = CheckRoles::new(refusals);
-        let router = tandem_net::server()
-            .add_service(
-                check.layer(
-                    ContractsServer::new(ContractsService::new(site.clone()))
-                        .max_decoding_message_size(MAX_MESSAGE)
-                        .max_encoding_message_size(MAX_MESSAGE),
-                ),
-            )
-            .add_service(
-                check.layer(
-                    ReplicationServer::new(ReplicationService::new(site.clone()))
-                        .max_decoding_message_size(MAX_MESSAGE)
-                        .max_encoding_message_size(MAX_MESSAGE),
-                ),
-            )
-            .add_service(check.layer(crate::bulk::BulkServer::new(site.clone())));
+        let router =
+            tandem_net::server()
+                .add_service(check.layer(
+                    ContractsServer::new(ContractsService::new(site.clone())).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
+                ))
+                .add_service(check.layer(
+                    ReplicationServer::new(ReplicationService::new(site.clone())).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
+                ))
+                .add_service(check.layer(crate::bulk::BulkServer::new(site.clone())));
         let server = deps.transport.clone().spawn(router, listener, "replicator");
 
         // Lease renewals: an answer later than a lease grants nothing.
@@ -157,9 +146,8 @@ impl Replicator {
             tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised.clone())));
         }
         if let Some(addr) = &config.metrics_listen {
-            let listener = tandem_net::metrics::bind(addr)
-                .await
-                .map_err(|e| StartError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
+            let listener =
+                tandem_net::metrics::bind(addr).await.map_err(|e| StartError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
             tracing::info!(addr = %addr, "serving /metrics");
             let s = site.clone();
             tasks.push(tokio::spawn(tandem_net::metrics::serve(listener, Arc::new(move || crate::metrics::render(&s)))));

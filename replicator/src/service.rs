@@ -44,12 +44,7 @@ pub fn info(head: &ContractHead, v: Option<&VersionRecord>, pii: Option<std::col
         out.files = v
             .files
             .iter()
-            .map(|f| pb::FileInfo {
-                name: f.name.clone(),
-                size: f.size,
-                ciphertext_len: f.ciphertext_len,
-                ciphertext_blake3: f.ciphertext_blake3.clone(),
-            })
+            .map(|f| pb::FileInfo { name: f.name.clone(), size: f.size, ciphertext_len: f.ciphertext_len, ciphertext_blake3: f.ciphertext_blake3.clone() })
             .collect();
     }
     if let Some(p) = pii {
@@ -109,12 +104,9 @@ where
 {
     let broken = |s: Status| ReplicaError::Invalid(format!("put stream broken: {}", s.message()));
     let header = match chunks.next().await {
-        Some(Ok(pb::PutChunk { part: Some(PutPart::Header(h)) })) => PutHeader {
-            tenant: h.tenant,
-            contract_id: h.contract_id,
-            fields: h.fields.into_iter().collect(),
-            pii_fields: h.pii_fields.into_iter().collect(),
-        },
+        Some(Ok(pb::PutChunk { part: Some(PutPart::Header(h)) })) => {
+            PutHeader { tenant: h.tenant, contract_id: h.contract_id, fields: h.fields.into_iter().collect(), pii_fields: h.pii_fields.into_iter().collect() }
+        }
         Some(Err(s)) => return Err(broken(s)),
         _ => return Err(ReplicaError::Invalid("a put must start with its header".into())),
     };
@@ -139,13 +131,8 @@ where
         return Err(ReplicaError::Invalid(format!("put declared {} files but sent {files}; nothing was stored", end.files)));
     }
     let (record, ack) = session.commit().await?;
-    let head = ContractHead {
-        tenant: record.tenant.clone(),
-        contract_id: record.contract_id.clone(),
-        shard: record.shard,
-        latest: record.version,
-        destroyed: None,
-    };
+    let head =
+        ContractHead { tenant: record.tenant.clone(), contract_id: record.contract_id.clone(), shard: record.shard, latest: record.version, destroyed: None };
     Ok(pb::PutReply { contract: Some(info(&head, Some(&record), None)), replication: ack.replication })
 }
 
@@ -328,10 +315,7 @@ impl Replication for ReplicationService {
 fn repair_entry(site: &Site, tenant: &str, contract_id: &str) -> Result<LogEntry, ReplicaError> {
     let state = site.view.latest().ok_or_else(|| ReplicaError::NotReady("this site has not heard from a controller since it started".into()))?;
     let (shard, _) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NotReady("the controller has no shard map yet".into()))?;
-    let head = site
-        .meta
-        .head(shard, tenant, contract_id)?
-        .ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
+    let head = site.meta.head(shard, tenant, contract_id)?.ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
     let epoch = site.meta.epoch(shard)?;
     let change = match &head.destroyed {
         Some(t) => Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: t.clone() },
@@ -347,4 +331,3 @@ fn repair_entry(site: &Site, tenant: &str, contract_id: &str) -> Result<LogEntry
     };
     Ok(LogEntry { origin: site.name.clone(), seq: 0, cum_bytes: 0, at_unix_ms: site.clock.now_unix_ms(), shard, epoch, change })
 }
-

@@ -22,9 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::blob::BlobStore;
-use crate::MAX_MESSAGE;
 use crate::model::LogEntry;
 use crate::site::{Link, Site};
+use crate::MAX_MESSAGE;
 
 /// Bound on small replication calls (cursor, backlog).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);

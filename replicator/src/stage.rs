@@ -234,9 +234,10 @@ impl StageUpload {
         let (tx, rx) = mpsc::channel(QUEUE);
         let start = pb::StageStart { origin: site.name.clone(), shard, epoch, blob: blob.to_string() };
         tx.try_send(pb::StageChunk { part: Some(Part::Start(start)) }).ok()?;
-        let call = tokio::spawn(async move {
-            crate::bulk::call::<_, pb::StageReply>(channel, crate::bulk::STAGE, ReceiverStream::new(rx)).await.map(|r| r.staged_id)
-        });
+        let call =
+            tokio::spawn(
+                async move { crate::bulk::call::<_, pb::StageReply>(channel, crate::bulk::STAGE, ReceiverStream::new(rx)).await.map(|r| r.staged_id) },
+            );
         Some(Self { tx: Some(tx), call: Some(call), patience: site.sync_timeout, peer: link.peer.clone() })
     }
 

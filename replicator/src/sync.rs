@@ -65,10 +65,7 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
     let stall = site.sync_timeout + Duration::from_millis(bytes.saturating_mul(1000) / PEER_SYNC_RATE);
     let ms = stall.as_millis();
     for _ in 0..3 {
-        let state = site
-            .view
-            .latest()
-            .ok_or_else(|| ReplicaError::NotAcknowledged("no controller view yet; write not acknowledged".into()))?;
+        let state = site.view.latest().ok_or_else(|| ReplicaError::NotAcknowledged("no controller view yet; write not acknowledged".into()))?;
         let Some(pair) = state.pair_of(me) else {
             return Ok(format!("async: {me} has no in-city peer"));
         };
@@ -77,10 +74,7 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
         if !waits_for_peer(mode) {
             return Ok(format!("async: replication {me} -> {peer} is {}; {peer} catches up in the background", mode.as_str()));
         }
-        let link = site
-            .links
-            .get(&peer)
-            .ok_or_else(|| ReplicaError::Internal(format!("no replication link configured to in-city peer {peer}")))?;
+        let link = site.links.get(&peer).ok_or_else(|| ReplicaError::Internal(format!("no replication link configured to in-city peer {peer}")))?;
         if link.wait_acked(seq, stall).await {
             return Ok(format!("sync: stored and synced at {me} and {peer}"));
         }

@@ -98,8 +98,7 @@ pub async fn verify(transport: &Transport, sites: &BTreeMap<String, String>, clu
         for (name, addr) in sites {
             let mut c = client(transport.channel(addr).map_err(|e| VerifyError(e.to_string()))?);
             let items = call(name, c.inventory(pb::InventoryRequest { shard })).await?.items;
-            let by_id: BTreeMap<(String, String), pb::InventoryItem> =
-                items.into_iter().map(|i| ((i.tenant.clone(), i.contract_id.clone()), i)).collect();
+            let by_id: BTreeMap<(String, String), pb::InventoryItem> = items.into_iter().map(|i| ((i.tenant.clone(), i.contract_id.clone()), i)).collect();
             inventories.insert(name.clone(), by_id);
         }
         let own = &inventories[&owner.owner];
@@ -210,29 +209,17 @@ fn destroyed(i: &pb::InventoryItem) -> &'static str {
 /// copy is sound. Extra contracts are reported, never deleted: only a
 /// person may decide that a contract the owner lacks should go.
 pub async fn repair(transport: &Transport, sites: &BTreeMap<String, String>, report: &mut Report) {
-    let corrupt: std::collections::BTreeSet<(&str, &str, &str)> = report
-        .differences
-        .iter()
-        .filter(|d| d.kind == Kind::Corrupt)
-        .map(|d| (d.site.as_str(), d.tenant.as_str(), d.contract_id.as_str()))
-        .collect();
+    let corrupt: std::collections::BTreeSet<(&str, &str, &str)> =
+        report.differences.iter().filter(|d| d.kind == Kind::Corrupt).map(|d| (d.site.as_str(), d.tenant.as_str(), d.contract_id.as_str())).collect();
     let mut lines = Vec::new();
     for d in &report.differences {
         let sound = |site: &str| !corrupt.contains(&(site, d.tenant.as_str(), d.contract_id.as_str()));
-        let source = if sound(&d.owner) {
-            Some(d.owner.as_str())
-        } else {
-            sites.keys().map(String::as_str).find(|s| *s != d.site && sound(s))
-        };
+        let source = if sound(&d.owner) { Some(d.owner.as_str()) } else { sites.keys().map(String::as_str).find(|s| *s != d.site && sound(s)) };
         let line = match d.kind {
-            Kind::Extra => format!(
-                "{}/{} at {}: not repaired (the owner {} lacks it; investigate before removing anything)",
-                d.tenant, d.contract_id, d.site, d.owner
-            ),
-            Kind::Divergent => format!(
-                "{}/{} at {}: divergent write kept for reconciliation, not repaired ({})",
-                d.tenant, d.contract_id, d.site, d.detail
-            ),
+            Kind::Extra => {
+                format!("{}/{} at {}: not repaired (the owner {} lacks it; investigate before removing anything)", d.tenant, d.contract_id, d.site, d.owner)
+            }
+            Kind::Divergent => format!("{}/{} at {}: divergent write kept for reconciliation, not repaired ({})", d.tenant, d.contract_id, d.site, d.detail),
             Kind::Missing | Kind::Different | Kind::Corrupt => {
                 let Some(addr) = sites.get(&d.site) else { continue };
                 let Some(source) = source.and_then(|s| sites.get(s)) else {

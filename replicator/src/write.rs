@@ -22,8 +22,8 @@ use crate::blob::{BlobWriter, Hashing};
 use crate::error::ReplicaError;
 use crate::ids::{check_field, check_file_name, check_id, FIELDS_MAX, FILES_MAX};
 use crate::meta::MetaBatch;
-use crate::pool::Pool;
 use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, LogEntry, Tombstone, VersionRecord};
+use crate::pool::Pool;
 use crate::site::{BusyGuard, Site};
 use crate::stage::StageUpload;
 use crate::view::waits_for_peer;
@@ -62,9 +62,7 @@ pub fn check_owner(site: &Site, tenant: &str) -> Result<(u32, u64), ReplicaError
     if let Some(err) = not_owner(site, &state, tenant) {
         return Err(err);
     }
-    let (shard, owner) = state
-        .shard_for(tenant)
-        .ok_or_else(|| ReplicaError::NoLease("the controller has no shard map yet".into()))?;
+    let (shard, owner) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NoLease("the controller has no shard map yet".into()))?;
     if let Some(to) = &owner.moving_to {
         return Err(ReplicaError::Moving { shard, to: to.clone() });
     }
@@ -92,15 +90,11 @@ fn not_owner(site: &Site, state: &tandem_controller::state::ClusterState, tenant
 
 /// `shard` is still this site's, under `epoch`, and not being drained.
 pub(crate) fn still_owner(site: &Site, shard: u32, epoch: u64) -> Result<(), ReplicaError> {
-    let state = site.view.leased().ok_or_else(|| {
-        ReplicaError::NoLease(format!("site {} lost its controller view during the write; nothing was stored", site.name))
-    })?;
+    let state =
+        site.view.leased().ok_or_else(|| ReplicaError::NoLease(format!("site {} lost its controller view during the write; nothing was stored", site.name)))?;
     let s = state.shards.get(shard as usize).ok_or_else(|| ReplicaError::NoLease(format!("no shard {shard} in the map")))?;
     if s.owner != site.name || s.epoch != epoch {
-        return Err(ReplicaError::NoLease(format!(
-            "shard {shard} moved to {} (epoch {}) during the write; nothing was stored",
-            s.owner, s.epoch
-        )));
+        return Err(ReplicaError::NoLease(format!("shard {shard} moved to {} (epoch {}) during the write; nothing was stored", s.owner, s.epoch)));
     }
     if let Some(to) = &s.moving_to {
         return Err(ReplicaError::Moving { shard, to: to.clone() });
@@ -156,9 +150,7 @@ impl<'a> PutSession<'a> {
             return Err(ReplicaError::Invalid(format!("field {k:?} is given both as plain and as PII")));
         }
         let (shard, epoch) = check_owner(site, &header.tenant)?;
-        let busy = site
-            .claim(&header.tenant, &header.contract_id)
-            .ok_or_else(|| ReplicaError::Busy(format!("{}/{}", header.tenant, header.contract_id)))?;
+        let busy = site.claim(&header.tenant, &header.contract_id).ok_or_else(|| ReplicaError::Busy(format!("{}/{}", header.tenant, header.contract_id)))?;
         let head = site.meta.head(shard, &header.tenant, &header.contract_id)?;
         if let Some(h) = &head {
             if h.destroyed.is_some() {
@@ -212,18 +204,10 @@ impl<'a> PutSession<'a> {
         let h = &self.header;
         let index = self.files.len();
         let data_key = DataKey::generate(self.site.rng.as_ref())?;
-        let ctx = FileContext {
-            tenant: h.tenant.clone(),
-            contract_id: h.contract_id.clone(),
-            version: self.version,
-            file_name: name.to_string(),
-        };
+        let ctx = FileContext { tenant: h.tenant.clone(), contract_id: h.contract_id.clone(), version: self.version, file_name: name.to_string() };
         let encryptor = Encryptor::new(&data_key, &ctx, DEFAULT_SEGMENT_SIZE, self.site.rng.as_ref())?;
-        let key = self.site.keys.wrap_data_key(
-            &data_key,
-            &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")),
-            self.site.rng.as_ref(),
-        )?;
+        let key =
+            self.site.keys.wrap_data_key(&data_key, &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")), self.site.rng.as_ref())?;
         let blob = blob_path(&h.tenant, &h.contract_id, self.version, index);
         let writer = self.site.blobs.writer(&blob, Hashing::Hash).await?;
         let stage = self
@@ -277,14 +261,7 @@ impl<'a> PutSession<'a> {
             }
             _ => open.writer.finish().await?,
         };
-        self.files.push(FileRecord {
-            name: open.name,
-            blob,
-            size: open.size,
-            ciphertext_len: stored.len,
-            ciphertext_blake3: stored.hash,
-            key: Some(open.key),
-        });
+        self.files.push(FileRecord { name: open.name, blob, size: open.size, ciphertext_len: stored.len, ciphertext_blake3: stored.hash, key: Some(open.key) });
         Ok(())
     }
 
@@ -389,15 +366,8 @@ pub async fn append(
         Change::Put(v) => v.payload_bytes(),
         Change::Destroy { .. } | Change::Rewrap(_) => 512,
     };
-    let entry = LogEntry {
-        origin: site.name.clone(),
-        seq: head + 1,
-        cum_bytes: prev_cum + payload,
-        at_unix_ms: site.clock.now_unix_ms(),
-        shard,
-        epoch,
-        change,
-    };
+    let entry =
+        LogEntry { origin: site.name.clone(), seq: head + 1, cum_bytes: prev_cum + payload, at_unix_ms: site.clock.now_unix_ms(), shard, epoch, change };
     let mut batch = MetaBatch::default();
     fill(entry.seq, &mut batch)?;
     batch.append_log(&entry);
@@ -435,19 +405,11 @@ pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, wh
     }
     let (shard, epoch) = check_owner(site, tenant)?;
     let _busy = site.claim(tenant, contract_id).ok_or_else(|| ReplicaError::Busy(format!("{tenant}/{contract_id}")))?;
-    let head = site
-        .meta
-        .head(shard, tenant, contract_id)?
-        .ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
+    let head = site.meta.head(shard, tenant, contract_id)?.ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
     if head.destroyed.is_some() {
         return Err(ReplicaError::Destroyed { tenant: tenant.into(), contract_id: contract_id.into() });
     }
-    let tombstone = Tombstone {
-        at_unix_ms: site.clock.now_unix_ms(),
-        origin: site.name.clone(),
-        who: who.trim().to_string(),
-        why: why.trim().to_string(),
-    };
+    let tombstone = Tombstone { at_unix_ms: site.clock.now_unix_ms(), origin: site.name.clone(), who: who.trim().to_string(), why: why.trim().to_string() };
     let change = Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: tombstone.clone() };
     let seq = append(site, shard, epoch, change, |seq, batch| shred(site, &head, &tombstone, seq, batch)).await?;
     let replication = crate::sync::confirm(site, seq, 0, (shard, epoch)).await?;

@@ -38,11 +38,8 @@ pub struct FinalReads {
 /// Reads everything the checks need, from a client host.
 pub async fn read_final(ops: Vec<Op>, sites: Vec<String>) -> FinalReads {
     let mut out = FinalReads::default();
-    let control = tandem_controller::client::ControlClient::new(
-        site_names().into_iter().map(controller_addr).collect(),
-        Transport::Turmoil,
-        Duration::from_secs(5),
-    );
+    let control =
+        tandem_controller::client::ControlClient::new(site_names().into_iter().map(controller_addr).collect(), Transport::Turmoil, Duration::from_secs(5));
     if let Ok(status) = control.leader_status().await {
         out.owners = status.cluster.shards.iter().map(|s| s.owner.clone()).collect();
         out.drained = status
@@ -61,8 +58,7 @@ pub async fn read_final(ops: Vec<Op>, sites: Vec<String>) -> FinalReads {
         }
     }
     let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(10));
-    let contracts: BTreeSet<(String, String)> =
-        ops.iter().filter(|o| o.result.is_ok()).map(|o| (o.tenant.clone(), o.contract_id.clone())).collect();
+    let contracts: BTreeSet<(String, String)> = ops.iter().filter(|o| o.result.is_ok()).map(|o| (o.tenant.clone(), o.contract_id.clone())).collect();
     for site in &sites {
         for (tenant, id) in &contracts {
             let read = tokio::time::timeout(Duration::from_secs(10), client.get(&replicator_addr(site), tenant, id, 0, None)).await;
@@ -113,14 +109,7 @@ fn invariant(name: &str, violations: Vec<String>, ok: String) -> Invariant {
 }
 
 /// Evaluates every invariant.
-pub fn evaluate(
-    c: &SimCluster,
-    ops: &[Op],
-    reads: &FinalReads,
-    workload_ms: (u64, u64),
-    rto: Duration,
-    rpo_entries: u64,
-) -> Checks {
+pub fn evaluate(c: &SimCluster, ops: &[Op], reads: &FinalReads, workload_ms: (u64, u64), rto: Duration, rpo_entries: u64) -> Checks {
     let mut checks = Checks::default();
     let up: Vec<String> = site_names().into_iter().filter(|s| c.is_up(s)).map(String::from).collect();
     let destroyed: BTreeSet<(String, String)> =

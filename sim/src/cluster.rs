@@ -37,11 +37,8 @@ pub const SIM_DURATION_MAX: Duration = Duration::from_secs(3600);
 pub const SIM_EPOCH_UNIX_S: u64 = 1_767_225_600;
 
 /// The sites: name, node id, city, role.
-const SITES: [(&str, u64, &str, ConfigRole); 3] = [
-    ("a", 1, "city-1", ConfigRole::Active),
-    ("b", 2, "city-1", ConfigRole::Active),
-    ("c", 3, "city-2", ConfigRole::DrStandby),
-];
+const SITES: [(&str, u64, &str, ConfigRole); 3] =
+    [("a", 1, "city-1", ConfigRole::Active), ("b", 2, "city-1", ConfigRole::Active), ("c", 3, "city-2", ConfigRole::DrStandby)];
 
 /// What a site's node last reported about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,20 +174,14 @@ fn replicator_config(site: &str) -> ReplicatorConfig {
         retired_key_files: Vec::new(),
         hsm: None,
         // Its own site's controller first, as deployed.
-        controllers: std::iter::once(site)
-            .chain(site_names().into_iter().filter(|s| *s != site))
-            .map(|s| format!("{s}:{CONTROLLER_PORT}"))
-            .collect(),
+        controllers: std::iter::once(site).chain(site_names().into_iter().filter(|s| *s != site)).map(|s| format!("{s}:{CONTROLLER_PORT}")).collect(),
         listen: Some(format!("0.0.0.0:{REPLICATOR_PORT}")),
         metrics_listen: None,
         sync_timeout_ms: 700,
         staged_ttl_ms: 10 * 60 * 1000,
         blob_url: None,
         blob_options: Default::default(),
-        sites: site_names()
-            .into_iter()
-            .map(|s| ReplicaSiteConfig { name: s.to_string(), addr: replicator_addr(s), send_limit_mib_s: 0 })
-            .collect(),
+        sites: site_names().into_iter().map(|s| ReplicaSiteConfig { name: s.to_string(), addr: replicator_addr(s), send_limit_mib_s: 0 }).collect(),
         tls: None,
     }
 }
@@ -307,12 +298,7 @@ impl<'a> SimCluster<'a> {
 
     /// Steps the simulation until `done` holds for the views, or `limit` of
     /// simulated time passes.
-    pub fn run_until(
-        &mut self,
-        what: &str,
-        limit: Duration,
-        done: impl Fn(&BTreeMap<String, NodeView>) -> bool,
-    ) -> Result<(), SimError> {
+    pub fn run_until(&mut self, what: &str, limit: Duration, done: impl Fn(&BTreeMap<String, NodeView>) -> bool) -> Result<(), SimError> {
         let start = self.sim.elapsed();
         loop {
             if done(&self.views()) {
@@ -564,11 +550,7 @@ async fn watch_until(site: &'static str, node: &Node, views: &Views, trace: &Tra
         for shard in &status.cluster.shards {
             *owned.entry(shard.owner.clone()).or_default() += 1;
         }
-        let lag = status
-            .replicators
-            .iter()
-            .flat_map(|r| r.links.iter().map(move |l| (format!("{}->{}", r.site, l.peer), l.entries)))
-            .collect();
+        let lag = status.replicators.iter().flat_map(|r| r.links.iter().map(move |l| (format!("{}->{}", r.site, l.peer), l.entries))).collect();
         let view = NodeView {
             role: status.raft.role.clone(),
             term: status.raft.term,

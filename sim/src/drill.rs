@@ -129,20 +129,11 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         Ok(())
     });
-    c.run_until_flag("the checker read every site", Duration::from_secs(600), || {
-        reads.lock().unwrap_or_else(|e| e.into_inner()).is_some()
-    })?;
+    c.run_until_flag("the checker read every site", Duration::from_secs(600), || reads.lock().unwrap_or_else(|e| e.into_inner()).is_some())?;
     let reads = reads.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
     let ops = history.ops();
     let workload_ms = (start.as_millis() as u64, end.as_millis() as u64);
-    let checks = checks::evaluate(
-        &c,
-        &ops,
-        &reads,
-        workload_ms,
-        Duration::from_secs(scenario.objectives.rto_s),
-        scenario.objectives.rpo_entries,
-    );
+    let checks = checks::evaluate(&c, &ops, &reads, workload_ms, Duration::from_secs(scenario.objectives.rto_s), scenario.objectives.rpo_entries);
     let mut checks = checks;
     let recovery = crate::recovery::after_crashes(&crashes, &ops);
     if let Some(objective) = scenario.objectives.failover_ms {
@@ -150,7 +141,9 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
             .iter()
             .filter(|r| r.failover_ms.is_none_or(|ms| ms > objective))
             .map(|r| match r.failover_ms {
-                Some(ms) => format!("crash of {} at {} ms: its {} shards written elsewhere after {ms} ms (objective {objective} ms)", r.site, r.at_ms, r.shards),
+                Some(ms) => {
+                    format!("crash of {} at {} ms: its {} shards written elsewhere after {ms} ms (objective {objective} ms)", r.site, r.at_ms, r.shards)
+                }
                 None => format!("crash of {} at {} ms: some of its {} shards were never written elsewhere", r.site, r.at_ms, r.shards),
             })
             .collect();

@@ -40,9 +40,7 @@ pub fn scenario(seed: u64) -> Scenario {
     let timeline = timeline
         .into_iter()
         .flat_map(|s| match &s.event {
-            Event::Restart { site } if site == "any" => {
-                SITES.iter().map(|x| Step { at_s: s.at_s, event: Event::Restart { site: x.to_string() } }).collect()
-            }
+            Event::Restart { site } if site == "any" => SITES.iter().map(|x| Step { at_s: s.at_s, event: Event::Restart { site: x.to_string() } }).collect(),
             _ => vec![s],
         })
         .collect();

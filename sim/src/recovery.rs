@@ -48,10 +48,7 @@ pub fn after_crashes(crashes: &[(String, u64)], ops: &[Op]) -> Vec<CrashRecovery
             writer.insert(a.shard, a.origin.as_str());
         }
         let first_after = |shard: u32, other_than: Option<&str>| {
-            acked
-                .iter()
-                .find(|(o, a)| o.done_ms >= at_ms && a.shard == shard && other_than.is_none_or(|x| a.origin != x))
-                .map(|(o, _)| o.done_ms - at_ms)
+            acked.iter().find(|(o, a)| o.done_ms >= at_ms && a.shard == shard && other_than.is_none_or(|x| a.origin != x)).map(|(o, _)| o.done_ms - at_ms)
         };
         let slowest = |shards: Vec<u32>, other_than: Option<&str>| -> Option<u64> {
             shards.into_iter().map(|s| first_after(s, other_than)).try_fold(0, |m, t| t.map(|t| m.max(t)))
@@ -85,14 +82,8 @@ mod tests {
 
     #[test]
     fn the_slowest_shard_of_the_crashed_site_sets_the_failover_time() {
-        let ops = vec![
-            put(1, 5_000, 0, "a"),
-            put(2, 6_000, 1, "a"),
-            put(3, 7_000, 2, "b"),
-            put(4, 11_500, 2, "b"),
-            put(5, 12_000, 0, "b"),
-            put(6, 13_200, 1, "b"),
-        ];
+        let ops =
+            vec![put(1, 5_000, 0, "a"), put(2, 6_000, 1, "a"), put(3, 7_000, 2, "b"), put(4, 11_500, 2, "b"), put(5, 12_000, 0, "b"), put(6, 13_200, 1, "b")];
         let r = after_crashes(&crash(), &ops);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].site.as_str(), r[0].at_ms, r[0].shards), ("a", 11_000, 2));

@@ -57,7 +57,14 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
     let _ = writeln!(m, "## Objectives\n");
     let _ = writeln!(m, "| Objective | Target | Measured | |\n|---|---|---|---|");
     let rto_ok = c.rto_ms <= s.objectives.rto_s * 1000;
-    let _ = writeln!(m, "| RTO (longest time a tenant could not write) | {} s | {:.1} s ({}) | {} |", s.objectives.rto_s, c.rto_ms as f64 / 1000.0, c.rto_tenant, if rto_ok { "met" } else { "MISSED" });
+    let _ = writeln!(
+        m,
+        "| RTO (longest time a tenant could not write) | {} s | {:.1} s ({}) | {} |",
+        s.objectives.rto_s,
+        c.rto_ms as f64 / 1000.0,
+        c.rto_tenant,
+        if rto_ok { "met" } else { "MISSED" }
+    );
     let rpo_ok = c.lost.len() as u64 <= s.objectives.rpo_entries;
     let _ = writeln!(m, "| RPO (acknowledged writes lost) | {} | {} | {} |", s.objectives.rpo_entries, c.lost.len(), if rpo_ok { "met" } else { "MISSED" });
     if let Some(objective) = s.objectives.failover_ms {
@@ -66,7 +73,12 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
             Some(ms) => (format!("{:.1} s", ms as f64 / 1000.0), ms <= objective),
             None => ("never (a shard was not written elsewhere)".to_string(), false),
         };
-        let _ = writeln!(m, "| Failover (site crash to its shards written elsewhere) | {:.1} s | {measured} | {} |", objective as f64 / 1000.0, if ok { "met" } else { "MISSED" });
+        let _ = writeln!(
+            m,
+            "| Failover (site crash to its shards written elsewhere) | {:.1} s | {measured} | {} |",
+            objective as f64 / 1000.0,
+            if ok { "met" } else { "MISSED" }
+        );
     }
     m.push('\n');
     if !o.recovery.is_empty() {
@@ -110,7 +122,12 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
     }
 
     let _ = writeln!(m, "\n## Timeline\n");
-    let _ = writeln!(m, "Simulated time from the start of the simulation; the workload ran from {:.1} s to {:.1} s.\n", o.workload_ms.0 as f64 / 1000.0, o.workload_ms.1 as f64 / 1000.0);
+    let _ = writeln!(
+        m,
+        "Simulated time from the start of the simulation; the workload ran from {:.1} s to {:.1} s.\n",
+        o.workload_ms.0 as f64 / 1000.0,
+        o.workload_ms.1 as f64 / 1000.0
+    );
     let _ = writeln!(m, "| Time | Event | Outcome |\n|---|---|---|");
     let mut events = o.happened.clone();
     events.sort_by_key(|h| h.at_ms);
@@ -208,7 +225,12 @@ pub fn svg(o: &Outcome) -> String {
             let opacity = 0.15 + 0.85 * n as f64 / shards_total as f64;
             let (x0, x1) = (x(from), x(to + crate::cluster::SAMPLE_EVERY.as_millis() as u64));
             if n > 0 {
-                let _ = writeln!(s, r##"<rect x="{x0:.1}" y="{:.0}" width="{:.1}" height="12" fill="#0969da" fill-opacity="{opacity:.2}"/>"##, lane_y - 6.0, (x1 - x0).max(1.0));
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{x0:.1}" y="{:.0}" width="{:.1}" height="12" fill="#0969da" fill-opacity="{opacity:.2}"/>"##,
+                    lane_y - 6.0,
+                    (x1 - x0).max(1.0)
+                );
             }
             if x1 - x0 > 24.0 {
                 let _ = writeln!(s, r##"<text x="{:.1}" y="{:.0}" fill="#0b3d91" font-size="9">{n}</text>"##, x0 + 2.0, lane_y + 4.0);
@@ -225,7 +247,13 @@ pub fn svg(o: &Outcome) -> String {
             _ => "#999",
         };
         let (x0, x1) = (x(from), x(to + crate::cluster::SAMPLE_EVERY.as_millis() as u64));
-        let _ = writeln!(s, r##"<rect x="{x0:.1}" y="{:.0}" width="{:.1}" height="12" fill="{colour}" fill-opacity="0.6"><title>{}</title></rect>"##, lane_y - 6.0, (x1 - x0).max(1.0), esc(&mode));
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x0:.1}" y="{:.0}" width="{:.1}" height="12" fill="{colour}" fill-opacity="0.6"><title>{}</title></rect>"##,
+            lane_y - 6.0,
+            (x1 - x0).max(1.0),
+            esc(&mode)
+        );
         if x1 - x0 > 60.0 {
             let _ = writeln!(s, r##"<text x="{:.1}" y="{:.0}" fill="#222" font-size="9">{}</text>"##, x0 + 2.0, lane_y + 4.0, esc(&mode));
         }
@@ -257,7 +285,13 @@ pub fn svg(o: &Outcome) -> String {
     events.sort_by_key(|h| h.at_ms);
     for (i, e) in events.iter().enumerate() {
         let ex = x(e.at_ms);
-        let colour = if e.what.starts_with("fault") { "#cf222e" } else if e.what.starts_with("sre") { "#0969da" } else { "#1a7f37" };
+        let colour = if e.what.starts_with("fault") {
+            "#cf222e"
+        } else if e.what.starts_with("sre") {
+            "#0969da"
+        } else {
+            "#1a7f37"
+        };
         let _ = writeln!(s, r##"<line x1="{ex:.1}" y1="{top}" x2="{ex:.1}" y2="{bottom}" stroke="{colour}" stroke-dasharray="4 3"/>"##);
         let _ = writeln!(s, r#"<text x="{ex:.1}" y="{:.0}" fill="{colour}">{}</text>"#, bottom + 14.0 + 12.0 * (i % 8) as f64, esc(&e.what));
     }

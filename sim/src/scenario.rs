@@ -75,7 +75,15 @@ pub struct Workload {
 
 impl Default for Workload {
     fn default() -> Self {
-        Workload { interval_ms: 200, tenants: 6, sizes: vec![2 * 1024, 64 * 1024, 300 * 1024], destroy_every: 0, clients: 1, request_timeout_ms: 6000, sticky: true }
+        Workload {
+            interval_ms: 200,
+            tenants: 6,
+            sizes: vec![2 * 1024, 64 * 1024, 300 * 1024],
+            destroy_every: 0,
+            clients: 1,
+            request_timeout_ms: 6000,
+            sticky: true,
+        }
     }
 }
 
@@ -108,36 +116,74 @@ pub struct Step {
 #[serde(tag = "do", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
     /// Cut the link between two sites, both ways.
-    Partition { a: String, b: String },
+    Partition {
+        a: String,
+        b: String,
+    },
     /// Drop what `from` sends to `to` (the other direction still works).
-    PartitionOneway { from: String, to: String },
+    PartitionOneway {
+        from: String,
+        to: String,
+    },
     /// Restore a link (both ways).
-    Heal { a: String, b: String },
+    Heal {
+        a: String,
+        b: String,
+    },
     /// Power loss of a site: every process stops, unsynced writes are lost.
-    Crash { site: String },
+    Crash {
+        site: String,
+    },
     /// Power back: the site restarts from what its disks kept.
-    Restart { site: String },
+    Restart {
+        site: String,
+    },
     /// Lose messages on a link at this rate (0 ends it).
-    Loss { a: String, b: String, rate: f64 },
+    Loss {
+        a: String,
+        b: String,
+        rate: f64,
+    },
     /// Set a link's one-way latency.
-    Delay { a: String, b: String, ms: u64 },
+    Delay {
+        a: String,
+        b: String,
+        ms: u64,
+    },
     /// Flip one byte of one stored file at a site (a contract's newest).
-    Corrupt { site: String },
+    Corrupt {
+        site: String,
+    },
     /// The site's key provider fails every call until `keys_up`.
-    KeysDown { site: String },
-    KeysUp { site: String },
+    KeysDown {
+        site: String,
+    },
+    KeysUp {
+        site: String,
+    },
     /// Crash whichever site leads the controllers.
     CrashLeader,
     /// Stop only the site's controller process (its replicator keeps
     /// running and serving), until `start_controller`.
-    StopController { site: String },
-    StartController { site: String },
+    StopController {
+        site: String,
+    },
+    StartController {
+        site: String,
+    },
     /// Stop only the site's replicator (`kill -9` of that one process; its
     /// controller keeps running), until `start_replicator`.
-    StopReplicator { site: String },
-    StartReplicator { site: String },
+    StopReplicator {
+        site: String,
+    },
+    StartReplicator {
+        site: String,
+    },
     /// `tandem switchover --from --to` (all of from's shards).
-    Switchover { from: String, to: String },
+    Switchover {
+        from: String,
+        to: String,
+    },
     /// `tandem failover --from --to` (with `--accept-data-loss` if set).
     Failover {
         from: String,
@@ -150,12 +196,18 @@ pub enum Event {
     Resume,
     /// `tandem dr activate` at `site` (its controller stopped and started
     /// again by the drill, as the runbook does).
-    DrActivate { site: String },
+    DrActivate {
+        site: String,
+    },
     /// `tandem dr rejoin` for a returning old site (the drill stops it,
     /// prepares its controller store, and starts it again).
-    DrRejoin { site: String },
+    DrRejoin {
+        site: String,
+    },
     /// `tandem failback --site`.
-    Failback { site: String },
+    Failback {
+        site: String,
+    },
     /// `tandem verify --repair`.
     VerifyRepair,
 }

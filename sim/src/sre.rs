@@ -54,9 +54,7 @@ pub async fn pause(pause: bool) -> Result<String, String> {
 pub async fn failback(site: &str) -> Result<String, String> {
     let c = client();
     let joiner = ControlClient::new(site_names().into_iter().map(controller_addr).collect(), Transport::Turmoil, Duration::from_secs(120));
-    let r = tandem_replicator::failback::run(&c, &joiner, Transport::Turmoil, site, WHO, WHY, Duration::from_secs(300), |_| {})
-        .await
-        .map_err(|e| e.0)?;
+    let r = tandem_replicator::failback::run(&c, &joiner, Transport::Turmoil, site, WHO, WHY, Duration::from_secs(300), |_| {}).await.map_err(|e| e.0)?;
     let quarantined = r.divergent.iter().filter(|d| d.quarantined).count();
     Ok(format!("{site} active again; {} divergent writes, {quarantined} quarantined", r.divergent.len()))
 }

@@ -15,7 +15,6 @@ use crate::cluster::{replicator_addr, site_names};
 use crate::scenario::Workload;
 use crate::trace::Trace;
 
-
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum OpKind {
     Put,
@@ -88,9 +87,8 @@ pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // One client library for the host's loops, as in one application process.
     let router = Arc::new(Mutex::new(Router { sticky: w.sticky, ..Default::default() }));
-    let loops: Vec<_> = (0..w.clients.max(1))
-        .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone(), router.clone())))
-        .collect();
+    let loops: Vec<_> =
+        (0..w.clients.max(1)).map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone(), router.clone()))).collect();
     for l in loops {
         l.await?;
     }
@@ -132,13 +130,7 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
                 let (client, header, files) = (&client, header.clone(), files.clone());
                 async move {
                     let r = client.put_bytes(&addr, &header, &files).await?;
-                    Ok(r.contract.map(|c| Ack {
-                        origin: c.origin,
-                        epoch: c.epoch,
-                        version: c.version,
-                        shard: c.shard,
-                        accepted_unix_ms: c.created_unix_ms,
-                    }))
+                    Ok(r.contract.map(|c| Ack { origin: c.origin, epoch: c.epoch, version: c.version, shard: c.shard, accepted_unix_ms: c.created_unix_ms }))
                 }
             })
             .await

@@ -28,17 +28,11 @@ fn partition_and_heal(seed: u64) -> String {
     let old_name = old.clone();
     c.run_until("the two remaining sites elect a new leader", Duration::from_secs(30), |v| {
         let others: Vec<_> = v.iter().filter(|(s, _)| **s != old_name).collect();
-        others.iter().any(|(_, n)| n.role == "leader" && n.term > old_term)
-            && others.iter().all(|(_, n)| n.term > old_term)
+        others.iter().any(|(_, n)| n.role == "leader" && n.term > old_term) && others.iter().all(|(_, n)| n.term > old_term)
     })
     .unwrap();
     let views = c.views();
-    let (new, new_term) = views
-        .iter()
-        .filter(|(s, v)| **s != old && v.role == "leader")
-        .map(|(s, v)| (s.clone(), v.term))
-        .max_by_key(|(_, t)| *t)
-        .unwrap();
+    let (new, new_term) = views.iter().filter(|(s, v)| **s != old && v.role == "leader").map(|(s, v)| (s.clone(), v.term)).max_by_key(|(_, t)| *t).unwrap();
     assert_ne!(new, old, "the isolated site cannot stay the only leader");
 
     c.heal(&old);
@@ -93,11 +87,7 @@ fn hash_in_fresh_process(seed: u64) -> String {
         .expect("spawn child test process");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "child run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("TRACE_HASH="))
-        .unwrap_or_else(|| panic!("child printed no trace hash:\n{stdout}"))
-        .to_string()
+    stdout.lines().find_map(|l| l.strip_prefix("TRACE_HASH=")).unwrap_or_else(|| panic!("child printed no trace hash:\n{stdout}")).to_string()
 }
 
 // The same seed reproduces the run exactly; a different seed does not

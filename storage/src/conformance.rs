@@ -11,11 +11,7 @@ fn batch_put(pairs: &[(&str, &str)]) -> WriteBatch {
 }
 
 fn keys(kv: &dyn KvStore, start: &str, end: &str) -> Vec<String> {
-    kv.range(start.as_bytes(), end.as_bytes(), usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| String::from_utf8(k).unwrap())
-        .collect()
+    kv.range(start.as_bytes(), end.as_bytes(), usize::MAX).unwrap().into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
 }
 
 fn suite(kv: &dyn KvStore) {

@@ -34,10 +34,18 @@ pub enum Durability {
 /// One operation of an atomic [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[start, end)`.
-    DeleteRange { start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// Writes applied all together or not at all.

@@ -63,10 +63,7 @@ fn apply(map: &mut Map, batch: &WriteBatch) {
                 if start >= end {
                     continue;
                 }
-                let doomed: Vec<Vec<u8>> = map
-                    .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let doomed: Vec<Vec<u8>> = map.range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..]))).map(|(k, _)| k.clone()).collect();
                 for k in doomed {
                     map.remove(&k);
                 }
@@ -102,12 +99,7 @@ impl KvStore for MemKv {
             return Ok(Vec::new());
         }
         let disk = self.lock();
-        Ok(disk
-            .visible
-            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(disk.visible.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     fn last_in_range(&self, start: &[u8], end: &[u8]) -> Result<Option<KeyValue>, StorageError> {
@@ -115,11 +107,7 @@ impl KvStore for MemKv {
             return Ok(None);
         }
         let disk = self.lock();
-        Ok(disk
-            .visible
-            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .next_back()
-            .map(|(k, v)| (k.clone(), v.clone())))
+        Ok(disk.visible.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))).next_back().map(|(k, v)| (k.clone(), v.clone())))
     }
 
     fn sync(&self) -> Result<(), StorageError> {

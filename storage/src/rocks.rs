@@ -26,10 +26,7 @@ impl RocksKv {
         // demo nodes on a 2-core machine do not compete for threads.
         opts.increase_parallelism(2);
         opts.set_keep_log_file_num(4);
-        let db = DB::open(&opts, path).map_err(|e| StorageError::Open {
-            path: path.display().to_string(),
-            reason: e.into_string(),
-        })?;
+        let db = DB::open(&opts, path).map_err(|e| StorageError::Open { path: path.display().to_string(), reason: e.into_string() })?;
         Ok(Self { db: Arc::new(db) })
     }
 }

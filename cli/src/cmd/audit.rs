@@ -63,10 +63,8 @@ pub async fn run(args: Args, events_only: bool) -> anyhow::Result<()> {
         println!("{}", if events_only { "no events in the latest audit entries" } else { "the audit log is empty" });
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = entries
-        .iter()
-        .map(|e| vec![e.seq.to_string(), utc(e.at_unix_ms), e.who.clone(), e.what.clone(), e.result.clone(), e.why.clone()])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        entries.iter().map(|e| vec![e.seq.to_string(), utc(e.at_unix_ms), e.who.clone(), e.what.clone(), e.result.clone(), e.why.clone()]).collect();
     println!("{}", table(&["SEQ", "WHEN (UTC)", "WHO", "WHAT", "RESULT", "WHY"], &rows));
     Ok(())
 }

@@ -48,9 +48,7 @@ use tandem_replicator::server::Replicator;
 use tandem_replicator::write::PutHeader;
 
 use super::controller::start_node;
-use super::demo::{
-    replicator_config, site_config, CONTROLLER_METRICS_OFFSET, KEY_FILE, REPLICATOR_METRICS_OFFSET, REPLICATOR_PORT_OFFSET,
-};
+use super::demo::{replicator_config, site_config, CONTROLLER_METRICS_OFFSET, KEY_FILE, REPLICATOR_METRICS_OFFSET, REPLICATOR_PORT_OFFSET};
 use super::replicator::start_replicator;
 
 const CHUNK: usize = 1024 * 1024;
@@ -104,19 +102,11 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let stat = rustix::fs::statvfs(dir).with_context(|| format!("cannot read the free space of {}", dir.display()))?;
     let free = stat.f_bavail.saturating_mul(stat.f_frsize);
     if free < needed {
-        bail!(
-            "the bench needs about {} MiB free in {} ({} MiB are): use a smaller --size-mib or another --dir",
-            needed >> 20,
-            dir.display(),
-            free >> 20
-        );
+        bail!("the bench needs about {} MiB free in {} ({} MiB are): use a smaller --size-mib or another --dir", needed >> 20, dir.display(), free >> 20);
     }
     let input = dir.join("large.bin");
     random_file(&input, size)?;
-    println!(
-        "tandem bench: large file {} MiB, {rounds} rounds, {} small contracts of 200 KiB per mode",
-        args.size_mib, args.small_count
-    );
+    println!("tandem bench: large file {} MiB, {rounds} rounds, {} small contracts of 200 KiB per mode", args.size_mib, args.small_count);
 
     let mut cluster = Cluster::start(dir).await?;
     let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(30));
@@ -154,12 +144,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     };
     // Ratios of `secs`, the time of one large file, to the baselines' best.
     let vs = |secs: f64, floor: &Runs| {
-        format!(
-            "{:.2} x ceiling, {:.2} x its disk floor ({:.2} x O_DIRECT ceiling)",
-            ceiling.best() / secs,
-            floor.best() / secs,
-            direct.best() / secs
-        )
+        format!("{:.2} x ceiling, {:.2} x its disk floor ({:.2} x O_DIRECT ceiling)", ceiling.best() / secs, floor.best() / secs, direct.best() / secs)
     };
     // Each run against the ceiling run of its own round (the same minute
     // of this shared machine's disk and cores).
@@ -194,10 +179,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     }
     let single = small_puts(&client, &a, &tenant, "single", &small, args.small_count).await?;
     for (name, s) in [("sync pair (A+B)", &sync), ("single site (B down)", &single)] {
-        println!(
-            "  {name:<22} p50 {:6.2} ms   p99 {:6.2} ms   {:7.1} puts/s",
-            s.p50_ms, s.p99_ms, s.per_s
-        );
+        println!("  {name:<22} p50 {:6.2} ms   p99 {:6.2} ms   {:7.1} puts/s", s.p50_ms, s.p99_ms, s.per_s);
     }
     println!(
         "  sync / single site:    p50 {:.2} x   p99 {:.2} x   throughput {:.2} x",
@@ -488,8 +470,7 @@ fn ceiling(input: &Path, output: &Path, direct: bool) -> anyhow::Result<f64> {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&counter.to_be_bytes());
         counter += 1;
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut chunk)
-            .map_err(|_| anyhow::anyhow!("seal failed"))?;
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut chunk).map_err(|_| anyhow::anyhow!("seal failed"))?;
         let crc = crc32fast::hash(&chunk);
         sock.write_all(&(chunk.len() as u32).to_be_bytes())?;
         sock.write_all(&crc.to_be_bytes())?;
@@ -644,10 +625,7 @@ impl Cluster {
 
     fn tenant_owned_by(&self, site: &str) -> anyhow::Result<String> {
         let state = self.nodes.iter().map(|n| n.status().cluster).find(|c| c.bootstrapped).context("no shard map yet")?;
-        (0..10_000)
-            .map(|i| format!("bench-{i}"))
-            .find(|t| state.shard_for(t).is_some_and(|(_, s)| s.owner == site))
-            .context("no tenant found for the site")
+        (0..10_000).map(|i| format!("bench-{i}")).find(|t| state.shard_for(t).is_some_and(|(_, s)| s.owner == site)).context("no tenant found for the site")
     }
 
     async fn start_replicator(&mut self, dir: &Path, i: usize) -> anyhow::Result<()> {
@@ -676,10 +654,8 @@ impl Cluster {
 /// A base port with every port of the demo layout free: controllers,
 /// replicators and their `/metrics`.
 fn free_base_port() -> anyhow::Result<u16> {
-    let offsets: Vec<u16> = [0, REPLICATOR_PORT_OFFSET, CONTROLLER_METRICS_OFFSET, REPLICATOR_METRICS_OFFSET]
-        .into_iter()
-        .flat_map(|o| [o, o + 1, o + 2])
-        .collect();
+    let offsets: Vec<u16> =
+        [0, REPLICATOR_PORT_OFFSET, CONTROLLER_METRICS_OFFSET, REPLICATOR_METRICS_OFFSET].into_iter().flat_map(|o| [o, o + 1, o + 2]).collect();
     for _ in 0..100 {
         let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         if base < u16::MAX - REPLICATOR_METRICS_OFFSET - 2 && offsets.iter().all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {

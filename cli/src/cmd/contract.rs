@@ -147,10 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn put(a: PutArgs) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for path in &a.files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("--file {}: no usable file name", path.display()))?;
+        let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("--file {}: no usable file name", path.display()))?;
         files.push((name.to_string(), path.clone()));
     }
     let header = PutHeader {
@@ -160,11 +157,8 @@ async fn put(a: PutArgs) -> anyhow::Result<()> {
         pii_fields: a.pii.into_iter().collect(),
     };
     let client = a.replica.client();
-    let reply = if a.here {
-        client.put_here(&a.replica.replicator, &header, &files).await?
-    } else {
-        client.put(&a.replica.replicator, &header, &files).await?
-    };
+    let reply =
+        if a.here { client.put_here(&a.replica.replicator, &header, &files).await? } else { client.put(&a.replica.replicator, &header, &files).await? };
     let info = reply.contract.context("the replicator acknowledged without describing the contract")?;
     if a.replica.json {
         println!("{}", json!({ "contract": info_json(&info, false), "replication": reply.replication }));
@@ -181,11 +175,7 @@ async fn get(a: GetArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let info = a
-        .replica
-        .client()
-        .get(&a.replica.replicator, &a.contract.tenant, &a.contract.contract_id, a.version, a.out.as_deref())
-        .await?;
+    let info = a.replica.client().get(&a.replica.replicator, &a.contract.tenant, &a.contract.contract_id, a.version, a.out.as_deref()).await?;
     if a.replica.json {
         println!("{}", info_json(&info, a.show_pii));
         return Ok(());

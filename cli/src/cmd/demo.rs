@@ -233,11 +233,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controllers = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect::<Vec<_>>().join(",");
     let replicator_a = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET);
     let replicator_c = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET + 2);
-    let mut env = if controllers == crate::DEMO_CONTROLLERS {
-        String::new()
-    } else {
-        format!("TANDEM_CONTROLLERS={controllers} TANDEM_REPLICATOR={replicator_a} ")
-    };
+    let mut env =
+        if controllers == crate::DEMO_CONTROLLERS { String::new() } else { format!("TANDEM_CONTROLLERS={controllers} TANDEM_REPLICATOR={replicator_a} ") };
     let operator_dir = tls_dir.join(format!("operator-{DEMO_OPERATOR}"));
     if !args.plaintext {
         env = format!("TANDEM_TLS_DIR={} {env}", operator_dir.display());
@@ -252,16 +249,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.plaintext {
         println!("  tls:         none (--plaintext): nobody is authenticated, every call is allowed");
     } else {
-        println!(
-            "  tls:         mutual TLS; certificates in {} (operator-admin, operator-operator, operator-viewer)",
-            tls_dir.display()
-        );
+        println!("  tls:         mutual TLS; certificates in {} (operator-admin, operator-operator, operator-viewer)", tls_dir.display());
     }
     println!("  controllers: {controllers}  (a, b: city-1 active; c: city-2 DR)");
-    println!(
-        "  replicators: {}",
-        replicators.iter().map(|r| r.local_addr().to_string()).collect::<Vec<_>>().join(",")
-    );
+    println!("  replicators: {}", replicators.iter().map(|r| r.local_addr().to_string()).collect::<Vec<_>>().join(","));
     println!(
         "  metrics:     http://127.0.0.1:{}/metrics .. :{} (controllers), :{} .. :{} (replicators)",
         args.base_port + CONTROLLER_METRICS_OFFSET,
@@ -307,11 +298,7 @@ pub const LOG_FILE: &str = "demo.log";
 pub fn open_log(dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(LOG_FILE);
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))
+    std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// How to call this binary from the current directory: `tandem` when it is
@@ -319,9 +306,7 @@ pub fn open_log(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// `./dev demo`), so the printed commands work when pasted.
 fn command_name() -> String {
     let Ok(exe) = std::env::current_exe() else { return "tandem".into() };
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("tandem") == exe))
-        .unwrap_or(false);
+    let on_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("tandem") == exe)).unwrap_or(false);
     if on_path {
         return "tandem".into();
     }

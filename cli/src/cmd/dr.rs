@@ -83,9 +83,10 @@ async fn rejoin(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
     let me = config.this_site().clone();
     let others: Vec<String> = config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()).collect();
     let client = ControlClient::new(others, super::transport(), Duration::from_secs(5));
-    let status = client.leader_status().await.map_err(|e| {
-        anyhow::anyhow!("no leader of an activated generation answers ({e}): rejoin needs it to add {}; nothing changed", me.name)
-    })?;
+    let status = client
+        .leader_status()
+        .await
+        .map_err(|e| anyhow::anyhow!("no leader of an activated generation answers ({e}): rejoin needs it to add {}; nothing changed", me.name))?;
     let role = status.cluster.sites.get(&me.name).map(|s| s.role);
     if role != Some(tandem_controller::state::SiteRole::Fenced) {
         bail!(
@@ -112,14 +113,14 @@ async fn rejoin(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
     }
     if dir.exists() {
         // Opening takes rocksdb's lock: refuses while the controller runs.
-        drop(RocksKv::open(&dir).with_context(|| {
-            format!("cannot open {} (is the controller of site {} still running? stop it first)", dir.display(), me.name)
-        })?);
+        drop(
+            RocksKv::open(&dir)
+                .with_context(|| format!("cannot open {} (is the controller of site {} still running? stop it first)", dir.display(), me.name))?,
+        );
         std::fs::rename(&dir, &kept).with_context(|| format!("cannot move {} aside", dir.display()))?;
     }
     let kv = RocksKv::open(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    tandem_controller::raft::state_machine::prepare_join(&kv, generation)
-        .map_err(|e| anyhow::anyhow!("cannot prepare {}: {e}", dir.display()))?;
+    tandem_controller::raft::state_machine::prepare_join(&kv, generation).map_err(|e| anyhow::anyhow!("cannot prepare {}: {e}", dir.display()))?;
     drop(kv);
     let what = format!("site {}'s controller store reset to join generation {generation}; old store kept at {}", me.name, kept.display());
     match client.record_event(&what, "ok", &audited.who, &audited.reason).await {
@@ -138,10 +139,7 @@ async fn activate(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
     let others: Vec<String> = config.sites.iter().filter(|s| s.name != me.name).map(|s| s.addr.clone()).collect();
     let probe = ControlClient::new(others, super::transport(), Duration::from_secs(3));
     if let Ok(status) = probe.leader_status().await {
-        bail!(
-            "site {} leads a Raft quorum right now: this is not a city-wide disaster. Use `tandem failover`; nothing changed",
-            status.raft.site
-        );
+        bail!("site {} leads a Raft quorum right now: this is not a city-wide disaster. Use `tandem failover`; nothing changed", status.raft.site);
     }
     println!("plan: DR activation at site {}", me.name);
     println!("  1. new cluster generation with {} as the only Raft member", me.name);
@@ -155,9 +153,8 @@ async fn activate(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
         super::change::confirm()?;
     }
     let dir = config.data_dir.join("controller");
-    let kv = RocksKv::open(&dir).with_context(|| {
-        format!("cannot open {} (is the controller of site {} still running? stop it first)", dir.display(), me.name)
-    })?;
+    let kv =
+        RocksKv::open(&dir).with_context(|| format!("cannot open {} (is the controller of site {} still running? stop it first)", dir.display(), me.name))?;
     let loss = loss_estimate(&me.name, &tandem_controller::health::HealthBoard::load(&kv));
     for line in &loss {
         println!("  {line}");

@@ -236,10 +236,23 @@ fn one(s: &Scenario, seed: u64, reproduce: String, out: &std::path::Path) -> any
             }
         }
     }
-    println!("RTO {:.1} s (objective {} s), lost {} (objective {})", o.checks.rto_ms as f64 / 1000.0, s.objectives.rto_s, o.checks.lost.len(), s.objectives.rpo_entries);
+    println!(
+        "RTO {:.1} s (objective {} s), lost {} (objective {})",
+        o.checks.rto_ms as f64 / 1000.0,
+        s.objectives.rto_s,
+        o.checks.lost.len(),
+        s.objectives.rpo_entries
+    );
     for r in &o.recovery {
         let show = |v: Option<u64>| v.map_or("never".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));
-        println!("crash of {} at {:.1} s: its {} shards written elsewhere after {}; the others' own writes after {}", r.site, r.at_ms as f64 / 1000.0, r.shards, show(r.failover_ms), show(r.survivor_ms));
+        println!(
+            "crash of {} at {:.1} s: its {} shards written elsewhere after {}; the others' own writes after {}",
+            r.site,
+            r.at_ms as f64 / 1000.0,
+            r.shards,
+            show(r.failover_ms),
+            show(r.survivor_ms)
+        );
     }
     println!("{}: report in {}", if o.passed() { "PASS" } else { "FAIL" }, out.display());
     if !out.join("report.md").exists() {

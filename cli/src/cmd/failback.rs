@@ -80,7 +80,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "site": args.site, "divergent": divergent, "quarantined": quarantined, "return_shards": commands }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "site": args.site, "divergent": divergent, "quarantined": quarantined, "return_shards": commands }))?
+        );
     } else {
         println!(
             "failback: {} is active again (audit #{}); {} divergent writes kept there, {quarantined} of them quarantined",

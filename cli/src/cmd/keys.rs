@@ -83,8 +83,7 @@ pub struct RotateArgs {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Create { file, kek_id } => {
-            let key = LocalKeyFile::create(&file, &kek_id, &SystemRandomSource)
-                .with_context(|| format!("cannot create the key file {}", file.display()))?;
+            let key = LocalKeyFile::create(&file, &kek_id, &SystemRandomSource).with_context(|| format!("cannot create the key file {}", file.display()))?;
             println!("created key file {} (key id {}, mode 0600)", file.display(), key.kek_id());
             Ok(())
         }

@@ -77,13 +77,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if nodes.is_empty() {
         nodes.insert(first.raft.site.clone(), Some(first.raft.clone()));
     }
-    let leader = nodes
-        .values()
-        .flatten()
-        .filter(|r| r.role == "leader")
-        .max_by_key(|r| r.term)
-        .map(|r| r.site.clone())
-        .or_else(|| first.raft.leader_site.clone());
+    let leader =
+        nodes.values().flatten().filter(|r| r.role == "leader").max_by_key(|r| r.term).map(|r| r.site.clone()).or_else(|| first.raft.leader_site.clone());
 
     let auto_failover = leader.as_ref().and_then(|l| statuses.get(l)).map(|s| s.auto_failover.clone());
     let report = Report {

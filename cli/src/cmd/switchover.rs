@@ -116,19 +116,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let json = args.json;
-    let report = switchover::run(
-        &client,
-        &decision,
-        args.expect_epoch,
-        &args.audited.who,
-        &args.audited.reason,
-        Duration::from_secs(args.timeout_s),
-        |line| {
-            if !json {
-                println!("  {line}");
-            }
-        },
-    )
+    let report = switchover::run(&client, &decision, args.expect_epoch, &args.audited.who, &args.audited.reason, Duration::from_secs(args.timeout_s), |line| {
+        if !json {
+            println!("  {line}");
+        }
+    })
     .await
     .context("switchover failed")?;
     if json {

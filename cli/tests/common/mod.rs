@@ -178,10 +178,8 @@ impl Cluster {
         let out = run_bounded(&mut cmd);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         for site in SITES {
-            let section = format!(
-                "\n[tls]\nca = \"{0}/site-{site}/ca.pem\"\ncert = \"{0}/site-{site}/cert.pem\"\nkey = \"{0}/site-{site}/key.pem\"\n",
-                tls.display()
-            );
+            let section =
+                format!("\n[tls]\nca = \"{0}/site-{site}/ca.pem\"\ncert = \"{0}/site-{site}/cert.pem\"\nkey = \"{0}/site-{site}/key.pem\"\n", tls.display());
             for path in [c.config_path(site), c.replicator_config_path(site)] {
                 let text = std::fs::read_to_string(&path).unwrap() + &section;
                 std::fs::write(&path, text).unwrap();
@@ -240,9 +238,7 @@ impl Cluster {
             self.data_dir(site).display(),
             self.metrics_addrs[site]
         );
-        for (i, (name, city, role)) in
-            [("a", "city-1", "active"), ("b", "city-1", "active"), ("c", "city-2", "dr-standby")].iter().enumerate()
-        {
+        for (i, (name, city, role)) in [("a", "city-1", "active"), ("b", "city-1", "active"), ("c", "city-2", "dr-standby")].iter().enumerate() {
             text.push_str(&format!(
                 "\n[[sites]]\nname = \"{name}\"\nnode_id = {}\ncity = \"{city}\"\nrole = \"{role}\"\naddr = \"{}\"\n",
                 i + 1,
@@ -275,11 +271,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, name: String, args: &[&str], config: PathBuf) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{name}.log")))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{name}.log"))).unwrap();
         let site = name.split('-').next().unwrap_or_default();
         let mut cmd = self.command_at(site);
         let child = cmd.envs(self.env.iter().cloned()).args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
@@ -356,11 +348,7 @@ impl Cluster {
     pub fn peak_rss_mib(&self, name: &str) -> u64 {
         let pid = self.children[name].id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap();
+        let kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap();
         kib / 1024
     }
 
@@ -416,11 +404,7 @@ impl Cluster {
     /// Runs `tandem contract ...` against `site`'s replicator.
     pub fn contract(&self, site: &str, args: &[&str]) -> Output {
         run_bounded(
-            self.cli()
-                .arg("contract")
-                .args(args)
-                .env("TANDEM_REPLICATOR", &self.replicator_addrs[site])
-                .env("TANDEM_CONTROLLERS", self.controllers(&SITES)),
+            self.cli().arg("contract").args(args).env("TANDEM_REPLICATOR", &self.replicator_addrs[site]).env("TANDEM_CONTROLLERS", self.controllers(&SITES)),
         )
     }
 
@@ -487,9 +471,7 @@ impl Drop for Cluster {
 /// Every replicator heartbeat in `status` is under two seconds old.
 pub fn heartbeats_fresh(status: &Value) -> bool {
     let now = status["now_unix_ms"].as_u64().unwrap_or(0);
-    status["replicators"]
-        .as_array()
-        .is_some_and(|r| r.iter().all(|h| now.saturating_sub(h["received_at_unix_ms"].as_u64().unwrap_or(0)) < 2_000))
+    status["replicators"].as_array().is_some_and(|r| r.iter().all(|h| now.saturating_sub(h["received_at_unix_ms"].as_u64().unwrap_or(0)) < 2_000))
 }
 
 /// Runs a command, killing it if it outlives [`WAIT`]: a hung CLI fails
@@ -562,10 +544,7 @@ impl Writer {
                 i += 1;
                 let id = format!("{prefix}{i}");
                 let out = run_bounded(
-                    command()
-                        .args(["contract", "put", "--json", "--tenant", &tenant, "--id", &id, "--file"])
-                        .arg(&file)
-                        .env("TANDEM_REPLICATOR", &replicator),
+                    command().args(["contract", "put", "--json", "--tenant", &tenant, "--id", &id, "--file"]).arg(&file).env("TANDEM_REPLICATOR", &replicator),
                 );
                 if out.status.success() {
                     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -55,19 +55,9 @@ pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
 /// with `shards` shards: a owns the first half, b the second. For tests.
 #[cfg(test)]
 pub(crate) fn test_state(shards: u32) -> ClusterState {
-    let site = |name: &str, id: u64, city: &str, role: SiteRole| Site {
-        name: name.into(),
-        node_id: id,
-        city: city.into(),
-        role,
-        addr: format!("{name}:1"),
-    };
+    let site = |name: &str, id: u64, city: &str, role: SiteRole| Site { name: name.into(), node_id: id, city: city.into(), role, addr: format!("{name}:1") };
     let spec = BootstrapSpec {
-        sites: vec![
-            site("a", 1, "city-1", SiteRole::Active),
-            site("b", 2, "city-1", SiteRole::Active),
-            site("c", 3, "city-2", SiteRole::DrStandby),
-        ],
+        sites: vec![site("a", 1, "city-1", SiteRole::Active), site("b", 2, "city-1", SiteRole::Active), site("c", 3, "city-2", SiteRole::DrStandby)],
         shard_count: shards,
         policy: Policy::default(),
     };
@@ -86,11 +76,7 @@ mod tests {
 
     fn spec(shards: u32) -> BootstrapSpec {
         BootstrapSpec {
-            sites: vec![
-                site("b", 2, "city-1", SiteRole::Active),
-                site("a", 1, "city-1", SiteRole::Active),
-                site("c", 3, "city-2", SiteRole::DrStandby),
-            ],
+            sites: vec![site("b", 2, "city-1", SiteRole::Active), site("a", 1, "city-1", SiteRole::Active), site("c", 3, "city-2", SiteRole::DrStandby)],
             shard_count: shards,
             policy: Policy::default(),
         }

@@ -13,9 +13,9 @@ mod site_role;
 
 use serde::{Deserialize, Serialize};
 
-pub use bootstrap::BootstrapSpec;
 #[cfg(test)]
 pub(crate) use bootstrap::test_state;
+pub use bootstrap::BootstrapSpec;
 pub use pair_mode::PairModeSpec;
 pub use shard_move::{describe_shards, shard_ranges, MoveStep, ShardMoveSpec};
 pub use site_role::SiteRoleSpec;
@@ -114,8 +114,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         _ => false,
     };
     if automatic {
-        state.last_automatic =
-            Some(AutoAction { at_unix_ms: entry.at_unix_ms, audit_seq: entry.seq, what: entry.what.clone(), result: entry.result.clone() });
+        state.last_automatic = Some(AutoAction { at_unix_ms: entry.at_unix_ms, audit_seq: entry.seq, what: entry.what.clone(), result: entry.result.clone() });
     }
     let outcome = Outcome { audit_seq: entry.seq, log_index, result: applied.result, changed: applied.changed };
     (outcome, entry)

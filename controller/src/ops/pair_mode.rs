@@ -151,10 +151,7 @@ mod tests {
     #[test]
     fn unknown_pair_is_refused() {
         let mut s = state();
-        let applied = apply(
-            &mut s,
-            &PairModeSpec { site: "a".into(), peer: "c".into(), expect_state_id: 1, mode: ReplicationMode::Async, since_seq: 0 },
-        );
+        let applied = apply(&mut s, &PairModeSpec { site: "a".into(), peer: "c".into(), expect_state_id: 1, mode: ReplicationMode::Async, since_seq: 0 });
         assert!(!applied.changed);
         assert_eq!(s.pairs[0].state_id, 1);
     }

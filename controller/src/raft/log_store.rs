@@ -79,10 +79,7 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(&mut self, range: RB) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i.saturating_add(1),
@@ -93,13 +90,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => log_key(*i),
             Bound::Unbounded => LOG_END.to_vec(),
         };
-        let rows = self
-            .kv
-            .range(&log_key(start), &end, usize::MAX)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        rows.iter()
-            .map(|(_, v)| decode(v).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e)))
-            .collect()
+        let rows = self.kv.range(&log_key(start), &end, usize::MAX).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        rows.iter().map(|(_, v)| decode(v).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))).collect()
     }
 }
 

@@ -30,10 +30,6 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 
 /// Maps a storage-seam failure into openraft's error, naming what failed.
-fn io_err(
-    subject: openraft::ErrorSubject<NodeId>,
-    verb: openraft::ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
+fn io_err(subject: openraft::ErrorSubject<NodeId>, verb: openraft::ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }

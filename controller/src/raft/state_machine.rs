@@ -10,10 +10,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
-    StoredMembership,
-};
+use openraft::{Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 use tandem_storage::{Durability, KvStore, WriteBatch};
 
@@ -118,8 +115,7 @@ impl StateMachineStore {
     /// Opens the state machine, loading what a previous run applied.
     pub fn open(kv: Arc<dyn KvStore>) -> Result<Self, StorageError> {
         let core = match kv.get(CORE_KEY).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))? {
-            Some(b) => serde_json::from_slice(&b)
-                .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?,
+            Some(b) => serde_json::from_slice(&b).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?,
             None => Core::default(),
         };
         Ok(Self { reader: StateReader { core: Arc::new(Mutex::new(core)), kv }, snapshot_seq: 0 })
@@ -134,14 +130,8 @@ impl StateMachineStore {
     }
 
     fn all_audit(&self) -> Result<Vec<AuditEntry>, StorageError> {
-        let rows = self
-            .kv()
-            .range(AUDIT_PREFIX, AUDIT_END, usize::MAX)
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-        rows.iter()
-            .map(|(_, v)| serde_json::from_slice(v))
-            .collect::<Result<_, _>>()
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))
+        let rows = self.kv().range(AUDIT_PREFIX, AUDIT_END, usize::MAX).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        rows.iter().map(|(_, v)| serde_json::from_slice(v)).collect::<Result<_, _>>().map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))
     }
 }
 
@@ -149,8 +139,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let core = self.reader.lock().clone();
         let audit = self.all_audit()?;
-        let data = serde_json::to_vec(&SnapshotData { core: core.clone(), audit })
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?;
+        let data =
+            serde_json::to_vec(&SnapshotData { core: core.clone(), audit }).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?;
         self.snapshot_seq += 1;
         let snapshot_id = match core.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.snapshot_seq),
@@ -160,9 +150,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let mut batch = WriteBatch::new();
         batch.put(SNAPSHOT_KEY, serde_json::to_vec(&stored).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, codec(e)))?);
-        self.kv()
-            .write(batch, Durability::Sync)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        self.kv().write(batch, Durability::Sync).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -170,9 +158,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError> {
         let core = self.reader.lock();
         Ok((core.last_applied, core.membership.clone()))
     }
@@ -193,8 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => outcomes.push(Outcome::default()),
                 EntryPayload::Normal(req) => {
                     let (outcome, audit) = ops::apply(&mut core.cluster, &req, entry.log_id.index);
-                    let v = serde_json::to_vec(&audit)
-                        .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, codec(e)))?;
+                    let v = serde_json::to_vec(&audit).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, codec(e)))?;
                     batch.put(audit_key(audit.seq), v);
                     outcomes.push(outcome);
                 }
@@ -206,9 +191,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let v = serde_json::to_vec(&core).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, codec(e)))?;
         batch.put(CORE_KEY, v);
-        self.kv()
-            .write(batch, Durability::Sync)
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        self.kv().write(batch, Durability::Sync).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         *self.reader.lock() = core;
         Ok(outcomes)
     }
@@ -221,15 +204,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
-        let SnapshotData { mut core, audit } =
-            serde_json::from_slice(&data).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, codec(e)))?;
+        let SnapshotData { mut core, audit } = serde_json::from_slice(&data).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, codec(e)))?;
         core.last_applied = meta.last_log_id;
         core.membership = meta.last_membership.clone();
 

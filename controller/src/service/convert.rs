@@ -38,13 +38,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
             sites: c
                 .sites
                 .values()
-                .map(|s| pb::SiteView {
-                    name: s.name.clone(),
-                    node_id: s.node_id,
-                    city: s.city.clone(),
-                    role: s.role.as_str().into(),
-                    addr: s.addr.clone(),
-                })
+                .map(|s| pb::SiteView { name: s.name.clone(), node_id: s.node_id, city: s.city.clone(), role: s.role.as_str().into(), addr: s.addr.clone() })
                 .collect(),
             shards: c
                 .shards
@@ -122,11 +116,7 @@ pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
         site: h.site.clone(),
         addr: h.addr.clone(),
         log_head: h.log_head,
-        links: h
-            .links
-            .iter()
-            .map(|l| pb::LinkLagView { peer: l.peer.clone(), entries: l.entries, bytes: l.bytes, seconds: l.seconds })
-            .collect(),
+        links: h.links.iter().map(|l| pb::LinkLagView { peer: l.peer.clone(), entries: l.entries, bytes: l.bytes, seconds: l.seconds }).collect(),
         received_at_unix_ms: h.received_at_unix_ms,
         view_index: h.view_index,
     }
@@ -137,11 +127,7 @@ pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
         site: v.site,
         addr: v.addr,
         log_head: v.log_head,
-        links: v
-            .links
-            .into_iter()
-            .map(|l| LinkLag { peer: l.peer, entries: l.entries, bytes: l.bytes, seconds: l.seconds })
-            .collect(),
+        links: v.links.into_iter().map(|l| LinkLag { peer: l.peer, entries: l.entries, bytes: l.bytes, seconds: l.seconds }).collect(),
         received_at_unix_ms: v.received_at_unix_ms,
         view_index: v.view_index,
     }
@@ -177,13 +163,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
                 writer_last_heard_unix_ms: s.drain_writer_last_heard_unix_ms,
             })
         };
-        shards.push(Shard {
-            owner: s.owner,
-            epoch: s.epoch,
-            moving_to: non_empty(s.moving_to),
-            drain,
-            displaced_from: non_empty(s.displaced_from),
-        });
+        shards.push(Shard { owner: s.owner, epoch: s.epoch, moving_to: non_empty(s.moving_to), drain, displaced_from: non_empty(s.displaced_from) });
     }
     let mut pairs = Vec::new();
     for p in c.pairs {
@@ -211,8 +191,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
         };
         last_moves.insert(kind, record);
     }
-    let last_automatic =
-        c.last_automatic.map(|a| AutoAction { at_unix_ms: a.at_unix_ms, audit_seq: a.audit_seq, what: a.what, result: a.result });
+    let last_automatic = c.last_automatic.map(|a| AutoAction { at_unix_ms: a.at_unix_ms, audit_seq: a.audit_seq, what: a.what, result: a.result });
     Ok(NodeStatus {
         raft: RaftStatus {
             node_id: r.node_id,

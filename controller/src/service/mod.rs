@@ -26,18 +26,18 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tandem_proto::control as pb;
-use tandem_proto::error_code;
 use tandem_proto::control::control_server::Control;
+use tandem_proto::error_code;
 use tonic::{Request, Response, Status};
 
 use crate::clock::Clock;
 use crate::health::HealthBoard;
 use crate::node::node_status;
-use crate::state::SiteRole;
 use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec, SiteRoleSpec};
-use crate::state::{MoveKind, ReplicationMode};
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
+use crate::state::SiteRole;
+use crate::state::{MoveKind, ReplicationMode};
 use tandem_proto::control::control_client::ControlClient;
 
 /// Whether the caller asked this node to forward the call to the leader
@@ -288,11 +288,8 @@ impl ControlService {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)))) => match fwd.leader_node {
                 Some(node) => {
-                    let mut status = Status::failed_precondition(format!(
-                        "not the leader; the leader is node {} at {}",
-                        fwd.leader_id.unwrap_or_default(),
-                        node.addr
-                    ));
+                    let mut status =
+                        Status::failed_precondition(format!("not the leader; the leader is node {} at {}", fwd.leader_id.unwrap_or_default(), node.addr));
                     if let Ok(v) = node.addr.parse() {
                         status.metadata_mut().insert(tandem_proto::LEADER_ADDR_METADATA, v);
                     }
@@ -393,9 +390,7 @@ impl Control for ControlService {
                 Some(addr) => {
                     let json = serde_json::to_vec(&request).map_err(|e| Status::internal(e.to_string()))?;
                     let reply = self
-                        .forward(&addr, |mut c| async move {
-                            c.forwarded_change(forwarded_request(pb::ForwardedChangeRequest { request_json: json })).await
-                        })
+                        .forward(&addr, |mut c| async move { c.forwarded_change(forwarded_request(pb::ForwardedChangeRequest { request_json: json })).await })
                         .await?;
                     Ok(Response::new(reply))
                 }
@@ -408,8 +403,8 @@ impl Control for ControlService {
     async fn forwarded_change(&self, req: Request<pb::ForwardedChangeRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         // Controllers forward; nobody else may propose a raw change.
         self.authorize(&req, "forwarding a change to the leader", Need::Site)?;
-        let request: crate::ops::Request = serde_json::from_slice(&req.into_inner().request_json)
-            .map_err(|e| Status::invalid_argument(format!("malformed forwarded change: {e}")))?;
+        let request: crate::ops::Request =
+            serde_json::from_slice(&req.into_inner().request_json).map_err(|e| Status::invalid_argument(format!("malformed forwarded change: {e}")))?;
         // Only what followers forward (see the module comment).
         if !matches!(request.command, Command::SetPairMode(_)) {
             return Err(Status::invalid_argument("only pair-mode changes are forwarded"));
@@ -505,8 +500,8 @@ impl Control for ControlService {
         // Switchover and failover send the same steps; both are an operator's call.
         let caller = self.authorize(&req, "switchover or failover (moving shards)", Need::Role(Role::Operator))?;
         let r = req.into_inner();
-        let step = MoveStep::parse(&r.step)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;
+        let step =
+            MoveStep::parse(&r.step).ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;
         let spec = ShardMoveSpec {
             step,
             from: r.from,

@@ -2,36 +2,19 @@
 #![allow(dead_code)]
 
 use std::ops::Range;
-use tandem_crypto::{
-    CryptoError, DataKey, Decryptor, Encryptor, FileContext, RandomSource, SegmentScanner,
-    HEADER_LEN,
-};
+use tandem_crypto::{CryptoError, DataKey, Decryptor, Encryptor, FileContext, RandomSource, SegmentScanner, HEADER_LEN};
 
 pub fn ctx() -> FileContext {
-    FileContext {
-        tenant: "tenant-a".into(),
-        contract_id: "contract-42".into(),
-        version: 3,
-        file_name: "contract.pdf".into(),
-    }
+    FileContext { tenant: "tenant-a".into(), contract_id: "contract-42".into(), version: 3, file_name: "contract.pdf".into() }
 }
 
 /// Deterministic, non-repeating-looking test data.
 pub fn data(len: usize) -> Vec<u8> {
-    (0..len as u64)
-        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
-        .collect()
+    (0..len as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect()
 }
 
 /// Encrypts `plain`, pushing it in chunks of `chunk` bytes (0 = all at once).
-pub fn encrypt_chunked(
-    key: &DataKey,
-    ctx: &FileContext,
-    seg: usize,
-    plain: &[u8],
-    chunk: usize,
-    rng: &dyn RandomSource,
-) -> Vec<u8> {
+pub fn encrypt_chunked(key: &DataKey, ctx: &FileContext, seg: usize, plain: &[u8], chunk: usize, rng: &dyn RandomSource) -> Vec<u8> {
     let mut enc = Encryptor::new(key, ctx, seg, rng).unwrap();
     let mut out = Vec::new();
     if chunk == 0 {
@@ -45,23 +28,12 @@ pub fn encrypt_chunked(
     out
 }
 
-pub fn encrypt(
-    key: &DataKey,
-    ctx: &FileContext,
-    seg: usize,
-    plain: &[u8],
-    rng: &dyn RandomSource,
-) -> Vec<u8> {
+pub fn encrypt(key: &DataKey, ctx: &FileContext, seg: usize, plain: &[u8], rng: &dyn RandomSource) -> Vec<u8> {
     encrypt_chunked(key, ctx, seg, plain, 0, rng)
 }
 
 /// Decrypts feeding `chunk` bytes per push (0 = all at once), then finishes.
-pub fn decrypt(
-    key: &DataKey,
-    ctx: &FileContext,
-    ct: &[u8],
-    chunk: usize,
-) -> Result<Vec<u8>, CryptoError> {
+pub fn decrypt(key: &DataKey, ctx: &FileContext, ct: &[u8], chunk: usize) -> Result<Vec<u8>, CryptoError> {
     let mut dec = Decryptor::new(key, ctx);
     let mut out = Vec::new();
     if chunk == 0 {

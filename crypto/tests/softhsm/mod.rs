@@ -14,17 +14,16 @@ pub const USER_PIN: &str = "4711-user";
 const SO_PIN: &str = "4711-security-officer";
 
 /// Where Debian and other distributions put the SoftHSM2 module.
-const MODULE_PATHS: [&str; 3] = [
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
+const MODULE_PATHS: [&str; 3] =
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/local/lib/softhsm/libsofthsm2.so"];
 
 /// The SoftHSM2 module; panics with the fix when it is not installed.
 pub fn module() -> PathBuf {
-    MODULE_PATHS.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| {
-        panic!("SoftHSM2 is not installed (no libsofthsm2.so in {MODULE_PATHS:?}); `./dev test` installs it (apt-get install softhsm2)")
-    })
+    MODULE_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("SoftHSM2 is not installed (no libsofthsm2.so in {MODULE_PATHS:?}); `./dev test` installs it (apt-get install softhsm2)"))
 }
 
 /// A SoftHSM2 configuration with its own (empty) token directory under
@@ -41,8 +40,7 @@ impl SoftHsm {
         let tokens = dir.join("softhsm-tokens");
         std::fs::create_dir_all(&tokens).unwrap();
         let conf = dir.join("softhsm2.conf");
-        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()))
-            .unwrap();
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display())).unwrap();
         let pin_file = dir.join("hsm.pin");
         std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
         SoftHsm { module: module(), conf, pin_file }
