@@ -120,8 +120,7 @@ fn without_the_dr_controller_the_leader_still_fails_over() {
     let leader = status["leader"].as_str().unwrap().to_string();
     let text = stdout(&c.tandem(&city, &["status"]));
     assert!(text.contains("automatic failover: a available; b available"), "{text}");
-    let leader_name = format!("{leader}");
-    let metrics = c.wait_for("the leader's /metrics", || c.scrape(&leader_name));
+    let metrics = c.wait_for("the leader's /metrics", || c.scrape(&leader));
     let available = metrics.lines().find_map(|l| l.strip_prefix("tandem_auto_failover_available{site=\"a\"} ")?.parse::<f64>().ok());
     assert_eq!(available, Some(1.0), "{metrics}");
 

@@ -168,7 +168,8 @@ mod tests {
     #[test]
     fn every_field_is_covered_by_the_hash() {
         let base = chain(1).remove(0);
-        let edits: Vec<Box<dyn Fn(&mut AuditEntry)>> = vec![
+        type Edit = Box<dyn Fn(&mut AuditEntry)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|e| e.at_unix_ms += 1),
             Box::new(|e| e.who.push('x')),
             Box::new(|e| e.why.push('x')),

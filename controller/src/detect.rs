@@ -368,7 +368,10 @@ impl Detector {
 mod tests {
     use super::*;
 
-    fn vantage(ages: &[(&str, &[(&str, Option<u64>)])]) -> BTreeMap<String, Vantage> {
+    /// Per site, what each observer last heard of it (ms ago, or never).
+    type Ages<'a> = [(&'a str, &'a [(&'a str, Option<u64>)])];
+
+    fn vantage(ages: &Ages) -> BTreeMap<String, Vantage> {
         ages.iter().map(|(site, seen)| (site.to_string(), seen.iter().map(|(o, a)| (o.to_string(), *a)).collect())).collect()
     }
 

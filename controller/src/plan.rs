@@ -175,6 +175,9 @@ struct Target {
 /// Lists every site but `from` as a candidate, of which only `to` can be
 /// chosen, and only if it can take shards (not fenced or recovering, its
 /// replicator reporting). `Err` is the refused decision.
+// The refused decision is the answer the caller returns as it is, not an
+// error to propagate: boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn pick_target(mut d: Decision, state: &ClusterState, obs: &Observations, from: &str, to: &str, t: &Target) -> Result<Decision, Decision> {
     for site in state.sites.values().filter(|s| s.name != from) {
         let reason = if site.name != to {

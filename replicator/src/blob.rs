@@ -196,7 +196,7 @@ impl BlobStore {
                 let w = LocalWriter::start(fs.direct, fs.root.clone(), tmp, Some(fs.root.join(blob)), hashing).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
-            Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, blob, hashing).await?), len: 0 }),
+            Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(Box::new(ObjectWriter::start(store, blob, hashing).await?)), len: 0 }),
         }
     }
 
@@ -221,7 +221,7 @@ impl BlobStore {
                 let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.root.join(staged), None, Hashing::None).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
-            Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(ObjectWriter::start(store, staged, Hashing::None).await?), len: 0 }),
+            Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(Box::new(ObjectWriter::start(store, staged, Hashing::None).await?)), len: 0 }),
         }
     }
 
@@ -385,7 +385,8 @@ pub struct BlobWriter {
 
 enum Inner {
     Local(LocalWriter),
-    Object(ObjectWriter),
+    // Boxed: an object-store upload carries ~2 KiB of state.
+    Object(Box<ObjectWriter>),
 }
 
 /// What was stored.
@@ -876,7 +877,7 @@ fn write_all_jobs(opened: Opened, mut jobs: mpsc::Receiver<Job>, free: mpsc::Sen
 /// last buffer is padded, then the file cut back to its length.
 fn write_job(file: &mut std::fs::File, direct: bool, buf: &mut AlignedBuf, last: bool, len: u64) -> std::io::Result<()> {
     let n = buf.len();
-    if last && direct && n % ALIGN != 0 {
+    if last && direct && !n.is_multiple_of(ALIGN) {
         let pad = ALIGN - n % ALIGN;
         buf.mem.resize(buf.mem.len() + pad, 0);
         file.write_all(buf.data())?;

@@ -160,7 +160,7 @@ impl Contracts for ContractsService {
                 if tx.send(Ok(start)).await.is_err() {
                     return;
                 }
-                let send = read::channel_sender(tx.clone(), |b| Ok(pb::GetChunk { part: Some(GetPart::Data(b.into())) }));
+                let send = read::channel_sender(tx.clone(), |b| Ok(pb::GetChunk { part: Some(GetPart::Data(b)) }));
                 if let Err(e) = read::send_file(&site, &v, file, send).await {
                     tracing::warn!(error = %e, "read failed");
                     let _ = tx.send(Err(e.into())).await;

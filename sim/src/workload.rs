@@ -101,7 +101,7 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
     let timeout = Duration::from_millis(w.request_timeout_ms);
     while crate::trace::now() < until {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let destroy = w.destroy_every > 0 && n % w.destroy_every as u64 == 0 && !acked.is_empty();
+        let destroy = w.destroy_every > 0 && n.is_multiple_of(w.destroy_every as u64) && !acked.is_empty();
         let sent_ms = ms();
         let op = if destroy {
             let (tenant, id) = acked.remove((n as usize * 7) % acked.len());

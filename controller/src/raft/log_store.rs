@@ -5,6 +5,10 @@
 //! openraft is told it is durable: a vote or an acknowledged entry lost in a
 //! crash would let two leaders be elected for one term.
 
+// openraft's storage traits return its `StorageError`, which is large;
+// the helpers here return it as those traits do.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;

@@ -6,6 +6,10 @@
 //! change and audit entries in one synced batch, so state and audit never
 //! disagree after a crash and a snapshot never needs replaying.
 
+// openraft's storage traits return its `StorageError`, which is large;
+// the helpers here return it as those traits do.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 

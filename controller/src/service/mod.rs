@@ -97,6 +97,9 @@ pub struct ControlService {
 }
 
 impl ControlService {
+    // Everything the service shares with the node that runs it; called in
+    // one place (`node.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raft: Raft,
         state: StateReader,
