@@ -516,10 +516,16 @@ impl Processes {
                 }
             } else if node.is_none() {
                 match start_node().await {
-                    Ok(n) => node = Some(n),
-                    Err(e) => self.trace.record(crate::trace::now(), format!("{site} controller could not start: {e}")),
+                    Ok(n) => {
+                        node = Some(n);
+                        self.trace.record(crate::trace::now(), format!("{site} controller started"));
+                    }
+                    Err(e) => {
+                        self.trace.record(crate::trace::now(), format!("{site} controller could not start: {e}"));
+                        // Try again later, not in a loop that stops simulated time.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-                self.trace.record(crate::trace::now(), format!("{site} controller started"));
             }
             if !wanted.1 {
                 if let Some(r) = replicator.take() {
@@ -528,10 +534,15 @@ impl Processes {
                 }
             } else if replicator.is_none() {
                 match start_replicator().await {
-                    Ok(r) => replicator = Some(r),
-                    Err(e) => self.trace.record(crate::trace::now(), format!("{site} replicator could not start: {e}")),
+                    Ok(r) => {
+                        replicator = Some(r);
+                        self.trace.record(crate::trace::now(), format!("{site} replicator started"));
+                    }
+                    Err(e) => {
+                        self.trace.record(crate::trace::now(), format!("{site} replicator could not start: {e}"));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-                self.trace.record(crate::trace::now(), format!("{site} replicator started"));
             }
         }
     }
