@@ -233,6 +233,22 @@ fn history(c: &Cluster, site: &str, tenant: &str) -> Vec<(String, u64)> {
     v.as_array().unwrap().iter().map(|c| (c["origin"].as_str().unwrap().to_string(), c["created_unix_ms"].as_u64().unwrap())).collect()
 }
 
+// A cut namespace link keeps the namespace's packets on this machine
+// (`set_link(false)` checks it with `ip route get`), and restoring it
+// routes them through the veth again.
+#[test]
+fn a_cut_namespace_link_keeps_its_packets_on_this_machine() {
+    let Some(c) = Cluster::with_site_in_netns("a") else {
+        return;
+    };
+    let ns = c.netns.as_ref().unwrap();
+    let route = |addr: &str| String::from_utf8_lossy(&std::process::Command::new("ip").args(["route", "get", addr]).output().unwrap().stdout).into_owned();
+    ns.set_link(false);
+    assert!(!route(&ns.ns_ip).contains(" dev "), "{}", route(&ns.ns_ip));
+    ns.set_link(true);
+    assert!(route(&ns.ns_ip).contains(" dev tv"), "restored, the namespace is reached through its veth: {}", route(&ns.ns_ip));
+}
+
 // Site A (in its own network namespace) loses its link to B and C, which
 // hold the controller majority, while clients write A's tenant on both
 // sides. A stops accepting writes (its lease runs out) before B, after the
@@ -343,7 +359,7 @@ fn try_divergent_at(c: &Cluster, site: &str) -> Result<Vec<tandem_proto::replica
     let addr = c.replicator_addrs[site].clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut client = tandem_replicator::ship::client(tandem_net::Transport::Tokio.channel(&addr).unwrap());
+        let mut client = tandem_replicator::peer::client(tandem_net::Transport::Tokio.channel(&addr).unwrap());
         Ok(client.divergent(tandem_proto::replicator::DivergentRequest {}).await?.into_inner().entries)
     })
 }

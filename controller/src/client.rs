@@ -14,9 +14,9 @@ use tandem_proto::control::control_client::ControlClient as PbClient;
 use tandem_proto::error_code as code;
 use tonic::Code;
 
+use crate::convert;
 use crate::health::ReplicatorHealth;
 use crate::ops::{PairModeSpec, ShardMoveSpec};
-use crate::service::convert;
 use crate::state::AuditEntry;
 use crate::status::NodeStatus;
 
@@ -54,18 +54,6 @@ pub enum Change {
     Resume,
 }
 
-/// One state-changing call, resent as is to the next node on a redirect.
-#[derive(Clone)]
-enum Proposal {
-    Pause(pb::ChangeRequest),
-    Resume(pb::ChangeRequest),
-    PairMode(pb::PairModeRequest),
-    ShardMove(pb::ShardMoveRequest),
-    Event(pb::EventRequest),
-    SiteRole(pb::SiteRoleRequest),
-    Join(pb::JoinRequest),
-}
-
 /// What a committed change produced.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ChangeOutcome {
@@ -75,6 +63,10 @@ pub struct ChangeOutcome {
     pub leader_addr: String,
     /// Raft log index that carried it.
     pub log_index: u64,
+    /// False when the rules refused it (nothing changed; `result` says why).
+    pub accepted: bool,
+    /// It changed the agreed state (an accepted request may not).
+    pub changed: bool,
 }
 
 pub struct ControlClient {
@@ -143,6 +135,33 @@ impl Route {
     }
 }
 
+/// The generated client the calls go through.
+type Pb = PbClient<tonic::transport::Channel>;
+
+/// What a leader-only call makes of a refusal other than "not the leader,
+/// ask X".
+enum Refused<E> {
+    /// Ask the next node.
+    Next,
+    /// Stop with this error.
+    Stop(E),
+}
+
+/// A leader-only call no node answered.
+#[derive(Default)]
+struct Missed {
+    /// Every node asked, and what went wrong there, in order.
+    tried: Vec<(String, CallError)>,
+    /// The nodes among them that answered without answering (not the
+    /// leader, no leader known).
+    answered: Vec<String>,
+}
+
+/// The leader address a "not the leader" refusal names.
+fn leader_named(s: &tonic::Status) -> Option<String> {
+    s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// `msg` as a request, asking a follower to forward it if `forward`.
 fn routed<T>(msg: T, forward: bool) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
@@ -182,6 +201,12 @@ impl ControlClient {
 
     pub fn addrs(&self) -> &[String] {
         &self.addrs
+    }
+
+    /// A client of the same controllers whose calls may take `call_timeout`
+    /// (a Raft join waits for the learner to catch up).
+    pub fn with_timeout(&self, call_timeout: Duration) -> ControlClient {
+        ControlClient::new(self.addrs.clone(), self.transport.clone(), call_timeout)
     }
 
     /// A client of `addr` alone, with this one's transport and timeout.
@@ -256,12 +281,38 @@ impl ControlClient {
     }
 
     async fn linearizable_status(&self, req: pb::StatusRequest) -> Result<NodeStatus, ClientError> {
+        let call = |mut c: Pb, forward: bool| {
+            let req = routed(req.clone(), forward);
+            async move { c.status(req).await }
+        };
+        match self.to_leader(call, |_| Refused::<ClientError>::Next).await {
+            Ok((_, r)) => Ok(convert::status_from_pb(r)?),
+            Err(Ok(e)) => Err(e),
+            Err(Err(missed)) => Err(no_controller(missed.tried)),
+        }
+    }
+
+    /// Sends one leader-only call: to the controller that last answered one
+    /// first, then the others in order, following "not the leader"
+    /// redirects (at most [`MAX_LEADER_HOPS`]) and asking a follower to
+    /// forward when the leader it names cannot be reached from here (see
+    /// [`Route`]). `refused` says what any other refusal means. Returns the
+    /// answering address and its answer; `Err(Ok)` when `refused` stopped,
+    /// `Err(Err)` when no node answered.
+    async fn to_leader<T, E, Fut>(
+        &self,
+        call: impl Fn(Pb, bool) -> Fut,
+        mut refused: impl FnMut(&tonic::Status) -> Refused<E>,
+    ) -> Result<(String, T), Result<E, Missed>>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut route = Route::new(&self.addrs, self.hint());
-        let mut tried = Vec::new();
+        let mut missed = Missed::default();
         let mut hops = 0;
         while let Some((addr, forward)) = route.next() {
             let result = match self.client(&addr) {
-                Ok(mut c) => self.bounded(&addr, c.status(routed(req.clone(), forward))).await,
+                Ok(c) => self.bounded(&addr, call(c, forward)).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -269,24 +320,32 @@ impl ControlClient {
                     if !forward {
                         self.note_leader(&addr, true);
                     }
-                    return Ok(convert::status_from_pb(r)?);
+                    return Ok((addr, r));
                 }
-                Err(CallError::Status(s)) if error_code(&s) == Some(code::NOT_LEADER) && hops < MAX_LEADER_HOPS => {
-                    hops += 1;
-                    if let Some(l) = s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()) {
-                        route.redirected(&addr, l.to_string());
+                Err(CallError::Status(s)) => {
+                    let leader = if error_code(&s) == Some(code::NOT_LEADER) { leader_named(&s) } else { None };
+                    match leader {
+                        Some(l) if hops < MAX_LEADER_HOPS => {
+                            hops += 1;
+                            route.redirected(&addr, l);
+                        }
+                        _ => {
+                            if let Refused::Stop(e) = refused(&s) {
+                                return Err(Ok(e));
+                            }
+                        }
                     }
-                    tried.push((addr, CallError::Status(s)));
+                    missed.answered.push(addr.clone());
+                    missed.tried.push((addr, CallError::Status(s)));
                 }
-                Err(CallError::Unreachable(e)) => {
+                Err(e) => {
                     self.note_leader(&addr, false);
                     route.unreachable(&addr);
-                    tried.push((addr, CallError::Unreachable(e)));
+                    missed.tried.push((addr, e));
                 }
-                Err(e) => tried.push((addr, e)),
             }
         }
-        Err(no_controller(tried))
+        Err(Err(missed))
     }
 
     /// The agreed state (from the answering controller that has applied the
@@ -372,17 +431,28 @@ impl ControlClient {
     /// Asks the leader to apply `change`, following redirects.
     pub async fn change(&self, change: Change, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
         let req = pb::ChangeRequest { who: who.to_string(), why: why.to_string() };
-        self.propose(match change {
-            Change::Pause => Proposal::Pause(req),
-            Change::Resume => Proposal::Resume(req),
-        })
-        .await
+        match change {
+            Change::Pause => {
+                self.propose(|mut c, _| {
+                    let r = req.clone();
+                    async move { c.pause(r).await }
+                })
+                .await
+            }
+            Change::Resume => {
+                self.propose(|mut c, _| {
+                    let r = req.clone();
+                    async move { c.resume(r).await }
+                })
+                .await
+            }
+        }
     }
 
     /// Asks the leader to set an in-city pair's replication mode
     /// (compare-and-set on `spec.expect_state_id`).
     pub async fn set_pair_mode(&self, spec: &PairModeSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::PairMode(pb::PairModeRequest {
+        let req = pb::PairModeRequest {
             who: who.to_string(),
             why: why.to_string(),
             site: spec.site.clone(),
@@ -390,13 +460,17 @@ impl ControlClient {
             expect_state_id: spec.expect_state_id,
             mode: spec.mode.as_str().to_string(),
             since_seq: spec.since_seq,
-        }))
+        };
+        self.propose(|mut c, forward| {
+            let r = routed(req.clone(), forward);
+            async move { c.set_pair_mode(r).await }
+        })
         .await
     }
 
     /// Asks the leader to apply one step of a shard move.
     pub async fn shard_move(&self, spec: &ShardMoveSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::ShardMove(pb::ShardMoveRequest {
+        let req = pb::ShardMoveRequest {
             who: who.to_string(),
             why: why.to_string(),
             step: spec.step.as_str().to_string(),
@@ -409,19 +483,27 @@ impl ControlClient {
             require_sync: spec.require_sync,
             kind: spec.kind.as_str().to_string(),
             deadline_ms: spec.deadline_ms,
-        }))
+        };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.shard_move(r).await }
+        })
         .await
     }
 
     /// Sets a site's role (compare-and-set on `spec.expect`).
     pub async fn set_site_role(&self, spec: &crate::ops::SiteRoleSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::SiteRole(pb::SiteRoleRequest {
+        let req = pb::SiteRoleRequest {
             who: who.into(),
             why: why.into(),
             site: spec.site.clone(),
             expect: spec.expect.as_str().into(),
             role: spec.role.as_str().into(),
-        }))
+        };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.set_site_role(r).await }
+        })
         .await
     }
 
@@ -429,18 +511,33 @@ impl ControlClient {
     /// the Raft membership of the current generation. Give this client a
     /// call timeout long enough for the new node to catch up.
     pub async fn join(&self, site: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::Join(pb::JoinRequest { who: who.into(), why: why.into(), site: site.into() })).await
+        let req = pb::JoinRequest { who: who.into(), why: why.into(), site: site.into() };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.join(r).await }
+        })
+        .await
     }
 
     /// Records an event in the audit log.
     pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: false })).await
+        let req = pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: false };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.record_event(r).await }
+        })
+        .await
     }
 
     /// Records what tandem's own detector decided (a declined automatic
     /// failover): it becomes the cluster's last automatic action.
     pub async fn record_automatic(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        self.propose(Proposal::Event(pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: true })).await
+        let req = pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: true };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.record_event(r).await }
+        })
+        .await
     }
 
     /// Sends a replicator heartbeat to every controller (each keeps its own
@@ -454,14 +551,18 @@ impl ControlClient {
         futures::future::join_all(calls).await.into_iter().filter(Option::is_some).count()
     }
 
-    /// Sends `proposal` to the leader. While the answering nodes know no
+    /// Sends a state change (`call`, resent as it is to the next node on a
+    /// redirect) to the leader. While the answering nodes know no
     /// reachable leader (an election under way), it tries again for up to
     /// [`ELECTION_WAIT`]: nothing was proposed, so a retry cannot apply a
     /// change twice.
-    async fn propose(&self, proposal: Proposal) -> Result<ChangeOutcome, ClientError> {
+    async fn propose<Fut>(&self, call: impl Fn(Pb, bool) -> Fut) -> Result<ChangeOutcome, ClientError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<pb::ChangeReply>, tonic::Status>>,
+    {
         let started = tokio::time::Instant::now();
         loop {
-            match self.propose_round(proposal.clone()).await {
+            match self.propose_round(&call).await {
                 Err(Round::NoLeader(e)) if started.elapsed() < ELECTION_WAIT => {
                     tracing::debug!(error = %e, "no leader yet; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -472,69 +573,42 @@ impl ControlClient {
         }
     }
 
-    async fn propose_round(&self, proposal: Proposal) -> Result<ChangeOutcome, Round> {
-        let mut route = Route::new(&self.addrs, self.hint());
-        let mut tried = Vec::new();
-        // Nodes that answered but could not commit (no leader known, or a
-        // leader named that then did not answer): a quorum problem, not a
-        // dead cluster.
-        let mut answered = Vec::new();
-        let mut hops = 0;
-        while let Some((addr, forward)) = route.next() {
-            let result = match self.client(&addr) {
-                Ok(mut c) => match proposal.clone() {
-                    Proposal::Pause(req) => self.bounded(&addr, c.pause(req)).await,
-                    Proposal::Resume(req) => self.bounded(&addr, c.resume(req)).await,
-                    Proposal::PairMode(req) => self.bounded(&addr, c.set_pair_mode(routed(req, forward))).await,
-                    Proposal::ShardMove(req) => self.bounded(&addr, c.shard_move(req)).await,
-                    Proposal::Event(req) => self.bounded(&addr, c.record_event(req)).await,
-                    Proposal::SiteRole(req) => self.bounded(&addr, c.set_site_role(req)).await,
-                    Proposal::Join(req) => self.bounded(&addr, c.join(req)).await,
-                },
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(r) => {
-                    if !forward {
-                        self.note_leader(&addr, true);
-                    }
-                    return Ok(ChangeOutcome { audit_seq: r.audit_seq, result: r.result, leader_addr: addr, log_index: r.log_index });
-                }
-                Err(CallError::Status(s)) => match error_code(&s) {
-                    Some(code::NOT_LEADER) => {
-                        let leader = s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
-                        answered.push(addr.clone());
-                        match leader {
-                            Some(l) if hops < MAX_LEADER_HOPS => {
-                                hops += 1;
-                                route.redirected(&addr, l);
-                            }
-                            _ => return Err(Round::Failed(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message())))),
-                        }
-                    }
-                    Some(code::NO_LEADER) => answered.push(addr.clone()),
-                    // A commit timeout: the change may still apply, so never
-                    // resend it to another node.
-                    Some(code::COMMIT_TIMEOUT) => return Err(Round::Failed(ClientError::NoQuorum(s.message().to_string()))),
-                    _ => return Err(Round::Failed(ClientError::Refused(s.message().to_string()))),
-                },
-                Err(e) => {
-                    self.note_leader(&addr, false);
-                    route.unreachable(&addr);
-                    tried.push((addr, e));
-                }
+    async fn propose_round<Fut>(&self, call: &impl Fn(Pb, bool) -> Fut) -> Result<ChangeOutcome, Round>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<pb::ChangeReply>, tonic::Status>>,
+    {
+        let refused = |s: &tonic::Status| match error_code(s) {
+            Some(code::NOT_LEADER) => Refused::Stop(ClientError::NoQuorum(format!("leadership keeps moving: {}", s.message()))),
+            Some(code::NO_LEADER) => Refused::Next,
+            // A commit timeout: the change may still apply, so never
+            // resend it to another node.
+            Some(code::COMMIT_TIMEOUT) => Refused::Stop(ClientError::NoQuorum(s.message().to_string())),
+            _ => Refused::Stop(ClientError::Refused(s.message().to_string())),
+        };
+        match self.to_leader(call, refused).await {
+            Ok((addr, r)) => Ok(ChangeOutcome {
+                audit_seq: r.audit_seq,
+                result: r.result,
+                leader_addr: addr,
+                log_index: r.log_index,
+                accepted: r.accepted,
+                changed: r.changed,
+            }),
+            Err(Ok(e)) => Err(Round::Failed(e)),
+            // Nodes that answered but could not commit (no leader known, or
+            // a leader named that then did not answer): a quorum problem,
+            // not a dead cluster.
+            Err(Err(missed)) if !missed.answered.is_empty() => {
+                let unreachable: Vec<&str> = missed.tried.iter().filter(|(_, e)| matches!(e, CallError::Unreachable(_))).map(|(a, _)| a.as_str()).collect();
+                Err(Round::NoLeader(ClientError::NoQuorum(format!(
+                    "the controllers that answered ({}) know no reachable leader (unreachable: {}); \
+                     a majority of sites may be down or cut off. Nothing was changed",
+                    missed.answered.join(", "),
+                    if unreachable.is_empty() { "none".to_string() } else { unreachable.join(", ") }
+                ))))
             }
+            Err(Err(missed)) => Err(Round::Failed(no_controller(missed.tried))),
         }
-        if !answered.is_empty() {
-            let unreachable: Vec<&str> = tried.iter().map(|(a, _)| a.as_str()).collect();
-            return Err(Round::NoLeader(ClientError::NoQuorum(format!(
-                "the controllers that answered ({}) know no reachable leader (unreachable: {}); \
-                 a majority of sites may be down or cut off. Nothing was changed",
-                answered.join(", "),
-                if unreachable.is_empty() { "none".to_string() } else { unreachable.join(", ") }
-            ))));
-        }
-        Err(Round::Failed(no_controller(tried)))
     }
 }
 

@@ -8,7 +8,7 @@
 //! site failure. For a down site that owns shards, the planner decides
 //! (policy, pause, sync direction, cooldown); the judgement is made again
 //! right before the fence, and a decision to act runs
-//! [`crate::failover::run`], the same code as `tandem failover`. Declined
+//! [`crate::operations::failover`], the same code as `tandem failover`. Declined
 //! actions are recorded in the audit log once per change of reason, not on
 //! every tick. The leader also finishes or undoes moves whose driver died
 //! ([`crate::orphans`]).
@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::client::ControlClient;
 use crate::clock::Clock;
 use crate::health::HealthBoard;
+use crate::operations::{failover, Hooks, OpError};
 use crate::plan::{plan, Action, Observations};
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
@@ -300,31 +301,31 @@ impl Detector {
         if !owns || cluster.sites.get(site).is_some_and(|s| s.role != SiteRole::Active) {
             return;
         }
-        let decision = plan(cluster, &self.observations(), &Action::Failover { from: site.into(), to: peer.clone(), accept_data_loss: false, automatic: true });
         let who = format!("controller@{}", self.site);
         let why = format!("site {site} lost for {} ms by {}", cluster.policy.down_after_ms, evidence.describe(&self.site));
-        if let Some(reason) = &decision.refused {
-            if recorded.get(site) != Some(reason) {
-                tracing::warn!(site = %site, reason = %reason, "site down; automatic failover declined");
-                let what = format!("site {site} down; automatic failover to {peer} declined");
-                if self.client.record_automatic(&what, &format!("declined: {reason}"), &who, &why).await.is_ok() {
-                    recorded.insert(site.to_string(), reason.clone());
+        let req = failover::Request {
+            from: Some(site.into()),
+            to: peer.clone(),
+            accept_data_loss: false,
+            automatic: true,
+            expect_epoch: None,
+            expect_owner: None,
+            who: who.clone(),
+            why: why.clone(),
+        };
+        let mut hooks = Recheck { detector: self, answers, site, peer: &peer, who: &who, why: &why };
+        match failover::failover_on(&self.client, cluster, &self.observations(), &req, &mut hooks).await {
+            Ok(Some(done)) => tracing::warn!(from = %done.report.from, to = %done.report.to, shards = done.report.shards, "automatic failover done"),
+            Ok(None) => {}
+            Err(OpError::Refused { reason, .. }) => {
+                if recorded.get(site) != Some(&reason) {
+                    tracing::warn!(site = %site, reason = %reason, "site down; automatic failover declined");
+                    let what = format!("site {site} down; automatic failover to {peer} declined");
+                    if self.client.record_automatic(&what, &format!("declined: {reason}"), &who, &why).await.is_ok() {
+                        recorded.insert(site.to_string(), reason);
+                    }
                 }
             }
-            return;
-        }
-        // Judged on heartbeats up to a tick old: look again at this node's
-        // board (heartbeats arrive every 250 ms) right before fencing, so a
-        // site that just came back is not failed over on a stale judgement.
-        let fresh = self.state.cluster();
-        if !self.down_with(&fresh, answers).iter().any(|(d, _)| d == site) {
-            tracing::info!(site = %site, "site reported again before the fence; no failover");
-            return;
-        }
-        tracing::warn!(site = %site, to = %peer, "site down; automatic failover");
-        self.stop_waiting_for(&fresh, &peer, site, &who, &why).await;
-        match crate::failover::run(&self.client, &decision, true, &who, &why, |line| tracing::info!("{line}")).await {
-            Ok(r) => tracing::warn!(from = %r.from, to = %r.to, shards = r.shards, "automatic failover done"),
             Err(e) => tracing::error!(error = %e, "automatic failover failed"),
         }
     }
@@ -356,11 +357,44 @@ impl Detector {
         let obs = self.observations();
         for orphan in crate::orphans::find(cluster, obs.now_unix_ms) {
             let who = format!("controller@{}", self.site);
-            match crate::orphans::finish(&self.client, cluster, &obs, &orphan, &who).await {
+            match crate::operations::orphan::finish(&self.client, cluster, &obs, &orphan, &who).await {
                 Ok(done) => tracing::warn!(from = %orphan.from, to = %orphan.to, "{done}"),
                 Err(e) => tracing::error!(from = %orphan.from, to = %orphan.to, error = %e, "could not resolve an unfinished move"),
             }
         }
+    }
+}
+
+/// The detector's side of an automatic failover: right before the fence it
+/// judges again on a fresh board, and stops the survivor waiting for the
+/// lost site's acknowledgements.
+struct Recheck<'a> {
+    detector: &'a Detector,
+    answers: &'a BTreeMap<String, NodeStatus>,
+    site: &'a str,
+    peer: &'a str,
+    who: &'a str,
+    why: &'a str,
+}
+
+impl Hooks for Recheck<'_> {
+    async fn confirm(&mut self) -> Result<bool, String> {
+        // Judged on heartbeats up to a tick old: look again at this node's
+        // board (heartbeats arrive every 250 ms) right before fencing, so a
+        // site that just came back is not failed over on a stale judgement.
+        let d = self.detector;
+        let fresh = d.state.cluster();
+        if !d.down_with(&fresh, self.answers).iter().any(|(s, _)| s == self.site) {
+            tracing::info!(site = %self.site, "site reported again before the fence; no failover");
+            return Ok(false);
+        }
+        tracing::warn!(site = %self.site, to = %self.peer, "site down; automatic failover");
+        d.stop_waiting_for(&fresh, self.peer, self.site, self.who, self.why).await;
+        Ok(true)
+    }
+
+    fn progress(&mut self, line: &str) {
+        tracing::info!("{line}");
     }
 }
 

@@ -12,7 +12,12 @@
 //! - [`service`]: the control API for the CLI; [`client`]: its client;
 //! - [`node`]: starts a node from a [`config::NodeConfig`] and [`node::NodeDeps`];
 //! - [`health`]: replicator heartbeats (lag per link), kept in memory;
-//! - [`clock`]: the wall-clock seam.
+//! - [`clock`]: the wall-clock seam;
+//! - [`plan`]: the pure planner (which target, what it would lose, every
+//!   refusal it can decide from the controllers' view);
+//! - [`operations`]: the SRE operations (switchover, failover, failback,
+//!   DR activate and rejoin, pause and resume, verify and repair), once,
+//!   for the CLI, the detector ([`detect`]) and the drill alike.
 //!
 //! This crate never changes state except through Raft, and never reads
 //! wall time or randomness while applying the log.
@@ -21,12 +26,13 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod convert;
 pub mod detect;
-pub mod failover;
 pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod operations;
 pub mod ops;
 pub mod orphans;
 pub mod plan;
@@ -34,4 +40,3 @@ pub mod raft;
 pub mod service;
 pub mod state;
 pub mod status;
-pub mod switchover;

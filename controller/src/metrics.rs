@@ -1,25 +1,29 @@
 //! What a controller exports on `/metrics` (Prometheus text): its Raft
 //! view, the agreed cluster state (owners, pair modes), the replicators'
-//! heartbeats and lag as this node last heard them, and facts read from
-//! its own copy of the audit log (moves, refusals, whether the hash chain
-//! holds). Names and meanings are listed in `deploy/README.md`.
+//! heartbeats and lag as this node last heard them, the tally of applied
+//! commands (moves, refusals) from the agreed state, and whether this
+//! node's copy of the audit hash chain holds (checked incrementally, and
+//! in full every ten minutes). Names and meanings are listed in `deploy/README.md`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tandem_net::metrics::{Kind, Text};
 
 use crate::audit::ChainCheck;
 use crate::clock::Clock;
 use crate::health::HealthBoard;
-use crate::node::node_status;
 use crate::plan::Observations;
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
-use crate::state::{ReplicationMode, SiteRole};
+use crate::state::{ReplicationMode, SiteRole, Tally};
+use crate::status::node_status;
 use crate::status::NodeStatus;
 
-/// Audit entries read per page when scanning the log.
+/// Audit entries read per page when checking the chain.
 const PAGE: usize = 10_000;
+/// How often a scrape checks the whole chain again from the first entry;
+/// between those it checks only the entries added since the last scrape.
+const FULL_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Everything a scrape needs, cloned out of the running node.
 #[derive(Clone)]
@@ -30,64 +34,68 @@ pub struct MetricsSource {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) site: String,
     pub(crate) node_id: u64,
+    /// The chain checked so far, carried from scrape to scrape.
+    pub(crate) chain: Arc<Mutex<ChainProgress>>,
 }
 
-/// What the audit log says, counted on every scrape from this node's disk.
+/// How far the audit chain has been checked, and when it was last checked
+/// from its first entry.
+#[derive(Default)]
+pub struct ChainProgress {
+    check: ChainCheck,
+    full_at: Option<tokio::time::Instant>,
+}
+
+impl ChainProgress {
+    /// Checks the entries added since the last call (all of them when a
+    /// full check is due or the log got shorter) and returns the first
+    /// broken entry, 0 if the chain holds.
+    fn advance(&mut self, state: &StateReader) -> Result<u64, String> {
+        let due = self.full_at.is_none_or(|at| at.elapsed() >= FULL_CHECK_EVERY);
+        if due {
+            *self = ChainProgress { full_at: Some(tokio::time::Instant::now()), ..Default::default() };
+        }
+        let len = loop {
+            let (page, len) = state.audit_from(self.check.checked + 1, PAGE).map_err(|e| e.to_string())?;
+            if self.check.checked > len {
+                // The log was replaced (a snapshot): start again.
+                *self = ChainProgress::default();
+                continue;
+            }
+            page.iter().for_each(|e| self.check.push(e));
+            if page.len() < PAGE || self.check.broken.is_some() {
+                break len;
+            }
+        };
+        let mut at_end = self.check.clone();
+        at_end.finish(len);
+        Ok(at_end.broken.map_or(0, |b| b.seq))
+    }
+}
+
+/// The audit facts a scrape reports: the chain as this node's disk holds
+/// it, and the tally counted when each command was applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFacts {
     pub entries: u64,
     /// 0 when the chain holds, else the first broken entry.
     pub first_broken: u64,
-    /// Shard moves that took effect ("move ... ok").
-    pub moves: u64,
-    /// Of those, made by tandem itself (automatic failovers).
-    pub automatic_moves: u64,
-    /// Commands refused by the rules (wrong owner or epoch, not in sync...).
-    pub refused: u64,
-    /// Automatic actions tandem declined (paused, cooldown, not in sync...).
-    pub declined: u64,
-}
-
-impl AuditFacts {
-    pub fn read(state: &StateReader) -> Result<Self, String> {
-        let mut facts = AuditFacts::default();
-        let mut check = ChainCheck::default();
-        let mut from = 1;
-        loop {
-            let (page, len) = state.audit_from(from, PAGE).map_err(|e| e.to_string())?;
-            if from == 1 {
-                facts.entries = len;
-            }
-            for e in &page {
-                check.push(e);
-                if e.what.starts_with("move ") && e.result.starts_with("ok") {
-                    facts.moves += 1;
-                    if e.who.starts_with("controller@") {
-                        facts.automatic_moves += 1;
-                    }
-                }
-                facts.refused += u64::from(e.result.starts_with("refused"));
-                facts.declined += u64::from(e.result.starts_with("declined"));
-            }
-            if page.len() < PAGE {
-                break;
-            }
-            from += PAGE as u64;
-        }
-        check.finish(facts.entries);
-        facts.first_broken = check.broken.map_or(0, |b| b.seq);
-        Ok(facts)
-    }
+    pub tally: Tally,
 }
 
 impl MetricsSource {
+    pub(crate) fn new(raft: Raft, state: StateReader, health: HealthBoard, clock: Arc<dyn Clock>, site: String, node_id: u64) -> Self {
+        Self { raft, state, health, clock, site, node_id, chain: Default::default() }
+    }
+
     pub fn render(&self) -> String {
         let status = node_status(&self.raft, &self.state, &self.health, self.clock.as_ref(), &self.site, self.node_id);
-        let audit = AuditFacts::read(&self.state).unwrap_or_else(|e| {
+        let first_broken = self.chain.lock().unwrap_or_else(|p| p.into_inner()).advance(&self.state).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "metrics: cannot read the audit log");
             // An unreadable log is as bad as a broken one.
-            AuditFacts { first_broken: 1, ..Default::default() }
+            1
         });
+        let audit = AuditFacts { entries: status.cluster.audit_len, first_broken, tally: status.cluster.tally.clone().unwrap_or_default() };
         render(&status, &audit)
     }
 }
@@ -225,10 +233,10 @@ pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
     t.single("tandem_audit_entries", Kind::Gauge, "Entries in this controller's audit log.", audit.entries as f64);
     t.single("tandem_audit_chain_ok", Kind::Gauge, "1 while this controller's audit hash chain verifies.", b(audit.first_broken == 0));
     t.single("tandem_audit_chain_first_broken", Kind::Gauge, "First audit entry where the chain breaks; 0 if none.", audit.first_broken as f64);
-    t.single("tandem_shard_moves_total", Kind::Counter, "Shard moves that took effect (switchovers and failovers).", audit.moves as f64);
-    t.single("tandem_automatic_failovers_total", Kind::Counter, "Shard moves made by tandem itself (automatic failovers).", audit.automatic_moves as f64);
-    t.single("tandem_refused_total", Kind::Counter, "Commands refused by the safety rules (audited).", audit.refused as f64);
-    t.single("tandem_declined_total", Kind::Counter, "Automatic actions tandem declined (audited).", audit.declined as f64);
+    t.single("tandem_shard_moves_total", Kind::Counter, "Shard moves that took effect (switchovers and failovers).", audit.tally.moves as f64);
+    t.single("tandem_automatic_failovers_total", Kind::Counter, "Shard moves made by tandem itself (automatic failovers).", audit.tally.automatic_moves as f64);
+    t.single("tandem_refused_total", Kind::Counter, "Commands refused by the safety rules (audited).", audit.tally.refused as f64);
+    t.single("tandem_declined_total", Kind::Counter, "Automatic actions tandem declined (audited).", audit.tally.declined as f64);
     t.finish()
 }
 
@@ -287,6 +295,7 @@ mod tests {
             moved_at_unix_ms: 50_400,
             write_pause_ms: 1_900,
             audit_seq: 9,
+            moved: Vec::new(),
         };
         s.cluster.last_moves.insert(MoveKind::Failover, failover);
         s.cluster.last_automatic = Some(AutoAction { at_unix_ms: 50_400, audit_seq: 9, what: "move".into(), result: "ok".into() });

@@ -26,7 +26,7 @@ use crate::raft::state_machine::{StateMachineStore, StateReader};
 use crate::raft::Raft;
 use crate::service::ControlService;
 use crate::state::Site;
-use crate::status::{NodeStatus, RaftStatus};
+use crate::status::{node_status, NodeStatus};
 
 /// Log entries kept after a snapshot, so a briefly lagging peer catches up
 /// from the log rather than by a full snapshot.
@@ -241,14 +241,7 @@ impl Node {
                 let listener =
                     tandem_net::metrics::bind(addr).await.map_err(|e| NodeError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
                 tracing::info!(addr = %addr, "serving /metrics");
-                let source = crate::metrics::MetricsSource {
-                    raft: raft.clone(),
-                    state: state.clone(),
-                    health: health.clone(),
-                    clock: deps.clock.clone(),
-                    site: me.name.clone(),
-                    node_id: me.node_id,
-                };
+                let source = crate::metrics::MetricsSource::new(raft.clone(), state.clone(), health.clone(), deps.clock.clone(), me.name.clone(), me.node_id);
                 Some(tokio::spawn(tandem_net::metrics::serve(listener, Arc::new(move || source.render()))))
             }
             None => None,
@@ -286,38 +279,6 @@ impl Node {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
-    }
-}
-
-/// Describes this node for the Status call.
-pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock: &dyn Clock, site: &str, node_id: u64) -> NodeStatus {
-    let m = raft.metrics().borrow().clone();
-    let cluster = state.cluster();
-    let role = match m.state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    };
-    let leader_addr = m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
-    let leader_site = m.current_leader.and_then(|id| cluster.sites.values().find(|s| s.node_id == id).map(|s| s.name.clone()));
-    NodeStatus {
-        raft: RaftStatus {
-            node_id,
-            site: site.to_string(),
-            role: role.to_string(),
-            term: m.current_term,
-            leader_id: m.current_leader,
-            leader_site,
-            leader_addr,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            last_applied_index: state.last_applied_index(),
-        },
-        cluster,
-        replicators: health.snapshot(),
-        now_unix_ms: clock.now_unix_ms(),
-        auto_failover: health.auto_failover(),
     }
 }
 

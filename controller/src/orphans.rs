@@ -10,15 +10,14 @@
 //!   down, the detector then fails it over as usual).
 //!
 //! Finding orphans and deciding what to do with them is pure ([`find`],
-//! [`resolve`]); [`finish`] carries it out with the same steps the CLI and
-//! the detector use, and every step is audited with its reason.
+//! [`resolve`]); `operations::orphan::finish` carries it out with the same
+//! steps the CLI and the detector use, and every step is audited with its
+//! reason.
 
 use std::collections::BTreeMap;
 
-use crate::client::ControlClient;
 use crate::plan::{plan, Action, Decision, Observations};
 use crate::state::{ClusterState, MoveKind};
-use crate::switchover::SwitchoverError;
 
 /// How long after its driver would have finished a drain counts as
 /// abandoned: the drain's deadline is the driver's own wait plus this.
@@ -84,24 +83,6 @@ pub fn resolve(state: &ClusterState, obs: &Observations, orphan: &Orphan) -> Res
                     Resolution::Move(d)
                 }
             }
-        }
-    }
-}
-
-/// Carries out `resolve`'s verdict for `orphan`; returns what was done.
-pub async fn finish(client: &ControlClient, state: &ClusterState, obs: &Observations, orphan: &Orphan, who: &str) -> Result<String, SwitchoverError> {
-    let age_s = obs.now_unix_ms.saturating_sub(orphan.drained_at_unix_ms) / 1000;
-    let what = crate::ops::describe_shards(&orphan.shards);
-    match resolve(state, obs, orphan) {
-        Resolution::Move(d) => {
-            let why = format!("{} of {} fenced {age_s} s ago by a failover that was never finished", what, orphan.from);
-            let r = crate::failover::finish(client, &d, who, &why).await?;
-            Ok(format!("finished the failover of {what} from {} to {}: {}", orphan.from, orphan.to, r))
-        }
-        Resolution::Cancel(reason) => {
-            let why = format!("{reason} ({what} drained {age_s} s ago)");
-            let r = crate::switchover::cancel(client, &orphan.from, &orphan.to, orphan.shards.clone(), true, who, &why).await?;
-            Ok(format!("cancelled the {} of {what} from {} to {}: {r}", orphan.kind.as_str(), orphan.from, orphan.to))
         }
     }
 }

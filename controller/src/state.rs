@@ -169,6 +169,34 @@ pub struct MoveRecord {
     /// failover) to the move.
     pub write_pause_ms: u64,
     pub audit_seq: u64,
+    /// Each shard moved, with its epoch before and after (empty in records
+    /// written before this field existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<MovedShard>,
+}
+
+/// One shard of a move and its epochs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedShard {
+    pub shard: u32,
+    pub from_epoch: u64,
+    pub to_epoch: u64,
+}
+
+/// What the applied commands came to, counted when each is applied (so
+/// `/metrics` need not re-read the audit log), for the `tandem_audit_*`
+/// counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Shard moves that took effect.
+    pub moves: u64,
+    /// Of those, made by tandem itself (automatic failovers, moves it
+    /// finished for a driver that died).
+    pub automatic_moves: u64,
+    /// Commands the rules refused (wrong owner or epoch, not in sync...).
+    pub refused: u64,
+    /// Automatic actions tandem declined and recorded (paused, cooldown...).
+    pub declined: u64,
 }
 
 impl MoveRecord {
@@ -422,6 +450,10 @@ pub struct ClusterState {
     pub last_moves: BTreeMap<MoveKind, MoveRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_automatic: Option<AutoAction>,
+    /// Counted since the cluster began; `None` in a state written before
+    /// the tally existed, until [`ClusterState::backfill_tally`] ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<Tally>,
 }
 
 /// The shard a tenant's contracts live in: a stable hash of the tenant id
@@ -461,6 +493,32 @@ impl ClusterState {
         out
     }
 
+    /// The tally, counted from `audit` (every entry, oldest first) when the
+    /// state was written by a build without one. Those entries have no
+    /// structured outcome, so this is the one place that reads their text:
+    /// the outcome prefixes that build wrote ("ok", "refused", "declined")
+    /// and the automatic proposer's name ("controller@").
+    pub fn backfill_tally(&mut self, audit: impl IntoIterator<Item = AuditEntry>) {
+        if self.tally.is_some() {
+            return;
+        }
+        let mut t = Tally::default();
+        for e in audit {
+            if e.what.starts_with("move ") && e.result.starts_with("ok") {
+                t.moves += 1;
+                t.automatic_moves += u64::from(e.who.starts_with("controller@"));
+            }
+            t.refused += u64::from(e.result.starts_with("refused"));
+            t.declined += u64::from(e.result.starts_with("declined"));
+        }
+        self.tally = Some(t);
+    }
+
+    /// The tally, started on first use.
+    pub fn tally_mut(&mut self) -> &mut Tally {
+        self.tally.get_or_insert_with(Tally::default)
+    }
+
     /// Shards owned by each site, for every known site (zero included).
     pub fn shard_counts(&self) -> BTreeMap<String, u64> {
         let mut counts: BTreeMap<String, u64> = self.sites.keys().map(|s| (s.clone(), 0)).collect();
@@ -492,6 +550,42 @@ mod tests {
         s.shards[0].displaced_from = Some("a".into());
         let again: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(again, s);
+    }
+
+    // A state from a build without the tally counts it once from its audit
+    // log, with that build's outcome words; a state with one keeps it.
+    #[test]
+    fn the_tally_of_an_older_store_is_counted_from_its_audit_log() {
+        let entry = |who: &str, what: &str, result: &str| AuditEntry {
+            seq: 0,
+            at_unix_ms: 0,
+            who: who.into(),
+            why: String::new(),
+            what: what.into(),
+            result: result.into(),
+            log_index: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let log = vec![
+            entry("alice", "move 32 shards (0-31) from a to b", "ok: b owns them now (epoch 2)"),
+            entry("controller@b", "move 32 shards (0-31) from a to b", "ok: b owns them now (epoch 3)"),
+            entry("alice", "move 1 shard (0) from a to b", "refused: shard 0 is owned by b (epoch 3), not a"),
+            entry("controller@b", "site a down; automatic failover to b declined", "declined: paused"),
+            entry("alice", "pause automatic actions", "ok"),
+        ];
+        let old: ClusterState = serde_json::from_str(
+            r#"{"bootstrapped":true,"generation":1,"sites":{},"pairs":[],"shards":[],
+            "policy":{"auto_failover":true,"paused":false,"cooldown_s":300,"lag_entries_max":1000,"lag_s_max":30},"audit_len":5}"#,
+        )
+        .unwrap();
+        assert_eq!(old.tally, None);
+        let mut s = old.clone();
+        s.backfill_tally(log.clone());
+        assert_eq!(s.tally, Some(Tally { moves: 2, automatic_moves: 1, refused: 1, declined: 1 }));
+        let mut again = s.clone();
+        again.backfill_tally(log);
+        assert_eq!(again.tally, s.tally, "counted once");
     }
 
     // The mapping is part of the on-disk contract between sites: pin it.

@@ -1,9 +1,13 @@
 //! What a node reports about itself and the cluster: the domain side of
 //! the control API's Status call, also what `tandem status --json` prints.
 
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
-use crate::health::ReplicatorHealth;
+use crate::clock::Clock;
+use crate::health::{HealthBoard, ReplicatorHealth};
+use crate::raft::state_machine::StateReader;
+use crate::raft::Raft;
 use crate::state::ClusterState;
 
 /// One node's Raft view.
@@ -37,4 +41,36 @@ pub struct NodeStatus {
     /// why not). Followers leave it empty.
     #[serde(default)]
     pub auto_failover: std::collections::BTreeMap<String, String>,
+}
+
+/// Describes this node for the Status call.
+pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock: &dyn Clock, site: &str, node_id: u64) -> NodeStatus {
+    let m = raft.metrics().borrow().clone();
+    let cluster = state.cluster();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let leader_addr = m.current_leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
+    let leader_site = m.current_leader.and_then(|id| cluster.sites.values().find(|s| s.node_id == id).map(|s| s.name.clone()));
+    NodeStatus {
+        raft: RaftStatus {
+            node_id,
+            site: site.to_string(),
+            role: role.to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_site,
+            leader_addr,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: state.last_applied_index(),
+        },
+        cluster,
+        replicators: health.snapshot(),
+        now_unix_ms: clock.now_unix_ms(),
+        auto_failover: health.auto_failover(),
+    }
 }

@@ -1,6 +1,6 @@
 //! tandem's gRPC contract: the `.proto` files and the types tonic generates
 //! from them. No logic lives here; conversions to domain types live beside
-//! the services that use them (`tandem-controller`'s `service::convert`).
+//! the services that use them (`tandem-controller`'s `convert`).
 
 /// Raft peer RPCs between controller nodes.
 pub mod raft {
@@ -16,6 +16,11 @@ pub mod control {
 pub mod replicator {
     tonic::include_proto!("tandem.replicator.v1");
 }
+
+/// Largest message a replicator sends or accepts, gRPC or bulk frame; file
+/// bytes go in chunks well below it. Clients of the replicator's APIs use
+/// the same limit.
+pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Response metadata keys on a write refused because this site does not
 /// own the shard: the owner site, its replicator address, and the epoch.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tandem_proto::replicator as pb;
 
 use crate::digest;
-use crate::ship::client;
+use crate::peer::client;
 use crate::site::Site;
 
 /// How often each peer is compared.

@@ -18,7 +18,7 @@
 //! as a reference to the staged copy, which was checked the same way on
 //! arrival; it is committed under the file's path only now.
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tandem_crypto::SegmentScanner;
 use tandem_proto::replicator as pb;
 use tandem_proto::replicator::apply_chunk::Part;
@@ -28,6 +28,7 @@ use crate::error::ReplicaError;
 use crate::ids::{check_file_name, check_id};
 use crate::meta::MetaBatch;
 use crate::model::{blob_path, Change, ContractHead, LogEntry};
+use crate::parts::PartReader;
 use crate::site::Site;
 
 /// Why an entry arrives.
@@ -39,26 +40,13 @@ pub enum Mode {
     Repair,
 }
 
-type Chunks<S> = std::pin::Pin<Box<S>>;
-
-async fn next_part<S>(chunks: &mut Chunks<S>) -> Result<Option<Part>, ReplicaError>
-where
-    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
-{
-    match chunks.next().await {
-        None => Ok(None),
-        Some(Ok(c)) => c.part.map(Some).ok_or_else(|| ReplicaError::Invalid("empty chunk".into())),
-        Some(Err(s)) => Err(ReplicaError::Corrupt(format!("replication stream broken: {}", s.message()))),
-    }
-}
-
 /// Applies one entry read from `chunks`; returns the origin's cursor after it.
 pub async fn apply<S>(site: &Site, chunks: S, mode: Mode) -> Result<u64, ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
 {
-    let mut chunks = Box::pin(chunks);
-    let entry: LogEntry = match next_part(&mut chunks).await? {
+    let mut chunks = PartReader::new(chunks, "replication");
+    let entry: LogEntry = match chunks.next().await? {
         Some(Part::EntryJson(json)) => serde_json::from_slice(&json).map_err(|e| ReplicaError::Invalid(format!("malformed log entry: {e}")))?,
         _ => return Err(ReplicaError::Invalid("a replication stream must start with its log entry".into())),
     };
@@ -67,8 +55,7 @@ where
     if mode == Mode::Log && entry.origin == site.name {
         return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", entry.seq)));
     }
-    let lock = site.apply_locks.get(&entry.origin).ok_or_else(|| ReplicaError::Invalid(format!("entry from unknown site {:?}", entry.origin)))?;
-    let _ordered = lock.lock().await;
+    let _ordered = site.ordered(&entry.origin).await?;
 
     let cursor = site.meta.cursor(&entry.origin)?;
     if mode == Mode::Log {
@@ -79,7 +66,7 @@ where
             return Err(ReplicaError::Gap { origin: entry.origin.clone(), expected: cursor + 1, got: entry.seq });
         }
     }
-    let known = known_epoch(site, entry.shard)?;
+    let known = site.known_epoch(entry.shard)?;
     // A repair copies the owner's current state, written under whatever
     // epoch was current then; fencing applies to live log traffic.
     if mode == Mode::Log && entry.epoch < known {
@@ -122,7 +109,7 @@ where
             batch.put_version(&v);
         }
         Change::Destroy { tenant, contract_id, tombstone } => {
-            if next_part(&mut chunks).await?.is_some() {
+            if chunks.next().await?.is_some() {
                 return Err(ReplicaError::Invalid("a destroy entry carries no files".into()));
             }
             let head = head.unwrap_or_else(|| ContractHead {
@@ -132,10 +119,10 @@ where
                 latest: 0,
                 destroyed: None,
             });
-            crate::write::shred(site, &head, tombstone, 0, &mut batch)?;
+            site.shred(&head, tombstone, 0, &mut batch)?;
         }
         Change::Rewrap(v) => {
-            if next_part(&mut chunks).await?.is_some() {
+            if chunks.next().await?.is_some() {
                 return Err(ReplicaError::Invalid("a key re-wrap entry carries no files".into()));
             }
             let live = head.as_ref().is_some_and(|h| h.destroyed.is_none());
@@ -168,8 +155,7 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     if req.origin == site.name {
         return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", req.seq)));
     }
-    let lock = site.apply_locks.get(&req.origin).ok_or_else(|| ReplicaError::Invalid(format!("skip for unknown site {:?}", req.origin)))?;
-    let _ordered = lock.lock().await;
+    let _ordered = site.ordered(&req.origin).await?;
     let cursor = site.meta.cursor(&req.origin)?;
     if req.seq <= cursor {
         return Ok(cursor);
@@ -177,7 +163,7 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     if req.seq != cursor + 1 {
         return Err(ReplicaError::Gap { origin: req.origin.clone(), expected: cursor + 1, got: req.seq });
     }
-    let known = known_epoch(site, req.shard)?;
+    let known = site.known_epoch(req.shard)?;
     if req.epoch >= known {
         return Err(ReplicaError::Invalid(format!(
             "entry {} of {} carries epoch {} for shard {}, which is current here: it cannot be skipped",
@@ -192,21 +178,15 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     Ok(req.seq)
 }
 
-/// The highest epoch this site knows for `shard`: from entries it stored
-/// and from the controller's shard map.
-pub(crate) fn known_epoch(site: &Site, shard: u32) -> Result<u64, ReplicaError> {
-    Ok(site.meta.epoch(shard)?.max(site.view.latest().and_then(|s| s.shards.get(shard as usize).map(|s| s.epoch)).unwrap_or(0)))
-}
-
 /// Stores the entry's files from the stream, checking each as it arrives
 /// (or commits the staged copies the stream names).
 /// A repair (rare, and replacing a copy found damaged) also recomputes the
 /// hash of what it receives.
-async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut Chunks<S>, check_hash: bool) -> Result<(), ReplicaError>
+async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut PartReader<S>, check_hash: bool) -> Result<(), ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
 {
-    let mut pending = next_part(chunks).await?;
+    let mut pending = chunks.next().await?;
     for file in entry.files() {
         let what = format!("file {:?} of {}/{} (entry {} of {})", file.name, entry.tenant(), entry.contract_id(), entry.seq, entry.origin);
         let staged_id = match pending.take() {
@@ -215,14 +195,14 @@ where
         };
         if !staged_id.is_empty() {
             crate::stage::commit(site, &staged_id, &entry.origin, file, &what).await?;
-            pending = next_part(chunks).await?;
+            pending = chunks.next().await?;
             continue;
         }
         let mut writer = site.blobs.writer(&file.blob, Hashing::None).await?;
         let mut scanner = SegmentScanner::new();
         let mut hash = check_hash.then(crate::hash::Hasher::new);
         loop {
-            pending = next_part(chunks).await?;
+            pending = chunks.next().await?;
             let Some(Part::Data(data)) = &pending else { break };
             if let Err(e) = scanner.push(data) {
                 writer.abort().await;

@@ -30,23 +30,17 @@
 //! ([`crate::permissions`]) as gRPC.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http_body::Frame;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use prost::Message;
 use tandem_proto::replicator as pb;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::site::Site;
 use crate::MAX_MESSAGE;
 
 /// The service name bulk calls are routed under.
@@ -58,7 +52,7 @@ pub const STAGE: &str = "/tandem.replicator.v1.Bulk/Stage";
 /// One change-log entry, shipper to peer: `ApplyChunk`s in, `ApplyReply` out.
 pub const APPLY: &str = "/tandem.replicator.v1.Bulk/Apply";
 
-const CONTENT_TYPE: &str = "application/x-tandem-bulk";
+pub(crate) const CONTENT_TYPE: &str = "application/x-tandem-bulk";
 /// Frame kinds.
 const MESSAGE: u8 = 0;
 const DATA: u8 = 1;
@@ -288,59 +282,6 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
         }
     }
     R::decode(reply.freeze()).map_err(|e| Status::internal(format!("malformed reply to {path}: {e}")))
-}
-
-/// The server side: routes [`PUT`] (to the same handler as the gRPC
-/// `Contracts.Put`), [`STAGE`] and [`APPLY`] to their handlers in
-/// [`crate::service`].
-#[derive(Clone)]
-pub struct BulkServer {
-    site: Arc<Site>,
-}
-
-impl BulkServer {
-    pub fn new(site: Arc<Site>) -> Self {
-        Self { site }
-    }
-}
-
-impl tonic::server::NamedService for BulkServer {
-    const NAME: &'static str = SERVICE;
-}
-
-fn reply(result: Result<impl Message, Status>) -> http::Response<Body> {
-    match result {
-        Ok(m) => {
-            let mut response = http::Response::new(Body::new(Full::new(Bytes::from(m.encode_to_vec()))));
-            response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(CONTENT_TYPE));
-            response
-        }
-        Err(status) => status.into_http(),
-    }
-}
-
-impl tower::Service<http::Request<Body>> for BulkServer {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let site = self.site.clone();
-        let path = req.uri().path().to_string();
-        let body = req.into_body();
-        Box::pin(async move {
-            Ok(match path.as_str() {
-                PUT => reply(crate::service::put_counted(&site, chunks(body)).await),
-                STAGE => reply(crate::service::stage_logged(&site, chunks(body)).await),
-                APPLY => reply(crate::service::apply_logged(&site, chunks(body)).await),
-                _ => Status::unimplemented(format!("no bulk call {path:?}")).into_http(),
-            })
-        })
-    }
 }
 
 #[cfg(test)]

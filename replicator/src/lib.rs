@@ -8,8 +8,9 @@
 //! - [`ship`]: outgoing replication, one shipper per peer, from the peer's
 //!   durable cursor; [`apply`]: incoming entries, checked before storing;
 //! - [`sync`]: sync/async with the in-city peer and the way back to sync;
-//! - [`digest`] and [`verify`]: anti-entropy across sites; [`gc`]:
-//!   collection of destroyed ciphertext;
+//! - [`digest`]: per-shard digests for anti-entropy and `tandem verify`
+//!   (which, like failback, lives in the controller's operations library);
+//!   [`gc`]: collection of destroyed ciphertext;
 //! - [`meta`]: metadata, change log and cursors over the storage seam;
 //!   [`blob`]: ciphertext (local files, or object_store); [`model`]: the
 //!   records; [`stage`]: ciphertext streamed to the in-city peer while the
@@ -27,12 +28,12 @@ pub mod anti_entropy;
 pub mod apply;
 pub mod blob;
 pub mod bulk;
+pub mod bulk_service;
 pub mod client;
 pub mod config;
 pub mod digest;
 pub mod divergent;
 pub mod error;
-pub mod failback;
 pub mod gc;
 pub mod hash;
 pub mod ids;
@@ -40,6 +41,8 @@ pub mod lag;
 pub mod meta;
 pub mod metrics;
 pub mod model;
+pub mod parts;
+pub mod peer;
 pub mod permissions;
 pub mod pool;
 pub mod quarantine;
@@ -52,10 +55,12 @@ pub mod ship;
 pub mod site;
 pub mod stage;
 pub mod sync;
-pub mod verify;
 pub mod view;
 pub mod write;
 
+#[cfg(test)]
+mod data_path_tests;
+
 /// Largest message a replicator sends or accepts, gRPC or bulk frame
 /// ([`bulk`]); file bytes go in chunks well below it.
-pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+pub use tandem_proto::MAX_MESSAGE;

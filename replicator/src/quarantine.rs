@@ -98,7 +98,7 @@ pub fn own_retractable(site: &Site) -> Result<Vec<Quarantined>, ReplicaError> {
 /// version and its epoch is stale here (a current write is never
 /// retracted). Idempotent; returns whether a copy was quarantined now.
 pub async fn retract(site: &Site, req: &pb::RetractRequest) -> Result<bool, ReplicaError> {
-    let known = crate::apply::known_epoch(site, req.shard)?;
+    let known = site.known_epoch(req.shard)?;
     if req.epoch >= known {
         return Err(ReplicaError::Invalid(format!(
             "{}/{} version {} carries epoch {} for shard {}, which is current here: it cannot be retracted",

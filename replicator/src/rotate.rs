@@ -98,14 +98,15 @@ pub async fn run(site: &Site, dry_run: bool) -> Result<Report, ReplicaError> {
                     if n == 0 {
                         continue;
                     }
-                    let (shard, epoch) = crate::write::check_owner(site, &head.tenant)?;
+                    let (shard, epoch) = site.check_owner(&head.tenant)?;
                     let new = rewrapped(site, &v)?;
                     let change = Change::Rewrap(new.clone());
-                    report.last_seq = crate::write::append(site, shard, epoch, change, |_, batch| {
-                        batch.put_version(&new);
-                        Ok(())
-                    })
-                    .await?;
+                    report.last_seq = site
+                        .append(shard, epoch, change, |_, batch| {
+                            batch.put_version(&new);
+                            Ok(())
+                        })
+                        .await?;
                     report.versions += 1;
                     report.keys += n;
                 }

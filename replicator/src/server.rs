@@ -6,47 +6,29 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_controller::client::ControlClient;
-use tandem_controller::clock::Clock;
 use tandem_controller::health::ReplicatorHealth;
 use tandem_controller::service::refusals::Refusals;
-use tandem_crypto::{KeyProvider, RandomSource};
-use tandem_net::Transport;
 use tandem_proto::replicator::contracts_server::ContractsServer;
 use tandem_proto::replicator::replication_server::ReplicationServer;
-use tandem_storage::KvStore;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::blob::BlobStore;
 use crate::config::ReplicatorConfig;
-use crate::meta::MetaStore;
 use crate::permissions::CheckRoles;
 use crate::service::{ContractsService, ReplicationService};
-use crate::site::{Link, Site};
-use crate::view::ControllerView;
+pub use crate::site::ReplicatorDeps;
+use crate::site::{Site, CONTROL_CHANGE_TIMEOUT};
 use crate::MAX_MESSAGE;
 use tower::Layer;
 
 /// Bound on each controller call of the view poller and heartbeats.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bound on mode-change calls: above the controllers' commit timeout.
-const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Heartbeats to each controller: a site is judged down after 1.5 s
 /// without one (policy `down_after_ms`), so a live site sends six.
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
-
-pub struct ReplicatorDeps {
-    pub kv: Arc<dyn KvStore>,
-    pub blobs: BlobStore,
-    pub keys: Arc<dyn KeyProvider>,
-    pub rng: Arc<dyn RandomSource>,
-    pub clock: Arc<dyn Clock>,
-    pub transport: Transport,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -65,41 +47,9 @@ pub struct Replicator {
 
 impl Replicator {
     pub async fn start(config: ReplicatorConfig, deps: ReplicatorDeps) -> Result<Replicator, StartError> {
-        let meta = MetaStore::new(deps.kv.clone());
-        let head = meta.log_head().map_err(|e| StartError::Store(e.to_string()))?;
-        let links = config
-            .sites
-            .iter()
-            .filter(|s| s.name != config.site)
-            .map(|s| {
-                let link = Link::new(s.name.clone(), s.addr.clone(), s.send_limit_mib_s * 1024 * 1024);
-                (s.name.clone(), link)
-            })
-            .collect();
-        let site = Arc::new(Site {
-            name: config.site.clone(),
-            meta,
-            blobs: deps.blobs,
-            keys: deps.keys,
-            rng: deps.rng,
-            clock: deps.clock.clone(),
-            transport: deps.transport.clone(),
-            view: ControllerView::default(),
-            control: ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT),
-            links,
-            addrs: config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect(),
-            sync_timeout: config.sync_timeout(),
-            log_lock: tokio::sync::Mutex::new(()),
-            busy: Mutex::new(Default::default()),
-            log_grew: watch::Sender::new(head),
-            apply_locks: config.sites.iter().map(|s| (s.name.clone(), tokio::sync::Mutex::new(()))).collect(),
-            quarantines: tokio::sync::watch::Sender::new(0),
-            counters: Default::default(),
-            contract_locks: (0..crate::site::CONTRACT_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            gc_wake: tokio::sync::Notify::new(),
-            staged: Default::default(),
-            staged_ttl: config.staged_ttl(),
-        });
+        let transport = deps.transport.clone();
+        let site = Arc::new(Site::new(&config, deps).map_err(|e| StartError::Store(e.to_string()))?);
+        let head = site.meta.log_head().map_err(|e| StartError::Store(e.to_string()))?;
         // Nothing staged before a restart can be committed any more (the
         // registry was in memory, and senders resend what is not here).
         match site.blobs.clear_staging().await {
@@ -109,9 +59,9 @@ impl Replicator {
         }
 
         let listen = config.listen_addr();
-        let listener = deps.transport.bind(&listen).await.map_err(|e| StartError::Listen { addr: listen.clone(), reason: e.to_string() })?;
+        let listener = transport.bind(&listen).await.map_err(|e| StartError::Listen { addr: listen.clone(), reason: e.to_string() })?;
         let local_addr = listener.local_addr().map_err(|e| StartError::Listen { addr: listen, reason: e.to_string() })?;
-        let refusals = Refusals::new(ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT));
+        let refusals = Refusals::new(ControlClient::new(config.controllers.clone(), transport.clone(), CONTROL_CHANGE_TIMEOUT));
         let check = CheckRoles::new(refusals);
         let router =
             tandem_net::server()
@@ -121,11 +71,11 @@ impl Replicator {
                 .add_service(check.layer(
                     ReplicationServer::new(ReplicationService::new(site.clone())).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
                 ))
-                .add_service(check.layer(crate::bulk::BulkServer::new(site.clone())));
-        let server = deps.transport.clone().spawn(router, listener, "replicator");
+                .add_service(check.layer(crate::bulk_service::BulkServer::new(site.clone())));
+        let server = transport.clone().spawn(router, listener, "replicator");
 
         // Lease renewals: an answer later than a lease grants nothing.
-        let reads = ControlClient::new(config.controllers.clone(), deps.transport.clone(), crate::view::LEASE);
+        let reads = ControlClient::new(config.controllers.clone(), transport.clone(), crate::view::LEASE);
         let mut tasks = vec![tokio::spawn(site.view.clone().run(reads, site.name.clone()))];
         for peer in site.links.keys() {
             tasks.push(tokio::spawn(crate::ship::run(site.clone(), peer.clone())));
@@ -142,7 +92,7 @@ impl Replicator {
         };
         // One loop per controller, so a dead one does not delay the others.
         for controller in &config.controllers {
-            let beats = ControlClient::new(vec![controller.clone()], deps.transport.clone(), CONTROL_READ_TIMEOUT);
+            let beats = ControlClient::new(vec![controller.clone()], transport.clone(), CONTROL_READ_TIMEOUT);
             tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised.clone())));
         }
         if let Some(addr) = &config.metrics_listen {
@@ -190,15 +140,11 @@ async fn recover_loop(site: Arc<Site>) {
     }
 }
 
-/// The health report sent to the controllers.
-/// This site's report. The view index and the log head are read under the
+/// This site's health report for the controllers. The view index and the log head are read under the
 /// log lock: every append after this report is checked against a view at
-/// least as new as `view_index` (see `write::append`).
+/// least as new as `view_index` (see `Site::append`).
 pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
-    let (view_index, log_head) = {
-        let _log = site.log_lock.lock().await;
-        (site.view.applied_index(), site.meta.log_head().unwrap_or(0))
-    };
+    let (view_index, log_head) = site.view_and_log_head().await;
     let links = site.links.values().filter_map(|l| crate::lag::of_link(site, l).ok()).collect();
     ReplicatorHealth { site: site.name.clone(), addr: addr.to_string(), log_head, links, received_at_unix_ms: 0, view_index }
 }

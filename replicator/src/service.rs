@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::apply::{apply, Mode};
 use crate::error::ReplicaError;
 use crate::model::{Change, ContractHead, LogEntry, VersionRecord};
+use crate::parts::PartReader;
 use crate::site::Site;
 use crate::write::{PutHeader, PutSession};
 use crate::{digest, read, ship};
@@ -98,33 +99,31 @@ where
     Ok(result?)
 }
 
-async fn put<S>(site: &Site, mut chunks: S) -> Result<pb::PutReply, ReplicaError>
+async fn put<S>(site: &Site, chunks: S) -> Result<pb::PutReply, ReplicaError>
 where
     S: Stream<Item = Result<pb::PutChunk, Status>> + Unpin,
 {
-    let broken = |s: Status| ReplicaError::Invalid(format!("put stream broken: {}", s.message()));
-    let header = match chunks.next().await {
-        Some(Ok(pb::PutChunk { part: Some(PutPart::Header(h)) })) => {
+    let mut chunks = PartReader::new(chunks, "put");
+    let header = match chunks.next().await? {
+        Some(PutPart::Header(h)) => {
             PutHeader { tenant: h.tenant, contract_id: h.contract_id, fields: h.fields.into_iter().collect(), pii_fields: h.pii_fields.into_iter().collect() }
         }
-        Some(Err(s)) => return Err(broken(s)),
         _ => return Err(ReplicaError::Invalid("a put must start with its header".into())),
     };
     let mut session = PutSession::begin(site, header)?;
     let mut files = 0u32;
     let end = loop {
-        let Some(chunk) = chunks.next().await else {
+        let Some(part) = chunks.next().await? else {
             return Err(ReplicaError::Invalid("put stream ended before its end marker (truncated upload); nothing was stored".into()));
         };
-        match chunk.map_err(broken)?.part {
-            Some(PutPart::File(f)) => {
+        match part {
+            PutPart::File(f) => {
                 files += 1;
                 session.start_file(&f.name).await?
             }
-            Some(PutPart::Data(d)) => session.write(&d).await?,
-            Some(PutPart::End(end)) => break end,
-            Some(PutPart::Header(_)) => return Err(ReplicaError::Invalid("a put carries one header".into())),
-            None => return Err(ReplicaError::Invalid("empty chunk".into())),
+            PutPart::Data(d) => session.write(&d).await?,
+            PutPart::End(end) => break end,
+            PutPart::Header(_) => return Err(ReplicaError::Invalid("a put carries one header".into())),
         }
     };
     if end.files != files {
@@ -298,7 +297,7 @@ impl Replication for ReplicationService {
     async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReply>, Status> {
         let r = req.into_inner();
         let channel = self.site.transport.channel(&r.source_addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut client = ship::client(channel);
+        let mut client = crate::peer::client(channel);
         let call = async {
             let stream = client.fetch(pb::FetchRequest { tenant: r.tenant.clone(), contract_id: r.contract_id.clone() }).await?.into_inner();
             apply(&self.site, stream, Mode::Repair).await.map_err(Status::from)

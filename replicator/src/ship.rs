@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tandem_proto::replicator as pb;
-use tandem_proto::replicator::replication_client::ReplicationClient;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,11 +22,9 @@ use tonic::transport::Channel;
 
 use crate::blob::BlobStore;
 use crate::model::LogEntry;
+use crate::peer::{client, RPC_TIMEOUT};
 use crate::site::{Link, Site};
-use crate::MAX_MESSAGE;
 
-/// Bound on small replication calls (cursor, backlog).
-pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 /// An entry's transfer may take this long, plus time for its bytes at
 /// [`MIN_RATE`] (or the link's cap, if lower).
 const ENTRY_TIMEOUT_BASE: Duration = Duration::from_secs(10);
@@ -58,10 +55,6 @@ impl Pacer {
         };
         tokio::time::sleep_until(start).await;
     }
-}
-
-pub fn client(channel: Channel) -> ReplicationClient<Channel> {
-    ReplicationClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }
 
 /// The chunks that carry `entry`: its JSON, then each file's ciphertext
@@ -312,17 +305,6 @@ async fn skip(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry) -
         }
         Ok(Err(s)) => Err(format!("skipping entry {}: {}", entry.seq, s.message())),
         Err(_) => Err(format!("skipping entry {}: no answer", entry.seq)),
-    }
-}
-
-/// The peer's outgoing backlog towards this site, in entries; `None` when
-/// the peer does not answer (down or cut off).
-pub async fn peer_backlog(site: &Site, link: &Link) -> Option<u64> {
-    let mut client = client(site.transport.channel(&link.addr).ok()?);
-    let req = pb::BacklogRequest { to: site.name.clone() };
-    match tokio::time::timeout(RPC_TIMEOUT, client.backlog(req)).await {
-        Ok(Ok(r)) => Some(r.into_inner().entries),
-        _ => None,
     }
 }
 

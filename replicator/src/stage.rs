@@ -22,12 +22,11 @@
 //! acknowledged in sync mode only once the peer has applied the entry
 //! (stored, synced, metadata committed), as without staging.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tandem_crypto::SegmentScanner;
 use tandem_proto::replicator as pb;
 use tandem_proto::replicator::stage_chunk::Part;
@@ -38,6 +37,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ReplicaError;
 use crate::model::FileRecord;
+use crate::parts::PartReader;
+pub use crate::site::staging::{Registry, Staged, StagedId};
 use crate::site::{Link, Site};
 
 /// Longest blob path a stage may name.
@@ -45,88 +46,23 @@ const BLOB_NAME_MAX: usize = 512;
 /// Messages queued towards the peer per upload.
 pub(crate) const QUEUE: usize = 4;
 
-/// A staged blob waiting for its log entry.
-#[derive(Clone, Debug)]
-pub struct Staged {
-    /// Its name in the blob store (under `.staging/`).
-    pub name: String,
-    pub origin: String,
-    /// The path it will have.
-    pub blob: String,
-    pub len: u64,
-    pub plaintext_len: u64,
-    pub key_id: [u8; tandem_crypto::KEY_ID_LEN],
-    /// As computed by the sender.
-    pub blake3: String,
-    pub at: Instant,
-}
-
-/// The staged blobs of a receiver, by id.
-#[derive(Default)]
-pub struct Registry {
-    inner: Mutex<BTreeMap<String, Staged>>,
-}
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Staged>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Removes and returns the staged blob `id`.
-    pub fn take(&self, id: &str) -> Option<Staged> {
-        self.lock().remove(id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn insert(&self, id: String, staged: Staged) {
-        self.lock().insert(id, staged);
-    }
-
-    /// Removes the entries older than `ttl`.
-    fn expired(&self, ttl: Duration) -> Vec<Staged> {
-        let mut map = self.lock();
-        let old: Vec<String> = map.iter().filter(|(_, s)| s.at.elapsed() >= ttl).map(|(k, _)| k.clone()).collect();
-        old.iter().filter_map(|k| map.remove(k)).collect()
-    }
-}
-
-type Chunks<S> = std::pin::Pin<Box<S>>;
-
-async fn next_part<S>(chunks: &mut Chunks<S>) -> Result<Option<Part>, ReplicaError>
-where
-    S: Stream<Item = Result<pb::StageChunk, tonic::Status>>,
-{
-    match chunks.next().await {
-        None => Ok(None),
-        Some(Ok(c)) => c.part.map(Some).ok_or_else(|| ReplicaError::Invalid("empty chunk".into())),
-        Some(Err(s)) => Err(ReplicaError::Invalid(format!("stage stream broken: {}; nothing was kept", s.message()))),
-    }
-}
-
 /// Receives one staged blob; returns its id.
 pub async fn receive<S>(site: &Site, chunks: S) -> Result<String, ReplicaError>
 where
     S: Stream<Item = Result<pb::StageChunk, tonic::Status>>,
 {
-    let mut chunks = Box::pin(chunks);
-    let start = match next_part(&mut chunks).await? {
+    let mut chunks = PartReader::new(chunks, "stage");
+    let start = match chunks.next().await? {
         Some(Part::Start(s)) => s,
         _ => return Err(ReplicaError::Invalid("a stage stream must start with its start message".into())),
     };
-    if start.origin == site.name || !site.apply_locks.contains_key(&start.origin) {
+    if !site.knows_origin(&start.origin) {
         return Err(ReplicaError::Invalid(format!("stage from unexpected site {:?}", start.origin)));
     }
     if start.blob.is_empty() || start.blob.len() > BLOB_NAME_MAX {
         return Err(ReplicaError::Invalid("stage names no valid blob path".into()));
     }
-    let known = crate::apply::known_epoch(site, start.shard)?;
+    let known = site.known_epoch(start.shard)?;
     if start.epoch < known {
         return Err(ReplicaError::StaleEpoch { shard: start.shard, got: start.epoch, known });
     }
@@ -136,7 +72,7 @@ where
     let mut writer = site.blobs.stage_writer(&name).await?;
     let mut scanner = SegmentScanner::new();
     let end = loop {
-        match next_part(&mut chunks).await? {
+        match chunks.next().await? {
             Some(Part::Data(data)) => {
                 scanner.push(&data).map_err(|e| ReplicaError::Corrupt(format!("{what}: {e}")))?;
                 writer.write(&data).await?;
@@ -214,9 +150,6 @@ pub async fn run(site: Arc<Site>) {
     }
 }
 
-/// The peer's id for a staged copy, once it confirmed it (`None`: it did not).
-pub type StagedId = tokio::sync::oneshot::Receiver<Option<String>>;
-
 /// The sending side: one file's ciphertext streamed to the in-city peer.
 pub struct StageUpload {
     tx: Option<mpsc::Sender<pb::StageChunk>>,
@@ -280,7 +213,7 @@ impl StageUpload {
             return None;
         }
         drop(tx);
-        let limit = self.patience + Duration::from_millis(len.saturating_mul(1000) / crate::sync::PEER_SYNC_RATE);
+        let limit = self.patience + Duration::from_millis(len.saturating_mul(1000) / crate::site::PEER_SYNC_RATE);
         let (done, id) = tokio::sync::oneshot::channel();
         let mut call = self.call.take()?;
         let peer = self.peer.clone();

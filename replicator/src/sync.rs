@@ -26,10 +26,6 @@ use crate::view::waits_for_peer;
 /// A pair leaves `async` for `sync-recover` when both backlogs are at most
 /// this many entries.
 pub const RECOVER_ENTRIES: u64 = 100;
-/// After the last byte of an entry reached the peer, the peer still has to
-/// sync it: allow this rate on top of the sync timeout before the silence
-/// counts as a stall (a 1 GiB file gets 5 s more).
-pub(crate) const PEER_SYNC_RATE: u64 = 200 * 1024 * 1024;
 /// How often the recovery check runs.
 pub const RECOVER_EVERY: Duration = Duration::from_millis(500);
 
@@ -62,7 +58,7 @@ async fn refresh_view(site: &Site, leader_addr: &str) {
 /// contract that could be lost.
 pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> Result<String, ReplicaError> {
     let me = &site.name;
-    let stall = site.sync_timeout + Duration::from_millis(bytes.saturating_mul(1000) / PEER_SYNC_RATE);
+    let stall = site.sync_timeout + Duration::from_millis(bytes.saturating_mul(1000) / crate::site::PEER_SYNC_RATE);
     let ms = stall.as_millis();
     for _ in 0..3 {
         let state = site.view.latest().ok_or_else(|| ReplicaError::NotAcknowledged("no controller view yet; write not acknowledged".into()))?;
@@ -84,10 +80,10 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
         let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async, since_seq };
         let why = format!("{peer} did not confirm log entry {seq}, nor receive any of it, for {ms} ms");
         match site.control.set_pair_mode(&spec, &who(site), &why).await {
-            Ok(o) if o.result.starts_with("ok") => {
+            Ok(o) if o.changed => {
                 refresh_view(site, &o.leader_addr).await;
                 tracing::warn!(site = %me, peer = %peer, seq, "peer did not confirm in time; this direction recorded async");
-                if let Err(e) = crate::write::still_owner(site, written.0, written.1) {
+                if let Err(e) = site.still_owner(written.0, written.1) {
                     return Err(ReplicaError::NotAcknowledged(format!(
                         "write is stored at {me} (log entry {seq}) but NOT acknowledged: {peer} did not confirm it and \
                          the shard is no longer this site's to write ({e}); it stays in {me}'s log for reconciliation"
@@ -126,7 +122,7 @@ pub async fn recover(site: &Site) {
             // A small backlog also means "the peer just died": only a peer
             // that answers may be waited for again, or every write would
             // wait out the sync timeout once more (and the direction flap).
-            if crate::ship::peer_backlog(site, link).await.is_none() {
+            if crate::peer::backlog(&site.transport, &link.addr, &site.name).await.is_none() {
                 return;
             }
             ReplicationMode::SyncRecover

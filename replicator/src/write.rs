@@ -21,8 +21,7 @@ use tandem_crypto::{seal_pii, DataKey, Encryptor, FileContext, PiiKey, WrappedKe
 use crate::blob::{BlobWriter, Hashing};
 use crate::error::ReplicaError;
 use crate::ids::{check_field, check_file_name, check_id, FIELDS_MAX, FILES_MAX};
-use crate::meta::MetaBatch;
-use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, LogEntry, Tombstone, VersionRecord};
+use crate::model::{blob_path, key_context, Change, ContractHead, FileRecord, Tombstone, VersionRecord};
 use crate::pool::Pool;
 use crate::site::{BusyGuard, Site};
 use crate::stage::StageUpload;
@@ -43,63 +42,6 @@ pub struct Acknowledged {
     pub seq: u64,
     /// How the write was made durable (sync with the peer, or why not).
     pub replication: String,
-}
-
-/// The shard and epoch this site may write `tenant` under, or why not.
-pub fn check_owner(site: &Site, tenant: &str) -> Result<(u32, u64), ReplicaError> {
-    // A site that (last it knew) does not own the shard sends the client
-    // to the owner without needing a lease; owning needs a valid one.
-    if let Some(err) = site.view.latest().and_then(|s| not_owner(site, &s, tenant)) {
-        return Err(err);
-    }
-    let state = site.view.leased().ok_or_else(|| {
-        ReplicaError::NoLease(format!(
-            "site {} has not reached the controller leader within {} s, so it cannot prove it still owns the shard",
-            site.name,
-            crate::view::LEASE.as_secs()
-        ))
-    })?;
-    if let Some(err) = not_owner(site, &state, tenant) {
-        return Err(err);
-    }
-    let (shard, owner) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NoLease("the controller has no shard map yet".into()))?;
-    if let Some(to) = &owner.moving_to {
-        return Err(ReplicaError::Moving { shard, to: to.clone() });
-    }
-    Ok((shard, owner.epoch))
-}
-
-/// The redirect to `tenant`'s owner, when it is not this site.
-fn not_owner(site: &Site, state: &tandem_controller::state::ClusterState, tenant: &str) -> Option<ReplicaError> {
-    let (shard, owner) = state.shard_for(tenant)?;
-    // Being moved here (a failover or switchover under way): the old owner
-    // refuses it too, and may be dead; the client retries here.
-    if owner.owner != site.name && owner.moving_to.as_deref() == Some(site.name.as_str()) {
-        return Some(ReplicaError::Moving { shard, to: site.name.clone() });
-    }
-    if owner.owner != site.name {
-        return Some(ReplicaError::NotOwner {
-            shard,
-            owner: owner.owner.clone(),
-            owner_addr: site.addr_of(&owner.owner).unwrap_or("unknown").to_string(),
-            epoch: owner.epoch,
-        });
-    }
-    None
-}
-
-/// `shard` is still this site's, under `epoch`, and not being drained.
-pub(crate) fn still_owner(site: &Site, shard: u32, epoch: u64) -> Result<(), ReplicaError> {
-    let state =
-        site.view.leased().ok_or_else(|| ReplicaError::NoLease(format!("site {} lost its controller view during the write; nothing was stored", site.name)))?;
-    let s = state.shards.get(shard as usize).ok_or_else(|| ReplicaError::NoLease(format!("no shard {shard} in the map")))?;
-    if s.owner != site.name || s.epoch != epoch {
-        return Err(ReplicaError::NoLease(format!("shard {shard} moved to {} (epoch {}) during the write; nothing was stored", s.owner, s.epoch)));
-    }
-    if let Some(to) = &s.moving_to {
-        return Err(ReplicaError::Moving { shard, to: to.clone() });
-    }
-    Ok(())
 }
 
 struct OpenFile {
@@ -149,7 +91,7 @@ impl<'a> PutSession<'a> {
         if let Some(k) = header.fields.keys().find(|k| header.pii_fields.contains_key(*k)) {
             return Err(ReplicaError::Invalid(format!("field {k:?} is given both as plain and as PII")));
         }
-        let (shard, epoch) = check_owner(site, &header.tenant)?;
+        let (shard, epoch) = site.check_owner(&header.tenant)?;
         let busy = site.claim(&header.tenant, &header.contract_id).ok_or_else(|| ReplicaError::Busy(format!("{}/{}", header.tenant, header.contract_id)))?;
         let head = site.meta.head(shard, &header.tenant, &header.contract_id)?;
         if let Some(h) = &head {
@@ -272,7 +214,7 @@ impl<'a> PutSession<'a> {
         self.end_file().await?;
         let stored_ms = t0.elapsed().as_millis();
         // Ownership may have moved while the files streamed in.
-        let (shard, epoch) = check_owner(self.site, &self.header.tenant)?;
+        let (shard, epoch) = self.site.check_owner(&self.header.tenant)?;
         if shard != self.shard || epoch != self.epoch {
             return Err(ReplicaError::NoLease(format!("shard {shard} changed owner epoch during the write; nothing was stored")));
         }
@@ -291,12 +233,14 @@ impl<'a> PutSession<'a> {
             files: std::mem::take(&mut self.files),
         };
         let head = ContractHead { tenant: h.tenant, contract_id: h.contract_id, shard, latest: record.version, destroyed: None };
-        let seq = append(self.site, shard, epoch, Change::Put(record.clone()), |_, batch| {
-            batch.put_version(&record);
-            batch.put_head(&head);
-            Ok(())
-        })
-        .await?;
+        let seq = self
+            .site
+            .append(shard, epoch, Change::Put(record.clone()), |_, batch| {
+                batch.put_version(&record);
+                batch.put_head(&head);
+                Ok(())
+            })
+            .await?;
         self.committed = true;
         let committed_ms = t0.elapsed().as_millis();
         let bytes = record.files.iter().map(|f| f.ciphertext_len).sum();
@@ -341,61 +285,6 @@ async fn store(stage: &mut Option<StageUpload>, writer: &mut BlobWriter, bytes: 
     Ok(())
 }
 
-/// Appends `change` to this site's log in one synced batch with the writes
-/// `fill` adds (given the entry's sequence number). If `fill` fails,
-/// nothing is written.
-pub async fn append(
-    site: &Site,
-    shard: u32,
-    epoch: u64,
-    change: Change,
-    fill: impl FnOnce(u64, &mut MetaBatch) -> Result<(), ReplicaError>,
-) -> Result<u64, ReplicaError> {
-    let _log = site.log_lock.lock().await;
-    // Checked again under the log lock: a heartbeat reads its view index
-    // and log head under the same lock, so once it reports a view that
-    // drains or moves this shard, no later append can slip in (what a
-    // switchover relies on).
-    still_owner(site, shard, epoch)?;
-    let head = site.meta.log_head()?;
-    let prev_cum = match head {
-        0 => 0,
-        n => site.meta.log_entry(n)?.map(|e| e.cum_bytes).unwrap_or(0),
-    };
-    let payload = match &change {
-        Change::Put(v) => v.payload_bytes(),
-        Change::Destroy { .. } | Change::Rewrap(_) => 512,
-    };
-    let entry =
-        LogEntry { origin: site.name.clone(), seq: head + 1, cum_bytes: prev_cum + payload, at_unix_ms: site.clock.now_unix_ms(), shard, epoch, change };
-    let mut batch = MetaBatch::default();
-    fill(entry.seq, &mut batch)?;
-    batch.append_log(&entry);
-    batch.set_epoch(shard, epoch.max(site.meta.epoch(shard)?));
-    site.meta.commit(batch)?;
-    site.log_grew.send_replace(entry.seq);
-    Ok(entry.seq)
-}
-
-/// The writes that shred a contract: every version loses its keys, the head
-/// records the tombstone, the ciphertext is queued for collection once
-/// `gc_after` (a log position every peer must have confirmed; 0: at once).
-pub fn shred(site: &Site, head: &ContractHead, tombstone: &Tombstone, gc_after: u64, batch: &mut MetaBatch) -> Result<(), ReplicaError> {
-    for mut v in site.meta.versions(&head.tenant, &head.contract_id)? {
-        v.pii_key = None;
-        v.pii.clear();
-        for f in &mut v.files {
-            f.key = None;
-            batch.queue_gc(&f.blob, gc_after);
-        }
-        batch.put_version(&v);
-    }
-    let mut head = head.clone();
-    head.destroyed = Some(tombstone.clone());
-    batch.put_head(&head);
-    Ok(())
-}
-
 /// Destroys a contract at its owner.
 pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<Acknowledged, ReplicaError> {
     check_id("tenant", tenant)?;
@@ -403,7 +292,7 @@ pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, wh
     if who.trim().is_empty() || why.trim().is_empty() {
         return Err(ReplicaError::Invalid("destroy needs who and why: they are kept in the tombstone".into()));
     }
-    let (shard, epoch) = check_owner(site, tenant)?;
+    let (shard, epoch) = site.check_owner(tenant)?;
     let _busy = site.claim(tenant, contract_id).ok_or_else(|| ReplicaError::Busy(format!("{tenant}/{contract_id}")))?;
     let head = site.meta.head(shard, tenant, contract_id)?.ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
     if head.destroyed.is_some() {
@@ -411,7 +300,7 @@ pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, wh
     }
     let tombstone = Tombstone { at_unix_ms: site.clock.now_unix_ms(), origin: site.name.clone(), who: who.trim().to_string(), why: why.trim().to_string() };
     let change = Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: tombstone.clone() };
-    let seq = append(site, shard, epoch, change, |seq, batch| shred(site, &head, &tombstone, seq, batch)).await?;
+    let seq = site.append(shard, epoch, change, |seq, batch| site.shred(&head, &tombstone, seq, batch)).await?;
     let replication = crate::sync::confirm(site, seq, 0, (shard, epoch)).await?;
     Ok(Acknowledged { seq, replication })
 }

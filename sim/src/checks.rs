@@ -52,7 +52,7 @@ pub async fn read_final(ops: Vec<Op>, sites: Vec<String>) -> FinalReads {
     }
     for site in &sites {
         let Ok(channel) = Transport::Turmoil.channel(&replicator_addr(site)) else { continue };
-        let mut rc = tandem_replicator::ship::client(channel);
+        let mut rc = tandem_replicator::peer::client(channel);
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), rc.digests(pb::DigestsRequest {})).await {
             out.digests.insert(site.clone(), r.into_inner().shard_digests);
         }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tandem_controller::raft::state_machine::{dr_reset, prepare_join, DrReset, StateMachineStore};
+use tandem_controller::operations::dr::{self, Activation};
+use tandem_controller::operations::OpError;
+use tandem_controller::raft::state_machine::StateMachineStore;
 
 use crate::checks::{self, Checks, FinalReads};
 use crate::cluster::{leader, node_id_of, site_names, SimCluster, SimError};
@@ -30,6 +32,9 @@ pub struct Happened {
     pub what: String,
     /// For SRE commands: what the command answered.
     pub outcome: Option<String>,
+    /// For SRE commands the rules refused: the refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,7 +73,11 @@ impl Outcome {
 type Log = Arc<Mutex<Vec<Happened>>>;
 
 fn note(log: &Log, at: Duration, what: String, outcome: Option<String>) {
-    log.lock().unwrap_or_else(|e| e.into_inner()).push(Happened { at_ms: at.as_millis() as u64, what, outcome });
+    note_refused(log, at, what, outcome, None);
+}
+
+fn note_refused(log: &Log, at: Duration, what: String, outcome: Option<String>, refused: Option<String>) {
+    log.lock().unwrap_or_else(|e| e.into_inner()).push(Happened { at_ms: at.as_millis() as u64, what, outcome, refused });
 }
 
 pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, SimError> {
@@ -154,10 +163,13 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
             details: if late.is_empty() { vec![format!("slowest {slowest} ms after its crash, objective {objective} ms")] } else { late },
         });
     }
+    let happened = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(inv) = expected_refusals(scenario, &happened) {
+        checks.invariants.push(inv);
+    }
     for inv in &checks.invariants {
         c.trace().record(c.elapsed(), format!("invariant {}: {}", if inv.passed { "PASS" } else { "FAIL" }, inv.name));
     }
-    let happened = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let audit = final_audit(&c);
     Ok(Outcome {
         scenario: scenario.clone(),
@@ -175,6 +187,46 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         audit,
         samples: c.samples().to_vec(),
     })
+}
+
+/// The commands the scenario expects refused, each matched in order with
+/// the end of a command it describes the same way: refused, for a reason
+/// containing the expected text. `None` when it expects no refusal.
+fn expected_refusals(scenario: &Scenario, happened: &[Happened]) -> Option<crate::checks::Invariant> {
+    let expected: Vec<(String, String)> = scenario
+        .ordered_timeline()
+        .into_iter()
+        .filter_map(|s| match &s.event {
+            Event::Switchover { expect_refused: Some(why), .. } => Some((format!("{} finished", s.event.describe()), why.clone())),
+            _ => None,
+        })
+        .collect();
+    if expected.is_empty() {
+        return None;
+    }
+    let mut details = Vec::new();
+    let mut passed = true;
+    let mut used = vec![false; happened.len()];
+    for (what, why) in &expected {
+        let Some(i) = (0..happened.len()).find(|i| !used[*i] && happened[*i].what == *what) else {
+            passed = false;
+            details.push(format!("{what}: never finished"));
+            continue;
+        };
+        used[i] = true;
+        match &happened[i].refused {
+            Some(r) if r.contains(why.as_str()) => details.push(format!("{what}: refused as expected: {r}")),
+            Some(r) => {
+                passed = false;
+                details.push(format!("{what}: refused, but not because {why:?}: {r}"));
+            }
+            None => {
+                passed = false;
+                details.push(format!("{what}: NOT refused (expected: {why}): {}", happened[i].outcome.as_deref().unwrap_or("")));
+            }
+        }
+    }
+    Some(crate::checks::Invariant { name: "every command the scenario expects refused is refused, for that reason".into(), passed, details })
 }
 
 /// The audit log of the controller store that holds the newest state
@@ -244,14 +296,17 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             if c.is_up(&site) {
                 c.crash(&site);
             }
-            let reset = DrReset {
+            let req = Activation {
                 site: site.clone(),
                 node_id: node_id_of(&site).unwrap_or_default(),
                 who: "drill".into(),
                 why: "city-wide disaster in the drill".into(),
-                at_unix_ms: crate::cluster::SIM_EPOCH_UNIX_S * 1000 + c.elapsed().as_millis() as u64,
             };
-            let result = dr_reset(&c.disks(&site).controller, &reset).unwrap_or_else(|e| format!("refused: {e}"));
+            let now_unix_ms = crate::cluster::SIM_EPOCH_UNIX_S * 1000 + c.elapsed().as_millis() as u64;
+            let result = match dr::activate_stopped(&c.disks(&site).controller, &req, now_unix_ms) {
+                Ok(done) => done.result,
+                Err(e) => format!("refused: {e}"),
+            };
             c.trace().record(c.elapsed(), format!("dr activate at {site}: {result}"));
             c.restart(&site);
         }
@@ -268,7 +323,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
                 .map(|sm| sm.reader().cluster().generation)
                 .max()
                 .unwrap_or(0);
-            let result = c.reset_controller_store(&site).and_then(|()| prepare_join(&c.disks(&site).controller, generation));
+            let result = c.reset_controller_store(&site).and_then(|()| dr::prepare_rejoin(&c.disks(&site).controller, generation));
             c.trace().record(c.elapsed(), format!("dr rejoin of {site} (generation {generation}): {}", result.clone().err().unwrap_or_else(|| "ok".into())));
             c.restart(&site);
         }
@@ -278,19 +333,20 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             let what = command.describe();
             c.client(&name, async move {
                 let result = match &command {
-                    Event::Switchover { from, to } => crate::sre::switchover(from, to).await,
+                    Event::Switchover { from, to, .. } => crate::sre::switchover(from, to).await,
                     Event::Failover { from, to, accept_data_loss } => crate::sre::failover(from, to, *accept_data_loss).await,
                     Event::Pause => crate::sre::pause(true).await,
                     Event::Resume => crate::sre::pause(false).await,
                     Event::VerifyRepair => crate::sre::verify_repair().await,
                     Event::Failback { site } => crate::sre::failback(site).await,
-                    _ => Err("not a command".into()),
+                    _ => Err(OpError::Failed("not a command".into())),
                 };
+                let refused = result.as_ref().err().and_then(|e| e.refusal()).map(str::to_string);
                 let outcome = match result {
                     Ok(r) => format!("ok: {r}"),
                     Err(e) => format!("failed: {e}"),
                 };
-                note(&log, crate::trace::now(), format!("{what} finished"), Some(outcome));
+                note_refused(&log, crate::trace::now(), format!("{what} finished"), Some(outcome), refused);
                 Ok(())
             });
         }

@@ -183,6 +183,10 @@ pub enum Event {
     Switchover {
         from: String,
         to: String,
+        /// The scenario expects the switchover to be refused, for a reason
+        /// containing this text (an invariant checks it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_refused: Option<String>,
     },
     /// `tandem failover --from --to` (with `--accept-data-loss` if set).
     Failover {
@@ -231,7 +235,7 @@ impl Event {
             Event::StartController { site } => format!("heal: controller of {site} started"),
             Event::StopReplicator { site } => format!("fault: replicator of {site} stopped"),
             Event::StartReplicator { site } => format!("heal: replicator of {site} started"),
-            Event::Switchover { from, to } => format!("sre: switchover {from} -> {to}"),
+            Event::Switchover { from, to, .. } => format!("sre: switchover {from} -> {to}"),
             Event::Failover { from, to, accept_data_loss } => {
                 format!("sre: failover {from} -> {to}{}", if *accept_data_loss { " --accept-data-loss" } else { "" })
             }
@@ -248,7 +252,7 @@ impl Event {
     fn sites(&self) -> Vec<&str> {
         match self {
             Event::Partition { a, b } | Event::Heal { a, b } | Event::Loss { a, b, .. } | Event::Delay { a, b, .. } => vec![a, b],
-            Event::PartitionOneway { from, to } | Event::Switchover { from, to } | Event::Failover { from, to, .. } => vec![from, to],
+            Event::PartitionOneway { from, to } | Event::Switchover { from, to, .. } | Event::Failover { from, to, .. } => vec![from, to],
             Event::Crash { site }
             | Event::Restart { site }
             | Event::Corrupt { site }

@@ -74,6 +74,7 @@ library! {
     city_wide_disaster => "city-wide-disaster",
     flapping_in_city_link => "flapping-in-city-link",
     divergent_writes_quarantined => "divergent-writes-quarantined",
+    switchover_to_divergent_target_refused => "switchover-to-divergent-target-refused",
     dr_link_degraded => "dr-link-degraded",
     leader_loss_mid_failover => "leader-loss-mid-failover",
     corrupted_blob_repaired => "corrupted-blob-repaired",

@@ -9,8 +9,9 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 use tandem_controller::client::Change;
+use tandem_controller::operations;
 
-use super::{Audited, Target};
+use super::{op_error, Audited, CliHooks, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,28 +24,13 @@ pub struct Args {
 pub async fn run(change: Change, args: Args) -> anyhow::Result<()> {
     args.audited.check_reason()?;
     let client = args.target.client();
-    let (_, status) = client.status().await?;
-    let paused = status.cluster.policy.paused;
-    let (verb, would_change) = match change {
-        Change::Pause => ("pause automatic actions", !paused),
-        Change::Resume => ("resume automatic actions", paused),
-    };
-    let now = if paused { "paused" } else { "not paused" };
-    let plan = if would_change {
-        format!("plan: {verb} (now: {now})")
-    } else {
-        format!("plan: {verb}: no change, automatic actions are already {now} (it is still recorded in the audit log)")
-    };
-    println!("{plan}");
-    if args.audited.dry_run {
-        println!("dry run: nothing changed");
-        return Ok(());
+    let pause = matches!(change, Change::Pause);
+    let verb = if pause { "pause automatic actions" } else { "resume automatic actions" };
+    let mut hooks = CliHooks::new(&args.audited, false);
+    let outcome = operations::pause::pause(&client, pause, &args.audited.who, &args.audited.reason, &mut hooks).await.map_err(|e| op_error(e, verb))?;
+    if let Some(o) = outcome {
+        println!("{}: {} (audit #{}, leader {})", verb, o.result, o.audit_seq, o.leader_addr);
     }
-    if !args.audited.yes {
-        confirm()?;
-    }
-    let outcome = client.change(change, &args.audited.who, &args.audited.reason).await?;
-    println!("{}: {} (audit #{}, leader {})", verb, outcome.result, outcome.audit_seq, outcome.leader_addr);
     Ok(())
 }
 

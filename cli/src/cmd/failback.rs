@@ -12,11 +12,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tandem_controller::client::ControlClient;
-use tandem_controller::state::SiteRole;
-use tandem_replicator::failback;
+use tandem_controller::operations::failback;
+use tandem_controller::operations::verify::divergent_detail;
 
-use super::{Audited, Target};
+use super::{op_error, Audited, CliHooks, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,34 +37,24 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     args.audited.check_reason()?;
     let client = args.target.client();
-    let status = client.leader_status().await?;
-    let role = failback::check(&client, &args.site).await?;
-    let returns = failback::shards_to_return(&client, &args.site).await?;
-    println!("plan: failback of {}", args.site);
-    if role == SiteRole::Fenced {
-        println!("  0. add {}'s controller (prepared by `tandem dr rejoin`) to generation {}'s Raft membership", args.site, status.cluster.generation);
-    }
-    println!("  1. mark {} recovering (no shard can be moved to it meanwhile)", args.site);
-    println!("  2. wait until every other site has no backlog towards {}, and it has none towards the owners", args.site);
-    println!("  3. list {}'s divergent writes: quarantined there when the owners refuse them (kept, not served)", args.site);
-    println!("  4. mark {} active; then return its shards with a switchover", args.site);
-    if args.audited.dry_run {
-        println!("dry run: nothing changed");
+    let req = failback::Request {
+        site: args.site.clone(),
+        who: args.audited.who.clone(),
+        why: args.audited.reason.clone(),
+        timeout: Duration::from_secs(args.timeout_s),
+    };
+    // The plan and progress are printed even with --json, which ends with
+    // one JSON document.
+    let mut hooks = CliHooks::new(&args.audited, false);
+    let Some(report) = failback::failback(&client, &super::transport(), &req, &mut hooks).await.map_err(|e| op_error(e, "failback"))? else {
         return Ok(());
-    }
-    if !args.audited.yes {
-        super::change::confirm()?;
-    }
-    let (who, why) = (&args.audited.who, &args.audited.reason);
-    // Adding a learner waits for it to catch up: allow for that.
-    let joiner = ControlClient::new(client.addrs().to_vec(), super::transport(), Duration::from_secs(120));
-    let timeout = Duration::from_secs(args.timeout_s);
-    let report = failback::run(&client, &joiner, super::transport(), &args.site, who, why, timeout, |p| println!("  {p}")).await?;
+    };
     for d in &report.divergent {
-        println!("  {}/{}: {}", d.tenant, d.contract_id, tandem_replicator::verify::divergent_detail(&args.site, d));
+        println!("  {}/{}: {}", d.tenant, d.contract_id, divergent_detail(&args.site, d));
     }
     let quarantined = report.divergent.iter().filter(|d| d.quarantined).count();
-    let commands: Vec<String> = returns
+    let commands: Vec<String> = report
+        .return_shards
         .iter()
         .map(|(from, shards)| format!("tandem switchover --from {from} --to {} --shards {shards} --reason \"failback of {}\"", args.site, args.site))
         .collect();

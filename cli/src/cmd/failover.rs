@@ -3,12 +3,9 @@
 //! missing acknowledged writes (pair not in sync) unless
 //! `--accept-data-loss`, and then the expected loss is stated.
 
-use anyhow::{bail, Context};
-use serde_json::json;
-use tandem_controller::failover;
-use tandem_controller::plan::{plan, Action};
+use tandem_controller::operations::failover;
 
-use super::{present_plan, Audited, Target};
+use super::{op_error, Audited, CliHooks, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,46 +38,27 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     args.audited.check_reason()?;
     let client = args.target.client();
-    let (status, obs) = client.observe().await?;
-    let from = match &args.from {
-        Some(f) => f.clone(),
-        None => status
-            .cluster
-            .peer_of(&args.to)
-            .map(str::to_string)
-            .with_context(|| format!("{} has no in-city peer: name the failed site with --from", args.to))?,
+    let req = failover::Request {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        accept_data_loss: args.accept_data_loss,
+        automatic: false,
+        expect_epoch: args.expect_epoch,
+        expect_owner: args.expect_owner.clone(),
+        who: args.audited.who.clone(),
+        why: args.audited.reason.clone(),
     };
-    if let Some(owner) = &args.expect_owner {
-        if owner != &from {
-            bail!("--expect-owner {owner}: the shards would move from {from}; nothing changed");
-        }
-    }
-    let action = Action::Failover { from, to: args.to.clone(), accept_data_loss: args.accept_data_loss, automatic: false };
-    let decision = plan(&status.cluster, &obs, &action);
-    if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {
+    let mut hooks = CliHooks::new(&args.audited, args.json);
+    let Some(done) = failover::failover(&client, &req, &mut hooks).await.map_err(|e| op_error(e, "failover"))? else {
         return Ok(());
-    }
-    let json = args.json;
-    let report = failover::run(&client, &decision, false, &args.audited.who, &args.audited.reason, |line| {
-        if !json {
-            println!("  {line}");
-        }
-    })
-    .await
-    .context("failover failed")?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "plan": decision, "report": report }))?);
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
     } else {
+        let (r, loss) = (&done.report, &done.plan.expected_loss);
         println!(
             "failover done: {} shards from {} to {} ({}); expected loss {} entries, {} bytes (audit #{}, #{})",
-            report.shards,
-            report.from,
-            report.to,
-            report.result,
-            decision.expected_loss.entries,
-            decision.expected_loss.bytes,
-            report.fence_audit_seq,
-            report.move_audit_seq
+            r.shards, r.from, r.to, r.result, loss.entries, loss.bytes, r.fence_audit_seq, r.move_audit_seq
         );
     }
     Ok(())

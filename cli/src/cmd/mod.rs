@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use tandem_controller::client::ControlClient;
+use tandem_controller::operations::{Hooks, OpError, Plan};
 use tandem_net::{TlsFiles, Transport};
 
 /// The operator's certificate for client commands (global flags). Without
@@ -130,36 +131,57 @@ impl Audited {
     }
 }
 
-/// Shows a planner decision, then stops on a refusal or `--dry-run`, and
-/// asks for confirmation unless `--yes`. Returns whether to go ahead.
-pub fn present_plan(
-    decision: &tandem_controller::plan::Decision,
-    shards: &[tandem_controller::state::Shard],
-    expect_epoch: Option<u64>,
-    audited: &Audited,
+/// The CLI's side of every operation (`tandem_controller::operations`):
+/// prints the plan (JSON with `--json`, for a dry run or a refusal), stops
+/// for `--dry-run`, asks for confirmation unless `--yes`, prints each step.
+pub struct CliHooks<'a> {
+    audited: &'a Audited,
     json: bool,
-) -> anyhow::Result<bool> {
-    if let Some(expected) = expect_epoch {
-        if let Some(n) = decision.shards.iter().find(|n| shards[**n as usize].epoch != expected) {
-            anyhow::bail!("--expect-epoch {expected} is stale: shard {n} has epoch {}; nothing changed", shards[*n as usize].epoch);
+}
+
+impl<'a> CliHooks<'a> {
+    pub fn new(audited: &'a Audited, json: bool) -> Self {
+        CliHooks { audited, json }
+    }
+}
+
+impl Hooks for CliHooks<'_> {
+    fn plan(&mut self, plan: &Plan<'_>) {
+        match (self.json, plan.decision) {
+            (true, Some(d)) if self.audited.dry_run || d.refused.is_some() => {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": d })).unwrap_or_default());
+            }
+            (true, _) => {}
+            (false, _) if plan.text.ends_with('\n') => print!("{}", plan.text),
+            (false, _) => println!("{}", plan.text),
         }
     }
-    if json && (audited.dry_run || decision.refused.is_some()) {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": decision }))?);
-    } else if !json {
-        print!("{}", decision.explain());
-    }
-    if let Some(r) = &decision.refused {
-        anyhow::bail!("{} refused: {r}; nothing changed", decision.action);
-    }
-    if audited.dry_run {
-        if !json {
-            println!("dry run: nothing changed");
+
+    async fn confirm(&mut self) -> Result<bool, String> {
+        if self.audited.dry_run {
+            if !self.json {
+                println!("dry run: nothing changed");
+            }
+            return Ok(false);
         }
-        return Ok(false);
+        if !self.audited.yes {
+            change::confirm().map_err(|e| e.to_string())?;
+        }
+        Ok(true)
     }
-    if !audited.yes {
-        change::confirm()?;
+
+    fn progress(&mut self, line: &str) {
+        if !self.json {
+            println!("  {line}");
+        }
     }
-    Ok(true)
+}
+
+/// An operation's error for the operator: a refusal or a "no" as it is,
+/// anything else under `what failed`.
+pub fn op_error(e: OpError, what: &str) -> anyhow::Error {
+    match e {
+        OpError::Refused { .. } | OpError::NotConfirmed(_) => anyhow::anyhow!("{e}"),
+        other => anyhow::Error::new(other).context(format!("{what} failed")),
+    }
 }

@@ -6,12 +6,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use serde_json::json;
-use tandem_controller::plan::{plan, Action};
-use tandem_controller::switchover;
+use anyhow::bail;
+use tandem_controller::operations::switchover;
 
-use super::{present_plan, Audited, Target};
+use super::{op_error, Audited, CliHooks, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,85 +78,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let client = args.target.client();
-    let (status, obs) = client.observe().await?;
+    let mut hooks = CliHooks::new(&args.audited, args.json);
+    let (who, why) = (args.audited.who.clone(), args.audited.reason.clone());
     if args.cancel {
-        let shards: Vec<u32> = args.shards.clone().map(|l| l.0).unwrap_or_else(|| {
-            (0..status.cluster.shards.len() as u32)
-                .filter(|n| {
-                    let s = &status.cluster.shards[*n as usize];
-                    s.owner == args.from && s.moving_to.as_deref() == Some(args.to.as_str())
-                })
-                .collect()
-        });
-        if shards.is_empty() {
-            println!("nothing to cancel: no shard of {} is being drained towards {}", args.from, args.to);
-            return Ok(());
+        let req = switchover::CancelRequest { from: args.from.clone(), to: args.to.clone(), shards: args.shards.clone().map(|l| l.0), who, why };
+        if let Some(result) = switchover::cancel(&client, &req, &mut hooks).await.map_err(|e| op_error(e, "cancel"))? {
+            println!("cancel: {result}");
         }
-        println!("plan: cancel the drain of {} at {}", tandem_controller::ops::describe_shards(&shards), args.from);
-        if args.audited.dry_run {
-            println!("dry run: nothing changed");
-            return Ok(());
-        }
-        if !args.audited.yes {
-            super::change::confirm()?;
-        }
-        let result = switchover::cancel(&client, &args.from, &args.to, shards, false, &args.audited.who, &args.audited.reason).await?;
-        println!("cancel: {result}");
         return Ok(());
     }
-
-    let action = Action::Switchover { from: args.from.clone(), to: args.to.clone(), shards: args.shards.clone().map(|l| l.0) };
-    let decision = plan(&status.cluster, &obs, &action);
-    if decision.refused.is_none() {
-        refuse_divergent_target(&obs, &args.to, &decision.shards).await?;
-    }
-    if !present_plan(&decision, &status.cluster.shards, args.expect_epoch, &args.audited, args.json)? {
+    let req = switchover::Request {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        shards: args.shards.clone().map(|l| l.0),
+        expect_epoch: args.expect_epoch,
+        who,
+        why,
+        catch_up_timeout: Duration::from_secs(args.timeout_s),
+    };
+    let Some(done) = switchover::switchover(&client, &super::transport(), &req, &mut hooks).await.map_err(|e| op_error(e, "switchover"))? else {
         return Ok(());
-    }
-    let json = args.json;
-    let report = switchover::run(&client, &decision, args.expect_epoch, &args.audited.who, &args.audited.reason, Duration::from_secs(args.timeout_s), |line| {
-        if !json {
-            println!("  {line}");
-        }
-    })
-    .await
-    .context("switchover failed")?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "plan": decision, "report": report }))?);
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
     } else {
+        let r = &done.report;
         println!(
             "switchover done: {} shards from {} to {} ({}); writes to them paused for {} ms; {} entries drained first (audit #{}, #{})",
-            report.shards, report.from, report.to, report.result, report.write_pause_ms, report.drained_entries, report.drain_audit_seq, report.move_audit_seq
-        );
-    }
-    Ok(())
-}
-
-/// A target that still holds divergent writes for these shards (written
-/// there under an older epoch, never received by the owner) would serve
-/// them as current once it owns the shards again: refuse until they are
-/// reconciled.
-async fn refuse_divergent_target(obs: &tandem_controller::plan::Observations, to: &str, shards: &[u32]) -> anyhow::Result<()> {
-    let Some(addr) = obs.replicators.iter().find(|h| h.site == to).map(|h| h.addr.clone()) else { return Ok(()) };
-    let channel = super::transport().channel(&addr)?;
-    let mut client = tandem_replicator::ship::client(channel);
-    let reply = tokio::time::timeout(Duration::from_secs(30), client.divergent(tandem_proto::replicator::DivergentRequest {}))
-        .await
-        .map_err(|_| anyhow::anyhow!("{to}'s replicator did not answer whether it holds divergent writes"))?
-        .map_err(|s| anyhow::anyhow!("{to}'s replicator: {}", s.message()))?
-        .into_inner();
-    let blocking: Vec<String> = reply
-        .entries
-        .iter()
-        // Quarantined writes are no longer served; the others would be.
-        .filter(|e| shards.contains(&e.shard) && !e.quarantined)
-        .map(|e| format!("{}/{} (log entry {}, epoch {})", e.tenant, e.contract_id, e.seq, e.epoch))
-        .collect();
-    if !blocking.is_empty() {
-        bail!(
-            "switchover refused: {to} holds divergent writes for these shards, which it would serve as current: {}. \
-             Reconcile them first (runbooks/verify-repair.md); nothing changed",
-            blocking.join(", ")
+            r.shards, r.from, r.to, r.result, r.write_pause_ms, r.drained_entries, r.drain_audit_seq, r.move_audit_seq
         );
     }
     Ok(())

@@ -7,9 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
-use tandem_replicator::verify::{repair, verify};
-
+use tandem_controller::operations::verify;
+use tandem_controller::operations::GoAhead;
 use tandem_controller::status::NodeStatus;
 
 use super::Target;
@@ -37,81 +36,55 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (_, status) = args.target.client().status().await?;
-    let sites = site_replicators(&status, &args.replicators)?;
-    report(&args, &status, &sites).await
+    let req = verify::Request { replicators: args.replicators.clone(), deep: args.deep, repair: args.repair };
+    let report = verify::verify_cluster(&args.target.client(), &super::transport(), &req, &mut GoAhead).await?;
+    print_report(&args, &report)?;
+    // A script can tell "differences found" from success.
+    if report.unresolved() > 0 {
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
-/// Every site's replicator address: from its latest heartbeat, or from
-/// `overrides` (SITE=HOST:PORT). Every site must have one.
+/// Every site's replicator address (see [`verify::site_replicators`]).
 pub fn site_replicators(status: &NodeStatus, overrides: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut sites: BTreeMap<String, String> = BTreeMap::new();
-    for h in &status.replicators {
-        if status.cluster.sites.contains_key(&h.site) && !h.addr.is_empty() {
-            sites.insert(h.site.clone(), h.addr.clone());
-        }
-    }
-    for entry in overrides {
-        let (site, addr) = entry.split_once('=').with_context(|| format!("--replicators {entry}: expected SITE=HOST:PORT"))?;
-        if !status.cluster.sites.contains_key(site) {
-            bail!("--replicators names site {site}, which the cluster does not know");
-        }
-        sites.insert(site.to_string(), addr.to_string());
-    }
-    let unknown: Vec<&String> = status.cluster.sites.keys().filter(|s| !sites.contains_key(*s)).collect();
-    if !unknown.is_empty() {
-        bail!(
-            "no replicator address for site(s) {}: they have not sent a heartbeat to the controller \
-             (down?); pass --replicators SITE=HOST:PORT",
-            unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    Ok(sites)
+    Ok(verify::site_replicators(status, overrides)?)
 }
 
-async fn report(args: &Args, status: &NodeStatus, sites: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let mut report = verify(&super::transport(), sites, &status.cluster, args.deep).await?;
-    if args.repair && !report.differences.is_empty() {
-        repair(&super::transport(), sites, &mut report).await;
-    }
+fn print_report(args: &Args, report: &verify::Report) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "verified {} shards across sites {}: {} shard(s) differ, {} difference(s)",
-            report.shards,
-            report.sites.join(", "),
-            report.shards_differing,
-            report.differences.len()
-        );
-        if args.deep {
-            println!("read back {} files ({} bytes of ciphertext)", report.files_checked, report.bytes_checked);
-        }
-        if !report.differences.is_empty() {
-            let rows: Vec<Vec<String>> = report
-                .differences
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.shard.to_string(),
-                        d.site.clone(),
-                        d.owner.clone(),
-                        format!("{}/{}", d.tenant, d.contract_id),
-                        format!("{:?}", d.kind).to_lowercase(),
-                        d.detail.clone(),
-                    ]
-                })
-                .collect();
-            println!("{}", table(&["SHARD", "SITE", "OWNER", "CONTRACT", "KIND", "DETAIL"], &rows));
-        }
-        for line in &report.repairs {
-            println!("repair: {line}");
-        }
+        return Ok(());
     }
-    // A script can tell "differences found" from success.
-    let unrepaired = report.repairs.iter().any(|l| l.contains("FAILED") || l.contains("not repaired") || l.contains("divergent"));
-    if !report.differences.is_empty() && (!args.repair || unrepaired) {
-        std::process::exit(3);
+    println!(
+        "verified {} shards across sites {}: {} shard(s) differ, {} difference(s)",
+        report.shards,
+        report.sites.join(", "),
+        report.shards_differing,
+        report.differences.len()
+    );
+    if args.deep {
+        println!("read back {} files ({} bytes of ciphertext)", report.files_checked, report.bytes_checked);
+    }
+    if !report.differences.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .differences
+            .iter()
+            .map(|d| {
+                vec![
+                    d.shard.to_string(),
+                    d.site.clone(),
+                    d.owner.clone(),
+                    format!("{}/{}", d.tenant, d.contract_id),
+                    format!("{:?}", d.kind).to_lowercase(),
+                    d.detail.clone(),
+                ]
+            })
+            .collect();
+        println!("{}", table(&["SHARD", "SITE", "OWNER", "CONTRACT", "KIND", "DETAIL"], &rows));
+    }
+    for r in &report.repairs {
+        println!("repair: {r}");
     }
     Ok(())
 }

@@ -61,10 +61,20 @@ pub const VIEWER: &str = "vera";
 
 /// One site in a network namespace joined to the host by a veth pair, so
 /// a test can cut it off (`ip link set ... down`) like a broken link.
+///
+/// A cut must never let packets leave the machine: with the host side
+/// down, its connected route goes and packets for the namespace's address
+/// would follow the default route out. So a blackhole route for the pair's
+/// subnet (metric above the connected route's) is added before the link
+/// exists and removed with the namespace; every cut checks with `ip route
+/// get` that the address has no route out, and the namespace has no
+/// default route of its own.
 pub struct Netns {
     pub site: String,
     pub name: String,
     host_if: String,
+    /// The pair's /30, blackholed on the host.
+    subnet: String,
     /// The host side's address (where the other sites listen).
     pub host_ip: String,
     /// The namespace side's address (where the isolated site listens).
@@ -91,8 +101,13 @@ impl Netns {
         let name = format!("tnd{id}-{n}");
         let (host_if, ns_if) = (format!("tv{id}x{n}"), format!("tv{id}y{n}"));
         let (host_ip, ns_ip) = (format!("10.{x}.{y}.1"), format!("10.{x}.{y}.2"));
-        ip(&["netns", "add", &name])?;
-        let ns = Netns { site: site.into(), name: name.clone(), host_if: host_if.clone(), host_ip: host_ip.clone(), ns_ip: ns_ip.clone() };
+        let subnet = format!("10.{x}.{y}.0/30");
+        ip(&["route", "add", "blackhole", &subnet, "metric", BLACKHOLE_METRIC])?;
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            let _ = ip(&["route", "del", "blackhole", &subnet, "metric", BLACKHOLE_METRIC]);
+            return Err(e);
+        }
+        let ns = Netns { site: site.into(), name: name.clone(), host_if: host_if.clone(), subnet, host_ip: host_ip.clone(), ns_ip: ns_ip.clone() };
         ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
         ip(&["link", "set", &ns_if, "netns", &name])?;
         ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
@@ -103,16 +118,36 @@ impl Netns {
         Ok(ns)
     }
 
-    /// Cuts (false) or restores (true) the site's link to the others.
+    /// Cuts (false) or restores (true) the site's link to the others. A
+    /// cut is checked to keep every packet inside the machine.
     pub fn set_link(&self, up: bool) {
         ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]).unwrap();
+        if !up {
+            self.assert_contained();
+        }
+    }
+
+    /// Panics if a packet for the namespace could leave the machine: the
+    /// host must have no route to its address (the blackhole answers
+    /// `ip route get` with an error), and the namespace no default route.
+    fn assert_contained(&self) {
+        let out = Command::new("ip").args(["route", "get", &self.ns_ip]).output().expect("ip route get");
+        let route = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() || !route.contains(" dev "), "the cut link lets packets for {} leave the machine: {route}", self.ns_ip);
+        let out = Command::new("ip").args(["netns", "exec", &self.name, "ip", "route", "show", "default"]).output().expect("ip route show");
+        assert!(out.stdout.is_empty(), "namespace {} has a default route: {}", self.name, String::from_utf8_lossy(&out.stdout));
     }
 }
+
+/// Above any connected route's metric (0), so the blackhole only answers
+/// while the veth is down.
+const BLACKHOLE_METRIC: &str = "4000";
 
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
         let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["route", "del", "blackhole", &self.subnet, "metric", BLACKHOLE_METRIC]);
     }
 }
 

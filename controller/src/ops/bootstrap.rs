@@ -19,12 +19,12 @@ pub struct BootstrapSpec {
 pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
     let what = format!("bootstrap: {} sites, {} shards", spec.sites.len(), spec.shard_count);
     if state.bootstrapped {
-        return Applied { what, result: "ignored: already bootstrapped".into(), changed: false };
+        return Applied { what, result: "ignored: already bootstrapped".into(), changed: false, refused: false };
     }
     let mut active: Vec<&Site> = spec.sites.iter().filter(|s| s.role == SiteRole::Active).collect();
     active.sort_by(|a, b| a.name.cmp(&b.name));
     if active.is_empty() || spec.shard_count == 0 {
-        return Applied { what, result: "refused: no active site or no shard".into(), changed: false };
+        return Applied { what, result: "refused: no active site or no shard".into(), changed: false, refused: true };
     }
 
     state.sites = spec.sites.iter().map(|s| (s.name.clone(), s.clone())).collect();
@@ -48,7 +48,7 @@ pub(super) fn apply(state: &mut ClusterState, spec: &BootstrapSpec) -> Applied {
     state.policy = spec.policy.clone();
     state.generation = 1;
     state.bootstrapped = true;
-    Applied { what, result: "ok: generation 1".into(), changed: true }
+    Applied { what, result: "ok: generation 1".into(), changed: true, refused: false }
 }
 
 /// The demo layout (a, b active in city-1, c DR in city-2), bootstrapped

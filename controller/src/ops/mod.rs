@@ -74,6 +74,9 @@ pub struct Outcome {
     pub log_index: u64,
     pub result: String,
     pub changed: bool,
+    /// False when the rules refused the command (nothing changed).
+    #[serde(default)]
+    pub accepted: bool,
 }
 
 /// What one operation did, before it is audited.
@@ -81,6 +84,8 @@ struct Applied {
     what: String,
     result: String,
     changed: bool,
+    /// The rules refused it.
+    refused: bool,
 }
 
 /// Applies `req` (carried at `log_index`) to `state` and returns the new
@@ -92,7 +97,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Resume => pause::apply(state, false),
         Command::SetPairMode(spec) => pair_mode::apply(state, spec),
         Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms, log_index),
-        Command::Event { what, result, .. } => Applied { what: what.clone(), result: result.clone(), changed: false },
+        Command::Event { what, result, .. } => Applied { what: what.clone(), result: result.clone(), changed: false, refused: false },
         Command::SetSiteRole(spec) => site_role::apply(state, spec),
     };
     state.audit_len += 1;
@@ -113,9 +118,65 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Event { automatic, .. } => *automatic,
         _ => false,
     };
+    let tally = state.tally_mut();
+    tally.refused += u64::from(applied.refused);
+    match &req.command {
+        Command::ShardMove(spec) if spec.step == MoveStep::Move && applied.changed => {
+            tally.moves += 1;
+            tally.automatic_moves += u64::from(spec.automatic);
+        }
+        // tandem records an automatic event only when it declines to act.
+        Command::Event { automatic: true, .. } => tally.declined += 1,
+        _ => {}
+    }
     if automatic {
         state.last_automatic = Some(AutoAction { at_unix_ms: entry.at_unix_ms, audit_seq: entry.seq, what: entry.what.clone(), result: entry.result.clone() });
     }
-    let outcome = Outcome { audit_seq: entry.seq, log_index, result: applied.result, changed: applied.changed };
+    let outcome = Outcome { audit_seq: entry.seq, log_index, result: applied.result, changed: applied.changed, accepted: !applied.refused };
     (outcome, entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(command: Command) -> Request {
+        Request { command, meta: OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1 } }
+    }
+
+    fn step(step: MoveStep, automatic: bool) -> Command {
+        Command::ShardMove(ShardMoveSpec {
+            step,
+            from: "a".into(),
+            to: "b".into(),
+            shards: vec![0],
+            expect_epoch: None,
+            require_drained: true,
+            automatic,
+            require_sync: false,
+            kind: crate::state::MoveKind::Failover,
+            deadline_ms: 0,
+            writer_last_heard_ms: 0,
+        })
+    }
+
+    // The outcome says whether the rules took the command, and the tally
+    // counts what /metrics reports as each command applies.
+    #[test]
+    fn outcomes_say_accepted_and_the_tally_counts_moves_refusals_and_declines() {
+        let mut s = test_state(8);
+        let (o, _) = apply(&mut s, &req(step(MoveStep::Drain, true)), 1);
+        assert!(o.accepted && o.changed);
+        let (o, _) = apply(&mut s, &req(step(MoveStep::Move, true)), 2);
+        assert!(o.accepted && o.changed);
+        // The shard is b's now: moving it from a again is refused.
+        let (o, _) = apply(&mut s, &req(step(MoveStep::Move, false)), 3);
+        assert!(!o.accepted && !o.changed, "{o:?}");
+        apply(&mut s, &req(Command::Event { what: "site a down".into(), result: "declined: paused".into(), automatic: true }), 4);
+        apply(&mut s, &req(Command::Event { what: "note".into(), result: "ok".into(), automatic: false }), 5);
+        // Accepted without a change.
+        let (o, _) = apply(&mut s, &req(Command::Resume), 6);
+        assert!(o.accepted && !o.changed, "{o:?}");
+        assert_eq!(s.tally, Some(crate::state::Tally { moves: 1, automatic_moves: 1, refused: 1, declined: 1 }));
+    }
 }

@@ -39,7 +39,7 @@ pub struct PairModeSpec {
 
 pub(super) fn apply(state: &mut ClusterState, spec: &PairModeSpec) -> Applied {
     let what = format!("replication {} -> {}: {} (asked by {})", spec.site, spec.peer, spec.mode.as_str(), spec.site);
-    let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false };
+    let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false, refused: true };
     let Some(pair) = state.pairs.iter_mut().find(|p| p.joins(&spec.site, &spec.peer)) else {
         return refuse(format!("no in-city pair {} <-> {}", spec.site, spec.peer));
     };
@@ -58,12 +58,12 @@ pub(super) fn apply(state: &mut ClusterState, spec: &PairModeSpec) -> Applied {
     }
     let current = pair.outgoing(&spec.site);
     if current == spec.mode {
-        return Applied { what, result: format!("no change: already {}", spec.mode.as_str()), changed: false };
+        return Applied { what, result: format!("no change: already {}", spec.mode.as_str()), changed: false, refused: false };
     }
     match (current, spec.mode) {
         (_, ReplicationMode::Async) | (ReplicationMode::Async, ReplicationMode::SyncRecover) | (ReplicationMode::SyncRecover, ReplicationMode::Sync) => {
             pair.set_outgoing(&spec.site, spec.mode, spec.since_seq);
-            Applied { what, result: format!("ok: state id {}; {}", pair.state_id, pair.describe()), changed: true }
+            Applied { what, result: format!("ok: state id {}; {}", pair.state_id, pair.describe()), changed: true, refused: false }
         }
         (from, to) => refuse(format!("{} cannot go to {} directly", from.as_str(), to.as_str())),
     }

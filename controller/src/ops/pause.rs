@@ -11,14 +11,14 @@ use crate::state::ClusterState;
 pub(super) fn apply(state: &mut ClusterState, pause: bool) -> Applied {
     let what = if pause { "pause automatic actions" } else { "resume automatic actions" };
     if !state.bootstrapped {
-        return Applied { what: what.into(), result: "refused: cluster not bootstrapped yet".into(), changed: false };
+        return Applied { what: what.into(), result: "refused: cluster not bootstrapped yet".into(), changed: false, refused: true };
     }
     if state.policy.paused == pause {
         let already = if pause { "no change: already paused" } else { "no change: not paused" };
-        return Applied { what: what.into(), result: already.into(), changed: false };
+        return Applied { what: what.into(), result: already.into(), changed: false, refused: false };
     }
     state.policy.paused = pause;
-    Applied { what: what.into(), result: "ok".into(), changed: true }
+    Applied { what: what.into(), result: "ok".into(), changed: true, refused: false }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Applied;
-use crate::state::{ClusterState, Drain, MoveKind, MoveRecord, SiteRole};
+use crate::state::{ClusterState, Drain, MoveKind, MoveRecord, MovedShard, SiteRole};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -111,7 +111,7 @@ pub fn shard_ranges(shards: &[u32]) -> Vec<String> {
 
 pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: u64, log_index: u64) -> Applied {
     let what = format!("{} {} from {} to {}", spec.step.as_str(), describe_shards(&spec.shards), spec.from, spec.to);
-    let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false };
+    let refuse = |why: String| Applied { what: what.clone(), result: format!("refused: {why}"), changed: false, refused: true };
     if spec.shards.is_empty() {
         return refuse("no shard given".into());
     }
@@ -179,6 +179,7 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
     // move's record; a shard moved without a drain counts from the move.
     let drain = spec.shards.iter().filter_map(|&n| state.shards[n as usize].drain.clone()).min_by_key(|d| d.at_unix_ms);
     let mut epochs = Vec::new();
+    let mut moved = Vec::new();
     for &n in &spec.shards {
         let shard = &mut state.shards[n as usize];
         match spec.step {
@@ -198,13 +199,15 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
                 shard.drain = None;
             }
             MoveStep::Move => {
+                let before = shard.epoch;
                 shard.hand_over(&spec.to, drain.as_ref().map_or(spec.kind, |d| d.kind));
                 epochs.push(shard.epoch);
+                moved.push(MovedShard { shard: n, from_epoch: before, to_epoch: shard.epoch });
             }
         }
     }
     if spec.step == MoveStep::Move {
-        let record = move_record(spec, drain.as_ref(), at_unix_ms, state.audit_len + 1);
+        let record = move_record(spec, drain.as_ref(), at_unix_ms, state.audit_len + 1, moved);
         if spec.automatic {
             state.last_auto_failover_unix_ms = at_unix_ms;
         }
@@ -219,13 +222,13 @@ pub(super) fn apply(state: &mut ClusterState, spec: &ShardMoveSpec, at_unix_ms: 
             format!("ok: {} owns them now ({epochs})", spec.to)
         }
     };
-    Applied { what, result, changed: true }
+    Applied { what, result, changed: true, refused: false }
 }
 
 /// What the move committing at `moved_at` (audit entry `audit_seq`)
 /// completes: its kind, how long it took from its drain and how long the
 /// shards could not be written.
-fn move_record(spec: &ShardMoveSpec, drain: Option<&Drain>, moved_at: u64, audit_seq: u64) -> MoveRecord {
+fn move_record(spec: &ShardMoveSpec, drain: Option<&Drain>, moved_at: u64, audit_seq: u64, moved: Vec<MovedShard>) -> MoveRecord {
     let kind = drain.map_or(spec.kind, |d| d.kind);
     let drained_at = drain.map_or(moved_at, |d| d.at_unix_ms).min(moved_at);
     // A failover's shards stopped being written when the old owner died,
@@ -244,6 +247,7 @@ fn move_record(spec: &ShardMoveSpec, drain: Option<&Drain>, moved_at: u64, audit
         moved_at_unix_ms: moved_at,
         write_pause_ms: moved_at.saturating_sub(paused_since),
         audit_seq,
+        moved,
     }
 }
 
@@ -280,6 +284,8 @@ mod tests {
         let r = &s.last_moves[&MoveKind::Switchover];
         assert_eq!((r.from.as_str(), r.to.as_str(), r.shards, r.duration_ms(), r.write_pause_ms), ("a", "b", 2, 3_500, 3_500));
         assert_eq!(r.audit_seq, s.audit_len + 1, "the move's own audit entry");
+        let moved = |n| MovedShard { shard: n, from_epoch: 1, to_epoch: 2 };
+        assert_eq!(r.moved, vec![moved(0), moved(1)], "each shard with its epochs");
         // A failover's pause runs from when the dead owner was last heard.
         let fence = ShardMoveSpec { kind: MoveKind::Failover, writer_last_heard_ms: 9_000, automatic: true, ..spec(MoveStep::Drain, &[2]) };
         apply(&mut s, &fence, 10_000, 8);

@@ -17,16 +17,21 @@ pub struct SiteRoleSpec {
 pub(super) fn apply(state: &mut ClusterState, spec: &SiteRoleSpec) -> Applied {
     let what = format!("site {}: {} -> {}", spec.site, spec.expect.as_str(), spec.role.as_str());
     let Some(site) = state.sites.get_mut(&spec.site) else {
-        return Applied { what, result: format!("refused: unknown site {:?}", spec.site), changed: false };
+        return Applied { what, result: format!("refused: unknown site {:?}", spec.site), changed: false, refused: true };
     };
     if site.role != spec.expect {
-        return Applied { what, result: format!("refused: {} is {}, not {}", spec.site, site.role.as_str(), spec.expect.as_str()), changed: false };
+        return Applied {
+            what,
+            result: format!("refused: {} is {}, not {}", spec.site, site.role.as_str(), spec.expect.as_str()),
+            changed: false,
+            refused: true,
+        };
     }
     if matches!(spec.role, SiteRole::Recovering) && state.shards.iter().any(|s| s.owner == spec.site) {
-        return Applied { what, result: format!("refused: {} still owns shards; move them first", spec.site), changed: false };
+        return Applied { what, result: format!("refused: {} still owns shards; move them first", spec.site), changed: false, refused: true };
     }
     site.role = spec.role;
-    Applied { what, result: "ok".into(), changed: true }
+    Applied { what, result: "ok".into(), changed: true, refused: false }
 }
 
 #[cfg(test)]

@@ -122,7 +122,15 @@ impl StateMachineStore {
             Some(b) => serde_json::from_slice(&b).map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, codec(e)))?,
             None => Core::default(),
         };
-        Ok(Self { reader: StateReader { core: Arc::new(Mutex::new(core)), kv }, snapshot_seq: 0 })
+        let sm = Self { reader: StateReader { core: Arc::new(Mutex::new(core)), kv }, snapshot_seq: 0 };
+        // A store written by a build without the tally: count it once from
+        // the audit log (kept in memory; stored with the next change).
+        let needs_tally = { sm.reader.lock().cluster.tally.is_none() };
+        if needs_tally {
+            let audit = sm.all_audit()?;
+            sm.reader.lock().cluster.backfill_tally(audit);
+        }
+        Ok(sm)
     }
 
     pub fn reader(&self) -> StateReader {
@@ -212,6 +220,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
         let SnapshotData { mut core, audit } = serde_json::from_slice(&data).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, codec(e)))?;
+        // From a leader of a build without the tally.
+        core.cluster.backfill_tally(audit.iter().cloned());
         core.last_applied = meta.last_log_id;
         core.membership = meta.last_membership.clone();
 

@@ -19,8 +19,6 @@
 
 pub mod refusals;
 
-pub mod convert;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,13 +29,14 @@ use tandem_proto::error_code;
 use tonic::{Request, Response, Status};
 
 use crate::clock::Clock;
+use crate::convert;
 use crate::health::HealthBoard;
-use crate::node::node_status;
 use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec, SiteRoleSpec};
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
 use crate::state::SiteRole;
 use crate::state::{MoveKind, ReplicationMode};
+use crate::status::node_status;
 use tandem_proto::control::control_client::ControlClient;
 
 /// Whether the caller asked this node to forward the call to the leader
@@ -322,7 +321,7 @@ fn with_code(mut status: Status, code: &'static str) -> Status {
 }
 
 fn change_reply(o: Outcome) -> Response<pb::ChangeReply> {
-    Response::new(pb::ChangeReply { audit_seq: o.audit_seq, result: o.result, log_index: o.log_index })
+    Response::new(pb::ChangeReply { audit_seq: o.audit_seq, result: o.result, log_index: o.log_index, accepted: o.accepted, changed: o.changed })
 }
 
 #[tonic::async_trait]
@@ -459,7 +458,13 @@ impl Control for ControlService {
         let site = cluster.sites.get(&r.site).ok_or_else(|| Status::invalid_argument(format!("unknown site {:?}", r.site)))?.clone();
         let voters: std::collections::BTreeSet<u64> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if voters.contains(&site.node_id) {
-            return Ok(Response::new(pb::ChangeReply { audit_seq: 0, result: format!("ok: {} is already a Raft voter", r.site), log_index: 0 }));
+            return Ok(Response::new(pb::ChangeReply {
+                audit_seq: 0,
+                result: format!("ok: {} is already a Raft voter", r.site),
+                log_index: 0,
+                accepted: true,
+                changed: false,
+            }));
         }
         if site.role != SiteRole::Fenced {
             return Err(Status::failed_precondition(format!(

@@ -8,7 +8,8 @@ use tandem_proto::control as pb;
 
 use crate::health::{LinkLag, ReplicatorHealth};
 use crate::state::{
-    AuditEntry, AutoAction, ClusterState, Direction, Drain, MoveKind, MoveRecord, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole,
+    AuditEntry, AutoAction, ClusterState, Direction, Drain, MoveKind, MoveRecord, MovedShard, Policy, ReplicationMode, ReplicationPair, Shard, Site, SiteRole,
+    Tally,
 };
 use crate::status::{NodeStatus, RaftStatus};
 
@@ -96,8 +97,10 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                     moved_at_unix_ms: m.moved_at_unix_ms,
                     write_pause_ms: m.write_pause_ms,
                     audit_seq: m.audit_seq,
+                    moved: m.moved.iter().map(|s| pb::MovedShardView { shard: s.shard, from_epoch: s.from_epoch, to_epoch: s.to_epoch }).collect(),
                 })
                 .collect(),
+            tally: c.tally.as_ref().map(|t| pb::TallyView { moves: t.moves, automatic_moves: t.automatic_moves, refused: t.refused, declined: t.declined }),
             last_automatic: c.last_automatic.as_ref().map(|a| pb::AutoActionView {
                 at_unix_ms: a.at_unix_ms,
                 audit_seq: a.audit_seq,
@@ -188,6 +191,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
             moved_at_unix_ms: m.moved_at_unix_ms,
             write_pause_ms: m.write_pause_ms,
             audit_seq: m.audit_seq,
+            moved: m.moved.into_iter().map(|s| MovedShard { shard: s.shard, from_epoch: s.from_epoch, to_epoch: s.to_epoch }).collect(),
         };
         last_moves.insert(kind, record);
     }
@@ -223,6 +227,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
             last_moves,
             last_automatic,
+            tally: c.tally.map(|t| Tally { moves: t.moves, automatic_moves: t.automatic_moves, refused: t.refused, declined: t.declined }),
         },
         replicators: reply.replicators.into_iter().map(replicator_from_pb).collect(),
         now_unix_ms: reply.now_unix_ms,

@@ -1,5 +1,6 @@
-//! `tandem verify`: compare what every site stores, shard by shard, against
-//! the shard's owner, and optionally repair the differences from the owner.
+//! Verify and repair (`tandem verify [--repair]`, the drill): compare what
+//! every site stores, shard by shard, against the shard's owner, and
+//! optionally repair the differences from the owner.
 //!
 //! Every site must answer: a verify that skipped a site could not say "no
 //! difference". Only differing shards' inventories are fetched.
@@ -8,11 +9,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use tandem_controller::state::ClusterState;
 use tandem_net::Transport;
 use tandem_proto::replicator as pb;
 
-use crate::ship::client;
+use super::{replication_client as client, Hooks, OpError};
+use crate::client::ControlClient;
+use crate::state::ClusterState;
+use crate::status::NodeStatus;
 
 /// How one site differs from the owner for one contract.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,8 +57,100 @@ pub struct Report {
     /// Files and ciphertext bytes read back by a deep verify (all sites).
     pub files_checked: u64,
     pub bytes_checked: u64,
-    /// Filled by [`repair`]: one line per difference.
-    pub repairs: Vec<String>,
+    /// Filled by [`repair`]: one per difference.
+    pub repairs: Vec<Repair>,
+}
+
+impl Report {
+    /// Differences that are still there: all of them without a repair,
+    /// else those whose repair did not fix them.
+    pub fn unresolved(&self) -> usize {
+        if self.repairs.is_empty() {
+            return self.differences.len();
+        }
+        self.repairs.iter().filter(|r| r.outcome != RepairOutcome::Repaired).count()
+    }
+}
+
+/// What the repair of one difference did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RepairOutcome {
+    /// The site now holds the owner's (or a sound) copy.
+    Repaired,
+    /// Left for a person on purpose: an extra contract, a divergent write.
+    NotRepaired,
+    /// The repair was tried and did not work.
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Repair {
+    pub site: String,
+    pub tenant: String,
+    pub contract_id: String,
+    pub outcome: RepairOutcome,
+    /// What was done or why not, e.g. "repaired from a (version 3)".
+    pub detail: String,
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} at {}: {}", self.tenant, self.contract_id, self.site, self.detail)
+    }
+}
+
+/// What the caller asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Replicator addresses as SITE=HOST:PORT, over those the replicators
+    /// report in their heartbeats.
+    pub replicators: Vec<String>,
+    /// Also read back every stored file at every site.
+    pub deep: bool,
+    /// Copy the owner's version to every site that misses it or differs.
+    pub repair: bool,
+}
+
+/// Verifies every site against each shard's owner, and repairs when asked
+/// (each repair is one progress line).
+pub async fn verify_cluster(client: &ControlClient, transport: &Transport, req: &Request, hooks: &mut impl Hooks) -> Result<Report, OpError> {
+    let (_, status) = client.status().await?;
+    let sites = site_replicators(&status, &req.replicators)?;
+    let mut report = verify(transport, &sites, &status.cluster, req.deep).await.map_err(|e| OpError::Failed(e.to_string()))?;
+    if req.repair && !report.differences.is_empty() {
+        repair(transport, &sites, &mut report).await;
+        for r in &report.repairs {
+            hooks.progress(&r.to_string());
+        }
+    }
+    Ok(report)
+}
+
+/// Every site's replicator address: from its latest heartbeat, or from
+/// `overrides` (SITE=HOST:PORT). Every site must have one.
+pub fn site_replicators(status: &NodeStatus, overrides: &[String]) -> Result<BTreeMap<String, String>, OpError> {
+    let mut sites: BTreeMap<String, String> = BTreeMap::new();
+    for h in &status.replicators {
+        if status.cluster.sites.contains_key(&h.site) && !h.addr.is_empty() {
+            sites.insert(h.site.clone(), h.addr.clone());
+        }
+    }
+    for entry in overrides {
+        let (site, addr) = entry.split_once('=').ok_or_else(|| OpError::Failed(format!("--replicators {entry}: expected SITE=HOST:PORT")))?;
+        if !status.cluster.sites.contains_key(site) {
+            return Err(OpError::Failed(format!("--replicators names site {site}, which the cluster does not know")));
+        }
+        sites.insert(site.to_string(), addr.to_string());
+    }
+    let unknown: Vec<&str> = status.cluster.sites.keys().filter(|s| !sites.contains_key(*s)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        return Err(OpError::Failed(format!(
+            "no replicator address for site(s) {}: they have not sent a heartbeat to the controller (down?); pass --replicators SITE=HOST:PORT",
+            unknown.join(", ")
+        )));
+    }
+    Ok(sites)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,33 +306,35 @@ fn destroyed(i: &pb::InventoryItem) -> &'static str {
 pub async fn repair(transport: &Transport, sites: &BTreeMap<String, String>, report: &mut Report) {
     let corrupt: std::collections::BTreeSet<(&str, &str, &str)> =
         report.differences.iter().filter(|d| d.kind == Kind::Corrupt).map(|d| (d.site.as_str(), d.tenant.as_str(), d.contract_id.as_str())).collect();
-    let mut lines = Vec::new();
+    let mut repairs = Vec::new();
     for d in &report.differences {
         let sound = |site: &str| !corrupt.contains(&(site, d.tenant.as_str(), d.contract_id.as_str()));
         let source = if sound(&d.owner) { Some(d.owner.as_str()) } else { sites.keys().map(String::as_str).find(|s| *s != d.site && sound(s)) };
-        let line = match d.kind {
-            Kind::Extra => {
-                format!("{}/{} at {}: not repaired (the owner {} lacks it; investigate before removing anything)", d.tenant, d.contract_id, d.site, d.owner)
-            }
-            Kind::Divergent => format!("{}/{} at {}: divergent write kept for reconciliation, not repaired ({})", d.tenant, d.contract_id, d.site, d.detail),
+        let (outcome, detail) = match d.kind {
+            Kind::Extra => (RepairOutcome::NotRepaired, format!("not repaired (the owner {} lacks it; investigate before removing anything)", d.owner)),
+            Kind::Divergent => (RepairOutcome::NotRepaired, format!("divergent write kept for reconciliation, not repaired ({})", d.detail)),
             Kind::Missing | Kind::Different | Kind::Corrupt => {
                 let Some(addr) = sites.get(&d.site) else { continue };
-                let Some(source) = source.and_then(|s| sites.get(s)) else {
-                    lines.push(format!("{}/{} at {}: repair FAILED: no site holds a sound copy", d.tenant, d.contract_id, d.site));
-                    continue;
-                };
-                let req = pb::RepairRequest { tenant: d.tenant.clone(), contract_id: d.contract_id.clone(), source_addr: source.clone() };
-                match transport.channel(addr) {
-                    Ok(ch) => match tokio::time::timeout(Duration::from_secs(900), client(ch).repair(req)).await {
-                        Ok(Ok(r)) => format!("{}/{} at {}: {}", d.tenant, d.contract_id, d.site, r.into_inner().result),
-                        Ok(Err(s)) => format!("{}/{} at {}: repair FAILED: {}", d.tenant, d.contract_id, d.site, s.message()),
-                        Err(_) => format!("{}/{} at {}: repair FAILED: timed out", d.tenant, d.contract_id, d.site),
-                    },
-                    Err(e) => format!("{}/{} at {}: repair FAILED: {e}", d.tenant, d.contract_id, d.site),
+                match source.and_then(|s| sites.get(s)) {
+                    None => (RepairOutcome::Failed, "repair FAILED: no site holds a sound copy".to_string()),
+                    Some(source) => repair_one(transport, addr, d, source).await,
                 }
             }
         };
-        lines.push(line);
+        repairs.push(Repair { site: d.site.clone(), tenant: d.tenant.clone(), contract_id: d.contract_id.clone(), outcome, detail });
     }
-    report.repairs = lines;
+    report.repairs = repairs;
+}
+
+/// Asks `d.site`'s replicator (at `addr`) to copy the contract from `source`.
+async fn repair_one(transport: &Transport, addr: &str, d: &Difference, source: &str) -> (RepairOutcome, String) {
+    let req = pb::RepairRequest { tenant: d.tenant.clone(), contract_id: d.contract_id.clone(), source_addr: source.to_string() };
+    match transport.channel(addr) {
+        Ok(ch) => match tokio::time::timeout(Duration::from_secs(900), client(ch).repair(req)).await {
+            Ok(Ok(r)) => (RepairOutcome::Repaired, r.into_inner().result),
+            Ok(Err(s)) => (RepairOutcome::Failed, format!("repair FAILED: {}", s.message())),
+            Err(_) => (RepairOutcome::Failed, "repair FAILED: timed out".to_string()),
+        },
+        Err(e) => (RepairOutcome::Failed, format!("repair FAILED: {e}")),
+    }
 }

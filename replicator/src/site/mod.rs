@@ -9,11 +9,24 @@ use tandem_controller::client::ControlClient;
 use tandem_controller::clock::Clock;
 use tandem_crypto::{KeyProvider, RandomSource};
 use tandem_net::Transport;
+use tandem_storage::KvStore;
 use tokio::sync::watch;
 
+mod log;
+mod rules;
+pub mod staging;
+
 use crate::blob::BlobStore;
+use crate::config::ReplicatorConfig;
+use crate::error::ReplicaError;
 use crate::meta::MetaStore;
 use crate::view::ControllerView;
+pub use staging::{Registry, Staged, StagedId};
+
+/// After the last byte of an entry reached the peer, the peer still has to
+/// sync it: allow this rate on top of the sync timeout before the silence
+/// counts as a stall (a 1 GiB file gets 5 s more).
+pub(crate) const PEER_SYNC_RATE: u64 = 200 * 1024 * 1024;
 
 /// An outgoing replication link from this site to one peer.
 pub struct Link {
@@ -34,7 +47,7 @@ pub struct Link {
     /// (blob path -> the peer's staged id once it confirms, `None` if it
     /// does not), for the shipper to reference instead of sending their
     /// bytes again (see [`crate::stage`]).
-    pub staged: Mutex<BTreeMap<String, crate::stage::StagedId>>,
+    pub staged: Mutex<BTreeMap<String, StagedId>>,
     /// The connection staged uploads use (separate from the shipper's, so
     /// neither waits behind the other's flow control).
     stage_channel: Arc<Mutex<Option<tonic::transport::Channel>>>,
@@ -75,12 +88,12 @@ impl Link {
 
     /// Records that `blob` was streamed to the peer; `id` resolves to the
     /// peer's staged id once it has checked and synced it.
-    pub fn note_staged(&self, blob: &str, id: crate::stage::StagedId) {
+    pub fn note_staged(&self, blob: &str, id: StagedId) {
         self.staged.lock().unwrap_or_else(|p| p.into_inner()).insert(blob.to_string(), id);
     }
 
     /// Forgets the staged copies of `blobs`, returning those it had.
-    pub fn take_staged<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> Vec<(String, crate::stage::StagedId)> {
+    pub fn take_staged<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> Vec<(String, StagedId)> {
         let mut map = self.staged.lock().unwrap_or_else(|p| p.into_inner());
         blobs.into_iter().filter_map(|b| map.remove(b).map(|id| (b.to_string(), id))).collect()
     }
@@ -104,6 +117,25 @@ impl Link {
     }
 }
 
+/// What a replicator needs from outside: its stores, keys, randomness,
+/// clock and network. The daemon, the demo, the tests and the simulation
+/// each give their own.
+pub struct ReplicatorDeps {
+    pub kv: Arc<dyn KvStore>,
+    pub blobs: BlobStore,
+    pub keys: Arc<dyn KeyProvider>,
+    pub rng: Arc<dyn RandomSource>,
+    pub clock: Arc<dyn Clock>,
+    pub transport: Transport,
+}
+
+/// Bound on mode-change calls: above the controllers' commit timeout.
+pub const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// One site's replicator state. The stores and the view are open to the
+/// operations of this crate; the locks are not: the methods that need one
+/// take it ([`Site::append`] the log lock, [`Site::ordered`] an origin's
+/// order, [`Site::claim`] a contract), so no caller can forget the rule.
 pub struct Site {
     pub name: String,
     pub meta: MetaStore,
@@ -121,23 +153,23 @@ pub struct Site {
     /// How long a sync write waits for the in-city peer.
     pub sync_timeout: Duration,
     /// Serialises appends to the change log (sequence numbers without gaps).
-    pub log_lock: tokio::sync::Mutex<()>,
+    log_lock: tokio::sync::Mutex<()>,
     /// Contracts with a write in progress here: one writer per contract.
-    pub busy: Mutex<BTreeSet<(String, String)>>,
+    busy: Mutex<BTreeSet<(String, String)>>,
     /// Wakes the shippers when the log grows.
     pub log_grew: watch::Sender<u64>,
     /// One per origin site: entries of one origin are applied in order.
-    pub apply_locks: BTreeMap<String, tokio::sync::Mutex<()>>,
+    apply_locks: BTreeMap<String, tokio::sync::Mutex<()>>,
     /// Wakes the ciphertext collector after a destroy.
     pub gc_wake: tokio::sync::Notify,
     /// Striped per-contract locks: an incoming version and a quarantine of
     /// the same contract never interleave (see [`crate::quarantine`]).
-    pub contract_locks: Vec<tokio::sync::Mutex<()>>,
+    contract_locks: Vec<tokio::sync::Mutex<()>>,
     /// Counts quarantines of this site's own writes: shippers then ask
     /// peers that applied them to quarantine their copies.
     pub quarantines: watch::Sender<u64>,
     /// Blobs other sites staged here, waiting for their log entries.
-    pub staged: crate::stage::Registry,
+    pub staged: Registry,
     /// How long a staged blob waits for its entry before it is deleted.
     pub staged_ttl: Duration,
     /// Requests served and refused, for `/metrics`.
@@ -191,6 +223,68 @@ impl Drop for BusyGuard<'_> {
 }
 
 impl Site {
+    /// The state of site `config.site` before anything runs: its stores,
+    /// one link per other site, the log head as its stores hold it.
+    pub fn new(config: &ReplicatorConfig, deps: ReplicatorDeps) -> Result<Site, ReplicaError> {
+        let meta = MetaStore::new(deps.kv.clone());
+        let head = meta.log_head()?;
+        let links = config
+            .sites
+            .iter()
+            .filter(|s| s.name != config.site)
+            .map(|s| {
+                let link = Link::new(s.name.clone(), s.addr.clone(), s.send_limit_mib_s * 1024 * 1024);
+                (s.name.clone(), link)
+            })
+            .collect();
+        Ok(Site {
+            name: config.site.clone(),
+            meta,
+            blobs: deps.blobs,
+            keys: deps.keys,
+            rng: deps.rng,
+            clock: deps.clock.clone(),
+            transport: deps.transport.clone(),
+            view: ControllerView::default(),
+            control: ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT),
+            links,
+            addrs: config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect(),
+            sync_timeout: config.sync_timeout(),
+            log_lock: tokio::sync::Mutex::new(()),
+            busy: Mutex::new(Default::default()),
+            log_grew: watch::Sender::new(head),
+            apply_locks: config.sites.iter().map(|s| (s.name.clone(), tokio::sync::Mutex::new(()))).collect(),
+            quarantines: tokio::sync::watch::Sender::new(0),
+            counters: Default::default(),
+            contract_locks: (0..CONTRACT_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            gc_wake: tokio::sync::Notify::new(),
+            staged: Default::default(),
+            staged_ttl: config.staged_ttl(),
+        })
+    }
+
+    /// Whether `origin` is another site of the cluster (whose entries this
+    /// site may receive).
+    pub fn knows_origin(&self, origin: &str) -> bool {
+        origin != self.name && self.apply_locks.contains_key(origin)
+    }
+
+    /// Holds `origin`'s order: entries of one origin are applied (or
+    /// skipped) one at a time, in sequence. Refused for an unknown origin.
+    pub async fn ordered(&self, origin: &str) -> Result<tokio::sync::MutexGuard<'_, ()>, ReplicaError> {
+        let lock = self.apply_locks.get(origin).ok_or_else(|| ReplicaError::Invalid(format!("entry from unknown site {origin:?}")))?;
+        Ok(lock.lock().await)
+    }
+
+    /// The controller view's index and this site's log head, read together
+    /// under the log lock: every append after this is checked against a
+    /// view at least as new (see [`Site::append`]), what a heartbeat
+    /// reports and a switchover relies on.
+    pub async fn view_and_log_head(&self) -> (u64, u64) {
+        let _log = self.log_lock.lock().await;
+        (self.view.applied_index(), self.meta.log_head().unwrap_or(0))
+    }
+
     /// Claims `tenant/contract_id` for one write; `None` if another write
     /// to it is in progress.
     pub fn claim(&self, tenant: &str, contract_id: &str) -> Option<BusyGuard<'_>> {

@@ -1,0 +1,158 @@
+//! DR activation and DR rejoin (`tandem dr activate|rejoin`, the drill).
+//!
+//! Both act on a stopped controller's own store, so each has an online
+//! half (what the other controllers say, the plan, the confirmation) and
+//! an offline half (the store change). The CLI runs both; the drill, whose
+//! scenario declares the disaster and stops the controller itself, runs
+//! the offline half ([`activate_stopped`], [`prepare_rejoin`]), the same
+//! code the CLI's offline half is.
+
+use tandem_storage::KvStore;
+
+use super::{present, Hooks, OpError, Plan};
+use crate::client::ControlClient;
+use crate::health::{HealthBoard, ReplicatorHealth};
+use crate::raft::state_machine::{dr_reset, prepare_join, DrReset};
+use crate::state::SiteRole;
+
+/// What a DR activation asks for.
+#[derive(Clone, Debug)]
+pub struct Activation {
+    /// The surviving site: it becomes the only member and owns every shard.
+    pub site: String,
+    pub node_id: u64,
+    pub who: String,
+    pub why: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Activated {
+    /// The audit line's result ("ok: generation 2, ...").
+    pub result: String,
+    /// What the other sites had not yet shipped here, as they last said.
+    pub loss: Vec<String>,
+}
+
+/// The city-wide disaster procedure, run with the surviving site's
+/// controller stopped. Refused while a Raft leader with a quorum still
+/// answers (`others`: the other sites' controllers): then it is a
+/// failover, not a disaster. `open_store` opens the stopped controller's
+/// store once the plan is confirmed (opening it refuses while it runs).
+/// `Ok(None)`: the hooks stopped it; nothing changed.
+pub async fn activate<K: KvStore>(
+    others: &ControlClient,
+    req: &Activation,
+    now_unix_ms: u64,
+    open_store: impl FnOnce() -> Result<K, String>,
+    hooks: &mut impl Hooks,
+) -> Result<Option<Activated>, OpError> {
+    if let Ok(status) = others.leader_status().await {
+        return Err(OpError::Refused {
+            action: "DR activation".into(),
+            reason: format!("site {} leads a Raft quorum right now: this is not a city-wide disaster. Use `tandem failover`", status.raft.site),
+        });
+    }
+    let me = &req.site;
+    let plan = format!(
+        "plan: DR activation at site {me}\n  1. new cluster generation with {me} as the only Raft member\n  2. {me} owns every shard under a new epoch; every other site is fenced\n  3. writes the other sites acknowledged but {me} never received are lost; estimate below\n"
+    );
+    if !present(hooks, &Plan::text(plan)).await? {
+        return Ok(None);
+    }
+    let kv = open_store().map_err(OpError::Failed)?;
+    let done = activate_stopped(&kv, req, now_unix_ms)?;
+    for line in &done.loss {
+        hooks.progress(line);
+    }
+    Ok(Some(done))
+}
+
+/// The offline half of [`activate`]: the loss estimate from the store's
+/// kept heartbeats, then the reset (see [`dr_reset`]), recorded with the
+/// estimate in the audit log.
+pub fn activate_stopped(kv: &dyn KvStore, req: &Activation, now_unix_ms: u64) -> Result<Activated, OpError> {
+    let loss = loss_estimate(&req.site, &HealthBoard::load(kv), now_unix_ms);
+    let why = format!("{} (estimated loss: {})", req.why, loss.join("; "));
+    let reset = DrReset { site: req.site.clone(), node_id: req.node_id, who: req.who.clone(), why, at_unix_ms: now_unix_ms };
+    let result = dr_reset(kv, &reset).map_err(|e| OpError::Refused { action: "DR activation".into(), reason: e })?;
+    Ok(Activated { result, loss })
+}
+
+/// What the surviving site had not received from each other site, as those
+/// sites last reported it to this site's controller.
+fn loss_estimate(me: &str, board: &[ReplicatorHealth], now: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in board.iter().filter(|h| h.site != me) {
+        let age_s = now.saturating_sub(h.received_at_unix_ms) / 1000;
+        match h.links.iter().find(|l| l.peer == me) {
+            Some(l) => out.push(format!(
+                "{} reported {} s ago: {} entries, {} bytes not yet at {me} (oldest {} s old); anything it wrote after that is lost too",
+                h.site, age_s, l.entries, l.bytes, l.seconds
+            )),
+            None => out.push(format!("{} reported {} s ago without a link to {me}", h.site, age_s)),
+        }
+    }
+    if out.is_empty() {
+        out.push(format!("no report from the other sites is kept at {me}: the loss cannot be estimated"));
+    }
+    out
+}
+
+/// What a DR rejoin asks for.
+#[derive(Clone, Debug)]
+pub struct Rejoin {
+    /// The returning old site.
+    pub site: String,
+    pub who: String,
+    pub why: String,
+}
+
+/// The first step of failback after a DR activation, run with the
+/// returning site's controller stopped. Needs the activated generation's
+/// leader to answer (`others`) and to list the site as fenced. `prepare`
+/// gets the generation to join and readies the store (the CLI keeps the
+/// old store aside, then [`prepare_rejoin`]); it returns what it did, which
+/// is recorded in the audit log. Returns the generation joined and the
+/// audit seq (`None` when the record could not be written), or `Ok(None)`
+/// when the hooks stopped it.
+pub async fn rejoin(
+    others: &ControlClient,
+    req: &Rejoin,
+    prepare: impl FnOnce(u64) -> Result<String, String>,
+    hooks: &mut impl Hooks,
+) -> Result<Option<(u64, Result<u64, String>)>, OpError> {
+    let me = &req.site;
+    let status = others.leader_status().await.map_err(|e| OpError::Refused {
+        action: "DR rejoin".into(),
+        reason: format!("no leader of an activated generation answers ({e}): rejoin needs it to add {me}"),
+    })?;
+    let role = status.cluster.sites.get(me).map(|s| s.role);
+    if role != Some(SiteRole::Fenced) {
+        return Err(OpError::Refused {
+            action: "DR rejoin".into(),
+            reason: format!(
+                "site {} leads generation {} and lists {me} as {}, not fenced: rejoin is only for a site returning after a DR activation",
+                status.raft.site,
+                status.cluster.generation,
+                role.map(|r| r.as_str()).unwrap_or("unknown")
+            ),
+        });
+    }
+    let generation = status.cluster.generation;
+    let plan = format!(
+        "plan: site {me} rejoins generation {generation}, led by {}\n  1. keep this site's old controller store aside (never deleted)\n  2. prepare an empty store that joins generation {generation} instead of starting its own cluster\n  3. then: start the controller, and run `tandem failback --site {me}`\n",
+        status.raft.site
+    );
+    if !present(hooks, &Plan::text(plan)).await? {
+        return Ok(None);
+    }
+    let what = prepare(generation).map_err(OpError::Failed)?;
+    let recorded = others.record_event(&what, "ok", &req.who, &req.why).await.map(|o| o.audit_seq).map_err(|e| e.to_string());
+    Ok(Some((generation, recorded)))
+}
+
+/// The offline half of [`rejoin`]: an empty store marked to join
+/// `generation` instead of starting its own cluster.
+pub fn prepare_rejoin(kv: &dyn KvStore, generation: u64) -> Result<(), String> {
+    prepare_join(kv, generation)
+}
