@@ -157,11 +157,6 @@ struct Missed {
     answered: Vec<String>,
 }
 
-/// The leader address a "not the leader" refusal names.
-fn leader_named(s: &tonic::Status) -> Option<String> {
-    s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
-}
-
 /// `msg` as a request, asking a follower to forward it if `forward`.
 fn routed<T>(msg: T, forward: bool) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
@@ -323,7 +318,7 @@ impl ControlClient {
                     return Ok((addr, r));
                 }
                 Err(CallError::Status(s)) => {
-                    let leader = if error_code(&s) == Some(code::NOT_LEADER) { leader_named(&s) } else { None };
+                    let leader = if error_code(&s) == Some(code::NOT_LEADER) { convert::leader_named(&s) } else { None };
                     match leader {
                         Some(l) if hops < MAX_LEADER_HOPS => {
                             hops += 1;

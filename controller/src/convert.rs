@@ -263,6 +263,11 @@ pub fn audit_from_pb(e: pb::AuditEntryView) -> AuditEntry {
     }
 }
 
+/// The leader's address a "not the leader" refusal names.
+pub fn leader_named(s: &tonic::Status) -> Option<String> {
+    s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -552,6 +552,19 @@ mod tests {
         assert_eq!(again, s);
     }
 
+    // A move record written by the build before the shard list and epochs
+    // (and a state without the tally) still loads.
+    #[test]
+    fn a_move_record_from_the_previous_build_loads() {
+        let old = r#"{"bootstrapped":true,"generation":1,"sites":{},"pairs":[],"shards":[],
+            "policy":{"auto_failover":true,"paused":false,"cooldown_s":300,"lag_entries_max":1000,"lag_s_max":30},
+            "audit_len":7,"last_moves":{"failover":{"kind":"failover","from":"a","to":"b","shards":32,"automatic":true,
+            "drained_at_unix_ms":5,"moved_at_unix_ms":9,"write_pause_ms":4,"audit_seq":7}}}"#;
+        let s: ClusterState = serde_json::from_str(old).unwrap();
+        let r = &s.last_moves[&MoveKind::Failover];
+        assert_eq!((r.shards, r.moved.len(), s.tally.clone()), (32, 0, None));
+    }
+
     // A state from a build without the tally counts it once from its audit
     // log, with that build's outcome words; a state with one keeps it.
     #[test]

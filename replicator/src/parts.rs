@@ -48,12 +48,27 @@ where
         PartReader { stream: Box::pin(stream), what }
     }
 
+    /// The first part, for a stream whose first part names what it is: a
+    /// stream that ends or opens with an empty chunk has none (`None`), for
+    /// the caller to refuse as not starting the way it must.
+    pub async fn first(&mut self) -> Result<Option<C::Part>, ReplicaError> {
+        match self.stream.next().await {
+            None => Ok(None),
+            Some(Ok(c)) => Ok(c.into_part()),
+            Some(Err(s)) => Err(self.broken(s)),
+        }
+    }
+
+    fn broken(&self, s: Status) -> ReplicaError {
+        ReplicaError::Invalid(format!("{} stream broken: {}; nothing of it was kept", self.what, s.message()))
+    }
+
     /// The next part; `None` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<C::Part>, ReplicaError> {
         match self.stream.next().await {
             None => Ok(None),
             Some(Ok(c)) => c.into_part().map(Some).ok_or_else(|| ReplicaError::Invalid("empty chunk".into())),
-            Some(Err(s)) => Err(ReplicaError::Invalid(format!("{} stream broken: {}; nothing of it was kept", self.what, s.message()))),
+            Some(Err(s)) => Err(self.broken(s)),
         }
     }
 }

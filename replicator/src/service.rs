@@ -104,7 +104,7 @@ where
     S: Stream<Item = Result<pb::PutChunk, Status>> + Unpin,
 {
     let mut chunks = PartReader::new(chunks, "put");
-    let header = match chunks.next().await? {
+    let header = match chunks.first().await? {
         Some(PutPart::Header(h)) => {
             PutHeader { tenant: h.tenant, contract_id: h.contract_id, fields: h.fields.into_iter().collect(), pii_fields: h.pii_fields.into_iter().collect() }
         }

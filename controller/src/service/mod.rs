@@ -64,9 +64,14 @@ fn attested(caller: &Caller, mut change: pb::ChangeRequest) -> pb::ChangeRequest
     change
 }
 
-/// The leader's address named by a "not the leader" refusal.
-fn leader_addr(s: &Status) -> Option<String> {
-    s.metadata().get(tandem_proto::LEADER_ADDR_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string)
+/// The "not the leader" refusal, naming the leader's address (clients
+/// follow it).
+fn not_the_leader(message: String, leader_addr: &str) -> Status {
+    let mut status = Status::failed_precondition(message);
+    if let Ok(v) = leader_addr.parse() {
+        status.metadata_mut().insert(tandem_proto::LEADER_ADDR_METADATA, v);
+    }
+    with_code(status, error_code::NOT_LEADER)
 }
 use refusals::Refusals;
 use tandem_net::{Caller, Need, Role};
@@ -221,13 +226,7 @@ impl ControlService {
         match tokio::time::timeout(self.commit_timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(fwd)))) => match fwd.leader_node {
-                Some(node) => {
-                    let mut status = Status::failed_precondition(format!("not the leader; the leader is at {}", node.addr));
-                    if let Ok(v) = node.addr.parse() {
-                        status.metadata_mut().insert(tandem_proto::LEADER_ADDR_METADATA, v);
-                    }
-                    Err(with_code(status, error_code::NOT_LEADER))
-                }
+                Some(node) => Err(not_the_leader(format!("not the leader; the leader is at {}", node.addr), &node.addr)),
                 None => Err(with_code(Status::unavailable("no leader known"), error_code::NO_LEADER)),
             },
             Ok(Err(e)) => Err(with_code(Status::unavailable(format!("leadership not confirmed: {e}")), error_code::NO_LEADER)),
@@ -290,12 +289,7 @@ impl ControlService {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)))) => match fwd.leader_node {
                 Some(node) => {
-                    let mut status =
-                        Status::failed_precondition(format!("not the leader; the leader is node {} at {}", fwd.leader_id.unwrap_or_default(), node.addr));
-                    if let Ok(v) = node.addr.parse() {
-                        status.metadata_mut().insert(tandem_proto::LEADER_ADDR_METADATA, v);
-                    }
-                    Err(with_code(status, error_code::NOT_LEADER))
+                    Err(not_the_leader(format!("not the leader; the leader is node {} at {}", fwd.leader_id.unwrap_or_default(), node.addr), &node.addr))
                 }
                 None => Err(with_code(
                     Status::unavailable("no leader known: an election is under way or a majority of sites is unreachable"),
@@ -333,7 +327,7 @@ impl Control for ControlService {
         let mut term = None;
         if r.linearizable {
             if let Err(refusal) = self.confirm_leadership().await {
-                return match leader_addr(&refusal) {
+                return match convert::leader_named(&refusal) {
                     Some(addr) if forward => {
                         let reply = self.forward(&addr, |mut c| async move { c.status(forwarded_request(r)).await }).await?;
                         Ok(Response::new(reply))
@@ -388,7 +382,7 @@ impl Control for ControlService {
         let spec = PairModeSpec { site: r.site, peer: r.peer, expect_state_id: r.expect_state_id, mode, since_seq: r.since_seq };
         let request = self.request(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why })?;
         match self.propose_request(request.clone()).await {
-            Err(refusal) if forward => match leader_addr(&refusal) {
+            Err(refusal) if forward => match convert::leader_named(&refusal) {
                 Some(addr) => {
                     let json = serde_json::to_vec(&request).map_err(|e| Status::internal(e.to_string()))?;
                     let reply = self

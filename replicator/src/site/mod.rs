@@ -137,43 +137,43 @@ pub const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
 /// take it ([`Site::append`] the log lock, [`Site::ordered`] an origin's
 /// order, [`Site::claim`] a contract), so no caller can forget the rule.
 pub struct Site {
-    pub name: String,
-    pub meta: MetaStore,
-    pub blobs: BlobStore,
-    pub keys: Arc<dyn KeyProvider>,
-    pub rng: Arc<dyn RandomSource>,
-    pub clock: Arc<dyn Clock>,
-    pub transport: Transport,
-    pub view: ControllerView,
+    pub(crate) name: String,
+    pub(crate) meta: MetaStore,
+    pub(crate) blobs: BlobStore,
+    pub(crate) keys: Arc<dyn KeyProvider>,
+    pub(crate) rng: Arc<dyn RandomSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) transport: Transport,
+    pub(crate) view: ControllerView,
     /// For mode changes: calls bounded by the controllers' commit timeout.
-    pub control: ControlClient,
-    pub links: BTreeMap<String, Link>,
+    pub(crate) control: ControlClient,
+    pub(crate) links: BTreeMap<String, Link>,
     /// Replicator address of every site, for redirects and repair.
-    pub addrs: BTreeMap<String, String>,
+    pub(crate) addrs: BTreeMap<String, String>,
     /// How long a sync write waits for the in-city peer.
-    pub sync_timeout: Duration,
+    pub(crate) sync_timeout: Duration,
     /// Serialises appends to the change log (sequence numbers without gaps).
     log_lock: tokio::sync::Mutex<()>,
     /// Contracts with a write in progress here: one writer per contract.
     busy: Mutex<BTreeSet<(String, String)>>,
     /// Wakes the shippers when the log grows.
-    pub log_grew: watch::Sender<u64>,
+    pub(crate) log_grew: watch::Sender<u64>,
     /// One per origin site: entries of one origin are applied in order.
     apply_locks: BTreeMap<String, tokio::sync::Mutex<()>>,
     /// Wakes the ciphertext collector after a destroy.
-    pub gc_wake: tokio::sync::Notify,
+    pub(crate) gc_wake: tokio::sync::Notify,
     /// Striped per-contract locks: an incoming version and a quarantine of
     /// the same contract never interleave (see [`crate::quarantine`]).
     contract_locks: Vec<tokio::sync::Mutex<()>>,
     /// Counts quarantines of this site's own writes: shippers then ask
     /// peers that applied them to quarantine their copies.
-    pub quarantines: watch::Sender<u64>,
+    pub(crate) quarantines: watch::Sender<u64>,
     /// Blobs other sites staged here, waiting for their log entries.
-    pub staged: Registry,
+    pub(crate) staged: Registry,
     /// How long a staged blob waits for its entry before it is deleted.
-    pub staged_ttl: Duration,
+    pub(crate) staged_ttl: Duration,
     /// Requests served and refused, for `/metrics`.
-    pub counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 /// Outcomes of the calls that change data, by call and error kind.
