@@ -1,15 +1,27 @@
-//! Background anti-entropy: the owner of a shard makes sure every peer has
-//! its contracts, including those that reached it from *another* site's
-//! log. Each site ships only its own log, so when a site dies after its
-//! in-city peer confirmed entries the DR site had not received yet, the new
-//! owner copies them on from here (what `tandem verify --repair` does by
-//! hand).
+//! Background anti-entropy: every site makes sure its peers hold the
+//! contracts that reached it from *another* site's log. Each site ships
+//! only its own log, so when a site dies after its in-city peer received
+//! entries the DR site had not, nobody else would send them: the in-city
+//! survivor copies them on from here (what `tandem verify --repair` does by
+//! hand), whether or not it owns the shard by then (a failover may be
+//! declined or paused while the dead site still owns it), and however busy
+//! its own log keeps the link.
 //!
-//! Conservative by design: it runs towards a peer only while this site's
-//! own log is fully confirmed by it (nothing of ours is in flight), and it
-//! only *adds*: contracts the peer lacks, or holds in an older version or
-//! not yet destroyed. It never removes or replaces a newer version a peer
-//! holds (divergent writes are kept for reconciliation).
+//! What this site pushes to a peer, of the contracts the peer lacks or
+//! holds in an older version or not yet destroyed:
+//! - in a shard it owns: what another site wrote, and its own writes while
+//!   its log is fully confirmed by the peer (otherwise they are on their
+//!   way through the shipper);
+//! - in a shard another site owns: only what that owner wrote under its
+//!   current epoch (never a stale owner's, possibly divergent, writes), and
+//!   never to the owner itself;
+//! - only what is older than [`SETTLED`]: newer writes are still travelling
+//!   through their origin's own shipper.
+//!
+//! It only *adds*: it never removes or replaces a newer version a peer
+//! holds (divergent writes are kept for reconciliation). A write a site
+//! holds reaches every peer within [`SETTLED`] plus a round or two of
+//! [`EVERY`] while both are reachable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,12 +29,18 @@ use std::time::Duration;
 
 use tandem_proto::replicator as pb;
 
-use crate::digest;
+use tandem_controller::state::Shard;
+
+use crate::digest::{self, Item};
 use crate::peer::client;
 use crate::site::Site;
 
 /// How often each peer is compared.
 pub const EVERY: Duration = Duration::from_secs(5);
+/// A write of another site is pushed once it is this old (by this site's
+/// clock against the write's): until then its origin's shipper is still
+/// expected to deliver it.
+pub const SETTLED: Duration = Duration::from_secs(20);
 const CALL: Duration = Duration::from_secs(30);
 
 pub async fn run(site: Arc<Site>) {
@@ -46,16 +64,15 @@ async fn bounded<T>(what: &str, call: impl std::future::Future<Output = Result<t
     }
 }
 
-/// Compares the shards this site owns with `peer` and has it copy what it
-/// lacks from here. Returns how many contracts were copied.
+/// Compares every shard with `peer` and has it copy what it lacks from
+/// here (see the module doc for what may be pushed). Returns how many
+/// contracts were copied.
 async fn round(site: &Site, peer: &str) -> Result<usize, String> {
     let state = site.view.leased().ok_or("no leased controller view")?;
     let link = site.links.get(peer).ok_or("no link")?;
-    if crate::lag::of_link(site, link).map_err(|e| e.to_string())?.entries > 0 {
-        return Ok(0);
-    }
-    let mine: Vec<u32> = (0..state.shards.len() as u32).filter(|n| state.shards[*n as usize].owner == site.name).collect();
-    if mine.is_empty() {
+    let own_confirmed = crate::lag::of_link(site, link).map_err(|e| e.to_string())?.entries == 0;
+    let shards: Vec<u32> = (0..state.shards.len() as u32).filter(|n| state.shards[*n as usize].owner != peer).collect();
+    if shards.is_empty() {
         return Ok(0);
     }
     let me = site.addr_of(&site.name).ok_or("own address unknown")?.to_string();
@@ -65,14 +82,18 @@ async fn round(site: &Site, peer: &str) -> Result<usize, String> {
     if theirs.len() != state.shards.len() {
         return Err("peer has another shard count".into());
     }
+    let now = site.clock.now_unix_ms();
     let mut copied = 0;
     let mut differing = 0;
-    for shard in mine {
+    for shard in shards {
         let ours = digest::inventory(site, shard).map_err(|e| e.to_string())?;
         if digest::shard_digest(&ours) == theirs[shard as usize] {
             continue;
         }
-        differing += 1;
+        let owner = &state.shards[shard as usize];
+        if owner.owner == site.name {
+            differing += 1;
+        }
         let reply = bounded("inventory", c.inventory(pb::InventoryRequest { shard })).await?;
         let at_peer: BTreeMap<(String, String), pb::InventoryItem> = reply.items.into_iter().map(|i| ((i.tenant.clone(), i.contract_id.clone()), i)).collect();
         for item in ours {
@@ -80,7 +101,7 @@ async fn round(site: &Site, peer: &str) -> Result<usize, String> {
                 None => true,
                 Some(p) => p.version < item.version || (item.destroyed && !p.destroyed),
             };
-            if !behind {
+            if !behind || !pushable(site, shard, owner, &item, own_confirmed, now).map_err(|e| e.to_string())? {
                 continue;
             }
             let req = pb::RepairRequest { tenant: item.tenant.clone(), contract_id: item.contract_id.clone(), source_addr: me.clone() };
@@ -90,4 +111,21 @@ async fn round(site: &Site, peer: &str) -> Result<usize, String> {
     }
     site.counters.set_differing(peer, differing);
     Ok(copied)
+}
+
+/// Whether this site may push `item` of `shard`, which `owner` holds (see
+/// the module doc).
+fn pushable(site: &Site, shard: u32, owner: &Shard, item: &Item, own_confirmed: bool, now_unix_ms: u64) -> Result<bool, crate::error::ReplicaError> {
+    let owned = owner.owner == site.name;
+    let settled = |written_unix_ms: u64| now_unix_ms.saturating_sub(written_unix_ms) >= SETTLED.as_millis() as u64;
+    if item.destroyed {
+        let Some(head) = site.meta.head(shard, &item.tenant, &item.contract_id)? else { return Ok(false) };
+        let Some(t) = head.destroyed else { return Ok(false) };
+        return Ok(if t.origin == site.name { owned && own_confirmed } else { settled(t.at_unix_ms) && (owned || t.origin == owner.owner) });
+    }
+    let Some(v) = site.meta.version(&item.tenant, &item.contract_id, item.version)? else { return Ok(false) };
+    if v.origin == site.name {
+        return Ok(owned && own_confirmed);
+    }
+    Ok(settled(v.created_unix_ms) && (owned || (v.origin == owner.owner && v.epoch == owner.epoch)))
 }

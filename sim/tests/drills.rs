@@ -74,6 +74,8 @@ library! {
     city_wide_disaster => "city-wide-disaster",
     flapping_in_city_link => "flapping-in-city-link",
     divergent_writes_quarantined => "divergent-writes-quarantined",
+    failback_after_dr_then_lost_again => "failback-after-dr-then-lost-again",
+    dr_receives_writes_of_a_site_that_stays_lost => "dr-receives-writes-of-a-site-that-stays-lost",
     switchover_to_divergent_target_refused => "switchover-to-divergent-target-refused",
     dr_link_degraded => "dr-link-degraded",
     leader_loss_mid_failover => "leader-loss-mid-failover",

@@ -171,9 +171,20 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let sync = small_puts(&client, &a, &tenant, "sync", &small, args.small_count).await?;
     cluster.stop_replicator(1).await;
     // The first write after B stops waits out the sync timeout and records
-    // the pair async; it is not part of the measurement.
+    // the pair async; it is not part of the measurement. On this shared
+    // disk the mode change's commit can outlast A's write lease, and then
+    // that write is refused as not acknowledged (as it must be): write
+    // again, a few times, until the pair is async.
     let header = PutHeader { tenant: tenant.clone(), contract_id: "switch".into(), ..Default::default() };
-    let reply = client.put(&a, &header, &[("small.bin".into(), small.clone())]).await?;
+    let mut attempt = 0;
+    let reply = loop {
+        attempt += 1;
+        match client.put(&a, &header, &[("small.bin".into(), small.clone())]).await {
+            Ok(reply) => break reply,
+            Err(e) if attempt < 5 => println!("  (the write after stopping B was refused, writing again: {e})"),
+            Err(e) => return Err(e.into()),
+        }
+    };
     if !reply.replication.starts_with("async") {
         bail!("stopping B did not put the pair in async mode ({})", reply.replication);
     }

@@ -64,6 +64,18 @@ fn attested(caller: &Caller, mut change: pb::ChangeRequest) -> pb::ChangeRequest
     change
 }
 
+/// Voters a membership grown back after a DR activation needs before the
+/// returning sites vote: with two, the loss of either stops every commit,
+/// worse than the one voter the activation left.
+const MIN_SAFE_VOTERS: usize = 3;
+
+/// Whether `voters` voters may become `members` (voters and learners
+/// together): only to a configuration that survives the loss of one
+/// voter, and never fewer voters than now.
+fn quorum_safe(voters: usize, members: usize) -> bool {
+    members >= MIN_SAFE_VOTERS && members >= voters
+}
+
 /// The "not the leader" refusal, naming the leader's address (clients
 /// follow it).
 fn not_the_leader(message: String, leader_addr: &str) -> Status {
@@ -450,11 +462,15 @@ impl Control for ControlService {
         self.confirm_leadership().await?;
         let cluster = self.state.cluster();
         let site = cluster.sites.get(&r.site).ok_or_else(|| Status::invalid_argument(format!("unknown site {:?}", r.site)))?.clone();
-        let voters: std::collections::BTreeSet<u64> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
-        if voters.contains(&site.node_id) {
+        let (voters, learners) = {
+            let m = self.raft.metrics().borrow().membership_config.membership().clone();
+            (m.voter_ids().collect::<std::collections::BTreeSet<u64>>(), m.learner_ids().collect::<std::collections::BTreeSet<u64>>())
+        };
+        if voters.contains(&site.node_id) || learners.contains(&site.node_id) {
+            let what = if voters.contains(&site.node_id) { "voter" } else { "learner" };
             return Ok(Response::new(pb::ChangeReply {
                 audit_seq: 0,
-                result: format!("ok: {} is already a Raft voter", r.site),
+                result: format!("ok: {} is already a Raft {what}", r.site),
                 log_index: 0,
                 accepted: true,
                 changed: false,
@@ -473,8 +489,9 @@ impl Control for ControlService {
         // learner starts with the snapshot.
         let wait = self.commit_timeout * 10;
         self.snapshot_and_purge(wait).await?;
-        // The learner first receives the whole state, then becomes a voter:
-        // a node that votes before it has the log could elect a stale leader.
+        // The learner first receives the whole state, then may become a
+        // voter: a node that votes before it has the log could elect a
+        // stale leader.
         let node = openraft::BasicNode { addr: site.addr.clone() };
         match tokio::time::timeout(wait, self.raft.add_learner(site.node_id, node, true)).await {
             Ok(Ok(_)) => {}
@@ -487,14 +504,25 @@ impl Control for ControlService {
                 )))
             }
         }
-        let mut members = voters;
+        let mut members = voters.clone();
+        members.extend(learners.iter().copied());
         members.insert(site.node_id);
-        match tokio::time::timeout(wait, self.raft.change_membership(members, false)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Status::unavailable(format!("{} could not be made a voter: {e}", r.site))),
-            Err(_) => return Err(Status::unavailable(format!("the membership change for {} did not commit within {} s", r.site, wait.as_secs()))),
-        }
-        let what = format!("site {} joined generation {} as a Raft voter", r.site, cluster.generation);
+        let what = if quorum_safe(voters.len(), members.len()) {
+            match tokio::time::timeout(wait, self.raft.change_membership(members.clone(), false)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Status::unavailable(format!("{} could not be made a voter: {e}", r.site))),
+                Err(_) => return Err(Status::unavailable(format!("the membership change for {} did not commit within {} s", r.site, wait.as_secs()))),
+            }
+            format!("site {} joined generation {} as a Raft voter ({} voters now)", r.site, cluster.generation, members.len())
+        } else {
+            format!(
+                "site {} joined generation {} as a Raft learner: it votes once {} more site(s) rejoin (with {} voters, losing either one would stop every commit)",
+                r.site,
+                cluster.generation,
+                MIN_SAFE_VOTERS - members.len(),
+                members.len()
+            )
+        };
         self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
     }
 
@@ -532,5 +560,20 @@ impl Control for ControlService {
             }
         }
         self.propose(Command::ShardMove(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quorum_safe;
+
+    // After a DR activation (one voter) a returning site stays a learner
+    // until a third site returns; then all vote.
+    #[test]
+    fn returning_sites_vote_only_in_a_configuration_that_survives_a_loss() {
+        assert!(!quorum_safe(1, 2), "one voter and one returning site would make two voters");
+        assert!(quorum_safe(1, 3));
+        assert!(quorum_safe(3, 3));
+        assert!(!quorum_safe(3, 2), "never fewer voters than now");
     }
 }
