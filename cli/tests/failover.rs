@@ -502,10 +502,26 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     c.kill_site("b");
     // Refused while C's own controller runs (its store is in use).
     let config = c.config_path("c").display().to_string();
-    let out = c.tandem(&["c"], &["dr", "activate", "--config", &config, "--reason", "city-1 lost", "--yes"]);
+    let fenced = ["--city-fenced", "a and b powered off"];
+    let activate = |c: &Cluster, extra: &[&str]| {
+        let mut args = vec!["dr", "activate", "--config", config.as_str(), "--reason", "city-1 lost", "--yes"];
+        args.extend(extra);
+        c.tandem(&["c"], &args)
+    };
+    let out = activate(&c, &fenced);
     assert!(!out.status.success() && stderr(&out).contains("still running"), "{}", stderr(&out));
     c.kill("c");
-    let out = c.tandem(&["c"], &["dr", "activate", "--config", &config, "--reason", "city-1 lost", "--yes"]);
+    // Refused without the statement that the city is fenced, naming when
+    // a and b were last heard; nothing changes.
+    let out = activate(&c, &[]);
+    assert!(!out.status.success() && stderr(&out).contains("must be fenced first"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("a last heard") && stdout(&out).contains("b last heard"), "{}", stdout(&out));
+    // Also refused while a or b was heard within two write leases: asked
+    // again until they have been silent that long.
+    let out = c.wait_for("a and b silent long enough for a DR activation", || {
+        let out = activate(&c, &fenced);
+        (!stderr(&out).contains("it is not lost")).then_some(out)
+    });
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     assert!(stdout(&out).contains("generation 2"), "{}", stdout(&out));
     // The loss estimate comes from what a and b last reported to c.
@@ -541,6 +557,7 @@ fn dr_activation_after_losing_the_city_then_failback_of_a() {
     let entries = audit(&c, &["c"]);
     let activation = entries.iter().find(|e| e["what"].as_str().unwrap().starts_with("DR activation at c")).expect("audited");
     assert!(activation["why"].as_str().unwrap().contains("estimated loss"), "{activation}");
+    assert!(activation["why"].as_str().unwrap().contains("city fenced: a and b powered off"), "{activation}");
 
     // Failback of A. A switchover to A is refused while it is fenced.
     let out = c.tandem(&["c"], &["switchover", "--from", "c", "--to", "a", "--shards", "0-31", "--reason", "too early", "--yes"]);

@@ -238,8 +238,12 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
     assert_eq!(metric(&scraped, "tandem_pair_mode{pair=\"a-b\",mode=\"sync\"}"), Some(0.0), "{scraped}");
     assert!(metric(&scraped, "tandem_requests_total{call=\"put\",outcome=\"ok\"}").unwrap() >= 5.0, "{scraped}");
     assert_eq!(pair_sync(&c), Some(0.0), "controller metrics: the pair left sync");
-    let ctl = c.scrape("c").unwrap();
-    assert!(metric(&ctl, "tandem_replication_lag_entries{from=\"a\",to=\"b\"}").unwrap() >= 5.0, "{ctl}");
+    // Every controller hears a's heartbeats on its own (every 250 ms): c's
+    // may be one behind the one that answered the status above.
+    let ctl = c.wait_for("c's controller exporting a's lag towards b", || {
+        let ctl = c.scrape("c")?;
+        (metric(&ctl, "tandem_replication_lag_entries{from=\"a\",to=\"b\"}")? >= 5.0).then_some(ctl)
+    });
     // What a failover a -> b would lose now: a's backlog towards b.
     assert!(metric(&ctl, "tandem_rpo_exposure_entries{from=\"a\",to=\"b\"}").unwrap() >= 5.0, "{ctl}");
     assert_eq!(metric(&ctl, "tandem_audit_chain_ok"), Some(1.0), "{ctl}");

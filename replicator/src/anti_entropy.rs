@@ -18,10 +18,14 @@
 //! - only what is older than [`SETTLED`]: newer writes are still travelling
 //!   through their origin's own shipper.
 //!
+//! Every [`EVERY`] it compares the shards it owns while its own log to the
+//! peer is confirmed (the old, cheap round); every [`FULL_EVERY`] rounds
+//! every shard but the peer's, however busy the link.
+//!
 //! It only *adds*: it never removes or replaces a newer version a peer
 //! holds (divergent writes are kept for reconciliation). A write a site
-//! holds reaches every peer within [`SETTLED`] plus a round or two of
-//! [`EVERY`] while both are reachable.
+//! holds reaches every peer within [`SETTLED`] plus one full round (30 s)
+//! while both are reachable: under a minute.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,8 +39,12 @@ use crate::digest::{self, Item};
 use crate::peer::client;
 use crate::site::Site;
 
-/// How often each peer is compared.
+/// How often each peer is compared (the shards this site owns, while its
+/// own log to the peer is confirmed: the cheap, common case).
 pub const EVERY: Duration = Duration::from_secs(5);
+/// How often every shard is compared with each peer, busy link or not
+/// (reading every contract's record: kept rarer).
+pub const FULL_EVERY: u32 = 6;
 /// A write of another site is pushed once it is this old (by this site's
 /// clock against the write's): until then its origin's shipper is still
 /// expected to deliver it.
@@ -44,10 +52,13 @@ pub const SETTLED: Duration = Duration::from_secs(20);
 const CALL: Duration = Duration::from_secs(30);
 
 pub async fn run(site: Arc<Site>) {
+    let mut rounds = 0u32;
     loop {
         tokio::time::sleep(EVERY).await;
+        rounds = rounds.wrapping_add(1);
+        let full = rounds.is_multiple_of(FULL_EVERY);
         for peer in site.links.keys() {
-            match round(&site, peer).await {
+            match round(&site, peer, full).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(site = %site.name, peer = %peer, copied = n, "anti-entropy copied contracts the peer lacked"),
                 Err(e) => tracing::debug!(site = %site.name, peer = %peer, error = %e, "anti-entropy round skipped"),
@@ -64,14 +75,19 @@ async fn bounded<T>(what: &str, call: impl std::future::Future<Output = Result<t
     }
 }
 
-/// Compares every shard with `peer` and has it copy what it lacks from
-/// here (see the module doc for what may be pushed). Returns how many
-/// contracts were copied.
-async fn round(site: &Site, peer: &str) -> Result<usize, String> {
+/// Compares shards with `peer` and has it copy what it lacks from here
+/// (see the module doc for what may be pushed): every shard but the
+/// peer's when `full`, else only this site's own, and only while its own
+/// log is confirmed by the peer. Returns how many contracts were copied.
+async fn round(site: &Site, peer: &str, full: bool) -> Result<usize, String> {
     let state = site.view.leased().ok_or("no leased controller view")?;
     let link = site.links.get(peer).ok_or("no link")?;
     let own_confirmed = crate::lag::of_link(site, link).map_err(|e| e.to_string())?.entries == 0;
-    let shards: Vec<u32> = (0..state.shards.len() as u32).filter(|n| state.shards[*n as usize].owner != peer).collect();
+    if !full && !own_confirmed {
+        return Ok(0);
+    }
+    let compared = |owner: &str| owner != peer && (full || owner == site.name);
+    let shards: Vec<u32> = (0..state.shards.len() as u32).filter(|n| compared(&state.shards[*n as usize].owner)).collect();
     if shards.is_empty() {
         return Ok(0);
     }

@@ -197,7 +197,9 @@ fn expected_refusals(scenario: &Scenario, happened: &[Happened]) -> Option<crate
         .ordered_timeline()
         .into_iter()
         .filter_map(|s| match &s.event {
-            Event::Switchover { expect_refused: Some(why), .. } => Some((format!("{} finished", s.event.describe()), why.clone())),
+            Event::Switchover { expect_refused: Some(why), .. } | Event::DrActivate { expect_refused: Some(why), .. } => {
+                Some((format!("{} finished", s.event.describe()), why.clone()))
+            }
             _ => None,
         })
         .collect();
@@ -290,7 +292,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
                 return Ok(Some(site));
             }
         }
-        Event::DrActivate { site } => {
+        Event::DrActivate { site, city_fenced, .. } => {
             // As the runbook: stop the site's controller, reset its store
             // offline, start it again.
             if c.is_up(&site) {
@@ -301,13 +303,15 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
                 node_id: node_id_of(&site).unwrap_or_default(),
                 who: "drill".into(),
                 why: "city-wide disaster in the drill".into(),
+                city_fenced,
             };
             let now_unix_ms = crate::cluster::SIM_EPOCH_UNIX_S * 1000 + c.elapsed().as_millis() as u64;
-            let result = match dr::activate_stopped(&c.disks(&site).controller, &req, now_unix_ms) {
-                Ok(done) => done.result,
-                Err(e) => format!("refused: {e}"),
+            let (result, refused) = match dr::activate_stopped(&c.disks(&site).controller, &req, now_unix_ms) {
+                Ok(done) => (done.result, None),
+                Err(e) => (format!("refused: {e}"), e.refusal().map(str::to_string)),
             };
             c.trace().record(c.elapsed(), format!("dr activate at {site}: {result}"));
+            note_refused(log, c.elapsed(), format!("{} finished", event.describe()), Some(result), refused);
             c.restart(&site);
         }
         Event::DrRejoin { site } => {

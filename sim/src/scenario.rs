@@ -198,10 +198,18 @@ pub enum Event {
     /// `tandem pause` / `tandem resume` of automatic actions.
     Pause,
     Resume,
-    /// `tandem dr activate` at `site` (its controller stopped and started
-    /// again by the drill, as the runbook does).
+    /// `tandem dr activate --city-fenced` at `site` (its controller
+    /// stopped and started again by the drill, as the runbook does).
     DrActivate {
         site: String,
+        /// The operator's statement of how the other sites were fenced;
+        /// without it the activation is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        city_fenced: Option<String>,
+        /// The scenario expects the activation to be refused, for a reason
+        /// containing this text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_refused: Option<String>,
     },
     /// `tandem dr rejoin` for a returning old site (the drill stops it,
     /// prepares its controller store, and starts it again).
@@ -241,7 +249,7 @@ impl Event {
             }
             Event::Pause => "sre: pause".into(),
             Event::Resume => "sre: resume".into(),
-            Event::DrActivate { site } => format!("sre: dr activate at {site}"),
+            Event::DrActivate { site, .. } => format!("sre: dr activate at {site}"),
             Event::DrRejoin { site } => format!("sre: dr rejoin of {site}"),
             Event::Failback { site } => format!("sre: failback of {site}"),
             Event::VerifyRepair => "sre: verify --repair".into(),
@@ -262,7 +270,7 @@ impl Event {
             | Event::StartController { site }
             | Event::StopReplicator { site }
             | Event::StartReplicator { site }
-            | Event::DrActivate { site }
+            | Event::DrActivate { site, .. }
             | Event::DrRejoin { site }
             | Event::Failback { site } => vec![site],
             Event::CrashLeader | Event::Pause | Event::Resume | Event::VerifyRepair => vec![],

@@ -76,6 +76,7 @@ library! {
     divergent_writes_quarantined => "divergent-writes-quarantined",
     failback_after_dr_then_lost_again => "failback-after-dr-then-lost-again",
     dr_receives_writes_of_a_site_that_stays_lost => "dr-receives-writes-of-a-site-that-stays-lost",
+    dr_activation_refused_while_the_city_may_live => "dr-activation-refused-while-the-city-may-live",
     switchover_to_divergent_target_refused => "switchover-to-divergent-target-refused",
     dr_link_degraded => "dr-link-degraded",
     leader_loss_mid_failover => "leader-loss-mid-failover",

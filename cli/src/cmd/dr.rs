@@ -1,7 +1,10 @@
-//! `tandem dr activate --config <the DR site's controller config>`: the
-//! city-wide disaster procedure. Run on the surviving site's controller host
-//! with that controller stopped. It refuses while a Raft leader with a
-//! quorum still answers (then it is a failover, not a disaster). Otherwise
+//! `tandem dr activate --config <the DR site's controller config>
+//! --city-fenced <how>`: the city-wide disaster procedure. Run on the
+//! surviving site's controller host with that controller stopped. It
+//! refuses while a Raft leader with a quorum still answers (then it is a
+//! failover, not a disaster), while another site was heard within two
+//! write leases, and unless the operator states how the other sites were
+//! fenced (tandem cannot see across a cut). Otherwise
 //! it resets the site's controller store: a new cluster generation with
 //! this site as the only member, owner of every shard under new epochs,
 //! every other site fenced, the reset recorded in the audit log. Start the
@@ -41,6 +44,11 @@ pub enum Command {
         /// The surviving site's controller config.
         #[arg(long)]
         config: PathBuf,
+        /// How the other sites were fenced (powered off, cut from their
+        /// clients): required, and recorded in the audit log. Sites that
+        /// still run keep writing under the old epochs.
+        #[arg(long)]
+        city_fenced: Option<String>,
         #[command(flatten)]
         audited: Audited,
     },
@@ -56,7 +64,7 @@ pub enum Command {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Activate { config, audited } => activate(config, audited).await,
+        Command::Activate { config, city_fenced, audited } => activate(config, city_fenced, audited).await,
         Command::Rejoin { config, audited } => rejoin(config, audited).await,
     }
 }
@@ -117,13 +125,13 @@ fn others(config: &NodeConfig) -> ControlClient {
     ControlClient::new(addrs, super::transport(), Duration::from_secs(5))
 }
 
-async fn activate(config: PathBuf, audited: Audited) -> anyhow::Result<()> {
+async fn activate(config: PathBuf, city_fenced: Option<String>, audited: Audited) -> anyhow::Result<()> {
     audited.check_reason()?;
     let config = NodeConfig::load(&config)?;
     require_admin(&config, "DR activation")?;
     let me = config.this_site().clone();
     let dir = config.data_dir.join("controller");
-    let req = dr::Activation { site: me.name.clone(), node_id: me.node_id, who: audited.who.clone(), why: audited.reason.clone() };
+    let req = dr::Activation { site: me.name.clone(), node_id: me.node_id, who: audited.who.clone(), why: audited.reason.clone(), city_fenced };
     let open =
         || RocksKv::open(&dir).map_err(|e| format!("cannot open {} (is the controller of site {} still running? stop it first): {e}", dir.display(), me.name));
     let mut hooks = CliHooks::new(&audited, false);

@@ -23,7 +23,16 @@ pub struct Activation {
     pub node_id: u64,
     pub who: String,
     pub why: String,
+    /// The operator's statement of how the other sites were fenced (powered
+    /// off, cut from their clients): required. tandem cannot see across a
+    /// cut, and sites that still run keep writing under the old epochs.
+    pub city_fenced: Option<String>,
 }
+
+/// Another site heard by this site's controller more recently than this is
+/// not lost: a DR activation is refused (a write lease granted just before
+/// its last report could still run).
+pub const DR_QUIET: std::time::Duration = std::time::Duration::from_millis(2 * crate::plan::WRITE_LEASE.as_millis() as u64);
 
 #[derive(Clone, Debug)]
 pub struct Activated {
@@ -36,9 +45,11 @@ pub struct Activated {
 /// The city-wide disaster procedure, run with the surviving site's
 /// controller stopped. Refused while a Raft leader with a quorum still
 /// answers (`others`: the other sites' controllers): then it is a
-/// failover, not a disaster. `open_store` opens the stopped controller's
-/// store once the plan is confirmed (opening it refuses while it runs).
-/// `Ok(None)`: the hooks stopped it; nothing changed.
+/// failover, not a disaster; and refused unless the other sites are
+/// fenced ([`check_fenced`]). `open_store` opens the stopped controller's
+/// store (opening it refuses while it runs), whose kept heartbeats say
+/// when the others were last heard. `Ok(None)`: the hooks stopped it;
+/// nothing changed.
 pub async fn activate<K: KvStore>(
     others: &ControlClient,
     req: &Activation,
@@ -52,27 +63,83 @@ pub async fn activate<K: KvStore>(
             reason: format!("site {} leads a Raft quorum right now: this is not a city-wide disaster. Use `tandem failover`", status.raft.site),
         });
     }
+    let kv = open_store().map_err(OpError::Failed)?;
     let me = &req.site;
-    let plan = format!(
+    let board = HealthBoard::load(&kv);
+    let mut plan = format!(
         "plan: DR activation at site {me}\n  1. new cluster generation with {me} as the only Raft member\n  2. {me} owns every shard under a new epoch; every other site is fenced\n  3. writes the other sites acknowledged but {me} never received are lost; estimate below\n"
     );
-    if !present(hooks, &Plan::text(plan)).await? {
+    for line in last_heard(me, &board, now_unix_ms) {
+        plan.push_str(&format!("  {line}\n"));
+    }
+    // The loss it is about to accept, before anything is asked.
+    for line in loss_estimate(me, &board, now_unix_ms) {
+        plan.push_str(&format!("  estimated loss: {line}\n"));
+    }
+    plan.push_str(&match &req.city_fenced {
+        Some(how) => format!("  the other sites are fenced, you state: {how}\n"),
+        None => "  REFUSED unless the other sites are fenced first (--city-fenced)\n".to_string(),
+    });
+    // Shown, refusal included, then the fence is checked before anything
+    // is asked.
+    hooks.plan(&Plan::text(plan));
+    check_fenced(me, &board, req.city_fenced.as_deref(), now_unix_ms)?;
+    if !hooks.confirm().await.map_err(OpError::NotConfirmed)? {
         return Ok(None);
     }
-    let kv = open_store().map_err(OpError::Failed)?;
-    let done = activate_stopped(&kv, req, now_unix_ms)?;
-    for line in &done.loss {
-        hooks.progress(line);
-    }
-    Ok(Some(done))
+    activate_stopped(&kv, req, now_unix_ms).map(Some)
 }
 
-/// The offline half of [`activate`]: the loss estimate from the store's
-/// kept heartbeats, then the reset (see [`dr_reset`]), recorded with the
-/// estimate in the audit log.
+/// When this site's controller last heard each other site (its kept
+/// heartbeat board).
+fn last_heard(me: &str, board: &[ReplicatorHealth], now: u64) -> Vec<String> {
+    board
+        .iter()
+        .filter(|h| h.site != me)
+        .map(|h| format!("{} last heard {} s ago (by {me}'s controller)", h.site, now.saturating_sub(h.received_at_unix_ms) / 1000))
+        .collect()
+}
+
+/// A DR activation needs the other sites fenced: the operator's statement
+/// of how, and none of them heard for [`DR_QUIET`]. Without both, the old
+/// city may still hold a quorum and go on writing every shard under the
+/// old epochs while this site writes them under new ones.
+fn check_fenced(me: &str, board: &[ReplicatorHealth], city_fenced: Option<&str>, now: u64) -> Result<(), OpError> {
+    let refused = |reason: String| OpError::Refused { action: "DR activation".into(), reason };
+    let heard = last_heard(me, board, now).join("; ");
+    let heard = if heard.is_empty() { format!("no other site's report is kept at {me}") } else { heard };
+    if city_fenced.map(str::trim).is_none_or(str::is_empty) {
+        return Err(refused(format!(
+            "the other sites must be fenced first ({heard}). tandem cannot see across a cut: sites that still run keep their \
+             quorum and write every shard under the old epochs while {me} writes them under new ones. Fence them (power off, or cut \
+             them from their clients: runbooks/dr-activation.md), then state how with --city-fenced"
+        )));
+    }
+    if let Some(h) = board.iter().find(|h| h.site != me && now.saturating_sub(h.received_at_unix_ms) < DR_QUIET.as_millis() as u64) {
+        return Err(refused(format!(
+            "{} was heard {} ms ago: it is not lost (a DR activation needs every other site silent for {} ms; {heard})",
+            h.site,
+            now.saturating_sub(h.received_at_unix_ms),
+            DR_QUIET.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+/// The offline half of [`activate`]: the fence check, the loss estimate
+/// from the store's kept heartbeats, then the reset (see [`dr_reset`]),
+/// recorded with the fence statement and the estimate in the audit log.
 pub fn activate_stopped(kv: &dyn KvStore, req: &Activation, now_unix_ms: u64) -> Result<Activated, OpError> {
-    let loss = loss_estimate(&req.site, &HealthBoard::load(kv), now_unix_ms);
-    let why = format!("{} (estimated loss: {})", req.why, loss.join("; "));
+    let board = HealthBoard::load(kv);
+    check_fenced(&req.site, &board, req.city_fenced.as_deref(), now_unix_ms)?;
+    let loss = loss_estimate(&req.site, &board, now_unix_ms);
+    let why = format!(
+        "{} (city fenced: {}; {}; estimated loss: {})",
+        req.why,
+        req.city_fenced.as_deref().unwrap_or_default().trim(),
+        last_heard(&req.site, &board, now_unix_ms).join("; "),
+        loss.join("; ")
+    );
     let reset = DrReset { site: req.site.clone(), node_id: req.node_id, who: req.who.clone(), why, at_unix_ms: now_unix_ms };
     let result = dr_reset(kv, &reset).map_err(|e| OpError::Refused { action: "DR activation".into(), reason: e })?;
     Ok(Activated { result, loss })
