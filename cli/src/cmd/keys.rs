@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use tandem_controller::operations::keys;
 use tandem_crypto::{KeyProvider, LocalKeyFile, Pkcs11Token, SystemRandomSource};
-use tandem_replicator::client::ReplicatorClient;
 
-use super::{Audited, Target};
+use super::{op_error, Audited, CliHooks, Target};
 use crate::output::table;
 
 #[derive(clap::Args)]
@@ -97,81 +97,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// One site's answer, as a table row.
-fn row(site: &str, r: &tandem_proto::replicator::RotateReply) -> Vec<String> {
-    vec![site.to_string(), r.kek_id.clone(), r.versions_rewrapped.to_string(), r.keys_rewrapped.to_string(), r.busy.to_string(), r.remaining.to_string()]
+/// One site's rotation, as a table row.
+fn row(r: &keys::SiteRotation) -> Vec<String> {
+    vec![r.site.clone(), r.kek_id.clone(), r.versions_rewrapped.to_string(), r.keys_rewrapped.to_string(), r.busy.to_string(), r.remaining.to_string()]
 }
 
 const HEADERS: [&str; 6] = ["SITE", "CURRENT KEK", "VERSIONS RE-WRAPPED", "KEYS RE-WRAPPED", "BUSY (RETRY)", "KEYS UNDER OTHER KEKS"];
 
 async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
-    let control = a.target.client();
-    let (_, status) = control.status().await?;
-    let sites = super::verify::site_replicators(&status, &a.replicators)?;
-    let client = ReplicatorClient::new(super::transport(), Duration::from_secs(30));
-
-    // The plan: what each site holds under other KEKs, and its current KEK.
-    let mut rows = Vec::new();
-    let mut keks = std::collections::BTreeSet::new();
-    for (site, addr) in &sites {
-        let r = client.rotate(addr, true).await.with_context(|| format!("site {site}"))?;
-        keks.insert(r.kek_id.clone());
-        rows.push(row(site, &r));
-    }
-    println!("{}", table(&HEADERS, &rows));
-    if keks.len() > 1 {
-        bail!(
-            "the sites wrap new keys with different KEKs ({}): give every replicator the same key_file and restart them first",
-            keks.into_iter().collect::<Vec<_>>().join(", ")
-        );
-    }
-    let kek = keks.into_iter().next().unwrap_or_default();
-    println!("plan: every shard owner re-wraps its keys under {kek}; the re-wrapped keys replicate; no file is re-encrypted");
-    if a.audited.dry_run {
-        println!("dry run: nothing changed");
+    let req =
+        keys::Request { replicators: a.replicators.clone(), who: a.audited.who.clone(), why: a.audited.reason.clone(), wait: Duration::from_secs(a.wait_s) };
+    let mut hooks = CliHooks::new(&a.audited, false);
+    let Some(done) = keys::rotate(&a.target.client(), &super::transport(), &req, &mut hooks).await.map_err(|e| op_error(e, "key rotation"))? else {
         return Ok(());
-    }
-    if !a.audited.yes {
-        super::change::confirm()?;
-    }
-
-    let mut done = Vec::new();
-    let (mut versions, mut keys) = (0, 0);
-    for (site, addr) in &sites {
-        let r = client.rotate(addr, false).await.with_context(|| format!("site {site}: rotation failed part-way; run it again (it is idempotent)"))?;
-        versions += r.versions_rewrapped;
-        keys += r.keys_rewrapped;
-        done.push(row(site, &r));
-    }
-    println!("{}", table(&HEADERS, &done));
-
-    // Done when no site holds a key under another KEK (peers apply the
-    // re-wrapped keys as they receive the owners' log entries).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.wait_s);
-    let left = loop {
-        let mut left = Vec::new();
-        for (site, addr) in &sites {
-            let r = client.rotate(addr, true).await.with_context(|| format!("site {site}"))?;
-            if r.remaining > 0 {
-                left.push(format!("{site}: {}", r.remaining));
-            }
-        }
-        if left.is_empty() || tokio::time::Instant::now() >= deadline {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let result = if left.is_empty() {
-        format!("ok: {keys} keys of {versions} versions re-wrapped under {kek}; no site holds a key under another KEK")
-    } else {
-        format!("incomplete: {keys} keys of {versions} versions re-wrapped under {kek}; keys under other KEKs remain ({})", left.join(", "))
-    };
-    control
-        .record_event(&format!("key rotation to KEK {kek}"), &result, &a.audited.who, &a.audited.reason)
-        .await
-        .context("the rotation is done but could not be recorded in the audit log")?;
-    println!("{result}");
-    if !left.is_empty() {
+    let rows: Vec<Vec<String>> = done.sites.iter().map(row).collect();
+    println!("{}", table(&HEADERS, &rows));
+    println!("{}", done.result);
+    if !done.complete() {
         bail!("run `tandem keys rotate` again once the sites are reachable and caught up (busy contracts are retried)");
     }
     Ok(())

@@ -5,11 +5,8 @@
 //! The shard map comes from the controllers, and each site's replicator
 //! address from its latest heartbeat (or `--replicators`).
 
-use std::collections::BTreeMap;
-
 use tandem_controller::operations::verify;
 use tandem_controller::operations::GoAhead;
-use tandem_controller::status::NodeStatus;
 
 use super::Target;
 use crate::output::table;
@@ -44,11 +41,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(3);
     }
     Ok(())
-}
-
-/// Every site's replicator address (see [`verify::site_replicators`]).
-pub fn site_replicators(status: &NodeStatus, overrides: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    Ok(verify::site_replicators(status, overrides)?)
 }
 
 fn print_report(args: &Args, report: &verify::Report) -> anyhow::Result<()> {

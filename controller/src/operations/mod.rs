@@ -13,6 +13,7 @@
 //! | DR activation, DR rejoin | [`dr`] | CLI, drill (the offline step) |
 //! | pause / resume | [`pause`] | CLI, drill |
 //! | verify / repair | [`verify`] | CLI, drill |
+//! | key rotation | [`keys`] | CLI |
 //!
 //! They live in the controller crate because the detector runs inside the
 //! controller, and because none of them needs the replicator's internals:
@@ -25,6 +26,7 @@
 pub mod dr;
 pub mod failback;
 pub mod failover;
+pub mod keys;
 pub mod orphan;
 pub mod pause;
 pub mod switchover;
