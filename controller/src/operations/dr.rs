@@ -87,7 +87,7 @@ pub async fn activate<K: KvStore>(
     if !hooks.confirm().await.map_err(OpError::NotConfirmed)? {
         return Ok(None);
     }
-    activate_stopped(&kv, req, now_unix_ms).map(Some)
+    reset(&kv, req, &board, now_unix_ms).map(Some)
 }
 
 /// When this site's controller last heard each other site (its kept
@@ -132,12 +132,19 @@ fn check_fenced(me: &str, board: &[ReplicatorHealth], city_fenced: Option<&str>,
 pub fn activate_stopped(kv: &dyn KvStore, req: &Activation, now_unix_ms: u64) -> Result<Activated, OpError> {
     let board = HealthBoard::load(kv);
     check_fenced(&req.site, &board, req.city_fenced.as_deref(), now_unix_ms)?;
-    let loss = loss_estimate(&req.site, &board, now_unix_ms);
+    reset(kv, req, &board, now_unix_ms)
+}
+
+/// The reset itself, once the fence is checked: the loss estimate from
+/// `board` (the store's kept heartbeats), then [`dr_reset`], recorded with
+/// the fence statement and the estimate in the audit log.
+fn reset(kv: &dyn KvStore, req: &Activation, board: &[ReplicatorHealth], now_unix_ms: u64) -> Result<Activated, OpError> {
+    let loss = loss_estimate(&req.site, board, now_unix_ms);
     let why = format!(
         "{} (city fenced: {}; {}; estimated loss: {})",
         req.why,
         req.city_fenced.as_deref().unwrap_or_default().trim(),
-        last_heard(&req.site, &board, now_unix_ms).join("; "),
+        last_heard(&req.site, board, now_unix_ms).join("; "),
         loss.join("; ")
     );
     let reset = DrReset { site: req.site.clone(), node_id: req.node_id, who: req.who.clone(), why, at_unix_ms: now_unix_ms };

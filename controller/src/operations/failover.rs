@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::switchover::{endpoints, move_spec, step};
-use super::{present, Hooks, OpError, Plan};
+use super::{present, Done, Hooks, OpError, Plan};
 use crate::client::ControlClient;
 use crate::lease::LEASE_WAIT;
 use crate::ops::{MoveStep, ShardMoveSpec};
@@ -58,16 +58,9 @@ pub struct Report {
     pub result: String,
 }
 
-/// A failover that ran: the plan it followed and what it did.
-#[derive(Clone, Debug, Serialize)]
-pub struct Done {
-    pub plan: Decision,
-    pub report: Report,
-}
-
 /// Observes, plans, shows the plan to `hooks`, and runs it. `Ok(None)`:
 /// the hooks stopped it (a dry run); nothing changed.
-pub async fn failover(client: &ControlClient, req: &Request, hooks: &mut impl Hooks) -> Result<Option<Done>, OpError> {
+pub async fn failover(client: &ControlClient, req: &Request, hooks: &mut impl Hooks) -> Result<Option<Done<Report>>, OpError> {
     let (status, obs) = client.observe().await?;
     failover_on(client, &status.cluster, &obs, req, hooks).await
 }
@@ -80,7 +73,7 @@ pub async fn failover_on(
     obs: &Observations,
     req: &Request,
     hooks: &mut impl Hooks,
-) -> Result<Option<Done>, OpError> {
+) -> Result<Option<Done<Report>>, OpError> {
     let decision = decide(cluster, obs, req)?;
     if !present(hooks, &Plan::of(&decision)).await? {
         return Ok(None);

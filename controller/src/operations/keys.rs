@@ -11,14 +11,11 @@ use serde::Serialize;
 use tandem_net::Transport;
 use tandem_proto::replicator as pb;
 use tandem_proto::replicator::contracts_client::ContractsClient;
-use tonic::transport::Channel;
 
 use super::verify::site_replicators;
-use super::{present, Hooks, OpError, Plan};
+use super::{present, replicator_call, Hooks, OpError, Plan};
 use crate::client::ControlClient;
 
-/// Bound on one site's rotation call.
-const CALL: Duration = Duration::from_secs(30);
 /// How often the sites are asked whether old-KEK keys remain.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -69,15 +66,16 @@ impl Rotated {
 pub async fn rotate(control: &ControlClient, transport: &Transport, req: &Request, hooks: &mut impl Hooks) -> Result<Option<Rotated>, OpError> {
     let (_, status) = control.status().await?;
     let sites = site_replicators(&status, &req.replicators)?;
-    let call = |addr: String, dry_run: bool| async move {
-        let channel = transport.channel(&addr).map_err(|e| e.to_string())?;
-        rotate_at(channel, dry_run).await
+    let call = |site: String, addr: String, dry_run: bool| async move {
+        let channel = transport.channel(&addr).map_err(|e| format!("site {site}: {e}"))?;
+        let mut c = ContractsClient::new(channel).max_decoding_message_size(tandem_proto::MAX_MESSAGE).max_encoding_message_size(tandem_proto::MAX_MESSAGE);
+        replicator_call(&site, c.rotate(pb::RotateRequest { dry_run })).await
     };
 
     let mut plan = String::new();
     let mut keks = std::collections::BTreeSet::new();
     for (site, addr) in &sites {
-        let r = call(addr.clone(), true).await.map_err(|e| OpError::Failed(format!("site {site}: {e}")))?;
+        let r = call(site.clone(), addr.clone(), true).await.map_err(OpError::Failed)?;
         plan.push_str(&format!("  site {site}: current KEK {}, {} keys under other KEKs\n", r.kek_id, r.remaining));
         keks.insert(r.kek_id);
     }
@@ -100,9 +98,9 @@ pub async fn rotate(control: &ControlClient, transport: &Transport, req: &Reques
     let mut done = Vec::new();
     let (mut versions, mut keys) = (0, 0);
     for (site, addr) in &sites {
-        let r = call(addr.clone(), false)
+        let r = call(site.clone(), addr.clone(), false)
             .await
-            .map_err(|e| OpError::Failed(format!("site {site}: rotation failed part-way ({e}); run it again (it is idempotent)")))?;
+            .map_err(|e| OpError::Failed(format!("rotation failed part-way ({e}); run it again (it is idempotent)")))?;
         versions += r.versions_rewrapped;
         keys += r.keys_rewrapped;
         done.push(site_rotation(site, r));
@@ -113,7 +111,7 @@ pub async fn rotate(control: &ControlClient, transport: &Transport, req: &Reques
     let left = loop {
         let mut left = Vec::new();
         for (site, addr) in &sites {
-            let r = call(addr.clone(), true).await.map_err(|e| OpError::Failed(format!("site {site}: {e}")))?;
+            let r = call(site.clone(), addr.clone(), true).await.map_err(OpError::Failed)?;
             if r.remaining > 0 {
                 left.push(format!("{site}: {}", r.remaining));
             }
@@ -144,15 +142,5 @@ fn site_rotation(site: &str, r: pb::RotateReply) -> SiteRotation {
         keys_rewrapped: r.keys_rewrapped,
         busy: r.busy,
         remaining: r.remaining,
-    }
-}
-
-/// One bounded `Rotate` call to a replicator.
-async fn rotate_at(channel: Channel, dry_run: bool) -> Result<pb::RotateReply, String> {
-    let mut c = ContractsClient::new(channel).max_decoding_message_size(tandem_proto::MAX_MESSAGE).max_encoding_message_size(tandem_proto::MAX_MESSAGE);
-    match tokio::time::timeout(CALL, c.rotate(pb::RotateRequest { dry_run })).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(s.message().to_string()),
-        Err(_) => Err(format!("no answer within {} s", CALL.as_secs())),
     }
 }

@@ -80,13 +80,11 @@ pub struct GoAhead;
 
 impl Hooks for GoAhead {}
 
-/// Hooks that go ahead and trace each step (tandem acting on its own).
-pub struct Traced;
-
-impl Hooks for Traced {
-    fn progress(&mut self, line: &str) {
-        tracing::info!("{line}");
-    }
+/// An operation that ran: the plan it followed and what it did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Done<R> {
+    pub plan: Decision,
+    pub report: R,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +156,7 @@ pub fn replication_client(channel: Channel) -> ReplicationClient<Channel> {
 async fn replicator_call<T>(site: &str, fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, String> {
     match tokio::time::timeout(REPLICATOR_CALL, fut).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(format!("{site}'s replicator: {}", s.message())),
-        Err(_) => Err(format!("{site}'s replicator did not answer within {} s", REPLICATOR_CALL.as_secs())),
+        Ok(Err(s)) => Err(format!("site {site}: {}", s.message())),
+        Err(_) => Err(format!("site {site}: no answer within {} s", REPLICATOR_CALL.as_secs())),
     }
 }

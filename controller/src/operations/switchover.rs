@@ -23,7 +23,7 @@ use tandem_net::Transport;
 use tandem_proto::replicator as pb;
 use tokio::time::Instant;
 
-use super::{accepted, go_ahead, present, replication_client, replicator_call, Hooks, OpError, Plan};
+use super::{accepted, go_ahead, present, replication_client, replicator_call, Done, Hooks, OpError, Plan};
 use crate::client::{ChangeOutcome, ControlClient};
 use crate::ops::{describe_shards, MoveStep, ShardMoveSpec};
 use crate::plan::{plan, Action, Decision, Observations};
@@ -63,16 +63,9 @@ pub struct Report {
     pub result: String,
 }
 
-/// A switchover that ran: the plan it followed and what it did.
-#[derive(Clone, Debug, Serialize)]
-pub struct Done {
-    pub plan: Decision,
-    pub report: Report,
-}
-
 /// Observes, plans, shows the plan to `hooks`, and runs it. `Ok(None)`:
 /// the hooks stopped it (a dry run); nothing changed.
-pub async fn switchover(client: &ControlClient, transport: &Transport, req: &Request, hooks: &mut impl Hooks) -> Result<Option<Done>, OpError> {
+pub async fn switchover(client: &ControlClient, transport: &Transport, req: &Request, hooks: &mut impl Hooks) -> Result<Option<Done<Report>>, OpError> {
     let (status, obs) = client.observe().await?;
     let decision = decide(transport, &status.cluster, &obs, req).await;
     if !present(hooks, &Plan::of(&decision)).await? {

@@ -157,14 +157,9 @@ pub fn site_replicators(status: &NodeStatus, overrides: &[String]) -> Result<BTr
 #[error("verify needs every site: {0}")]
 pub struct VerifyError(pub String);
 
-const CALL: Duration = Duration::from_secs(30);
-
+/// One bounded call to a site's replicator ([`super::replicator_call`]).
 async fn call<T>(site: &str, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, VerifyError> {
-    match tokio::time::timeout(CALL, fut).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(VerifyError(format!("site {site}: {}", s.message()))),
-        Err(_) => Err(VerifyError(format!("site {site}: no answer within {} s", CALL.as_secs()))),
-    }
+    super::replicator_call(site, fut).await.map_err(VerifyError)
 }
 
 /// Compares every site (name → replicator address) with each shard's owner;
