@@ -28,6 +28,8 @@ mod sim;
 pub mod tls;
 
 pub use identity::{Caller, Denied, Need, Peer, Role};
+#[cfg(feature = "turmoil")]
+pub use sim::{reset_tcp_loss, set_tcp_loss};
 pub use tls::{Tls, TlsError, TlsFiles};
 
 /// Upper bound on establishing one TCP connection. A peer that does not

@@ -45,6 +45,7 @@ pub mod parts;
 pub mod peer;
 pub mod permissions;
 pub mod pool;
+pub mod prefetch;
 pub mod quarantine;
 pub mod read;
 pub mod rotate;

@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 use crate::blob::BlobStore;
 use crate::model::LogEntry;
 use crate::peer::{client, RPC_TIMEOUT};
+use crate::prefetch::Prefetch;
 use crate::site::{Link, Site};
 
 /// An entry's transfer may take this long, plus time for its bytes at
@@ -141,7 +142,7 @@ pub async fn run(site: Arc<Site>, peer: String) {
 }
 
 /// Ships entries until something fails; returns what failed.
-async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Duration) -> String {
+async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Duration) -> String {
     let channel = match site.transport.channel(&link.addr) {
         Ok(c) => c,
         Err(e) => return format!("bad address {}: {e}", link.addr),
@@ -159,6 +160,7 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
     let mut grew = site.log_grew.subscribe();
     // Quarantine count when the peer last had every retraction it needs.
     let mut retracted: Option<u64> = None;
+    let mut prefetch = Prefetch::default();
     loop {
         let head = match site.meta.log_head() {
             Ok(h) => h,
@@ -188,6 +190,11 @@ async fn ship(site: &Site, link: &Link, pacer: &Arc<Pacer>, backoff: &mut Durati
                 Ok(()) => continue,
                 Err(e) => return e,
             }
+        }
+        // A backlog on a link no write waits for: stage what follows over
+        // parallel connections while this entry goes.
+        if head > acked + 1 && !crate::write::waits_for(site, &link.peer) {
+            prefetch.ahead(site, link, acked, head);
         }
         let bytes: u64 = entry.files().iter().map(|f| f.ciphertext_len).sum();
         let rate = match link.send_limit {

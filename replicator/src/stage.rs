@@ -39,7 +39,7 @@ use crate::error::ReplicaError;
 use crate::model::FileRecord;
 use crate::parts::PartReader;
 pub use crate::site::staging::{Registry, Staged, StagedId};
-use crate::site::{Link, Site};
+use crate::site::{ChannelSlot, Link, Site};
 
 /// Longest blob path a stage may name.
 const BLOB_NAME_MAX: usize = 512;
@@ -157,13 +157,21 @@ pub struct StageUpload {
     /// Longest wait for the peer to take one chunk.
     patience: Duration,
     peer: String,
+    /// The connection the upload runs on (dropped if the peer stops answering).
+    slot: ChannelSlot,
 }
 
 impl StageUpload {
     /// Starts streaming the file that will be stored as `blob` to `link`'s
     /// peer; `None` if no connection can be made.
     pub fn start(site: &Site, link: &Link, shard: u32, epoch: u64, blob: &str) -> Option<Self> {
-        let channel = link.stage_channel(&site.transport)?;
+        Self::start_on(site, link, &link.stage_channel, site.sync_timeout, shard, epoch, blob)
+    }
+
+    /// [`StageUpload::start`] on the connection in `slot`, waiting up to
+    /// `patience` for the peer to take each chunk.
+    pub fn start_on(site: &Site, link: &Link, slot: &ChannelSlot, patience: Duration, shard: u32, epoch: u64, blob: &str) -> Option<Self> {
+        let channel = slot.get(&site.transport, &link.addr)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let start = pb::StageStart { origin: site.name.clone(), shard, epoch, blob: blob.to_string() };
         tx.try_send(pb::StageChunk { part: Some(Part::Start(start)) }).ok()?;
@@ -171,7 +179,7 @@ impl StageUpload {
             tokio::spawn(
                 async move { crate::bulk::call::<_, pb::StageReply>(channel, crate::bulk::STAGE, ReceiverStream::new(rx)).await.map(|r| r.staged_id) },
             );
-        Some(Self { tx: Some(tx), call: Some(call), patience: site.sync_timeout, peer: link.peer.clone() })
+        Some(Self { tx: Some(tx), call: Some(call), patience, peer: link.peer.clone(), slot: slot.clone() })
     }
 
     fn abandon(&mut self, why: &str) {
@@ -205,7 +213,7 @@ impl StageUpload {
     /// checked, stored and synced it, or to `None` if it refuses or does not
     /// confirm within the sync timeout (plus time to sync the bytes).
     /// `None` here: the end could not even be sent.
-    pub async fn finish(mut self, len: u64, blake3: &str, link: &Link) -> Option<StagedId> {
+    pub async fn finish(mut self, len: u64, blake3: &str) -> Option<StagedId> {
         let tx = self.tx.take()?;
         let end = pb::StageChunk { part: Some(Part::End(pb::StageEnd { len, blake3: blake3.to_string() })) };
         if !matches!(tokio::time::timeout(self.patience, tx.send(end)).await, Ok(Ok(()))) {
@@ -217,7 +225,7 @@ impl StageUpload {
         let (done, id) = tokio::sync::oneshot::channel();
         let mut call = self.call.take()?;
         let peer = self.peer.clone();
-        let reset = link.stage_channel_reset();
+        let reset = self.slot.resetter();
         tokio::spawn(async move {
             let staged = match tokio::time::timeout(limit, &mut call).await {
                 Ok(Ok(Ok(id))) => Some(id),

@@ -215,6 +215,8 @@ impl<'a> SimCluster<'a> {
         // openraft's election timeouts come from this thread's RNG, and
         // turmoil runs every host on this thread.
         seed_thread_rng(seed);
+        // The links' segment losses are drawn from the seed too.
+        tandem_net::reset_tcp_loss(seed ^ 0x6c6f_7373);
         let sim = turmoil::Builder::new()
             .rng_seed(seed)
             .simulation_duration(SIM_DURATION_MAX)
@@ -450,8 +452,13 @@ impl<'a> SimCluster<'a> {
         self.sim.repair(a, b);
     }
 
+    /// Loses `rate` of the segments between two hosts, both ways, the way
+    /// TCP experiences it: each lost segment holds its stream for a
+    /// retransmission timeout (see `tandem_net::set_tcp_loss`). turmoil's
+    /// own fail rate would never resend a segment, which is a dead
+    /// connection rather than a lossy link.
     pub fn set_loss(&mut self, a: &str, b: &str, rate: f64) {
-        self.sim.set_link_fail_rate(a, b, rate);
+        tandem_net::set_tcp_loss(self.sim.lookup(a), self.sim.lookup(b), rate);
     }
 
     pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) {

@@ -78,6 +78,7 @@ library! {
     dr_receives_writes_of_a_site_that_stays_lost => "dr-receives-writes-of-a-site-that-stays-lost",
     dr_activation_refused_while_the_city_may_live => "dr-activation-refused-while-the-city-may-live",
     switchover_to_divergent_target_refused => "switchover-to-divergent-target-refused",
+    dr_lag_bounded_under_lossy_dr_link => "dr-lag-bounded-under-lossy-dr-link",
     dr_link_degraded => "dr-link-degraded",
     leader_loss_mid_failover => "leader-loss-mid-failover",
     corrupted_blob_repaired => "corrupted-blob-repaired",

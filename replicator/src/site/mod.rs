@@ -28,6 +28,29 @@ pub use staging::{Registry, Staged, StagedId};
 /// counts as a stall (a 1 GiB file gets 5 s more).
 pub(crate) const PEER_SYNC_RATE: u64 = 200 * 1024 * 1024;
 
+/// One connection to a peer, made on first use and dropped on request (a
+/// connection across a silent partition can hang; the next use makes a
+/// fresh one).
+#[derive(Clone, Default)]
+pub struct ChannelSlot(Arc<Mutex<Option<tonic::transport::Channel>>>);
+
+impl ChannelSlot {
+    /// The connection to `addr`, connecting it if there is none.
+    pub fn get(&self, transport: &Transport, addr: &str) -> Option<tonic::transport::Channel> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = transport.channel(addr).ok();
+        }
+        guard.clone()
+    }
+
+    /// What drops the connection, for a task that finds it hanging.
+    pub fn resetter(&self) -> impl FnOnce() + Send + 'static {
+        let slot = self.0.clone();
+        move || *slot.lock().unwrap_or_else(|p| p.into_inner()) = None
+    }
+}
+
 /// An outgoing replication link from this site to one peer.
 pub struct Link {
     pub peer: String,
@@ -50,7 +73,7 @@ pub struct Link {
     pub staged: Mutex<BTreeMap<String, StagedId>>,
     /// The connection staged uploads use (separate from the shipper's, so
     /// neither waits behind the other's flow control).
-    stage_channel: Arc<Mutex<Option<tonic::transport::Channel>>>,
+    pub stage_channel: ChannelSlot,
     /// Signalled when the peer contacts this site (it is up): wakes the
     /// shipper from its back-off.
     pub peer_seen: tokio::sync::Notify,
@@ -66,24 +89,9 @@ impl Link {
             sent: Arc::new(watch::Sender::new(0)),
             acked_known: std::sync::atomic::AtomicBool::new(false),
             staged: Mutex::new(BTreeMap::new()),
-            stage_channel: Arc::new(Mutex::new(None)),
+            stage_channel: ChannelSlot::default(),
             peer_seen: tokio::sync::Notify::new(),
         }
-    }
-
-    /// The channel for staged uploads to the peer (connected on first use).
-    pub fn stage_channel(&self, transport: &Transport) -> Option<tonic::transport::Channel> {
-        let mut guard = self.stage_channel.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = transport.channel(&self.addr).ok();
-        }
-        guard.clone()
-    }
-
-    /// What drops the staging connection (it may hang across a partition).
-    pub fn stage_channel_reset(&self) -> impl FnOnce() + Send + 'static {
-        let channel = self.stage_channel.clone();
-        move || *channel.lock().unwrap_or_else(|p| p.into_inner()) = None
     }
 
     /// Records that `blob` was streamed to the peer; `id` resolves to the
