@@ -65,8 +65,7 @@ impl Prefetch {
             if crate::quarantine::holds(site, &entry).unwrap_or(true) {
                 continue;
             }
-            let already = link.staged.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect::<std::collections::BTreeSet<_>>();
-            for file in entry.files().iter().filter(|f| !already.contains(&f.blob)) {
+            for file in entry.files().iter().filter(|f| !link.has_staged(&f.blob)) {
                 let slot = self.slots[self.next_slot % STREAMS].clone();
                 self.next_slot += 1;
                 if let Some(upload) = StageUpload::start_on(site, link, &slot, PATIENCE, entry.shard, entry.epoch, &file.blob) {

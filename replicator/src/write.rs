@@ -262,14 +262,14 @@ impl Drop for PutSession<'_> {
     }
 }
 
-/// Where this site stages the files of its writes: its in-city peer, while
-/// the pair is in a mode where writes wait for it.
 /// Whether this site's writes wait for `peer` (the pair is in sync mode
 /// this way).
 pub(crate) fn waits_for(site: &Site, peer: &str) -> bool {
     stage_target(site).as_deref() == Some(peer)
 }
 
+/// Where this site stages the files of its writes: its in-city peer, while
+/// the pair is in a mode where writes wait for it.
 fn stage_target(site: &Site) -> Option<String> {
     let state = site.view.latest()?;
     let pair = state.pair_of(&site.name)?;

@@ -100,6 +100,11 @@ impl Link {
         self.staged.lock().unwrap_or_else(|p| p.into_inner()).insert(blob.to_string(), id);
     }
 
+    /// Whether a staged copy of `blob` was noted and not yet taken.
+    pub fn has_staged(&self, blob: &str) -> bool {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).contains_key(blob)
+    }
+
     /// Forgets the staged copies of `blobs`, returning those it had.
     pub fn take_staged<'b>(&self, blobs: impl IntoIterator<Item = &'b str>) -> Vec<(String, StagedId)> {
         let mut map = self.staged.lock().unwrap_or_else(|p| p.into_inner());
