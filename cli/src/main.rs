@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     logging::init(level, cli.log_format, log_file);
     // Client commands dial with the operator's certificate; daemons take
     // theirs from their configs.
-    let daemon = matches!(cli.command, Command::Controller(_) | Command::Replicator(_) | Command::Demo(_) | Command::Drill(_));
+    let daemon = matches!(cli.command, Command::Controller(_) | Command::Replicator(_) | Command::Demo(_));
     if !daemon {
         if let Err(e) = cmd::init_client_transport(&cli.tls) {
             eprintln!("error: {e:#}");

@@ -5,6 +5,7 @@
 //! arrived and passed its checks, so a failed read never leaves a
 //! plausible file behind.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -307,10 +308,28 @@ impl ReplicatorClient {
     /// Reads a contract (version 0: latest), writing its files into
     /// `out_dir` when given. Returns its description with PII fields.
     pub async fn get(&self, addr: &str, tenant: &str, contract_id: &str, version: u64, out_dir: Option<&Path>) -> Result<pb::ContractInfo, ClientError> {
-        self.noted(self.get_once(addr, tenant, contract_id, version, out_dir).await)
+        self.noted(self.get_once(addr, tenant, contract_id, version, out_dir, None).await)
     }
 
-    async fn get_once(&self, addr: &str, tenant: &str, contract_id: &str, version: u64, out_dir: Option<&Path>) -> Result<pb::ContractInfo, ClientError> {
+    /// Reads a contract like [`ReplicatorClient::get`] without keeping its
+    /// files: returns its description and the BLAKE3 (hex) of each file's
+    /// decrypted bytes, by file name, so a caller can compare them with
+    /// what it wrote (the drill's checker does).
+    pub async fn get_hashed(&self, addr: &str, tenant: &str, contract_id: &str) -> Result<(pb::ContractInfo, BTreeMap<String, String>), ClientError> {
+        let mut hashes = Vec::new();
+        let info = self.noted(self.get_once(addr, tenant, contract_id, 0, None, Some(&mut hashes)).await)?;
+        Ok((info, hashes.into_iter().map(|(name, h)| (name, h.finalize().to_hex().to_string())).collect()))
+    }
+
+    async fn get_once(
+        &self,
+        addr: &str,
+        tenant: &str,
+        contract_id: &str,
+        version: u64,
+        out_dir: Option<&Path>,
+        mut hashes: Option<&mut Vec<(String, blake3::Hasher)>>,
+    ) -> Result<pb::ContractInfo, ClientError> {
         let mut client = self.client(addr)?;
         let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
         let mut stream = client.get(req).await.map_err(|s| refused(addr, s))?.into_inner();
@@ -325,6 +344,9 @@ impl ReplicatorClient {
                 match chunk.map_err(|s| refused(addr, s))?.part {
                     Some(GetPart::Info(i)) => info = Some(i),
                     Some(GetPart::File(f)) => {
+                        if let Some(h) = hashes.as_mut() {
+                            h.push((f.name.clone(), blake3::Hasher::new()));
+                        }
                         if let Some((file, tmp, dst)) = current.take() {
                             file.finish().await.map_err(|e| failed(&tmp, e))?;
                             finished.push((tmp, dst));
@@ -338,6 +360,9 @@ impl ReplicatorClient {
                         }
                     }
                     Some(GetPart::Data(d)) => {
+                        if let Some((_, h)) = hashes.as_mut().and_then(|h| h.last_mut()) {
+                            h.update(&d);
+                        }
                         if let Some((file, tmp, _)) = current.as_mut() {
                             file.write(&d).await.map_err(|e| failed(tmp, e))?;
                         }

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tandem_controller::client::ControlClient;
+use tandem_controller::clock::{as_measured, Clock};
 use tandem_controller::state::{ClusterState, ReplicationMode};
 use tokio::time::Instant;
 
@@ -32,12 +33,30 @@ struct Seen {
     leased_at: Option<Instant>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ControllerView {
     inner: Arc<RwLock<Option<Seen>>>,
+    /// This host's clock: the lease is measured at its rate.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for ControllerView {
+    fn default() -> Self {
+        ControllerView::new(Arc::new(tandem_controller::clock::SystemClock))
+    }
 }
 
 impl ControllerView {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        ControllerView { inner: Arc::default(), clock }
+    }
+
+    /// Time since `t` as this host's clock measures it (a slow clock lets
+    /// a lease last longer in real time: the bound in `lease.rs`).
+    fn since(&self, t: Instant) -> Duration {
+        as_measured(t.elapsed(), self.clock.rate_ppm())
+    }
+
     /// The latest state, however old (for reads and replication checks).
     pub fn latest(&self) -> Option<ClusterState> {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.state.clone())
@@ -46,13 +65,13 @@ impl ControllerView {
     /// The state if the lease is valid, else `None`.
     pub fn leased(&self) -> Option<ClusterState> {
         let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|s| s.leased_at.is_some_and(|t| t.elapsed() < LEASE)).map(|s| s.state.clone())
+        guard.as_ref().filter(|s| s.leased_at.is_some_and(|t| self.since(t) < LEASE)).map(|s| s.state.clone())
     }
 
     /// How much of the write lease is left (zero: none, writes refused).
     pub fn lease_remaining(&self) -> Duration {
         let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().and_then(|s| s.leased_at).map_or(Duration::ZERO, |t| LEASE.saturating_sub(t.elapsed()))
+        guard.as_ref().and_then(|s| s.leased_at).map_or(Duration::ZERO, |t| LEASE.saturating_sub(self.since(t)))
     }
 
     /// Takes a state the leader answered after confirming its leadership,
@@ -181,5 +200,28 @@ mod tests {
         view.offer(state(2), 6);
         assert!(view.leased().is_none());
         assert_eq!(view.latest().unwrap().generation, 2);
+    }
+
+    struct Slow;
+    impl Clock for Slow {
+        fn now_unix_ms(&self) -> u64 {
+            0
+        }
+        fn rate_ppm(&self) -> u64 {
+            900_000
+        }
+    }
+
+    // A clock 10 % slow (the bound the leader's lease wait covers) makes
+    // the lease last LEASE / 0.9 of real time, still inside LEASE_WAIT.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_clock_stretches_the_lease_within_the_leaders_wait() {
+        let view = ControllerView::new(Arc::new(Slow));
+        view.offer_leased(state(1), 1, Instant::now());
+        tokio::time::advance(LEASE + Duration::from_millis(100)).await;
+        assert!(view.leased().is_some(), "measured at 90 %, 1.6 s of real time is 1.44 s: still leased");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(view.leased().is_none(), "1.7 s real is 1.53 s measured: gone");
+        assert!(LEASE.as_secs_f64() / 0.9 < tandem_controller::lease::LEASE_WAIT.as_secs_f64());
     }
 }

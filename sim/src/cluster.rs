@@ -96,6 +96,8 @@ pub struct SiteDisks {
     /// Which of the site's processes the drill has stopped on their own
     /// (`stop_controller`, `stop_replicator`) while the host stays up.
     pub stopped: Stopped,
+    /// The site's clock (both processes read it), which the drill can skew.
+    pub clock: SimClock,
 }
 
 /// Set while one process of a site is stopped alone.
@@ -254,6 +256,7 @@ impl<'a> SimCluster<'a> {
             keys: DrillKeys::new(kek),
             superseded: Vec::new(),
             stopped: Stopped::default(),
+            clock: SimClock::default(),
         };
         self.disks.insert(site.to_string(), disks.clone());
         let views = self.views.clone();
@@ -266,9 +269,9 @@ impl<'a> SimCluster<'a> {
             let trace = trace.clone();
             async move {
                 let start_node = {
-                    let kv = disks.controller.clone();
+                    let (kv, clock) = (disks.controller.clone(), disks.clock.clone());
                     move || {
-                        let deps = NodeDeps { kv: Arc::new(kv.clone()), transport: Transport::Turmoil, clock: Arc::new(SimClock), hold_moves };
+                        let deps = NodeDeps { kv: Arc::new(kv.clone()), transport: Transport::Turmoil, clock: Arc::new(clock.clone()), hold_moves };
                         Node::start(config_for(site), deps)
                     }
                 };
@@ -283,7 +286,7 @@ impl<'a> SimCluster<'a> {
                             blobs: disks.blobs.clone(),
                             keys: Arc::new(disks.keys.clone()),
                             rng: Arc::new(SeededRandomSource::new(salt)),
-                            clock: Arc::new(SimClock),
+                            clock: Arc::new(disks.clock.clone()),
                             transport: Transport::Turmoil,
                         };
                         Replicator::start(replicator_config(site), deps)
@@ -358,6 +361,13 @@ impl<'a> SimCluster<'a> {
     /// Crashes `site`'s host: its tasks stop and its disks lose what was
     /// not synced.
     pub fn crash(&mut self, site: &str) {
+        self.stop_site(site, "fault: crash");
+    }
+
+    /// Stops every process of `site` as a power loss does, recorded in the
+    /// trace as `why` (an SRE stopping a site for the DR runbook is not a
+    /// fault).
+    pub fn stop_site(&mut self, site: &str, why: &str) {
         self.sim.crash(site);
         if let Some(disks) = self.disks.get(site) {
             disks.controller.crash();
@@ -365,7 +375,7 @@ impl<'a> SimCluster<'a> {
         }
         self.crashed.insert(site.to_string());
         self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(site);
-        self.trace.record(self.sim.elapsed(), format!("fault: crash {site}"));
+        self.trace.record(self.sim.elapsed(), format!("{why} {site}"));
     }
 
     /// Restarts a crashed `site` from what its disks kept.
@@ -450,6 +460,22 @@ impl<'a> SimCluster<'a> {
     /// Restores a link, both ways.
     pub fn repair(&mut self, a: &str, b: &str) {
         self.sim.repair(a, b);
+    }
+
+    /// Freezes what `site` sends and receives, both ways, with every other
+    /// site and the client (a paused process, as the rest of the cluster
+    /// sees it: silence, then everything at once); see `sim/README.md`.
+    pub fn pause(&mut self, site: &str) {
+        for other in site_names().into_iter().filter(|o| *o != site).chain(["client"]) {
+            self.sim.hold(site, other);
+        }
+    }
+
+    /// Delivers everything held since [`SimCluster::pause`] of `site`.
+    pub fn resume(&mut self, site: &str) {
+        for other in site_names().into_iter().filter(|o| *o != site).chain(["client"]) {
+            self.sim.release(site, other);
+        }
     }
 
     /// Loses `rate` of the segments between two hosts, both ways, the way

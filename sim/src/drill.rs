@@ -10,7 +10,7 @@ use tandem_controller::operations::dr::{self, Activation};
 use tandem_controller::operations::OpError;
 use tandem_controller::raft::state_machine::StateMachineStore;
 
-use crate::checks::{self, Checks, FinalReads};
+use crate::checks::{self, Checks, FinalReads, FinalState};
 use crate::cluster::{leader, node_id_of, site_names, SimCluster, SimError};
 use crate::scenario::{Event, Scenario};
 use crate::workload::{self, History, Op};
@@ -50,6 +50,8 @@ pub struct Outcome {
     pub simulated_ms: u64,
     /// When the workload started and stopped (simulated ms).
     pub workload_ms: (u64, u64),
+    /// The same, and when the checks began.
+    pub window: checks::Window,
     pub happened: Vec<Happened>,
     pub ops: Vec<Op>,
     pub checks: Checks,
@@ -97,8 +99,10 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
     c.client("client", async move { workload::run(w, end, h, t).await });
     c.set_latency("client", "c", Duration::from_millis(scenario.links.dr_ms));
 
-    // Sites lost to a crash, and when (for the recovery figures).
+    // Sites lost to a crash, and when (for the recovery figures); every
+    // fault and command, for the RTO per fault.
     let mut crashes: Vec<(String, u64)> = Vec::new();
+    let mut events: Vec<(String, u64)> = Vec::new();
     for (i, step) in scenario.ordered_timeline().into_iter().enumerate() {
         let at = start + Duration::from_secs_f64(step.at_s);
         while c.elapsed() < at {
@@ -107,6 +111,9 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         let what = step.event.describe();
         c.trace().record(c.elapsed(), &what);
         let at_ms = c.elapsed().as_millis() as u64;
+        if step.event.stops_writes() {
+            events.push((what.clone(), at_ms));
+        }
         if let Some(site) = apply(&mut c, &step.event, i, &log)? {
             crashes.push((site, at_ms));
         }
@@ -118,11 +125,15 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
 
     // Heal every link and the key providers, then let the sites settle.
     for (i, a) in site_names().into_iter().enumerate() {
+        c.resume(a);
         for b in site_names().into_iter().skip(i + 1).chain(["client"]) {
             c.repair(a, b);
             c.set_loss(a, b, 0.0);
         }
         c.disks(a).keys.set_down(false);
+        if c.disks(a).clock.rate_ppm_now(c.elapsed().as_millis() as u64) != 1_000_000 {
+            c.disks(a).clock.set_rate(c.elapsed().as_millis() as u64, 1_000_000);
+        }
         c.disks(a).stopped.set_controller(false);
         c.disks(a).stopped.set_replicator(false);
     }
@@ -130,11 +141,13 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
     note(&log, c.elapsed(), "heal: every link and key provider".into(), None);
     c.run_for(Duration::from_secs(scenario.settle_s))?;
 
+    let run_end_ms = c.elapsed().as_millis() as u64;
     let up: Vec<String> = site_names().into_iter().filter(|s| c.is_up(s)).map(String::from).collect();
+    let state = final_state(&c);
     let reads: Arc<Mutex<Option<FinalReads>>> = Arc::default();
-    let (ops, sink) = (history.ops(), reads.clone());
+    let (ops, sink, owners) = (history.ops(), reads.clone(), state.owners.clone());
     c.client("checker", async move {
-        let r = checks::read_final(ops, up).await;
+        let r = checks::read_final(ops, up, owners).await;
         *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         Ok(())
     });
@@ -142,24 +155,29 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
     let reads = reads.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
     let ops = history.ops();
     let workload_ms = (start.as_millis() as u64, end.as_millis() as u64);
-    let checks = checks::evaluate(&c, &ops, &reads, workload_ms, Duration::from_secs(scenario.objectives.rto_s), scenario.objectives.rpo_entries);
-    let mut checks = checks;
+    let window = checks::Window { workload_start_ms: workload_ms.0, workload_end_ms: workload_ms.1, run_end_ms };
+    let goals = scenario.goals();
+    let shards = state.owners.len() as u32;
+    let faults = crate::recovery::after_faults(&events, &ops, |tenant| tandem_controller::state::shard_of(tenant, shards));
+    let mut checks = checks::evaluate(&c, &ops, &reads, &state, window, &goals, faults);
     let recovery = crate::recovery::after_crashes(&crashes, &ops);
-    if let Some(objective) = scenario.objectives.failover_ms {
+    if let Some(objective) = goals.failover_ms.as_ref().map(|f| f.value) {
         let late: Vec<String> = recovery
             .iter()
             .filter(|r| r.failover_ms.is_none_or(|ms| ms > objective))
             .map(|r| match r.failover_ms {
                 Some(ms) => {
-                    format!("crash of {} at {} ms: its {} shards written elsewhere after {ms} ms (objective {objective} ms)", r.site, r.at_ms, r.shards)
+                    format!("crash of {} at {}: its {} shards written elsewhere after {ms} ms (objective {objective} ms)", r.site, checks::t(r.at_ms), r.shards)
                 }
-                None => format!("crash of {} at {} ms: some of its {} shards were never written elsewhere", r.site, r.at_ms, r.shards),
+                None => format!("crash of {} at {}: some of its {} shards were never written elsewhere", r.site, checks::t(r.at_ms), r.shards),
             })
             .collect();
         let slowest = recovery.iter().filter_map(|r| r.failover_ms).max().unwrap_or(0);
         checks.invariants.push(crate::checks::Invariant {
             name: "each crashed site's shards are written elsewhere within the failover objective".into(),
             passed: late.is_empty(),
+            checked: !recovery.is_empty(),
+            on: format!("{} site crashes: from each to the first acknowledged write of each of its shards at another site", recovery.len()),
             details: if late.is_empty() { vec![format!("slowest {slowest} ms after its crash, objective {objective} ms")] } else { late },
         });
     }
@@ -168,7 +186,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         checks.invariants.push(inv);
     }
     for inv in &checks.invariants {
-        c.trace().record(c.elapsed(), format!("invariant {}: {}", if inv.passed { "PASS" } else { "FAIL" }, inv.name));
+        c.trace().record(c.elapsed(), format!("invariant {}: {}", inv.verdict(), inv.name));
     }
     let audit = final_audit(&c);
     Ok(Outcome {
@@ -177,6 +195,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         seed,
         safety,
         trace_hash: c.trace().hash(),
+        window,
         trace: c.trace().lines(),
         simulated_ms: c.elapsed().as_millis() as u64,
         workload_ms,
@@ -228,20 +247,46 @@ fn expected_refusals(scenario: &Scenario, happened: &[Happened]) -> Option<crate
             }
         }
     }
-    Some(crate::checks::Invariant { name: "every command the scenario expects refused is refused, for that reason".into(), passed, details })
+    Some(crate::checks::Invariant {
+        name: "every command the scenario expects refused is refused, for that reason".into(),
+        passed,
+        checked: true,
+        on: format!("the {} commands the scenario expects refused, and what each answered", expected.len()),
+        details,
+    })
 }
 
-/// The audit log of the controller store that holds the newest state
-/// (generation, then length), read from the simulated disks.
+/// The controller store that holds the newest state (generation, then
+/// length of the audit log), read from the simulated disks, and its site.
+fn newest_store(c: &SimCluster) -> Option<(String, StateMachineStore)> {
+    site_names().into_iter().filter_map(|s| StateMachineStore::open(Arc::new(c.disks(s).controller.clone())).ok().map(|sm| (s.to_string(), sm))).max_by_key(
+        |(_, sm)| {
+            let cluster = sm.reader().cluster();
+            (cluster.generation, cluster.audit_len)
+        },
+    )
+}
+
+/// The shard map the newest generation agreed on.
+fn final_state(c: &SimCluster) -> FinalState {
+    let Some((site, store)) = newest_store(c) else { return FinalState::default() };
+    let cluster = store.reader().cluster();
+    FinalState {
+        from_site: site,
+        generation: cluster.generation,
+        owners: cluster.shards.iter().map(|s| s.owner.clone()).collect(),
+        drained: cluster
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(n, s)| s.moving_to.as_ref().map(|to| format!("shard {n} of {} drained towards {to}", s.owner)))
+            .collect(),
+    }
+}
+
+/// The audit log of the newest controller store, times in simulated ms.
 fn final_audit(c: &SimCluster) -> Vec<(u64, tandem_controller::state::AuditEntry)> {
-    let stores: Vec<StateMachineStore> =
-        site_names().into_iter().filter_map(|s| StateMachineStore::open(Arc::new(c.disks(s).controller.clone())).ok()).collect();
-    let Some(best) = stores.iter().max_by_key(|sm| {
-        let cluster = sm.reader().cluster();
-        (cluster.generation, cluster.audit_len)
-    }) else {
-        return Vec::new();
-    };
+    let Some((_, best)) = newest_store(c) else { return Vec::new() };
     let epoch_ms = crate::cluster::SIM_EPOCH_UNIX_S * 1000;
     let mut entries = best.reader().audit(100_000).unwrap_or_default();
     entries.sort_by_key(|e| e.seq);
@@ -285,6 +330,10 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             }
         }
         Event::StartReplicator { site } => c.disks(&site).stopped.set_replicator(false),
+        Event::PauseSite { site } => c.pause(&site),
+        Event::ResumeSite { site } => c.resume(&site),
+        Event::ClockDrift { site, ppm } => c.disks(&site).clock.set_rate(c.elapsed().as_millis() as u64, (1_000_000 + ppm).max(0) as u64),
+        Event::ClockStep { site, ms } => c.disks(&site).clock.step(c.elapsed().as_millis() as u64, ms),
         Event::CrashLeader => {
             if let Some((site, _)) = leader(&c.views()) {
                 c.crash(&site);
@@ -296,7 +345,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             // As the runbook: stop the site's controller, reset its store
             // offline, start it again.
             if c.is_up(&site) {
-                c.crash(&site);
+                c.stop_site(&site, "dr activate: processes stopped for the offline reset at");
             }
             let req = Activation {
                 site: site.clone(),
@@ -318,7 +367,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             // As the runbook: stop it, keep the old store aside, prepare an
             // empty one that joins the activated generation, start it.
             if c.is_up(&site) {
-                c.crash(&site);
+                c.stop_site(&site, "dr rejoin: processes stopped to prepare the store at");
             }
             let generation = site_names()
                 .into_iter()

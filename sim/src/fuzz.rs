@@ -52,7 +52,14 @@ pub fn scenario(seed: u64) -> Scenario {
         links: Links::default(),
         workload: Workload { interval_ms: 300, tenants: 4, sizes: vec![1024, 16 * 1024], destroy_every: 7, clients: 2, request_timeout_ms: 6000, sticky: true },
         // Safety is what fuzzing checks; any schedule may stall writes for a while.
-        objectives: Objectives { rto_s: duration_s + 60, rpo_entries: 0, failover_ms: None },
+        objectives: Objectives {
+            source: Some("fuzzing checks safety: a random schedule may stall writes for its whole length, never lose one".into()),
+            rto_s: Some(duration_s + 60),
+            rpo_entries: Some(0),
+            rpo_s: Some(0.0),
+            ..Default::default()
+        },
+        participants: Vec::new(),
         timeline,
     }
 }
@@ -74,7 +81,13 @@ mod tests {
 
     fn toml_of(s: &Scenario) -> String {
         // The generated scenario passes the same validation as a file.
-        let mut out = format!("name = {:?}\nduration_s = {}\n[objectives]\nrto_s = {}\n", s.name, s.duration_s, s.objectives.rto_s);
+        let mut out = format!(
+            "name = {:?}\nduration_s = {}\n[objectives]\nrto_s = {}\nrpo_entries = 0\nrpo_s = 0\nsource = {:?}\n",
+            s.name,
+            s.duration_s,
+            s.goals().rto_s.value,
+            s.objectives.source.clone().unwrap_or_default()
+        );
         for step in &s.timeline {
             let v = serde_json::to_value(&step.event).unwrap();
             out.push_str(&format!("[[timeline]]\nat_s = {}\n", step.at_s));

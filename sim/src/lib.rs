@@ -15,16 +15,21 @@
 //! Code here runs under the simulation: no `std::time` clocks, no OS
 //! randomness, no `HashMap` iteration.
 
+pub mod campaign;
 pub mod checks;
 pub mod clock;
 pub mod cluster;
 pub mod drill;
+pub mod findings;
 pub mod fuzz;
+pub mod grading;
 pub mod keys;
+pub mod parallel;
 pub mod recovery;
 pub mod report;
 pub mod scenario;
 pub mod sre;
+pub mod targets;
 pub mod trace;
 pub mod workload;
 

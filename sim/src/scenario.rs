@@ -28,8 +28,19 @@ pub struct Scenario {
     #[serde(default)]
     pub workload: Workload,
     pub objectives: Objectives,
+    /// Who takes part and in what role (the report's participants; a
+    /// drill without any names the automated roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participants: Vec<Participant>,
     #[serde(default)]
     pub timeline: Vec<Step>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    pub name: String,
+    pub role: String,
 }
 
 fn default_settle_s() -> u64 {
@@ -87,19 +98,104 @@ impl Default for Workload {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Objectives {
-    /// Longest a tenant may go without an acknowledged write.
-    pub rto_s: u64,
-    /// Acknowledged writes that may be lost (0 for every in-city event).
-    #[serde(default)]
-    pub rpo_entries: u64,
+    /// The product target the run is held to (`crate::targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Where a figure comes from when it is looser than the target, or
+    /// set without one: printed in the report next to the figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// From each fault (or command) to the first acknowledged write of
+    /// every shard it stopped (see `recovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_s: Option<u64>,
+    /// Acknowledged writes that may be lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_entries: Option<u64>,
+    /// How far back before the fault that lost them lost writes may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_s: Option<f64>,
     /// After each site crash: from the crash to the first acknowledged
     /// write of each of the crashed site's shards at another site (see
     /// `recovery`). Unset: not an objective of this scenario.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover_ms: Option<u64>,
+}
+
+/// One objective's figure and where it comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Figure<T> {
+    pub value: T,
+    pub source: String,
+}
+
+/// The objectives a run is checked against, each with its source.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Goals {
+    pub target: Option<crate::targets::Target>,
+    pub rto_s: Figure<u64>,
+    pub rpo_entries: Figure<u64>,
+    pub rpo_s: Figure<f64>,
+    pub failover_ms: Option<Figure<u64>>,
+}
+
+impl Objectives {
+    /// The figures, each from the target unless the scenario sets it;
+    /// `Err((field, why))` for a figure looser than the target (or with no
+    /// target) that does not say where it comes from.
+    pub fn goals(&self) -> Result<Goals, (String, String)> {
+        let target = match &self.target {
+            Some(id) => Some(
+                *crate::targets::find(id)
+                    .ok_or_else(|| ("objectives.target".to_string(), format!("{id:?} is not a product target (targets: {})", crate::targets::ids())))?,
+            ),
+            None => None,
+        };
+        let from_target = |t: &crate::targets::Target| format!("product target {}: {}", t.id, t.source);
+        let scenario = self.source.as_ref().map(|s| format!("scenario: {s}"));
+        fn pick<T: PartialOrd + Copy + std::fmt::Display>(
+            field: &str,
+            set: Option<T>,
+            target: Option<(T, String)>,
+            scenario: &Option<String>,
+        ) -> Result<Figure<T>, (String, String)> {
+            match (set, target) {
+                (None, Some((v, source))) => Ok(Figure { value: v, source }),
+                (Some(v), Some((t, source))) if v <= t => Ok(Figure { value: v, source: format!("stricter than the {source}") }),
+                (Some(v), target) => match scenario {
+                    Some(s) => Ok(Figure { value: v, source: s.clone() }),
+                    None => Err((
+                        format!("objectives.{field}"),
+                        match target {
+                            Some((t, _)) => format!("{v} is looser than the product target ({t}): say where it comes from in objectives.source"),
+                            None => {
+                                format!("{v} is set without a product target: name one in objectives.target or say where it comes from in objectives.source")
+                            }
+                        },
+                    )),
+                },
+                (None, None) => Err((format!("objectives.{field}"), "no figure: name a product target in objectives.target or set it".into())),
+            }
+        }
+        let t = target.as_ref();
+        Ok(Goals {
+            target,
+            rto_s: pick("rto_s", self.rto_s, t.map(|t| (t.rto_s, from_target(t))), &scenario)?,
+            rpo_entries: pick("rpo_entries", self.rpo_entries, t.map(|t| (t.rpo_entries, from_target(t))), &scenario)?,
+            rpo_s: pick("rpo_s", self.rpo_s, t.map(|t| (t.rpo_s, from_target(t))), &scenario)?,
+            failover_ms: match self.failover_ms {
+                None => None,
+                Some(v) => Some(match (t, &scenario) {
+                    (Some(t), _) if v <= t.rto_s * 1000 => Figure { value: v, source: format!("stricter than the {}", from_target(t)) },
+                    (_, Some(s)) => Figure { value: v, source: s.clone() },
+                    _ => return Err(("objectives.failover_ms".into(), format!("{v} ms: say where it comes from in objectives.source"))),
+                }),
+            },
+        })
+    }
 }
 
 /// One event of the timeline: a fault or an SRE command. (serde cannot
@@ -179,6 +275,28 @@ pub enum Event {
     StartReplicator {
         site: String,
     },
+    /// Every process of the site paused (SIGSTOP, a VM frozen, a long GC):
+    /// what it sends and receives is held until `resume_site`, then
+    /// delivered at once; its timers keep running, as a real monotonic
+    /// clock does.
+    PauseSite {
+        site: String,
+    },
+    ResumeSite {
+        site: String,
+    },
+    /// From now on the site's clock runs `ppm` parts per million off real
+    /// time (negative: slow); its write lease is measured at that rate.
+    /// The lease argument covers 100,000 either way (10 %).
+    ClockDrift {
+        site: String,
+        ppm: i64,
+    },
+    /// The site's wall clock jumps by `ms` (negative: back).
+    ClockStep {
+        site: String,
+        ms: i64,
+    },
     /// `tandem switchover --from --to` (all of from's shards).
     Switchover {
         from: String,
@@ -243,6 +361,10 @@ impl Event {
             Event::StartController { site } => format!("heal: controller of {site} started"),
             Event::StopReplicator { site } => format!("fault: replicator of {site} stopped"),
             Event::StartReplicator { site } => format!("heal: replicator of {site} started"),
+            Event::PauseSite { site } => format!("fault: processes of {site} paused"),
+            Event::ResumeSite { site } => format!("heal: processes of {site} resumed"),
+            Event::ClockDrift { site, ppm } => format!("fault: clock of {site} runs {ppm:+} ppm off real time"),
+            Event::ClockStep { site, ms } => format!("fault: clock of {site} steps {ms:+} ms"),
             Event::Switchover { from, to, .. } => format!("sre: switchover {from} -> {to}"),
             Event::Failover { from, to, accept_data_loss } => {
                 format!("sre: failover {from} -> {to}{}", if *accept_data_loss { " --accept-data-loss" } else { "" })
@@ -270,6 +392,10 @@ impl Event {
             | Event::StartController { site }
             | Event::StopReplicator { site }
             | Event::StartReplicator { site }
+            | Event::PauseSite { site }
+            | Event::ResumeSite { site }
+            | Event::ClockDrift { site, .. }
+            | Event::ClockStep { site, .. }
             | Event::DrActivate { site, .. }
             | Event::DrRejoin { site }
             | Event::Failback { site } => vec![site],
@@ -280,6 +406,13 @@ impl Event {
     /// A fault (something going wrong), as opposed to a heal or a command.
     pub fn is_fault(&self) -> bool {
         self.describe().starts_with("fault:")
+    }
+
+    /// A fault, or a command that moves shards: an event the RTO is
+    /// measured from.
+    pub fn stops_writes(&self) -> bool {
+        self.is_fault()
+            || matches!(self, Event::Switchover { .. } | Event::Failover { .. } | Event::DrActivate { .. } | Event::DrRejoin { .. } | Event::Failback { .. })
     }
 }
 
@@ -292,8 +425,18 @@ impl Scenario {
         parse_validated(text, file, Self::validate)
     }
 
+    /// The objectives with their sources (validated when the file was
+    /// read; a scenario built in code that does not resolve gets none).
+    pub fn goals(&self) -> Goals {
+        self.objectives.goals().unwrap_or_else(|(field, why)| {
+            let none = |v| Figure { value: v, source: format!("invalid: {field}: {why}") };
+            Goals { target: None, rto_s: none(0), rpo_entries: none(0), rpo_s: Figure { value: 0.0, source: why.clone() }, failover_ms: None }
+        })
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |f: &str, m: String| Err((f.to_string(), m));
+        self.objectives.goals()?;
         if self.duration_s == 0 || self.duration_s > 3600 {
             return err("duration_s", format!("{} is outside 1..=3600", self.duration_s));
         }
@@ -309,6 +452,11 @@ impl Scenario {
             }
             if let Some(bad) = step.event.sites().into_iter().find(|s| !SITES.contains(s)) {
                 return err("timeline", format!("unknown site {bad:?} (sites are a, b, c)"));
+            }
+            if let Event::ClockDrift { ppm, .. } = step.event {
+                if !(-900_000..=1_000_000).contains(&ppm) {
+                    return err("timeline.ppm", format!("{ppm} is outside -900000..=1000000 (a clock at least a tenth as fast as real time, at most twice)"));
+                }
             }
             if let Event::Loss { rate, .. } = step.event {
                 if !(0.0..=1.0).contains(&rate) {
@@ -347,7 +495,9 @@ name = "site a power loss"
 duration_s = 60
 
 [objectives]
+target = "in-city-site-loss"
 rto_s = 20
+source = "a test"
 
 [[timeline]]
 at_s = 10
@@ -383,10 +533,26 @@ b = "c"
     }
 
     #[test]
+    fn objectives_come_from_a_target_or_say_where_they_come_from() {
+        let s = Scenario::parse(&GOOD.replace("rto_s = 20\n", ""), "s.toml").unwrap();
+        let g = s.goals();
+        assert_eq!(g.rto_s.value, 10, "the target's figure");
+        assert!(g.rto_s.source.starts_with("product target in-city-site-loss"), "{}", g.rto_s.source);
+        let s = Scenario::parse(&GOOD.replace("rto_s = 20", "rto_s = 5"), "s.toml").unwrap();
+        assert!(s.goals().rto_s.source.starts_with("stricter than"), "{:?}", s.goals().rto_s);
+        let looser = GOOD.replace("source = \"a test\"\n", "");
+        let e = Scenario::parse(&looser, "s.toml").unwrap_err();
+        assert!(e.to_string().contains("looser than the product target"), "{e}");
+        let e = Scenario::parse(&GOOD.replace("in-city-site-loss", "in-city"), "s.toml").unwrap_err();
+        assert!(e.to_string().contains("is not a product target"), "{e}");
+    }
+
+    #[test]
     fn digest_ignores_formatting_but_not_content() {
         let a = Scenario::parse(GOOD, "s.toml").unwrap();
         let b = Scenario::parse(&format!("# comment\n{GOOD}"), "s.toml").unwrap();
         let c = Scenario::parse(&GOOD.replace("rto_s = 20", "rto_s = 21"), "s.toml").unwrap();
+        assert_eq!(a.goals().rto_s.value, 20);
         assert_eq!(a.digest(), b.digest());
         assert_ne!(a.digest(), c.digest());
     }

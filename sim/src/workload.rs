@@ -28,6 +28,10 @@ pub struct Op {
     pub kind: OpKind,
     pub tenant: String,
     pub contract_id: String,
+    /// Bytes of the put's one file (0 for a destroy): with `n` it
+    /// regenerates what the client sent ([`body`], [`id_card`]).
+    #[serde(default)]
+    pub size: usize,
     pub sent_ms: u64,
     pub done_ms: u64,
     /// The acknowledgement, or why there was none.
@@ -77,6 +81,15 @@ pub fn body(n: u64, size: usize) -> Bytes {
     Bytes::from(b)
 }
 
+/// The ID-card number request `n` stores as an SM4-sealed PII field
+/// (synthetic: 18 digits that are the same in every run).
+pub fn id_card(n: u64) -> String {
+    format!("110105{:012}", n.wrapping_mul(7_919) % 1_000_000_000_000)
+}
+
+/// The name of the PII field every put carries.
+pub const PII_FIELD: &str = "id_card";
+
 fn ms() -> u64 {
     crate::trace::now().as_millis() as u64
 }
@@ -118,12 +131,13 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
             })
             .await
             .map(|(_, ())| Ack { origin: String::new(), epoch: 0, version: 0, shard: 0, accepted_unix_ms: 0 });
-            Op { n, kind: OpKind::Destroy, tenant, contract_id: id, sent_ms, done_ms: ms(), result }
+            Op { n, kind: OpKind::Destroy, tenant, contract_id: id, size: 0, sent_ms, done_ms: ms(), result }
         } else {
             let tenant = tenant((n % w.tenants as u64) as u32);
             let id = format!("c{n}");
             let size = w.sizes[(n as usize) % w.sizes.len()];
-            let header = PutHeader { tenant: tenant.clone(), contract_id: id.clone(), ..Default::default() };
+            let header =
+                PutHeader { tenant: tenant.clone(), contract_id: id.clone(), pii_fields: [(PII_FIELD.to_string(), id_card(n))].into(), ..Default::default() };
             let files = vec![("deed.pdf".to_string(), body(n, size))];
             let order = lock(&router).order(&tenant);
             let result = first_site(timeout, &order, &router, |addr| {
@@ -141,7 +155,7 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
             if result.is_ok() {
                 acked.push((tenant.clone(), id.clone()));
             }
-            Op { n, kind: OpKind::Put, tenant, contract_id: id, sent_ms, done_ms: ms(), result }
+            Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
         };
         trace.record(
             crate::trace::now(),

@@ -16,7 +16,7 @@ fn scenario(name: &str) -> Scenario {
 fn explain(o: &Outcome) -> String {
     let mut s = format!("{} seed {} trace {}\n", o.scenario.name, o.seed, o.trace_hash);
     for i in &o.checks.invariants {
-        s.push_str(&format!("  {} {}: {}\n", if i.passed { "PASS" } else { "FAIL" }, i.name, i.details.join(" | ")));
+        s.push_str(&format!("  {} {}: {}\n", i.verdict(), i.name, i.details.join(" | ")));
     }
     for h in &o.happened {
         s.push_str(&format!("  {} ms {} {}\n", h.at_ms, h.what, h.outcome.as_deref().unwrap_or("")));
@@ -31,9 +31,42 @@ fn passes(name: &str) {
     assert!(o.checks.acked_puts > 20, "the workload hardly wrote: {}", explain(&o));
     // The timeline shows who owned what, the pair's mode and each link's lag.
     assert!(o.samples.len() as u64 > o.scenario.duration_s, "too few timeline samples: {}", o.samples.len());
+    after_action_report_is_complete(&o);
     let svg = tandem_sim::report::svg(&o);
     for lane in [">shards at a<", ">shards at b<", ">shards at c<", ">pair mode<", ">lag a-&gt;c (max "] {
         assert!(svg.contains(lane), "the timeline lacks the lane {lane}");
+    }
+}
+
+/// The after-action report an auditor files: every section, objectives
+/// with their sources, a line per fault, per-site data, and each invariant
+/// saying what it was checked on.
+fn after_action_report_is_complete(o: &Outcome) {
+    let info = tandem_sim::report::RunInfo { commit: "test".into(), wall_s: 1.0, reproduce: "tandem drill run x --seed 1".into() };
+    let md = tandem_sim::report::markdown(o, &info);
+    let mut at = 0;
+    for section in tandem_sim::report::SECTIONS {
+        let found = md[at..].find(section).unwrap_or_else(|| panic!("{}: the report lacks (or misorders) {section:?}", o.scenario.name));
+        at += found;
+    }
+    assert!(md.contains("| RTO |") && md.contains("| RPO, time |"), "{}: objectives missing", o.scenario.name);
+    assert!(md.contains("product target") || md.contains("scenario: "), "{}: objectives without a source", o.scenario.name);
+    assert!(md.contains("Table used: GB/T 20988-2007"), "{}: grading without its edition", o.scenario.name);
+    for f in &o.checks.faults {
+        assert!(md.contains(&format!("| {} {} |", tandem_sim::checks::t(f.at_ms), f.what)), "{}: no timeline row for {}", o.scenario.name, f.what);
+    }
+    for site in ["a", "b", "c"] {
+        assert!(o.checks.sites.iter().any(|i| i.site == site), "{}: no data row for site {site}", o.scenario.name);
+    }
+    let running: Vec<_> = o.checks.sites.iter().filter(|i| i.running).collect();
+    assert!(running.iter().all(|i| !i.ciphertext_digest.is_empty()), "{}: a running site without its digest", o.scenario.name);
+    assert!(running.iter().any(|i| i.matched > 0 && i.pii_round_tripped > 0), "{}: nothing read back and compared", o.scenario.name);
+    for i in &o.checks.invariants {
+        assert!(!i.on.is_empty(), "{}: invariant {:?} does not say what it was checked on", o.scenario.name, i.name);
+    }
+    let json: serde_json::Value = serde_json::from_str(&tandem_sim::report::json(o, &info)).unwrap();
+    for key in ["objectives", "grading", "findings", "participants"] {
+        assert!(json.get(key).is_some(), "{}: report.json lacks {key}", o.scenario.name);
     }
 }
 

@@ -56,6 +56,37 @@ pub enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Run a campaign plan (scenarios x seeds, the year's objectives, the
+    /// participants; see runbooks/yearly-drill.md): every drill's report
+    /// plus one summary (summary.md, summary.json and its SHA-256).
+    Campaign {
+        plan: PathBuf,
+        /// Report directory (default: drill-reports/campaign-<period>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Drills run at once (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Record the summary's SHA-256 in the cluster's audit log (an
+        /// admin certificate is needed), so `tandem audit` shows when the
+        /// campaign ran, by whom, with what result, and `tandem drill
+        /// archived` detects a later change of the summary.
+        #[arg(long)]
+        archive: bool,
+        /// Who ran it: recorded with --archive (defaults to $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        who: String,
+        #[command(flatten)]
+        target: super::Target,
+    },
+    /// Check a campaign's summary.json against the digest --archive
+    /// recorded in the audit log: exits 3 when no audit entry records this
+    /// exact file (it was changed after archiving, or never archived).
+    Archived {
+        summary: PathBuf,
+        #[command(flatten)]
+        target: super::Target,
+    },
 }
 
 /// Runs outside any async runtime: the simulation brings its own.
@@ -77,6 +108,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let out = out.unwrap_or_else(|| PathBuf::from("drill-reports").join(format!("{stem}-seed-{seed}")));
             one(&s, seed, reproduce, &out)
         }
+        Command::Campaign { plan, out, jobs, archive, who, target } => campaign(&plan, out, jobs, archive.then_some((who.as_str(), &target))),
+        Command::Archived { summary, target } => archived(&summary, &target),
         Command::Fuzz { seeds, out, jobs } => {
             let (from, to) = seed_range(&seeds)?;
             println!("seeds {from}..{to}   commit {COMMIT}");
@@ -116,6 +149,84 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 }
 
+/// Runs the plan's drills, writes every report and the summary; with
+/// `archive`, records the summary's digest in the audit log.
+fn campaign(plan_path: &std::path::Path, out: Option<PathBuf>, jobs: Option<usize>, archive: Option<(&str, &super::Target)>) -> anyhow::Result<bool> {
+    use tandem_sim::campaign;
+    let (plan, scenarios) = campaign::Plan::load(plan_path)?;
+    let previous = plan.previous_summary(plan_path).map_err(|e| anyhow::anyhow!(e))?;
+    let plan_digest = campaign::digest(&std::fs::read_to_string(plan_path)?);
+    let out = out.unwrap_or_else(|| PathBuf::from("drill-reports").join(format!("campaign-{}", plan.period)));
+    let runs: Vec<(PathBuf, &tandem_sim::scenario::Scenario, u64)> =
+        plan.drills.iter().zip(&scenarios).flat_map(|(d, (path, s))| d.seeds.iter().map(move |seed| (path.clone(), s, *seed))).collect();
+    println!("campaign {} ({})   commit {COMMIT}   {} drills   plan {plan_digest}", plan.name, plan.period, runs.len());
+    let started = Instant::now();
+    let outcomes = tandem_sim::parallel::each(&runs, jobs.unwrap_or(0), |(path, s, seed)| {
+        let t = Instant::now();
+        let r = drill::run(s, *seed, Safety::Intact);
+        (path.clone(), *seed, r, t.elapsed().as_secs_f64())
+    });
+    let mut done = Vec::new();
+    for (path, seed, r, wall_s) in outcomes {
+        let o = r.map_err(|e| anyhow::anyhow!("{} seed {seed}: the simulation stopped: {e}", path.display()))?;
+        let dir = out.join(campaign::report_dir(&path, seed));
+        let info = RunInfo { commit: COMMIT.into(), wall_s, reproduce: format!("tandem drill run {} --seed {seed}", path.display()) };
+        report::write(&dir, &o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
+        println!(
+            "{} {} seed {seed}: RTO {:.1} s, lost {} ({})",
+            if o.passed() { "PASS" } else { "FAIL" },
+            o.scenario.name,
+            o.checks.rto_ms as f64 / 1000.0,
+            o.checks.lost.len(),
+            dir.display()
+        );
+        done.push((path, o));
+    }
+    let refs: Vec<(PathBuf, &drill::Outcome)> = done.iter().map(|(p, o)| (p.clone(), o)).collect();
+    let summary = campaign::summarise(&plan, &plan_digest, COMMIT, &refs, previous.as_ref());
+    let json = campaign::json(&summary);
+    let digest = campaign::digest(&json);
+    std::fs::write(out.join("summary.json"), &json)?;
+    std::fs::write(out.join("summary.sha256"), format!("{digest}  summary.json\n"))?;
+    std::fs::write(out.join("summary.md"), campaign::markdown(&summary, &digest))?;
+    println!(
+        "{}: {} drills in {:.0} s, DR level {}; summary {} (sha256 {digest})",
+        summary.verdict,
+        summary.drills.len(),
+        started.elapsed().as_secs_f64(),
+        summary.level,
+        out.join("summary.md").display()
+    );
+    if let Some((who, target)) = archive {
+        let (what, result) = campaign::archive_event(&summary, &digest);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let recorded = rt.block_on(target.client().record_event(&what, &result, who, "yearly drill campaign archived"))?;
+        println!("archived: audit entry #{} records the summary's digest", recorded.audit_seq);
+    }
+    Ok(summary.verdict == "PASS")
+}
+
+/// Finds the audit entry that archived this summary; false when none
+/// records its digest.
+fn archived(summary: &std::path::Path, target: &super::Target) -> anyhow::Result<bool> {
+    let json = std::fs::read_to_string(summary).with_context(|| format!("cannot read {}", summary.display()))?;
+    let parsed: tandem_sim::campaign::Summary = serde_json::from_str(&json).with_context(|| format!("{} is not a campaign summary", summary.display()))?;
+    let digest = tandem_sim::campaign::digest(&json);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let entries = rt.block_on(target.client().audit(100_000))?;
+    let prefix = format!("drill campaign {} ({}): summary.json sha256 ", parsed.campaign, parsed.period);
+    let archived: Vec<_> = entries.iter().filter(|e| e.what.starts_with(&prefix)).collect();
+    if let Some(e) = archived.iter().find(|e| e.what.ends_with(&digest)) {
+        println!("archived: audit entry #{} at {} by {}: {} ({})", e.seq, crate::output::utc(e.at_unix_ms), e.who, e.result, e.what);
+        return Ok(true);
+    }
+    println!("NOT ARCHIVED: no audit entry records this file's SHA-256 {digest}");
+    for e in archived {
+        println!("  audit entry #{} at {} by {} archived another summary of this campaign: {}", e.seq, crate::output::utc(e.at_unix_ms), e.who, e.what);
+    }
+    Ok(false)
+}
+
 fn seed_range(seeds: &str) -> anyhow::Result<(u64, u64)> {
     seeds
         .split_once("..")
@@ -127,27 +238,10 @@ fn seed_range(seeds: &str) -> anyhow::Result<(u64, u64)> {
 type SeedResult = (u64, Result<drill::Outcome, tandem_sim::SimError>);
 
 /// Runs `one(seed)` for every seed in from..to, `jobs` at once, in seed
-/// order. Each simulation runs on its own thread with its own seeded
-/// state, so running several at once changes no trace.
+/// order (see `tandem_sim::parallel`).
 fn run_seeds(from: u64, to: u64, jobs: Option<usize>, one: impl Fn(u64) -> Result<drill::Outcome, tandem_sim::SimError> + Sync) -> Vec<SeedResult> {
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    let next = std::sync::atomic::AtomicU64::new(from);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if seed >= to {
-                    return;
-                }
-                let r = one(seed);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push((seed, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|(seed, _)| *seed);
-    results
+    let seeds: Vec<u64> = (from..to).collect();
+    tandem_sim::parallel::each(&seeds, jobs.unwrap_or(0), |seed| (*seed, one(*seed)))
 }
 
 /// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
@@ -229,19 +323,22 @@ fn one(s: &Scenario, seed: u64, reproduce: String, out: &std::path::Path) -> any
     println!("trace {}", o.trace_hash);
     println!("simulated {sim_s:.1} s in {wall_s:.1} s of wall time ({:.1} x)", sim_s / wall_s.max(0.001));
     for i in &o.checks.invariants {
-        println!("  {} {}", if i.passed { "PASS" } else { "FAIL" }, i.name);
+        println!("  {} {}", i.verdict(), i.name);
         if !i.passed {
             for d in i.details.iter().take(5) {
                 println!("       {d}");
             }
         }
     }
+    let goals = s.goals();
     println!(
-        "RTO {:.1} s (objective {} s), lost {} (objective {})",
+        "RTO {:.1} s (objective {} s), lost {} reaching {:.1} s back (objective {} entries, {} s)",
         o.checks.rto_ms as f64 / 1000.0,
-        s.objectives.rto_s,
+        goals.rto_s.value,
         o.checks.lost.len(),
-        s.objectives.rpo_entries
+        o.checks.rpo_ms as f64 / 1000.0,
+        goals.rpo_entries.value,
+        goals.rpo_s.value
     );
     for r in &o.recovery {
         let show = |v: Option<u64>| v.map_or("never".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));

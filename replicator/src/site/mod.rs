@@ -258,7 +258,7 @@ impl Site {
             rng: deps.rng,
             clock: deps.clock.clone(),
             transport: deps.transport.clone(),
-            view: ControllerView::default(),
+            view: ControllerView::new(deps.clock.clone()),
             control: ControlClient::new(config.controllers.clone(), deps.transport.clone(), CONTROL_CHANGE_TIMEOUT),
             links,
             addrs: config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect(),
