@@ -27,10 +27,22 @@ const PUT_CHUNK: usize = 1024 * 1024;
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// A refusal that stored nothing and is expected to pass shortly.
-fn is_transient(e: &ClientError) -> bool {
+/// How long a put keeps retrying a site that has no write lease: one
+/// lease and a refresh. A renewal that was merely late arrives within it;
+/// past it the site is cut off from the controllers, its shards may be on
+/// their way elsewhere, and the caller should try another site (the drill
+/// found a client spinning on a cut-off owner for 10 s).
+pub const NO_LEASE_RETRY_FOR: Duration = Duration::from_millis(1750);
+
+/// How long a refusal that stored nothing may be retried at the same
+/// site: `None` for one that will not pass by itself.
+fn retry_for(e: &ClientError) -> Option<Duration> {
     use tandem_proto::error_code as code;
-    matches!(e.code(), Some(code::NO_LEASE) | Some(code::MOVING) | Some(code::NOT_READY))
+    match e.code() {
+        Some(code::NO_LEASE) => Some(NO_LEASE_RETRY_FOR),
+        Some(code::MOVING) | Some(code::NOT_READY) => Some(RETRY_FOR),
+        _ => None,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +166,9 @@ impl ReplicatorClient {
     /// Stores a contract with the files at `files` (name, path). A put sent
     /// to a site that does not own the tenant's shard is resent once to the
     /// owner it names. Refusals that store nothing and pass by themselves
-    /// (no lease for a moment, a shard being moved, a replicator starting)
-    /// are retried for up to [`RETRY_FOR`].
+    /// (a shard being moved, a replicator starting) are retried for up to
+    /// [`RETRY_FOR`]; a site without a write lease for up to
+    /// [`NO_LEASE_RETRY_FOR`], after which its refusal is returned.
     pub async fn put(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
         for f in files {
             tokio::fs::metadata(&f.1).await.map_err(|e| ClientError::Io(format!("cannot read {}: {e}", f.1.display())))?;
@@ -205,7 +218,7 @@ impl ReplicatorClient {
         let started = tokio::time::Instant::now();
         loop {
             match self.noted(self.put_following_owner(addr, header, files).await) {
-                Err(e) if is_transient(&e) && started.elapsed() < RETRY_FOR => {
+                Err(e) if retry_for(&e).is_some_and(|limit| started.elapsed() < limit) => {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 other => return other,

@@ -134,8 +134,10 @@ impl Replicator {
 }
 
 async fn recover_loop(site: Arc<Site>) {
+    let mut stalled = None;
     loop {
         tokio::time::sleep(crate::sync::RECOVER_EVERY).await;
+        crate::sync::watchdog(&site, &mut stalled).await;
         crate::sync::recover(&site).await;
     }
 }

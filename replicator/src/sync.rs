@@ -103,6 +103,60 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
     Err(ReplicaError::NotAcknowledged(format!("write is stored at {me} but NOT acknowledged: the pair's mode kept changing")))
 }
 
+/// What the [`watchdog`] saw of the peer last time: its cursor, the bytes
+/// sent to it, and since when neither moved.
+pub struct Stalled {
+    acked: u64,
+    sent: u64,
+    since: tokio::time::Instant,
+}
+
+/// Records this site's direction async when the peer has left entries of
+/// this site's log unconfirmed, receiving nothing, for the sync timeout,
+/// whether or not a write still waits for it; run every
+/// [`RECOVER_EVERY`]. A write records it itself while it waits
+/// ([`confirm`]), but a client whose deadline is shorter than the sync
+/// timeout (300 ms against 700) cancels every write before that, and then
+/// no write would be acknowledged until the peer returned (found by the
+/// drill `partition-manual-failover`).
+pub async fn watchdog(site: &Site, last: &mut Option<Stalled>) {
+    let me = &site.name;
+    let Some(state) = site.view.latest() else { return };
+    let Some(pair) = state.pair_of(me) else { return };
+    let peer = pair.partner(me).to_string();
+    let Some(link) = site.links.get(&peer) else { return };
+    let head = site.meta.log_head().unwrap_or(0);
+    let (acked, sent) = (*link.acked.borrow(), *link.sent.borrow());
+    // Only a cursor the peer itself reported says what it lacks.
+    let known = link.acked_known.load(std::sync::atomic::Ordering::SeqCst);
+    if !waits_for_peer(pair.outgoing(me)) || !known || acked >= head {
+        *last = None;
+        return;
+    }
+    match last {
+        Some(s) if s.acked == acked && s.sent == sent => {
+            if s.since.elapsed() < site.sync_timeout {
+                return;
+            }
+        }
+        _ => {
+            *last = Some(Stalled { acked, sent, since: tokio::time::Instant::now() });
+            return;
+        }
+    }
+    *last = None;
+    let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async, since_seq: acked + 1 };
+    let why = format!("{peer} confirmed nothing after log entry {acked}, nor received any of it, for {} ms", site.sync_timeout.as_millis());
+    match site.control.set_pair_mode(&spec, &who(site), &why).await {
+        Ok(o) if o.changed => {
+            refresh_view(site, &o.leader_addr).await;
+            tracing::warn!(site = %me, peer = %peer, "peer silent with entries waiting; this direction recorded async");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "the pair could not be recorded async yet"),
+    }
+}
+
 /// One step of this site's direction back to sync; run every
 /// [`RECOVER_EVERY`]. Only this site's own backlog matters: the peer's
 /// direction recovers on the peer's own steps.
