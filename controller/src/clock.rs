@@ -20,7 +20,7 @@ pub fn as_measured(real: std::time::Duration, rate_ppm: u64) -> std::time::Durat
     if rate_ppm == 1_000_000 {
         return real;
     }
-    std::time::Duration::from_nanos((real.as_nanos() as u128 * rate_ppm as u128 / 1_000_000) as u64)
+    std::time::Duration::from_nanos((real.as_nanos() * rate_ppm as u128 / 1_000_000) as u64)
 }
 
 /// The operating system's clock, for the daemons.

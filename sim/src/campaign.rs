@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tandem_controller::config::{parse_validated, read_config, ConfigError};
 
-use crate::drill::Outcome;
+use crate::drill::RunDigest;
 use crate::findings::{Finding, Severity};
 use crate::scenario::{hex, Participant, Scenario};
 
@@ -162,30 +162,30 @@ pub fn report_dir(scenario_path: &Path, seed: u64) -> String {
     format!("{stem}-seed-{seed}")
 }
 
-/// Builds the summary from the drills' outcomes (in plan order).
-pub fn summarise(plan: &Plan, plan_text_digest: &str, commit: &str, runs: &[(PathBuf, &Outcome)], previous: Option<&Summary>) -> Summary {
+/// Builds the summary from the drills' results (in plan order).
+pub fn summarise(plan: &Plan, plan_text_digest: &str, commit: &str, runs: &[(PathBuf, RunDigest)], previous: Option<&Summary>) -> Summary {
     let mut drills = Vec::new();
     let mut findings: BTreeMap<String, CampaignFinding> = BTreeMap::new();
-    for (path, o) in runs {
-        let m = crate::report::measured(o);
-        let run = format!("{} seed {}", o.scenario.name, o.seed);
+    for (path, d) in runs {
+        let (rto_s, rpo_s) = (d.rto_ms as f64 / 1000.0, d.rpo_ms as f64 / 1000.0);
+        let run = format!("{} seed {}", d.scenario, d.seed);
         drills.push(DrillResult {
             scenario: path.display().to_string(),
-            name: o.scenario.name.clone(),
-            seed: o.seed,
-            verdict: if o.passed() { "PASS".into() } else { "FAIL".into() },
-            target: o.scenario.objectives.target.clone(),
-            rto_s: m.rto_s,
-            rpo_entries: m.rpo_entries,
-            rpo_s: m.rpo_s,
-            level: crate::grading::grade(m.rto_s, m.rpo_s).level,
-            scenario_digest: o.scenario_digest.clone(),
-            trace_hash: o.trace_hash.clone(),
-            reproduce: format!("tandem drill run {} --seed {}", path.display(), o.seed),
-            report: report_dir(path, o.seed),
+            name: d.scenario.clone(),
+            seed: d.seed,
+            verdict: if d.passed { "PASS".into() } else { "FAIL".into() },
+            target: d.target.clone(),
+            rto_s,
+            rpo_entries: d.lost,
+            rpo_s,
+            level: crate::grading::grade(rto_s, rpo_s).level,
+            scenario_digest: d.scenario_digest.clone(),
+            trace_hash: d.trace_hash.clone(),
+            reproduce: format!("tandem drill run {} --seed {}", path.display(), d.seed),
+            report: report_dir(path, d.seed),
         });
-        for f in crate::findings::of(o) {
-            findings.entry(f.key.clone()).or_insert_with(|| CampaignFinding { finding: f, raised_by: Vec::new() }).raised_by.push(run.clone());
+        for f in &d.findings {
+            findings.entry(f.key.clone()).or_insert_with(|| CampaignFinding { finding: f.clone(), raised_by: Vec::new() }).raised_by.push(run.clone());
         }
     }
     let objectives = plan

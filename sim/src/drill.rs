@@ -72,6 +72,50 @@ impl Outcome {
     }
 }
 
+/// What a run's caller needs when the run happened in another process
+/// (`tandem drill` runs every simulation in a process of its own; see
+/// `sim/README.md`, Determinism): its verdict and figures, as JSON.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct RunDigest {
+    pub scenario: String,
+    pub seed: u64,
+    pub passed: bool,
+    pub target: Option<String>,
+    pub scenario_digest: String,
+    pub trace_hash: String,
+    pub simulated_ms: u64,
+    pub rto_ms: u64,
+    pub longest_gap_ms: u64,
+    pub lost: usize,
+    pub rpo_ms: u64,
+    /// The failing invariants' names.
+    pub failed: Vec<String>,
+    pub findings: Vec<crate::findings::Finding>,
+    /// Per crash: (failover, survivor) times, `None` for never.
+    pub recovery: Vec<(Option<u64>, Option<u64>)>,
+}
+
+impl RunDigest {
+    pub fn of(o: &Outcome) -> Self {
+        RunDigest {
+            scenario: o.scenario.name.clone(),
+            seed: o.seed,
+            passed: o.passed(),
+            target: o.scenario.objectives.target.clone(),
+            scenario_digest: o.scenario_digest.clone(),
+            trace_hash: o.trace_hash.clone(),
+            simulated_ms: o.simulated_ms,
+            rto_ms: o.checks.rto_ms,
+            longest_gap_ms: o.checks.longest_gap_ms,
+            lost: o.checks.lost.len(),
+            rpo_ms: o.checks.rpo_ms,
+            failed: o.checks.invariants.iter().filter(|i| i.checked && !i.passed).map(|i| i.name.clone()).collect(),
+            findings: crate::findings::of(o),
+            recovery: o.recovery.iter().map(|r| (r.failover_ms, r.survivor_ms)).collect(),
+        }
+    }
+}
+
 type Log = Arc<Mutex<Vec<Happened>>>;
 
 fn note(log: &Log, at: Duration, what: String, outcome: Option<String>) {

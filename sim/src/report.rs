@@ -256,7 +256,7 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
         let at_ms = (at.parse::<f64>().unwrap_or(0.0) * 1000.0).round() as u64;
         rows.push((at_ms, "trace".into(), what.to_string(), String::new()));
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by_key(|r| r.0);
     for (at, src, what, result) in rows {
         let _ = writeln!(m, "| {} | {src} | {} | {} |", crate::checks::t(at), what.replace('|', "/"), result.replace('|', "/"));
     }

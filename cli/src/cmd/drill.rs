@@ -1,8 +1,16 @@
-//! `tandem drill run <scenario.toml> --seed N` and
-//! `tandem drill fuzz --seeds A..B`: the deterministic DR drill (see
+//! `tandem drill run <scenario.toml> --seed N`, `tandem drill fuzz --seeds
+//! A..B` and `tandem drill campaign PLAN`: the deterministic DR drill (see
 //! `sim/README.md`). A run prints its seed, the commit and the scenario
 //! digest first, writes its report directory, and exits 3 when an
 //! objective or invariant fails.
+//!
+//! Every simulation of a many-seed command runs in a process of its own
+//! (`tandem drill one`, hidden): tokio numbers tasks with one counter per
+//! process, and the order a crashed host's tasks are dropped in (which
+//! closes their connections, in that order) follows those numbers, so two
+//! simulations sharing a process, side by side or one after the other,
+//! could change each other's traces. One process per run makes a seed
+//! its own reproducer, alone or inside `drill fuzz`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,6 +87,24 @@ pub enum Command {
         #[command(flatten)]
         target: super::Target,
     },
+    /// One simulation in this process, for the many-seed commands: writes
+    /// its report and prints its result as one JSON line.
+    #[command(hide = true)]
+    One {
+        /// A scenario file; without it, the generated schedule of `--seed`
+        /// (what `drill fuzz` runs).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Write the report only when the run fails.
+        #[arg(long)]
+        only_failing: bool,
+        #[arg(long)]
+        reproduce: String,
+    },
     /// Check a campaign's summary.json against the digest --archive
     /// recorded in the audit log: exits 3 when no audit entry records this
     /// exact file (it was changed after archiving, or never archived).
@@ -96,9 +122,13 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let s = Scenario::load(&scenario)?;
             let (from, to) = seed_range(&seeds)?;
             println!("seeds {from}..{to}   commit {COMMIT}   scenario {} ({})", scenario.display(), s.digest());
-            let results = run_seeds(from, to, jobs, |seed| drill::run(&s, seed, Safety::Intact));
             let out = out.unwrap_or_else(|| PathBuf::from("drill-reports").join("seeds"));
-            distribution(&scenario, &results, &out)
+            let seeds: Vec<u64> = (from..to).collect();
+            let results = tandem_sim::parallel::each(&seeds, jobs.unwrap_or(0), |seed| {
+                let reproduce = format!("tandem drill run {} --seed {seed}", scenario.display());
+                (*seed, in_child(Some(&scenario), *seed, &out.join(format!("seed-{seed}")), true, &reproduce))
+            });
+            distribution(&scenario, &results)
         }
         Command::Run { scenario, seed, out, .. } => {
             let s = Scenario::load(&scenario)?;
@@ -114,28 +144,25 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let (from, to) = seed_range(&seeds)?;
             println!("seeds {from}..{to}   commit {COMMIT}");
             let started = Instant::now();
-            let results = run_seeds(from, to, jobs, |seed| drill::run(&tandem_sim::fuzz::scenario(seed), seed, Safety::Intact));
-            let mut failing = Vec::new();
-            for (seed, r) in results {
+            let seeds: Vec<u64> = (from..to).collect();
+            let results = tandem_sim::parallel::each(&seeds, jobs.unwrap_or(0), |seed| {
                 let reproduce = format!("tandem drill fuzz --seeds {seed}..{}", seed + 1);
-                let o = match r {
-                    Ok(o) => o,
-                    Err(e) => {
-                        println!("FAIL seed {seed}: the simulation stopped: {e}; reproduce: {reproduce}");
+                let r = in_child(None, *seed, &out.join(format!("seed-{seed}")), true, &reproduce);
+                (*seed, reproduce, r)
+            });
+            let mut failing = Vec::new();
+            for (seed, reproduce, r) in results {
+                match r {
+                    Ok(d) if d.passed => println!("ok   seed {seed}: trace {}", d.trace_hash),
+                    Ok(d) => {
+                        println!("FAIL seed {seed}: {} (report {}); reproduce: {reproduce}", d.failed.join("; "), out.join(format!("seed-{seed}")).display());
                         failing.push(seed);
-                        continue;
                     }
-                };
-                if o.passed() {
-                    println!("ok   seed {seed}: trace {}", o.trace_hash);
-                    continue;
+                    Err(e) => {
+                        println!("FAIL seed {seed}: {e:#}; reproduce: {reproduce}");
+                        failing.push(seed);
+                    }
                 }
-                let dir = out.join(format!("seed-{seed}"));
-                let info = RunInfo { commit: COMMIT.into(), wall_s: 0.0, reproduce: reproduce.clone() };
-                report::write(&dir, &o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
-                let failed: Vec<&str> = o.checks.invariants.iter().filter(|i| !i.passed).map(|i| i.name.as_str()).collect();
-                println!("FAIL seed {seed}: {} (report {}); reproduce: {reproduce}", failed.join("; "), dir.display());
-                failing.push(seed);
             }
             println!(
                 "{} seeds in {:.0} s: {} failing{}",
@@ -145,6 +172,20 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                 if failing.is_empty() { String::new() } else { format!(" ({failing:?})") }
             );
             Ok(failing.is_empty())
+        }
+        Command::One { scenario, seed, out, only_failing, reproduce } => {
+            let s = match &scenario {
+                Some(path) => Scenario::load(path)?,
+                None => tandem_sim::fuzz::scenario(seed),
+            };
+            let started = Instant::now();
+            let o = drill::run(&s, seed, Safety::Intact).map_err(|e| anyhow::anyhow!("the simulation stopped: {e}"))?;
+            if !(only_failing && o.passed()) {
+                let info = RunInfo { commit: COMMIT.into(), wall_s: started.elapsed().as_secs_f64(), reproduce };
+                report::write(&out, &o, &info).with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            println!("{RESULT}{}", serde_json::to_string(&drill::RunDigest::of(&o))?);
+            Ok(true)
         }
     }
 }
@@ -161,29 +202,25 @@ fn campaign(plan_path: &std::path::Path, out: Option<PathBuf>, jobs: Option<usiz
         plan.drills.iter().zip(&scenarios).flat_map(|(d, (path, s))| d.seeds.iter().map(move |seed| (path.clone(), s, *seed))).collect();
     println!("campaign {} ({})   commit {COMMIT}   {} drills   plan {plan_digest}", plan.name, plan.period, runs.len());
     let started = Instant::now();
-    let outcomes = tandem_sim::parallel::each(&runs, jobs.unwrap_or(0), |(path, s, seed)| {
-        let t = Instant::now();
-        let r = drill::run(s, *seed, Safety::Intact);
-        (path.clone(), *seed, r, t.elapsed().as_secs_f64())
+    let results = tandem_sim::parallel::each(&runs, jobs.unwrap_or(0), |(path, _, seed)| {
+        let dir = out.join(campaign::report_dir(path, *seed));
+        let reproduce = format!("tandem drill run {} --seed {seed}", path.display());
+        (path.clone(), *seed, dir.clone(), in_child(Some(path), *seed, &dir, false, &reproduce))
     });
     let mut done = Vec::new();
-    for (path, seed, r, wall_s) in outcomes {
-        let o = r.map_err(|e| anyhow::anyhow!("{} seed {seed}: the simulation stopped: {e}", path.display()))?;
-        let dir = out.join(campaign::report_dir(&path, seed));
-        let info = RunInfo { commit: COMMIT.into(), wall_s, reproduce: format!("tandem drill run {} --seed {seed}", path.display()) };
-        report::write(&dir, &o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
+    for (path, seed, dir, r) in results {
+        let d = r.with_context(|| format!("{} seed {seed}", path.display()))?;
         println!(
             "{} {} seed {seed}: RTO {:.1} s, lost {} ({})",
-            if o.passed() { "PASS" } else { "FAIL" },
-            o.scenario.name,
-            o.checks.rto_ms as f64 / 1000.0,
-            o.checks.lost.len(),
+            if d.passed { "PASS" } else { "FAIL" },
+            d.scenario,
+            d.rto_ms as f64 / 1000.0,
+            d.lost,
             dir.display()
         );
-        done.push((path, o));
+        done.push((path, d));
     }
-    let refs: Vec<(PathBuf, &drill::Outcome)> = done.iter().map(|(p, o)| (p.clone(), o)).collect();
-    let summary = campaign::summarise(&plan, &plan_digest, COMMIT, &refs, previous.as_ref());
+    let summary = campaign::summarise(&plan, &plan_digest, COMMIT, &done, previous.as_ref());
     let json = campaign::json(&summary);
     let digest = campaign::digest(&json);
     std::fs::write(out.join("summary.json"), &json)?;
@@ -235,14 +272,32 @@ fn seed_range(seeds: &str) -> anyhow::Result<(u64, u64)> {
         .with_context(|| format!("--seeds {seeds:?}: expected a range like 0..200"))
 }
 
-type SeedResult = (u64, Result<drill::Outcome, tandem_sim::SimError>);
+/// What `drill one` prints before its result.
+const RESULT: &str = "tandem-drill-result ";
 
-/// Runs `one(seed)` for every seed in from..to, `jobs` at once, in seed
-/// order (see `tandem_sim::parallel`).
-fn run_seeds(from: u64, to: u64, jobs: Option<usize>, one: impl Fn(u64) -> Result<drill::Outcome, tandem_sim::SimError> + Sync) -> Vec<SeedResult> {
-    let seeds: Vec<u64> = (from..to).collect();
-    tandem_sim::parallel::each(&seeds, jobs.unwrap_or(0), |seed| (*seed, one(*seed)))
+/// Runs one simulation in a child process (`drill one`) and reads its
+/// result; the child writes the report directory `out` (only when the run
+/// fails, with `only_failing`).
+fn in_child(scenario: Option<&std::path::Path>, seed: u64, out: &std::path::Path, only_failing: bool, reproduce: &str) -> anyhow::Result<drill::RunDigest> {
+    let exe = std::env::current_exe().context("cannot find this program to run the drill in a child process")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["drill", "one", "--seed", &seed.to_string(), "--reproduce", reproduce]).arg("--out").arg(out);
+    if let Some(path) = scenario {
+        cmd.arg("--scenario").arg(path);
+    }
+    if only_failing {
+        cmd.arg("--only-failing");
+    }
+    let child = cmd.stdin(std::process::Stdio::null()).output().context("cannot start the drill's child process")?;
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix(RESULT)) else {
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        bail!("the drill's process ended without a result ({}): {}", child.status, stderr.lines().last().unwrap_or(""));
+    };
+    serde_json::from_str(line).context("the drill's process printed an unreadable result")
 }
+
+type SeedResult = (u64, anyhow::Result<drill::RunDigest>);
 
 /// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
 fn quantile(v: &[u64], q: f64) -> u64 {
@@ -253,41 +308,40 @@ fn quantile(v: &[u64], q: f64) -> u64 {
     v[rank - 1]
 }
 
-/// Prints each seed's recovery times and their p50 / p99 / max; writes the
-/// reports of failing seeds. `Ok(true)` when every seed passed.
-fn distribution(scenario: &std::path::Path, results: &[SeedResult], out: &std::path::Path) -> anyhow::Result<bool> {
+/// Prints each seed's recovery times and their p50 / p99 / max (the
+/// children wrote the reports of failing seeds). `Ok(true)` when every
+/// seed passed.
+fn distribution(scenario: &std::path::Path, results: &[SeedResult]) -> anyhow::Result<bool> {
     let (mut failover, mut survivor, mut gap, mut failing, mut never) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
     for (seed, r) in results {
         let reproduce = format!("tandem drill run {} --seed {seed}", scenario.display());
-        let o = match r {
-            Ok(o) => o,
+        let d = match r {
+            Ok(d) => d,
             Err(e) => {
-                println!("FAIL seed {seed}: the simulation stopped: {e}; reproduce: {reproduce}");
+                println!("FAIL seed {seed}: {e:#}; reproduce: {reproduce}");
                 failing.push(*seed);
                 continue;
             }
         };
-        let worst = |f: fn(&tandem_sim::recovery::CrashRecovery) -> Option<u64>| o.recovery.iter().map(f).try_fold(0, |m, t| t.map(|t| m.max(t)));
-        let (f, s) = (worst(|r| r.failover_ms), worst(|r| r.survivor_ms));
+        let worst = |f: fn(&(Option<u64>, Option<u64>)) -> Option<u64>| d.recovery.iter().map(f).try_fold(0, |m, t| t.map(|t| m.max(t)));
+        let (f, s) = (worst(|r| r.0), worst(|r| r.1));
         let show = |v: Option<u64>| v.map_or("never".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));
         println!(
-            "{} seed {seed}: failover {}, survivor {}, longest gap {:.2} s",
-            if o.passed() { "ok  " } else { "FAIL" },
+            "{} seed {seed}: failover {}, survivor {}, RTO {:.2} s, longest gap {:.2} s",
+            if d.passed { "ok  " } else { "FAIL" },
             show(f),
             show(s),
-            o.checks.rto_ms as f64 / 1000.0
+            d.rto_ms as f64 / 1000.0,
+            d.longest_gap_ms as f64 / 1000.0
         );
         match f {
             Some(ms) => failover.push(ms),
-            None if !o.recovery.is_empty() => never += 1,
+            None if !d.recovery.is_empty() => never += 1,
             None => {}
         }
         survivor.extend(s);
-        gap.push(o.checks.rto_ms);
-        if !o.passed() {
-            let dir = out.join(format!("seed-{seed}"));
-            let info = RunInfo { commit: COMMIT.into(), wall_s: 0.0, reproduce };
-            report::write(&dir, o, &info).with_context(|| format!("cannot write {}", dir.display()))?;
+        gap.push(d.rto_ms);
+        if !d.passed {
             failing.push(*seed);
         }
     }
@@ -308,7 +362,7 @@ fn distribution(scenario: &std::path::Path, results: &[SeedResult], out: &std::p
         println!("             + {never} runs where a crashed site's shard was never written elsewhere");
     }
     line("survivor", &survivor);
-    line("longest gap", &gap);
+    line("RTO", &gap);
     println!("{} seeds: {} failing{}", results.len(), failing.len(), if failing.is_empty() { String::new() } else { format!(" ({failing:?})") });
     Ok(failing.is_empty())
 }
