@@ -387,10 +387,32 @@ pub fn evaluate(
     let mut by_shard: BTreeMap<u32, Vec<(u64, u64, String, String)>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     // Each write's stamp, taken by its origin's clock, mapped back to when
-    // it happened (the drill may have skewed that clock).
-    let real_ms = |v: &VersionRecord| match site_names().into_iter().find(|s| *s == v.origin) {
-        Some(site) => c.disks(site).clock.to_real_ms(v.created_unix_ms),
-        None => rel(v.created_unix_ms),
+    // it happened (the drill may have skewed that clock): in the order of
+    // the origin's own log, which a step back cannot reorder.
+    let mut in_log_order: BTreeMap<(String, String, u64, String), u64> = BTreeMap::new();
+    for site in site_names() {
+        let meta = MetaStore::new(Arc::new(c.disks(site).replicator.clone()));
+        let mut own = Vec::new();
+        for seq in 1..=meta.log_head().unwrap_or(0) {
+            if let Ok(Some(e)) = meta.log_entry(seq) {
+                if let tandem_replicator::model::Change::Put(v) = &e.change {
+                    if v.origin == site {
+                        own.push(((v.tenant.clone(), v.contract_id.clone(), v.version, v.origin.clone()), v.created_unix_ms));
+                    }
+                }
+            }
+        }
+        let stamps: Vec<u64> = own.iter().map(|(_, at)| *at).collect();
+        for ((key, _), real) in own.into_iter().zip(c.disks(site).clock.to_real_in_order(&stamps)) {
+            in_log_order.insert(key, real);
+        }
+    }
+    let real_ms = |v: &VersionRecord| match in_log_order.get(&(v.tenant.clone(), v.contract_id.clone(), v.version, v.origin.clone())) {
+        Some(real) => *real,
+        None => match site_names().into_iter().find(|s| *s == v.origin) {
+            Some(site) => c.disks(site).clock.to_real_ms(v.created_unix_ms),
+            None => rel(v.created_unix_ms),
+        },
     };
     for (_, v) in &stored {
         if seen.insert((v.tenant.clone(), v.contract_id.clone(), v.version, v.origin.clone(), v.epoch)) {

@@ -78,6 +78,33 @@ impl SimClock {
         local.max(0) as u64
     }
 
+    /// Maps stamps this clock gave in real-time order (a site's log, in
+    /// sequence order) back to simulated ms: each is placed in the first
+    /// segment, not before the previous stamp's, whose readings include it,
+    /// which resolves the readings a step back repeats.
+    pub fn to_real_in_order(&self, stamps: &[u64]) -> Vec<u64> {
+        let segs = self.lock();
+        let mut at = 0;
+        stamps
+            .iter()
+            .map(|unix| {
+                let local = *unix as i64 - (SIM_EPOCH_UNIX_S * 1000) as i64;
+                for (i, seg) in segs.iter().enumerate().skip(at) {
+                    let end_real = segs.get(i + 1).map(|n| n.real_ms);
+                    if local < seg.local_ms || seg.rate_ppm == 0 {
+                        continue;
+                    }
+                    let real = seg.real_ms + ((local - seg.local_ms) as i128 * 1_000_000 / seg.rate_ppm as i128) as u64;
+                    if end_real.is_none_or(|e| real <= e) {
+                        at = i;
+                        return real;
+                    }
+                }
+                local.max(0) as u64
+            })
+            .collect()
+    }
+
     /// The rate at `real_ms` of simulated time.
     pub fn rate_ppm_now(&self, real_ms: u64) -> u64 {
         self.lock().iter().rev().find(|s| s.real_ms <= real_ms).map_or(1_000_000, |s| s.rate_ppm)
@@ -94,7 +121,8 @@ impl Clock for SimClock {
         let real = real_now_ms();
         let segs = self.lock();
         let seg = segs.iter().rev().find(|s| s.real_ms <= real).copied().unwrap_or(segs[0]);
-        SIM_EPOCH_UNIX_S * 1000 + Self::local_at(&seg, real).max(0) as u64
+        // Local time may be before the simulation's epoch after a step back.
+        ((SIM_EPOCH_UNIX_S * 1000) as i64 + Self::local_at(&seg, real)).max(0) as u64
     }
 
     fn rate_ppm(&self) -> u64 {
@@ -120,6 +148,10 @@ mod tests {
         c.step(30_000, -10_000); // at 30 s (local 80 s) back 10 s
         assert_eq!(c.to_real_ms(unix(71_000)), 32_000, "the later reading of a repeated time");
         assert!(c.skewed());
+        // In log order, a reading the step back repeats is placed before
+        // the step when the log says it came first.
+        assert_eq!(c.to_real_ms(unix(79_000)), 48_000, "alone: the later reading");
+        assert_eq!(c.to_real_in_order(&[unix(5_000), unix(76_000), unix(79_000), unix(71_000)]), vec![5_000, 22_000, 28_000, 32_000]);
         assert!(!SimClock::default().skewed());
     }
 }

@@ -223,6 +223,10 @@ impl<'a> SimCluster<'a> {
             .rng_seed(seed)
             .simulation_duration(SIM_DURATION_MAX)
             .epoch(std::time::UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_UNIX_S))
+            // A paused site's listen backlog fills with the connection
+            // attempts it held (a kernel queues them for a stopped
+            // process): room for them, as somaxconn gives a real host.
+            .tcp_capacity(1024)
             .min_message_latency(in_city / 2)
             .max_message_latency(in_city * 2)
             .build();

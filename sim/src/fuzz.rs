@@ -1,7 +1,9 @@
 //! Random fault schedules for `tandem drill fuzz`: one seed gives one
 //! scenario (and drives its run), so a failing seed is its own reproducer.
 //! Every fault is healed before the run ends and every crashed site comes
-//! back, so the convergence checks apply to all three sites; the safety
+//! back, so the convergence checks apply to all three sites (faults:
+//! partitions, loss, delay, crashes, key provider outages, paused sites,
+//! clock drift within the lease bound, clock steps); the safety
 //! invariants (no acknowledged write lost, never two writers, everything
 //! readable) must hold whatever the schedule.
 
@@ -24,13 +26,23 @@ pub fn scenario(seed: u64) -> Scenario {
         let site = SITES[rng.gen_range(0..3)].to_string();
         let other = SITES.iter().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default();
         let peer = if rng.gen_bool(0.5) { other } else { SITES.iter().rev().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default() };
-        let (fault, heal) = match rng.gen_range(0..7) {
+        let (fault, heal) = match rng.gen_range(0..10) {
             0 => (Event::Partition { a: site.clone(), b: peer.clone() }, Event::Heal { a: site, b: peer }),
             1 => (Event::PartitionOneway { from: site.clone(), to: peer.clone() }, Event::Heal { a: site, b: peer }),
             2 => (Event::Crash { site: site.clone() }, Event::Restart { site }),
             3 => (Event::Loss { a: site.clone(), b: peer.clone(), rate: 0.05 }, Event::Heal { a: site, b: peer }),
             4 => (Event::Delay { a: site.clone(), b: peer.clone(), ms: rng.gen_range(50..400) }, Event::Delay { a: site, b: peer, ms: 1 }),
             5 => (Event::KeysDown { site: site.clone() }, Event::KeysUp { site }),
+            7 => (Event::PauseSite { site: site.clone() }, Event::ResumeSite { site }),
+            // Within the rate bound the lease argument covers (10 %).
+            8 => {
+                let ppm = rng.gen_range(-100_000..=100_000);
+                (Event::ClockDrift { site: site.clone(), ppm }, Event::ClockDrift { site, ppm: 0 })
+            }
+            9 => {
+                let ms = rng.gen_range(-60_000..=60_000);
+                (Event::ClockStep { site: site.clone(), ms }, Event::ClockStep { site, ms: -ms })
+            }
             _ => (Event::CrashLeader, Event::Restart { site: "any".into() }),
         };
         timeline.push(Step { at_s: at, event: fault });
