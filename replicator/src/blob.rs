@@ -155,7 +155,13 @@ impl BlobStore {
     /// one per site so a simulated crash keeps what was stored (blobs are
     /// synced before any metadata refers to them).
     pub fn memory() -> Self {
-        Self { backend: Backend::Object(Arc::new(object_store::memory::InMemory::new()), Arc::new(AtomicU64::new(0))) }
+        Self::over(Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    /// A store over any `object_store` backend (the drill's faulty disks
+    /// wrap the in-memory one).
+    pub fn over(store: Arc<dyn ObjectStore>) -> Self {
+        Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))) }
     }
 
     /// A backend by URL (`s3://bucket/prefix`, `gs://...`, `az://...`,

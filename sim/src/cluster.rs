@@ -90,6 +90,8 @@ pub struct SiteDisks {
     pub controller: MemKv,
     pub replicator: MemKv,
     pub blobs: BlobStore,
+    /// The same store, for the drill's disk faults.
+    pub faulty_blobs: crate::disk::FaultyBlobs,
     pub keys: DrillKeys,
     /// Controller stores set aside by `dr rejoin`.
     pub superseded: Vec<MemKv>,
@@ -253,10 +255,12 @@ impl<'a> SimCluster<'a> {
     }
 
     fn add_site(&mut self, site: &'static str, kek: Arc<LocalKeyFile>) {
+        let faulty_blobs = crate::disk::FaultyBlobs::default();
         let disks = SiteDisks {
             controller: MemKv::new(),
             replicator: MemKv::new(),
-            blobs: BlobStore::memory(),
+            blobs: BlobStore::over(Arc::new(faulty_blobs.clone())),
+            faulty_blobs,
             keys: DrillKeys::new(kek),
             superseded: Vec::new(),
             stopped: Stopped::default(),
@@ -366,6 +370,23 @@ impl<'a> SimCluster<'a> {
     /// not synced.
     pub fn crash(&mut self, site: &str) {
         self.stop_site(site, "fault: crash");
+    }
+
+    /// A power cut that tears each store's write-ahead log: a prefix of its
+    /// unsynced batches (drawn from the seed) reaches the disk, the rest is
+    /// lost.
+    pub fn power_cut(&mut self, site: &str) {
+        use rand::{Rng, SeedableRng};
+        let salt = site.bytes().fold(self.seed ^ 0x7072_6566, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) ^ self.sim.elapsed().as_millis() as u64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(salt);
+        let (controller, replicator) = (self.disks[site].controller.clone(), self.disks[site].replicator.clone());
+        let keep = (rng.gen_range(0..=controller.unsynced_batches()), rng.gen_range(0..=replicator.unsynced_batches()));
+        self.sim.crash(site);
+        controller.crash_keeping(keep.0);
+        replicator.crash_keeping(keep.1);
+        self.crashed.insert(site.to_string());
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(site);
+        self.trace.record(self.sim.elapsed(), format!("fault: power cut {site} (unsynced batches kept: controller {}, replicator {})", keep.0, keep.1));
     }
 
     /// Stops every process of `site` as a power loss does, recorded in the

@@ -175,14 +175,18 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
             c.set_loss(a, b, 0.0);
         }
         c.disks(a).keys.set_down(false);
+        c.disks(a).controller.set_fault(tandem_storage::DiskFault::None);
+        c.disks(a).replicator.set_fault(tandem_storage::DiskFault::None);
+        c.disks(a).faulty_blobs.set_fault(crate::disk::BlobFault::None);
+        c.disks(a).faulty_blobs.set_slow(Duration::ZERO);
         if c.disks(a).clock.rate_ppm_now(c.elapsed().as_millis() as u64) != 1_000_000 {
             c.disks(a).clock.set_rate(c.elapsed().as_millis() as u64, 1_000_000);
         }
         c.disks(a).stopped.set_controller(false);
         c.disks(a).stopped.set_replicator(false);
     }
-    c.trace().record(c.elapsed(), "heal: every link and key provider");
-    note(&log, c.elapsed(), "heal: every link and key provider".into(), None);
+    c.trace().record(c.elapsed(), "heal: every link, key provider and disk");
+    note(&log, c.elapsed(), "heal: every link, key provider and disk".into(), None);
     c.run_for(Duration::from_secs(scenario.settle_s))?;
 
     let run_end_ms = c.elapsed().as_millis() as u64;
@@ -374,6 +378,34 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             }
         }
         Event::StartReplicator { site } => c.disks(&site).stopped.set_replicator(false),
+        Event::PowerCut { site } => {
+            if c.is_up(&site) {
+                c.power_cut(&site);
+                return Ok(Some(site));
+            }
+        }
+        Event::DiskFault { site, store, fault } => {
+            use crate::scenario::{DiskFaultKind as K, Store};
+            use tandem_storage::DiskFault as D;
+            let kv = |f: K| match f {
+                K::None => D::None,
+                K::FsyncError => D::FsyncError,
+                K::Full => D::Full,
+                K::CorruptRead => D::CorruptRead,
+            };
+            let blob = |f: K| match f {
+                K::None => crate::disk::BlobFault::None,
+                K::FsyncError => crate::disk::BlobFault::FsyncError,
+                K::Full => crate::disk::BlobFault::Full,
+                K::CorruptRead => crate::disk::BlobFault::CorruptRead,
+            };
+            match store {
+                Store::Controller => c.disks(&site).controller.set_fault(kv(fault)),
+                Store::Replicator => c.disks(&site).replicator.set_fault(kv(fault)),
+                Store::Blobs => c.disks(&site).faulty_blobs.set_fault(blob(fault)),
+            }
+        }
+        Event::SlowDisk { site, ms } => c.disks(&site).faulty_blobs.set_slow(Duration::from_millis(ms)),
         Event::PauseSite { site } => c.pause(&site),
         Event::ResumeSite { site } => c.resume(&site),
         Event::ClockDrift { site, ppm } => c.disks(&site).clock.set_rate(c.elapsed().as_millis() as u64, (1_000_000 + ppm).max(0) as u64),

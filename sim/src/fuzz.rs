@@ -3,14 +3,15 @@
 //! Every fault is healed before the run ends and every crashed site comes
 //! back, so the convergence checks apply to all three sites (faults:
 //! partitions, loss, delay, crashes, key provider outages, paused sites,
-//! clock drift within the lease bound, clock steps); the safety
+//! clock drift within the lease bound, clock steps, power cuts that tear
+//! the write-ahead logs, disk faults, slow disks); the safety
 //! invariants (no acknowledged write lost, never two writers, everything
 //! readable) must hold whatever the schedule.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::scenario::{Event, Links, Objectives, Scenario, Step, Workload};
+use crate::scenario::{DiskFaultKind, Event, Links, Objectives, Scenario, Step, Store, Workload};
 
 const SITES: [&str; 3] = ["a", "b", "c"];
 
@@ -26,7 +27,7 @@ pub fn scenario(seed: u64) -> Scenario {
         let site = SITES[rng.gen_range(0..3)].to_string();
         let other = SITES.iter().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default();
         let peer = if rng.gen_bool(0.5) { other } else { SITES.iter().rev().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default() };
-        let (fault, heal) = match rng.gen_range(0..10) {
+        let (fault, heal) = match rng.gen_range(0..14) {
             0 => (Event::Partition { a: site.clone(), b: peer.clone() }, Event::Heal { a: site, b: peer }),
             1 => (Event::PartitionOneway { from: site.clone(), to: peer.clone() }, Event::Heal { a: site, b: peer }),
             2 => (Event::Crash { site: site.clone() }, Event::Restart { site }),
@@ -43,6 +44,13 @@ pub fn scenario(seed: u64) -> Scenario {
                 let ms = rng.gen_range(-60_000..=60_000);
                 (Event::ClockStep { site: site.clone(), ms }, Event::ClockStep { site, ms: -ms })
             }
+            10 => (Event::PowerCut { site: site.clone() }, Event::Restart { site }),
+            11 | 12 => {
+                let store = [Store::Controller, Store::Replicator, Store::Blobs][rng.gen_range(0..3)];
+                let fault = [DiskFaultKind::FsyncError, DiskFaultKind::Full, DiskFaultKind::CorruptRead][rng.gen_range(0..3)];
+                (Event::DiskFault { site: site.clone(), store, fault }, Event::DiskFault { site, store, fault: DiskFaultKind::None })
+            }
+            13 => (Event::SlowDisk { site: site.clone(), ms: rng.gen_range(20..300) }, Event::SlowDisk { site, ms: 0 }),
             _ => (Event::CrashLeader, Event::Restart { site: "any".into() }),
         };
         timeline.push(Step { at_s: at, event: fault });

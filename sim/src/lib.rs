@@ -19,6 +19,7 @@ pub mod campaign;
 pub mod checks;
 pub mod clock;
 pub mod cluster;
+pub mod disk;
 pub mod drill;
 pub mod findings;
 pub mod fuzz;

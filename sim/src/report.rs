@@ -88,10 +88,15 @@ pub fn measured(o: &Outcome) -> Measured {
     Measured { rto_s: o.checks.rto_ms as f64 / 1000.0, rpo_entries: o.checks.lost.len(), rpo_s: o.checks.rpo_ms as f64 / 1000.0 }
 }
 
-/// Per fault: the first audit entry after it that looks like each step.
+/// Per fault: the first audit entry after it, before the next fault,
+/// that looks like each step.
 fn steps_after(o: &Outcome, at_ms: u64) -> [Option<String>; 4] {
+    let until = o.checks.faults.iter().map(|f| f.at_ms).filter(|t| *t > at_ms).min().unwrap_or(u64::MAX);
     let after = |pred: &dyn Fn(&str, &str) -> bool| {
-        o.audit.iter().find(|(t, e)| *t >= at_ms && pred(&e.what, &e.result)).map(|(t, e)| format!("{}: {} ({})", crate::checks::t(*t), e.what, e.who))
+        o.audit
+            .iter()
+            .find(|(t, e)| *t >= at_ms && *t < until && pred(&e.what, &e.result))
+            .map(|(t, e)| format!("{}: {} ({})", crate::checks::t(*t), e.what, e.who))
     };
     [
         after(&|w, _| w.contains(" down") || w.contains("detected") || w.contains("unreachable")),

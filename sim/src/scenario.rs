@@ -297,6 +297,22 @@ pub enum Event {
         site: String,
         ms: i64,
     },
+    /// A power cut that tears the write-ahead logs: each store of the
+    /// site keeps a prefix (drawn from the seed) of its unsynced writes.
+    PowerCut {
+        site: String,
+    },
+    /// A disk of the site goes wrong (or, with `fault = "none"`, right).
+    DiskFault {
+        site: String,
+        store: Store,
+        fault: DiskFaultKind,
+    },
+    /// Every call to the site's blob store waits `ms` (0: normal again).
+    SlowDisk {
+        site: String,
+        ms: u64,
+    },
     /// `tandem switchover --from --to` (all of from's shards).
     Switchover {
         from: String,
@@ -342,6 +358,30 @@ pub enum Event {
     VerifyRepair,
 }
 
+/// Which of a site's disks a `disk_fault` hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    /// The controller's key-value store (Raft log and state).
+    Controller,
+    /// The replicator's key-value store (metadata, change log).
+    Replicator,
+    /// The replicator's blob store (ciphertext).
+    Blobs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFaultKind {
+    None,
+    /// Syncs fail (EIO); what they were to make durable is lost at the next crash.
+    FsyncError,
+    /// No space left: every write fails.
+    Full,
+    /// Reads fail their checksum (key-value) or return a flipped byte (blobs).
+    CorruptRead,
+}
+
 impl Event {
     /// One line for the trace and the report.
     pub fn describe(&self) -> String {
@@ -365,6 +405,11 @@ impl Event {
             Event::ResumeSite { site } => format!("heal: processes of {site} resumed"),
             Event::ClockDrift { site, ppm } => format!("fault: clock of {site} runs {ppm:+} ppm off real time"),
             Event::ClockStep { site, ms } => format!("fault: clock of {site} steps {ms:+} ms"),
+            Event::PowerCut { site } => format!("fault: power cut at {site} (torn write-ahead logs)"),
+            Event::DiskFault { site, store, fault: DiskFaultKind::None } => format!("heal: {store:?} disk of {site} healthy again"),
+            Event::DiskFault { site, store, fault } => format!("fault: {store:?} disk of {site}: {fault:?}"),
+            Event::SlowDisk { site, ms: 0 } => format!("heal: blob store of {site} at normal speed"),
+            Event::SlowDisk { site, ms } => format!("fault: blob store of {site} slow ({ms} ms a call)"),
             Event::Switchover { from, to, .. } => format!("sre: switchover {from} -> {to}"),
             Event::Failover { from, to, accept_data_loss } => {
                 format!("sre: failover {from} -> {to}{}", if *accept_data_loss { " --accept-data-loss" } else { "" })
@@ -394,6 +439,9 @@ impl Event {
             | Event::StartReplicator { site }
             | Event::PauseSite { site }
             | Event::ResumeSite { site }
+            | Event::PowerCut { site }
+            | Event::DiskFault { site, .. }
+            | Event::SlowDisk { site, .. }
             | Event::ClockDrift { site, .. }
             | Event::ClockStep { site, .. }
             | Event::DrActivate { site, .. }

@@ -127,6 +127,8 @@ library! {
     stale_owner_paused => "stale-owner-paused",
     clock_drift_within_bound => "clock-drift-within-bound",
     clock_steps => "clock-steps",
+    disk_faults => "disk-faults",
+    power_cut_torn_logs => "power-cut-torn-logs",
 }
 
 // With c's controller stopped, a's lost replicator is judged by the leader

@@ -18,7 +18,7 @@ mod mem;
 mod rocks;
 
 pub use error::StorageError;
-pub use mem::MemKv;
+pub use mem::{DiskFault, MemKv};
 pub use rocks::RocksKv;
 
 /// How durable a write must be before [`KvStore::write`] returns.

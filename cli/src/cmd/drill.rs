@@ -323,8 +323,9 @@ fn distribution(scenario: &std::path::Path, results: &[SeedResult]) -> anyhow::R
                 continue;
             }
         };
-        let worst = |f: fn(&(Option<u64>, Option<u64>)) -> Option<u64>| d.recovery.iter().map(f).try_fold(0, |m, t| t.map(|t| m.max(t)));
-        let (f, s) = (worst(|r| r.0), worst(|r| r.1));
+        // The slowest over the crashes; `None` when one never recovered.
+        let worst = |times: Vec<Option<u64>>| times.into_iter().try_fold(0, |m, t| t.map(|t| m.max(t)));
+        let (f, s) = (worst(d.recovery.iter().map(|r| r.0).collect()), worst(d.recovery.iter().map(|r| r.1).collect()));
         let show = |v: Option<u64>| v.map_or("never".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));
         println!(
             "{} seed {seed}: failover {}, survivor {}, RTO {:.2} s, longest gap {:.2} s",
