@@ -134,7 +134,7 @@ impl Replicator {
 }
 
 async fn recover_loop(site: Arc<Site>) {
-    let mut stalled = None;
+    let mut stalled: Option<crate::sync::Stalled> = None;
     loop {
         tokio::time::sleep(crate::sync::RECOVER_EVERY).await;
         crate::sync::watchdog(&site, &mut stalled).await;

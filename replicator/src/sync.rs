@@ -103,6 +103,12 @@ pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> 
     Err(ReplicaError::NotAcknowledged(format!("write is stored at {me} but NOT acknowledged: the pair's mode kept changing")))
 }
 
+/// How many sync timeouts of silence the [`watchdog`] waits: a write that
+/// is still waiting records the pair async itself after one, and the
+/// watchdog acting as early would change the mode under it (found by the
+/// drill `flapping-in-city-link`: a link cut every 2 s flapped the pair).
+pub const WATCHDOG_STALLS: u32 = 3;
+
 /// What the [`watchdog`] saw of the peer last time: its cursor, the bytes
 /// sent to it, and since when neither moved.
 pub struct Stalled {
@@ -112,7 +118,8 @@ pub struct Stalled {
 }
 
 /// Records this site's direction async when the peer has left entries of
-/// this site's log unconfirmed, receiving nothing, for the sync timeout,
+/// this site's log unconfirmed, receiving nothing, for [`WATCHDOG_STALLS`]
+/// sync timeouts,
 /// whether or not a write still waits for it; run every
 /// [`RECOVER_EVERY`]. A write records it itself while it waits
 /// ([`confirm`]), but a client whose deadline is shorter than the sync
@@ -135,7 +142,7 @@ pub async fn watchdog(site: &Site, last: &mut Option<Stalled>) {
     }
     match last {
         Some(s) if s.acked == acked && s.sent == sent => {
-            if s.since.elapsed() < site.sync_timeout {
+            if s.since.elapsed() < WATCHDOG_STALLS * site.sync_timeout {
                 return;
             }
         }
@@ -146,7 +153,7 @@ pub async fn watchdog(site: &Site, last: &mut Option<Stalled>) {
     }
     *last = None;
     let spec = PairModeSpec { site: me.clone(), peer: peer.clone(), expect_state_id: pair.state_id, mode: ReplicationMode::Async, since_seq: acked + 1 };
-    let why = format!("{peer} confirmed nothing after log entry {acked}, nor received any of it, for {} ms", site.sync_timeout.as_millis());
+    let why = format!("{peer} confirmed nothing after log entry {acked}, nor received any of it, for {} ms", (WATCHDOG_STALLS * site.sync_timeout).as_millis());
     match site.control.set_pair_mode(&spec, &who(site), &why).await {
         Ok(o) if o.changed => {
             refresh_view(site, &o.leader_addr).await;
