@@ -245,3 +245,28 @@ async fn a_staged_copy_is_claimed_only_by_the_entry_that_matches_it() {
     crate::stage::commit(&b, "s3", "a", &file(blob), "test").await.unwrap();
     assert!(b.blobs.exists(blob).await.unwrap(), "committed under its path");
 }
+
+// The digests anti-entropy compares are reused for unchanged shards and
+// contracts, and recomputed for every change, including one that keeps
+// the version number (a key rotation rewrites the record in place).
+#[tokio::test]
+async fn cached_digests_follow_every_change() {
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    let shard = shard_of_t1();
+    put(&a, b"first").await;
+    let before = crate::digest::shard_digests(&a, 64).unwrap();
+    assert_eq!(crate::digest::shard_digests(&a, 64).unwrap(), before, "unchanged: the same digests");
+    let second = put(&a, b"second").await;
+    let after_put = crate::digest::shard_digests(&a, 64).unwrap();
+    assert_ne!(after_put[shard as usize], before[shard as usize], "a new version changes its shard's digest");
+    assert_eq!(after_put[(shard as usize + 1) % 64], before[(shard as usize + 1) % 64], "other shards keep theirs");
+    // The same version rewritten in place (as a rewrap does).
+    let crate::model::Change::Put(mut v) = second.change else { panic!("a put") };
+    v.fields.insert("rewrapped".into(), "yes".into());
+    let mut batch = crate::meta::MetaBatch::default();
+    batch.put_version(&v);
+    a.meta.commit(batch).unwrap();
+    let after_rewrite = crate::digest::shard_digests(&a, 64).unwrap();
+    assert_ne!(after_rewrite[shard as usize], after_put[shard as usize], "a record rewritten under the same version changes the digest");
+}

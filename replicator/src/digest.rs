@@ -34,11 +34,27 @@ fn item(head: &ContractHead, latest: Option<&VersionRecord>) -> Item {
 }
 
 /// Every contract of `shard`, in key order.
+///
+/// A contract no batch has changed since its item was last computed keeps
+/// that item (reading and re-serialising every version record each round
+/// was most of what a long drill spent its time on).
 pub fn inventory(site: &Site, shard: u32) -> Result<Vec<Item>, ReplicaError> {
     let mut items = Vec::new();
     for head in site.meta.shard_heads(shard)? {
-        let latest = site.meta.version(&head.tenant, &head.contract_id, head.latest)?;
-        items.push(item(&head, latest.as_ref()));
+        // Read before the record: a batch that lands meanwhile moves it.
+        let changes = site.meta.contract_changes(&head.tenant, &head.contract_id);
+        let key = (head.tenant.clone(), head.contract_id.clone());
+        let cached = site.item_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).filter(|(at, _)| *at == changes).map(|(_, i)| i.clone());
+        let it = match cached {
+            Some(i) => i,
+            None => {
+                let latest = site.meta.version(&head.tenant, &head.contract_id, head.latest)?;
+                let i = item(&head, latest.as_ref());
+                site.item_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (changes, i.clone()));
+                i
+            }
+        };
+        items.push(it);
     }
     Ok(items)
 }
@@ -52,7 +68,24 @@ pub fn shard_digest(items: &[Item]) -> String {
     hash.hex()
 }
 
-/// One digest per shard, index = shard.
+/// One digest per shard, index = shard. A shard no batch has changed
+/// since its digest was last computed keeps that digest: anti-entropy asks
+/// every few seconds, and recomputing every record of every shard each
+/// time grew with the store (the drill's ten-minute run spent most of its
+/// time here).
 pub fn shard_digests(site: &Site, shard_count: u32) -> Result<Vec<String>, ReplicaError> {
-    (0..shard_count).map(|s| inventory(site, s).map(|items| shard_digest(&items))).collect()
+    (0..shard_count)
+        .map(|s| {
+            // Read before the records: a batch that lands meanwhile moves it.
+            let changes = site.meta.shard_changes(s);
+            if let Some((at, digest)) = site.digest_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&s) {
+                if *at == changes {
+                    return Ok(digest.clone());
+                }
+            }
+            let digest = shard_digest(&inventory(site, s)?);
+            site.digest_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(s, (changes, digest.clone()));
+            Ok(digest)
+        })
+        .collect()
 }

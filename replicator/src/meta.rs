@@ -17,7 +17,8 @@
 //! A write's metadata, its log entry and the cursor move together in one
 //! batch, so a crash leaves either all of them or none.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,6 +37,14 @@ pub enum MetaError {
 #[derive(Clone)]
 pub struct MetaStore {
     kv: Arc<dyn KvStore>,
+    /// Per shard, how many committed batches touched its contracts (heads
+    /// or versions) since this store was opened: what lets the anti-entropy
+    /// digests of an unchanged shard be reused instead of recomputed from
+    /// every record every round (`digest.rs`).
+    shard_changes: Arc<Mutex<BTreeMap<u32, u64>>>,
+    /// The same per contract (tenant, id): an unchanged contract's digest
+    /// item is reused too.
+    contract_changes: Arc<Mutex<BTreeMap<(String, String), u64>>>,
 }
 
 fn head_key(shard: u32, tenant: &str, contract_id: &str) -> String {
@@ -89,22 +98,33 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, MetaError>
 #[derive(Default)]
 pub struct MetaBatch {
     batch: WriteBatch,
+    /// Shards, and contracts, this batch changes.
+    shards: BTreeSet<u32>,
+    contracts: BTreeSet<(String, String)>,
 }
 
 impl MetaBatch {
     pub fn put_head(&mut self, head: &ContractHead) {
+        self.shards.insert(head.shard);
+        self.contracts.insert((head.tenant.clone(), head.contract_id.clone()));
         self.batch.put(head_key(head.shard, &head.tenant, &head.contract_id), encode(head));
     }
 
     pub fn put_version(&mut self, v: &VersionRecord) {
+        self.shards.insert(v.shard);
+        self.contracts.insert((v.tenant.clone(), v.contract_id.clone()));
         self.batch.put(version_key(&v.tenant, &v.contract_id, v.version), encode(v));
     }
 
     pub fn delete_head(&mut self, head: &ContractHead) {
+        self.shards.insert(head.shard);
+        self.contracts.insert((head.tenant.clone(), head.contract_id.clone()));
         self.batch.delete(head_key(head.shard, &head.tenant, &head.contract_id));
     }
 
     pub fn delete_version(&mut self, v: &VersionRecord) {
+        self.shards.insert(v.shard);
+        self.contracts.insert((v.tenant.clone(), v.contract_id.clone()));
         self.batch.delete(version_key(&v.tenant, &v.contract_id, v.version));
     }
 
@@ -141,7 +161,20 @@ impl MetaBatch {
 
 impl MetaStore {
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv }
+        Self { kv, shard_changes: Arc::default(), contract_changes: Arc::default() }
+    }
+
+    /// How many committed batches have changed this contract since this
+    /// store was opened.
+    pub fn contract_changes(&self, tenant: &str, contract_id: &str) -> u64 {
+        let changes = self.contract_changes.lock().unwrap_or_else(|p| p.into_inner());
+        changes.get(&(tenant.to_string(), contract_id.to_string())).copied().unwrap_or(0)
+    }
+
+    /// How many committed batches have changed `shard`'s contracts since
+    /// this store was opened (compare two readings: equal means unchanged).
+    pub fn shard_changes(&self, shard: u32) -> u64 {
+        self.shard_changes.lock().unwrap_or_else(|p| p.into_inner()).get(&shard).copied().unwrap_or(0)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, MetaError> {
@@ -164,7 +197,29 @@ impl MetaStore {
     /// Commits a batch with a synced WAL: once this returns, it survives a
     /// crash or power loss.
     pub fn commit(&self, batch: MetaBatch) -> Result<(), MetaError> {
-        Ok(self.kv.write(batch.batch, Durability::Sync)?)
+        let MetaBatch { batch, shards, contracts } = batch;
+        // Counted before the write as well as after: a digest computed
+        // while this batch lands reads a count that moves again, so it is
+        // never reused for the state after the batch.
+        self.count_changes(&shards, &contracts);
+        let written = self.kv.write(batch, Durability::Sync);
+        self.count_changes(&shards, &contracts);
+        Ok(written?)
+    }
+
+    fn count_changes(&self, shards: &BTreeSet<u32>, contracts: &BTreeSet<(String, String)>) {
+        if !shards.is_empty() {
+            let mut changes = self.shard_changes.lock().unwrap_or_else(|p| p.into_inner());
+            for s in shards {
+                *changes.entry(*s).or_default() += 1;
+            }
+        }
+        if !contracts.is_empty() {
+            let mut changes = self.contract_changes.lock().unwrap_or_else(|p| p.into_inner());
+            for c in contracts {
+                *changes.entry(c.clone()).or_default() += 1;
+            }
+        }
     }
 
     pub fn head(&self, shard: u32, tenant: &str, contract_id: &str) -> Result<Option<ContractHead>, MetaError> {

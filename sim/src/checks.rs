@@ -302,13 +302,15 @@ pub fn evaluate(
         }
     }
 
+    // What the client sent, computed once per write (not once per site).
+    let sent_by: BTreeMap<u64, (String, String)> = acked.iter().map(|o| (o.n, sent(o))).collect();
     // What each running site served, against what the client sent.
     let served = |site: &str, op: &Op| -> Served {
         let key = (op.tenant.clone(), op.contract_id.clone());
         match reads.reads.get(&(site.to_string(), key.0.clone(), key.1.clone())) {
             None => Served::NotAsked,
             Some(Ok(r)) => {
-                let (file, card) = sent(op);
+                let (file, card) = sent_by.get(&op.n).cloned().unwrap_or_else(|| sent(op));
                 let ack_version = op.result.as_ref().map(|a| a.version).unwrap_or(0);
                 if r.version < ack_version {
                     Served::Missing(format!("v{} (acknowledged v{ack_version})", r.version))

@@ -152,6 +152,11 @@ pub const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
 pub struct Site {
     pub(crate) name: String,
     pub(crate) meta: MetaStore,
+    /// Per shard: the digest last computed, and the store's change count
+    /// it was computed at (`digest::shard_digests`).
+    pub(crate) digest_cache: Mutex<BTreeMap<u32, (u64, String)>>,
+    /// Per contract: its digest item and the change count it was computed at.
+    pub(crate) item_cache: Mutex<BTreeMap<(String, String), (u64, crate::digest::Item)>>,
     pub(crate) blobs: BlobStore,
     pub(crate) keys: Arc<dyn KeyProvider>,
     pub(crate) rng: Arc<dyn RandomSource>,
@@ -253,6 +258,8 @@ impl Site {
         Ok(Site {
             name: config.site.clone(),
             meta,
+            digest_cache: Mutex::default(),
+            item_cache: Mutex::default(),
             blobs: deps.blobs,
             keys: deps.keys,
             rng: deps.rng,
