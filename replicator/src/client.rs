@@ -27,23 +27,13 @@ const PUT_CHUNK: usize = 1024 * 1024;
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// How long a put keeps retrying a site that has no write lease: one
-/// lease and a refresh. A renewal that was merely late arrives within it;
-/// past it the site is cut off from the controllers, its shards may be on
-/// their way elsewhere, and the caller should try another site (the drill
-/// found a client spinning on a cut-off owner for 10 s).
+/// How long a client that knows other sites retries one without a write
+/// lease ([`ReplicatorClient::with_sites_to_try`]): one lease and a
+/// refresh. A renewal that was merely late arrives within it; past it the
+/// site is cut off from the controllers, its shards may be on their way
+/// elsewhere, and the next site should be tried (the drill found a client
+/// spinning 10 s on a cut-off owner).
 pub const NO_LEASE_RETRY_FOR: Duration = Duration::from_millis(1750);
-
-/// How long a refusal that stored nothing may be retried at the same
-/// site: `None` for one that will not pass by itself.
-fn retry_for(e: &ClientError) -> Option<Duration> {
-    use tandem_proto::error_code as code;
-    match e.code() {
-        Some(code::NO_LEASE) => Some(NO_LEASE_RETRY_FOR),
-        Some(code::MOVING) | Some(code::NOT_READY) => Some(RETRY_FOR),
-        _ => None,
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -107,6 +97,8 @@ pub struct ReplicatorClient {
     /// another connect timeout (the sites that redirect to a dead owner
     /// until the failover reaches them would each cost one).
     silent: std::sync::Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
+    /// How long a site without a write lease is retried.
+    no_lease_retry: Duration,
 }
 
 /// How long a replicator that did not answer is not followed to.
@@ -114,7 +106,27 @@ const SILENT_FOR: Duration = Duration::from_secs(1);
 
 impl ReplicatorClient {
     pub fn new(transport: Transport, call_timeout: Duration) -> Self {
-        Self { transport, call_timeout, channels: Default::default(), silent: Default::default() }
+        Self { transport, call_timeout, channels: Default::default(), silent: Default::default(), no_lease_retry: RETRY_FOR }
+    }
+
+    /// For a client that sends to several sites (the platform's): a site
+    /// without a write lease is retried for [`NO_LEASE_RETRY_FOR`] only,
+    /// then its refusal returned, so the caller tries the next site. A
+    /// client with one site to send to keeps waiting [`RETRY_FOR`].
+    pub fn with_sites_to_try(mut self) -> Self {
+        self.no_lease_retry = NO_LEASE_RETRY_FOR;
+        self
+    }
+
+    /// How long a refusal that stored nothing may be retried at the same
+    /// site: `None` for one that will not pass by itself.
+    fn retry_for(&self, e: &ClientError) -> Option<Duration> {
+        use tandem_proto::error_code as code;
+        match e.code() {
+            Some(code::NO_LEASE) => Some(self.no_lease_retry),
+            Some(code::MOVING) | Some(code::NOT_READY) => Some(RETRY_FOR),
+            _ => None,
+        }
     }
 
     /// When `addr` last did not answer, if within [`SILENT_FOR`].
@@ -166,9 +178,9 @@ impl ReplicatorClient {
     /// Stores a contract with the files at `files` (name, path). A put sent
     /// to a site that does not own the tenant's shard is resent once to the
     /// owner it names. Refusals that store nothing and pass by themselves
-    /// (a shard being moved, a replicator starting) are retried for up to
-    /// [`RETRY_FOR`]; a site without a write lease for up to
-    /// [`NO_LEASE_RETRY_FOR`], after which its refusal is returned.
+    /// (no lease for a moment, a shard being moved, a replicator starting)
+    /// are retried for up to [`RETRY_FOR`] ([`NO_LEASE_RETRY_FOR`] for a
+    /// missing lease with [`ReplicatorClient::with_sites_to_try`]).
     pub async fn put(&self, addr: &str, header: &PutHeader, files: &[(String, PathBuf)]) -> Result<pb::PutReply, ClientError> {
         for f in files {
             tokio::fs::metadata(&f.1).await.map_err(|e| ClientError::Io(format!("cannot read {}: {e}", f.1.display())))?;
@@ -218,7 +230,7 @@ impl ReplicatorClient {
         let started = tokio::time::Instant::now();
         loop {
             match self.noted(self.put_following_owner(addr, header, files).await) {
-                Err(e) if retry_for(&e).is_some_and(|limit| started.elapsed() < limit) => {
+                Err(e) if self.retry_for(&e).is_some_and(|limit| started.elapsed() < limit) => {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 other => return other,

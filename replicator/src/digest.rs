@@ -44,13 +44,13 @@ pub fn inventory(site: &Site, shard: u32) -> Result<Vec<Item>, ReplicaError> {
         // Read before the record: a batch that lands meanwhile moves it.
         let changes = site.meta.contract_changes(&head.tenant, &head.contract_id);
         let key = (head.tenant.clone(), head.contract_id.clone());
-        let cached = site.item_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).filter(|(at, _)| *at == changes).map(|(_, i)| i.clone());
+        let cached = site.item_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).filter(|(at, _)| *at == changes).map(|(_, d)| d.clone());
         let it = match cached {
-            Some(i) => i,
+            Some(digest) => Item { tenant: key.0, contract_id: key.1, version: head.latest, destroyed: head.destroyed.is_some(), digest },
             None => {
                 let latest = site.meta.version(&head.tenant, &head.contract_id, head.latest)?;
                 let i = item(&head, latest.as_ref());
-                site.item_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (changes, i.clone()));
+                site.item_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (changes, i.digest.clone()));
                 i
             }
         };

@@ -516,6 +516,13 @@ impl<'a> SimCluster<'a> {
         self.sim.set_link_latency(a, b, latency);
     }
 
+    /// Lets each message between two hosts take up to `max` (from the
+    /// link's current latency): messages of different connections overtake
+    /// each other; one connection's stay in order, as TCP delivers them.
+    pub fn set_max_latency(&mut self, a: &str, b: &str, max: Duration) {
+        self.sim.set_link_max_message_latency(a, b, max);
+    }
+
     /// Adds a client host (the workload, an SRE's CLI) that runs `client`.
     pub fn client<F>(&mut self, name: &str, client: F)
     where

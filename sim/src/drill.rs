@@ -365,6 +365,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
         }
         Event::Loss { a, b, rate } => c.set_loss(&a, &b, rate),
         Event::Delay { a, b, ms } => c.set_latency(&a, &b, Duration::from_millis(ms)),
+        Event::Reorder { a, b, ms } => c.set_max_latency(&a, &b, Duration::from_millis(ms)),
         Event::Corrupt { site } => corrupt(c, &site),
         Event::KeysDown { site } => c.disks(&site).keys.set_down(true),
         Event::KeysUp { site } => c.disks(&site).keys.set_down(false),

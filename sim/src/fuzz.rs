@@ -4,7 +4,7 @@
 //! back, so the convergence checks apply to all three sites (faults:
 //! partitions, loss, delay, crashes, key provider outages, paused sites,
 //! clock drift within the lease bound, clock steps, power cuts that tear
-//! the write-ahead logs, disk faults, slow disks); the safety
+//! the write-ahead logs, disk faults, slow disks, reordered messages); the safety
 //! invariants (no acknowledged write lost, never two writers, everything
 //! readable) must hold whatever the schedule.
 
@@ -27,7 +27,7 @@ pub fn scenario(seed: u64) -> Scenario {
         let site = SITES[rng.gen_range(0..3)].to_string();
         let other = SITES.iter().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default();
         let peer = if rng.gen_bool(0.5) { other } else { SITES.iter().rev().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default() };
-        let (fault, heal) = match rng.gen_range(0..14) {
+        let (fault, heal) = match rng.gen_range(0..15) {
             0 => (Event::Partition { a: site.clone(), b: peer.clone() }, Event::Heal { a: site, b: peer }),
             1 => (Event::PartitionOneway { from: site.clone(), to: peer.clone() }, Event::Heal { a: site, b: peer }),
             2 => (Event::Crash { site: site.clone() }, Event::Restart { site }),
@@ -51,6 +51,7 @@ pub fn scenario(seed: u64) -> Scenario {
                 (Event::DiskFault { site: site.clone(), store, fault }, Event::DiskFault { site, store, fault: DiskFaultKind::None })
             }
             13 => (Event::SlowDisk { site: site.clone(), ms: rng.gen_range(20..300) }, Event::SlowDisk { site, ms: 0 }),
+            14 => (Event::Reorder { a: site.clone(), b: peer.clone(), ms: rng.gen_range(5..200) }, Event::Delay { a: site, b: peer, ms: 1 }),
             _ => (Event::CrashLeader, Event::Restart { site: "any".into() }),
         };
         timeline.push(Step { at_s: at, event: fault });

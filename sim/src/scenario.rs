@@ -246,6 +246,14 @@ pub enum Event {
         b: String,
         ms: u64,
     },
+    /// Messages on a link take anything from its latency up to `ms`, so
+    /// messages of different connections arrive out of order (a
+    /// connection's own stay in order, as TCP keeps them); `delay` ends it.
+    Reorder {
+        a: String,
+        b: String,
+        ms: u64,
+    },
     /// Flip one byte of one stored file at a site (a contract's newest).
     Corrupt {
         site: String,
@@ -393,6 +401,7 @@ impl Event {
             Event::Restart { site } => format!("restart of site {site}"),
             Event::Loss { a, b, rate } => format!("fault: message loss {rate} on {a} <-> {b}"),
             Event::Delay { a, b, ms } => format!("fault: latency {ms} ms on {a} <-> {b}"),
+            Event::Reorder { a, b, ms } => format!("fault: messages reordered on {a} <-> {b} (latency up to {ms} ms)"),
             Event::Corrupt { site } => format!("fault: corrupt a stored file at {site}"),
             Event::KeysDown { site } => format!("fault: key provider down at {site}"),
             Event::KeysUp { site } => format!("heal: key provider up at {site}"),
@@ -426,7 +435,9 @@ impl Event {
     /// Sites this event names.
     fn sites(&self) -> Vec<&str> {
         match self {
-            Event::Partition { a, b } | Event::Heal { a, b } | Event::Loss { a, b, .. } | Event::Delay { a, b, .. } => vec![a, b],
+            Event::Partition { a, b } | Event::Heal { a, b } | Event::Loss { a, b, .. } | Event::Delay { a, b, .. } | Event::Reorder { a, b, .. } => {
+                vec![a, b]
+            }
             Event::PartitionOneway { from, to } | Event::Switchover { from, to, .. } | Event::Failover { from, to, .. } => vec![from, to],
             Event::Crash { site }
             | Event::Restart { site }

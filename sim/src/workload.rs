@@ -109,7 +109,9 @@ pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -
 }
 
 async fn one_client(w: Workload, until: Duration, history: History, trace: Trace, counter: Arc<std::sync::atomic::AtomicU64>, router: Arc<Mutex<Router>>) {
-    let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(5));
+    // The platform's client library knows every site: it tries the next
+    // when one has had no write lease for a lease.
+    let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(5)).with_sites_to_try();
     let mut acked: Vec<(String, String)> = Vec::new();
     let timeout = Duration::from_millis(w.request_timeout_ms);
     while crate::trace::now() < until {

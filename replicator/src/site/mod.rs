@@ -155,8 +155,8 @@ pub struct Site {
     /// Per shard: the digest last computed, and the store's change count
     /// it was computed at (`digest::shard_digests`).
     pub(crate) digest_cache: Mutex<BTreeMap<u32, (u64, String)>>,
-    /// Per contract: its digest item and the change count it was computed at.
-    pub(crate) item_cache: Mutex<BTreeMap<(String, String), (u64, crate::digest::Item)>>,
+    /// Per contract: its item digest and the change count it was computed at.
+    pub(crate) item_cache: Mutex<BTreeMap<(String, String), (u64, String)>>,
     pub(crate) blobs: BlobStore,
     pub(crate) keys: Arc<dyn KeyProvider>,
     pub(crate) rng: Arc<dyn RandomSource>,
