@@ -136,6 +136,10 @@ pub struct SimCluster<'a> {
     pub seed: u64,
     samples: Vec<Sample>,
     skip_lease_wait: bool,
+    /// Each link's latency as last set (sorted pair), for `reorder`, whose
+    /// spread starts there; unset links have the in-city default.
+    latencies: BTreeMap<(String, String), Duration>,
+    default_latency: Duration,
 }
 
 pub fn site_names() -> Vec<&'static str> {
@@ -195,6 +199,14 @@ pub fn replicator_addr(site: &str) -> String {
     format!("{site}:{REPLICATOR_PORT}")
 }
 
+fn link_key(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
 /// host:port of a site's controller inside the simulation.
 pub fn controller_addr(site: &str) -> String {
     format!("{site}:{CONTROLLER_PORT}")
@@ -244,12 +256,14 @@ impl<'a> SimCluster<'a> {
             seed,
             samples: Vec::new(),
             skip_lease_wait,
+            latencies: BTreeMap::new(),
+            default_latency: in_city * 2,
         };
         for site in site_names() {
             cluster.add_site(site, kek.clone());
         }
         for near in ["a", "b"] {
-            cluster.sim.set_link_latency(near, "c", dr);
+            cluster.set_latency(near, "c", dr);
         }
         cluster
     }
@@ -514,13 +528,17 @@ impl<'a> SimCluster<'a> {
 
     pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) {
         self.sim.set_link_latency(a, b, latency);
+        self.latencies.insert(link_key(a, b), latency);
     }
 
-    /// Lets each message between two hosts take up to `max` (from the
-    /// link's current latency): messages of different connections overtake
-    /// each other; one connection's stay in order, as TCP delivers them.
+    /// Lets each message between two hosts take anything from the link's
+    /// latency up to `max` (never less than that latency): messages of
+    /// different connections overtake each other; one connection's stay in
+    /// order, as TCP delivers them.
     pub fn set_max_latency(&mut self, a: &str, b: &str, max: Duration) {
-        self.sim.set_link_max_message_latency(a, b, max);
+        let base = self.latencies.get(&link_key(a, b)).copied().unwrap_or(self.default_latency);
+        self.sim.set_link_latency(a, b, base);
+        self.sim.set_link_max_message_latency(a, b, max.max(base));
     }
 
     /// Adds a client host (the workload, an SRE's CLI) that runs `client`.
