@@ -206,6 +206,36 @@ pub fn summarise(plan: &Plan, plan_text_digest: &str, commit: &str, runs: &[(Pat
             }
         })
         .collect::<Vec<_>>();
+    // A year objective missed is a finding of the campaign itself.
+    for o in objectives.iter().filter(|o| !o.met) {
+        let worst = |v: Option<f64>| v.map_or("no drill".to_string(), |v| format!("{v:.3} s"));
+        let by: Vec<String> = drills
+            .iter()
+            .filter(|d| d.target.as_deref() == Some(o.target.as_str()) && (d.rto_s > o.rto_s || d.rpo_s > o.rpo_s))
+            .map(|d| format!("{} seed {}", d.name, d.seed))
+            .collect();
+        let key = format!("campaign: year objective {}", o.target);
+        findings.insert(
+            key.clone(),
+            CampaignFinding {
+                finding: Finding {
+                    key,
+                    severity: Severity::High,
+                    what: format!(
+                        "the year's objective for {} (RTO {} s, RPO {} s) was missed: worst RTO {}, worst RPO {}",
+                        o.target,
+                        o.rto_s,
+                        o.rpo_s,
+                        worst(o.worst_rto_s),
+                        worst(o.worst_rpo_s)
+                    ),
+                    corrective_action:
+                        "fix what the drills that missed it found, or agree a different objective with the business owner before the next campaign".into(),
+                },
+                raised_by: if by.is_empty() { vec!["no drill held to this target".into()] } else { by },
+            },
+        );
+    }
     let mut findings: Vec<CampaignFinding> = findings.into_values().collect();
     findings.sort_by(|a, b| a.finding.severity.cmp(&b.finding.severity).then(a.finding.key.cmp(&b.finding.key)));
     let previous_actions = previous.map(|p| action_status(p, &findings)).unwrap_or_default();
@@ -385,8 +415,9 @@ seeds = [1]
         let again = action_status(&previous, &[f("s: gone", Severity::Critical)]);
         assert!(again.iter().any(|a| a.key == "s: gone" && a.status.starts_with("OPEN: raised again by x seed 1")), "{again:?}");
         assert!(again.iter().any(|a| a.key == "s: slow" && a.status.starts_with("closed")), "{again:?}");
-        // A year objective with no drill held to it is not met.
+        // A year objective with no drill held to it is not met, and says so.
         assert!(!now.objectives[0].met);
         assert_eq!(now.verdict, "FAIL");
+        assert!(now.findings.iter().any(|f| f.finding.key == "campaign: year objective in-city-site-loss"), "{:?}", now.findings);
     }
 }
