@@ -46,6 +46,17 @@ impl SimClock {
         seg.local_ms + ((real_ms.saturating_sub(seg.real_ms)) as i128 * seg.rate_ppm as i128 / 1_000_000) as i64
     }
 
+    /// When segment `i` read `local` (ms since the epoch), if it ever did
+    /// before the next segment began.
+    fn reading_in(segs: &[Segment], i: usize, local: i64) -> Option<u64> {
+        let seg = segs[i];
+        if local < seg.local_ms || seg.rate_ppm == 0 {
+            return None;
+        }
+        let real = seg.real_ms + ((local - seg.local_ms) as i128 * 1_000_000 / seg.rate_ppm as i128) as u64;
+        segs.get(i + 1).is_none_or(|n| real <= n.real_ms).then_some(real)
+    }
+
     /// From `real_ms` on, the clock runs at `rate_ppm` (1,000,000: exact).
     pub fn set_rate(&self, real_ms: u64, rate_ppm: u64) {
         let mut segs = self.lock();
@@ -65,17 +76,7 @@ impl SimClock {
     pub fn to_real_ms(&self, unix_ms: u64) -> u64 {
         let local = unix_ms as i64 - (SIM_EPOCH_UNIX_S * 1000) as i64;
         let segs = self.lock();
-        for (i, seg) in segs.iter().enumerate().rev() {
-            let end_real = segs.get(i + 1).map(|n| n.real_ms);
-            if local < seg.local_ms || seg.rate_ppm == 0 {
-                continue;
-            }
-            let real = seg.real_ms + ((local - seg.local_ms) as i128 * 1_000_000 / seg.rate_ppm as i128) as u64;
-            if end_real.is_none_or(|e| real <= e) {
-                return real;
-            }
-        }
-        local.max(0) as u64
+        (0..segs.len()).rev().find_map(|i| Self::reading_in(&segs, i, local)).unwrap_or(local.max(0) as u64)
     }
 
     /// Maps stamps this clock gave in real-time order (a site's log, in
@@ -89,18 +90,13 @@ impl SimClock {
             .iter()
             .map(|unix| {
                 let local = *unix as i64 - (SIM_EPOCH_UNIX_S * 1000) as i64;
-                for (i, seg) in segs.iter().enumerate().skip(at) {
-                    let end_real = segs.get(i + 1).map(|n| n.real_ms);
-                    if local < seg.local_ms || seg.rate_ppm == 0 {
-                        continue;
-                    }
-                    let real = seg.real_ms + ((local - seg.local_ms) as i128 * 1_000_000 / seg.rate_ppm as i128) as u64;
-                    if end_real.is_none_or(|e| real <= e) {
+                match (at..segs.len()).find_map(|i| Self::reading_in(&segs, i, local).map(|real| (i, real))) {
+                    Some((i, real)) => {
                         at = i;
-                        return real;
+                        real
                     }
+                    None => local.max(0) as u64,
                 }
-                local.max(0) as u64
             })
             .collect()
     }

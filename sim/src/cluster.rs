@@ -393,28 +393,29 @@ impl<'a> SimCluster<'a> {
         use rand::{Rng, SeedableRng};
         let salt = site.bytes().fold(self.seed ^ 0x7072_6566, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) ^ self.sim.elapsed().as_millis() as u64;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(salt);
-        let (controller, replicator) = (self.disks[site].controller.clone(), self.disks[site].replicator.clone());
-        let keep = (rng.gen_range(0..=controller.unsynced_batches()), rng.gen_range(0..=replicator.unsynced_batches()));
-        self.sim.crash(site);
-        controller.crash_keeping(keep.0);
-        replicator.crash_keeping(keep.1);
-        self.crashed.insert(site.to_string());
-        self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(site);
-        self.trace.record(self.sim.elapsed(), format!("fault: power cut {site} (unsynced batches kept: controller {}, replicator {})", keep.0, keep.1));
+        let unsynced = |kv: &MemKv| kv.unsynced_batches();
+        let keep = (rng.gen_range(0..=unsynced(&self.disks[site].controller)), rng.gen_range(0..=unsynced(&self.disks[site].replicator)));
+        self.stop_keeping(site, keep, format!("fault: power cut {site} (unsynced batches kept: controller {}, replicator {})", keep.0, keep.1));
     }
 
     /// Stops every process of `site` as a power loss does, recorded in the
     /// trace as `why` (an SRE stopping a site for the DR runbook is not a
     /// fault).
     pub fn stop_site(&mut self, site: &str, why: &str) {
+        self.stop_keeping(site, (0, 0), format!("{why} {site}"));
+    }
+
+    /// Stops `site`'s host; its controller and replicator stores keep the
+    /// first `keep` of their unsynced batches (0: all lost); `trace` says so.
+    fn stop_keeping(&mut self, site: &str, keep: (usize, usize), trace: String) {
         self.sim.crash(site);
         if let Some(disks) = self.disks.get(site) {
-            disks.controller.crash();
-            disks.replicator.crash();
+            disks.controller.crash_keeping(keep.0);
+            disks.replicator.crash_keeping(keep.1);
         }
         self.crashed.insert(site.to_string());
         self.views.lock().unwrap_or_else(|e| e.into_inner()).remove(site);
-        self.trace.record(self.sim.elapsed(), format!("{why} {site}"));
+        self.trace.record(self.sim.elapsed(), trace);
     }
 
     /// Restarts a crashed `site` from what its disks kept.

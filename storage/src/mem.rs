@@ -49,9 +49,7 @@ impl MemKv {
 
     /// Simulates power loss: every write not yet synced is gone.
     pub fn crash(&self) {
-        let mut disk = self.lock();
-        disk.unsynced.clear();
-        disk.visible = disk.durable.clone();
+        self.crash_keeping(0);
     }
 
     /// Simulates power loss that tore the write-ahead log: the first `keep`
