@@ -16,9 +16,17 @@ use clap::{Parser, Subcommand};
 /// cluster command, so `tandem status` just works next to `tandem demo`.
 pub const DEMO_CONTROLLERS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
+/// `tandem --version`: the version, the commit and the build date (see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TANDEM_COMMIT"), ", built ", env!("TANDEM_BUILT"), ")");
+
+/// This binary's build, as daemons report it (heartbeats, Status, /health).
+fn build_info() -> tandem_net::version::BuildInfo {
+    tandem_net::version::BuildInfo { version: env!("CARGO_PKG_VERSION").into(), commit: env!("TANDEM_COMMIT").into(), built: env!("TANDEM_BUILT").into() }
+}
+
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "Disaster-recovery controller for the contract platform")]
-struct Cli {
+#[command(name = "tandem", version = VERSION, about = "Disaster-recovery controller for the contract platform")]
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log lines as human-readable text or JSON objects (PII and key
@@ -67,10 +75,31 @@ enum Command {
     Verify(cmd::verify::Args),
     /// The deterministic DR drill: run a scenario, or fuzz fault schedules (exit 3 on a failed check).
     Drill(cmd::drill::Args),
+    /// Show or change the cluster's automatic-failover policy (through Raft, audited).
+    Policy(cmd::policy::Args),
+    /// List the controllers' Raft members; remove a lost one, add its replacement.
+    Members(cmd::members::Args),
+    /// Ask a daemon's /health or /ready (exit 0 when it answers 200): for healthchecks.
+    Probe(cmd::probe::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(cmd::completion::CompletionArgs),
+    /// Print the man page (roff), or write one per subcommand with --out-dir.
+    Man(cmd::completion::ManArgs),
 }
 
 fn main() -> ExitCode {
+    tandem_net::version::set(build_info());
     let cli = Cli::parse();
+    // `tandem demo env` only prints the running demo's environment.
+    if let Command::Demo(cmd::demo::Args { command: Some(cmd::demo::Command::Env), dir, .. }) = &cli.command {
+        return match cmd::demo::print_env(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let log_file = match &cli.command {
         Command::Demo(args) => match cmd::demo::open_log(&args.dir) {
             Ok(file) => Some(file),
@@ -92,9 +121,13 @@ fn main() -> ExitCode {
     };
     logging::init(level, cli.log_format, log_file);
     // Client commands dial with the operator's certificate; daemons take
-    // theirs from their configs.
-    let daemon = matches!(cli.command, Command::Controller(_) | Command::Replicator(_) | Command::Demo(_));
-    if !daemon {
+    // theirs from their configs, and probes, completion and man dial no
+    // controller.
+    let own_transport = matches!(
+        cli.command,
+        Command::Controller(_) | Command::Replicator(_) | Command::Demo(_) | Command::Probe(_) | Command::Completion(_) | Command::Man(_)
+    );
+    if !own_transport {
         if let Err(e) = cmd::init_client_transport(&cli.tls) {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
@@ -137,6 +170,11 @@ fn main() -> ExitCode {
             Command::Keys(args) => cmd::keys::run(args).await,
             Command::Certs(args) => cmd::certs::run(args),
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Policy(args) => cmd::policy::run(args).await,
+            Command::Members(args) => cmd::members::run(args).await,
+            Command::Probe(args) => cmd::probe::run(args).await,
+            Command::Completion(args) => cmd::completion::completion(args),
+            Command::Man(args) => cmd::completion::man(args),
             Command::Drill(_) => unreachable!("drills run before the runtime starts"),
         }
     });

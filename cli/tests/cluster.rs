@@ -176,11 +176,18 @@ fn interrupt_and_wait(mut child: Child) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// The `TANDEM_TLS_DIR=...` the demo prints in front of its commands.
+/// The env file the demo tells the operator to `source`, as printed.
+fn printed_env_file(lines: &[String]) -> PathBuf {
+    let line = lines.iter().find(|l| l.trim_start().starts_with("source ")).expect("the demo prints the env file to source");
+    PathBuf::from(line.trim_start().trim_start_matches("source ").trim())
+}
+
+/// The `TANDEM_TLS_DIR` of the demo's env file (the admin's certificate).
 fn printed_tls_dir(lines: &[String]) -> String {
-    let line = lines.iter().find(|l| l.contains("TANDEM_TLS_DIR=")).expect("the demo prints its TLS directory");
-    let rest = &line[line.find("TANDEM_TLS_DIR=").unwrap() + "TANDEM_TLS_DIR=".len()..];
-    rest.split_whitespace().next().unwrap().to_string()
+    let text = std::fs::read_to_string(printed_env_file(lines)).unwrap();
+    let line = text.lines().find(|l| l.starts_with("export TANDEM_TLS_DIR=")).expect("the env file sets TANDEM_TLS_DIR");
+    let value = line.trim_start_matches("export TANDEM_TLS_DIR=");
+    shell_words::split(value).unwrap().remove(0)
 }
 
 // `tandem demo` needs no config, runs mutual TLS, prints where its data is
@@ -225,6 +232,23 @@ fn demo_starts_stops_and_recovers() {
         assert!(Instant::now() < deadline, "the demo's DR site never received the contract");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The printed `source` line and `tandem demo env` point a shell at the
+    // demo: status works with nothing else set.
+    let env_file = printed_env_file(&lines);
+    let out = run_bounded(Command::new(TANDEM).args(["demo", "env", "--dir"]).arg(dir.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), std::fs::read_to_string(&env_file).unwrap());
+    for how in [format!("source '{}'", env_file.display()), format!("eval \"$('{TANDEM}' demo env --dir '{}')\"", dir.path().display())] {
+        let script = format!("{how} && '{TANDEM}' status --json");
+        let out = run_bounded(
+            Command::new("bash").args(["-c", &script]).env_remove("TANDEM_CONTROLLERS").env_remove("TANDEM_TLS_DIR").env_remove("TANDEM_REPLICATOR"),
+        );
+        assert!(out.status.success(), "{how}: {}", stderr(&out));
+        assert!(stdout(&out).contains("\"leader\""), "{how}: {}", stdout(&out));
+    }
+    let out = run_bounded(Command::new(TANDEM).args(["demo", "env", "--dir"]).arg(dir.path().join("nowhere")));
+    assert!(!out.status.success() && stderr(&out).contains("start the demo first"), "{}", stderr(&out));
+
     let rest = interrupt_and_wait(child);
     assert!(rest.contains("tandem demo: stopped"), "{rest}");
 
@@ -343,7 +367,12 @@ fn runbook_commands() -> Vec<(String, Vec<String>)> {
 
 /// Commands that only read (never `--repair` or `--export`, which write).
 fn read_only(words: &[String]) -> bool {
-    matches!(words.first().map(String::as_str), Some("status" | "audit" | "events" | "verify")) && !words.iter().any(|w| w == "--repair" || w == "--export")
+    let first = words.first().map(String::as_str);
+    let second = words.get(1).map(String::as_str);
+    let reads = matches!(first, Some("status" | "audit" | "events" | "verify"))
+        || (first == Some("members") && second.is_none_or(|w| w.starts_with("--")))
+        || (first == Some("policy") && second == Some("show"));
+    reads && !words.iter().any(|w| w == "--repair" || w == "--export")
 }
 
 // A runbook cannot name a command or flag that does not exist: every
@@ -396,6 +425,10 @@ fn every_runbook_command_exists_and_dry_runs_change_nothing() {
             }
         } else if !read_only(&words) {
             continue;
+        }
+        // `--watch` refreshes until interrupted: one refresh shows it works.
+        if words.iter().any(|w| w == "--watch") && !words.iter().any(|w| w == "--count") {
+            words.extend(["--count".into(), "1".into()]);
         }
         let out = run(&words);
         ran += 1;

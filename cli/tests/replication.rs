@@ -210,6 +210,17 @@ fn sync_writes_survive_peer_kill_and_pair_returns_to_sync() {
     assert_eq!(pair_sync(&c), Some(1.0), "controller metrics: the pair in sync");
     let writer = Writer::start(&c.replicator_addrs["a"], &tenant, &file);
     writer.wait_acks(&c, 3);
+    // In sync, a streams each file to b as a staged copy while it stores
+    // it: those bytes count as sent to b like shipped ones.
+    let sent_to_b = metric(&c.scrape("a-replicator").unwrap(), "tandem_replication_sent_bytes_total{peer=\"b\"}").unwrap();
+    assert!(sent_to_b >= (3 * 200 * 1024) as f64, "staged bytes not counted as sent: {sent_to_b}");
+    // A put sent to b, which does not own the tenant, is redirected to a
+    // and stored there: b counts a redirect, not a refusal.
+    let out = c.contract("b", &["put", "--tenant", &tenant, "--id", "via-b", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at_b = c.scrape("b-replicator").unwrap();
+    assert!(metric(&at_b, "tandem_requests_total{call=\"put\",outcome=\"redirected\"}").unwrap_or(0.0) >= 1.0, "{at_b}");
+    assert_eq!(metric(&at_b, "tandem_requests_total{call=\"put\",outcome=\"not_owner\"}"), None, "{at_b}");
     c.kill_replicator("b");
     let at_kill = writer.acked().len();
     writer.wait_acks(&c, at_kill + 5);

@@ -514,6 +514,46 @@ impl ControlClient {
         .await
     }
 
+    /// Sets one policy key, from the value the caller saw (`expect`).
+    pub async fn set_policy(&self, spec: &crate::ops::PolicySpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let req = pb::PolicyRequest { who: who.into(), why: why.into(), key: spec.key.clone(), value: spec.value.clone(), expect: spec.expect.clone() };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.set_policy(r).await }
+        })
+        .await
+    }
+
+    /// The Raft membership, from the leader (it alone knows how far each
+    /// member's log is and when it last answered).
+    /// While the nodes that answer know no leader (an election under way),
+    /// it asks again for up to [`ELECTION_WAIT`].
+    pub async fn members(&self) -> Result<crate::members::Members, ClientError> {
+        let call = |mut c: Pb, forward: bool| async move { c.members(routed(pb::MembersRequest {}, forward)).await };
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.to_leader(call, |_| Refused::<ClientError>::Next).await {
+                Ok((_, r)) => return Ok(crate::members::Members::from_pb(r)),
+                Err(Ok(e)) => return Err(e),
+                Err(Err(missed)) if !missed.answered.is_empty() && started.elapsed() < ELECTION_WAIT => {
+                    tracing::debug!("no leader answered the membership call yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(Err(missed)) => return Err(no_controller(missed.tried)),
+            }
+        }
+    }
+
+    /// Removes `site`'s lost controller from the Raft membership.
+    pub async fn remove_member(&self, site: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let req = pb::RemoveMemberRequest { who: who.into(), why: why.into(), site: site.into() };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.remove_member(r).await }
+        })
+        .await
+    }
+
     /// Records an event in the audit log.
     pub async fn record_event(&self, what: &str, result: &str, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
         let req = pb::EventRequest { who: who.into(), why: why.into(), what: what.into(), result: result.into(), automatic: false };

@@ -32,6 +32,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
             leader_addr: r.leader_addr.clone().unwrap_or_default(),
             last_log_index: r.last_log_index,
             last_applied_index: r.last_applied_index,
+            version: r.version.clone(),
         }),
         cluster: Some(pb::ClusterView {
             bootstrapped: c.bootstrapped,
@@ -122,6 +123,7 @@ pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
         links: h.links.iter().map(|l| pb::LinkLagView { peer: l.peer.clone(), entries: l.entries, bytes: l.bytes, seconds: l.seconds }).collect(),
         received_at_unix_ms: h.received_at_unix_ms,
         view_index: h.view_index,
+        version: h.version.clone(),
     }
 }
 
@@ -133,6 +135,7 @@ pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
         links: v.links.into_iter().map(|l| LinkLag { peer: l.peer, entries: l.entries, bytes: l.bytes, seconds: l.seconds }).collect(),
         received_at_unix_ms: v.received_at_unix_ms,
         view_index: v.view_index,
+        version: v.version,
     }
 }
 
@@ -207,6 +210,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
             leader_addr: non_empty(r.leader_addr),
             last_log_index: r.last_log_index,
             last_applied_index: r.last_applied_index,
+            version: r.version,
         },
         cluster: ClusterState {
             bootstrapped: c.bootstrapped,
@@ -320,6 +324,7 @@ mod tests {
                 leader_addr: Some("a:1".into()),
                 last_log_index: 9,
                 last_applied_index: 9,
+                version: "0.1.0+abc".into(),
             },
             cluster,
             replicators: vec![ReplicatorHealth {
@@ -329,6 +334,7 @@ mod tests {
                 links: vec![LinkLag { peer: "c".into(), entries: 2, bytes: 300, seconds: 4 }],
                 received_at_unix_ms: 11,
                 view_index: 9,
+                version: "0.1.0+def".into(),
             }],
             now_unix_ms: 12,
             auto_failover: [("a".to_string(), String::new()), ("b".to_string(), "pair b -> a async".to_string())].into(),
@@ -349,6 +355,7 @@ mod tests {
                 leader_addr: None,
                 last_log_index: 0,
                 last_applied_index: 0,
+                version: String::new(),
             },
             cluster: ClusterState::default(),
             replicators: Vec::new(),

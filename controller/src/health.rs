@@ -33,6 +33,9 @@ pub struct ReplicatorHealth {
     /// least this new (what a switchover waits for after a drain).
     #[serde(default)]
     pub view_index: u64,
+    /// The build the replicator runs ("0.1.0+<commit>"; "" from an older build).
+    #[serde(default)]
+    pub version: String,
 }
 
 const PERSISTED_KEY: &[u8] = b"health/board";

@@ -12,6 +12,7 @@
 //! - [`service`]: the control API for the CLI; [`client`]: its client;
 //! - [`node`]: starts a node from a [`config::NodeConfig`] and [`node::NodeDeps`];
 //! - [`health`]: replicator heartbeats (lag per link), kept in memory;
+//! - [`members`]: the Raft membership as the leader sees it;
 //! - [`clock`]: the wall-clock seam;
 //! - [`plan`]: the pure planner (which target, what it would lose, every
 //!   refusal it can decide from the controllers' view);
@@ -30,6 +31,7 @@ pub mod convert;
 pub mod detect;
 pub mod health;
 pub mod lease;
+pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod operations;

@@ -237,6 +237,7 @@ pub fn render(s: &NodeStatus, audit: &AuditFacts) -> String {
     t.single("tandem_automatic_failovers_total", Kind::Counter, "Shard moves made by tandem itself (automatic failovers).", audit.tally.automatic_moves as f64);
     t.single("tandem_refused_total", Kind::Counter, "Commands refused by the safety rules (audited).", audit.tally.refused as f64);
     t.single("tandem_declined_total", Kind::Counter, "Automatic actions tandem declined (audited).", audit.tally.declined as f64);
+    t.build_and_process("controller");
     t.finish()
 }
 

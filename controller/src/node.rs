@@ -96,8 +96,10 @@ pub struct Node {
     bootstrapper: JoinHandle<()>,
     /// Failure detection and automatic failover (acts only while leader).
     detector: JoinHandle<()>,
-    /// Serves `/metrics` (config `metrics_listen`).
+    /// Serves `/metrics`, `/health` and `/ready` (config `metrics_listen`).
     metrics: Option<JoinHandle<()>>,
+    /// What `/ready` and systemd's readiness report.
+    ready: tandem_net::endpoints::Ready,
 }
 
 /// How many times longer the DR site's controller waits before it stands
@@ -152,9 +154,9 @@ impl Node {
             refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport.clone()).await?;
         }
 
-        let raft = Raft::new(me.node_id, Arc::new(raft_config), PeerNetwork::new(deps.transport.clone(), state.clone()), log_store, sm_store)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let network = PeerNetwork::new(deps.transport.clone(), state.clone());
+        let contacts = network.contacts();
+        let raft = Raft::new(me.node_id, Arc::new(raft_config), network, log_store, sm_store).await.map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let health = HealthBoard::kept_in(deps.kv.clone());
         let leases = crate::lease::LeaseBook::default();
@@ -173,7 +175,8 @@ impl Node {
                 t.commit_timeout() + std::time::Duration::from_secs(2),
             )),
         )
-        .with_leases(leases.clone(), deps.hold_moves);
+        .with_leases(leases.clone(), deps.hold_moves)
+        .with_contacts(contacts);
         let router = tandem_net::server()
             .add_service(
                 RaftServer::new(PeerService::new(raft.clone(), floor))
@@ -236,18 +239,29 @@ impl Node {
             .run(),
         );
 
+        let ready: tandem_net::endpoints::Ready = {
+            let (raft, state) = (raft.clone(), state.clone());
+            Arc::new(move || crate::status::readiness(&raft, &state))
+        };
         let metrics = match &config.metrics_listen {
             Some(addr) => {
-                let listener =
-                    tandem_net::metrics::bind(addr).await.map_err(|e| NodeError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
-                tracing::info!(addr = %addr, "serving /metrics");
+                let listener = tandem_net::endpoints::bind(addr)
+                    .await
+                    .map_err(|e| NodeError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
+                tracing::info!(addr = %addr, "serving /metrics, /health and /ready");
                 let source = crate::metrics::MetricsSource::new(raft.clone(), state.clone(), health.clone(), deps.clock.clone(), me.name.clone(), me.node_id);
-                Some(tokio::spawn(tandem_net::metrics::serve(listener, Arc::new(move || source.render()))))
+                let pages = tandem_net::endpoints::Pages {
+                    daemon: "controller",
+                    site: me.name.clone(),
+                    metrics: Arc::new(move || source.render()),
+                    ready: ready.clone(),
+                };
+                Some(tokio::spawn(tandem_net::endpoints::serve(listener, pages)))
             }
             None => None,
         };
         tracing::info!(site = %me.name, node_id = me.node_id, addr = %local_addr, "controller node started");
-        Ok(Node { raft, state, health, clock: deps.clock, site: me.name, node_id: me.node_id, local_addr, server, bootstrapper, detector, metrics })
+        Ok(Node { raft, state, health, clock: deps.clock, site: me.name, node_id: me.node_id, local_addr, server, bootstrapper, detector, metrics, ready })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -260,6 +274,11 @@ impl Node {
 
     pub fn state(&self) -> &StateReader {
         &self.state
+    }
+
+    /// Whether this node serves, as `/ready` reports it.
+    pub fn readiness(&self) -> tandem_net::endpoints::Ready {
+        self.ready.clone()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -287,7 +306,7 @@ async fn bootstrap_when_leader(raft: Raft, state: StateReader, spec: BootstrapSp
     let mut metrics = raft.metrics();
     loop {
         if state.cluster().bootstrapped {
-            return;
+            break;
         }
         let leading = metrics.borrow().state == ServerState::Leader;
         if leading {
@@ -296,11 +315,19 @@ async fn bootstrap_when_leader(raft: Raft, state: StateReader, spec: BootstrapSp
                 meta: OpMeta { who: "tandem".into(), why: "initial layout from configuration".into(), at_unix_ms: clock.now_unix_ms() },
             };
             match tokio::time::timeout(BOOTSTRAP_RECHECK * 10, raft.client_write(req)).await {
-                Ok(Ok(_)) => return,
+                Ok(Ok(_)) => break,
                 Ok(Err(e)) => tracing::info!(error = %e, "bootstrap proposal failed; will retry"),
                 Err(_) => tracing::info!("bootstrap proposal not committed in time; will retry"),
             }
         }
         let _ = tokio::time::timeout(BOOTSTRAP_RECHECK, metrics.changed()).await;
+    }
+    // The TOML's [policy] seeded the cluster once; a later edit of it
+    // changes nothing, so say so rather than let an SRE believe it did.
+    for drift in crate::operations::policy::config_drift(&spec.policy, &state.cluster().policy) {
+        tracing::warn!(
+            "[policy] in this config differs from the cluster's agreed policy, which is what applies: {drift}. \
+             Change the cluster's with `tandem policy set`, or align the config"
+        );
     }
 }

@@ -399,6 +399,89 @@ impl Default for Policy {
     }
 }
 
+/// A policy key that `tandem policy set` changes, with what it accepts.
+pub struct PolicyKey {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// Inclusive bounds of a number (`None`: a boolean).
+    pub range: Option<(u64, u64)>,
+}
+
+/// The keys `tandem policy set` changes. `paused` is not one of them: it
+/// has its own audited commands, `tandem pause` and `tandem resume`.
+pub const POLICY_KEYS: &[PolicyKey] = &[
+    PolicyKey { name: "auto_failover", help: "move a lost site's shards automatically (true/false)", range: None },
+    PolicyKey { name: "cooldown_s", help: "seconds between two automatic failovers", range: Some((0, 7 * 86_400)) },
+    PolicyKey { name: "lag_entries_max", help: "a peer further behind (entries) is not promoted without --accept-data-loss", range: Some((0, u64::MAX)) },
+    PolicyKey { name: "lag_s_max", help: "a peer further behind (seconds) is not promoted without --accept-data-loss", range: Some((0, u64::MAX)) },
+    // Below ~0.5 s a scheduling hiccup or a GC pause reads as a lost site;
+    // above 10 min a lost site goes unnoticed too long to be automatic.
+    PolicyKey { name: "down_after_ms", help: "a site unheard this long is judged down", range: Some((500, 600_000)) },
+];
+
+impl Policy {
+    /// The current value of `key` as `tandem policy` shows it, `None` for
+    /// an unknown key.
+    pub fn get(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "auto_failover" => self.auto_failover.to_string(),
+            "paused" => self.paused.to_string(),
+            "cooldown_s" => self.cooldown_s.to_string(),
+            "lag_entries_max" => self.lag_entries_max.to_string(),
+            "lag_s_max" => self.lag_s_max.to_string(),
+            "down_after_ms" => self.down_after_ms.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// Sets `key` to `value` (as text), checking the key and the value's
+    /// type and bounds; the error says what is accepted.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let Some(k) = POLICY_KEYS.iter().find(|k| k.name == key) else {
+            if key == "paused" {
+                return Err("paused is changed by `tandem pause` and `tandem resume`, not by `policy set`".into());
+            }
+            let known: Vec<&str> = POLICY_KEYS.iter().map(|k| k.name).collect();
+            return Err(format!("unknown policy key {key:?}; the keys are {}", known.join(", ")));
+        };
+        match k.range {
+            None => {
+                let v = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(format!("{key} is true or false, not {other:?}")),
+                };
+                self.auto_failover = v;
+            }
+            Some((lo, hi)) => {
+                let v: u64 = value.trim().parse().map_err(|_| format!("{key} is a whole number, not {value:?}"))?;
+                if v < lo || v > hi {
+                    return Err(format!("{key} must be within {lo}..={hi}, not {v}"));
+                }
+                match key {
+                    "cooldown_s" => self.cooldown_s = v,
+                    "lag_entries_max" => self.lag_entries_max = v,
+                    "lag_s_max" => self.lag_s_max = v,
+                    _ => self.down_after_ms = v,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys whose values differ from `other`'s, with both values
+    /// (`paused` left out: it is not configured).
+    pub fn differences(&self, other: &Policy) -> Vec<(&'static str, String, String)> {
+        POLICY_KEYS
+            .iter()
+            .filter_map(|k| {
+                let (mine, theirs) = (self.get(k.name)?, other.get(k.name)?);
+                (mine != theirs).then_some((k.name, mine, theirs))
+            })
+            .collect()
+    }
+}
+
 /// One line of the audit log: who did what, when, why, and what came of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -23,6 +23,9 @@ pub struct RaftStatus {
     pub leader_addr: Option<String>,
     pub last_log_index: u64,
     pub last_applied_index: u64,
+    /// The build this node runs ("0.1.0+<commit>"; "" from an older build).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// A node's answer to Status: its Raft view and its applied cluster state.
@@ -67,6 +70,7 @@ pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock
             leader_addr,
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied_index: state.last_applied_index(),
+            version: tandem_net::version::current().label(),
         },
         cluster,
         replicators: health.snapshot(),
@@ -74,3 +78,39 @@ pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock
         auto_failover: health.auto_failover(),
     }
 }
+
+/// Whether this controller serves (`/ready`, systemd readiness): it knows a
+/// Raft leader and has applied the cluster's layout, so it answers Status
+/// with an agreed state and passes changes on to the leader. A controller
+/// cut off from a quorum stops being ready once it loses its leader.
+pub fn readiness(raft: &Raft, state: &StateReader) -> tandem_net::endpoints::Readiness {
+    let m = raft.metrics().borrow().clone();
+    let cluster = state.cluster();
+    let leader_site = m.current_leader.and_then(|id| cluster.sites.values().find(|s| s.node_id == id).map(|s| s.name.clone()));
+    // A leader cut off from every follower keeps believing it leads; it
+    // serves only while a quorum has acknowledged it recently.
+    let leader_cut_off = m.state == ServerState::Leader && m.millis_since_quorum_ack.is_none_or(|ms| ms > LEADER_QUORUM_ACK_MAX_MS);
+    let reason = match (m.current_leader, cluster.bootstrapped) {
+        (None, _) => "no Raft leader known (no quorum reachable, or an election is under way)",
+        _ if leader_cut_off => "this node leads, but no quorum has acknowledged it recently",
+        (Some(_), false) => "the cluster layout is not applied here yet",
+        (Some(_), true) => "",
+    };
+    tandem_net::endpoints::Readiness {
+        ready: reason.is_empty(),
+        reason: reason.into(),
+        detail: serde_json::json!({
+            "raft_role": format!("{:?}", m.state).to_lowercase(),
+            "term": m.current_term,
+            "leader_id": m.current_leader,
+            "leader_site": leader_site,
+            "bootstrapped": cluster.bootstrapped,
+            "last_applied_index": state.last_applied_index(),
+            "millis_since_quorum_ack": m.millis_since_quorum_ack,
+        }),
+    }
+}
+
+/// How long a leader may go without a quorum's acknowledgement and still
+/// count as serving: many heartbeats (150 ms), about two election timeouts.
+const LEADER_QUORUM_ACK_MAX_MS: u64 = 3_000;

@@ -21,11 +21,14 @@ use std::time::Duration;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod endpoints;
 pub mod identity;
 pub mod metrics;
+mod process;
 #[cfg(feature = "turmoil")]
 mod sim;
 pub mod tls;
+pub mod version;
 
 pub use identity::{Caller, Denied, Need, Peer, Role};
 #[cfg(feature = "turmoil")]

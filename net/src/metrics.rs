@@ -1,16 +1,14 @@
-//! Prometheus text exposition: a small builder for the text format and an
-//! HTTP server answering `GET /metrics`. Each daemon renders its own
-//! figures on every scrape (no background collection), so what Prometheus
-//! sees is what the daemon knows at that moment.
+//! Prometheus text exposition: a small builder for the text format, and the
+//! families every daemon exports alike (`tandem_build_info`, `process_*`).
+//! Each daemon renders its own figures on every scrape (no background
+//! collection), so what Prometheus sees is what the daemon knows at that
+//! moment. [`crate::endpoints`] serves the page.
 //!
-//! Plain HTTP on its own port, as Prometheus scrapes by default: the page
-//! carries operational figures only (no contract data, no PII, no keys).
+//! The page carries operational figures only (no contract data, no PII, no
+//! keys).
 
-use std::convert::Infallible;
 use std::fmt::Write;
 use std::sync::Arc;
-
-use http::{header, Request, Response, StatusCode};
 
 /// What a scrape returns, rendered on demand.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
@@ -61,58 +59,44 @@ impl Text {
     pub fn finish(self) -> String {
         self.out
     }
+
+    /// `tandem_build_info` (which build runs, as labels) and the standard
+    /// `process_*` families Prometheus client libraries export: resident
+    /// memory, CPU seconds, open file descriptors and their limit, start
+    /// time. Read from /proc/self; a family /proc cannot give is left out.
+    pub fn build_and_process(&mut self, daemon: &str) -> &mut Self {
+        let b = crate::version::current();
+        self.family(
+            "tandem_build_info",
+            Kind::Gauge,
+            "Which build this daemon runs (always 1; the labels say it).",
+            &[(vec![("daemon", daemon.to_string()), ("version", b.version), ("commit", b.commit), ("built", b.built)], 1.0)],
+        );
+        let p = crate::process::read();
+        if let Some(v) = p.resident_bytes {
+            self.single("process_resident_memory_bytes", Kind::Gauge, "Resident memory size in bytes.", v as f64);
+        }
+        if let Some(v) = p.virtual_bytes {
+            self.single("process_virtual_memory_bytes", Kind::Gauge, "Virtual memory size in bytes.", v as f64);
+        }
+        if let Some(v) = p.cpu_seconds {
+            self.single("process_cpu_seconds_total", Kind::Counter, "User and system CPU time spent in seconds.", v);
+        }
+        if let Some(v) = p.open_fds {
+            self.single("process_open_fds", Kind::Gauge, "Number of open file descriptors.", v as f64);
+        }
+        if let Some(v) = p.max_fds {
+            self.single("process_max_fds", Kind::Gauge, "Maximum number of open file descriptors.", v as f64);
+        }
+        if let Some(v) = p.start_time_seconds {
+            self.single("process_start_time_seconds", Kind::Gauge, "Start time of the process since unix epoch in seconds.", v);
+        }
+        self
+    }
 }
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Binds `addr` for `/metrics` now, so a taken port is a start-up error
-/// rather than a silent gap in the dashboards.
-pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-/// Serves `GET /metrics` on `listener` until this future is dropped, and
-/// with it every connection it accepted (so nothing `render` holds - a
-/// daemon's stores - outlives the daemon's shutdown).
-pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: cannot accept a connection");
-                continue;
-            }
-        };
-        let render = render.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let render = render.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &render)) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!(error = %e, "metrics: connection ended");
-            }
-        });
-    }
-}
-
-fn answer(req: &Request<hyper::body::Incoming>, render: &Render) -> Response<http_body_util::Full<bytes::Bytes>> {
-    let (status, content_type, body) = if req.uri().path() != "/metrics" {
-        (StatusCode::NOT_FOUND, "text/plain", "only /metrics is served here\n".to_string())
-    } else if req.method() != http::Method::GET {
-        (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".to_string())
-    } else {
-        (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render())
-    };
-    let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    resp
 }
 
 #[cfg(test)]

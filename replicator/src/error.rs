@@ -86,6 +86,9 @@ impl ReplicaError {
     pub fn kind(&self) -> &'static str {
         match self {
             ReplicaError::Invalid(_) => "invalid",
+            // The caller is told where the owner is and its client stores
+            // the put there: a redirect, not a refusal of the write.
+            ReplicaError::NotOwner { owner_addr, .. } if !owner_addr.is_empty() => "redirected",
             ReplicaError::NotOwner { .. } => "not_owner",
             ReplicaError::NoLease(_) => "no_lease",
             ReplicaError::Moving { .. } => "moving",
@@ -135,5 +138,17 @@ impl From<ReplicaError> for Status {
             ReplicaError::Key(_) => Status::failed_precondition(msg),
             ReplicaError::Internal(_) => Status::internal(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_sent_on_to_its_owner_counts_as_redirected() {
+        let to = |addr: &str| ReplicaError::NotOwner { shard: 1, owner: "b".into(), owner_addr: addr.into(), epoch: 2 };
+        assert_eq!(to("10.0.0.2:7111").kind(), "redirected");
+        assert_eq!(to("").kind(), "not_owner");
     }
 }

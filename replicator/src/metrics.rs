@@ -68,7 +68,7 @@ pub fn render(site: &Site) -> String {
         .into_iter()
         .map(|((call, outcome), n)| (vec![("call", call.to_string()), ("outcome", outcome.to_string())], n as f64))
         .collect();
-    t.family("tandem_requests_total", Kind::Counter, "Puts and incoming entries, by outcome (ok or why refused).", &outcomes);
+    t.family("tandem_requests_total", Kind::Counter, "Puts and incoming entries, by outcome (ok, redirected to the owner, or why refused).", &outcomes);
     let differing: Vec<_> = site.counters.differing().into_iter().map(|(peer, n)| (vec![("peer", peer)], n as f64)).collect();
     t.family(
         "tandem_verify_shards_differing",
@@ -76,5 +76,6 @@ pub fn render(site: &Site) -> String {
         "Shards owned here whose digest differed from the peer's at the last background comparison (every 5 s while the link is caught up; differences are then repaired).",
         &differing,
     );
+    t.build_and_process("replicator");
     t.finish()
 }

@@ -43,6 +43,8 @@ pub struct Replicator {
     local_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     server: tandem_net::Serving,
+    /// What `/ready` and systemd's readiness report.
+    ready: tandem_net::endpoints::Ready,
 }
 
 impl Replicator {
@@ -95,20 +97,35 @@ impl Replicator {
             let beats = ControlClient::new(vec![controller.clone()], transport.clone(), CONTROL_READ_TIMEOUT);
             tasks.push(tokio::spawn(heartbeat_loop(site.clone(), beats, advertised.clone())));
         }
+        let ready: tandem_net::endpoints::Ready = {
+            let s = site.clone();
+            Arc::new(move || readiness(&s))
+        };
         if let Some(addr) = &config.metrics_listen {
             let listener =
-                tandem_net::metrics::bind(addr).await.map_err(|e| StartError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
-            tracing::info!(addr = %addr, "serving /metrics");
+                tandem_net::endpoints::bind(addr).await.map_err(|e| StartError::Listen { addr: format!("{addr} (metrics_listen)"), reason: e.to_string() })?;
+            tracing::info!(addr = %addr, "serving /metrics, /health and /ready");
             let s = site.clone();
-            tasks.push(tokio::spawn(tandem_net::metrics::serve(listener, Arc::new(move || crate::metrics::render(&s)))));
+            let pages = tandem_net::endpoints::Pages {
+                daemon: "replicator",
+                site: site.name.clone(),
+                metrics: Arc::new(move || crate::metrics::render(&s)),
+                ready: ready.clone(),
+            };
+            tasks.push(tokio::spawn(tandem_net::endpoints::serve(listener, pages)));
         }
 
         tracing::info!(site = %site.name, addr = %local_addr, log_head = head, "replicator started");
-        Ok(Replicator { site, local_addr, tasks, server })
+        Ok(Replicator { site, local_addr, tasks, server, ready })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether this replicator serves, as `/ready` reports it.
+    pub fn readiness(&self) -> tandem_net::endpoints::Ready {
+        self.ready.clone()
     }
 
     pub fn site(&self) -> &Arc<Site> {
@@ -133,6 +150,30 @@ impl Replicator {
     }
 }
 
+/// Whether this replicator serves (`/ready`, systemd readiness): it holds
+/// a controller view under a current write lease, so it accepts writes for
+/// the shards it owns and knows who owns the rest. Without one it still
+/// answers reads, but refuses every write (NO_LEASE): not ready.
+pub fn readiness(site: &Site) -> tandem_net::endpoints::Readiness {
+    let latest = site.view.latest();
+    let lease = site.view.lease_remaining();
+    let reason = match (&latest, lease.is_zero()) {
+        (None, _) => "no controller view yet (no controller answered)",
+        (Some(_), true) => "no current write lease (the controllers have not answered within the lease)",
+        (Some(_), false) => "",
+    };
+    let owned = latest.as_ref().map(|c| c.shards.iter().filter(|s| s.owner == site.name).count());
+    tandem_net::endpoints::Readiness {
+        ready: reason.is_empty(),
+        reason: reason.into(),
+        detail: serde_json::json!({
+            "view_index": site.view.applied_index(),
+            "lease_remaining_ms": lease.as_millis() as u64,
+            "shards_owned": owned,
+        }),
+    }
+}
+
 async fn recover_loop(site: Arc<Site>) {
     let mut stalled: Option<crate::sync::Stalled> = None;
     loop {
@@ -148,7 +189,15 @@ async fn recover_loop(site: Arc<Site>) {
 pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
     let (view_index, log_head) = site.view_and_log_head().await;
     let links = site.links.values().filter_map(|l| crate::lag::of_link(site, l).ok()).collect();
-    ReplicatorHealth { site: site.name.clone(), addr: addr.to_string(), log_head, links, received_at_unix_ms: 0, view_index }
+    ReplicatorHealth {
+        site: site.name.clone(),
+        addr: addr.to_string(),
+        log_head,
+        links,
+        received_at_unix_ms: 0,
+        view_index,
+        version: tandem_net::version::current().label(),
+    }
 }
 
 async fn heartbeat_loop(site: Arc<Site>, client: ControlClient, addr: String) {

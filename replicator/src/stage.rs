@@ -159,6 +159,9 @@ pub struct StageUpload {
     peer: String,
     /// The connection the upload runs on (dropped if the peer stops answering).
     slot: ChannelSlot,
+    /// The link's count of bytes streamed to the peer (staged bytes are
+    /// streamed as much as shipped ones: `tandem_replication_sent_bytes_total`).
+    sent: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StageUpload {
@@ -179,7 +182,7 @@ impl StageUpload {
             tokio::spawn(
                 async move { crate::bulk::call::<_, pb::StageReply>(channel, crate::bulk::STAGE, ReceiverStream::new(rx)).await.map(|r| r.staged_id) },
             );
-        Some(Self { tx: Some(tx), call: Some(call), patience, peer: link.peer.clone(), slot: slot.clone() })
+        Some(Self { tx: Some(tx), call: Some(call), patience, peer: link.peer.clone(), slot: slot.clone(), sent: link.sent.clone() })
     }
 
     fn abandon(&mut self, why: &str) {
@@ -195,8 +198,12 @@ impl StageUpload {
     /// take it within the sync timeout or the stream failed.
     pub async fn send(&mut self, data: Bytes) -> bool {
         let Some(tx) = &self.tx else { return false };
+        let len = data.len() as u64;
         match tokio::time::timeout(self.patience, tx.send(pb::StageChunk { part: Some(Part::Data(data)) })).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                self.sent.send_modify(|sent| *sent += len);
+                true
+            }
             Ok(Err(_)) => {
                 self.abandon("the stage stream failed");
                 false

@@ -21,8 +21,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = NodeConfig::load(&args.config)?;
     let node = start_node(config).await?;
     tracing::info!(addr = %node.local_addr(), "serving; Ctrl-C or SIGTERM stops");
+    // systemd (Type=notify) counts the unit started once it serves.
+    let notify = tokio::spawn(tandem_net::endpoints::notify_systemd_when_ready(node.readiness()));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
+    notify.abort();
     node.shutdown().await;
     Ok(())
 }

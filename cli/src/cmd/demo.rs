@@ -29,8 +29,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Where the three sites keep their data (created if missing).
-    #[arg(long, default_value = ".tandem-demo")]
+    #[arg(long, default_value = ".tandem-demo", global = true)]
     pub dir: PathBuf,
     /// Port of site A's controller; B and C use the next two.
     #[arg(long, default_value_t = 7101)]
@@ -41,6 +43,40 @@ pub struct Args {
     /// No TLS: plaintext sockets, nobody authenticated, every call allowed.
     #[arg(long)]
     pub plaintext: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Print the running demo's environment for the CLI: `eval "$(tandem demo env)"`.
+    Env,
+}
+
+/// The file, inside the demo's directory, that points the CLI at the demo:
+/// `source <dir>/env`.
+pub const ENV_FILE: &str = "env";
+
+/// Prints the demo's env file (for `eval`).
+pub fn print_env(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(ENV_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no demo environment at {} (start the demo first: tandem demo --dir {})", path.display(), dir.display()))?;
+    print!("{text}");
+    Ok(())
+}
+
+/// The env file's text: every variable the CLI reads to reach the demo.
+fn env_file(controllers: &str, replicator: &str, operator_dir: Option<&Path>) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+    let tls = match operator_dir {
+        Some(d) => format!("export TANDEM_TLS_DIR={}\n", quote(&d.display().to_string())),
+        None => "unset TANDEM_TLS_DIR TANDEM_TLS_CA TANDEM_TLS_CERT TANDEM_TLS_KEY\n".to_string(),
+    };
+    format!(
+        "# Written by `tandem demo`: `source` it (or `eval \"$(tandem demo env)\"`) to point tandem at the demo.\n\
+         export TANDEM_CONTROLLERS={}\nexport TANDEM_REPLICATOR={}\n{tls}",
+        quote(controllers),
+        quote(replicator)
+    )
 }
 
 /// Where the demo keeps its PKI, inside its directory.
@@ -185,6 +221,9 @@ fn ensure_key_file(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Env) = args.command {
+        return print_env(&args.dir);
+    }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args.dir.canonicalize().with_context(|| format!("cannot resolve {}", args.dir.display()))?;
     if args.base_port > u16::MAX - REPLICATOR_METRICS_OFFSET - 2 {
@@ -233,12 +272,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controllers = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect::<Vec<_>>().join(",");
     let replicator_a = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET);
     let replicator_c = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET + 2);
-    let mut env =
-        if controllers == crate::DEMO_CONTROLLERS { String::new() } else { format!("TANDEM_CONTROLLERS={controllers} TANDEM_REPLICATOR={replicator_a} ") };
     let operator_dir = tls_dir.join(format!("operator-{DEMO_OPERATOR}"));
-    if !args.plaintext {
-        env = format!("TANDEM_TLS_DIR={} {env}", operator_dir.display());
-    }
+    let env_path = dir.join(ENV_FILE);
+    let env_text = env_file(&controllers, &replicator_a, (!args.plaintext).then_some(operator_dir.as_path()));
+    std::fs::write(&env_path, env_text).with_context(|| format!("cannot write {}", env_path.display()))?;
     match ready {
         Some(leader) => println!("tandem demo: three sites up, leader is site {leader}"),
         None => println!("tandem demo: nodes started, but no leader within {}s (see the log)", READY_TIMEOUT.as_secs()),
@@ -261,16 +298,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.base_port + REPLICATOR_METRICS_OFFSET + 2
     );
     println!();
-    println!("Try, in another terminal:");
-    println!("  {env}{tandem} status");
+    println!("Try, in another terminal (the first line points the CLI at this demo):");
+    println!("  source {}", env_path.display());
+    println!("  {tandem} status");
     println!("  echo 'signed' > /tmp/c1.pdf");
-    println!("  {env}{tandem} contract put --tenant acme --id c1 --field title=lease --pii phone=13800000000 --file /tmp/c1.pdf");
-    println!("  {env}{tandem} contract get --tenant acme --id c1 --replicator {replicator_c} --out /tmp/c1-from-dr");
-    println!("  {env}{tandem} verify");
-    println!("  {env}{tandem} switchover --from a --to b --reason \"try a planned move\" --dry-run");
-    println!("  {env}{tandem} pause --reason \"maintenance window\" --yes");
-    println!("  {env}{tandem} audit");
-    println!("  {env}{tandem} resume --reason \"maintenance done\" --yes");
+    println!("  {tandem} contract put --tenant acme --id c1 --field title=lease --pii phone=13800000000 --file /tmp/c1.pdf");
+    println!("  {tandem} contract get --tenant acme --id c1 --replicator {replicator_c} --out /tmp/c1-from-dr");
+    println!("  {tandem} verify");
+    println!("  {tandem} switchover --from a --to b --reason \"try a planned move\" --dry-run");
+    println!("  {tandem} pause --reason \"maintenance window\" --yes");
+    println!("  {tandem} audit");
+    println!("  {tandem} resume --reason \"maintenance done\" --yes");
     println!();
     println!("Ctrl-C stops the cluster; run the same command again to restart it with its state.");
 

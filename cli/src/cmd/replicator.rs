@@ -24,8 +24,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = ReplicatorConfig::load(&args.config)?;
     let replicator = start_replicator(config).await?;
     tracing::info!(addr = %replicator.local_addr(), "serving; Ctrl-C or SIGTERM stops");
+    // systemd (Type=notify) counts the unit started once it serves.
+    let notify = tokio::spawn(tandem_net::endpoints::notify_systemd_when_ready(replicator.readiness()));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
+    notify.abort();
     replicator.shutdown().await;
     Ok(())
 }

@@ -21,6 +21,16 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Refresh until interrupted (Ctrl-C), like `watch tandem status`; a
+    /// refresh that fails is shown and the next one tried.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 2.0, requires = "watch")]
+    pub interval: f64,
+    /// Stop after this many refreshes with --watch (0: never).
+    #[arg(long, default_value_t = 0, requires = "watch")]
+    pub count: u64,
 }
 
 /// The `--json` document.
@@ -44,6 +54,9 @@ struct Report {
     /// failover would go ahead were it lost now, else why not; null when
     /// the leader did not answer.
     auto_failover: Option<BTreeMap<String, String>>,
+    /// Set when the daemons that answered run different builds (a rolling
+    /// upgrade under way, or one left behind).
+    version_warning: Option<String>,
 }
 
 /// A heartbeat older than this is shown as stale: the replicator is down or
@@ -51,6 +64,35 @@ struct Report {
 const HEARTBEAT_STALE_MS: u64 = 5_000;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if !args.watch {
+        return once(&args).await;
+    }
+    let interval = std::time::Duration::from_secs_f64(args.interval.max(0.1));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut shown = 0u64;
+    loop {
+        if terminal {
+            // Clear the screen and go home, as watch(1) does.
+            print!("\x1b[2J\x1b[H");
+        }
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        println!("tandem status at {now} (every {:.1} s; Ctrl-C stops)\n", interval.as_secs_f64());
+        if let Err(e) = once(&args).await {
+            println!("error: {e:#}");
+        }
+        shown += 1;
+        if args.count > 0 && shown >= args.count {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        println!();
+    }
+}
+
+async fn once(args: &Args) -> anyhow::Result<()> {
     let client = args.target.client();
     let (answered_by, first) = client.status().await?;
     let cluster = first.cluster.clone();
@@ -81,7 +123,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         nodes.values().flatten().filter(|r| r.role == "leader").max_by_key(|r| r.term).map(|r| r.site.clone()).or_else(|| first.raft.leader_site.clone());
 
     let auto_failover = leader.as_ref().and_then(|l| statuses.get(l)).map(|s| s.auto_failover.clone());
+    let version_warning = version_warning(&nodes, &first.replicators);
     let report = Report {
+        version_warning,
         answered_by,
         auto_failover,
         leader,
@@ -158,9 +202,33 @@ fn last_actions(c: &ClusterState, now_unix_ms: u64) -> String {
     out
 }
 
+/// Which builds the daemons that answered run, when they are not all the
+/// same: "controllers: a, b 0.1.0+abc; c 0.1.0+def; replicators: ...".
+/// Daemons of an older build (no version reported) count as "unknown".
+fn version_warning(nodes: &BTreeMap<String, Option<RaftStatus>>, replicators: &[ReplicatorHealth]) -> Option<String> {
+    let label = |v: &str| if v.is_empty() { "unknown (older build)".to_string() } else { v.to_string() };
+    let mut by_version: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (site, view) in nodes {
+        if let Some(v) = view {
+            by_version.entry(label(&v.version)).or_default().push(format!("controller {site}"));
+        }
+    }
+    for h in replicators {
+        by_version.entry(label(&h.version)).or_default().push(format!("replicator {}", h.site));
+    }
+    if by_version.len() < 2 {
+        return None;
+    }
+    let parts: Vec<String> = by_version.iter().map(|(v, who)| format!("{v} on {}", who.join(", "))).collect();
+    Some(format!("daemons run different builds: {}", parts.join("; ")))
+}
+
 fn render(r: &Report) -> String {
     let c = &r.cluster;
     let mut out = String::new();
+    if let Some(w) = &r.version_warning {
+        out.push_str(&format!("WARNING: {w} (finish the rolling upgrade: see runbooks)\n"));
+    }
     if !c.bootstrapped {
         out.push_str("cluster not bootstrapped yet (waiting for the first leader)\n");
     }
@@ -186,9 +254,11 @@ fn render(r: &Report) -> String {
         .iter()
         .map(|(name, view)| {
             let site = c.sites.get(name);
-            let (raft_role, term, applied) = match view {
-                Some(v) => (v.role.clone(), v.term.to_string(), v.last_applied_index.to_string()),
-                None => ("UNREACHABLE".into(), "-".into(), "-".into()),
+            let (raft_role, term, applied, version) = match view {
+                Some(v) => {
+                    (v.role.clone(), v.term.to_string(), v.last_applied_index.to_string(), if v.version.is_empty() { "?".into() } else { v.version.clone() })
+                }
+                None => ("UNREACHABLE".into(), "-".into(), "-".into(), "-".into()),
             };
             vec![
                 name.clone(),
@@ -198,11 +268,12 @@ fn render(r: &Report) -> String {
                 term,
                 applied,
                 r.shard_counts.get(name).copied().unwrap_or(0).to_string(),
+                version,
                 site.map(|s| s.addr.clone()).unwrap_or_default(),
             ]
         })
         .collect();
-    out.push_str(&table(&["SITE", "CITY", "ROLE", "RAFT", "TERM", "APPLIED", "SHARDS", "ADDR"], &rows));
+    out.push_str(&table(&["SITE", "CITY", "ROLE", "RAFT", "TERM", "APPLIED", "SHARDS", "VERSION", "ADDR"], &rows));
     out.push('\n');
     // Shards being drained: writes to them are refused until the move.
     let mut draining: std::collections::BTreeMap<(String, String, Option<tandem_controller::state::Drain>), Vec<u32>> = Default::default();
@@ -235,7 +306,7 @@ fn render(r: &Report) -> String {
     }
     if !r.replicators.is_empty() {
         out.push('\n');
-        out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS"], &replicator_rows(r)));
+        out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS", "VERSION"], &replicator_rows(r)));
         out.push('\n');
     }
     if !r.health.is_empty() {
@@ -270,14 +341,36 @@ fn replicator_rows(r: &Report) -> Vec<Vec<String>> {
     for h in &r.replicators {
         let age_ms = r.now_unix_ms.saturating_sub(h.received_at_unix_ms);
         let beat = if age_ms > HEARTBEAT_STALE_MS { format!("STALE ({}s ago)", age_ms / 1000) } else { format!("{}s ago", age_ms / 1000) };
+        let version = if h.version.is_empty() { "?".to_string() } else { h.version.clone() };
         if h.links.is_empty() {
-            rows.push(vec![h.site.clone(), beat, h.log_head.to_string(), "-".into(), "-".into(), "-".into(), "-".into()]);
+            rows.push(vec![h.site.clone(), beat, h.log_head.to_string(), "-".into(), "-".into(), "-".into(), "-".into(), version]);
             continue;
         }
         for (i, l) in h.links.iter().enumerate() {
-            let (site, beat, head) = if i == 0 { (h.site.clone(), beat.clone(), h.log_head.to_string()) } else { Default::default() };
-            rows.push(vec![site, beat, head, format!("-> {}", l.peer), l.entries.to_string(), l.bytes.to_string(), l.seconds.to_string()]);
+            let (site, beat, head, version) = if i == 0 { (h.site.clone(), beat.clone(), h.log_head.to_string(), version.clone()) } else { Default::default() };
+            rows.push(vec![site, beat, head, format!("-> {}", l.peer), l.entries.to_string(), l.bytes.to_string(), l.seconds.to_string(), version]);
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(version: &str) -> Option<RaftStatus> {
+        Some(RaftStatus { version: version.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn differing_builds_are_named_with_who_runs_them() {
+        let same: BTreeMap<String, Option<RaftStatus>> =
+            [("a".to_string(), node("0.1.0+x")), ("b".to_string(), node("0.1.0+x")), ("c".to_string(), None)].into();
+        let beat = |site: &str, v: &str| ReplicatorHealth { site: site.into(), version: v.into(), ..Default::default() };
+        assert_eq!(version_warning(&same, &[beat("a", "0.1.0+x")]), None);
+        let w = version_warning(&same, &[beat("a", "0.1.0+x"), beat("b", "0.1.0+y"), beat("c", "")]).expect("a warning");
+        assert!(w.contains("0.1.0+y on replicator b"), "{w}");
+        assert!(w.contains("0.1.0+x on controller a, controller b, replicator a"), "{w}");
+        assert!(w.contains("unknown (older build) on replicator c"), "{w}");
+    }
 }

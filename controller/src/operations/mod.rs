@@ -14,6 +14,8 @@
 //! | pause / resume | [`pause`] | CLI, drill |
 //! | verify / repair | [`verify`] | CLI, drill |
 //! | key rotation | [`keys`] | CLI |
+//! | policy change | [`policy`] | CLI |
+//! | replacing a lost controller | [`members`] | CLI |
 //!
 //! They live in the controller crate because the detector runs inside the
 //! controller, and because none of them needs the replicator's internals:
@@ -27,8 +29,10 @@ pub mod dr;
 pub mod failback;
 pub mod failover;
 pub mod keys;
+pub mod members;
 pub mod orphan;
 pub mod pause;
+pub mod policy;
 pub mod switchover;
 pub mod verify;
 

@@ -8,6 +8,7 @@
 mod bootstrap;
 mod pair_mode;
 mod pause;
+mod policy;
 mod shard_move;
 mod site_role;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use bootstrap::test_state;
 pub use bootstrap::BootstrapSpec;
 pub use pair_mode::PairModeSpec;
+pub use policy::PolicySpec;
 pub use shard_move::{describe_shards, shard_ranges, MoveStep, ShardMoveSpec};
 pub use site_role::SiteRoleSpec;
 
@@ -47,6 +49,8 @@ pub enum Command {
     },
     /// Sets a site's role (failback: recovering, then active again).
     SetSiteRole(SiteRoleSpec),
+    /// Sets one policy key (compare-and-set on its current value).
+    SetPolicy(PolicySpec),
 }
 
 /// Who asked and why, stamped by the node that proposed the command.
@@ -99,6 +103,7 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::ShardMove(spec) => shard_move::apply(state, spec, req.meta.at_unix_ms, log_index),
         Command::Event { what, result, .. } => Applied { what: what.clone(), result: result.clone(), changed: false, refused: false },
         Command::SetSiteRole(spec) => site_role::apply(state, spec),
+        Command::SetPolicy(spec) => policy::apply(state, spec),
     };
     state.audit_len += 1;
     let mut entry = AuditEntry {

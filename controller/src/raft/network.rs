@@ -25,6 +25,24 @@ use super::{NodeId, TypeConfig};
 /// Largest Raft message accepted (snapshot chunks, log batches).
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// When this node last had an answer from each peer (any Raft RPC), for
+/// `tandem members`: openraft's metrics say how far a peer's log is, not
+/// whether it still answers.
+#[derive(Clone, Default)]
+pub struct Contacts(Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>);
+
+impl Contacts {
+    fn heard(&self, node: NodeId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(node, tokio::time::Instant::now());
+    }
+
+    /// How long ago `node` last answered (`None`: never, since this
+    /// process started).
+    pub fn since(&self, node: NodeId) -> Option<std::time::Duration> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&node).map(|t| t.elapsed())
+    }
+}
+
 /// Creates per-peer clients that share a channel cache.
 #[derive(Clone)]
 pub struct PeerNetwork {
@@ -32,11 +50,17 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<BTreeMap<NodeId, Channel>>>,
     /// The applied state, for the generation every request carries.
     state: super::state_machine::StateReader,
+    contacts: Contacts,
 }
 
 impl PeerNetwork {
     pub fn new(transport: Transport, state: super::state_machine::StateReader) -> Self {
-        Self { transport, channels: Arc::default(), state }
+        Self { transport, channels: Arc::default(), state, contacts: Contacts::default() }
+    }
+
+    /// When each peer last answered this node.
+    pub fn contacts(&self) -> Contacts {
+        self.contacts.clone()
     }
 }
 
@@ -98,7 +122,10 @@ impl PeerClient {
             }
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                self.net.contacts.heard(self.target);
+                reply.into_inner()
+            }
             Ok(Err(status)) => {
                 self.forget_channel();
                 let f = Failure(format!("peer {} ({}): {}", self.target, self.addr, status.message()));

@@ -64,6 +64,11 @@ fn attested(caller: &Caller, mut change: pb::ChangeRequest) -> pb::ChangeRequest
     change
 }
 
+/// A member the leader has not heard from for this long may be removed as
+/// lost (many heartbeats and election timeouts; a live one answers every
+/// heartbeat).
+const MEMBER_LOST_AFTER: Duration = Duration::from_secs(10);
+
 /// Voters a membership grown back after a DR activation needs before the
 /// returning sites vote: with two, the loss of either stops every commit,
 /// worse than the one voter the activation left.
@@ -110,6 +115,8 @@ pub struct ControlService {
     leases: crate::lease::LeaseBook,
     /// Only the drill's deliberately broken build turns this off.
     hold_moves: bool,
+    /// When each Raft peer last answered this node (`Members`).
+    contacts: crate::raft::network::Contacts,
 }
 
 impl ControlService {
@@ -127,7 +134,20 @@ impl ControlService {
         transport: tandem_net::Transport,
         refusals: Refusals,
     ) -> Self {
-        Self { raft, state, health, site, node_id, clock, commit_timeout, transport, refusals, leases: Default::default(), hold_moves: true }
+        Self {
+            raft,
+            state,
+            health,
+            site,
+            node_id,
+            clock,
+            commit_timeout,
+            transport,
+            refusals,
+            leases: Default::default(),
+            hold_moves: true,
+            contacts: Default::default(),
+        }
     }
 
     /// Shares `leases` with the node's detector; `hold_moves: false` lets
@@ -137,6 +157,43 @@ impl ControlService {
         self.leases = leases;
         self.hold_moves = hold_moves;
         self
+    }
+
+    /// Shares the Raft network's record of when each peer last answered.
+    pub fn with_contacts(mut self, contacts: crate::raft::network::Contacts) -> Self {
+        self.contacts = contacts;
+        self
+    }
+
+    /// The membership as this node (the leader) sees it.
+    fn members(&self) -> pb::MembersReply {
+        let m = self.raft.metrics().borrow().clone();
+        let cluster = self.state.cluster();
+        let membership = m.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let me = *id == self.node_id;
+                pb::MemberView {
+                    node_id: *id,
+                    site: cluster.sites.values().find(|s| s.node_id == *id).map(|s| s.name.clone()).unwrap_or_default(),
+                    addr: node.addr.clone(),
+                    role: if voters.contains(id) { "voter" } else { "learner" }.into(),
+                    leader: m.current_leader == Some(*id),
+                    matched_index: if me { m.last_log_index } else { matched.get(id).copied().flatten().map(|l| l.index) },
+                    last_contact_ms: if me { Some(0) } else { self.contacts.since(*id).map(|d| d.as_millis() as u64) },
+                }
+            })
+            .collect();
+        pb::MembersReply {
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            generation: cluster.generation,
+            members,
+        }
     }
 
     /// This node's current term, if it believes it leads.
@@ -281,17 +338,7 @@ impl ControlService {
 
     /// `command` with its audit fields checked and the proposer's time.
     fn request(&self, command: Command, req: pb::ChangeRequest) -> Result<crate::ops::Request, Status> {
-        let who = req.who.trim().to_string();
-        let why = req.why.trim().to_string();
-        if who.is_empty() {
-            return Err(Status::invalid_argument("who is required: the audit log records who made every change"));
-        }
-        if why.is_empty() {
-            return Err(Status::invalid_argument("a reason is required (--reason): the audit log records why"));
-        }
-        if who.chars().count() > TEXT_MAX_CHARS || why.chars().count() > TEXT_MAX_CHARS {
-            return Err(Status::invalid_argument(format!("who and reason are limited to {TEXT_MAX_CHARS} characters")));
-        }
+        let (who, why) = audit_fields(&req)?;
         Ok(crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms() } })
     }
 
@@ -319,6 +366,23 @@ impl ControlService {
             )),
         }
     }
+}
+
+/// The audit log's who and why of a change, trimmed, or why they cannot be
+/// recorded.
+fn audit_fields(req: &pb::ChangeRequest) -> Result<(String, String), Status> {
+    let who = req.who.trim().to_string();
+    let why = req.why.trim().to_string();
+    if who.is_empty() {
+        return Err(Status::invalid_argument("who is required: the audit log records who made every change"));
+    }
+    if why.is_empty() {
+        return Err(Status::invalid_argument("a reason is required (--reason): the audit log records why"));
+    }
+    if who.chars().count() > TEXT_MAX_CHARS || why.chars().count() > TEXT_MAX_CHARS {
+        return Err(Status::invalid_argument(format!("who and reason are limited to {TEXT_MAX_CHARS} characters")));
+    }
+    Ok((who, why))
 }
 
 fn with_code(mut status: Status, code: &'static str) -> Status {
@@ -476,13 +540,10 @@ impl Control for ControlService {
                 changed: false,
             }));
         }
-        if site.role != SiteRole::Fenced {
-            return Err(Status::failed_precondition(format!(
-                "{} is {}: only a fenced site (returning after a DR activation) joins the membership",
-                r.site,
-                site.role.as_str()
-            )));
-        }
+        // A fenced site returns after a DR activation (`tandem dr rejoin`);
+        // any other site that is no member was removed as lost, and its
+        // replacement joins (`tandem members prepare`, then add).
+        tracing::info!(site = %r.site, role = site.role.as_str(), "a controller joins the Raft membership");
         // After a DR activation the log restarts from an applied state that
         // no log entry carries: the new member must get it as a snapshot.
         // Take one now and purge the log up to it, so replication to the
@@ -524,6 +585,93 @@ impl Control for ControlService {
             )
         };
         self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+    }
+
+    async fn set_policy(&self, req: Request<pb::PolicyRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let caller = self.authorize(&req, "policy set (changing the automatic-failover policy)", Need::Role(Role::Admin))?;
+        let r = req.into_inner();
+        let spec = crate::ops::PolicySpec { key: r.key, value: r.value, expect: r.expect };
+        self.propose(Command::SetPolicy(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
+    }
+
+    async fn members(&self, req: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        self.authorize(&req, "members", Need::Role(Role::Viewer))?;
+        let forward = wants_forwarding(&req);
+        if let Err(refusal) = self.confirm_leadership().await {
+            return match convert::leader_named(&refusal) {
+                Some(addr) if forward => {
+                    let reply = self.forward(&addr, |mut c| async move { c.members(forwarded_request(pb::MembersRequest {})).await }).await?;
+                    Ok(Response::new(reply))
+                }
+                _ => Err(refusal),
+            };
+        }
+        Ok(Response::new(self.members()))
+    }
+
+    async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let caller = self.authorize(&req, "members remove (a Raft membership change)", Need::Role(Role::Admin))?;
+        let r = req.into_inner();
+        let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why });
+        // Checked before anything changes: no removal goes unaudited.
+        audit_fields(&change)?;
+        self.confirm_leadership().await?;
+        let cluster = self.state.cluster();
+        let site = cluster.sites.get(&r.site).ok_or_else(|| Status::invalid_argument(format!("unknown site {:?}", r.site)))?.clone();
+        let view = self.members();
+        let Some(member) = view.members.iter().find(|m| m.node_id == site.node_id) else {
+            return Ok(Response::new(pb::ChangeReply {
+                audit_seq: 0,
+                result: format!("no change: {}'s controller is not a Raft member", r.site),
+                log_index: 0,
+                accepted: true,
+                changed: false,
+            }));
+        };
+        if member.leader {
+            return Err(Status::failed_precondition(format!(
+                "{}'s controller leads: a lost controller cannot lead, so this one is alive. Stop it first (another leader is elected), then remove it",
+                r.site
+            )));
+        }
+        let heard = member.last_contact_ms.map(Duration::from_millis);
+        if heard.is_some_and(|h| h < MEMBER_LOST_AFTER) {
+            return Err(Status::failed_precondition(format!(
+                "{}'s controller answered the leader {} ms ago: it is not lost. Stop it for good before removing it (a removed controller that still runs would disturb the cluster)",
+                r.site,
+                heard.unwrap_or_default().as_millis()
+            )));
+        }
+        let voters: std::collections::BTreeSet<u64> = view.members.iter().filter(|m| m.role == "voter").map(|m| m.node_id).collect();
+        let remaining: std::collections::BTreeSet<u64> = voters.iter().copied().filter(|id| *id != site.node_id).collect();
+        if remaining.len() < 2 && member.role == "voter" {
+            return Err(Status::failed_precondition(format!(
+                "removing {} would leave {} voter(s): keep it, or add a replacement first",
+                r.site,
+                remaining.len()
+            )));
+        }
+        let wait = self.commit_timeout * 2;
+        let gone = std::collections::BTreeSet::from([site.node_id]);
+        // `retain: false`: a removed voter does not stay on as a learner.
+        let removal = match member.role.as_str() {
+            "voter" => openraft::ChangeMembers::RemoveVoters(gone),
+            _ => openraft::ChangeMembers::RemoveNodes(gone),
+        };
+        let changed = tokio::time::timeout(wait, self.raft.change_membership(removal, false)).await;
+        match changed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Status::unavailable(format!("{} could not be removed: {e}", r.site))),
+            Err(_) => return Err(Status::unavailable(format!("the membership change removing {} did not commit within {} s", r.site, wait.as_secs()))),
+        }
+        let what = format!(
+            "site {}'s controller (node {}) removed from the Raft membership ({} voters now); a replacement joins with `tandem members add --site {}`",
+            r.site,
+            site.node_id,
+            voters.len() - usize::from(member.role == "voter"),
+            r.site
+        );
+        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, change).await.map(change_reply)
     }
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {

@@ -1,0 +1,57 @@
+//! Changing the automatic-failover policy (`tandem policy set`): one key at
+//! a time, through Raft, from the value the operator saw (compare-and-set),
+//! so an edit made meanwhile is refused rather than overwritten. The TOML's
+//! `[policy]` only seeds the cluster at bootstrap; this is how it changes
+//! afterwards.
+
+use super::{present, Hooks, OpError, Plan};
+use crate::client::{ChangeOutcome, ControlClient};
+use crate::ops::PolicySpec;
+use crate::state::Policy;
+
+/// What `policy set` asks for.
+#[derive(Clone, Debug)]
+pub struct SetPolicy {
+    pub key: String,
+    pub value: String,
+    /// The value the operator expects the key to hold now (`None`: the one
+    /// the plan shows, read from the leader).
+    pub expect: Option<String>,
+    pub who: String,
+    pub why: String,
+}
+
+/// Plans and applies one policy change. `Ok(None)`: the hooks stopped it
+/// (a dry run, a "no").
+pub async fn set(client: &ControlClient, req: &SetPolicy, hooks: &mut impl Hooks) -> Result<Option<ChangeOutcome>, OpError> {
+    let status = client.leader_status().await?;
+    let policy = &status.cluster.policy;
+    let refused = |reason: String| OpError::Refused { action: format!("policy set {}", req.key), reason };
+    // The same check the state machine applies, before asking anyone.
+    policy.clone().set(&req.key, &req.value).map_err(refused)?;
+    let current = policy.get(&req.key).unwrap_or_default();
+    let expect = req.expect.clone().unwrap_or_else(|| current.clone());
+    if expect != current {
+        return Err(refused(format!("{} is {current} now, not {expect}", req.key)));
+    }
+    let plan = if current == req.value.trim() {
+        format!("plan: policy {}: no change, it is already {current} (the request is still recorded in the audit log)", req.key)
+    } else {
+        format!("plan: policy {}: {current} -> {} (through Raft, for every controller; audited)", req.key, req.value.trim())
+    };
+    if !present(hooks, &Plan::text(plan)).await? {
+        return Ok(None);
+    }
+    let spec = PolicySpec { key: req.key.clone(), value: req.value.trim().to_string(), expect };
+    let outcome = client.set_policy(&spec, &req.who, &req.why).await?;
+    if !outcome.accepted {
+        return Err(OpError::StepRefused { step: "policy set", result: outcome.result });
+    }
+    Ok(Some(outcome))
+}
+
+/// The start-up check: what a daemon's `[policy]` says that the cluster's
+/// agreed policy does not (the TOML only seeded the cluster at bootstrap).
+pub fn config_drift(configured: &Policy, agreed: &Policy) -> Vec<String> {
+    agreed.differences(configured).into_iter().map(|(key, cluster, toml)| format!("{key}: the cluster has {cluster}, this config says {toml}")).collect()
+}
