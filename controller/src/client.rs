@@ -529,7 +529,7 @@ impl ControlClient {
     /// While the nodes that answer know no leader (an election under way),
     /// it asks again for up to [`ELECTION_WAIT`].
     pub async fn members(&self) -> Result<crate::members::Members, ClientError> {
-        let call = |mut c: Pb, forward: bool| async move { c.members(routed(pb::MembersRequest {}, forward)).await };
+        let call = |mut c: Pb, forward: bool| async move { c.members(routed(pb::MembersRequest { local: false }, forward)).await };
         let started = tokio::time::Instant::now();
         loop {
             match self.to_leader(call, |_| Refused::<ClientError>::Next).await {
@@ -542,6 +542,27 @@ impl ControlClient {
                 Err(Err(missed)) => return Err(no_controller(missed.tried)),
             }
         }
+    }
+
+    /// The membership as the first controller that answers last saw it,
+    /// without a leader (no log indexes, no contacts): what `tandem
+    /// members` shows when no leader answers.
+    pub async fn members_seen(&self) -> Result<crate::members::Members, ClientError> {
+        let mut tried = Vec::new();
+        for addr in &self.addrs {
+            let mut c = match self.client(addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    tried.push((addr.clone(), e));
+                    continue;
+                }
+            };
+            match self.bounded(addr, c.members(pb::MembersRequest { local: true })).await {
+                Ok(r) => return Ok(crate::members::Members::from_pb(r)),
+                Err(e) => tried.push((addr.clone(), e)),
+            }
+        }
+        Err(no_controller(tried))
     }
 
     /// Removes `site`'s lost controller from the Raft membership.

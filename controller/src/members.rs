@@ -27,6 +27,12 @@ pub struct Members {
     pub last_log_index: u64,
     pub generation: u64,
     pub members: Vec<Member>,
+    /// The leader answered, after confirming its leadership; else one
+    /// node's own view (no leader answered), without log indexes or
+    /// contacts.
+    pub from_leader: bool,
+    /// The node that answered.
+    pub answered_by: u64,
 }
 
 impl Members {
@@ -36,6 +42,8 @@ impl Members {
             term: r.term,
             last_log_index: r.last_log_index,
             generation: r.generation,
+            from_leader: r.from_leader,
+            answered_by: r.answered_by,
             members: r
                 .members
                 .into_iter()

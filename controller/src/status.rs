@@ -70,7 +70,7 @@ pub fn node_status(raft: &Raft, state: &StateReader, health: &HealthBoard, clock
             leader_addr,
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied_index: state.last_applied_index(),
-            version: tandem_net::version::current().label(),
+            version: tandem_net::version::reported(),
         },
         cluster,
         replicators: health.snapshot(),

@@ -62,6 +62,11 @@ impl KeyProvider for KeyRing {
     fn unwrap_pii_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<PiiKey, CryptoError> {
         self.holder(wrapped)?.unwrap_pii_key(wrapped, context)
     }
+
+    /// The slowest of the keys held (a call may go to any of them).
+    fn latency(&self) -> std::time::Duration {
+        std::iter::once(&self.current).chain(&self.retired).map(|p| p.latency()).max().unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -127,4 +127,11 @@ pub trait KeyProvider: Send + Sync {
     fn wrap_pii_key(&self, key: &PiiKey, context: &[u8], rng: &dyn RandomSource) -> Result<WrappedKey, CryptoError>;
     /// Inverse of [`KeyProvider::wrap_pii_key`].
     fn unwrap_pii_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<PiiKey, CryptoError>;
+    /// How long each call takes, for callers to wait out in their
+    /// runtime's time before calling: only the simulation's slow key
+    /// provider says more than zero (it cannot take simulated time inside
+    /// a synchronous call). Real providers take their time in the call.
+    fn latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -2,8 +2,9 @@
 //! build date. The `tandem` binary sets it once at start from what its build
 //! script recorded; libraries read it for heartbeats, Status, `/health` and
 //! `tandem_build_info`. Unset (the simulation, library tests) it reads as
-//! the crate version with commit "unknown", so drill traces do not depend on
-//! which commit ran them.
+//! the crate version with commit "unknown", and heartbeats and Status carry
+//! no version at all ([`reported`] is empty), so drill traces do not depend
+//! on which build ran them, nor on the version's length.
 
 use std::sync::OnceLock;
 
@@ -36,4 +37,10 @@ pub fn set(info: BuildInfo) {
 /// This process's build.
 pub fn current() -> BuildInfo {
     BUILD.get().cloned().unwrap_or_else(|| BuildInfo { version: env!("CARGO_PKG_VERSION").into(), commit: "unknown".into(), built: "unknown".into() })
+}
+
+/// The version daemons report in heartbeats and Status: this build's label,
+/// or "" when no build was recorded (the simulation, library tests).
+pub fn reported() -> String {
+    BUILD.get().map(BuildInfo::label).unwrap_or_default()
 }

@@ -152,30 +152,30 @@ async fn a_put_needs_ownership_a_lease_and_a_shard_that_is_not_moving() {
     let a = site("a");
     // Owned elsewhere: sent to the owner (no lease needed to say so).
     a.view.offer(cluster("b", 1), 1);
-    let err = PutSession::begin(&a, header()).err().unwrap();
+    let err = PutSession::begin(&a, header()).await.err().unwrap();
     assert!(matches!(err, ReplicaError::NotOwner { ref owner, epoch: 1, .. } if owner == "b"), "{err:?}");
 
     // Owned here, but the view is not leased: it cannot prove it still owns it.
     let a = site("a");
     a.view.offer(cluster("a", 1), 1);
-    assert!(matches!(PutSession::begin(&a, header()).err().unwrap(), ReplicaError::NoLease(_)));
+    assert!(matches!(PutSession::begin(&a, header()).await.err().unwrap(), ReplicaError::NoLease(_)));
 
     // Owned and leased, but being drained towards b.
     let a = site("a");
     let mut moving = cluster("a", 1);
     moving.shards[shard_of_t1() as usize].moving_to = Some("b".into());
     leased(&a, moving, 1);
-    assert!(matches!(PutSession::begin(&a, header()).err().unwrap(), ReplicaError::Moving { ref to, .. } if to == "b"));
+    assert!(matches!(PutSession::begin(&a, header()).await.err().unwrap(), ReplicaError::Moving { ref to, .. } if to == "b"));
 
     // Owned, leased, not moving: accepted.
     let a = site("a");
     leased(&a, cluster("a", 1), 1);
-    assert!(PutSession::begin(&a, header()).is_ok());
+    assert!(PutSession::begin(&a, header()).await.is_ok());
 }
 
 /// Writes one version of t1/c1 at `a` (the owner); returns its log entry.
 async fn put(a: &Site, bytes: &[u8]) -> LogEntry {
-    let mut s = PutSession::begin(a, header()).unwrap();
+    let mut s = PutSession::begin(a, header()).await.unwrap();
     s.start_file("deed.pdf").await.unwrap();
     s.write(bytes).await.unwrap();
     let (_, ack) = s.commit().await.unwrap();

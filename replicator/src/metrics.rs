@@ -31,7 +31,9 @@ pub fn render(site: &Site) -> String {
             Err(e) => tracing::warn!(peer = %link.peer, error = %e, "metrics: cannot compute lag"),
         }
         acked.push((peer.clone(), *link.acked.borrow() as f64));
-        sent.push((peer, *link.sent.borrow() as f64));
+        // Shipped and staged bytes alike went to the peer.
+        let staged = link.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        sent.push((peer, (*link.sent.borrow() + staged) as f64));
     }
     t.family("tandem_replication_lag_entries", Kind::Gauge, "Entries written here that the peer has not confirmed.", &entries);
     t.family("tandem_replication_lag_bytes", Kind::Gauge, "Bytes of those entries.", &bytes);

@@ -52,13 +52,13 @@ pub fn list(site: &Site, tenant: &str) -> Result<Vec<(ContractHead, Option<Versi
 }
 
 /// The PII fields of a version, decrypted.
-pub fn pii_fields(site: &Site, v: &VersionRecord) -> Result<BTreeMap<String, String>, ReplicaError> {
+pub async fn pii_fields(site: &Site, v: &VersionRecord) -> Result<BTreeMap<String, String>, ReplicaError> {
     if v.pii.is_empty() {
         return Ok(BTreeMap::new());
     }
     let wrapped = v.pii_key.as_ref().ok_or_else(|| ReplicaError::Destroyed { tenant: v.tenant.clone(), contract_id: v.contract_id.clone() })?;
     let ctx = key_context(&v.tenant, &v.contract_id, v.version, "pii");
-    let key = site.keys.unwrap_pii_key(wrapped, &ctx)?;
+    let key = site.keys.unwrap_pii_key(wrapped, &ctx).await?;
     let mut out = BTreeMap::new();
     for (name, sealed) in &v.pii {
         let plain = open_pii(&key, name, &ctx, sealed)?;
@@ -79,7 +79,7 @@ pub async fn send_file(
 ) -> Result<(), ReplicaError> {
     let what = format!("file {:?} of {}/{} version {}", file.name, v.tenant, v.contract_id, v.version);
     let wrapped = file.key.as_ref().ok_or_else(|| ReplicaError::Destroyed { tenant: v.tenant.clone(), contract_id: v.contract_id.clone() })?;
-    let key = site.keys.unwrap_data_key(wrapped, &key_context(&v.tenant, &v.contract_id, v.version, &format!("file:{}", file.name)))?;
+    let key = site.keys.unwrap_data_key(wrapped, &key_context(&v.tenant, &v.contract_id, v.version, &format!("file:{}", file.name))).await?;
     let ctx = FileContext { tenant: v.tenant.clone(), contract_id: v.contract_id.clone(), version: v.version, file_name: file.name.clone() };
     let mut decryptor = Decryptor::new(&key, &ctx);
     let mut stream = site.blobs.read(&file.blob).await?;

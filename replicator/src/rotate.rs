@@ -41,19 +41,19 @@ fn stale_keys(v: &VersionRecord, kek_id: &str) -> u64 {
 }
 
 /// `v` with every key re-wrapped under the current KEK.
-fn rewrapped(site: &Site, v: &VersionRecord) -> Result<VersionRecord, ReplicaError> {
+async fn rewrapped(site: &Site, v: &VersionRecord) -> Result<VersionRecord, ReplicaError> {
     let current = site.keys.kek_id().to_string();
     let mut out = v.clone();
     if let Some(k) = out.pii_key.as_mut().filter(|k| k.kek_id != current) {
         let ctx = key_context(&v.tenant, &v.contract_id, v.version, "pii");
-        let key = site.keys.unwrap_pii_key(k, &ctx)?;
-        *k = site.keys.wrap_pii_key(&key, &ctx, site.rng.as_ref())?;
+        let key = site.keys.unwrap_pii_key(k, &ctx).await?;
+        *k = site.keys.wrap_pii_key(&key, &ctx, site.rng.as_ref()).await?;
     }
     for f in &mut out.files {
         if let Some(k) = f.key.as_mut().filter(|k| k.kek_id != current) {
             let ctx = key_context(&v.tenant, &v.contract_id, v.version, &format!("file:{}", f.name));
-            let key = site.keys.unwrap_data_key(k, &ctx)?;
-            *k = site.keys.wrap_data_key(&key, &ctx, site.rng.as_ref())?;
+            let key = site.keys.unwrap_data_key(k, &ctx).await?;
+            *k = site.keys.wrap_data_key(&key, &ctx, site.rng.as_ref()).await?;
         }
     }
     Ok(out)
@@ -99,7 +99,7 @@ pub async fn run(site: &Site, dry_run: bool) -> Result<Report, ReplicaError> {
                         continue;
                     }
                     let (shard, epoch) = site.check_owner(&head.tenant)?;
-                    let new = rewrapped(site, &v)?;
+                    let new = rewrapped(site, &v).await?;
                     let change = Change::Rewrap(new.clone());
                     report.last_seq = site
                         .append(shard, epoch, change, |_, batch| {

@@ -196,7 +196,7 @@ pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
         links,
         received_at_unix_ms: 0,
         view_index,
-        version: tandem_net::version::current().label(),
+        version: tandem_net::version::reported(),
     }
 }
 

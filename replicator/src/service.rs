@@ -110,7 +110,7 @@ where
         }
         _ => return Err(ReplicaError::Invalid("a put must start with its header".into())),
     };
-    let mut session = PutSession::begin(site, header)?;
+    let mut session = PutSession::begin(site, header).await?;
     let mut files = 0u32;
     let end = loop {
         let Some(part) = chunks.next().await? else {
@@ -146,7 +146,7 @@ impl Contracts for ContractsService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<Self::GetStream>, Status> {
         let r = req.into_inner();
         let (head, v) = read::version(&self.site, &r.tenant, &r.contract_id, r.version)?;
-        let pii = read::pii_fields(&self.site, &v)?;
+        let pii = read::pii_fields(&self.site, &v).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::GetChunk, Status>>(4);
         let site = self.site.clone();
         let first = pb::GetChunk { part: Some(GetPart::Info(info(&head, Some(&v), Some(pii)))) };

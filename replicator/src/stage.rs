@@ -159,9 +159,9 @@ pub struct StageUpload {
     peer: String,
     /// The connection the upload runs on (dropped if the peer stops answering).
     slot: ChannelSlot,
-    /// The link's count of bytes streamed to the peer (staged bytes are
-    /// streamed as much as shipped ones: `tandem_replication_sent_bytes_total`).
-    sent: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// The link's count of staged bytes queued for the peer (see
+    /// `Link::staged_bytes`).
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StageUpload {
@@ -182,7 +182,7 @@ impl StageUpload {
             tokio::spawn(
                 async move { crate::bulk::call::<_, pb::StageReply>(channel, crate::bulk::STAGE, ReceiverStream::new(rx)).await.map(|r| r.staged_id) },
             );
-        Some(Self { tx: Some(tx), call: Some(call), patience, peer: link.peer.clone(), slot: slot.clone(), sent: link.sent.clone() })
+        Some(Self { tx: Some(tx), call: Some(call), patience, peer: link.peer.clone(), slot: slot.clone(), sent: link.staged_bytes.clone() })
     }
 
     fn abandon(&mut self, why: &str) {
@@ -201,7 +201,7 @@ impl StageUpload {
         let len = data.len() as u64;
         match tokio::time::timeout(self.patience, tx.send(pb::StageChunk { part: Some(Part::Data(data)) })).await {
             Ok(Ok(())) => {
-                self.sent.send_modify(|sent| *sent += len);
+                self.sent.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                 true
             }
             Ok(Err(_)) => {

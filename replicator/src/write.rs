@@ -79,7 +79,7 @@ pub struct PutSession<'a> {
 }
 
 impl<'a> PutSession<'a> {
-    pub fn begin(site: &'a Site, header: PutHeader) -> Result<Self, ReplicaError> {
+    pub async fn begin(site: &'a Site, header: PutHeader) -> Result<Self, ReplicaError> {
         check_id("tenant", &header.tenant)?;
         check_id("contract id", &header.contract_id)?;
         if header.fields.len() + header.pii_fields.len() > FIELDS_MAX {
@@ -109,7 +109,7 @@ impl<'a> PutSession<'a> {
             for (name, value) in &header.pii_fields {
                 pii.insert(name.clone(), seal_pii(&key, name, &ctx, value.as_bytes(), site.rng.as_ref())?);
             }
-            pii_key = Some(site.keys.wrap_pii_key(&key, &ctx, site.rng.as_ref())?);
+            pii_key = Some(site.keys.wrap_pii_key(&key, &ctx, site.rng.as_ref()).await?);
         }
         Ok(Self {
             site,
@@ -148,8 +148,11 @@ impl<'a> PutSession<'a> {
         let data_key = DataKey::generate(self.site.rng.as_ref())?;
         let ctx = FileContext { tenant: h.tenant.clone(), contract_id: h.contract_id.clone(), version: self.version, file_name: name.to_string() };
         let encryptor = Encryptor::new(&data_key, &ctx, DEFAULT_SEGMENT_SIZE, self.site.rng.as_ref())?;
-        let key =
-            self.site.keys.wrap_data_key(&data_key, &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")), self.site.rng.as_ref())?;
+        let key = self
+            .site
+            .keys
+            .wrap_data_key(&data_key, &key_context(&h.tenant, &h.contract_id, self.version, &format!("file:{name}")), self.site.rng.as_ref())
+            .await?;
         let blob = blob_path(&h.tenant, &h.contract_id, self.version, index);
         let writer = self.site.blobs.writer(&blob, Hashing::Hash).await?;
         let stage = self

@@ -175,6 +175,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
             c.set_loss(a, b, 0.0);
         }
         c.disks(a).keys.set_down(false);
+        c.disks(a).keys.set_latency(Duration::ZERO);
         c.disks(a).controller.set_fault(tandem_storage::DiskFault::None);
         c.disks(a).replicator.set_fault(tandem_storage::DiskFault::None);
         c.disks(a).faulty_blobs.set_fault(crate::disk::BlobFault::None);
@@ -368,7 +369,11 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
         Event::Reorder { a, b, ms } => c.set_max_latency(&a, &b, Duration::from_millis(ms)),
         Event::Corrupt { site } => corrupt(c, &site),
         Event::KeysDown { site } => c.disks(&site).keys.set_down(true),
-        Event::KeysUp { site } => c.disks(&site).keys.set_down(false),
+        Event::KeysUp { site } => {
+            let keys = &c.disks(&site).keys;
+            keys.set_down(false);
+            keys.set_latency(Duration::ZERO);
+        }
         Event::StopController { site } => c.disks(&site).stopped.set_controller(true),
         Event::StartController { site } => c.disks(&site).stopped.set_controller(false),
         Event::StopReplicator { site } => {
@@ -407,6 +412,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             }
         }
         Event::SlowDisk { site, ms } => c.disks(&site).faulty_blobs.set_slow(Duration::from_millis(ms)),
+        Event::SlowKeys { site, ms } => c.disks(&site).keys.set_latency(Duration::from_millis(ms)),
         Event::PauseSite { site } => c.pause(&site),
         Event::ResumeSite { site } => c.resume(&site),
         Event::ClockDrift { site, ppm } => c.disks(&site).clock.set_rate(c.elapsed().as_millis() as u64, (1_000_000 + ppm).max(0) as u64),

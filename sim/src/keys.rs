@@ -1,9 +1,11 @@
 //! A key provider the drill can switch off ("key provider unavailable for
 //! a while"): every call fails while it is down, as an HSM that does not
-//! answer would.
+//! answer would; or slow down: every call takes its latency, waited out in
+//! simulated time by the replicator before the call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tandem_crypto::{CryptoError, DataKey, KeyProvider, LocalKeyFile, PiiKey, RandomSource, WrappedKey};
 
@@ -11,15 +13,21 @@ use tandem_crypto::{CryptoError, DataKey, KeyProvider, LocalKeyFile, PiiKey, Ran
 pub struct DrillKeys {
     inner: Arc<LocalKeyFile>,
     down: Arc<AtomicBool>,
+    /// Milliseconds each call takes (0: answers at once).
+    latency_ms: Arc<AtomicU64>,
 }
 
 impl DrillKeys {
     pub fn new(inner: Arc<LocalKeyFile>) -> Self {
-        DrillKeys { inner, down: Arc::new(AtomicBool::new(false)) }
+        DrillKeys { inner, down: Arc::new(AtomicBool::new(false)), latency_ms: Arc::default() }
     }
 
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms.store(latency.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn check(&self) -> Result<(), CryptoError> {
@@ -53,5 +61,9 @@ impl KeyProvider for DrillKeys {
     fn unwrap_pii_key(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<PiiKey, CryptoError> {
         self.check()?;
         self.inner.unwrap_pii_key(wrapped, context)
+    }
+
+    fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms.load(Ordering::SeqCst))
     }
 }

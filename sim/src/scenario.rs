@@ -321,6 +321,13 @@ pub enum Event {
         site: String,
         ms: u64,
     },
+    /// Every call to the site's key provider (wrap, unwrap) takes `ms`
+    /// (0: normal again; `keys_up` ends it too): an HSM under load or
+    /// behind a slow network.
+    SlowKeys {
+        site: String,
+        ms: u64,
+    },
     /// `tandem switchover --from --to` (all of from's shards).
     Switchover {
         from: String,
@@ -419,6 +426,8 @@ impl Event {
             Event::DiskFault { site, store, fault } => format!("fault: {store:?} disk of {site}: {fault:?}"),
             Event::SlowDisk { site, ms: 0 } => format!("heal: blob store of {site} at normal speed"),
             Event::SlowDisk { site, ms } => format!("fault: blob store of {site} slow ({ms} ms a call)"),
+            Event::SlowKeys { site, ms: 0 } => format!("heal: key provider of {site} at normal speed"),
+            Event::SlowKeys { site, ms } => format!("fault: key provider of {site} slow ({ms} ms a call)"),
             Event::Switchover { from, to, .. } => format!("sre: switchover {from} -> {to}"),
             Event::Failover { from, to, accept_data_loss } => {
                 format!("sre: failover {from} -> {to}{}", if *accept_data_loss { " --accept-data-loss" } else { "" })
@@ -453,6 +462,7 @@ impl Event {
             | Event::PowerCut { site }
             | Event::DiskFault { site, .. }
             | Event::SlowDisk { site, .. }
+            | Event::SlowKeys { site, .. }
             | Event::ClockDrift { site, .. }
             | Event::ClockStep { site, .. }
             | Event::DrActivate { site, .. }

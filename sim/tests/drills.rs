@@ -118,6 +118,7 @@ library! {
     destroy_during_partition => "destroy-during-partition",
     partition_manual_failover => "partition-manual-failover",
     key_provider_outage => "key-provider-outage",
+    key_provider_slow => "key-provider-slow",
     failback_after_dr => "failback-after-dr",
     steady_ten_minutes => "steady-ten-minutes",
     busy_survivor_power_loss => "busy-survivor-power-loss",

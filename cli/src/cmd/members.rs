@@ -132,16 +132,19 @@ fn render(m: &Members) -> String {
                 x.matched_index.map_or("-".into(), |i| i.to_string()),
                 match x.last_contact_ms {
                     Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
-                    None => "never (since this leader started)".into(),
+                    None if m.from_leader => "never (since this leader started)".into(),
+                    None => "-".into(),
                 },
             ]
         })
         .collect();
-    format!(
-        "{}\nterm {}, leader log index {}, generation {}\n",
-        crate::output::table(&["SITE", "NODE", "ROLE", "ADDR", "LOG INDEX", "LAST CONTACT"], &rows),
-        m.term,
-        m.last_log_index,
-        m.generation
-    )
+    let source = if m.from_leader {
+        format!("term {}, leader log index {}, generation {}", m.term, m.last_log_index, m.generation)
+    } else {
+        format!(
+            "NO LEADER ANSWERED: the membership as node {} last saw it (term {}, generation {}); log indexes and contacts are known only to a leader",
+            m.answered_by, m.term, m.generation
+        )
+    };
+    format!("{}\n{source}\n", crate::output::table(&["SITE", "NODE", "ROLE", "ADDR", "LOG INDEX", "LAST CONTACT"], &rows))
 }

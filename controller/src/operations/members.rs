@@ -12,9 +12,14 @@ use super::{present, Hooks, OpError, Plan};
 use crate::client::{ChangeOutcome, ControlClient};
 use crate::members::Members;
 
-/// The membership, for `tandem members`.
+/// The membership, for `tandem members`: from the leader, or, when no
+/// leader answers (no quorum, an election), as the first controller that
+/// answers last saw it (`from_leader` false).
 pub async fn list(client: &ControlClient) -> Result<Members, OpError> {
-    Ok(client.members().await?)
+    match client.members().await {
+        Ok(m) => Ok(m),
+        Err(leader) => client.members_seen().await.map_err(|_| OpError::Control(leader)),
+    }
 }
 
 fn contact(ms: Option<u64>) -> String {

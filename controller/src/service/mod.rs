@@ -165,9 +165,11 @@ impl ControlService {
         self
     }
 
-    /// The membership as this node (the leader) sees it.
+    /// The membership as this node sees it; log indexes and contacts only
+    /// when it leads (a follower hears from the leader alone).
     fn members(&self) -> pb::MembersReply {
         let m = self.raft.metrics().borrow().clone();
+        let leading = m.state == openraft::ServerState::Leader;
         let cluster = self.state.cluster();
         let membership = m.membership_config.membership().clone();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -182,8 +184,16 @@ impl ControlService {
                     addr: node.addr.clone(),
                     role: if voters.contains(id) { "voter" } else { "learner" }.into(),
                     leader: m.current_leader == Some(*id),
-                    matched_index: if me { m.last_log_index } else { matched.get(id).copied().flatten().map(|l| l.index) },
-                    last_contact_ms: if me { Some(0) } else { self.contacts.since(*id).map(|d| d.as_millis() as u64) },
+                    matched_index: match (me, leading) {
+                        (true, _) => m.last_log_index,
+                        (false, true) => matched.get(id).copied().flatten().map(|l| l.index),
+                        (false, false) => None,
+                    },
+                    last_contact_ms: match (me, leading) {
+                        (true, _) => Some(0),
+                        (false, true) => self.contacts.since(*id).map(|d| d.as_millis() as u64),
+                        (false, false) => None,
+                    },
                 }
             })
             .collect();
@@ -193,6 +203,8 @@ impl ControlService {
             last_log_index: m.last_log_index.unwrap_or(0),
             generation: cluster.generation,
             members,
+            from_leader: false,
+            answered_by: self.node_id,
         }
     }
 
@@ -597,16 +609,19 @@ impl Control for ControlService {
     async fn members(&self, req: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
         self.authorize(&req, "members", Need::Role(Role::Viewer))?;
         let forward = wants_forwarding(&req);
+        if req.get_ref().local {
+            return Ok(Response::new(self.members()));
+        }
         if let Err(refusal) = self.confirm_leadership().await {
             return match convert::leader_named(&refusal) {
                 Some(addr) if forward => {
-                    let reply = self.forward(&addr, |mut c| async move { c.members(forwarded_request(pb::MembersRequest {})).await }).await?;
+                    let reply = self.forward(&addr, |mut c| async move { c.members(forwarded_request(pb::MembersRequest { local: false })).await }).await?;
                     Ok(Response::new(reply))
                 }
                 _ => Err(refusal),
             };
         }
-        Ok(Response::new(self.members()))
+        Ok(Response::new(pb::MembersReply { from_leader: true, ..self.members() }))
     }
 
     async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::ChangeReply>, Status> {
@@ -618,7 +633,7 @@ impl Control for ControlService {
         self.confirm_leadership().await?;
         let cluster = self.state.cluster();
         let site = cluster.sites.get(&r.site).ok_or_else(|| Status::invalid_argument(format!("unknown site {:?}", r.site)))?.clone();
-        let view = self.members();
+        let view = pb::MembersReply { from_leader: true, ..self.members() };
         let Some(member) = view.members.iter().find(|m| m.node_id == site.node_id) else {
             return Ok(Response::new(pb::ChangeReply {
                 audit_seq: 0,

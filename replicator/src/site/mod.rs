@@ -12,6 +12,7 @@ use tandem_net::Transport;
 use tandem_storage::KvStore;
 use tokio::sync::watch;
 
+pub(crate) mod keys;
 mod log;
 mod rules;
 pub mod staging;
@@ -63,6 +64,11 @@ pub struct Link {
     /// large entry, which keeps a sync write waiting while the peer is
     /// still receiving.
     pub sent: Arc<watch::Sender<u64>>,
+    /// Ciphertext bytes of staged copies queued for the peer's stage
+    /// stream, for `tandem_replication_sent_bytes_total` only. Not progress
+    /// in `sent`: a queue accepts bytes a cut-off peer never reads, and a
+    /// sync write must not wait on them as if the peer were receiving.
+    pub staged_bytes: Arc<std::sync::atomic::AtomicU64>,
     /// Whether `acked` came from the peer since this process started (a
     /// fresh 0 means "not asked yet", not "has nothing").
     pub acked_known: std::sync::atomic::AtomicBool,
@@ -87,6 +93,7 @@ impl Link {
             send_limit,
             acked: watch::Sender::new(0),
             sent: Arc::new(watch::Sender::new(0)),
+            staged_bytes: Arc::default(),
             acked_known: std::sync::atomic::AtomicBool::new(false),
             staged: Mutex::new(BTreeMap::new()),
             stage_channel: ChannelSlot::default(),
@@ -158,7 +165,7 @@ pub struct Site {
     /// Per contract: its item digest and the change count it was computed at.
     pub(crate) item_cache: Mutex<BTreeMap<(String, String), (u64, String)>>,
     pub(crate) blobs: BlobStore,
-    pub(crate) keys: Arc<dyn KeyProvider>,
+    pub(crate) keys: keys::Keys,
     pub(crate) rng: Arc<dyn RandomSource>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) transport: Transport,
@@ -261,7 +268,7 @@ impl Site {
             digest_cache: Mutex::default(),
             item_cache: Mutex::default(),
             blobs: deps.blobs,
-            keys: deps.keys,
+            keys: keys::Keys::new(deps.keys),
             rng: deps.rng,
             clock: deps.clock.clone(),
             transport: deps.transport.clone(),
