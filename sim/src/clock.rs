@@ -81,18 +81,24 @@ impl SimClock {
 
     /// Maps stamps this clock gave in real-time order (a site's log, in
     /// sequence order) back to simulated ms: each is placed in the first
-    /// segment, not before the previous stamp's, whose readings include it,
-    /// which resolves the readings a step back repeats.
+    /// segment, not before the previous stamp's, whose readings include it
+    /// at a real time not before the previous stamp's, which resolves the
+    /// readings a step back repeats. (A stamp after a step back can also be
+    /// read in the stepped-forward segment, at a real time before the
+    /// previous entry: found by fuzz seed 86, whose check then saw a write
+    /// under a new epoch before the move that granted it.)
     pub fn to_real_in_order(&self, stamps: &[u64]) -> Vec<u64> {
         let segs = self.lock();
-        let mut at = 0;
+        let (mut at, mut last_real) = (0, 0);
         stamps
             .iter()
             .map(|unix| {
                 let local = *unix as i64 - (SIM_EPOCH_UNIX_S * 1000) as i64;
-                match (at..segs.len()).find_map(|i| Self::reading_in(&segs, i, local).map(|real| (i, real))) {
+                let readings = || (at..segs.len()).filter_map(|i| Self::reading_in(&segs, i, local).map(|real| (i, real)));
+                let in_order = readings().find(|(_, real)| *real >= last_real).or_else(|| readings().next());
+                match in_order {
                     Some((i, real)) => {
-                        at = i;
+                        (at, last_real) = (i, real);
                         real
                     }
                     None => local.max(0) as u64,
@@ -148,6 +154,13 @@ mod tests {
         // the step when the log says it came first.
         assert_eq!(c.to_real_ms(unix(79_000)), 48_000, "alone: the later reading");
         assert_eq!(c.to_real_in_order(&[unix(5_000), unix(76_000), unix(79_000), unix(71_000)]), vec![5_000, 22_000, 28_000, 32_000]);
+        // A step forward undone later: after the step back, a reading the
+        // forward segment also holds, but only before the entry logged
+        // ahead of it, is the later one (fuzz seed 86).
+        let c = SimClock::default();
+        c.step(10_000, 9_000); // at 10 s forward 9 s: local 19 s
+        c.step(20_000, -9_000); // at 20 s (local 29 s) back to real time
+        assert_eq!(c.to_real_in_order(&[unix(28_000), unix(22_000)]), vec![19_000, 22_000]);
         assert!(!SimClock::default().skewed());
     }
 }

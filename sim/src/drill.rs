@@ -140,7 +140,9 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
     let end = start + Duration::from_secs(scenario.duration_s);
     let history = History::default();
     let (w, h, t) = (scenario.workload.clone(), history.clone(), c.trace().clone());
-    c.client("client", async move { workload::run(w, end, h, t).await });
+    let client_faults = workload::ClientFaults::default();
+    let faults = client_faults.clone();
+    c.client("client", async move { workload::run(w, end, h, t, faults).await });
     c.set_latency("client", "c", Duration::from_millis(scenario.links.dr_ms));
 
     // Sites lost to a crash, and when (for the recovery figures); every
@@ -158,7 +160,7 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         if step.event.stops_writes() {
             events.push((what.clone(), at_ms));
         }
-        if let Some(site) = apply(&mut c, &step.event, i, &log)? {
+        if let Some(site) = apply(&mut c, &step.event, i, &log, &client_faults)? {
             crashes.push((site, at_ms));
         }
         note(&log, c.elapsed(), what, None);
@@ -345,7 +347,7 @@ fn final_audit(c: &SimCluster) -> Vec<(u64, tandem_controller::state::AuditEntry
 /// Applies one timeline event; returns the site it crashed, if any (a
 /// `crash` of a site already down crashes nothing). SRE commands run on their own client host
 /// (as an SRE's CLI would) and report when they finish.
-fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Option<String>, SimError> {
+fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, client: &workload::ClientFaults) -> Result<Option<String>, SimError> {
     match event.clone() {
         Event::Partition { a, b } => c.partition(&a, &b),
         Event::PartitionOneway { from, to } => c.partition_oneway(&from, &to),
@@ -412,6 +414,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log) -> Result<Optio
             }
         }
         Event::SlowDisk { site, ms } => c.disks(&site).faulty_blobs.set_slow(Duration::from_millis(ms)),
+        Event::DuplicateRequests { rate } => client.set_duplicates(rate),
         Event::SlowKeys { site, ms } => c.disks(&site).keys.set_latency(Duration::from_millis(ms)),
         Event::PauseSite { site } => c.pause(&site),
         Event::ResumeSite { site } => c.resume(&site),

@@ -27,7 +27,7 @@ pub fn scenario(seed: u64) -> Scenario {
         let site = SITES[rng.gen_range(0..3)].to_string();
         let other = SITES.iter().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default();
         let peer = if rng.gen_bool(0.5) { other } else { SITES.iter().rev().find(|s| **s != site).map(|s| s.to_string()).unwrap_or_default() };
-        let (fault, heal) = match rng.gen_range(0..16) {
+        let (fault, heal) = match rng.gen_range(0..17) {
             0 => (Event::Partition { a: site.clone(), b: peer.clone() }, Event::Heal { a: site, b: peer }),
             1 => (Event::PartitionOneway { from: site.clone(), to: peer.clone() }, Event::Heal { a: site, b: peer }),
             2 => (Event::Crash { site: site.clone() }, Event::Restart { site }),
@@ -52,6 +52,7 @@ pub fn scenario(seed: u64) -> Scenario {
             }
             13 => (Event::SlowDisk { site: site.clone(), ms: rng.gen_range(20..300) }, Event::SlowDisk { site, ms: 0 }),
             14 => (Event::Reorder { a: site.clone(), b: peer.clone(), ms: rng.gen_range(5..200) }, Event::Delay { a: site, b: peer, ms: 1 }),
+            16 => (Event::DuplicateRequests { rate: 0.3 }, Event::DuplicateRequests { rate: 0.0 }),
             15 => (Event::SlowKeys { site: site.clone(), ms: rng.gen_range(50..1500) }, Event::SlowKeys { site, ms: 0 }),
             _ => (Event::CrashLeader, Event::Restart { site: "any".into() }),
         };

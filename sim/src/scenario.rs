@@ -321,6 +321,11 @@ pub enum Event {
         site: String,
         ms: u64,
     },
+    /// With probability `rate`, the client sends each acknowledged put
+    /// again, as a client that lost the reply retries (0: stops).
+    DuplicateRequests {
+        rate: f64,
+    },
     /// Every call to the site's key provider (wrap, unwrap) takes `ms`
     /// (0: normal again; `keys_up` ends it too): an HSM under load or
     /// behind a slow network.
@@ -426,6 +431,8 @@ impl Event {
             Event::DiskFault { site, store, fault } => format!("fault: {store:?} disk of {site}: {fault:?}"),
             Event::SlowDisk { site, ms: 0 } => format!("heal: blob store of {site} at normal speed"),
             Event::SlowDisk { site, ms } => format!("fault: blob store of {site} slow ({ms} ms a call)"),
+            Event::DuplicateRequests { rate } if *rate <= 0.0 => "heal: client requests delivered once".into(),
+            Event::DuplicateRequests { rate } => format!("fault: client requests delivered twice (rate {rate})"),
             Event::SlowKeys { site, ms: 0 } => format!("heal: key provider of {site} at normal speed"),
             Event::SlowKeys { site, ms } => format!("fault: key provider of {site} slow ({ms} ms a call)"),
             Event::Switchover { from, to, .. } => format!("sre: switchover {from} -> {to}"),
@@ -468,7 +475,7 @@ impl Event {
             | Event::DrActivate { site, .. }
             | Event::DrRejoin { site }
             | Event::Failback { site } => vec![site],
-            Event::CrashLeader | Event::Pause | Event::Resume | Event::VerifyRepair => vec![],
+            Event::CrashLeader | Event::Pause | Event::Resume | Event::VerifyRepair | Event::DuplicateRequests { .. } => vec![],
         }
     }
 
@@ -527,7 +534,7 @@ impl Scenario {
                     return err("timeline.ppm", format!("{ppm} is outside -900000..=1000000 (a clock at least a tenth as fast as real time, at most twice)"));
                 }
             }
-            if let Event::Loss { rate, .. } = step.event {
+            if let Event::Loss { rate, .. } | Event::DuplicateRequests { rate } = step.event {
                 if !(0.0..=1.0).contains(&rate) {
                     return err("timeline.rate", format!("{rate} is not a rate between 0 and 1"));
                 }

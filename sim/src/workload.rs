@@ -94,21 +94,53 @@ fn ms() -> u64 {
     crate::trace::now().as_millis() as u64
 }
 
+/// Client-side faults a scenario switches on and off while the workload
+/// runs (event `duplicate_requests`).
+#[derive(Clone, Default)]
+pub struct ClientFaults {
+    /// Per mille of acknowledged puts sent again, as a client that lost
+    /// the reply (a timeout, a reset connection) retries.
+    duplicate_per_mille: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl ClientFaults {
+    pub fn set_duplicates(&self, rate: f64) {
+        let per_mille = (rate.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        self.duplicate_per_mille.store(per_mille, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether request `n` is delivered twice. Drawn from `n` alone (a
+    /// fixed hash), so the same seed duplicates the same requests.
+    fn duplicates(&self, n: u64) -> bool {
+        let per_mille = self.duplicate_per_mille.load(std::sync::atomic::Ordering::SeqCst) as u64;
+        per_mille > 0 && (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1000 < per_mille
+    }
+}
+
 /// Runs the workload until `until` of simulated time: `w.clients`
 /// concurrent request loops sharing one request counter.
-pub async fn run(w: Workload, until: Duration, history: History, trace: Trace) -> turmoil::Result {
+pub async fn run(w: Workload, until: Duration, history: History, trace: Trace, faults: ClientFaults) -> turmoil::Result {
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // One client library for the host's loops, as in one application process.
     let router = Arc::new(Mutex::new(Router { sticky: w.sticky, ..Default::default() }));
-    let loops: Vec<_> =
-        (0..w.clients.max(1)).map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone(), router.clone()))).collect();
+    let loops: Vec<_> = (0..w.clients.max(1))
+        .map(|_| tokio::spawn(one_client(w.clone(), until, history.clone(), trace.clone(), counter.clone(), router.clone(), faults.clone())))
+        .collect();
     for l in loops {
         l.await?;
     }
     Ok(())
 }
 
-async fn one_client(w: Workload, until: Duration, history: History, trace: Trace, counter: Arc<std::sync::atomic::AtomicU64>, router: Arc<Mutex<Router>>) {
+async fn one_client(
+    w: Workload,
+    until: Duration,
+    history: History,
+    trace: Trace,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+    router: Arc<Mutex<Router>>,
+    faults: ClientFaults,
+) {
     // The platform's client library knows every site: it tries the next
     // when one has had no write lease for a lease.
     let client = ReplicatorClient::new(Transport::Turmoil, Duration::from_secs(5)).with_sites_to_try();
@@ -141,23 +173,47 @@ async fn one_client(w: Workload, until: Duration, history: History, trace: Trace
             let header =
                 PutHeader { tenant: tenant.clone(), contract_id: id.clone(), pii_fields: [(PII_FIELD.to_string(), id_card(n))].into(), ..Default::default() };
             let files = vec![("deed.pdf".to_string(), body(n, size))];
-            let order = lock(&router).order(&tenant);
-            let result = first_site(timeout, &order, &router, |addr| {
-                let (client, header, files) = (&client, header.clone(), files.clone());
-                async move {
-                    let r = client.put_bytes(&addr, &header, &files).await?;
-                    Ok(r.contract.map(|c| Ack { origin: c.origin, epoch: c.epoch, version: c.version, shard: c.shard, accepted_unix_ms: c.created_unix_ms }))
+            let put = || async {
+                let order = lock(&router).order(&tenant);
+                let result = first_site(timeout, &order, &router, |addr| {
+                    let (client, header, files) = (&client, header.clone(), files.clone());
+                    async move {
+                        let r = client.put_bytes(&addr, &header, &files).await?;
+                        Ok(r.contract.map(|c| Ack {
+                            origin: c.origin,
+                            epoch: c.epoch,
+                            version: c.version,
+                            shard: c.shard,
+                            accepted_unix_ms: c.created_unix_ms,
+                        }))
+                    }
+                })
+                .await
+                .and_then(|(_, a)| a.ok_or_else(|| "the reply described no contract".to_string()));
+                if let Ok(a) = &result {
+                    lock(&router).owner_is(&tenant, &a.origin);
                 }
-            })
-            .await
-            .and_then(|(_, a)| a.ok_or_else(|| "the reply described no contract".to_string()));
-            if let Ok(a) = &result {
-                lock(&router).owner_is(&tenant, &a.origin);
-            }
+                result
+            };
+            let result = put().await;
             if result.is_ok() {
                 acked.push((tenant.clone(), id.clone()));
+                if faults.duplicates(n) {
+                    // The reply was lost: the client sends the same put again.
+                    // It is a second acknowledged version of the same bytes,
+                    // and every check holds it to what the first one is held to.
+                    let first = Op { n, kind: OpKind::Put, tenant: tenant.clone(), contract_id: id.clone(), size, sent_ms, done_ms: ms(), result };
+                    trace.record(crate::trace::now(), format!("client Put {}/{} delivered twice (reply lost, retried)", first.tenant, first.contract_id));
+                    history.push(first);
+                    let sent_ms = ms();
+                    let result = put().await;
+                    Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
+                } else {
+                    Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
+                }
+            } else {
+                Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
             }
-            Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
         };
         trace.record(
             crate::trace::now(),

@@ -119,6 +119,7 @@ library! {
     partition_manual_failover => "partition-manual-failover",
     key_provider_outage => "key-provider-outage",
     key_provider_slow => "key-provider-slow",
+    duplicate_requests => "duplicate-requests",
     failback_after_dr => "failback-after-dr",
     steady_ten_minutes => "steady-ten-minutes",
     busy_survivor_power_loss => "busy-survivor-power-loss",
