@@ -207,6 +207,21 @@ fn roles_bound_what_each_operator_may_do() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains(&format!("DR activation needs role admin, certificate {OPERATOR} has operator")), "{}", stderr(&out));
 
+    // The policy and the Raft membership are an admin's; reading them a viewer's.
+    let out = c.tandem_as(VIEWER, &SITES, &["members"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.tandem_as(OPERATOR, &SITES, &["policy", "set", "cooldown_s=30", "--reason", "operator tries", "--yes"]);
+    assert!(!out.status.success() && stderr(&out).contains("needs role admin") && stderr(&out).contains(OPERATOR), "{}", stderr(&out));
+    let out = c.tandem_as(OPERATOR, &SITES, &["members", "remove", "--site", "c", "--reason", "operator tries", "--yes"]);
+    assert!(!out.status.success() && stderr(&out).contains("needs role admin"), "{}", stderr(&out));
+    assert_eq!(c.status(&SITES).unwrap()["cluster"]["policy"]["cooldown_s"], 600, "a refused policy change applied");
+    let out = c.tandem_as(ADMIN, &SITES, &["policy", "set", "cooldown_s=30", "--reason", "admin may", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // An admin passes the role check; a live controller is still not removed.
+    let out = c.tandem_as(ADMIN, &SITES, &["members", "remove", "--site", "c", "--reason", "admin tries", "--yes"]);
+    let why = stderr(&out);
+    assert!(!out.status.success() && !why.contains("permission denied") && (why.contains("not lost") || why.contains("leads")), "{why}");
+
     // Admin: destroy yes; DR activation passes the role check and is then
     // refused for its own reason (the cluster still has a quorum).
     let out = c.contract_as(ADMIN, "a", &destroy);

@@ -186,6 +186,8 @@ impl Hooks for CliHooks<'_> {
 pub fn op_error(e: OpError, what: &str) -> anyhow::Error {
     match e {
         OpError::Refused { .. } | OpError::NotConfirmed(_) => anyhow::anyhow!("{e}"),
+        // Its message is the controller's, once (as a source it would print twice).
+        OpError::Control(c) => anyhow::Error::new(c).context(format!("{what} failed")),
         other => anyhow::Error::new(other).context(format!("{what} failed")),
     }
 }
