@@ -272,6 +272,13 @@ fn a_lost_controller_is_removed_and_replaced() {
     let out = c.tandem(&others, &["pause", "--reason", "after the replacement", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     c.wait_status("the replacement applies a new change", &[lost], |s| s["cluster"]["policy"]["paused"] == true && s["cluster"]["bootstrapped"] == true);
+    // Restarted, it is a member like the others (its join marker no longer
+    // counts once it holds the state).
+    c.kill(lost);
+    c.start(lost);
+    c.wait_status("the restarted replacement following the leader again", &[lost], |s| {
+        s["nodes"][lost]["role"] == "follower" && s["cluster"]["policy"]["paused"] == true
+    });
     let audit = audit_json(&c);
     for what in ["removed from the Raft membership", "prepared to join generation", "joined generation"] {
         assert!(audit.iter().any(|e| e["what"].as_str().is_some_and(|w| w.contains(what))), "no audit entry for {what:?}: {audit:?}");

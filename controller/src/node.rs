@@ -147,9 +147,13 @@ impl Node {
             .map_err(|e| NodeError::Store(e.to_string()))?
             .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        // A returning old site prepared by `tandem dr rejoin` waits, empty,
-        // for the activated generation's leader to add it.
-        let joining = deps.kv.get(crate::raft::state_machine::DR_JOINING_KEY).map_err(|e| NodeError::Store(e.to_string()))?.is_some();
+        // A returning old site prepared by `tandem dr rejoin`, or a
+        // replacement prepared by `tandem members prepare`, waits, empty,
+        // for the leader to add it. Once it holds the cluster's state it is
+        // a member like any other: the marker no longer counts, so it is
+        // checked against newer generations at every start like the rest.
+        let marked = deps.kv.get(crate::raft::state_machine::DR_JOINING_KEY).map_err(|e| NodeError::Store(e.to_string()))?.is_some();
+        let joining = marked && !state.cluster().bootstrapped;
         if !joining {
             refuse_if_superseded(&config, &me, state.cluster().generation, deps.transport.clone()).await?;
         }

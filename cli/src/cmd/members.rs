@@ -20,10 +20,29 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub target: Target,
+    pub target: GlobalTarget,
     /// Print JSON instead of a table (listing only).
     #[arg(long)]
     pub json: bool,
+}
+
+/// [`Target`] for `members` and every subcommand alike: given before or
+/// after the subcommand, it is the one cluster acted on (a copy per
+/// subcommand would let `members --controllers X remove` act elsewhere).
+#[derive(clap::Args, Clone, Debug)]
+pub struct GlobalTarget {
+    /// Controller addresses (host:port, comma-separated), tried in order.
+    #[arg(long, env = "TANDEM_CONTROLLERS", default_value = crate::DEMO_CONTROLLERS, value_delimiter = ',', global = true)]
+    pub controllers: Vec<String>,
+    /// Upper bound on each call to a controller, in milliseconds.
+    #[arg(long, default_value_t = 8000, global = true)]
+    pub timeout_ms: u64,
+}
+
+impl GlobalTarget {
+    fn client(&self) -> tandem_controller::client::ControlClient {
+        Target { controllers: self.controllers.clone(), timeout_ms: self.timeout_ms }.client()
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -33,8 +52,6 @@ pub enum Command {
         #[arg(long)]
         site: String,
         #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
         audited: Audited,
     },
     /// Prepare an empty store for a replacement controller (run where it will run, before starting it).
@@ -43,16 +60,12 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
         #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
         audited: Audited,
     },
     /// Add a site's running replacement controller: learner, then voter.
     Add {
         #[arg(long)]
         site: String,
-        #[command(flatten)]
-        target: Target,
         #[command(flatten)]
         audited: Audited,
     },
@@ -69,20 +82,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Remove { site, target, audited }) => {
+        Some(Command::Remove { site, audited }) => {
             audited.check_reason()?;
-            let client = target.client();
+            let client = args.target.client();
             let mut hooks = CliHooks::new(&audited, false);
             if let Some(o) = members::remove(&client, &site, &audited.who, &audited.reason, &mut hooks).await.map_err(|e| op_error(e, "members remove"))? {
                 println!("{} (audit #{})", o.result, o.audit_seq);
             }
             Ok(())
         }
-        Some(Command::Prepare { config, target, audited }) => prepare(target.client(), config, audited).await,
-        Some(Command::Add { site, target, audited }) => {
+        Some(Command::Prepare { config, audited }) => prepare(args.target.client(), config, audited).await,
+        Some(Command::Add { site, audited }) => {
             audited.check_reason()?;
             // The new node must receive the whole state first.
-            let client = target.client().with_timeout(Duration::from_secs(120));
+            let client = args.target.client().with_timeout(Duration::from_secs(120));
             let mut hooks = CliHooks::new(&audited, false);
             if let Some(o) = members::add(&client, &site, &audited.who, &audited.reason, &mut hooks).await.map_err(|e| op_error(e, "members add"))? {
                 println!("{} (audit #{})", o.result, o.audit_seq);

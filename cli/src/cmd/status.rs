@@ -67,7 +67,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.watch {
         return once(&args).await;
     }
-    let interval = std::time::Duration::from_secs_f64(args.interval.max(0.1));
+    let interval = std::time::Duration::try_from_secs_f64(args.interval.max(0.1))
+        .map_err(|_| anyhow::anyhow!("--interval {} is not a number of seconds tandem can wait", args.interval))?;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut shown = 0u64;
     loop {

@@ -29,6 +29,22 @@ pub async fn set(client: &ControlClient, req: &SetPolicy, hooks: &mut impl Hooks
     let refused = |reason: String| OpError::Refused { action: format!("policy set {}", req.key), reason };
     // The same check the state machine applies, before asking anyone.
     policy.clone().set(&req.key, &req.value).map_err(refused)?;
+    // A controller of a build older than the command cannot decode it: its
+    // log would stall on the entry, and with it every later change. Older
+    // builds report no version; a build that reports none itself (the
+    // simulation) cannot tell them apart and does not check.
+    if !status.raft.version.is_empty() {
+        for site in status.cluster.sites.values() {
+            if let Ok(s) = client.status_at(&site.addr).await {
+                if s.raft.version.is_empty() {
+                    return Err(refused(format!(
+                        "{}'s controller runs a build older than policy changes; finish the rolling upgrade first (tandem status shows each build)",
+                        site.name
+                    )));
+                }
+            }
+        }
+    }
     let current = policy.get(&req.key).unwrap_or_default();
     let expect = req.expect.clone().unwrap_or_else(|| current.clone());
     if expect != current {

@@ -28,18 +28,34 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// When this node last had an answer from each peer (any Raft RPC), for
 /// `tandem members`: openraft's metrics say how far a peer's log is, not
 /// whether it still answers.
-#[derive(Clone, Default)]
-pub struct Contacts(Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>);
+#[derive(Clone)]
+pub struct Contacts {
+    heard: Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>,
+    /// When this process began recording.
+    since: tokio::time::Instant,
+}
+
+impl Default for Contacts {
+    fn default() -> Self {
+        Contacts { heard: Arc::default(), since: tokio::time::Instant::now() }
+    }
+}
 
 impl Contacts {
+    /// How long this node has been recording contacts: "never heard" means
+    /// little from a node that started a moment ago.
+    pub fn recording_for(&self) -> std::time::Duration {
+        self.since.elapsed()
+    }
+
     fn heard(&self, node: NodeId) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(node, tokio::time::Instant::now());
+        self.heard.lock().unwrap_or_else(|e| e.into_inner()).insert(node, tokio::time::Instant::now());
     }
 
     /// How long ago `node` last answered (`None`: never, since this
     /// process started).
     pub fn since(&self, node: NodeId) -> Option<std::time::Duration> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&node).map(|t| t.elapsed())
+        self.heard.lock().unwrap_or_else(|e| e.into_inner()).get(&node).map(|t| t.elapsed())
     }
 }
 

@@ -650,6 +650,17 @@ impl Control for ControlService {
             )));
         }
         let heard = member.last_contact_ms.map(Duration::from_millis);
+        // Never heard counts as lost only after this node has listened for
+        // as long (a leader that just started has heard nobody yet).
+        let listened = self.contacts.recording_for();
+        if heard.is_none() && listened < MEMBER_LOST_AFTER {
+            return Err(Status::failed_precondition(format!(
+                "this leader started {} s ago and has not heard {}'s controller yet: ask again once it has listened for {} s",
+                listened.as_secs(),
+                r.site,
+                MEMBER_LOST_AFTER.as_secs()
+            )));
+        }
         if heard.is_some_and(|h| h < MEMBER_LOST_AFTER) {
             return Err(Status::failed_precondition(format!(
                 "{}'s controller answered the leader {} ms ago: it is not lost. Stop it for good before removing it (a removed controller that still runs would disturb the cluster)",
@@ -686,7 +697,15 @@ impl Control for ControlService {
             voters.len() - usize::from(member.role == "voter"),
             r.site
         );
-        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, change).await.map(change_reply)
+        // The removal has committed: a failure now is of its audit entry
+        // only, and must not read as "nothing happened".
+        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, change).await.map(change_reply).map_err(|e| {
+            Status::unavailable(format!(
+                "{}'s controller WAS removed from the Raft membership, but its audit entry could not be recorded ({}): record it by hand (`tandem members` shows the removal)",
+                r.site,
+                e.message()
+            ))
+        })
     }
 
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
