@@ -195,7 +195,7 @@ async fn one_client(
                 }
                 result
             };
-            let result = put().await;
+            let (mut sent_ms, mut result) = (sent_ms, put().await);
             if result.is_ok() {
                 acked.push((tenant.clone(), id.clone()));
                 if faults.duplicates(n) {
@@ -205,15 +205,11 @@ async fn one_client(
                     let first = Op { n, kind: OpKind::Put, tenant: tenant.clone(), contract_id: id.clone(), size, sent_ms, done_ms: ms(), result };
                     trace.record(crate::trace::now(), format!("client Put {}/{} delivered twice (reply lost, retried)", first.tenant, first.contract_id));
                     history.push(first);
-                    let sent_ms = ms();
-                    let result = put().await;
-                    Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
-                } else {
-                    Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
+                    sent_ms = ms();
+                    result = put().await;
                 }
-            } else {
-                Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
             }
+            Op { n, kind: OpKind::Put, tenant, contract_id: id, size, sent_ms, done_ms: ms(), result }
         };
         trace.record(
             crate::trace::now(),
