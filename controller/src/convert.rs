@@ -124,6 +124,7 @@ pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
         received_at_unix_ms: h.received_at_unix_ms,
         view_index: h.view_index,
         version: h.version.clone(),
+        blob_store_error: h.blob_store_error.clone(),
     }
 }
 
@@ -136,6 +137,7 @@ pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
         received_at_unix_ms: v.received_at_unix_ms,
         view_index: v.view_index,
         version: v.version,
+        blob_store_error: v.blob_store_error,
     }
 }
 
@@ -335,6 +337,7 @@ mod tests {
                 received_at_unix_ms: 11,
                 view_index: 9,
                 version: "0.1.0+def".into(),
+                blob_store_error: "s3: connection refused".into(),
             }],
             now_unix_ms: 12,
             auto_failover: [("a".to_string(), String::new()), ("b".to_string(), "pair b -> a async".to_string())].into(),

@@ -36,6 +36,10 @@ pub struct ReplicatorHealth {
     /// The build the replicator runs ("0.1.0+<commit>"; "" from an older build).
     #[serde(default)]
     pub version: String,
+    /// Why the site's blob store fails ("": it answers), from its newest
+    /// request or the idle probe.
+    #[serde(default)]
+    pub blob_store_error: String,
 }
 
 const PERSISTED_KEY: &[u8] = b"health/board";

@@ -19,6 +19,14 @@ pub struct Text {
     out: String,
 }
 
+/// One labelled series of a histogram (see [`Text::histogram`]).
+pub struct HistogramSample {
+    pub labels: Vec<(&'static str, String)>,
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
 /// Kind of a metric family.
 #[derive(Clone, Copy)]
 pub enum Kind {
@@ -58,6 +66,30 @@ impl Text {
 
     pub fn finish(self) -> String {
         self.out
+    }
+
+    /// A histogram family: per labels, the count in each bucket (not yet
+    /// cumulative; `bounds` are the buckets' upper bounds, ascending), the
+    /// total count and the sum of the observations.
+    pub fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], samples: &[HistogramSample]) -> &mut Self {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for h in samples {
+            let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let with_le = |le: &str| {
+                let mut l = labels.clone();
+                l.push(format!("le=\"{le}\""));
+                l.join(",")
+            };
+            let mut cumulative = 0;
+            for (bound, n) in bounds.iter().zip(&h.buckets) {
+                cumulative += n;
+                let _ = writeln!(self.out, "{name}_bucket{{{}}} {cumulative}", with_le(&bound.to_string()));
+            }
+            let _ = writeln!(self.out, "{name}_bucket{{{}}} {}", with_le("+Inf"), h.count);
+            let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+            let _ = writeln!(self.out, "{name}_sum{labels} {}\n{name}_count{labels} {}", h.sum, h.count);
+        }
+        self
     }
 
     /// `tandem_build_info` (which build runs, as labels) and the standard
@@ -113,6 +145,20 @@ mod tests {
             "# HELP tandem_lag_entries Entries behind.\n# TYPE tandem_lag_entries gauge\n\
              tandem_lag_entries{peer=\"b\"} 3\ntandem_lag_entries{peer=\"c\\\"x\"} 0\n\
              # HELP tandem_up Up.\n# TYPE tandem_up gauge\ntandem_up 1\n"
+        );
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let mut t = Text::new();
+        let sample = HistogramSample { labels: vec![("op", "get".into())], buckets: vec![2, 0, 1], count: 4, sum: 7.5 };
+        t.histogram("tandem_x_seconds", "X.", &[0.1, 1.0, 5.0], &[sample]);
+        assert_eq!(
+            t.finish(),
+            "# HELP tandem_x_seconds X.\n# TYPE tandem_x_seconds histogram\n\
+             tandem_x_seconds_bucket{op=\"get\",le=\"0.1\"} 2\ntandem_x_seconds_bucket{op=\"get\",le=\"1\"} 2\n\
+             tandem_x_seconds_bucket{op=\"get\",le=\"5\"} 3\ntandem_x_seconds_bucket{op=\"get\",le=\"+Inf\"} 4\n\
+             tandem_x_seconds_sum{op=\"get\"} 7.5\ntandem_x_seconds_count{op=\"get\"} 4\n"
         );
     }
 }

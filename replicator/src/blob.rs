@@ -37,6 +37,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::blob_stats::{BlobStats, Instrumented, Outcome};
 use crate::hash::Hasher;
 use crate::pool::Pool;
 
@@ -61,6 +62,9 @@ const ALIGN: usize = 4096;
 /// prefix of the object store). Tenant ids cannot start with '.', so no
 /// contract's blobs can land here.
 pub const STAGING: &str = ".staging";
+/// What the idle probe asks for: under the staging prefix, so no contract
+/// can have that name, and never written.
+const PROBE: &str = ".staging/.probe";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -114,6 +118,8 @@ pub enum Hashing {
 #[derive(Clone)]
 pub struct BlobStore {
     backend: Backend,
+    /// Requests to the backend and whether it fails (metrics, heartbeats).
+    stats: BlobStats,
 }
 
 #[derive(Clone)]
@@ -148,7 +154,7 @@ impl BlobStore {
         std::fs::create_dir_all(&staging).map_err(|e| BlobError::Store(format!("cannot create {}: {e}", staging.display())))?;
         let direct = direct && direct_io_works(&staging);
         tracing::debug!(root = %root.display(), direct, "local blob store");
-        Ok(Self { backend: Backend::Local(Arc::new(LocalFs { root, direct, next: AtomicU64::new(0) })) })
+        Ok(Self { backend: Backend::Local(Arc::new(LocalFs { root, direct, next: AtomicU64::new(0) })), stats: BlobStats::default() })
     }
 
     /// An in-memory store that lives as long as its clones: the drill keeps
@@ -161,22 +167,57 @@ impl BlobStore {
     /// A store over any `object_store` backend (the drill's faulty disks
     /// wrap the in-memory one).
     pub fn over(store: Arc<dyn ObjectStore>) -> Self {
-        Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))) }
+        let stats = BlobStats::default();
+        let store = Arc::new(Instrumented::new(store, stats.clone()));
+        Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))), stats }
     }
 
     /// A backend by URL (`s3://bucket/prefix`, `gs://...`, `az://...`,
-    /// `file:///path`, `memory:///`), with backend options (region,
-    /// endpoint...). Credentials come from the options or the usual
-    /// environment variables of the backend.
+    /// `http(s)://...`, `file:///path`, `memory:///`), with backend options
+    /// (region, endpoint...; see [`crate::blob_url`]): an unknown option is
+    /// an error that names it. Credentials and settings also come from the
+    /// backend's usual environment variables (`AWS_ACCESS_KEY_ID`, ...);
+    /// options override them.
     pub fn from_url(url: &str, options: &std::collections::BTreeMap<String, String>) -> Result<Self, BlobError> {
         if let Some(path) = url.strip_prefix("file://") {
+            if let Some(key) = options.keys().next() {
+                return Err(BlobError::Store(format!("blob_options: a file:// store takes no options (got {key:?})")));
+            }
             return Self::local(FsPath::new(path));
         }
-        let parsed = url::Url::parse(url).map_err(|e| BlobError::Store(format!("blob_url {url:?}: {e}")))?;
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter())?;
-        let store: Arc<dyn ObjectStore> =
-            if prefix.as_ref().is_empty() { Arc::from(store) } else { Arc::new(object_store::prefix::PrefixStore::new(store, prefix)) };
-        Ok(Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))) })
+        let (store, prefix) = crate::blob_url::open(url, options)?;
+        let stats = BlobStats::default();
+        let store: Arc<dyn ObjectStore> = Arc::new(Instrumented::new(store, stats.clone()));
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() { store } else { Arc::new(object_store::prefix::PrefixStore::new(store, prefix)) };
+        Ok(Self { backend: Backend::Object(store, Arc::new(AtomicU64::new(0))), stats })
+    }
+
+    /// The backend's request counts and latencies, and whether it fails.
+    pub fn stats(&self) -> &BlobStats {
+        &self.stats
+    }
+
+    /// One cheap request that needs the store to answer (a HEAD of a name
+    /// that never exists; a stat of the root on the local disk), so an
+    /// idle store's failure shows too. Its outcome lands in [`Self::stats`].
+    pub async fn probe(&self) {
+        match &self.backend {
+            Backend::Object(..) => {
+                let _ = self.exists(PROBE).await;
+            }
+            Backend::Local(fs) => {
+                let started = tokio::time::Instant::now();
+                let root = fs.root.clone();
+                let result = tokio::task::spawn_blocking(move || std::fs::metadata(&root).map(|_| ())).await;
+                let error = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(io_err(fs.root.display(), e).to_string()),
+                    Err(e) => Some(join_err(e).to_string()),
+                };
+                let outcome = if error.is_some() { Outcome::Error } else { Outcome::Ok };
+                self.stats.record("probe", outcome, started.elapsed(), error);
+            }
+        }
     }
 
     /// Where a blob lives on the local disk, if this is the local backend

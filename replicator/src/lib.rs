@@ -27,6 +27,8 @@
 pub mod anti_entropy;
 pub mod apply;
 pub mod blob;
+pub mod blob_stats;
+pub mod blob_url;
 pub mod bulk;
 pub mod bulk_service;
 pub mod client;

@@ -5,7 +5,7 @@
 //! meanings are listed in `deploy/README.md`.
 
 use tandem_controller::state::ReplicationMode;
-use tandem_net::metrics::{Kind, Text};
+use tandem_net::metrics::{HistogramSample, Kind, Text};
 
 use crate::site::Site;
 
@@ -78,6 +78,28 @@ pub fn render(site: &Site) -> String {
         "Shards owned here whose digest differed from the peer's at the last background comparison (every 5 s while the link is caught up; differences are then repaired).",
         &differing,
     );
+    blob_store(&mut t, site);
     t.build_and_process("replicator");
     t.finish()
+}
+
+/// The blob store's requests (object-store backends: one per HTTP request),
+/// their latency, and whether it answers.
+fn blob_store(t: &mut Text, site: &Site) {
+    let stats = site.blobs.stats();
+    let requests: Vec<_> =
+        stats.requests().into_iter().map(|((op, outcome), n)| (vec![("op", op.to_string()), ("outcome", outcome.as_str().to_string())], n as f64)).collect();
+    t.family("tandem_blob_requests_total", Kind::Counter, "Requests to the blob store, by operation and outcome (ok, not_found, conflict, error).", &requests);
+    let latency: Vec<_> = stats
+        .latency()
+        .into_iter()
+        .map(|(op, l)| HistogramSample { labels: vec![("op", op.to_string())], buckets: l.buckets.to_vec(), count: l.count, sum: l.sum_seconds })
+        .collect();
+    t.histogram("tandem_blob_request_seconds", "Time each blob store request took, by operation.", &crate::blob_stats::BUCKETS, &latency);
+    t.single(
+        "tandem_blob_store_up",
+        Kind::Gauge,
+        "1 while the blob store answers (its newest request, or the idle probe every 5 s, got an answer); 0 while it fails.",
+        if stats.failing().is_some() { 0.0 } else { 1.0 },
+    );
 }

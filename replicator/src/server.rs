@@ -29,6 +29,8 @@ const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Heartbeats to each controller: a site is judged down after 1.5 s
 /// without one (policy `down_after_ms`), so a live site sends six.
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// An idle blob store is asked this often whether it answers.
+const PROBE_BLOBS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -115,6 +117,8 @@ impl Replicator {
             tasks.push(tokio::spawn(tandem_net::endpoints::serve(listener, pages)));
         }
 
+        tasks.push(tokio::spawn(probe_blobs_loop(site.clone())));
+
         tracing::info!(site = %site.name, addr = %local_addr, log_head = head, "replicator started");
         Ok(Replicator { site, local_addr, tasks, server, ready })
     }
@@ -183,6 +187,27 @@ async fn recover_loop(site: Arc<Site>) {
     }
 }
 
+/// Asks the blob store for something when nothing else has for a while,
+/// so a store that fails while the site is idle shows in its heartbeat.
+/// Logs when the store starts and stops failing (once each, not per
+/// request).
+async fn probe_blobs_loop(site: Arc<Site>) {
+    let mut was_failing = false;
+    loop {
+        tokio::time::sleep(PROBE_BLOBS_EVERY).await;
+        let stats = site.blobs.stats();
+        if stats.idle_for().is_none_or(|idle| idle >= PROBE_BLOBS_EVERY) {
+            site.blobs.probe().await;
+        }
+        match (stats.failing(), was_failing) {
+            (Some(error), false) => tracing::error!(site = %site.name, %error, "the blob store fails"),
+            (None, true) => tracing::info!(site = %site.name, "the blob store answers again"),
+            _ => {}
+        }
+        was_failing = stats.failing().is_some();
+    }
+}
+
 /// This site's health report for the controllers. The view index and the log head are read under the
 /// log lock: every append after this report is checked against a view at
 /// least as new as `view_index` (see `Site::append`).
@@ -197,6 +222,7 @@ pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
         received_at_unix_ms: 0,
         view_index,
         version: tandem_net::version::reported(),
+        blob_store_error: site.blobs.stats().failing().unwrap_or_default(),
     }
 }
 

@@ -230,6 +230,11 @@ fn render(r: &Report) -> String {
     if let Some(w) = &r.version_warning {
         out.push_str(&format!("WARNING: {w} (finish the rolling upgrade: see runbooks)\n"));
     }
+    for h in &r.replicators {
+        if !h.blob_store_error.is_empty() {
+            out.push_str(&format!("WARNING: site {}'s blob store fails: {} (see runbooks/blob-store-failing.md)\n", h.site, h.blob_store_error));
+        }
+    }
     if !c.bootstrapped {
         out.push_str("cluster not bootstrapped yet (waiting for the first leader)\n");
     }
@@ -307,7 +312,7 @@ fn render(r: &Report) -> String {
     }
     if !r.replicators.is_empty() {
         out.push('\n');
-        out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS", "VERSION"], &replicator_rows(r)));
+        out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "BLOB STORE", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS", "VERSION"], &replicator_rows(r)));
         out.push('\n');
     }
     if !r.health.is_empty() {
@@ -343,13 +348,15 @@ fn replicator_rows(r: &Report) -> Vec<Vec<String>> {
         let age_ms = r.now_unix_ms.saturating_sub(h.received_at_unix_ms);
         let beat = if age_ms > HEARTBEAT_STALE_MS { format!("STALE ({}s ago)", age_ms / 1000) } else { format!("{}s ago", age_ms / 1000) };
         let version = if h.version.is_empty() { "?".to_string() } else { h.version.clone() };
+        let store = if h.blob_store_error.is_empty() { "ok" } else { "FAILING" }.to_string();
         if h.links.is_empty() {
-            rows.push(vec![h.site.clone(), beat, h.log_head.to_string(), "-".into(), "-".into(), "-".into(), "-".into(), version]);
+            rows.push(vec![h.site.clone(), beat, store, h.log_head.to_string(), "-".into(), "-".into(), "-".into(), "-".into(), version]);
             continue;
         }
         for (i, l) in h.links.iter().enumerate() {
-            let (site, beat, head, version) = if i == 0 { (h.site.clone(), beat.clone(), h.log_head.to_string(), version.clone()) } else { Default::default() };
-            rows.push(vec![site, beat, head, format!("-> {}", l.peer), l.entries.to_string(), l.bytes.to_string(), l.seconds.to_string(), version]);
+            let (site, beat, store, head, version) =
+                if i == 0 { (h.site.clone(), beat.clone(), store.clone(), h.log_head.to_string(), version.clone()) } else { Default::default() };
+            rows.push(vec![site, beat, store, head, format!("-> {}", l.peer), l.entries.to_string(), l.bytes.to_string(), l.seconds.to_string(), version]);
         }
     }
     rows
