@@ -10,31 +10,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-/// Deterministic bytes that contain `marker` every 4 KiB, so plaintext
-/// anywhere on disk would be found by searching for the marker.
-fn body(marker: &str, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x: u32 = 0x9e37_79b9;
-    while out.len() < len {
-        if out.len() % 4096 == 0 {
-            out.extend_from_slice(marker.as_bytes());
-        } else {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            out.push(x as u8);
-        }
-    }
-    out.truncate(len);
-    out
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
 /// Every metric the alert rules and the dashboard in deploy/ use is one
 /// the daemons export, and every runbook an alert names exists: renaming a
 /// metric or a runbook cannot silently disable an alert.
@@ -57,56 +32,6 @@ fn deploy_names_only_exported_metrics(scrapes: &[&str]) {
         for line in text.lines().filter_map(|l| l.trim().strip_prefix("runbook: ")) {
             assert!(root.join(line).is_file(), "{file} names a runbook that does not exist: {line}");
         }
-    }
-}
-
-/// The value of one sample (name with its labels, exactly as exported).
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "command failed: {}\n{}", stderr(out), stdout(out));
-    stdout(out)
-}
-
-fn put(c: &Cluster, at: &str, tenant: &str, id: &str, files: &[&Path], extra: &[&str]) -> Value {
-    let mut args = vec!["put", "--json", "--tenant", tenant, "--id", id];
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    for p in &paths {
-        args.extend(["--file", p.as_str()]);
-    }
-    args.extend(extra);
-    serde_json::from_str(&ok(&c.contract(at, &args))).unwrap()
-}
-
-/// `tandem contract get` at `site` into `out`, or its error text.
-fn get(c: &Cluster, site: &str, tenant: &str, id: &str, out: &Path) -> Result<Value, String> {
-    let o = c.contract(site, &["get", "--json", "--show-pii", "--tenant", tenant, "--id", id, "--out", &out.display().to_string()]);
-    if o.status.success() {
-        Ok(serde_json::from_str(&stdout(&o)).unwrap())
-    } else {
-        Err(stderr(&o))
-    }
-}
-
-fn wait_readable(c: &Cluster, site: &str, tenant: &str, id: &str, out: &Path) -> Value {
-    c.wait_for(&format!("{tenant}/{id} readable at {site}"), || get(c, site, tenant, id, out).ok())
-}
-
-/// Runs `tandem verify` (with `args`); `Ok` when it reports no difference,
-/// otherwise its report, or its error as a string when it could not run.
-fn verify(c: &Cluster, args: &[&str]) -> Result<Value, Value> {
-    let mut all = vec!["verify", "--json"];
-    all.extend(args);
-    let out = c.tandem(&SITES, &all);
-    let Ok(report) = serde_json::from_str::<Value>(&stdout(&out)) else {
-        return Err(Value::String(stderr(&out)));
-    };
-    if out.status.success() && report["differences"].as_array().unwrap().is_empty() {
-        Ok(report)
-    } else {
-        Err(report)
     }
 }
 

@@ -80,6 +80,9 @@ pub struct ControlClient {
     /// One connection per controller, dropped when a call finds it
     /// unreachable.
     channels: std::sync::Mutex<std::collections::BTreeMap<String, tonic::transport::Channel>>,
+    /// The approved request ([`crate::ops::approval`]) that this client's
+    /// shard moves and policy changes carry out (`tandem approve`).
+    approval: Option<u64>,
 }
 
 /// Which controllers to ask, in order. A follower's "not the leader"
@@ -176,7 +179,14 @@ impl ControlClient {
     /// `call_timeout` bounds each call; keep it above the servers' commit
     /// timeout so a slow commit is reported by the server, not cut off here.
     pub fn new(addrs: Vec<String>, transport: Transport, call_timeout: Duration) -> Self {
-        Self { addrs, transport, call_timeout, leader_hint: Default::default(), channels: Default::default() }
+        Self { addrs, transport, call_timeout, leader_hint: Default::default(), channels: Default::default(), approval: None }
+    }
+
+    /// This client, its shard moves and policy changes carrying approval
+    /// `id` (the approver running what they approved).
+    pub fn with_approval(mut self, id: u64) -> Self {
+        self.approval = Some(id);
+        self
     }
 
     fn hint(&self) -> Option<String> {
@@ -425,7 +435,7 @@ impl ControlClient {
 
     /// Asks the leader to apply `change`, following redirects.
     pub async fn change(&self, change: Change, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        let req = pb::ChangeRequest { who: who.to_string(), why: why.to_string() };
+        let req = pb::ChangeRequest { who: who.to_string(), why: why.to_string(), approval: 0 };
         match change {
             Change::Pause => {
                 self.propose(|mut c, _| {
@@ -478,6 +488,7 @@ impl ControlClient {
             require_sync: spec.require_sync,
             kind: spec.kind.as_str().to_string(),
             deadline_ms: spec.deadline_ms,
+            approval: self.approval.unwrap_or(0),
         };
         self.propose(|mut c, _| {
             let r = req.clone();
@@ -516,10 +527,55 @@ impl ControlClient {
 
     /// Sets one policy key, from the value the caller saw (`expect`).
     pub async fn set_policy(&self, spec: &crate::ops::PolicySpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
-        let req = pb::PolicyRequest { who: who.into(), why: why.into(), key: spec.key.clone(), value: spec.value.clone(), expect: spec.expect.clone() };
+        let req = pb::PolicyRequest {
+            who: who.into(),
+            why: why.into(),
+            key: spec.key.clone(),
+            value: spec.value.clone(),
+            expect: spec.expect.clone(),
+            approval: self.approval.unwrap_or(0),
+        };
         self.propose(|mut c, _| {
             let r = req.clone();
             async move { c.set_policy(r).await }
+        })
+        .await
+    }
+
+    /// Records a request for a second admin's approval; the outcome's
+    /// audit_seq is its id.
+    pub async fn request_approval(&self, spec: &crate::ops::approval::RequestSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let req = pb::ApprovalRequest {
+            who: who.into(),
+            why: why.into(),
+            action: spec.action.clone(),
+            args: spec.args.clone().into_iter().collect(),
+            plan: spec.plan.clone(),
+        };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.request_approval(r).await }
+        })
+        .await
+    }
+
+    /// Approves or rejects request `id`.
+    pub async fn decide_approval(&self, id: u64, approve: bool, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let req = pb::ApprovalDecision { who: who.into(), why: why.into(), id, approve };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.decide_approval(r).await }
+        })
+        .await
+    }
+
+    /// Uses approval `spec.id` for a change made outside the controllers
+    /// (a replicator's destroy), on behalf of `who`.
+    pub async fn use_approval(&self, spec: &crate::ops::approval::UseSpec, who: &str, why: &str) -> Result<ChangeOutcome, ClientError> {
+        let req = pb::ApprovalUse { who: who.into(), why: why.into(), id: spec.id, action: spec.action.clone(), args: spec.args.clone().into_iter().collect() };
+        self.propose(|mut c, _| {
+            let r = req.clone();
+            async move { c.use_approval(r).await }
         })
         .await
     }

@@ -108,6 +108,9 @@ pub struct PolicyConfig {
     pub lag_entries_max: u64,
     pub lag_s_max: u64,
     pub down_after_ms: u64,
+    /// Unset: on when the controller runs mutual TLS (identities are then
+    /// certificates, so "a second admin" means something), off without.
+    pub four_eyes: Option<bool>,
 }
 
 impl Default for PolicyConfig {
@@ -119,12 +122,15 @@ impl Default for PolicyConfig {
             lag_entries_max: p.lag_entries_max,
             lag_s_max: p.lag_s_max,
             down_after_ms: p.down_after_ms,
+            four_eyes: None,
         }
     }
 }
 
 impl PolicyConfig {
-    pub fn to_policy(&self) -> Policy {
+    /// The policy this config seeds a new cluster with; `tls`: whether the
+    /// controller runs mutual TLS (the default of `four_eyes`).
+    pub fn to_policy(&self, tls: bool) -> Policy {
         Policy {
             auto_failover: self.auto_failover,
             paused: false,
@@ -132,6 +138,7 @@ impl PolicyConfig {
             lag_entries_max: self.lag_entries_max,
             lag_s_max: self.lag_s_max,
             down_after_ms: self.down_after_ms,
+            four_eyes: self.four_eyes.unwrap_or(tls),
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                 lag_entries_max: c.policy.lag_entries_max,
                 lag_s_max: c.policy.lag_s_max,
                 down_after_ms: c.policy.down_after_ms,
+                four_eyes: c.policy.four_eyes,
             }),
             audit_len: c.audit_len,
             last_auto_failover_unix_ms: c.last_auto_failover_unix_ms,
@@ -102,6 +103,7 @@ pub fn status_to_pb(s: &NodeStatus) -> pb::StatusReply {
                 })
                 .collect(),
             tally: c.tally.as_ref().map(|t| pb::TallyView { moves: t.moves, automatic_moves: t.automatic_moves, refused: t.refused, declined: t.declined }),
+            approvals_json: if c.approvals.is_empty() { String::new() } else { serde_json::to_string(&c.approvals).unwrap_or_default() },
             last_automatic: c.last_automatic.as_ref().map(|a| pb::AutoActionView {
                 at_unix_ms: a.at_unix_ms,
                 audit_seq: a.audit_seq,
@@ -227,6 +229,7 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
                 lag_entries_max: p.lag_entries_max,
                 lag_s_max: p.lag_s_max,
                 down_after_ms: p.down_after_ms,
+                four_eyes: p.four_eyes,
             },
             audit_len: c.audit_len,
             audit_head: c.audit_head,
@@ -234,6 +237,11 @@ pub fn status_from_pb(mut reply: pb::StatusReply) -> Result<NodeStatus, Malforme
             last_moves,
             last_automatic,
             tally: c.tally.map(|t| Tally { moves: t.moves, automatic_moves: t.automatic_moves, refused: t.refused, declined: t.declined }),
+            approvals: if c.approvals_json.is_empty() {
+                Default::default()
+            } else {
+                serde_json::from_str(&c.approvals_json).map_err(|e| Malformed(format!("approvals: {e}")))?
+            },
         },
         replicators: reply.replicators.into_iter().map(replicator_from_pb).collect(),
         now_unix_ms: reply.now_unix_ms,
@@ -292,7 +300,7 @@ mod tests {
             shard_count: 16,
             policy: Policy::default(),
         };
-        let meta = OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1 };
+        let meta = OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1, approval: None };
         ops::apply(&mut cluster, &Request { command: Command::Bootstrap(spec), meta: meta.clone() }, 1);
         // A failover done (a record, a displaced shard, the last automatic
         // action) and one still fenced (a drain with its last-heard time).

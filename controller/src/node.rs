@@ -212,7 +212,7 @@ impl Node {
                 .map(|s| Site { name: s.name.clone(), node_id: s.node_id, city: s.city.clone(), role: s.role.into(), addr: s.addr.clone() })
                 .collect(),
             shard_count: config.shard_count,
-            policy: config.policy.to_policy(),
+            policy: config.policy.to_policy(config.tls.is_some()),
         };
         let bootstrapper = tokio::spawn(bootstrap_when_leader(raft.clone(), state.clone(), spec, deps.clock.clone()));
         let detector = tokio::spawn(
@@ -316,7 +316,7 @@ async fn bootstrap_when_leader(raft: Raft, state: StateReader, spec: BootstrapSp
         if leading {
             let req = Request {
                 command: Command::Bootstrap(spec.clone()),
-                meta: OpMeta { who: "tandem".into(), why: "initial layout from configuration".into(), at_unix_ms: clock.now_unix_ms() },
+                meta: OpMeta { who: "tandem".into(), why: "initial layout from configuration".into(), at_unix_ms: clock.now_unix_ms(), approval: None },
             };
             match tokio::time::timeout(BOOTSTRAP_RECHECK * 10, raft.client_write(req)).await {
                 Ok(Ok(_)) => break,

@@ -387,6 +387,13 @@ pub struct Policy {
     /// written with the older `down_after_s` take this default.)
     #[serde(default = "default_down_after_ms")]
     pub down_after_ms: u64,
+    /// The riskiest operations (a failover that accepts data loss, a
+    /// contract's destruction, a DR activation, a change of a safety
+    /// setting) need a second admin's approval (`crate::ops::approval`).
+    /// On by default when the controllers run mutual TLS (the identities
+    /// are then certificates); states written before it read as off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub four_eyes: bool,
 }
 
 fn default_down_after_ms() -> u64 {
@@ -395,7 +402,15 @@ fn default_down_after_ms() -> u64 {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0, down_after_ms: default_down_after_ms() }
+        Self {
+            auto_failover: true,
+            paused: false,
+            cooldown_s: 600,
+            lag_entries_max: 0,
+            lag_s_max: 0,
+            down_after_ms: default_down_after_ms(),
+            four_eyes: false,
+        }
     }
 }
 
@@ -417,7 +432,18 @@ pub const POLICY_KEYS: &[PolicyKey] = &[
     // Below ~0.5 s a scheduling hiccup or a GC pause reads as a lost site;
     // above 10 min a lost site goes unnoticed too long to be automatic.
     PolicyKey { name: "down_after_ms", help: "a site unheard this long is judged down", range: Some((500, 600_000)) },
+    PolicyKey {
+        name: "four_eyes",
+        help: "lossy failover, destroy, DR activation and safety settings need a second admin's approval (true/false)",
+        range: None,
+    },
 ];
+
+/// Policy keys whose change needs a second admin's approval while
+/// `four_eyes` is on: raising a lag limit lets failovers lose writes
+/// without anyone accepting it, and turning `four_eyes` off removes the
+/// rule itself.
+pub const SAFETY_KEYS: &[&str] = &["lag_entries_max", "lag_s_max", "four_eyes"];
 
 impl Policy {
     /// The current value of `key` as `tandem policy` shows it, `None` for
@@ -430,6 +456,7 @@ impl Policy {
             "lag_entries_max" => self.lag_entries_max.to_string(),
             "lag_s_max" => self.lag_s_max.to_string(),
             "down_after_ms" => self.down_after_ms.to_string(),
+            "four_eyes" => self.four_eyes.to_string(),
             _ => return None,
         })
     }
@@ -451,7 +478,10 @@ impl Policy {
                     "false" => false,
                     other => return Err(format!("{key} is true or false, not {other:?}")),
                 };
-                self.auto_failover = v;
+                match key {
+                    "four_eyes" => self.four_eyes = v,
+                    _ => self.auto_failover = v,
+                }
             }
             Some((lo, hi)) => {
                 let v: u64 = value.trim().parse().map_err(|_| format!("{key} is a whole number, not {value:?}"))?;
@@ -537,6 +567,50 @@ pub struct ClusterState {
     /// the tally existed, until [`ClusterState::backfill_tally`] ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tally: Option<Tally>,
+    /// Requests for a second admin's approval, by id (the audit entry that
+    /// recorded the request); see `crate::ops::approval`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvals: BTreeMap<u64, Approval>,
+}
+
+/// One operation waiting for, or given, a second admin's approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: u64,
+    /// Which operation ([`crate::ops::approval::ACTIONS`]).
+    pub action: String,
+    /// What exactly it does (site, tenant, key...): the approved operation
+    /// must match them.
+    pub args: BTreeMap<String, String>,
+    /// The plan the requester was shown.
+    pub plan: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub requested_at_unix_ms: u64,
+    pub expires_at_unix_ms: u64,
+    pub state: ApprovalState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    /// A second admin approved it; their calls may now carry it out, once.
+    Approved { by: String, at_unix_ms: u64 },
+    Rejected { by: String, at_unix_ms: u64 },
+    /// Carried out (the audit entry of the step that used it).
+    Used { by: String, at_unix_ms: u64, audit_seq: u64 },
+}
+
+impl ApprovalState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved { .. } => "approved",
+            ApprovalState::Rejected { .. } => "rejected",
+            ApprovalState::Used { .. } => "used",
+        }
+    }
 }
 
 /// The shard a tenant's contracts live in: a stable hash of the tenant id

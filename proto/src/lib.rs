@@ -75,4 +75,7 @@ pub mod error_code {
     /// The caller's certificate lacks the role (or is not a site's) that
     /// the call needs; the message names both.
     pub const PERMISSION_DENIED: &str = "permission-denied";
+    /// The site's blob store failed (unreachable, refused, full); a write
+    /// refused with it stored nothing.
+    pub const BLOB_STORE: &str = "blob-store";
 }

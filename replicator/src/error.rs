@@ -39,6 +39,11 @@ pub enum ReplicaError {
     NotAcknowledged(String),
     #[error("cannot decrypt: {0}")]
     Key(String),
+    /// The site's blob store failed: a write refused with it stored nothing
+    /// (no name is given to a file before it is complete, and no metadata
+    /// refers to it).
+    #[error("this site's blob store failed: {0}")]
+    BlobStore(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -59,7 +64,8 @@ impl From<BlobError> for ReplicaError {
     fn from(e: BlobError) -> Self {
         match e {
             BlobError::NotFound(p) => ReplicaError::Corrupt(format!("stored file {p} is missing")),
-            other => ReplicaError::Internal(other.to_string()),
+            BlobError::Store(e) => ReplicaError::BlobStore(e),
+            sync @ BlobError::Sync { .. } => ReplicaError::BlobStore(sync.to_string()),
         }
     }
 }
@@ -101,6 +107,7 @@ impl ReplicaError {
             ReplicaError::Corrupt(_) => "corrupt",
             ReplicaError::NotAcknowledged(_) => "not_acknowledged",
             ReplicaError::Key(_) => "key",
+            ReplicaError::BlobStore(_) => "blob_store",
             ReplicaError::Internal(_) => "internal",
         }
     }
@@ -136,6 +143,7 @@ impl From<ReplicaError> for Status {
             ReplicaError::Corrupt(_) => coded(Code::DataLoss, msg, error_code::CORRUPT),
             ReplicaError::NotAcknowledged(_) => coded(Code::Unavailable, msg, error_code::NOT_ACKNOWLEDGED),
             ReplicaError::Key(_) => Status::failed_precondition(msg),
+            ReplicaError::BlobStore(_) => coded(Code::Unavailable, msg, error_code::BLOB_STORE),
             ReplicaError::Internal(_) => Status::internal(msg),
         }
     }

@@ -312,7 +312,10 @@ fn render(r: &Report) -> String {
     }
     if !r.replicators.is_empty() {
         out.push('\n');
-        out.push_str(&table(&["REPLICATOR", "HEARTBEAT", "BLOB STORE", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS", "VERSION"], &replicator_rows(r)));
+        out.push_str(&table(
+            &["REPLICATOR", "HEARTBEAT", "BLOB STORE", "LOG HEAD", "LINK", "LAG ENTRIES", "LAG BYTES", "LAG SECONDS", "VERSION"],
+            &replicator_rows(r),
+        ));
         out.push('\n');
     }
     if !r.health.is_empty() {

@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod data;
+pub mod s3;
+
+#[allow(unused_imports)] // not every test file stores contracts
+pub use data::*;
+
 pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 /// Bound on any one wait for the cluster to reach a state.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -46,6 +52,8 @@ pub struct Cluster {
     pub metrics_addrs: BTreeMap<String, String>,
     /// Environment given to every daemon started from now on.
     pub env: Vec<(String, String)>,
+    /// And to the daemons of one site ("a": its controller and replicator).
+    pub site_env: BTreeMap<String, Vec<(String, String)>>,
     /// Running processes: "a" (controller) or "a-replicator".
     children: BTreeMap<String, Child>,
     /// A site isolated in its own network namespace, when asked for.
@@ -186,7 +194,8 @@ impl Cluster {
                 (name, format!("{}:{}", host(&site), free_port()))
             })
             .collect();
-        let c = Cluster { dir, addrs, replicator_addrs, metrics_addrs, env: Vec::new(), children: BTreeMap::new(), netns, tls: None };
+        let c =
+            Cluster { dir, addrs, replicator_addrs, metrics_addrs, env: Vec::new(), site_env: BTreeMap::new(), children: BTreeMap::new(), netns, tls: None };
         let key = c.dir.path().join("kek.key");
         let out = run_bounded(Command::new(TANDEM).args(["keys", "create", "--kek-id", "test-kek-1", "--file"]).arg(&key));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -309,7 +318,8 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{name}.log"))).unwrap();
         let site = name.split('-').next().unwrap_or_default();
         let mut cmd = self.command_at(site);
-        let child = cmd.envs(self.env.iter().cloned()).args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let site_env = self.site_env.get(site).cloned().unwrap_or_default();
+        let child = cmd.envs(self.env.iter().cloned()).envs(site_env).args(args).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         assert!(self.children.insert(name.clone(), child).is_none(), "{name} already running");
     }
 
@@ -432,6 +442,21 @@ impl Cluster {
             .env("TANDEM_CONTROLLERS", self.controllers(sites))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts `tandem contract ...` against `site`'s replicator without
+    /// waiting for it, its output piped.
+    pub fn spawn_contract(&self, site: &str, args: &[&str]) -> std::process::Child {
+        self.cli()
+            .arg("contract")
+            .args(args)
+            .env("TANDEM_REPLICATOR", &self.replicator_addrs[site])
+            .env("TANDEM_CONTROLLERS", self.controllers(&SITES))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     }

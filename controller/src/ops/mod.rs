@@ -5,6 +5,7 @@
 //! and the text that goes into the audit log. [`apply`] dispatches and
 //! appends the audit entry, so no operation can skip the audit.
 
+pub mod approval;
 mod bootstrap;
 mod pair_mode;
 mod pause;
@@ -51,6 +52,12 @@ pub enum Command {
     SetSiteRole(SiteRoleSpec),
     /// Sets one policy key (compare-and-set on its current value).
     SetPolicy(PolicySpec),
+    /// Records a request for a second admin's approval ([`approval`]).
+    RequestApproval(approval::RequestSpec),
+    /// Approves or rejects a pending request.
+    DecideApproval(approval::DecisionSpec),
+    /// Uses an approval for a change made outside the state machine.
+    UseApproval(approval::UseSpec),
 }
 
 /// Who asked and why, stamped by the node that proposed the command.
@@ -60,6 +67,9 @@ pub struct OpMeta {
     pub why: String,
     /// Proposer's wall clock; apply never reads a clock.
     pub at_unix_ms: u64,
+    /// The approved request this change carries out ([`approval`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<u64>,
 }
 
 /// The application data of one Raft entry.
@@ -95,7 +105,28 @@ struct Applied {
 /// Applies `req` (carried at `log_index`) to `state` and returns the new
 /// audit entry with the outcome. Deterministic: same inputs, same outputs.
 pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcome, AuditEntry) {
-    let applied = match &req.command {
+    let needs = approval::needed(state, &req.command);
+    let approved = match &needs {
+        Some((action, args, _)) => approval::check(state, &req.meta, action, args).map(Some),
+        None => Ok(None),
+    };
+    let applied = match approved {
+        Ok(approved) => {
+            let applied = dispatch(state, req, log_index);
+            if let (Some(id), Some((_, _, true))) = (approved, &needs) {
+                if applied.changed {
+                    approval::mark_used(state, id, &req.meta, state.audit_len + 1);
+                }
+            }
+            applied
+        }
+        Err(why) => Applied { what: needs.as_ref().map_or_else(String::new, |(a, _, _)| a.to_string()), result: format!("refused: {why}"), changed: false, refused: true },
+    };
+    audit(state, req, log_index, applied)
+}
+
+fn dispatch(state: &mut ClusterState, req: &Request, log_index: u64) -> Applied {
+    match &req.command {
         Command::Bootstrap(spec) => bootstrap::apply(state, spec),
         Command::Pause => pause::apply(state, true),
         Command::Resume => pause::apply(state, false),
@@ -104,7 +135,14 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
         Command::Event { what, result, .. } => Applied { what: what.clone(), result: result.clone(), changed: false, refused: false },
         Command::SetSiteRole(spec) => site_role::apply(state, spec),
         Command::SetPolicy(spec) => policy::apply(state, spec),
-    };
+        Command::RequestApproval(spec) => approval::request(state, spec, &req.meta),
+        Command::DecideApproval(spec) => approval::decide(state, spec, &req.meta),
+        Command::UseApproval(spec) => approval::use_outside(state, spec, &req.meta),
+    }
+}
+
+/// Appends the audit entry of `applied` and counts it.
+fn audit(state: &mut ClusterState, req: &Request, log_index: u64, applied: Applied) -> (Outcome, AuditEntry) {
     state.audit_len += 1;
     let mut entry = AuditEntry {
         seq: state.audit_len,
@@ -146,7 +184,7 @@ mod tests {
     use super::*;
 
     fn req(command: Command) -> Request {
-        Request { command, meta: OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1 } }
+        Request { command, meta: OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1, approval: None } }
     }
 
     fn step(step: MoveStep, automatic: bool) -> Command {

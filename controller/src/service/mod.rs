@@ -351,7 +351,7 @@ impl ControlService {
     /// `command` with its audit fields checked and the proposer's time.
     fn request(&self, command: Command, req: pb::ChangeRequest) -> Result<crate::ops::Request, Status> {
         let (who, why) = audit_fields(&req)?;
-        Ok(crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms() } })
+        Ok(crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms(), approval: (req.approval > 0).then_some(req.approval) } })
     }
 
     /// Proposes `request` through Raft (this node must lead).
@@ -468,7 +468,7 @@ impl Control for ControlService {
         let mode = ReplicationMode::parse(&r.mode)
             .ok_or_else(|| Status::invalid_argument(format!("unknown replication mode {:?}: use sync, async or sync-recover", r.mode)))?;
         let spec = PairModeSpec { site: r.site, peer: r.peer, expect_state_id: r.expect_state_id, mode, since_seq: r.since_seq };
-        let request = self.request(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why })?;
+        let request = self.request(Command::SetPairMode(spec), pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })?;
         match self.propose_request(request.clone()).await {
             Err(refusal) if forward => match convert::leader_named(&refusal) {
                 Some(addr) => {
@@ -516,7 +516,7 @@ impl Control for ControlService {
         if r.what.chars().count() > TEXT_MAX_CHARS || r.result.chars().count() > TEXT_MAX_CHARS {
             return Err(Status::invalid_argument(format!("events are limited to {TEXT_MAX_CHARS} characters")));
         }
-        let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why });
+        let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 });
         self.propose(Command::Event { what: r.what, result: r.result, automatic: r.automatic }, change).await.map(change_reply)
     }
 
@@ -525,13 +525,13 @@ impl Control for ControlService {
         let r = req.into_inner();
         let role = |s: &str| SiteRole::parse(s).ok_or_else(|| Status::invalid_argument(format!("unknown site role {s:?}")));
         let spec = SiteRoleSpec { site: r.site, expect: role(&r.expect)?, role: role(&r.role)? };
-        self.propose(Command::SetSiteRole(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
+        self.propose(Command::SetSiteRole(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })).await.map(change_reply)
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let caller = self.authorize(&req, "failback join (a Raft membership change)", Need::Role(Role::Admin))?;
         let mut r = req.into_inner();
-        r.who = attested(&caller, pb::ChangeRequest { who: r.who, why: String::new() }).who;
+        r.who = attested(&caller, pb::ChangeRequest { who: r.who, why: String::new(), approval: 0 }).who;
         if r.who.trim().is_empty() || r.why.trim().is_empty() {
             return Err(Status::invalid_argument("who and a reason (--reason) are required: the audit log records them"));
         }
@@ -596,14 +596,14 @@ impl Control for ControlService {
                 members.len()
             )
         };
-        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why }).await.map(change_reply)
+        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 }).await.map(change_reply)
     }
 
     async fn set_policy(&self, req: Request<pb::PolicyRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let caller = self.authorize(&req, "policy set (changing the automatic-failover policy)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
         let spec = crate::ops::PolicySpec { key: r.key, value: r.value, expect: r.expect };
-        self.propose(Command::SetPolicy(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
+        self.propose(Command::SetPolicy(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: r.approval })).await.map(change_reply)
     }
 
     async fn members(&self, req: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
@@ -627,7 +627,7 @@ impl Control for ControlService {
     async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let caller = self.authorize(&req, "members remove (a Raft membership change)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
-        let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why });
+        let change = attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 });
         // Checked before anything changes: no removal goes unaudited.
         audit_fields(&change)?;
         self.confirm_leadership().await?;
@@ -708,10 +708,37 @@ impl Control for ControlService {
         })
     }
 
+    async fn request_approval(&self, req: Request<pb::ApprovalRequest>) -> Result<Response<pb::ChangeReply>, Status> {
+        let caller = self.authorize(&req, "asking for a second admin's approval", Need::Role(Role::Admin))?;
+        let r = req.into_inner();
+        let spec = crate::ops::approval::RequestSpec { action: r.action, args: r.args.into_iter().collect(), plan: r.plan };
+        self.propose(Command::RequestApproval(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })).await.map(change_reply)
+    }
+
+    async fn decide_approval(&self, req: Request<pb::ApprovalDecision>) -> Result<Response<pb::ChangeReply>, Status> {
+        let caller = self.authorize(&req, "approving or rejecting a request (four eyes)", Need::Role(Role::Admin))?;
+        let r = req.into_inner();
+        let spec = crate::ops::approval::DecisionSpec { id: r.id, approve: r.approve };
+        self.propose(Command::DecideApproval(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })).await.map(change_reply)
+    }
+
+    async fn use_approval(&self, req: Request<pb::ApprovalUse>) -> Result<Response<pb::ChangeReply>, Status> {
+        // A replicator, for the operator it authenticated (their `who`).
+        self.authorize(&req, "using an approval (a replicator's destroy)", Need::Site)?;
+        let r = req.into_inner();
+        let spec = crate::ops::approval::UseSpec { id: r.id, action: r.action, args: r.args.into_iter().collect() };
+        self.propose(Command::UseApproval(spec), pb::ChangeRequest { who: r.who, why: r.why, approval: 0 }).await.map(change_reply)
+    }
+
     async fn shard_move(&self, req: Request<pb::ShardMoveRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         // Switchover and failover send the same steps; both are an operator's call.
         let caller = self.authorize(&req, "switchover or failover (moving shards)", Need::Role(Role::Operator))?;
         let r = req.into_inner();
+        if r.automatic && matches!(caller, Caller::Tls(tandem_net::Peer::Operator { .. })) {
+            // Automatic moves are tandem's own (no approval, the cooldown):
+            // an operator's certificate cannot claim to be one.
+            return Err(Status::permission_denied("only a site's controller makes automatic moves; an operator's move is never automatic"));
+        }
         let step =
             MoveStep::parse(&r.step).ok_or_else(|| Status::invalid_argument(format!("unknown shard move step {:?}: use drain, move or cancel", r.step)))?;
         let spec = ShardMoveSpec {
@@ -741,7 +768,7 @@ impl Control for ControlService {
                 tracing::info!(from = %spec.from, to = %spec.to, held_ms = held.as_millis() as u64, "move held until the old owner's lease ran out");
             }
         }
-        self.propose(Command::ShardMove(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why })).await.map(change_reply)
+        self.propose(Command::ShardMove(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: r.approval })).await.map(change_reply)
     }
 }
 
