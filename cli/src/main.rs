@@ -79,6 +79,12 @@ enum Command {
     Policy(cmd::policy::Args),
     /// List the controllers' Raft members; remove a lost one, add its replacement.
     Members(cmd::members::Args),
+    /// Approve a second admin's request (four eyes) and carry it out as yourself.
+    Approve(cmd::approve::DecideArgs),
+    /// Reject a request waiting for approval (nothing of it is carried out).
+    Reject(cmd::approve::DecideArgs),
+    /// List the requests for a second admin's approval (pending, approved, recent).
+    Approvals(cmd::approve::ListArgs),
     /// Ask a daemon's /health or /ready (exit 0 when it answers 200): for healthchecks.
     Probe(cmd::probe::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -172,6 +178,9 @@ fn main() -> ExitCode {
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Policy(args) => cmd::policy::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
+            Command::Approve(args) => cmd::approve::approve(args).await,
+            Command::Reject(args) => cmd::approve::reject(args).await,
+            Command::Approvals(args) => cmd::approve::list(args).await,
             Command::Probe(args) => cmd::probe::run(args).await,
             Command::Completion(args) => cmd::completion::completion(args),
             Command::Man(args) => cmd::completion::man(args),

@@ -222,10 +222,11 @@ fn roles_bound_what_each_operator_may_do() {
     let why = stderr(&out);
     assert!(!out.status.success() && !why.contains("permission denied") && (why.contains("not lost") || why.contains("leads")), "{why}");
 
-    // Admin: destroy yes; DR activation passes the role check and is then
-    // refused for its own reason (the cluster still has a quorum).
+    // Admin: destroy passes the role check (and, four eyes being on with
+    // TLS, becomes a request for a second admin); DR activation passes it
+    // and is then refused for its own reason (the cluster still has a quorum).
     let out = c.contract_as(ADMIN, "a", &destroy);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success() && stdout(&out).contains("recorded as request #"), "{}{}", stdout(&out), stderr(&out));
     let out = c.tandem_as(ADMIN, &SITES, &["dr", "activate", "--config", &config, "--reason", "admin tries", "--yes"]);
     assert!(!out.status.success());
     assert!(!stderr(&out).contains("permission denied") && stderr(&out).contains("not a city-wide disaster"), "{}", stderr(&out));
@@ -308,4 +309,80 @@ fn bad_tls_files_are_named_without_their_content() {
     assert!(stderr(&out).contains("refusing to overwrite"), "{}", stderr(&out));
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(tls.join("site-a/key.pem")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "keys must be private to their owner");
+}
+
+fn request_id(out: &std::process::Output) -> String {
+    let text = stdout(out);
+    assert!(out.status.success(), "{text}{}", stderr(out));
+    let at = text.find("recorded as request #").unwrap_or_else(|| panic!("no request recorded: {text}"));
+    text[at + "recorded as request #".len()..].chars().take_while(char::is_ascii_digit).collect()
+}
+
+// Four eyes (on by default with TLS): a destroy, a safety setting and a
+// failover accepting data loss are each recorded as a request by the first
+// admin and change nothing; the same certificate cannot approve its own
+// request; a second admin's approval carries it out, once; a rejected one
+// never runs. Every step is in the audit log under the certificate's name.
+#[test]
+fn a_second_admin_approves_what_one_admin_asks() {
+    let mut c = Cluster::with_tls();
+    c.start_all();
+    let policy = c.status(&SITES).unwrap()["cluster"]["policy"].clone();
+    assert_eq!(policy["four_eyes"], true, "on by default with TLS: {policy}");
+    let a_replicator = c.replicator_addrs["a"].clone();
+
+    // Destroy: asked by ada, refused to ada, carried out by bea, once.
+    let file = c.dir.path().join("deed.txt");
+    std::fs::write(&file, "signed").unwrap();
+    let out = c.contract_as(ADMIN, "a", &["put", "--tenant", "t1", "--id", "d1", "--file", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let destroy = ["destroy", "--tenant", "t1", "--id", "d1", "--reason", "erasure request 9", "--yes"];
+    let id = request_id(&c.contract_as(ADMIN, "a", &destroy));
+    assert!(c.contract_as(ADMIN, "a", &["get", "--tenant", "t1", "--id", "d1"]).status.success(), "a request destroys nothing");
+    let approve =
+        |who: &str, id: &str| c.tandem_as(who, &SITES, &["approve", id, "--replicator", &a_replicator, "--reason", "checked the erasure request", "--yes"]);
+    let own = approve(ADMIN, &id);
+    assert!(!own.status.success() && stderr(&own).contains("a second admin must approve it"), "{}{}", stdout(&own), stderr(&own));
+    assert!(c.contract_as(ADMIN, "a", &["get", "--tenant", "t1", "--id", "d1"]).status.success());
+    let out = approve(ADMIN2, &id);
+    assert!(out.status.success() && stdout(&out).contains("destroyed t1/d1"), "{}{}", stdout(&out), stderr(&out));
+    let gone = c.contract_as(ADMIN, "a", &["get", "--tenant", "t1", "--id", "d1"]);
+    assert!(stderr(&gone).contains("destroyed"), "{}", stderr(&gone));
+    let again = approve(ADMIN2, &id);
+    assert!(!again.status.success() && stderr(&again).contains("is used already"), "{}", stderr(&again));
+
+    // A safety setting: asked, then rejected; it never applies.
+    let out = c.tandem_as(ADMIN, &SITES, &["policy", "set", "lag_s_max=30", "--reason", "accept 30 s of loss", "--yes"]);
+    let id = request_id(&out);
+    let out = c.tandem_as(ADMIN2, &SITES, &["reject", &id, "--reason", "no: RPO is 0", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!approve(ADMIN2, &id).status.success());
+    let listed = stdout(&c.tandem_as(ADMIN, &SITES, &["approvals", "--json"]));
+    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    let rejected = listed.iter().find(|a| a["id"] == id.parse::<u64>().unwrap()).expect("the request is listed");
+    assert_eq!(rejected["state"]["state"], "rejected", "{rejected}");
+    assert_eq!(c.status(&SITES).unwrap()["cluster"]["policy"]["lag_s_max"], 0);
+
+    // A failover accepting data loss: b is down, automatic actions paused.
+    let out = c.tandem_as(ADMIN, &SITES, &["pause", "--reason", "incident 77", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.kill_site("b");
+    c.wait_status("b judged down", &["a", "c"], |s| ["a", "c"].iter().all(|o| s["health"]["b"][*o].as_u64().is_some_and(|ms| ms > 3_000)));
+    let failover = ["failover", "--from", "b", "--to", "a", "--accept-data-loss", "--reason", "b lost, incident 77", "--yes"];
+    let id = request_id(&c.tandem_as(ADMIN, &["a", "c"], &failover));
+    let owned_by_b = |c: &Cluster| c.status(&["a", "c"]).unwrap()["cluster"]["shards"].as_array().unwrap().iter().filter(|s| s["owner"] == "b").count();
+    assert!(owned_by_b(&c) > 0, "a request moves nothing");
+    let out = c.tandem_as(ADMIN2, &["a", "c"], &["approve", &id, "--reason", "confirmed b is lost", "--yes"]);
+    assert!(out.status.success() && stdout(&out).contains("failover done"), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(owned_by_b(&c), 0);
+
+    let entries = audit_entries(&c);
+    let by = |needle: &str| entries.iter().find(|e| e["what"].as_str().is_some_and(|w| w.contains(needle))).cloned().unwrap_or_default();
+    assert_eq!(by("approval requested: contract destroy")["who"].as_str().map(|w| w.starts_with(ADMIN)), Some(true), "{entries:?}");
+    assert_eq!(by("approved: contract destroy")["who"].as_str().map(|w| w.starts_with(ADMIN2)), Some(true), "{entries:?}");
+    assert!(by("approved: contract destroy")["result"] == "ok");
+    let moved =
+        entries.iter().find(|e| e["what"].as_str().is_some_and(|w| w.starts_with("move ")) && e["result"].as_str().is_some_and(|r| r.starts_with("ok")));
+    let moved = moved.unwrap_or_else(|| panic!("the move is audited: {entries:#?}"));
+    assert!(moved["who"].as_str().unwrap().starts_with(ADMIN2), "the approver carried it out: {moved}");
 }

@@ -189,6 +189,11 @@ impl ControlClient {
         self
     }
 
+    /// The approval this client carries, if any.
+    pub fn approval(&self) -> Option<u64> {
+        self.approval
+    }
+
     fn hint(&self) -> Option<String> {
         self.leader_hint.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -402,15 +402,7 @@ fn default_down_after_ms() -> u64 {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            auto_failover: true,
-            paused: false,
-            cooldown_s: 600,
-            lag_entries_max: 0,
-            lag_s_max: 0,
-            down_after_ms: default_down_after_ms(),
-            four_eyes: false,
-        }
+        Self { auto_failover: true, paused: false, cooldown_s: 600, lag_entries_max: 0, lag_s_max: 0, down_after_ms: default_down_after_ms(), four_eyes: false }
     }
 }
 
@@ -596,10 +588,20 @@ pub struct Approval {
 pub enum ApprovalState {
     Pending,
     /// A second admin approved it; their calls may now carry it out, once.
-    Approved { by: String, at_unix_ms: u64 },
-    Rejected { by: String, at_unix_ms: u64 },
+    Approved {
+        by: String,
+        at_unix_ms: u64,
+    },
+    Rejected {
+        by: String,
+        at_unix_ms: u64,
+    },
     /// Carried out (the audit entry of the step that used it).
-    Used { by: String, at_unix_ms: u64, audit_seq: u64 },
+    Used {
+        by: String,
+        at_unix_ms: u64,
+        audit_seq: u64,
+    },
 }
 
 impl ApprovalState {

@@ -78,4 +78,8 @@ pub mod error_code {
     /// The site's blob store failed (unreachable, refused, full); a write
     /// refused with it stored nothing.
     pub const BLOB_STORE: &str = "blob-store";
+    /// The change needs a second admin's approval (policy four_eyes) and
+    /// the call carried none; nothing changed. The CLI then records a
+    /// request for one.
+    pub const NEEDS_APPROVAL: &str = "needs-approval";
 }

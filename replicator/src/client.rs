@@ -435,12 +435,13 @@ impl ReplicatorClient {
         self.noted(c.rotate(pb::RotateRequest { dry_run }).await.map(|r| r.into_inner()).map_err(|s| refused(addr, s)))
     }
 
-    pub async fn destroy(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<pb::DestroyReply, ClientError> {
-        self.noted(self.destroy_once(addr, tenant, contract_id, who, why).await)
+    /// `approval`: the approved request it carries out (policy four_eyes), or 0.
+    pub async fn destroy(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str, approval: u64) -> Result<pb::DestroyReply, ClientError> {
+        self.noted(self.destroy_once(addr, tenant, contract_id, who, why, approval).await)
     }
 
-    async fn destroy_once(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<pb::DestroyReply, ClientError> {
-        let req = pb::DestroyRequest { tenant: tenant.into(), contract_id: contract_id.into(), who: who.into(), why: why.into() };
+    async fn destroy_once(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str, approval: u64) -> Result<pb::DestroyReply, ClientError> {
+        let req = pb::DestroyRequest { tenant: tenant.into(), contract_id: contract_id.into(), who: who.into(), why: why.into(), approval };
         let mut c = self.client(addr)?;
         match tokio::time::timeout(self.call_timeout, c.destroy(req.clone())).await {
             Ok(Ok(r)) => Ok(r.into_inner()),

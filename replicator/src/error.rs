@@ -44,6 +44,9 @@ pub enum ReplicaError {
     /// refers to it).
     #[error("this site's blob store failed: {0}")]
     BlobStore(String),
+    /// Policy four_eyes: a second admin's approval is needed first.
+    #[error("{0}")]
+    NeedsApproval(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,6 +111,7 @@ impl ReplicaError {
             ReplicaError::NotAcknowledged(_) => "not_acknowledged",
             ReplicaError::Key(_) => "key",
             ReplicaError::BlobStore(_) => "blob_store",
+            ReplicaError::NeedsApproval(_) => "needs_approval",
             ReplicaError::Internal(_) => "internal",
         }
     }
@@ -144,6 +148,7 @@ impl From<ReplicaError> for Status {
             ReplicaError::NotAcknowledged(_) => coded(Code::Unavailable, msg, error_code::NOT_ACKNOWLEDGED),
             ReplicaError::Key(_) => Status::failed_precondition(msg),
             ReplicaError::BlobStore(_) => coded(Code::Unavailable, msg, error_code::BLOB_STORE),
+            ReplicaError::NeedsApproval(_) => coded(Code::FailedPrecondition, msg, error_code::NEEDS_APPROVAL),
             ReplicaError::Internal(_) => Status::internal(msg),
         }
     }

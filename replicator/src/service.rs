@@ -183,8 +183,13 @@ impl Contracts for ContractsService {
     }
 
     async fn destroy(&self, req: Request<pb::DestroyRequest>) -> Result<Response<pb::DestroyReply>, Status> {
+        // With TLS, the operator is who their certificate says.
+        let who = match tandem_net::Caller::of(&req) {
+            tandem_net::Caller::Tls(tandem_net::Peer::Operator { name, .. }) => name,
+            _ => req.get_ref().who.clone(),
+        };
         let r = req.into_inner();
-        let ack = crate::write::destroy(&self.site, &r.tenant, &r.contract_id, &r.who, &r.why).await?;
+        let ack = crate::write::destroy(&self.site, &r.tenant, &r.contract_id, &who, &r.why, r.approval).await?;
         // A destruction is rare and irreversible: worth a line (ids may
         // hold anything an operator typed; the log writer masks PII).
         tracing::info!(tenant = %r.tenant, contract = %r.contract_id, who = %r.who, log_seq = ack.seq, "contract destroyed: its data keys are deleted on every site");

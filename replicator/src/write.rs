@@ -294,8 +294,10 @@ async fn store(stage: &mut Option<StageUpload>, writer: &mut BlobWriter, bytes: 
     Ok(())
 }
 
-/// Destroys a contract at its owner.
-pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, why: &str) -> Result<Acknowledged, ReplicaError> {
+/// Destroys a contract at its owner. While the policy's `four_eyes` is on,
+/// only with `approval`: a request a second admin approved for this
+/// contract, used up at the controllers before anything is destroyed.
+pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, why: &str, approval: u64) -> Result<Acknowledged, ReplicaError> {
     check_id("tenant", tenant)?;
     check_id("contract id", contract_id)?;
     if who.trim().is_empty() || why.trim().is_empty() {
@@ -307,9 +309,33 @@ pub async fn destroy(site: &Site, tenant: &str, contract_id: &str, who: &str, wh
     if head.destroyed.is_some() {
         return Err(ReplicaError::Destroyed { tenant: tenant.into(), contract_id: contract_id.into() });
     }
+    use_approval(site, tenant, contract_id, who, why, approval).await?;
     let tombstone = Tombstone { at_unix_ms: site.clock.now_unix_ms(), origin: site.name.clone(), who: who.trim().to_string(), why: why.trim().to_string() };
     let change = Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: tombstone.clone() };
     let seq = site.append(shard, epoch, change, |seq, batch| site.shred(&head, &tombstone, seq, batch)).await?;
     let replication = crate::sync::confirm(site, seq, 0, (shard, epoch)).await?;
     Ok(Acknowledged { seq, replication })
+}
+
+/// The four-eyes rule for a destroy ([`tandem_controller::ops::approval`]):
+/// with the policy on, the approval is used at the controllers (a Raft
+/// change, so it is used once, by its approver, for this contract only)
+/// before the destroy may go ahead.
+async fn use_approval(site: &Site, tenant: &str, contract_id: &str, who: &str, why: &str, approval: u64) -> Result<(), ReplicaError> {
+    use tandem_controller::ops::approval;
+    if !site.view.latest().is_some_and(|s| s.policy.four_eyes) {
+        return Ok(());
+    }
+    let args = approval::args(&[("tenant", tenant), ("contract", contract_id)]);
+    if approval == 0 {
+        return Err(ReplicaError::NeedsApproval(format!(
+            "destroying {tenant}/{contract_id} needs a second admin's approval (policy four_eyes); nothing was destroyed"
+        )));
+    }
+    let spec = approval::UseSpec { id: approval, action: approval::DESTROY.into(), args };
+    let outcome = site.control.use_approval(&spec, who, why).await.map_err(|e| ReplicaError::NotReady(format!("cannot check approval #{approval}: {e}")))?;
+    if !outcome.accepted {
+        return Err(ReplicaError::NeedsApproval(format!("{}; nothing was destroyed", outcome.result.trim_start_matches("refused: "))));
+    }
+    Ok(())
 }

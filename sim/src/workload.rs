@@ -156,7 +156,7 @@ async fn one_client(
             let result = first_site(timeout, &order, &router, |addr| {
                 let (client, tenant, id) = (&client, tenant.clone(), id.clone());
                 async move {
-                    match client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload").await {
+                    match client.destroy(&addr, &tenant, &id, "drill", "destroy request in the workload", 0).await {
                         // An earlier try timed out but took effect: done.
                         Err(e) if e.code() == Some(tandem_proto::error_code::DESTROYED) => Ok(()),
                         other => other.map(|_| ()),

@@ -126,6 +126,10 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Controllers, to record a request for approval when the policy's
+    /// four_eyes needs one.
+    #[arg(long, env = "TANDEM_CONTROLLERS", default_value = crate::DEMO_CONTROLLERS, value_delimiter = ',')]
+    pub controllers: Vec<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -221,7 +225,20 @@ async fn destroy(a: DestroyArgs) -> anyhow::Result<()> {
     if !a.yes {
         super::change::confirm()?;
     }
-    let reply = a.replica.client().destroy(&a.replica.replicator, &a.contract.tenant, &a.contract.contract_id, &a.who, &a.reason).await?;
+    let (tenant, id) = (&a.contract.tenant, &a.contract.contract_id);
+    let reply = match a.replica.client().destroy(&a.replica.replicator, tenant, id, &a.who, &a.reason, 0).await {
+        Ok(r) => r,
+        // Policy four_eyes: the replicator refused before destroying
+        // anything; record the request for a second admin.
+        Err(e) if e.code() == Some(tandem_proto::error_code::NEEDS_APPROVAL) => {
+            let control = tandem_controller::client::ControlClient::new(a.controllers.clone(), super::transport(), Duration::from_millis(a.replica.timeout_ms));
+            let plan = format!("destroy {tenant}/{id} on every site by deleting its data keys (crypto-shredding)");
+            let args = super::approve::destroy_args(tenant, id);
+            let asked = tandem_controller::operations::approval::ask(&control, tandem_controller::ops::approval::DESTROY, args, &plan, &a.who, &a.reason).await;
+            return super::approve::awaiting(asked, "contract destroy");
+        }
+        Err(e) => return Err(e.into()),
+    };
     if a.replica.json {
         println!("{}", json!({ "log_seq": reply.log_seq, "replication": reply.replication }));
     } else {

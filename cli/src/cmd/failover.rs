@@ -5,7 +5,7 @@
 
 use tandem_controller::operations::failover;
 
-use super::{op_error, Audited, CliHooks, Target};
+use super::{Audited, CliHooks, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,11 +49,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         why: args.audited.reason.clone(),
     };
     let mut hooks = CliHooks::new(&args.audited, args.json);
-    let Some(done) = failover::failover(&client, &req, &mut hooks).await.map_err(|e| op_error(e, "failover"))? else {
-        return Ok(());
+    let done = match failover::failover(&client, &req, &mut hooks).await {
+        Ok(Some(done)) => done,
+        Ok(None) => return Ok(()),
+        Err(e) => return super::approve::awaiting(e, "failover"),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&done)?);
+    print_done(&done, args.json)
+}
+
+/// What a failover did, as text or JSON.
+pub fn print_done(done: &tandem_controller::operations::Done<failover::Report>, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(done)?);
     } else {
         let (r, loss) = (&done.report, &done.plan.expected_loss);
         println!(

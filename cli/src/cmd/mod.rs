@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod approve;
 pub mod audit;
 pub mod bench;
 pub mod certs;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tandem_controller::operations::policy::{self, SetPolicy};
 use tandem_controller::state::POLICY_KEYS;
 
-use super::{op_error, Audited, CliHooks, Target};
+use super::{Audited, CliHooks, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -82,7 +82,10 @@ async fn set(assignment: String, expect: Option<String>, target: Target, audited
     let req = SetPolicy { key: key.trim().to_string(), value: value.trim().to_string(), expect, who: audited.who.clone(), why: audited.reason.clone() };
     let mut hooks = CliHooks::new(&audited, false);
     let client = target.client();
-    let outcome = policy::set(&client, &req, &mut hooks).await.map_err(|e| op_error(e, "policy set"))?;
+    let outcome = match policy::set(&client, &req, &mut hooks).await {
+        Ok(o) => o,
+        Err(e) => return super::approve::awaiting(e, "policy set"),
+    };
     if let Some(o) = outcome {
         println!("policy {}: {} (audit #{}, leader {})", req.key, o.result, o.audit_seq, o.leader_addr);
     }

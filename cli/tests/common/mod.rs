@@ -64,6 +64,8 @@ pub struct Cluster {
 
 /// Operators `Cluster::with_tls` issues certificates for, by role.
 pub const ADMIN: &str = "ada";
+/// A second admin (four-eyes approval).
+pub const ADMIN2: &str = "bea";
 pub const OPERATOR: &str = "olga";
 pub const VIEWER: &str = "vera";
 
@@ -213,7 +215,7 @@ impl Cluster {
     pub fn with_tls() -> Self {
         let mut c = Self::build(None);
         let tls = c.dir.path().join("tls");
-        let operators = [format!("{ADMIN}:admin"), format!("{OPERATOR}:operator"), format!("{VIEWER}:viewer")];
+        let operators = [format!("{ADMIN}:admin"), format!("{ADMIN2}:admin"), format!("{OPERATOR}:operator"), format!("{VIEWER}:viewer")];
         let mut cmd = Command::new(TANDEM);
         cmd.args(["certs", "init", "--dir"]).arg(&tls);
         for o in &operators {

@@ -16,6 +16,7 @@
 //! | key rotation | [`keys`] | CLI |
 //! | policy change | [`policy`] | CLI |
 //! | replacing a lost controller | [`members`] | CLI |
+//! | four-eyes approval | [`approval`] | CLI (the rule: `crate::ops::approval`) |
 //!
 //! They live in the controller crate because the detector runs inside the
 //! controller, and because none of them needs the replicator's internals:
@@ -25,6 +26,7 @@
 //! stops for `--dry-run` and asks for confirmation; the detector re-checks
 //! its judgement right before acting; the drill goes ahead.
 
+pub mod approval;
 pub mod dr;
 pub mod failback;
 pub mod failover;
@@ -108,6 +110,12 @@ pub enum OpError {
     /// Anything else that stopped it, said in full.
     #[error("{0}")]
     Failed(String),
+    /// It needs a second admin's approval (policy four_eyes): a request
+    /// was recorded; nothing changed yet.
+    #[error(
+        "{action} needs a second admin's approval (policy four_eyes): recorded as request #{id}; nothing changed yet. Another admin runs `tandem approve {id} --reason ...` to carry it out (or `tandem reject {id}`)"
+    )]
+    AwaitingApproval { id: u64, action: String },
 }
 
 impl OpError {

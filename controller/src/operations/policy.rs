@@ -55,8 +55,12 @@ pub async fn set(client: &ControlClient, req: &SetPolicy, hooks: &mut impl Hooks
     } else {
         format!("plan: policy {}: {current} -> {} (through Raft, for every controller; audited)", req.key, req.value.trim())
     };
-    if !present(hooks, &Plan::text(plan)).await? {
+    if !present(hooks, &Plan::text(plan.clone())).await? {
         return Ok(None);
+    }
+    if policy.four_eyes && crate::state::SAFETY_KEYS.contains(&req.key.as_str()) && client.approval().is_none() {
+        let args = crate::ops::approval::args(&[("key", &req.key), ("value", req.value.trim())]);
+        return Err(super::approval::ask(client, crate::ops::approval::POLICY, args, &plan, &req.who, &req.why).await);
     }
     let spec = PolicySpec { key: req.key.clone(), value: req.value.trim().to_string(), expect };
     let outcome = client.set_policy(&spec, &req.who, &req.why).await?;

@@ -120,7 +120,12 @@ pub fn apply(state: &mut ClusterState, req: &Request, log_index: u64) -> (Outcom
             }
             applied
         }
-        Err(why) => Applied { what: needs.as_ref().map_or_else(String::new, |(a, _, _)| a.to_string()), result: format!("refused: {why}"), changed: false, refused: true },
+        Err(why) => Applied {
+            what: needs.as_ref().map_or_else(String::new, |(a, _, _)| a.to_string()),
+            result: format!("refused: {why}"),
+            changed: false,
+            refused: true,
+        },
     };
     audit(state, req, log_index, applied)
 }

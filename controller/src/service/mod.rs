@@ -351,7 +351,10 @@ impl ControlService {
     /// `command` with its audit fields checked and the proposer's time.
     fn request(&self, command: Command, req: pb::ChangeRequest) -> Result<crate::ops::Request, Status> {
         let (who, why) = audit_fields(&req)?;
-        Ok(crate::ops::Request { command, meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms(), approval: (req.approval > 0).then_some(req.approval) } })
+        Ok(crate::ops::Request {
+            command,
+            meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms(), approval: (req.approval > 0).then_some(req.approval) },
+        })
     }
 
     /// Proposes `request` through Raft (this node must lead).
@@ -596,7 +599,9 @@ impl Control for ControlService {
                 members.len()
             )
         };
-        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 }).await.map(change_reply)
+        self.propose(Command::Event { what, result: "ok".into(), automatic: false }, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })
+            .await
+            .map(change_reply)
     }
 
     async fn set_policy(&self, req: Request<pb::PolicyRequest>) -> Result<Response<pb::ChangeReply>, Status> {
