@@ -369,7 +369,7 @@ fn runbook_commands() -> Vec<(String, Vec<String>)> {
 fn read_only(words: &[String]) -> bool {
     let first = words.first().map(String::as_str);
     let second = words.get(1).map(String::as_str);
-    let reads = matches!(first, Some("status" | "audit" | "events" | "verify"))
+    let reads = matches!(first, Some("status" | "audit" | "events" | "verify" | "approvals"))
         || (first == Some("members") && second.is_none_or(|w| w.starts_with("--")))
         || (first == Some("policy") && second == Some("show"));
     reads && !words.iter().any(|w| w == "--repair" || w == "--export")
