@@ -185,7 +185,7 @@ impl BlobStore {
             }
             return Self::local(FsPath::new(path));
         }
-        let (store, prefix) = crate::blob_url::open(url, options)?;
+        let (store, prefix) = crate::blob_url::open(url, options).map_err(BlobError::Store)?;
         let stats = BlobStats::default();
         let store: Arc<dyn ObjectStore> = Arc::new(Instrumented::new(store, stats.clone()));
         let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() { store } else { Arc::new(object_store::prefix::PrefixStore::new(store, prefix)) };

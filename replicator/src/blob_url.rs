@@ -19,7 +19,9 @@ use object_store::http::HttpBuilder;
 use object_store::path::Path;
 use object_store::{ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
 
-use crate::blob::BlobError;
+/// Why a backend cannot be opened, phrased for the operator (the caller
+/// makes it a `BlobError`).
+pub type OpenError = String;
 
 /// How long one request may keep being retried: a store that does not
 /// answer fails a write in seconds (the client retries it, or another
@@ -34,24 +36,24 @@ fn retry() -> RetryConfig {
 
 /// The backend named by `url`, and the prefix (the URL's path) under which
 /// this site's objects live.
-pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, Path), BlobError> {
-    let parsed = url::Url::parse(url).map_err(|e| BlobError::Store(format!("blob_url {url:?}: {e}")))?;
-    let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| BlobError::Store(format!("blob_url {url:?}: {e}")))?;
+pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, Path), OpenError> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("blob_url {url:?}: {e}"))?;
+    let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| format!("blob_url {url:?}: {e}"))?;
     let store: Arc<dyn ObjectStore> = match scheme {
-        ObjectStoreScheme::AmazonS3 => Arc::new(s3_builder(url, options)?.build()?),
+        ObjectStoreScheme::AmazonS3 => Arc::new(s3_builder(url, options)?.build().map_err(|e| e.to_string())?),
         ObjectStoreScheme::GoogleCloudStorage => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_url(url).with_retry(retry());
             for (k, v) in options {
                 b = b.with_config(key::<GoogleConfigKey>(k, "gs://")?, v);
             }
-            Arc::new(b.build()?)
+            Arc::new(b.build().map_err(|e| e.to_string())?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
             let mut b = MicrosoftAzureBuilder::from_env().with_url(url).with_retry(retry());
             for (k, v) in options {
                 b = b.with_config(key::<AzureConfigKey>(k, "az://")?, v);
             }
-            Arc::new(b.build()?)
+            Arc::new(b.build().map_err(|e| e.to_string())?)
         }
         ObjectStoreScheme::Http => {
             let mut b = HttpBuilder::new().with_url(url).with_retry(retry());
@@ -59,22 +61,22 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<(Arc<dyn Ob
                 b = b.with_config(key::<ClientConfigKey>(k, "http(s)://")?, v);
             }
             // The whole URL is the store's root.
-            return Ok((Arc::new(b.build()?), Path::default()));
+            return Ok((Arc::new(b.build().map_err(|e| e.to_string())?), Path::default()));
         }
         ObjectStoreScheme::Memory => {
             if let Some(k) = options.keys().next() {
-                return Err(BlobError::Store(format!("blob_options: a memory:// store takes no options (got {k:?})")));
+                return Err(format!("blob_options: a memory:// store takes no options (got {k:?})"));
             }
             Arc::new(object_store::memory::InMemory::new())
         }
-        other => return Err(BlobError::Store(format!("blob_url {url:?}: {other:?} stores are not supported here"))),
+        other => return Err(format!("blob_url {url:?}: {other:?} stores are not supported here")),
     };
     Ok((store, prefix))
 }
 
 /// The S3 builder `open` uses (public so the deploy samples' options can
 /// be checked without a network).
-pub fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> Result<AmazonS3Builder, BlobError> {
+pub fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> Result<AmazonS3Builder, OpenError> {
     let mut b = AmazonS3Builder::from_env().with_url(url).with_retry(retry());
     for (k, v) in options {
         b = b.with_config(key::<AmazonS3ConfigKey>(k, "s3://")?, v);
@@ -82,11 +84,9 @@ pub fn s3_builder(url: &str, options: &BTreeMap<String, String>) -> Result<Amazo
     Ok(b)
 }
 
-fn key<K: FromStr>(name: &str, store: &str) -> Result<K, BlobError> {
+fn key<K: FromStr>(name: &str, store: &str) -> Result<K, OpenError> {
     K::from_str(name).map_err(|_| {
-        BlobError::Store(format!(
-            "blob_options: unknown key {name:?} for a {store} store (see object_store's config keys for it, e.g. region, endpoint, allow_http, timeout)"
-        ))
+        format!("blob_options: unknown key {name:?} for a {store} store (see object_store's config keys for it, e.g. region, endpoint, allow_http, timeout)")
     })
 }
 
@@ -98,7 +98,7 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn err(r: Result<(Arc<dyn ObjectStore>, Path), BlobError>) -> String {
+    fn err(r: Result<(Arc<dyn ObjectStore>, Path), OpenError>) -> String {
         match r {
             Ok(_) => panic!("opened"),
             Err(e) => e.to_string(),
