@@ -386,3 +386,68 @@ fn a_second_admin_approves_what_one_admin_asks() {
     let moved = moved.unwrap_or_else(|| panic!("the move is audited: {entries:#?}"));
     assert!(moved["who"].as_str().unwrap().starts_with(ADMIN2), "the approver carried it out: {moved}");
 }
+
+// Four eyes for the DR activation, which runs offline on C's host: the
+// second admin's approval is a file signed with their certificate's key.
+// Without one, with one the activating admin signed, with an altered one,
+// or with one for another site, nothing changes; with the second admin's
+// it goes ahead, and the audit entry names both.
+#[test]
+fn a_dr_activation_needs_a_second_admins_signed_approval() {
+    let mut c = Cluster::with_tls();
+    c.start_all();
+    c.kill_site("a");
+    c.kill_site("b");
+    c.kill("c");
+    let config = c.config_path("c").display().to_string();
+    let files = c.dir.path().join("approvals");
+    std::fs::create_dir_all(&files).unwrap();
+    let sign = |who: &str, site: &str, name: &str| {
+        let out_file = files.join(name);
+        let out = c.tandem_as(
+            who,
+            &["c"],
+            &["dr", "approve", "--site", site, "--reason", "city-1 lost, confirmed with the DC lead", "--out", &out_file.display().to_string()],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        out_file.display().to_string()
+    };
+    let activate = |approval: Option<&str>| {
+        let mut args = vec!["dr", "activate", "--config", config.as_str(), "--city-fenced", "a and b powered off", "--reason", "city-1 lost", "--yes"];
+        if let Some(f) = approval {
+            args.extend(["--approval", f]);
+        }
+        c.tandem_as(ADMIN, &["c"], &args)
+    };
+    let out = c.wait_for("a and b silent long enough for a DR activation", || {
+        let out = activate(None);
+        (!stderr(&out).contains("it is not lost")).then_some(out)
+    });
+    assert!(!out.status.success() && stderr(&out).contains("needs a second admin's approval"), "{}{}", stdout(&out), stderr(&out));
+
+    let own = sign(ADMIN, "c", "own.json");
+    let out = activate(Some(&own));
+    assert!(!out.status.success() && stderr(&out).contains("a second admin must sign it"), "{}", stderr(&out));
+    let other_site = sign(ADMIN2, "b", "b.json");
+    let out = activate(Some(&other_site));
+    assert!(!out.status.success() && stderr(&out).contains("not DR activation of site c"), "{}", stderr(&out));
+    let good = sign(ADMIN2, "c", "bea.json");
+    let altered = files.join("altered.json");
+    std::fs::write(&altered, std::fs::read_to_string(&other_site).unwrap().replace(r#"\"site\":\"b\""#, r#"\"site\":\"c\""#)).unwrap();
+    let out = activate(Some(&altered.display().to_string()));
+    assert!(!out.status.success() && stderr(&out).contains("signature does not match"), "{}", stderr(&out));
+    let out =
+        c.tandem_as(OPERATOR, &["c"], &["dr", "approve", "--site", "c", "--reason", "operator tries", "--out", &files.join("op.json").display().to_string()]);
+    assert!(!out.status.success() && stderr(&out).contains("needs role admin"), "{}", stderr(&out));
+
+    let out = activate(Some(&good));
+    assert!(out.status.success() && stdout(&out).contains("generation 2"), "{}{}", stdout(&out), stderr(&out));
+    c.start("c");
+    let entries = c.wait_for("c's audit log", || {
+        let out = c.tandem_as(VIEWER, &["c"], &["audit", "--json", "--limit", "20"]);
+        out.status.success().then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    let activation = entries.as_array().unwrap().iter().find(|e| e["what"].as_str().unwrap().starts_with("DR activation at c")).expect("audited").clone();
+    assert_eq!(activation["who"], ADMIN, "{activation}");
+    assert!(activation["why"].as_str().unwrap().contains(&format!("approved by {ADMIN2}, signed approval file")), "{activation}");
+}

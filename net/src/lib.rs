@@ -25,6 +25,7 @@ pub mod endpoints;
 pub mod identity;
 pub mod metrics;
 mod process;
+pub mod signed;
 #[cfg(feature = "turmoil")]
 mod sim;
 pub mod tls;

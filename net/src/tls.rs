@@ -70,7 +70,7 @@ pub struct TlsError {
     pub problem: String,
 }
 
-fn file_error(path: &Path, problem: impl Into<String>) -> TlsError {
+pub(crate) fn file_error(path: &Path, problem: impl Into<String>) -> TlsError {
     TlsError { file: path.display().to_string(), problem: problem.into() }
 }
 
@@ -90,7 +90,7 @@ impl std::fmt::Debug for Tls {
 
 /// ring, chosen explicitly: the build also contains aws-lc-rs (through
 /// object_store), and with two providers rustls cannot pick a default.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -107,13 +107,13 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
     // The parser's error is not shown: it could quote the file.
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| file_error(path, "contains no PEM private key (PKCS#8, PKCS#1 or SEC1)"))
 }
 
-fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+pub(crate) fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs(path)? {
         roots.add(cert).map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;

@@ -439,6 +439,7 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, client: &worklo
                 who: "drill".into(),
                 why: "city-wide disaster in the drill".into(),
                 city_fenced,
+                approved_by: None,
             };
             let now_unix_ms = crate::cluster::SIM_EPOCH_UNIX_S * 1000 + c.elapsed().as_millis() as u64;
             let (result, refused) = match dr::activate_stopped(&c.disks(&site).controller, &req, now_unix_ms) {

@@ -49,8 +49,25 @@ pub enum Command {
         /// still run keep writing under the old epochs.
         #[arg(long)]
         city_fenced: Option<String>,
+        /// A second admin's signed approval (`tandem dr approve`): needed
+        /// while the policy's four_eyes is on.
+        #[arg(long)]
+        approval: Option<PathBuf>,
         #[command(flatten)]
         audited: Audited,
+    },
+    /// Sign a second admin's approval of a DR activation at SITE (four
+    /// eyes), for the admin who runs `dr activate --approval FILE` on its host.
+    Approve {
+        /// The site to be activated.
+        #[arg(long)]
+        site: String,
+        /// Why you approve it (e.g. the incident and who confirmed the disaster).
+        #[arg(long)]
+        reason: String,
+        /// Where to write the approval (JSON).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Prepare a returning old site's controller to join the activated generation (its controller stopped).
     Rejoin {
@@ -64,7 +81,8 @@ pub enum Command {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Activate { config, city_fenced, audited } => activate(config, city_fenced, audited).await,
+        Command::Activate { config, city_fenced, approval, audited } => activate(config, city_fenced, approval, audited).await,
+        Command::Approve { site, reason, out } => approve(&site, &reason, &out),
         Command::Rejoin { config, audited } => rejoin(config, audited).await,
     }
 }
@@ -74,13 +92,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// (already loaded with its key by `main`) must be signed by the CA in the
 /// site's `[tls]` and carry role admin. Without `[tls]` nothing can be
 /// checked and the command is allowed, as everything is over plaintext.
-fn require_admin(config: &NodeConfig, what: &str) -> anyhow::Result<()> {
-    let Some(site_tls) = &config.tls else { return Ok(()) };
+/// Returns the operator's certificate name (None without `[tls]`).
+fn require_admin(config: &NodeConfig, what: &str) -> anyhow::Result<Option<String>> {
+    let Some(site_tls) = &config.tls else { return Ok(None) };
     let Some(mine) = super::tls_files() else {
         bail!("permission denied: {what} needs role admin, and no operator certificate was given (--tls-dir or TANDEM_TLS_DIR)");
     };
     let peer = tandem_net::tls::verify_client_cert(&site_tls.ca, &mine.cert).map_err(|e| anyhow::anyhow!("permission denied: {e}"))?;
+    let name = match &peer {
+        tandem_net::Peer::Operator { name, .. } => Some(name.clone()),
+        _ => None,
+    };
     Caller::Tls(peer).check(what, Need::Role(Role::Admin))?;
+    Ok(name)
+}
+
+/// `tandem dr approve`: the second admin's signed approval.
+fn approve(site: &str, reason: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        bail!("--reason must not be empty: it is part of the approval");
+    }
+    let Some(mine) = super::tls_files() else {
+        bail!("an approval is signed with your operator certificate: give it with --tls-dir or TANDEM_TLS_DIR");
+    };
+    let cert = std::fs::read(&mine.cert).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", mine.cert.display()))?;
+    let me = match tandem_net::tls::verify_client_cert(&mine.ca, &mine.cert).map_err(|e| anyhow::anyhow!("{e}"))? {
+        tandem_net::Peer::Operator { name, role: Role::Admin } => name,
+        other => bail!("permission denied: approving a DR activation needs role admin, certificate {other} has not ({} bytes read)", cert.len()),
+    };
+    let file = dr::ApprovalFile::sign(&mine, &me, site, reason.trim(), SystemClock.now_unix_ms()).map_err(|e| anyhow::anyhow!(e))?;
+    if out.exists() {
+        bail!("{} exists: not overwritten", out.display());
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&file)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    println!(
+        "approval of DR activation at site {site} signed by {me}, valid {} min: {} (give it to the admin who activates)",
+        tandem_controller::ops::approval::TTL_MS / 60_000,
+        out.display()
+    );
     Ok(())
 }
 
@@ -125,13 +174,24 @@ fn others(config: &NodeConfig) -> ControlClient {
     ControlClient::new(addrs, super::transport(), Duration::from_secs(5))
 }
 
-async fn activate(config: PathBuf, city_fenced: Option<String>, audited: Audited) -> anyhow::Result<()> {
+async fn activate(config: PathBuf, city_fenced: Option<String>, approval: Option<PathBuf>, audited: Audited) -> anyhow::Result<()> {
     audited.check_reason()?;
     let config = NodeConfig::load(&config)?;
-    require_admin(&config, "DR activation")?;
+    let operator = require_admin(&config, "DR activation")?;
     let me = config.this_site().clone();
+    let approved_by = match (&approval, &config.tls) {
+        (None, _) => None,
+        (Some(path), None) => bail!("--approval {}: this site runs no [tls], so there is no CA to check the approval against", path.display()),
+        (Some(path), Some(tls)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let file: dr::ApprovalFile = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not an approval file: {e}", path.display()))?;
+            Some(file.verify(&tls.ca, &me.name, SystemClock.now_unix_ms(), path).map_err(|e| anyhow::anyhow!("the approval is refused: {e}"))?)
+        }
+    };
+    // With TLS the operator is who their certificate says.
+    let audited = Audited { who: operator.unwrap_or(audited.who.clone()), ..audited };
     let dir = config.data_dir.join("controller");
-    let req = dr::Activation { site: me.name.clone(), node_id: me.node_id, who: audited.who.clone(), why: audited.reason.clone(), city_fenced };
+    let req = dr::Activation { site: me.name.clone(), node_id: me.node_id, who: audited.who.clone(), why: audited.reason.clone(), city_fenced, approved_by };
     let open =
         || RocksKv::open(&dir).map_err(|e| format!("cannot open {} (is the controller of site {} still running? stop it first): {e}", dir.display(), me.name));
     let mut hooks = CliHooks::new(&audited, false);

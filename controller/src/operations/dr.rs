@@ -27,6 +27,70 @@ pub struct Activation {
     /// off, cut from their clients): required. tandem cannot see across a
     /// cut, and sites that still run keep writing under the old epochs.
     pub city_fenced: Option<String>,
+    /// The second admin who approved it (a verified [`ApprovalFile`]);
+    /// needed while the policy's four_eyes is on.
+    pub approved_by: Option<String>,
+}
+
+/// A second admin's approval of a DR activation, for where no controller
+/// can record one (the activation runs offline): what they approve, signed
+/// with their operator certificate's key.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalFile {
+    /// The approved statement (JSON of [`ApprovedActivation`]), as signed.
+    pub payload: String,
+    pub signature: tandem_net::signed::Signature,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovedActivation {
+    pub action: String,
+    pub site: String,
+    pub reason: String,
+    pub approved_by: String,
+    pub expires_at_unix_ms: u64,
+}
+
+const DR_ACTION: &str = "dr activate";
+
+impl ApprovalFile {
+    /// Signs an approval of activating `site` with the operator key in
+    /// `files`; valid for [`crate::ops::approval::TTL_MS`].
+    pub fn sign(files: &tandem_net::TlsFiles, approver: &str, site: &str, reason: &str, now_unix_ms: u64) -> Result<Self, String> {
+        let approved = ApprovedActivation {
+            action: DR_ACTION.into(),
+            site: site.into(),
+            reason: reason.into(),
+            approved_by: approver.into(),
+            expires_at_unix_ms: now_unix_ms + crate::ops::approval::TTL_MS,
+        };
+        let payload = serde_json::to_string(&approved).map_err(|e| e.to_string())?;
+        let signature = tandem_net::signed::sign(files, payload.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(Self { payload, signature })
+    }
+
+    /// Who approved the activation of `site`, if the file is signed by an
+    /// admin of the CA at `ca`, for this site, and not expired.
+    pub fn verify(&self, ca: &std::path::Path, site: &str, now_unix_ms: u64, source: &std::path::Path) -> Result<String, String> {
+        let peer = tandem_net::signed::verify(ca, &self.signature, self.payload.as_bytes(), source).map_err(|e| e.to_string())?;
+        let tandem_net::Peer::Operator { name, role } = &peer else {
+            return Err(format!("{}: signed by a site's certificate, not an admin's", source.display()));
+        };
+        if *role != tandem_net::Role::Admin {
+            return Err(format!("{}: signed by {name}, whose role is {}, not admin", source.display(), role.as_str()));
+        }
+        let a: ApprovedActivation = serde_json::from_str(&self.payload).map_err(|e| format!("{}: {e}", source.display()))?;
+        if a.action != DR_ACTION || a.site != site {
+            return Err(format!("{}: approves {} of site {}, not DR activation of site {site}", source.display(), a.action, a.site));
+        }
+        if &a.approved_by != name {
+            return Err(format!("{}: names {} as approver but is signed by {name}", source.display(), a.approved_by));
+        }
+        if now_unix_ms > a.expires_at_unix_ms {
+            return Err(format!("{}: the approval expired; ask {name} for a new one", source.display()));
+        }
+        Ok(name.clone())
+    }
 }
 
 /// Another site heard by this site's controller more recently than this is
@@ -147,7 +211,8 @@ fn reset(kv: &dyn KvStore, req: &Activation, board: &[ReplicatorHealth], now_uni
         last_heard(&req.site, board, now_unix_ms).join("; "),
         loss.join("; ")
     );
-    let reset = DrReset { site: req.site.clone(), node_id: req.node_id, who: req.who.clone(), why, at_unix_ms: now_unix_ms };
+    let reset =
+        DrReset { site: req.site.clone(), node_id: req.node_id, who: req.who.clone(), why, at_unix_ms: now_unix_ms, approved_by: req.approved_by.clone() };
     let result = dr_reset(kv, &reset).map_err(|e| OpError::Refused { action: "DR activation".into(), reason: e })?;
     Ok(Activated { result, loss })
 }

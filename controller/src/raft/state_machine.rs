@@ -277,6 +277,9 @@ pub struct DrReset {
     pub who: String,
     pub why: String,
     pub at_unix_ms: u64,
+    /// Who approved it, from a verified signed approval file (policy
+    /// four_eyes; see `crate::operations::dr::ApprovalFile`).
+    pub approved_by: Option<String>,
 }
 
 /// DR activation, offline, on the surviving site's controller store (its
@@ -297,6 +300,20 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
     if !c.sites.contains_key(&r.site) {
         return Err(format!("site {:?} is not in the cluster", r.site));
     }
+    // Four eyes (crate::ops::approval), offline: the approval is a file a
+    // second admin signed, verified by the caller against the site's CA.
+    if c.policy.four_eyes {
+        use crate::ops::approval::identity;
+        match &r.approved_by {
+            None => {
+                return Err("DR activation needs a second admin's approval (policy four_eyes): another admin runs `tandem dr approve --site SITE --reason ... --out FILE` and you pass it with --approval FILE".into())
+            }
+            Some(by) if identity(by) == identity(&r.who) => {
+                return Err(format!("the approval file is signed by {by}, who activates: a second admin must sign it"))
+            }
+            Some(_) => {}
+        }
+    }
     c.generation += 1;
     for s in &mut c.shards {
         // An unplanned move like a failover: failback of the old owners
@@ -313,7 +330,10 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
         seq: c.audit_len,
         at_unix_ms: r.at_unix_ms,
         who: r.who.clone(),
-        why: r.why.clone(),
+        why: match &r.approved_by {
+            Some(by) => format!("{} (approved by {by}, signed approval file)", r.why),
+            None => r.why.clone(),
+        },
         what: format!("DR activation at {}: membership reset to {} alone", r.site, r.site),
         result: result.clone(),
         log_index: 0,
