@@ -79,6 +79,8 @@ enum Command {
     Policy(cmd::policy::Args),
     /// List the controllers' Raft members; remove a lost one, add its replacement.
     Members(cmd::members::Args),
+    /// Back up a site (consistent, while it writes) into a directory or object store; list and verify backups.
+    Backup(cmd::backup::Args),
     /// Approve a second admin's request (four eyes) and carry it out as yourself.
     Approve(cmd::approve::DecideArgs),
     /// Reject a request waiting for approval (nothing of it is carried out).
@@ -178,6 +180,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Policy(args) => cmd::policy::run(args).await,
             Command::Members(args) => cmd::members::run(args).await,
+            Command::Backup(args) => cmd::backup::run(args).await,
             Command::Approve(args) => cmd::approve::approve(args).await,
             Command::Reject(args) => cmd::approve::reject(args).await,
             Command::Approvals(args) => cmd::approve::list(args).await,

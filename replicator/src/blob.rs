@@ -287,6 +287,51 @@ impl BlobStore {
         }
     }
 
+    /// Every blob name under `prefix` (a directory-like path, e.g.
+    /// `backups/`), in no particular order; staging is never listed.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        match &self.backend {
+            Backend::Local(fs) => {
+                let root = fs.root.clone();
+                let start = root.join(prefix);
+                tokio::task::spawn_blocking(move || -> Result<Vec<String>, BlobError> {
+                    let mut out = Vec::new();
+                    let mut dirs = vec![start];
+                    while let Some(dir) = dirs.pop() {
+                        let entries = match std::fs::read_dir(&dir) {
+                            Ok(e) => e,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(io_err(dir.display(), e)),
+                        };
+                        for e in entries {
+                            let path = e.map_err(|e| io_err(dir.display(), e))?.path();
+                            if path.is_dir() {
+                                dirs.push(path);
+                            } else if let Ok(rel) = path.strip_prefix(&root) {
+                                let name = rel.to_string_lossy().to_string();
+                                if !name.starts_with(STAGING) {
+                                    out.push(name);
+                                }
+                            }
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
+                .map_err(join_err)?
+            }
+            Backend::Object(store, _) => {
+                let prefix = Path::parse(prefix.trim_end_matches('/')).map_err(|e| BlobError::Store(e.to_string()))?;
+                let mut listed = store.list(Some(&prefix));
+                let mut out = Vec::new();
+                while let Some(meta) = listed.next().await {
+                    out.push(meta?.location.to_string());
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// Deletes everything under the staging area (at start: nothing there
     /// can be committed any more).
     pub async fn clear_staging(&self) -> Result<usize, BlobError> {

@@ -435,6 +435,15 @@ impl ReplicatorClient {
         self.noted(c.rotate(pb::RotateRequest { dry_run }).await.map(|r| r.into_inner()).map_err(|s| refused(addr, s)))
     }
 
+    /// Takes a backup of the site at `addr` into `to` (see `crate::backup`).
+    /// Not bounded by the call timeout: it copies the site's ciphertext.
+    pub async fn backup(&self, addr: &str, to: &str, options: &BTreeMap<String, String>, who: &str, why: &str) -> Result<crate::backup::Manifest, ClientError> {
+        let mut c = self.client(addr)?;
+        let req = pb::BackupRequest { to: to.into(), options: options.clone().into_iter().collect(), who: who.into(), why: why.into() };
+        let reply = self.noted(c.backup(req).await.map(|r| r.into_inner()).map_err(|s| refused(addr, s)))?;
+        serde_json::from_str(&reply.manifest_json).map_err(|e| ClientError::Io(format!("malformed backup manifest from {addr}: {e}")))
+    }
+
     /// `approval`: the approved request it carries out (policy four_eyes), or 0.
     pub async fn destroy(&self, addr: &str, tenant: &str, contract_id: &str, who: &str, why: &str, approval: u64) -> Result<pb::DestroyReply, ClientError> {
         self.noted(self.destroy_once(addr, tenant, contract_id, who, why, approval).await)

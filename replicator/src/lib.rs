@@ -26,6 +26,7 @@
 
 pub mod anti_entropy;
 pub mod apply;
+pub mod backup;
 pub mod blob;
 pub mod blob_stats;
 pub mod blob_url;

@@ -254,6 +254,12 @@ impl MetaStore {
     }
 
     /// Sequence number of the newest entry in this site's log (0: empty).
+    /// Every record as of one moment (see `KvStore::visit_snapshot`): what
+    /// a backup copies.
+    pub fn visit_snapshot(&self, visit: &mut tandem_storage::Visit<'_>) -> Result<(), MetaError> {
+        Ok(self.kv.visit_snapshot(visit)?)
+    }
+
     pub fn log_head(&self) -> Result<u64, MetaError> {
         match self.kv.last_in_range(b"l/", &prefix_end("l/"))? {
             Some((k, v)) => Ok(decode::<LogEntry>(&k, &v)?.seq),

@@ -37,6 +37,8 @@ pub fn need_of(path: &str) -> (&'static str, Need) {
         "Get" | "Head" | "List" if contracts => ("contract get", Need::Role(Role::Viewer)),
         "Put" if contracts => ("contract put", Need::Role(Role::Operator)),
         "Destroy" if contracts => ("contract destroy", Need::Role(Role::Admin)),
+        // A backup holds every wrapped key and all ciphertext.
+        "Backup" if contracts => ("backup create", Need::Role(Role::Admin)),
         // Re-wrapping keys changes no data, but it is a key-management act.
         "Rotate" if contracts => ("keys rotate", Need::Role(Role::Admin)),
         "Digests" | "Inventory" | "Scrub" | "Divergent" if replication => ("verify", Need::Role(Role::Viewer)),
@@ -117,6 +119,7 @@ mod tests {
         assert_eq!(need_of(crate::bulk::PUT).1, Need::Role(Role::Operator));
         assert_eq!(need_of(crate::bulk::STAGE).1, Need::Site);
         assert_eq!(need_of("/tandem.replicator.v1.Contracts/Destroy").1, Need::Role(Role::Admin));
+        assert_eq!(need_of("/tandem.replicator.v1.Contracts/Backup").1, Need::Role(Role::Admin));
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Scrub").1, Need::Role(Role::Viewer));
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Repair").1, Need::Role(Role::Operator));
         assert_eq!(need_of(crate::bulk::APPLY).1, Need::Site);

@@ -196,6 +196,23 @@ impl Contracts for ContractsService {
         Ok(Response::new(pb::DestroyReply { log_seq: ack.seq, replication: ack.replication }))
     }
 
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<pb::BackupReply>, Status> {
+        let who = match tandem_net::Caller::of(&req) {
+            tandem_net::Caller::Tls(tandem_net::Peer::Operator { name, .. }) => name,
+            _ => req.get_ref().who.clone(),
+        };
+        let r = req.into_inner();
+        if r.why.trim().is_empty() {
+            return Err(ReplicaError::Invalid("a backup needs a reason (--reason): it is recorded in its manifest".into()).into());
+        }
+        let options = r.options.into_iter().collect();
+        let dest = crate::backup::destination(&r.to, &options).map_err(|e| ReplicaError::Invalid(e.to_string()))?;
+        let manifest = crate::backup::create(&self.site, &dest, &who, r.why.trim()).await?;
+        tracing::info!(id = %manifest.id, to = %r.to, records = manifest.records, copied = manifest.copied, reused = manifest.reused, who = %who, "backup taken");
+        let manifest_json = serde_json::to_string(&manifest).map_err(|e| ReplicaError::Internal(e.to_string()))?;
+        Ok(Response::new(pb::BackupReply { manifest_json }))
+    }
+
     async fn rotate(&self, req: Request<pb::RotateRequest>) -> Result<Response<pb::RotateReply>, Status> {
         let dry_run = req.into_inner().dry_run;
         let r = crate::rotate::run(&self.site, dry_run).await?;

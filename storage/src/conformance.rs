@@ -37,6 +37,22 @@ fn suite(kv: &dyn KvStore) {
     assert_eq!(keys(kv, "a", "z"), ["c", "d"]);
     assert_eq!(kv.get(b"c").unwrap().as_deref(), Some(&b"33"[..]));
     kv.sync().unwrap();
+
+    // A snapshot visit sees every pair in order, as of its start: a write
+    // made while it runs is not in it.
+    let mut seen = Vec::new();
+    kv.visit_snapshot(&mut |k, v| {
+        if seen.is_empty() {
+            kv.write(batch_put(&[("e", "5")]), Durability::Buffered).map_err(|e| e.to_string())?;
+        }
+        seen.push((String::from_utf8_lossy(k).to_string(), String::from_utf8_lossy(v).to_string()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, [("c".to_string(), "33".to_string()), ("d".to_string(), "4".to_string())]);
+    assert_eq!(kv.get(b"e").unwrap().as_deref(), Some(&b"5"[..]));
+    let stopped = kv.visit_snapshot(&mut |_, _| Err("stop".into()));
+    assert!(stopped.is_err());
 }
 
 #[test]

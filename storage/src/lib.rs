@@ -103,7 +103,15 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Makes every earlier write durable.
     fn sync(&self) -> Result<(), StorageError>;
+
+    /// Calls `visit` with every key and value as of one moment, in key
+    /// order: a consistent snapshot (writes made meanwhile are not seen,
+    /// and are not held up). Stops at `visit`'s first error.
+    fn visit_snapshot(&self, visit: &mut Visit<'_>) -> Result<(), StorageError>;
 }
+
+/// What [`KvStore::visit_snapshot`] calls with each key and value.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 
 #[cfg(test)]
 mod conformance;

@@ -121,6 +121,19 @@ fn flush(disk: &mut Disk) {
 }
 
 impl KvStore for MemKv {
+    fn visit_snapshot(&self, visit: &mut crate::Visit<'_>) -> Result<(), StorageError> {
+        // A copy taken under the lock is the snapshot.
+        let copy = {
+            let disk = self.lock();
+            self.refuse(&disk, true)?;
+            disk.visible.clone()
+        };
+        for (k, v) in &copy {
+            visit(k, v).map_err(StorageError::Backend)?;
+        }
+        Ok(())
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let disk = self.lock();
         self.refuse(&disk, true)?;

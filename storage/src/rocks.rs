@@ -85,4 +85,13 @@ impl KvStore for RocksKv {
     fn sync(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true).map_err(backend)
     }
+
+    fn visit_snapshot(&self, visit: &mut crate::Visit<'_>) -> Result<(), StorageError> {
+        let snapshot = self.db.snapshot();
+        for item in snapshot.iterator(IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            visit(&k, &v).map_err(StorageError::Backend)?;
+        }
+        Ok(())
+    }
 }

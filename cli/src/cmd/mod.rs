@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod certs;
 pub mod change;

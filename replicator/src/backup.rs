@@ -1,0 +1,352 @@
+//! Backups of one site: a consistent cut of its metadata (contracts,
+//! versions with their wrapped keys, tombstones, its change log, cursors
+//! and epochs) and the ciphertext it refers to, taken while the site keeps
+//! writing, to a directory or an object store.
+//!
+//! Layout under the destination:
+//! - `backups/{id}/meta.dump`: every metadata record of one snapshot
+//!   ([`tandem_storage::KvStore::visit_snapshot`]), each framed with its
+//!   crc32 (see [`write_record`]);
+//! - `blobs/{blob path}`: the ciphertext, shared by every backup in the
+//!   destination: a blob's name never designates other bytes (a new
+//!   version is a new name), so a later backup copies only the blobs the
+//!   destination lacks (incremental by construction);
+//! - `backups/{id}/manifest.json` ([`Manifest`]), written last: a backup
+//!   without one is incomplete and not listed.
+//!
+//! [`verify`] needs no key: the dump's length, hash and every record's
+//! crc; each blob's length and BLAKE3 against its record, and every
+//! segment's crc ([`tandem_crypto::SegmentScanner`]).
+//!
+//! Files of destroyed versions are not copied (their keys are gone, so
+//! they could never be read); a backup still holds the wrapped keys of
+//! contracts destroyed after it was taken, which is why restoring one must
+//! replay every destroy recorded since (not built yet: see the README).
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{BlobError, BlobStore, Hashing};
+use crate::error::ReplicaError;
+use crate::hash::Hasher;
+use crate::model::VersionRecord;
+use crate::site::Site;
+
+pub const FORMAT: u32 = 1;
+const DUMP_MAGIC: &[u8] = b"TANDEM-BACKUP-META 1\n";
+/// Records are sent from the snapshot to the writer in chunks of this size.
+const CHUNK: usize = 1024 * 1024;
+
+/// What a backup holds; `backups/{id}/manifest.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub site: String,
+    pub created_unix_ms: u64,
+    pub who: String,
+    pub why: String,
+    /// This site's change-log head in the snapshot.
+    pub log_head: u64,
+    pub records: u64,
+    pub dump_len: u64,
+    pub dump_blake3: String,
+    pub versions: u64,
+    pub blobs: Vec<BackedBlob>,
+    /// Blobs this backup copied, and those an earlier backup in the same
+    /// destination already held.
+    pub copied: u64,
+    pub reused: u64,
+    /// Blobs of the snapshot that were collected before they could be
+    /// copied (their contract was destroyed meanwhile).
+    #[serde(default)]
+    pub gone: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackedBlob {
+    pub blob: String,
+    pub len: u64,
+    pub blake3: String,
+}
+
+/// A backup destination: an absolute directory, or an object-store URL
+/// with its options (an unknown option is an error naming it).
+pub fn destination(to: &str, options: &std::collections::BTreeMap<String, String>) -> Result<BlobStore, BlobError> {
+    if to.contains("://") {
+        return BlobStore::from_url(to, options);
+    }
+    let path = std::path::Path::new(to);
+    if !path.is_absolute() {
+        return Err(BlobError::Store(format!("backup destination {to:?}: give an absolute directory or a URL")));
+    }
+    if let Some(k) = options.keys().next() {
+        return Err(BlobError::Store(format!("a directory destination takes no options (got {k:?})")));
+    }
+    BlobStore::local(path)
+}
+
+fn dump_path(id: &str) -> String {
+    format!("backups/{id}/meta.dump")
+}
+
+fn manifest_path(id: &str) -> String {
+    format!("backups/{id}/manifest.json")
+}
+
+fn blob_path(blob: &str) -> String {
+    format!("blobs/{blob}")
+}
+
+/// One record: key length, value length (u32 little-endian), key, value,
+/// crc32 of key and value.
+pub fn write_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(key);
+    crc.update(value);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// What the snapshot pass learnt besides the records themselves.
+#[derive(Default)]
+struct Cut {
+    records: u64,
+    versions: u64,
+    log_head: u64,
+    blobs: Vec<BackedBlob>,
+}
+
+/// Takes a backup of `site` into `dest`. Writes go on meanwhile: the
+/// metadata is one snapshot, and the blobs it names never change.
+pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Result<Manifest, ReplicaError> {
+    let created_unix_ms = site.clock.now_unix_ms();
+    let id = format!("{}-{created_unix_ms:013}", site.name);
+    let mut writer = dest.writer(&dump_path(&id), Hashing::Hash).await?;
+    writer.write(DUMP_MAGIC).await?;
+    // The snapshot is read on a blocking thread; its records come here in
+    // chunks through a small channel, so memory stays bounded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let meta = site.meta.clone();
+    let reader = tokio::task::spawn_blocking(move || -> Result<Cut, String> {
+        let mut cut = Cut::default();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        meta.visit_snapshot(&mut |key, value| {
+            write_record(&mut chunk, key, value);
+            cut.records += 1;
+            if key.starts_with(b"v/") {
+                let v: VersionRecord = serde_json::from_slice(value).map_err(|e| format!("version record {}: {e}", String::from_utf8_lossy(key)))?;
+                cut.versions += 1;
+                // A destroyed version's files have no key left: nothing to keep.
+                for f in v.files.iter().filter(|f| f.key.is_some()) {
+                    cut.blobs.push(BackedBlob { blob: f.blob.clone(), len: f.ciphertext_len, blake3: f.ciphertext_blake3.clone() });
+                }
+            } else if let Some(seq) = key.strip_prefix(b"l/") {
+                cut.log_head = cut.log_head.max(std::str::from_utf8(seq).ok().and_then(|s| s.parse().ok()).unwrap_or(0));
+            }
+            if chunk.len() >= CHUNK {
+                tx.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).map_err(|_| "the backup writer stopped".to_string())?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        if !chunk.is_empty() {
+            tx.blocking_send(chunk).map_err(|_| "the backup writer stopped".to_string())?;
+        }
+        Ok(cut)
+    });
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = writer.write(&chunk).await {
+            writer.abort().await;
+            return Err(e.into());
+        }
+    }
+    let cut = reader.await.map_err(|e| ReplicaError::Internal(e.to_string()))?.map_err(ReplicaError::Internal)?;
+    let dump_len = writer.len();
+    let stored = writer.finish().await?;
+    let dump_blake3 = stored.hash;
+
+    let (mut copied, mut reused, mut gone) = (0, 0, Vec::new());
+    let mut seen = BTreeSet::new();
+    let mut blobs = Vec::new();
+    for b in cut.blobs {
+        if !seen.insert(b.blob.clone()) {
+            continue;
+        }
+        let to = blob_path(&b.blob);
+        if dest.exists(&to).await? {
+            reused += 1;
+            blobs.push(b);
+            continue;
+        }
+        match copy(&site.blobs, &b.blob, dest, &to).await {
+            Ok(()) => {
+                copied += 1;
+                blobs.push(b);
+            }
+            // Collected meanwhile: its contract was destroyed after the snapshot.
+            Err(ReplicaError::Corrupt(_)) => gone.push(b.blob),
+            Err(e) => return Err(e),
+        }
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        id: id.clone(),
+        site: site.name.clone(),
+        created_unix_ms,
+        who: who.into(),
+        why: why.into(),
+        log_head: cut.log_head,
+        records: cut.records,
+        dump_len,
+        dump_blake3,
+        versions: cut.versions,
+        blobs,
+        copied,
+        reused,
+        gone,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ReplicaError::Internal(e.to_string()))?;
+    let mut w = dest.writer(&manifest_path(&id), Hashing::None).await?;
+    w.write(&json).await?;
+    w.finish().await?;
+    Ok(manifest)
+}
+
+async fn copy(from: &BlobStore, blob: &str, to: &BlobStore, dest: &str) -> Result<(), ReplicaError> {
+    let mut stream = from.read(blob).await?;
+    let mut w = to.writer(dest, Hashing::None).await?;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => w.write(&bytes).await?,
+            Err(e) => {
+                w.abort().await;
+                return Err(e.into());
+            }
+        }
+    }
+    w.finish().await?;
+    Ok(())
+}
+
+/// Every complete backup in `dest` (those with a manifest), oldest first.
+pub async fn list(dest: &BlobStore) -> Result<Vec<Manifest>, BlobError> {
+    let mut out = Vec::new();
+    for name in dest.list("backups/").await? {
+        if !name.ends_with("/manifest.json") {
+            continue;
+        }
+        let bytes = read_all(dest, &name).await?;
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) => out.push(m),
+            Err(e) => return Err(BlobError::Store(format!("{name}: not a backup manifest: {e}"))),
+        }
+    }
+    out.sort_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)));
+    Ok(out)
+}
+
+async fn read_all(store: &BlobStore, name: &str) -> Result<Vec<u8>, BlobError> {
+    let mut stream = store.read(name).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// What [`verify`] found for one backup.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Verified {
+    pub id: String,
+    pub records: u64,
+    pub blobs: u64,
+    pub segments: u64,
+    /// Each problem, naming the file; empty: the backup is whole.
+    pub problems: Vec<String>,
+}
+
+/// Checks backup `id` in `dest` without any key.
+pub async fn verify(dest: &BlobStore, id: &str) -> Result<Verified, BlobError> {
+    let manifest: Manifest = serde_json::from_slice(&read_all(dest, &manifest_path(id)).await?)
+        .map_err(|e| BlobError::Store(format!("{}: not a backup manifest: {e}", manifest_path(id))))?;
+    let mut v = Verified { id: id.into(), ..Default::default() };
+    match read_all(dest, &dump_path(id)).await {
+        Ok(dump) => check_dump(&dump, &manifest, &mut v),
+        Err(e) => v.problems.push(format!("{}: {e}", dump_path(id))),
+    }
+    for b in &manifest.blobs {
+        let name = blob_path(&b.blob);
+        match check_blob(dest, &name, b).await {
+            Ok(segments) => {
+                v.blobs += 1;
+                v.segments += segments;
+            }
+            Err(problem) => v.problems.push(format!("{name}: {problem}")),
+        }
+    }
+    Ok(v)
+}
+
+fn check_dump(dump: &[u8], manifest: &Manifest, v: &mut Verified) {
+    let name = dump_path(&manifest.id);
+    if dump.len() as u64 != manifest.dump_len {
+        v.problems.push(format!("{name}: {} bytes, the manifest says {}", dump.len(), manifest.dump_len));
+    }
+    let hash = Hasher::new().update(dump).hex();
+    if hash != manifest.dump_blake3 {
+        v.problems.push(format!("{name}: its BLAKE3 differs from the manifest's"));
+    }
+    let Some(mut rest) = dump.strip_prefix(DUMP_MAGIC) else {
+        v.problems.push(format!("{name}: not a metadata dump"));
+        return;
+    };
+    while !rest.is_empty() {
+        let Some((k, vl)) =
+            rest.get(..8).map(|h| (u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize, u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize))
+        else {
+            v.problems.push(format!("{name}: truncated after record {}", v.records));
+            return;
+        };
+        let Some(body) = rest.get(8..8 + k + vl + 4) else {
+            v.problems.push(format!("{name}: truncated in record {}", v.records + 1));
+            return;
+        };
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&body[..k + vl]);
+        if crc.finalize().to_le_bytes() != body[k + vl..] {
+            v.problems.push(format!("{name}: record {} fails its crc", v.records + 1));
+            return;
+        }
+        v.records += 1;
+        rest = &rest[8 + k + vl + 4..];
+    }
+    if v.records != manifest.records {
+        v.problems.push(format!("{name}: {} records, the manifest says {}", v.records, manifest.records));
+    }
+}
+
+/// The segments of one blob, or what is wrong with it.
+async fn check_blob(dest: &BlobStore, name: &str, b: &BackedBlob) -> Result<u64, String> {
+    let mut stream = dest.read(name).await.map_err(|e| e.to_string())?;
+    let (mut hash, mut scanner, mut len) = (Hasher::new(), tandem_crypto::SegmentScanner::new(), 0u64);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        len += chunk.len() as u64;
+        hash.update(&chunk);
+        scanner.push(&chunk).map_err(|e| format!("segment framing: {e}"))?;
+    }
+    if len != b.len {
+        return Err(format!("{len} bytes, its record says {}", b.len));
+    }
+    if hash.hex() != b.blake3 {
+        return Err("its BLAKE3 differs from its record's".into());
+    }
+    let summary = scanner.finish().map_err(|e| format!("segment framing: {e}"))?;
+    Ok(summary.segments)
+}
