@@ -95,7 +95,9 @@ fn backups_are_consistent_incremental_and_verified_without_keys() {
 
     // Damage: one byte of c1's scan, and the first backup's dump cut short.
     let scan_blob = blobs.iter().find(|b| b.contains("/c1/") && b.ends_with("/1")).expect("c1's second file").clone();
-    let damaged = Path::new(&at).join("blobs").join(&scan_blob);
+    let scan_hash = first["blobs"].as_array().unwrap().iter().find(|b| b["blob"] == scan_blob.as_str()).unwrap()["blake3"].as_str().unwrap().to_string();
+    // Stored by content: one file per distinct ciphertext.
+    let damaged = Path::new(&at).join("blobs").join(&scan_hash);
     let mut bytes = std::fs::read(&damaged).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
@@ -106,7 +108,7 @@ fn backups_are_consistent_incremental_and_verified_without_keys() {
     let out = tandem_at(&["backup", "verify", "--at", &at], &[]);
     assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
     let report = stdout(&out);
-    assert!(report.contains(&format!("blobs/{scan_blob}: ")), "{report}");
+    assert!(report.contains(&format!("blobs/{scan_hash} ({scan_blob}): ")), "{report}");
     assert!(report.contains("meta.dump: ") && report.contains("truncated"), "{report}");
     assert_eq!(report.matches("DAMAGED").count(), 2, "{report}");
 }
@@ -131,7 +133,7 @@ fn a_backup_goes_to_s3() {
     let m = manifest(&backup(&c, "s3://backups/site-a", &options, &[]));
     assert_eq!(m["copied"], 1, "{m}");
     let keys = s3.keys("backups", "site-a/");
-    assert!(keys.iter().any(|k| k.ends_with("/manifest.json")) && keys.iter().any(|k| k.contains("/c1/")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with("/manifest.json")) && keys.iter().any(|k| k.contains("/blobs/")), "{keys:?}");
 
     let mut verify = vec!["backup", "verify", "--at", "s3://backups/site-a"];
     verify.extend(options);

@@ -248,7 +248,9 @@ fn call_as<T, F>(c: &Cluster, operator: &str, addr: &str, call: impl FnOnce(toni
 where
     F: std::future::Future<Output = Result<T, tonic::Status>>,
 {
-    let files = tandem_net::TlsFiles::in_dir(&tls_dir(c).join(format!("operator-{operator}")));
+    // An operator's name, or a site's directory ("site-a").
+    let dir = if operator.starts_with("site-") { operator.to_string() } else { format!("operator-{operator}") };
+    let files = tandem_net::TlsFiles::in_dir(&tls_dir(c).join(dir));
     let transport = tandem_net::Transport::over_tokio(Some(&files)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -362,6 +364,13 @@ fn a_second_admin_approves_what_one_admin_asks() {
     let rejected = listed.iter().find(|a| a["id"] == id.parse::<u64>().unwrap()).expect("the request is listed");
     assert_eq!(rejected["state"]["state"], "rejected", "{rejected}");
     assert_eq!(c.status(&SITES).unwrap()["cluster"]["policy"]["lag_s_max"], 0);
+    // A site's certificate may call anything a role may, but cannot ask or
+    // decide: it could claim any name.
+    let as_site = call_as(&c, "site-a", &c.addrs["a"], |channel| async move {
+        let mut client = tandem_proto::control::control_client::ControlClient::new(channel);
+        client.decide_approval(tandem_proto::control::ApprovalDecision { who: ADMIN2.into(), why: "forged".into(), id: 1, approve: true }).await
+    });
+    assert!(as_site.contains("needs an operator's certificate"), "{as_site}");
 
     // A failover accepting data loss: b is down, automatic actions paused.
     let out = c.tandem_as(ADMIN, &SITES, &["pause", "--reason", "incident 77", "--yes"]);

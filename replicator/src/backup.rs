@@ -7,10 +7,11 @@
 //! - `backups/{id}/meta.dump`: every metadata record of one snapshot
 //!   ([`tandem_storage::KvStore::visit_snapshot`]), each framed with its
 //!   crc32 (see [`write_record`]);
-//! - `blobs/{blob path}`: the ciphertext, shared by every backup in the
-//!   destination: a blob's name never designates other bytes (a new
-//!   version is a new name), so a later backup copies only the blobs the
-//!   destination lacks (incremental by construction);
+//! - `blobs/{blake3}`: the ciphertext, named by its hash and shared by
+//!   every backup in the destination, so a later backup copies only what
+//!   the destination lacks (incremental), and a name never designates other
+//!   bytes (a blob path at a site can: a quarantined version's number is
+//!   written again);
 //! - `backups/{id}/manifest.json` ([`Manifest`]), written last: a backup
 //!   without one is incomplete and not listed.
 //!
@@ -96,8 +97,8 @@ fn manifest_path(id: &str) -> String {
     format!("backups/{id}/manifest.json")
 }
 
-fn blob_path(blob: &str) -> String {
-    format!("blobs/{blob}")
+fn blob_path(b: &BackedBlob) -> String {
+    format!("blobs/{}", b.blake3)
 }
 
 /// One record: key length, value length (u32 little-endian), key, value,
@@ -119,7 +120,8 @@ struct Cut {
     records: u64,
     versions: u64,
     log_head: u64,
-    blobs: Vec<BackedBlob>,
+    /// Each file, with the version that names it.
+    blobs: Vec<(BackedBlob, (String, String, u64))>,
 }
 
 /// Takes a backup of `site` into `dest`. Writes go on meanwhile: the
@@ -144,7 +146,8 @@ pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Resu
                 cut.versions += 1;
                 // A destroyed version's files have no key left: nothing to keep.
                 for f in v.files.iter().filter(|f| f.key.is_some()) {
-                    cut.blobs.push(BackedBlob { blob: f.blob.clone(), len: f.ciphertext_len, blake3: f.ciphertext_blake3.clone() });
+                    let blob = BackedBlob { blob: f.blob.clone(), len: f.ciphertext_len, blake3: f.ciphertext_blake3.clone() };
+                    cut.blobs.push((blob, (v.tenant.clone(), v.contract_id.clone(), v.version)));
                 }
             } else if let Some(seq) = key.strip_prefix(b"l/") {
                 cut.log_head = cut.log_head.max(std::str::from_utf8(seq).ok().and_then(|s| s.parse().ok()).unwrap_or(0));
@@ -174,11 +177,12 @@ pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Resu
     let (mut copied, mut reused, mut gone) = (0, 0, Vec::new());
     let mut seen = BTreeSet::new();
     let mut blobs = Vec::new();
-    for b in cut.blobs {
-        if !seen.insert(b.blob.clone()) {
+    for (b, (tenant, contract, version)) in cut.blobs {
+        let to = blob_path(&b);
+        if !seen.insert(to.clone()) {
+            blobs.push(b);
             continue;
         }
-        let to = blob_path(&b.blob);
         if dest.exists(&to).await? {
             reused += 1;
             blobs.push(b);
@@ -189,8 +193,18 @@ pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Resu
                 copied += 1;
                 blobs.push(b);
             }
-            // Collected meanwhile: its contract was destroyed after the snapshot.
-            Err(ReplicaError::Corrupt(_)) => gone.push(b.blob),
+            // Missing here: fine only if its version was destroyed since the
+            // snapshot (collected); a live version's file missing is damage
+            // the backup must not hide.
+            Err(ReplicaError::Corrupt(why)) => {
+                let live = site.meta.version(&tenant, &contract, version)?.is_some_and(|v| v.files.iter().any(|f| f.blob == b.blob && f.key.is_some()));
+                if live {
+                    return Err(ReplicaError::Corrupt(format!(
+                        "{why} although {tenant}/{contract} v{version} is live: repair this site (tandem verify --deep --repair), then back up again"
+                    )));
+                }
+                gone.push(b.blob);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -280,14 +294,18 @@ pub async fn verify(dest: &BlobStore, id: &str) -> Result<Verified, BlobError> {
         Ok(dump) => check_dump(&dump, &manifest, &mut v),
         Err(e) => v.problems.push(format!("{}: {e}", dump_path(id))),
     }
+    let mut checked = BTreeSet::new();
     for b in &manifest.blobs {
-        let name = blob_path(&b.blob);
+        let name = blob_path(b);
+        if !checked.insert(name.clone()) {
+            continue;
+        }
         match check_blob(dest, &name, b).await {
             Ok(segments) => {
                 v.blobs += 1;
                 v.segments += segments;
             }
-            Err(problem) => v.problems.push(format!("{name}: {problem}")),
+            Err(problem) => v.problems.push(format!("{name} ({}): {problem}", b.blob)),
         }
     }
     Ok(v)

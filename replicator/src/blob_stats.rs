@@ -80,13 +80,18 @@ impl Latency {
     }
 }
 
+/// How long a failed kind of request keeps the store "failing" when no
+/// request of that kind has succeeded since: writes that fail while reads
+/// (or the probe) succeed still show, and an idle site's last failure
+/// clears once the probe has answered for this long.
+pub const FAILING_FOR: Duration = Duration::from_secs(20);
+
 #[derive(Default)]
 struct Inner {
     requests: BTreeMap<(&'static str, Outcome), u64>,
     latency: BTreeMap<&'static str, Latency>,
-    /// The error of the newest request, if it failed: cleared by the next
-    /// request that gets an answer.
-    failing: Option<String>,
+    /// Per kind of request, the error of its newest one if it failed, and when.
+    failed: BTreeMap<&'static str, (Instant, String)>,
     last_request: Option<Instant>,
 }
 
@@ -113,10 +118,14 @@ impl BlobStats {
         let mut inner = self.lock();
         *inner.requests.entry((op, outcome)).or_default() += 1;
         inner.latency.entry(op).or_default().observe(elapsed.as_secs_f64());
-        inner.failing = match outcome {
-            Outcome::Error => Some(error.unwrap_or_else(|| format!("{op} failed"))),
-            _ => None,
-        };
+        match outcome {
+            Outcome::Error => {
+                inner.failed.insert(op, (Instant::now(), error.unwrap_or_else(|| format!("{op} failed"))));
+            }
+            _ => {
+                inner.failed.remove(op);
+            }
+        }
         inner.last_request = Some(Instant::now());
     }
 
@@ -139,9 +148,21 @@ impl BlobStats {
         self.lock().latency.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
-    /// Why the store is failing, if its newest request failed.
+    /// Why the store is failing: the newest failure of a kind of request
+    /// that has not succeeded since, within [`FAILING_FOR`]; `op: error`.
     pub fn failing(&self) -> Option<String> {
-        self.lock().failing.clone()
+        self.failing_at(Instant::now())
+    }
+
+    /// [`Self::failing`] as of `now`.
+    pub fn failing_at(&self, now: Instant) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .failed
+            .iter()
+            .filter(|(_, (at, _))| now.saturating_duration_since(*at) < FAILING_FOR)
+            .max_by_key(|(_, (at, _))| *at)
+            .map(|(op, (_, e))| format!("{op}: {e}"))
     }
 
     /// How long since the last request (None: there was none yet).
@@ -306,11 +327,21 @@ mod tests {
         assert_eq!(latency["put"].buckets.iter().sum::<u64>(), 1, "an in-memory put lands in a bucket");
 
         stats.record("put_part", Outcome::Error, Duration::from_secs(40), Some("connection refused".into()));
-        assert_eq!(stats.failing().as_deref(), Some("connection refused"));
+        assert_eq!(stats.failing().as_deref(), Some("put_part: connection refused"));
         let latency: BTreeMap<_, _> = stats.latency().into_iter().collect();
         assert_eq!(latency["put_part"].buckets.iter().sum::<u64>(), 0, "beyond the last bucket: only +Inf holds it");
         assert_eq!(latency["put_part"].count, 1);
         store.head(&path).await.unwrap();
-        assert_eq!(stats.failing(), None, "the next answered request clears it");
+        assert_eq!(stats.failing().as_deref(), Some("put_part: connection refused"), "a read answering does not clear a failing write");
+        stats.record("put_part", Outcome::Ok, Duration::from_millis(3), None);
+        assert_eq!(stats.failing(), None, "the next answered write clears it");
+    }
+
+    #[test]
+    fn a_failure_not_repeated_clears_after_a_while() {
+        let stats = BlobStats::default();
+        stats.record("put_part", Outcome::Error, Duration::from_secs(1), Some("connection refused".into()));
+        assert!(stats.failing().is_some());
+        assert_eq!(stats.failing_at(Instant::now() + FAILING_FOR + Duration::from_millis(1)), None);
     }
 }

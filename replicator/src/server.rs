@@ -222,7 +222,18 @@ pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
         received_at_unix_ms: 0,
         view_index,
         version: tandem_net::version::reported(),
-        blob_store_error: site.blobs.stats().failing().unwrap_or_default(),
+        blob_store_error: site.blobs.stats().failing().map(|e| short(&e)).unwrap_or_default(),
+    }
+}
+
+/// An error as `tandem status` shows it: its first line, at most 200
+/// characters (a store's reply can carry a long response body; the full
+/// text is in the replicator's log, which masks what it must).
+fn short(error: &str) -> String {
+    let line = error.lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
     }
 }
 

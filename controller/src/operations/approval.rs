@@ -47,8 +47,16 @@ pub async fn decide(client: &ControlClient, req: &Decide, hooks: &mut impl Hooks
     let Some(a) = status.cluster.approvals.get(&req.id).cloned() else {
         return Err(refused("no such request (`tandem approvals` lists them)".into()));
     };
-    if a.state != ApprovalState::Pending {
-        return Err(refused(format!("the request is {} already", a.state.as_str())));
+    match &a.state {
+        ApprovalState::Pending => {}
+        // Approved, not used yet: carrying it out failed half-way (a
+        // timeout, a new leader). It is carried out again; the state machine
+        // lets only its approver do so.
+        ApprovalState::Approved { by, .. } if req.approve => {
+            hooks.plan(&Plan::text(format!("request #{}: {} was approved by {by} and is not used yet; carrying it out again", a.id, a.action)));
+            return Ok(Some(a));
+        }
+        other => return Err(refused(format!("the request is {} already", other.as_str()))),
     }
     let verb = if req.approve { "approve" } else { "reject" };
     let expires_in = a.expires_at_unix_ms.saturating_sub(status.now_unix_ms) / 60_000;

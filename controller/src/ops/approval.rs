@@ -186,6 +186,11 @@ pub(super) fn decide(state: &mut ClusterState, spec: &DecisionSpec, meta: &OpMet
 
 pub(super) fn use_outside(state: &mut ClusterState, spec: &UseSpec, meta: &OpMeta) -> Applied {
     let what = format!("approval #{} used: {}", spec.id, describe(&spec.action, &spec.args));
+    // Only a destroy is carried out outside the state machine; the others
+    // are used by the change itself.
+    if spec.action != DESTROY {
+        return Applied { what, result: format!("refused: only a {DESTROY} is carried out outside the controllers"), changed: false, refused: true };
+    }
     let checked = OpMeta { approval: Some(spec.id), ..meta.clone() };
     match check(state, &checked, &spec.action, &spec.args) {
         Ok(id) => {
@@ -280,6 +285,13 @@ mod tests {
         let use_it = UseSpec { id, action: DESTROY.into(), args: args(&[("tenant", "t"), ("contract", "c")]) };
         let o = run(&mut s, Command::UseApproval(use_it), meta("bob", 120, None));
         assert!(!o.accepted && o.result.contains("rejected by ada"), "{o:?}");
+        let policy = RequestSpec { action: POLICY.into(), args: args(&[("key", "lag_s_max"), ("value", "9")]), plan: String::new() };
+        let pid = run(&mut s, Command::RequestApproval(policy), meta("ada", 140, None)).audit_seq;
+        assert!(run(&mut s, Command::DecideApproval(DecisionSpec { id: pid, approve: true }), meta("bob", 150, None)).accepted);
+        let outside = UseSpec { id: pid, action: POLICY.into(), args: args(&[("key", "lag_s_max"), ("value", "9")]) };
+        let o = run(&mut s, Command::UseApproval(outside), meta("bob", 160, None));
+        assert!(!o.accepted && o.result.contains("only a contract destroy"), "{o:?}");
+        assert!(matches!(s.approvals[&pid].state, ApprovalState::Approved { .. }), "not used up");
         let bad = RequestSpec { action: "rm -rf".into(), args: BTreeMap::new(), plan: String::new() };
         assert!(!run(&mut s, Command::RequestApproval(bad), meta("ada", 130, None)).accepted);
     }

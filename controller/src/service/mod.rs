@@ -64,6 +64,19 @@ fn attested(caller: &Caller, mut change: pb::ChangeRequest) -> pb::ChangeRequest
     change
 }
 
+/// Four eyes count people: with TLS, requests and decisions come from an
+/// operator's certificate (whose name is then the audited `who`), never a
+/// site's, which could claim any name.
+fn operator_only(caller: &Caller, what: &str) -> Result<(), Status> {
+    match caller {
+        Caller::Tls(tandem_net::Peer::Operator { .. }) | Caller::Plaintext => Ok(()),
+        Caller::Tls(peer) => Err(with_code(
+            Status::permission_denied(format!("permission denied: {what} needs an operator's certificate, not {peer}'s")),
+            error_code::PERMISSION_DENIED,
+        )),
+    }
+}
+
 /// A member the leader has not heard from for this long may be removed as
 /// lost (many heartbeats and election timeouts; a live one answers every
 /// heartbeat).
@@ -715,6 +728,7 @@ impl Control for ControlService {
 
     async fn request_approval(&self, req: Request<pb::ApprovalRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let caller = self.authorize(&req, "asking for a second admin's approval", Need::Role(Role::Admin))?;
+        operator_only(&caller, "asking for a second admin's approval")?;
         let r = req.into_inner();
         let spec = crate::ops::approval::RequestSpec { action: r.action, args: r.args.into_iter().collect(), plan: r.plan };
         self.propose(Command::RequestApproval(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })).await.map(change_reply)
@@ -722,6 +736,7 @@ impl Control for ControlService {
 
     async fn decide_approval(&self, req: Request<pb::ApprovalDecision>) -> Result<Response<pb::ChangeReply>, Status> {
         let caller = self.authorize(&req, "approving or rejecting a request (four eyes)", Need::Role(Role::Admin))?;
+        operator_only(&caller, "approving or rejecting a request (four eyes)")?;
         let r = req.into_inner();
         let spec = crate::ops::approval::DecisionSpec { id: r.id, approve: r.approve };
         self.propose(Command::DecideApproval(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: 0 })).await.map(change_reply)
