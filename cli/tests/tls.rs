@@ -341,6 +341,9 @@ fn a_second_admin_approves_what_one_admin_asks() {
     let destroy = ["destroy", "--tenant", "t1", "--id", "d1", "--reason", "erasure request 9", "--yes"];
     let id = request_id(&c.contract_as(ADMIN, "a", &destroy));
     assert!(c.contract_as(ADMIN, "a", &["get", "--tenant", "t1", "--id", "d1"]).status.success(), "a request destroys nothing");
+    // Whoever is on call sees it waiting.
+    let shown = stdout(&c.tandem_as(VIEWER, &SITES, &["status"]));
+    assert!(shown.contains(&format!("#{id} contract destroy by {ADMIN}")), "{shown}");
     let approve =
         |who: &str, id: &str| c.tandem_as(who, &SITES, &["approve", id, "--replicator", &a_replicator, "--reason", "checked the erasure request", "--yes"]);
     let own = approve(ADMIN, &id);

@@ -224,6 +224,21 @@ fn version_warning(nodes: &BTreeMap<String, Option<RaftStatus>>, replicators: &[
     Some(format!("daemons run different builds: {}", parts.join("; ")))
 }
 
+/// Requests waiting for a second admin (four eyes), so the one on call
+/// sees them: "2 requests wait for a second admin's approval: #12 ...".
+fn waiting_approvals(c: &tandem_controller::state::ClusterState, now_unix_ms: u64) -> Option<String> {
+    let pending: Vec<String> = c
+        .approvals
+        .values()
+        .filter(|a| a.state == tandem_controller::state::ApprovalState::Pending && a.expires_at_unix_ms >= now_unix_ms)
+        .map(|a| format!("#{} {} by {}", a.id, a.action, a.requested_by))
+        .collect();
+    if pending.is_empty() {
+        return None;
+    }
+    Some(format!("{} request(s) wait for a second admin's approval: {} (tandem approvals; runbooks/four-eyes.md)\n", pending.len(), pending.join(", ")))
+}
+
 fn render(r: &Report) -> String {
     let c = &r.cluster;
     let mut out = String::new();
@@ -234,6 +249,9 @@ fn render(r: &Report) -> String {
         if !h.blob_store_error.is_empty() {
             out.push_str(&format!("WARNING: site {}'s blob store fails: {} (see runbooks/blob-store-failing.md)\n", h.site, h.blob_store_error));
         }
+    }
+    if let Some(line) = waiting_approvals(c, r.now_unix_ms) {
+        out.push_str(&line);
     }
     if !c.bootstrapped {
         out.push_str("cluster not bootstrapped yet (waiting for the first leader)\n");
@@ -371,6 +389,30 @@ mod tests {
 
     fn node(version: &str) -> Option<RaftStatus> {
         Some(RaftStatus { version: version.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn pending_approvals_are_shown_until_decided_or_expired() {
+        use tandem_controller::state::{Approval, ApprovalState, ClusterState};
+        let request = |id: u64, state: ApprovalState, expires: u64| Approval {
+            id,
+            action: "contract destroy".into(),
+            args: Default::default(),
+            plan: String::new(),
+            requested_by: "ada".into(),
+            reason: "r".into(),
+            requested_at_unix_ms: 0,
+            expires_at_unix_ms: expires,
+            state,
+        };
+        let mut c = ClusterState::default();
+        assert_eq!(waiting_approvals(&c, 10), None);
+        c.approvals.insert(7, request(7, ApprovalState::Pending, 100));
+        c.approvals.insert(8, request(8, ApprovalState::Rejected { by: "bea".into(), at_unix_ms: 5 }, 100));
+        c.approvals.insert(9, request(9, ApprovalState::Pending, 5));
+        let line = waiting_approvals(&c, 10).expect("one pending");
+        assert!(line.starts_with("1 request(s) wait") && line.contains("#7 contract destroy by ada"), "{line}");
+        assert!(!line.contains("#8") && !line.contains("#9"), "decided and expired ones are not waiting: {line}");
     }
 
     #[test]
