@@ -9,8 +9,7 @@
 use std::path::Path;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::CertificateDer;
 use rustls::SignatureScheme;
 
 use crate::identity::Peer;
@@ -47,13 +46,8 @@ pub fn verify(ca: &Path, sig: &Signature, payload: &[u8], source: &Path) -> Resu
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(sig.cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| tls::file_error(source, "its certificate is not valid PEM"))?;
-    let Some(leaf) = chain.first() else { return Err(tls::file_error(source, "carries no certificate")) };
-    let verifier = WebPkiClientVerifier::builder_with_provider(tls::roots(ca)?, tls::provider())
-        .build()
-        .map_err(|e| tls::file_error(ca, format!("cannot verify clients with it: {e}")))?;
-    verifier
-        .verify_client_cert(leaf, &chain[1..], UnixTime::now())
-        .map_err(|e| tls::file_error(source, format!("its certificate is refused by the CA {}: {}", ca.display(), tls::describe(&e))))?;
+    let signer = tls::verify_client_chain(ca, &chain, source, "its certificate is ")?;
+    let leaf = &chain[0];
     let bytes = hex::decode(&sig.signature_hex).map_err(|_| tls::file_error(source, "its signature is not hex"))?;
     let scheme = SignatureScheme::from(sig.scheme);
     let provider = tls::provider();
@@ -68,5 +62,5 @@ pub fn verify(ca: &Path, sig: &Signature, payload: &[u8], source: &Path) -> Resu
     if !algs.iter().any(|alg| ee.verify_signature(*alg, payload, &bytes).is_ok()) {
         return Err(tls::file_error(source, "the signature does not match its content (altered, or signed by another key)"));
     }
-    Ok(Peer::from_der(leaf))
+    Ok(signer)
 }

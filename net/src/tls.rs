@@ -113,7 +113,7 @@ pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsErro
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| file_error(path, "contains no PEM private key (PKCS#8, PKCS#1 or SEC1)"))
 }
 
-pub(crate) fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs(path)? {
         roots.add(cert).map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
@@ -158,14 +158,20 @@ impl Tls {
 /// it is. For commands that act on local files only (`tandem dr activate`),
 /// where no server can check the caller.
 pub fn verify_client_cert(ca: &Path, cert: &Path) -> Result<Peer, TlsError> {
+    verify_client_chain(ca, &certs(cert)?, cert, "")
+}
+
+/// [`verify_client_cert`] of a chain (leaf first) read from `source`
+/// (named in errors, after `subject`: "" or "its certificate is ").
+pub(crate) fn verify_client_chain(ca: &Path, chain: &[CertificateDer<'static>], source: &Path, subject: &str) -> Result<Peer, TlsError> {
+    let Some(leaf) = chain.first() else { return Err(file_error(source, "carries no certificate")) };
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
         .build()
         .map_err(|e| file_error(ca, format!("cannot verify clients with it: {e}")))?;
-    let chain = certs(cert)?;
     verifier
-        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-        .map_err(|e| file_error(cert, format!("refused by the CA {}: {}", ca.display(), describe(&e))))?;
-    Ok(Peer::from_der(&chain[0]))
+        .verify_client_cert(leaf, &chain[1..], UnixTime::now())
+        .map_err(|e| file_error(source, format!("{subject}refused by the CA {}: {}", ca.display(), describe(&e))))?;
+    Ok(Peer::from_der(leaf))
 }
 
 /// The plain-words reason of a TLS failure, for both ends.

@@ -255,22 +255,13 @@ pub async fn list(dest: &BlobStore) -> Result<Vec<Manifest>, BlobError> {
         if !name.ends_with("/manifest.json") {
             continue;
         }
-        let bytes = read_all(dest, &name).await?;
+        let bytes = dest.read_to_vec(&name).await?;
         match serde_json::from_slice::<Manifest>(&bytes) {
             Ok(m) => out.push(m),
             Err(e) => return Err(BlobError::Store(format!("{name}: not a backup manifest: {e}"))),
         }
     }
     out.sort_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)));
-    Ok(out)
-}
-
-async fn read_all(store: &BlobStore, name: &str) -> Result<Vec<u8>, BlobError> {
-    let mut stream = store.read(name).await?;
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk?);
-    }
     Ok(out)
 }
 
@@ -287,10 +278,10 @@ pub struct Verified {
 
 /// Checks backup `id` in `dest` without any key.
 pub async fn verify(dest: &BlobStore, id: &str) -> Result<Verified, BlobError> {
-    let manifest: Manifest = serde_json::from_slice(&read_all(dest, &manifest_path(id)).await?)
+    let manifest: Manifest = serde_json::from_slice(&dest.read_to_vec(&manifest_path(id)).await?)
         .map_err(|e| BlobError::Store(format!("{}: not a backup manifest: {e}", manifest_path(id))))?;
     let mut v = Verified { id: id.into(), ..Default::default() };
-    match read_all(dest, &dump_path(id)).await {
+    match dest.read_to_vec(&dump_path(id)).await {
         Ok(dump) => check_dump(&dump, &manifest, &mut v),
         Err(e) => v.problems.push(format!("{}: {e}", dump_path(id))),
     }

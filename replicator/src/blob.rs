@@ -287,6 +287,17 @@ impl BlobStore {
         }
     }
 
+    /// All of `blob` in memory: for small files only (a backup's manifest
+    /// and metadata dump, tests); contracts are streamed with [`Self::read`].
+    pub async fn read_to_vec(&self, blob: &str) -> Result<Vec<u8>, BlobError> {
+        let mut stream = self.read(blob).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
     /// Every blob name under `prefix` (a directory-like path, e.g.
     /// `backups/`), in no particular order; staging is never listed.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
@@ -1082,12 +1093,7 @@ mod tests {
     use super::*;
 
     async fn read_all(store: &BlobStore, blob: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut s = store.read(blob).await.unwrap();
-        while let Some(b) = s.next().await {
-            out.extend_from_slice(&b.unwrap());
-        }
-        out
+        store.read_to_vec(blob).await.unwrap()
     }
 
     fn pattern(len: usize) -> Vec<u8> {

@@ -199,12 +199,13 @@ async fn probe_blobs_loop(site: Arc<Site>) {
         if stats.idle_for().is_none_or(|idle| idle >= PROBE_BLOBS_EVERY) {
             site.blobs.probe().await;
         }
-        match (stats.failing(), was_failing) {
+        let failing = stats.failing();
+        match (&failing, was_failing) {
             (Some(error), false) => tracing::error!(site = %site.name, %error, "the blob store fails"),
             (None, true) => tracing::info!(site = %site.name, "the blob store answers again"),
             _ => {}
         }
-        was_failing = stats.failing().is_some();
+        was_failing = failing.is_some();
     }
 }
 

@@ -183,11 +183,7 @@ impl Contracts for ContractsService {
     }
 
     async fn destroy(&self, req: Request<pb::DestroyRequest>) -> Result<Response<pb::DestroyReply>, Status> {
-        // With TLS, the operator is who their certificate says.
-        let who = match tandem_net::Caller::of(&req) {
-            tandem_net::Caller::Tls(tandem_net::Peer::Operator { name, .. }) => name,
-            _ => req.get_ref().who.clone(),
-        };
+        let who = operator_or_claimed(&req, &req.get_ref().who);
         let r = req.into_inner();
         let ack = crate::write::destroy(&self.site, &r.tenant, &r.contract_id, &who, &r.why, r.approval).await?;
         // A destruction is rare and irreversible: worth a line (ids may
@@ -197,10 +193,7 @@ impl Contracts for ContractsService {
     }
 
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<pb::BackupReply>, Status> {
-        let who = match tandem_net::Caller::of(&req) {
-            tandem_net::Caller::Tls(tandem_net::Peer::Operator { name, .. }) => name,
-            _ => req.get_ref().who.clone(),
-        };
+        let who = operator_or_claimed(&req, &req.get_ref().who);
         let r = req.into_inner();
         if r.why.trim().is_empty() {
             return Err(ReplicaError::Invalid("a backup needs a reason (--reason): it is recorded in its manifest".into()).into());
@@ -227,6 +220,15 @@ impl Contracts for ContractsService {
             remaining: r.remaining,
             last_seq: r.last_seq,
         }))
+    }
+}
+
+/// Who made a call, for its records: with TLS the operator certificate's
+/// name, otherwise the `who` the caller sent.
+fn operator_or_claimed<T>(req: &Request<T>, claimed: &str) -> String {
+    match tandem_net::Caller::of(req) {
+        tandem_net::Caller::Tls(tandem_net::Peer::Operator { name, .. }) => name,
+        _ => claimed.to_string(),
     }
 }
 

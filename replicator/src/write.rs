@@ -326,7 +326,7 @@ async fn use_approval(site: &Site, tenant: &str, contract_id: &str, who: &str, w
     if !site.view.latest().is_some_and(|s| s.policy.four_eyes) {
         return Ok(());
     }
-    let args = approval::args(&[("tenant", tenant), ("contract", contract_id)]);
+    let args = approval::destroy_args(tenant, contract_id);
     if approval == 0 {
         return Err(ReplicaError::NeedsApproval(format!(
             "destroying {tenant}/{contract_id} needs a second admin's approval (policy four_eyes); nothing was destroyed"

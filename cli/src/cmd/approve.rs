@@ -6,7 +6,6 @@
 //! then carries it out as them, through the same operation code. The
 //! controllers check every part of it (see controller/src/ops/approval.rs).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -137,9 +136,4 @@ pub async fn approve(args: DecideArgs) -> anyhow::Result<()> {
         other => bail!("request #{} is for {other:?}, which this build cannot carry out", a.id),
     }
     Ok(())
-}
-
-/// The arguments a destroy's request names.
-pub fn destroy_args(tenant: &str, contract: &str) -> BTreeMap<String, String> {
-    rule::args(&[("tenant", tenant), ("contract", contract)])
 }

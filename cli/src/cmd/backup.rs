@@ -25,20 +25,13 @@ pub struct Destination {
     #[arg(long = "at")]
     pub url: String,
     /// A backend option, KEY=VALUE (region, endpoint, allow_http...; repeatable).
-    #[arg(long = "option", value_parser = key_value)]
+    #[arg(long = "option", value_parser = super::contract::key_value)]
     pub options: Vec<(String, String)>,
 }
 
 impl Destination {
     fn options(&self) -> BTreeMap<String, String> {
         self.options.iter().cloned().collect()
-    }
-}
-
-fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err("expected KEY=VALUE".into()),
     }
 }
 

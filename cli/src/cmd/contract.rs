@@ -132,7 +132,8 @@ pub struct DestroyArgs {
     pub controllers: Vec<String>,
 }
 
-fn key_value(s: &str) -> Result<(String, String), String> {
+/// A `NAME=VALUE` argument (also `tandem backup --option`).
+pub(super) fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err("expected NAME=VALUE".into()),
@@ -233,7 +234,7 @@ async fn destroy(a: DestroyArgs) -> anyhow::Result<()> {
         Err(e) if e.code() == Some(tandem_proto::error_code::NEEDS_APPROVAL) => {
             let control = tandem_controller::client::ControlClient::new(a.controllers.clone(), super::transport(), Duration::from_millis(a.replica.timeout_ms));
             let plan = format!("destroy {tenant}/{id} on every site by deleting its data keys (crypto-shredding)");
-            let args = super::approve::destroy_args(tenant, id);
+            let args = tandem_controller::ops::approval::destroy_args(tenant, id);
             let asked = tandem_controller::operations::approval::ask(&control, tandem_controller::ops::approval::DESTROY, args, &plan, &a.who, &a.reason).await;
             return super::approve::awaiting(asked, "contract destroy");
         }

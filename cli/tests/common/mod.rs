@@ -420,15 +420,8 @@ impl Cluster {
     /// One scrape of a process's `/metrics` ("a" or "a-replicator"), as
     /// Prometheus does it (plain HTTP/1.1 GET); `None` if it does not answer.
     pub fn scrape(&self, name: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let addr = &self.metrics_addrs[name];
-        let mut stream = std::net::TcpStream::connect(addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        let (status, body) = http(&self.metrics_addrs[name], "GET", "/metrics", "")?;
+        (status == 200).then_some(body)
     }
 
     /// Runs the CLI against `sites`' controllers.
@@ -528,6 +521,20 @@ impl Drop for Cluster {
         // Then the namespace (its Drop), once nothing runs in it.
         self.netns.take();
     }
+}
+
+/// One plain HTTP/1.1 request to `addr` (no TLS, `Connection: close`):
+/// (status, body), or `None` when nothing answers within 10 s.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 /// Every replicator heartbeat in `status` is under two seconds old.

@@ -5,8 +5,6 @@
 //!
 //! moto keeps objects in memory: a restarted server is empty.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,15 +52,7 @@ impl S3Server {
     /// One HTTP/1.1 request; (status, body), or None when nothing answers.
     /// moto checks no signatures, so none is made.
     fn request(&self, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", self.port, body.len());
-        conn.write_all(req.as_bytes()).ok()?;
-        let mut out = String::new();
-        conn.read_to_string(&mut out).ok()?;
-        let status = out.split(' ').nth(1)?.parse().ok()?;
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Some((status, body))
+        super::http(&format!("127.0.0.1:{}", self.port), method, path, body)
     }
 
     pub fn create_bucket(&self, bucket: &str) {

@@ -81,7 +81,7 @@ pub async fn failover_on(
     // The rule the state machine applies (`crate::ops::approval::needed`):
     // an operator's failover that does not require the pair in sync.
     if cluster.policy.four_eyes && !req.automatic && !decision.requires_sync && client.approval().is_none() {
-        let args = crate::ops::approval::args(&[("from", &decision.from), ("to", decision.target.as_deref().unwrap_or_default())]);
+        let args = crate::ops::approval::failover_args(&decision.from, decision.target.as_deref().unwrap_or_default());
         return Err(super::approval::ask(client, crate::ops::approval::FAILOVER, args, &decision.explain(), &req.who, &req.why).await);
     }
     let report = run(client, &decision, req.automatic, &req.who, &req.why, hooks).await?;

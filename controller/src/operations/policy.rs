@@ -59,7 +59,7 @@ pub async fn set(client: &ControlClient, req: &SetPolicy, hooks: &mut impl Hooks
         return Ok(None);
     }
     if policy.four_eyes && crate::state::SAFETY_KEYS.contains(&req.key.as_str()) && client.approval().is_none() {
-        let args = crate::ops::approval::args(&[("key", &req.key), ("value", req.value.trim())]);
+        let args = crate::ops::approval::policy_args(&req.key, &req.value);
         return Err(super::approval::ask(client, crate::ops::approval::POLICY, args, &plan, &req.who, &req.why).await);
     }
     let spec = PolicySpec { key: req.key.clone(), value: req.value.trim().to_string(), expect };

@@ -73,6 +73,20 @@ pub fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// The arguments of each action, built here only: the request and the
+/// change that carries it out must name them alike to match.
+pub fn failover_args(from: &str, to: &str) -> BTreeMap<String, String> {
+    args(&[("from", from), ("to", to)])
+}
+
+pub fn policy_args(key: &str, value: &str) -> BTreeMap<String, String> {
+    args(&[("key", key), ("value", value.trim())])
+}
+
+pub fn destroy_args(tenant: &str, contract: &str) -> BTreeMap<String, String> {
+    args(&[("tenant", tenant), ("contract", contract)])
+}
+
 fn describe(action: &str, args: &BTreeMap<String, String>) -> String {
     let args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{action} ({})", args.join(", "))
@@ -95,9 +109,9 @@ pub fn needed(state: &ClusterState, command: &Command) -> Option<(&'static str, 
                 MoveStep::Move => !s.require_drained || by_failover(state),
                 MoveStep::Cancel => false,
             };
-            lossy.then(|| (FAILOVER, args(&[("from", &s.from), ("to", &s.to)]), s.step == MoveStep::Move))
+            lossy.then(|| (FAILOVER, failover_args(&s.from, &s.to), s.step == MoveStep::Move))
         }
-        Command::SetPolicy(p) if SAFETY_KEYS.contains(&p.key.as_str()) => Some((POLICY, args(&[("key", &p.key), ("value", p.value.trim())]), true)),
+        Command::SetPolicy(p) if SAFETY_KEYS.contains(&p.key.as_str()) => Some((POLICY, policy_args(&p.key, &p.value), true)),
         _ => None,
     }
 }
