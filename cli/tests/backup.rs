@@ -143,3 +143,115 @@ fn a_backup_goes_to_s3() {
     let bad = backup(&c, "s3://backups/site-a", &["--option", "endpiont=http://127.0.0.1:9"], &[]);
     assert!(!bad.status.success() && stderr(&bad).contains("\"endpiont\""), "{}", stderr(&bad));
 }
+
+fn restore(c: &Cluster, site: &str, at: &str, id: &str) -> std::process::Output {
+    let config = c.replicator_config_path(site).display().to_string();
+    tandem_at(&["backup", "restore", "--config", &config, "--at", at, "--id", id, "--reason", "disk lost, INC-7", "--json"], &[])
+}
+
+fn bytes_at(c: &Cluster, site: &str, tenant: &str, id: &str, dir: &Path) -> Result<Vec<u8>, String> {
+    let out = dir.join(format!("{site}-{id}"));
+    get(c, site, tenant, id, &out)?;
+    Ok(std::fs::read(out.join("deed.pdf")).unwrap())
+}
+
+// Site a loses its replicator's disk and is restored from a backup taken
+// before a destroy, a new contract and b's own writes. Meanwhile the DR
+// site was down, so it holds less of a's log than b does. The restored
+// replicator serves nothing until it has caught up with every peer (it
+// waits for c, and no shard can be moved to it); then the destroyed
+// contract stays unreadable there, the contract written after the backup
+// is back, its log goes on after the numbers b holds (c steps over the
+// lost ones and gets their contracts from b), and a failback plus a
+// switchover make it the owner again, writing to both peers.
+#[test]
+fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "rs");
+    let tenant_b = tenant_owned_by(&status, "b", "rsb");
+    let input = tempfile::tempdir().unwrap();
+    let deed = write(input.path(), "deed.pdf", &body("RESTORE-MARKER", 150_000));
+    for id in ["kept", "doomed"] {
+        put(&c, "a", &tenant, id, &[&deed], &[]);
+    }
+    put(&c, "b", &tenant_b, "b-doomed", &[&deed], &[]);
+    // Everything so far has reached c.
+    let dir = tempfile::tempdir().unwrap();
+    for id in ["kept", "doomed"] {
+        wait_readable(&c, "c", &tenant, id, &dir.path().join(format!("c-{id}")));
+    }
+    let at = dir.path().join("backups-a").display().to_string();
+    let m = manifest(&backup(&c, &at, &[], &[]));
+    let id = m["id"].as_str().unwrap().to_string();
+
+    // After the backup, with c down: a destroys one contract and writes a
+    // new one (entries of a's log only a and b hold); b destroys its own.
+    c.kill_replicator("c");
+    ok(&c.contract("a", &["destroy", "--tenant", &tenant, "--id", "doomed", "--reason", "erasure request 9", "--yes"]));
+    put(&c, "a", &tenant, "after", &[&deed], &[]);
+    ok(&c.contract("b", &["destroy", "--tenant", &tenant_b, "--id", "b-doomed", "--reason", "erasure request 10", "--yes"]));
+
+    // a's replicator dies with its disk; its shards fail over to b.
+    c.kill_replicator("a");
+    c.wait_status("a's shards at b", &["a", "b", "c"], |s| s["shard_counts"]["a"] == 0);
+    let store = c.data_dir("a").join("replicator");
+    std::fs::rename(&store, c.data_dir("a").join("replicator.lost")).unwrap();
+
+    let out = restore(&c, "a", &at, "no-such-backup");
+    assert!(!out.status.success() && stderr(&out).contains("no complete backup \"no-such-backup\""), "{}", stderr(&out));
+    let out = restore(&c, "b", &at, &id);
+    assert!(!out.status.success() && stderr(&out).contains("is of site a"), "{}", stderr(&out));
+    let out = restore(&c, "a", &at, &id);
+    let restored: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("restore failed: {}", stderr(&out)));
+    assert_eq!(restored["records"], m["records"], "{restored}");
+    assert_eq!(restored["files"].as_u64().unwrap() as usize, m["blobs"].as_array().unwrap().len(), "{restored}");
+    let again = restore(&c, "a", &at, &id);
+    assert!(!again.status.success() && stderr(&again).contains("not empty"), "a restore never overwrites a store: {}", stderr(&again));
+
+    // Restored, with c still down: it serves nothing, says why, and takes no shard.
+    c.start_replicator("a");
+    let st = c.wait_status("a's replicator reporting that it catches up", &["a", "b"], |s| {
+        s["replicators"].as_array().unwrap().iter().any(|h| h["site"] == "a" && h["restoring"].as_str().is_some_and(|r| r.contains("asking c")))
+    });
+    assert!(st["replicators"].as_array().unwrap().iter().any(|h| h["site"] == "a" && h["restoring"].as_str().unwrap().contains(&id)), "{st}");
+    let refused = get(&c, "a", &tenant, "kept", &dir.path().join("early")).unwrap_err();
+    assert!(refused.contains("serves no contract yet"), "{refused}");
+    let text = stdout(&c.tandem(&["a", "b"], &["status"]));
+    assert!(text.contains("site a's replicator serves no contract yet"), "{text}");
+    let (code, ready) = http(&c.metrics_addrs["a-replicator"], "GET", "/ready", "").unwrap();
+    assert!(code == 503 && ready.contains("restored from backup"), "{code} {ready}");
+    let out = c.tandem(&["a", "b"], &["switchover", "--from", "b", "--to", "a", "--reason", "too early", "--dry-run"]);
+    assert!(stdout(&out).contains("serves nothing yet"), "{}{}", stdout(&out), stderr(&out));
+
+    // c returns: a catches up, and then serves.
+    c.start_replicator("c");
+    c.wait_for("a serving again", || get(&c, "a", &tenant, "kept", &dir.path().join("a-kept-0")).ok());
+    assert_eq!(bytes_at(&c, "a", &tenant, "kept", dir.path()).unwrap(), std::fs::read(&deed).unwrap());
+    assert_eq!(bytes_at(&c, "a", &tenant, "after", dir.path()).unwrap(), std::fs::read(&deed).unwrap(), "a's write after the backup is back");
+    for (t, gone) in [(&tenant, "doomed"), (&tenant_b, "b-doomed")] {
+        let e = bytes_at(&c, "a", t, gone, dir.path()).unwrap_err();
+        assert!(e.contains("was destroyed"), "{gone} came back from the backup: {e}");
+    }
+    assert!(c.log("a-replicator").contains("restore complete"), "{}", c.log("a-replicator"));
+    // c lacked a's last entries: it stepped over them, and gets their
+    // contracts from b.
+    c.wait_for("c stepping over a's lost entries", || c.log("c-replicator").contains("entries lost at their origin").then_some(()));
+    wait_readable(&c, "c", &tenant, "after", &dir.path().join("c-after"));
+    c.wait_for("the destroy reaching c", || get(&c, "c", &tenant, "doomed", &dir.path().join("c-doomed")).err().filter(|e| e.contains("was destroyed")));
+
+    // Failback and a switchover: a owns its shards again, and its next
+    // entries reach both peers (their numbers follow what they hold).
+    let out = c.tandem(&SITES, &["failback", "--site", "a", "--reason", "a restored", "--yes"]);
+    assert!(out.status.success(), "failback failed: {}\n{}", stderr(&out), stdout(&out));
+    let out = c.tandem(&SITES, &["switchover", "--from", "b", "--to", "a", "--shards", "0-31", "--reason", "a restored", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = put(&c, "a", &tenant, "fresh", &[&deed], &[]);
+    assert_eq!(fresh["contract"]["origin"], "a", "{fresh}");
+    for site in ["b", "c"] {
+        let got = wait_readable(&c, site, &tenant, "fresh", &dir.path().join(format!("{site}-fresh")));
+        assert_eq!(got["origin"], "a", "{got}");
+    }
+    let e = bytes_at(&c, "a", &tenant, "doomed", dir.path()).unwrap_err();
+    assert!(e.contains("was destroyed"), "{e}");
+}

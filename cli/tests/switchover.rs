@@ -94,3 +94,60 @@ fn switchover_refusals_change_nothing() {
     assert_eq!(status["shard_counts"]["a"], SHARDS / 2, "a refusal moved shards");
     assert!(status["cluster"]["shards"].as_array().unwrap().iter().all(|s| s["moving_to"].is_null()));
 }
+
+// The leader checks a switchover's move itself: sent by hand while the
+// target still lacks the source's last write, it is refused and nothing
+// moves; once the target has it, the same move goes through.
+#[test]
+fn the_leader_refuses_a_switchover_move_before_the_target_caught_up() {
+    use tandem_controller::client::ControlClient;
+    use tandem_controller::ops::{MoveStep, ShardMoveSpec};
+    use tandem_controller::state::MoveKind;
+
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "hand");
+    let shard = tandem_controller::state::shard_of(&tenant, SHARDS);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deed.pdf");
+    std::fs::write(&file, vec![9u8; 20 * 1024]).unwrap();
+    c.kill_replicator("c");
+    let out = c.contract("a", &["put", "--tenant", &tenant, "--id", "last", "--file", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addrs: Vec<String> = SITES.iter().map(|s| c.addrs[*s].clone()).collect();
+    let client = ControlClient::new(addrs, tandem_net::Transport::Tokio, std::time::Duration::from_secs(10));
+    let spec = |step, require_drained| ShardMoveSpec {
+        step,
+        from: "a".into(),
+        to: "c".into(),
+        shards: vec![shard],
+        expect_epoch: None,
+        require_drained,
+        automatic: false,
+        require_sync: false,
+        kind: MoveKind::Switchover,
+        deadline_ms: 120_000,
+        writer_last_heard_ms: 0,
+    };
+    let drained = rt.block_on(client.shard_move(&spec(MoveStep::Drain, false), "sre", "by hand")).unwrap();
+    assert!(drained.accepted, "{}", drained.result);
+    let refused = rt.block_on(client.shard_move(&spec(MoveStep::Move, true), "sre", "by hand, too early")).unwrap_err().to_string();
+    assert!(refused.contains("c has not confirmed 1 entries") && refused.contains("nothing moved"), "{refused}");
+    assert_eq!(c.status(&SITES).unwrap()["cluster"]["shards"][shard as usize]["owner"], "a", "a refused move moves nothing");
+
+    c.start_replicator("c");
+    c.wait_status("c holding all of a's log", &SITES, |s| {
+        s["replicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["site"] == "a" && h["links"].as_array().unwrap().iter().any(|l| l["peer"] == "c" && l["entries"] == 0))
+    });
+    let moved = rt.block_on(client.shard_move(&spec(MoveStep::Move, true), "sre", "by hand, caught up")).unwrap();
+    assert!(moved.accepted, "{}", moved.result);
+    assert_eq!(c.status(&SITES).unwrap()["cluster"]["shards"][shard as usize]["owner"], "c");
+    let got = wait_readable(&c, "c", &tenant, "last", &dir.path().join("out"));
+    assert_eq!(got["origin"], "a", "{got}");
+}

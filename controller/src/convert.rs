@@ -127,6 +127,7 @@ pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
         view_index: h.view_index,
         version: h.version.clone(),
         blob_store_error: h.blob_store_error.clone(),
+        restoring: h.restoring.clone(),
     }
 }
 
@@ -140,6 +141,7 @@ pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
         view_index: v.view_index,
         version: v.version,
         blob_store_error: v.blob_store_error,
+        restoring: v.restoring,
     }
 }
 
@@ -346,6 +348,7 @@ mod tests {
                 view_index: 9,
                 version: "0.1.0+def".into(),
                 blob_store_error: "s3: connection refused".into(),
+                restoring: "restored from backup a-1; catching up".into(),
             }],
             now_unix_ms: 12,
             auto_failover: [("a".to_string(), String::new()), ("b".to_string(), "pair b -> a async".to_string())].into(),

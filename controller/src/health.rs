@@ -40,6 +40,10 @@ pub struct ReplicatorHealth {
     /// request or the idle probe.
     #[serde(default)]
     pub blob_store_error: String,
+    /// What the replicator, restored from a backup, waits for before it
+    /// serves ("": it serves).
+    #[serde(default)]
+    pub restoring: String,
 }
 
 const PERSISTED_KEY: &[u8] = b"health/board";

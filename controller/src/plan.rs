@@ -174,7 +174,7 @@ struct Target {
 
 /// Lists every site but `from` as a candidate, of which only `to` can be
 /// chosen, and only if it can take shards (not fenced or recovering, its
-/// replicator reporting). `Err` is the refused decision.
+/// replicator reporting and not catching up after a restore). `Err` is the refused decision.
 // The refused decision is the answer the caller returns as it is, not an
 // error to propagate: boxing it would only add an allocation.
 #[allow(clippy::result_large_err)]
@@ -186,6 +186,9 @@ fn pick_target(mut d: Decision, state: &ClusterState, obs: &Observations, from: 
             format!("it is {}", site.role.as_str())
         } else if obs.fresh(&site.name).is_none() {
             format!("its replicator has not reported for more than {} s", HEARTBEAT_FRESH_MS / 1000)
+        } else if let Some(h) = obs.fresh(&site.name).filter(|h| !h.restoring.is_empty()) {
+            // Its copy may predate writes and destroys made since the backup.
+            format!("its replicator serves nothing yet: {}", h.restoring)
         } else if let Some(why) = t.also_refused {
             why.to_string()
         } else {
@@ -405,6 +408,21 @@ mod tests {
         state.sites.get_mut("b").unwrap().role = SiteRole::Recovering;
         let d = plan(&state, &obs(&["a", "b", "c"], 0), &switchover("b", None));
         assert!(d.refused.as_deref().unwrap().contains("recovering"), "{:?}", d.refused);
+    }
+
+    #[test]
+    fn a_site_catching_up_after_a_restore_takes_no_shard() {
+        let state = test_state(8);
+        let mut o = obs(&["a", "b", "c"], 0);
+        o.replicators.iter_mut().find(|h| h.site == "b").unwrap().restoring = "restored from backup b-1; catching up".into();
+        let d = plan(&state, &o, &switchover("b", None));
+        assert!(d.refused.as_deref().unwrap().contains("serves nothing yet: restored from backup b-1"), "{:?}", d.refused);
+        let d = plan(&state, &obs(&["b", "c"], 0), &failover(false, true));
+        assert_eq!(d.refused, None, "{}", d.explain());
+        let mut o = obs(&["b", "c"], 0);
+        o.replicators.iter_mut().find(|h| h.site == "b").unwrap().restoring = "catching up".into();
+        let d = plan(&state, &o, &failover(false, true));
+        assert!(d.refused.as_deref().unwrap().contains("serves nothing yet"), "{:?}", d.refused);
     }
 
     #[test]

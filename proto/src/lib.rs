@@ -82,4 +82,8 @@ pub mod error_code {
     /// the call carried none; nothing changed. The CLI then records a
     /// request for one.
     pub const NEEDS_APPROVAL: &str = "needs-approval";
+    /// A switchover's move was refused: the leader's own reports do not
+    /// show that the target holds the source's whole log for the shards;
+    /// nothing moved.
+    pub const NOT_CAUGHT_UP: &str = "not-caught-up";
 }

@@ -147,6 +147,25 @@ where
     Ok(applied)
 }
 
+/// Bound on one contract's copy from another site.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Copies one contract's latest state (or its destruction) from the site
+/// at `source_addr` ([`Mode::Repair`]): what `verify --repair` and
+/// anti-entropy ask a site to do, and what a restored site does to catch up.
+pub async fn copy_from(site: &Site, source_addr: &str, tenant: &str, contract_id: &str) -> Result<(), tonic::Status> {
+    let channel = site.transport.channel(source_addr).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let mut client = crate::peer::client(channel);
+    let call = async {
+        let stream = client.fetch(pb::FetchRequest { tenant: tenant.into(), contract_id: contract_id.into() }).await?.into_inner();
+        apply(site, stream, Mode::Repair).await.map_err(tonic::Status::from)
+    };
+    match tokio::time::timeout(COPY_TIMEOUT, call).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!("the copy did not finish within {} s", COPY_TIMEOUT.as_secs()))),
+    }
+}
+
 /// Steps the cursor over entry `req.seq` of `req.origin`'s log without
 /// storing it: the origin quarantined it. Only an entry whose epoch is
 /// older than this site knows for the shard may be skipped, so a current
@@ -157,11 +176,14 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     }
     let _ordered = site.ordered(&req.origin).await?;
     let cursor = site.meta.cursor(&req.origin)?;
-    if req.seq <= cursor {
+    if req.seq.max(req.lost_through) <= cursor {
         return Ok(cursor);
     }
     if req.seq != cursor + 1 {
         return Err(ReplicaError::Gap { origin: req.origin.clone(), expected: cursor + 1, got: req.seq });
+    }
+    if req.lost_through > 0 {
+        return skip_lost(site, req).await;
     }
     let known = site.known_epoch(req.shard)?;
     if req.epoch >= known {
@@ -172,10 +194,36 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     }
     let mut batch = MetaBatch::default();
     batch.set_cursor(&req.origin, req.seq);
-    batch.put_skipped(&req.origin, req.seq, &crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms() });
+    batch.put_skipped(
+        &req.origin,
+        req.seq,
+        &crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through: None },
+    );
     site.meta.commit(batch)?;
     tracing::info!(site = %site.name, origin = %req.origin, seq = req.seq, shard = req.shard, epoch = req.epoch, "stale entry skipped (quarantined at its origin)");
     Ok(req.seq)
+}
+
+/// Steps the cursor over entries `req.seq..=req.lost_through`, which their
+/// origin lost with its old store when it was restored from a backup (it
+/// numbers its next entry after them). Their contracts are not lost: the
+/// peer that applied them holds them, and anti-entropy brings them here
+/// (this site's cursor was behind that peer's). Called under the origin's
+/// order, with `req.seq` the next entry.
+async fn skip_lost(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaError> {
+    if req.lost_through < req.seq {
+        return Err(ReplicaError::Invalid(format!("lost entries {}..={} of {}: an empty range", req.seq, req.lost_through, req.origin)));
+    }
+    let mut batch = MetaBatch::default();
+    batch.set_cursor(&req.origin, req.lost_through);
+    let skipped = crate::model::Skipped { shard: 0, epoch: 0, at_unix_ms: site.clock.now_unix_ms(), lost_through: Some(req.lost_through) };
+    batch.put_skipped(&req.origin, req.seq, &skipped);
+    site.meta.commit(batch)?;
+    tracing::warn!(
+        site = %site.name, origin = %req.origin, from = req.seq, through = req.lost_through,
+        "entries lost at their origin (restored from a backup) stepped over; their contracts come from the peers that hold them"
+    );
+    Ok(req.lost_through)
 }
 
 /// Stores the entry's files from the stream, checking each as it arrives

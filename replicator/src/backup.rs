@@ -21,8 +21,9 @@
 //!
 //! Files of destroyed versions are not copied (their keys are gone, so
 //! they could never be read); a backup still holds the wrapped keys of
-//! contracts destroyed after it was taken, which is why restoring one must
-//! replay every destroy recorded since (not built yet: see the README).
+//! contracts destroyed after it was taken, which is why a restore
+//! ([`crate::restore`]) replays every destroy recorded since before the
+//! site serves.
 
 use std::collections::BTreeSet;
 
@@ -89,7 +90,7 @@ pub fn destination(to: &str, options: &std::collections::BTreeMap<String, String
     BlobStore::local(path)
 }
 
-fn dump_path(id: &str) -> String {
+pub(crate) fn dump_path(id: &str) -> String {
     format!("backups/{id}/meta.dump")
 }
 
@@ -97,7 +98,7 @@ fn manifest_path(id: &str) -> String {
     format!("backups/{id}/manifest.json")
 }
 
-fn blob_path(b: &BackedBlob) -> String {
+pub(crate) fn blob_path(b: &BackedBlob) -> String {
     format!("blobs/{}", b.blake3)
 }
 
@@ -188,8 +189,8 @@ pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Resu
             blobs.push(b);
             continue;
         }
-        match copy(&site.blobs, &b.blob, dest, &to).await {
-            Ok(()) => {
+        match copy(&site.blobs, &b.blob, dest, &to, Hashing::None).await {
+            Ok(_) => {
                 copied += 1;
                 blobs.push(b);
             }
@@ -232,9 +233,11 @@ pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Resu
     Ok(manifest)
 }
 
-async fn copy(from: &BlobStore, blob: &str, to: &BlobStore, dest: &str) -> Result<(), ReplicaError> {
+/// Copies `blob` of `from` to `dest` in `to`, streaming; what was stored
+/// (its hash with [`Hashing::Hash`]).
+pub(crate) async fn copy(from: &BlobStore, blob: &str, to: &BlobStore, dest: &str, hashing: Hashing) -> Result<crate::blob::StoredBlob, ReplicaError> {
     let mut stream = from.read(blob).await?;
-    let mut w = to.writer(dest, Hashing::None).await?;
+    let mut w = to.writer(dest, hashing).await?;
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => w.write(&bytes).await?,
@@ -244,8 +247,7 @@ async fn copy(from: &BlobStore, blob: &str, to: &BlobStore, dest: &str) -> Resul
             }
         }
     }
-    w.finish().await?;
-    Ok(())
+    Ok(w.finish().await?)
 }
 
 /// Every complete backup in `dest` (those with a manifest), oldest first.
@@ -276,13 +278,22 @@ pub struct Verified {
     pub problems: Vec<String>,
 }
 
+/// The manifest of backup `id` in `dest`.
+pub async fn manifest(dest: &BlobStore, id: &str) -> Result<Manifest, BlobError> {
+    let bytes = match dest.read_to_vec(&manifest_path(id)).await {
+        Ok(b) => b,
+        Err(BlobError::NotFound(_)) => return Err(BlobError::Store(format!("no complete backup {id:?} here (`tandem backup list` shows them)"))),
+        Err(e) => return Err(e),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| BlobError::Store(format!("{}: not a backup manifest: {e}", manifest_path(id))))
+}
+
 /// Checks backup `id` in `dest` without any key.
 pub async fn verify(dest: &BlobStore, id: &str) -> Result<Verified, BlobError> {
-    let manifest: Manifest = serde_json::from_slice(&dest.read_to_vec(&manifest_path(id)).await?)
-        .map_err(|e| BlobError::Store(format!("{}: not a backup manifest: {e}", manifest_path(id))))?;
+    let manifest = manifest(dest, id).await?;
     let mut v = Verified { id: id.into(), ..Default::default() };
     match dest.read_to_vec(&dump_path(id)).await {
-        Ok(dump) => check_dump(&dump, &manifest, &mut v),
+        Ok(dump) => v.records = check_dump_bytes(&dump, &manifest, &mut v.problems),
         Err(e) => v.problems.push(format!("{}: {e}", dump_path(id))),
     }
     let mut checked = BTreeSet::new();
@@ -302,42 +313,58 @@ pub async fn verify(dest: &BlobStore, id: &str) -> Result<Verified, BlobError> {
     Ok(v)
 }
 
-fn check_dump(dump: &[u8], manifest: &Manifest, v: &mut Verified) {
+/// Checks a metadata dump against its manifest (length, hash, framing,
+/// every record's crc, the record count), adding what is wrong to
+/// `problems`; returns how many records were whole.
+pub(crate) fn check_dump_bytes(dump: &[u8], manifest: &Manifest, problems: &mut Vec<String>) -> u64 {
     let name = dump_path(&manifest.id);
     if dump.len() as u64 != manifest.dump_len {
-        v.problems.push(format!("{name}: {} bytes, the manifest says {}", dump.len(), manifest.dump_len));
+        problems.push(format!("{name}: {} bytes, the manifest says {}", dump.len(), manifest.dump_len));
     }
     let hash = Hasher::new().update(dump).hex();
     if hash != manifest.dump_blake3 {
-        v.problems.push(format!("{name}: its BLAKE3 differs from the manifest's"));
+        problems.push(format!("{name}: its BLAKE3 differs from the manifest's"));
     }
+    let mut records = 0;
+    match each_record(dump, &mut |_, _| {
+        records += 1;
+        true
+    }) {
+        Err(problem) => problems.push(format!("{name}: {problem}")),
+        Ok(()) if records != manifest.records => problems.push(format!("{name}: {records} records, the manifest says {}", manifest.records)),
+        Ok(()) => {}
+    }
+    records
+}
+
+/// Calls `each` with every record of a dump, in order, while it returns
+/// true; `Err`: where the framing or a crc fails.
+pub(crate) fn each_record(dump: &[u8], each: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), String> {
     let Some(mut rest) = dump.strip_prefix(DUMP_MAGIC) else {
-        v.problems.push(format!("{name}: not a metadata dump"));
-        return;
+        return Err("not a metadata dump".into());
     };
+    let mut n = 0u64;
     while !rest.is_empty() {
         let Some((k, vl)) =
             rest.get(..8).map(|h| (u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize, u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize))
         else {
-            v.problems.push(format!("{name}: truncated after record {}", v.records));
-            return;
+            return Err(format!("truncated after record {n}"));
         };
         let Some(body) = rest.get(8..8 + k + vl + 4) else {
-            v.problems.push(format!("{name}: truncated in record {}", v.records + 1));
-            return;
+            return Err(format!("truncated in record {}", n + 1));
         };
         let mut crc = crc32fast::Hasher::new();
         crc.update(&body[..k + vl]);
         if crc.finalize().to_le_bytes() != body[k + vl..] {
-            v.problems.push(format!("{name}: record {} fails its crc", v.records + 1));
-            return;
+            return Err(format!("record {} fails its crc", n + 1));
         }
-        v.records += 1;
+        n += 1;
+        if !each(&body[..k], &body[k..k + vl]) {
+            return Ok(());
+        }
         rest = &rest[8 + k + vl + 4..];
     }
-    if v.records != manifest.records {
-        v.problems.push(format!("{name}: {} records, the manifest says {}", v.records, manifest.records));
-    }
+    Ok(())
 }
 
 /// The segments of one blob, or what is wrong with it.

@@ -57,10 +57,15 @@ addr = "127.0.0.1:4"
 }
 
 fn site(me: &str) -> Site {
+    site_on(me, Arc::new(MemKv::new()), BlobStore::memory())
+}
+
+/// A site over the given stores (a restored one, say).
+fn site_on(me: &str, kv: Arc<MemKv>, blobs: BlobStore) -> Site {
     let rng = SeededRandomSource::new(7);
     let deps = ReplicatorDeps {
-        kv: Arc::new(MemKv::new()),
-        blobs: BlobStore::memory(),
+        kv,
+        blobs,
         keys: Arc::new(LocalKeyFile::in_memory("test-kek", &rng).unwrap()),
         rng: Arc::new(rng),
         clock: Arc::new(FixedClock),
@@ -269,4 +274,92 @@ async fn cached_digests_follow_every_change() {
     a.meta.commit(batch).unwrap();
     let after_rewrite = crate::digest::shard_digests(&a, 64).unwrap();
     assert_ne!(after_rewrite[shard as usize], after_put[shard as usize], "a record rewritten under the same version changes the digest");
+}
+
+fn restore_req<'a>(from: &'a BlobStore, id: &'a str, site: &'a str, why: &'a str, now_unix_ms: u64) -> crate::restore::Request<'a> {
+    crate::restore::Request { from, id, site, who: "ada", why, now_unix_ms }
+}
+
+// Entries their origin lost with its old store (it was restored from a
+// backup) are stepped over together, only as the next entries, once; the
+// origin's next entry then applies.
+#[tokio::test]
+async fn entries_lost_at_their_origin_are_stepped_over_together() {
+    let b = site("b");
+    leased(&b, cluster("a", 1), 1);
+    let shard = shard_of_t1();
+    apply(&b, stream(&destroy_entry("a", 1, shard, 1)), Mode::Log).await.unwrap();
+    let req = |seq, through| pb::SkipRequest { origin: "a".into(), seq, shard: 0, epoch: 0, lost_through: through };
+    let gap = crate::apply::skip(&b, &req(3, 9)).await.unwrap_err();
+    assert!(matches!(gap, ReplicaError::Gap { expected: 2, got: 3, .. }), "{gap:?}");
+    assert_eq!(crate::apply::skip(&b, &req(2, 9)).await.unwrap(), 9);
+    assert_eq!(b.meta.cursor("a").unwrap(), 9);
+    assert_eq!(b.meta.skipped("a", 2).unwrap().unwrap().lost_through, Some(9));
+    assert_eq!(crate::apply::skip(&b, &req(2, 9)).await.unwrap(), 9, "asked again: nothing changes");
+    let empty = crate::apply::skip(&b, &req(10, 5)).await.unwrap_err();
+    assert!(matches!(empty, ReplicaError::Invalid(ref m) if m.contains("empty range")), "{empty:?}");
+    assert_eq!(apply(&b, stream(&destroy_entry("a", 10, shard, 1)), Mode::Log).await.unwrap(), 10);
+}
+
+// A restore writes a backup's records and files into an empty store of
+// the same site, never over a store in use, and marks it: the site then
+// serves no contract until it has caught up. One damaged file stops it,
+// and a replicator refuses the half-written store until a restore
+// finishes; a log floor keeps the head past what peers hold.
+#[tokio::test]
+async fn a_restore_goes_into_an_empty_store_and_the_site_serves_nothing_until_caught_up() {
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    put(&a, b"first").await;
+    put(&a, b"second").await;
+    let dest = BlobStore::memory();
+    let m = crate::backup::create(&a, &dest, "ada", "nightly").await.unwrap();
+
+    let kv = Arc::new(MemKv::new());
+    let meta = crate::meta::MetaStore::new(kv.clone());
+    let blobs = BlobStore::memory();
+    let r = crate::restore::into_store(&meta, &blobs, &restore_req(&dest, &m.id, "a", "disk lost", 5)).await.unwrap();
+    assert_eq!((r.records, r.files as usize), (m.records, m.blobs.len()));
+    assert_eq!(meta.log_head().unwrap(), m.log_head);
+    for b in &m.blobs {
+        assert_eq!(blobs.read_to_vec(&b.blob).await.unwrap(), a.blobs.read_to_vec(&b.blob).await.unwrap(), "{}", b.blob);
+    }
+    let again = crate::restore::into_store(&meta, &blobs, &restore_req(&dest, &m.id, "a", "again", 6)).await.unwrap_err();
+    assert!(again.to_string().contains("not empty"), "{again}");
+    let fresh = crate::meta::MetaStore::new(Arc::new(MemKv::new()));
+    let other = crate::restore::into_store(&fresh, &BlobStore::memory(), &restore_req(&dest, &m.id, "b", "wrong site", 6)).await.unwrap_err();
+    assert!(other.to_string().contains("is of site a"), "{other}");
+    assert!(fresh.is_empty().unwrap(), "a refused restore writes nothing");
+
+    let restored = site_on("a", kv, blobs);
+    leased(&restored, cluster("b", 2), 2);
+    let refused = restored.serving().unwrap_err();
+    assert!(matches!(refused, ReplicaError::NotReady(ref m) if m.contains("serves no contract yet")), "{refused:?}");
+    assert!(restored.restoring().unwrap().contains(&m.id));
+    crate::restore::check_startable(&restored.meta).unwrap();
+    let mut batch = crate::meta::MetaBatch::default();
+    batch.set_log_floor(m.log_head + 5);
+    restored.meta.commit(batch).unwrap();
+    assert_eq!(restored.meta.log_head().unwrap(), m.log_head + 5, "the head follows the floor");
+
+    // A damaged file in the backup: the restore stops, the store is marked
+    // unfinished, and a later restore may finish it.
+    let damaged = &m.blobs[0];
+    let name = format!("blobs/{}", damaged.blake3);
+    let mut bytes = dest.read_to_vec(&name).await.unwrap();
+    bytes[20] ^= 1;
+    let mut w = dest.writer(&name, crate::blob::Hashing::None).await.unwrap();
+    w.write(&bytes).await.unwrap();
+    w.finish().await.unwrap();
+    let half = crate::meta::MetaStore::new(Arc::new(MemKv::new()));
+    let err = crate::restore::into_store(&half, &BlobStore::memory(), &restore_req(&dest, &m.id, "a", "disk lost", 7)).await.unwrap_err();
+    assert!(matches!(err, ReplicaError::Corrupt(ref e) if e.contains(&damaged.blob)), "{err:?}");
+    let unstartable = crate::restore::check_startable(&half).unwrap_err();
+    assert!(unstartable.to_string().contains("did not finish"), "{unstartable}");
+    let mut w = dest.writer(&name, crate::blob::Hashing::None).await.unwrap();
+    bytes[20] ^= 1;
+    w.write(&bytes).await.unwrap();
+    w.finish().await.unwrap();
+    crate::restore::into_store(&half, &BlobStore::memory(), &restore_req(&dest, &m.id, "a", "disk lost", 8)).await.unwrap();
+    crate::restore::check_startable(&half).unwrap();
 }

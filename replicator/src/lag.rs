@@ -18,11 +18,9 @@ pub fn of_link(site: &Site, link: &Link) -> Result<LinkLag, ReplicaError> {
             n => site.meta.log_entry(n)?.map(|e| e.cum_bytes).unwrap_or(0),
         })
     };
-    let oldest = site.meta.log_entry(acked + 1)?.map(|e| e.at_unix_ms).unwrap_or(0);
-    Ok(LinkLag {
-        peer: link.peer.clone(),
-        entries: head - acked,
-        bytes: cum(head)?.saturating_sub(cum(acked)?),
-        seconds: site.clock.now_unix_ms().saturating_sub(oldest) / 1000,
-    })
+    // No entry: lost with the store this site was restored over (see
+    // `MetaStore::log_floor`); the peer steps over it at once.
+    let now = site.clock.now_unix_ms();
+    let oldest = site.meta.log_entry(acked + 1)?.map(|e| e.at_unix_ms).unwrap_or(now);
+    Ok(LinkLag { peer: link.peer.clone(), entries: head - acked, bytes: cum(head)?.saturating_sub(cum(acked)?), seconds: now.saturating_sub(oldest) / 1000 })
 }

@@ -51,6 +51,7 @@ pub mod pool;
 pub mod prefetch;
 pub mod quarantine;
 pub mod read;
+pub mod restore;
 pub mod rotate;
 pub mod scrub;
 pub mod server;

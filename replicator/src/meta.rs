@@ -13,6 +13,10 @@
 //!   [`Quarantined`]: a divergent write moved aside (version 0: a destroy)
 //! - `s/{origin}/{seq:020}` → [`Skipped`]: an entry of another site's log
 //!   refused as stale and stepped over at the origin's request
+//! - `r/restore` → [`Restoring`]: this store was restored from a backup and
+//!   has not caught up yet (`crate::restore`)
+//! - `r/log-floor` → this site's log head after a restore: the entries
+//!   between the backup's head and it were lost with the site's old store
 //!
 //! A write's metadata, its log entry and the cursor move together in one
 //! batch, so a crash leaves either all of them or none.
@@ -24,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_storage::{Durability, KvStore, StorageError, WriteBatch};
 
-use crate::model::{ContractHead, LogEntry, Quarantined, Skipped, VersionRecord};
+use crate::model::{ContractHead, LogEntry, Quarantined, Restoring, Skipped, VersionRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -74,6 +78,9 @@ fn quarantine_key(tenant: &str, contract_id: &str, version: u64, origin: &str, e
 fn skipped_key(origin: &str, seq: u64) -> String {
     format!("s/{origin}/{seq:020}")
 }
+
+const RESTORE_KEY: &str = "r/restore";
+const LOG_FLOOR_KEY: &str = "r/log-floor";
 
 fn gc_key(blob: &str) -> String {
     format!("g/{blob}")
@@ -156,6 +163,32 @@ impl MetaBatch {
 
     pub fn done_gc(&mut self, blob: &str) {
         self.batch.delete(gc_key(blob));
+    }
+
+    pub fn set_restoring(&mut self, r: &Restoring) {
+        self.batch.put(RESTORE_KEY, encode(r));
+    }
+
+    pub fn done_restoring(&mut self) {
+        self.batch.delete(RESTORE_KEY);
+    }
+
+    /// This site's log continues after `seq` (see [`MetaStore::log_head`]).
+    pub fn set_log_floor(&mut self, seq: u64) {
+        self.batch.put(LOG_FLOOR_KEY, seq.to_string());
+    }
+
+    /// A record exactly as a backup holds it (`crate::restore`).
+    pub fn put_raw(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.put(key.to_vec(), value.to_vec());
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.ops().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
     }
 }
 
@@ -260,11 +293,31 @@ impl MetaStore {
         Ok(self.kv.visit_snapshot(visit)?)
     }
 
+    /// At least the log floor: after a restore the newest entries are
+    /// gone, and their numbers must never be given to new ones (peers
+    /// already hold them).
     pub fn log_head(&self) -> Result<u64, MetaError> {
-        match self.kv.last_in_range(b"l/", &prefix_end("l/"))? {
-            Some((k, v)) => Ok(decode::<LogEntry>(&k, &v)?.seq),
-            None => Ok(0),
-        }
+        let last = match self.kv.last_in_range(b"l/", &prefix_end("l/"))? {
+            Some((k, v)) => decode::<LogEntry>(&k, &v)?.seq,
+            None => 0,
+        };
+        Ok(last.max(self.log_floor()?))
+    }
+
+    /// The log head a restore set (0: never restored): entries at or below
+    /// it that this store lacks were lost with the old store.
+    pub fn log_floor(&self) -> Result<u64, MetaError> {
+        self.get_u64(LOG_FLOOR_KEY)
+    }
+
+    /// Set while this store, restored from a backup, has not caught up.
+    pub fn restoring(&self) -> Result<Option<Restoring>, MetaError> {
+        self.get(RESTORE_KEY)
+    }
+
+    /// Whether the store holds no record at all (what a restore goes into).
+    pub fn is_empty(&self) -> Result<bool, MetaError> {
+        Ok(self.kv.range(b"", &[0xff], 1)?.is_empty())
     }
 
     pub fn log_entry(&self, seq: u64) -> Result<Option<LogEntry>, MetaError> {

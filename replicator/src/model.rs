@@ -154,6 +154,43 @@ pub struct Skipped {
     pub shard: u32,
     pub epoch: u64,
     pub at_unix_ms: u64,
+    /// Set when the origin lost entries `seq..=lost_through` with its old
+    /// store (restored from a backup): stepped over together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_through: Option<u64>,
+}
+
+/// A store restored from a backup (`crate::restore`), until it has caught
+/// up: the replicator serves no contract while this is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restoring {
+    pub backup_id: String,
+    /// This site's log head in the backup.
+    pub backup_log_head: u64,
+    /// Whether every record and file was written (an unfinished restore
+    /// is run again; the replicator refuses to start on one).
+    pub complete: bool,
+    pub who: String,
+    pub why: String,
+    pub at_unix_ms: u64,
+}
+
+impl Restoring {
+    /// What is being caught up from, for messages.
+    pub fn what(&self) -> String {
+        match self.backup_id.as_str() {
+            "" => "store behind its peers".into(),
+            id => format!("backup {id}"),
+        }
+    }
+
+    /// What the site says while it catches up.
+    pub fn waiting(&self) -> String {
+        match self.backup_id.as_str() {
+            "" => format!("{}; catching up", self.why),
+            id => format!("restored from backup {id}; catching up"),
+        }
+    }
 }
 
 /// Where a quarantined file's ciphertext is kept: outside the contract

@@ -53,6 +53,7 @@ impl Replicator {
     pub async fn start(config: ReplicatorConfig, deps: ReplicatorDeps) -> Result<Replicator, StartError> {
         let transport = deps.transport.clone();
         let site = Arc::new(Site::new(&config, deps).map_err(|e| StartError::Store(e.to_string()))?);
+        crate::restore::check_startable(&site.meta).map_err(|e| StartError::Store(e.to_string()))?;
         let head = site.meta.log_head().map_err(|e| StartError::Store(e.to_string()))?;
         // Nothing staged before a restart can be committed any more (the
         // registry was in memory, and senders resend what is not here).
@@ -118,6 +119,11 @@ impl Replicator {
         }
 
         tasks.push(tokio::spawn(probe_blobs_loop(site.clone())));
+        // Last, and only after a restore: the other tasks keep their spawn
+        // order (the drill's traces depend on it).
+        if site.restoring().is_some() {
+            tasks.push(tokio::spawn(crate::restore::catch_up(site.clone())));
+        }
 
         tracing::info!(site = %site.name, addr = %local_addr, log_head = head, "replicator started");
         Ok(Replicator { site, local_addr, tasks, server, ready })
@@ -161,10 +167,12 @@ impl Replicator {
 pub fn readiness(site: &Site) -> tandem_net::endpoints::Readiness {
     let latest = site.view.latest();
     let lease = site.view.lease_remaining();
-    let reason = match (&latest, lease.is_zero()) {
-        (None, _) => "no controller view yet (no controller answered)",
-        (Some(_), true) => "no current write lease (the controllers have not answered within the lease)",
-        (Some(_), false) => "",
+    let restoring = site.restoring();
+    let reason = match (&latest, lease.is_zero(), &restoring) {
+        (_, _, Some(why)) => why.as_str(),
+        (None, _, _) => "no controller view yet (no controller answered)",
+        (Some(_), true, _) => "no current write lease (the controllers have not answered within the lease)",
+        (Some(_), false, None) => "",
     };
     let owned = latest.as_ref().map(|c| c.shards.iter().filter(|s| s.owner == site.name).count());
     tandem_net::endpoints::Readiness {
@@ -224,6 +232,7 @@ pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
         view_index,
         version: tandem_net::version::reported(),
         blob_store_error: site.blobs.stats().failing().map(|e| short(&e)).unwrap_or_default(),
+        restoring: site.restoring().unwrap_or_default(),
     }
 }
 

@@ -103,6 +103,7 @@ async fn put<S>(site: &Site, chunks: S) -> Result<pb::PutReply, ReplicaError>
 where
     S: Stream<Item = Result<pb::PutChunk, Status>> + Unpin,
 {
+    site.serving()?;
     let mut chunks = PartReader::new(chunks, "put");
     let header = match chunks.first().await? {
         Some(PutPart::Header(h)) => {
@@ -144,6 +145,7 @@ impl Contracts for ContractsService {
     type GetStream = BoxStream<pb::GetChunk>;
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<Self::GetStream>, Status> {
+        self.site.serving()?;
         let r = req.into_inner();
         let (head, v) = read::version(&self.site, &r.tenant, &r.contract_id, r.version)?;
         let pii = read::pii_fields(&self.site, &v).await?;
@@ -171,18 +173,21 @@ impl Contracts for ContractsService {
     }
 
     async fn head(&self, req: Request<pb::HeadRequest>) -> Result<Response<pb::ContractInfo>, Status> {
+        self.site.serving()?;
         let r = req.into_inner();
         let (head, v) = read::version(&self.site, &r.tenant, &r.contract_id, r.version)?;
         Ok(Response::new(info(&head, Some(&v), None)))
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
+        self.site.serving()?;
         let r = req.into_inner();
         let contracts = read::list(&self.site, &r.tenant)?.iter().map(|(h, v)| info(h, v.as_ref(), None)).collect();
         Ok(Response::new(pb::ListReply { contracts }))
     }
 
     async fn destroy(&self, req: Request<pb::DestroyRequest>) -> Result<Response<pb::DestroyReply>, Status> {
+        self.site.serving()?;
         let who = operator_or_claimed(&req, &req.get_ref().who);
         let r = req.into_inner();
         let ack = crate::write::destroy(&self.site, &r.tenant, &r.contract_id, &who, &r.why, r.approval).await?;
@@ -193,6 +198,7 @@ impl Contracts for ContractsService {
     }
 
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result<Response<pb::BackupReply>, Status> {
+        self.site.serving()?;
         let who = operator_or_claimed(&req, &req.get_ref().who);
         let r = req.into_inner();
         if r.why.trim().is_empty() {
@@ -207,6 +213,7 @@ impl Contracts for ContractsService {
     }
 
     async fn rotate(&self, req: Request<pb::RotateRequest>) -> Result<Response<pb::RotateReply>, Status> {
+        self.site.serving()?;
         let dry_run = req.into_inner().dry_run;
         let r = crate::rotate::run(&self.site, dry_run).await?;
         if !dry_run {
@@ -287,6 +294,8 @@ impl Replication for ReplicationService {
     type FetchStream = BoxStream<pb::ApplyChunk>;
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        // A restoring site is no source: its copy may predate a destroy.
+        self.site.serving()?;
         let r = req.into_inner();
         let entry = repair_entry(&self.site, &r.tenant, &r.contract_id)?;
         let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, Default::default(), None, None).map(Ok);
@@ -320,17 +329,8 @@ impl Replication for ReplicationService {
 
     async fn repair(&self, req: Request<pb::RepairRequest>) -> Result<Response<pb::RepairReply>, Status> {
         let r = req.into_inner();
-        let channel = self.site.transport.channel(&r.source_addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut client = crate::peer::client(channel);
-        let call = async {
-            let stream = client.fetch(pb::FetchRequest { tenant: r.tenant.clone(), contract_id: r.contract_id.clone() }).await?.into_inner();
-            apply(&self.site, stream, Mode::Repair).await.map_err(Status::from)
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(600), call).await {
-            Ok(Ok(_)) => Ok(Response::new(pb::RepairReply { result: format!("copied {}/{} from {}", r.tenant, r.contract_id, r.source_addr) })),
-            Ok(Err(s)) => Err(s),
-            Err(_) => Err(Status::deadline_exceeded("repair did not finish within 600 s")),
-        }
+        crate::apply::copy_from(&self.site, &r.source_addr, &r.tenant, &r.contract_id).await?;
+        Ok(Response::new(pb::RepairReply { result: format!("copied {}/{} from {}", r.tenant, r.contract_id, r.source_addr) }))
     }
 }
 

@@ -154,6 +154,22 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
         Ok(Err(s)) => return format!("cursor: {}", s.message()),
         Err(_) => return "cursor: no answer".into(),
     };
+    // A peer holding more of this site's log than this site has: the store
+    // was replaced, or restored from an old copy, behind tandem's back. Its
+    // next entries would reuse numbers the peer holds (and skips), so it
+    // must catch up as a restored site first; the cursor is not believed.
+    let head = match site.meta.log_head() {
+        Ok(h) => h,
+        Err(e) => return e.to_string(),
+    };
+    if cursor > head {
+        let why = format!(
+            "{} holds entries up to {cursor} of this site's log, which ends at {head} here: this store is older than its peers' copy              (replaced or restored without `tandem backup restore`?)",
+            link.peer
+        );
+        crate::restore::store_behind(site, &why);
+        return format!("cursor: {why}");
+    }
     link.acked.send_replace(cursor);
     link.acked_known.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(site = %site.name, peer = %link.peer, cursor, "replication link up; shipping from the peer's cursor");
@@ -178,7 +194,16 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
         }
         let entry = match site.meta.log_entry(acked + 1) {
             Ok(Some(e)) => e,
-            Ok(None) => return format!("log entry {} is missing", acked + 1),
+            Ok(None) => match site.meta.log_floor() {
+                // Lost with the store this site was restored over: the peer
+                // steps over them (see `crate::apply::skip_lost`).
+                Ok(floor) if acked < floor => match skip_lost(link, &mut client, &site.name, acked + 1, floor).await {
+                    Ok(()) => continue,
+                    Err(e) => return e,
+                },
+                Ok(_) => return format!("log entry {} is missing", acked + 1),
+                Err(e) => return e.to_string(),
+            },
             Err(e) => return e.to_string(),
         };
         let held = match crate::quarantine::holds(site, &entry) {
@@ -302,9 +327,24 @@ async fn retract_all(site: &Site, link: &Link, client: &mut Client) -> bool {
     settled
 }
 
+/// Asks the peer to step over entries `from..=through`, lost with this
+/// site's old store.
+async fn skip_lost(link: &Link, client: &mut Client, me: &str, from: u64, through: u64) -> Result<(), String> {
+    let req = pb::SkipRequest { origin: me.to_string(), seq: from, shard: 0, epoch: 0, lost_through: through };
+    match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
+        Ok(Ok(r)) => {
+            tracing::warn!(site = %me, peer = %link.peer, from, through, "entries lost with the store this site was restored over: the peer steps over them");
+            link.acked.send_replace(r.into_inner().applied_seq);
+            Ok(())
+        }
+        Ok(Err(s)) => Err(format!("stepping over lost entries {from}..={through}: {}", s.message())),
+        Err(_) => Err(format!("stepping over lost entries {from}..={through}: no answer")),
+    }
+}
+
 /// Asks the peer to step over `entry` (see [`crate::apply::skip`]).
 async fn skip(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry) -> Result<(), String> {
-    let req = pb::SkipRequest { origin: site.name.clone(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch };
+    let req = pb::SkipRequest { origin: site.name.clone(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch, lost_through: 0 };
     match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
         Ok(Ok(r)) => {
             link.acked.send_replace(r.into_inner().applied_seq);

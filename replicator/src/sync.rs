@@ -57,6 +57,17 @@ async fn refresh_view(site: &Site, leader_addr: &str) {
 /// owner) may never get this write, so acknowledging it would promise a
 /// contract that could be lost.
 pub async fn confirm(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> Result<String, ReplicaError> {
+    let how = confirm_by_mode(site, seq, bytes, written).await?;
+    // The site found meanwhile that its store is behind its peers (see
+    // `crate::restore::store_behind`): the peers may hold other entries
+    // under this number, and never take this one.
+    if let Some(why) = site.restoring() {
+        return Err(ReplicaError::NotAcknowledged(format!("write is stored at {} (log entry {seq}) but NOT acknowledged: {why}", site.name)));
+    }
+    Ok(how)
+}
+
+async fn confirm_by_mode(site: &Site, seq: u64, bytes: u64, written: (u32, u64)) -> Result<String, ReplicaError> {
     let me = &site.name;
     let stall = site.sync_timeout + Duration::from_millis(bytes.saturating_mul(1000) / crate::site::PEER_SYNC_RATE);
     let ms = stall.as_millis();

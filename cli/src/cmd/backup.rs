@@ -1,8 +1,10 @@
-//! `tandem backup create|list|verify`: backups of one site (a consistent
-//! cut of its metadata and the ciphertext it names; see
+//! `tandem backup create|list|verify|restore`: backups of one site (a
+//! consistent cut of its metadata and the ciphertext it names; see
 //! replicator/src/backup.rs) into a directory or an object store, taken by
 //! the site's replicator while it keeps writing. `list` and `verify` read
-//! the destination directly and need no key.
+//! the destination directly and need no key. `restore` runs on the site's
+//! host with its replicator stopped, into an empty store; the replicator
+//! then catches up before it serves (replicator/src/restore.rs).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -70,6 +72,28 @@ pub enum Command {
         /// One backup (default: every one in the destination).
         #[arg(long)]
         id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a site from a backup, on its host, with its replicator
+    /// stopped, into an empty metadata store. Started again, the replicator
+    /// serves nothing until it has caught up with its peers (destroys since
+    /// the backup included); then `tandem failback --site` and a switchover
+    /// return its shards. See runbooks/backup.md.
+    Restore {
+        /// The site's replicator config (its stores are written).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        #[command(flatten)]
+        from: Destination,
+        /// The backup (`tandem backup list`).
+        #[arg(long)]
+        id: String,
+        /// Why: kept with the restored store and logged by the replicator.
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        who: String,
         #[arg(long)]
         json: bool,
     },
@@ -157,6 +181,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("{damaged} backup(s) damaged");
                 // As `tandem verify`: 3 means "checked, and found damage".
                 std::process::exit(3);
+            }
+            Ok(())
+        }
+        Command::Restore { config, from, id, reason, who, json } => {
+            if reason.trim().is_empty() {
+                bail!("--reason must not be empty: it is kept with the restored store");
+            }
+            let config = tandem_replicator::config::ReplicatorConfig::load(&config)?;
+            let source = backup::destination(&from.url, &from.options())?;
+            // Checked before the stores are opened (into_store checks again).
+            let manifest = backup::manifest(&source, &id).await?;
+            if manifest.site != config.site {
+                bail!("backup {id} is of site {}, and this config is site {}'s: nothing was restored", manifest.site, config.site);
+            }
+            let (kv, blobs) = super::replicator::open_stores(&config)?;
+            let meta = tandem_replicator::meta::MetaStore::new(std::sync::Arc::new(kv));
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let req = tandem_replicator::restore::Request { from: &source, id: &id, site: &config.site, who: &who, why: reason.trim(), now_unix_ms: now };
+            let r = tandem_replicator::restore::into_store(&meta, &blobs, &req).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "restored backup {} into site {}: {} records, {} files ({} bytes); its log head in the backup was {}",
+                    r.backup_id, r.site, r.records, r.files, r.bytes, r.backup_log_head
+                );
+                println!("next: start the replicator; it serves nothing until it has caught up with its peers (tandem status shows it),");
+                println!("      then `tandem failback --site {}` and a switchover return its shards (runbooks/backup.md)", r.site);
             }
             Ok(())
         }

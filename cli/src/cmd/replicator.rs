@@ -59,18 +59,26 @@ pub fn key_ring(config: &ReplicatorConfig) -> anyhow::Result<KeyRing> {
     Ok(KeyRing::new(current, retired)?)
 }
 
-/// Opens the site's metadata store, ciphertext store and key file, then
-/// starts the replicator. Metadata lives in `<data_dir>/meta`; ciphertext
-/// in `<data_dir>/blobs` unless `blob_url` names another object store.
-pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replicator> {
+/// Opens the site's metadata store (`<data_dir>/meta`; only one process
+/// at a time can) and ciphertext store (`<data_dir>/blobs` unless
+/// `blob_url` names another object store).
+pub fn open_stores(config: &ReplicatorConfig) -> anyhow::Result<(RocksKv, BlobStore)> {
     let root = config.data_dir.clone();
     let meta_dir = root.join("meta");
     std::fs::create_dir_all(&meta_dir).with_context(|| format!("cannot create data directory {}", meta_dir.display()))?;
-    let kv = RocksKv::open(&meta_dir)?;
+    let kv = RocksKv::open(&meta_dir).with_context(|| format!("cannot open the metadata store {} (is the replicator still running?)", meta_dir.display()))?;
     let blobs = match &config.blob_url {
         Some(url) => BlobStore::from_url(url, &config.blob_options)?,
         None => BlobStore::local(&root.join("blobs"))?,
     };
+    Ok((kv, blobs))
+}
+
+/// Opens the site's metadata store, ciphertext store and key file, then
+/// starts the replicator. Metadata lives in `<data_dir>/meta`; ciphertext
+/// in `<data_dir>/blobs` unless `blob_url` names another object store.
+pub async fn start_replicator(config: ReplicatorConfig) -> anyhow::Result<Replicator> {
+    let (kv, blobs) = open_stores(&config)?;
     let keys = key_ring(&config)?;
     // KEK ids are public (stored with every wrapped key); never the keys.
     tracing::info!(current = keys.kek_id(), all = %keys.kek_ids().join(","), "key-encryption keys loaded");

@@ -125,8 +125,10 @@ async fn caught_up(client: &ControlClient, site: &str, timeout: Duration, hooks:
         // quarantined there (so the divergent list below is complete).
         let owners: BTreeSet<&str> = node.cluster.shards.iter().map(|sh| sh.owner.as_str()).collect();
         let outgoing: u64 = fresh(site).map(|own| own.links.iter().filter(|l| owners.contains(l.peer.as_str())).map(|l| l.entries).sum()).unwrap_or(0);
+        // Restored from a backup: it copies what its peers hold first.
+        let restoring = fresh(site).map(|own| own.restoring.clone()).unwrap_or_default();
         if let Some(own) = fresh(site) {
-            if entries == 0 && outgoing == 0 {
+            if entries == 0 && outgoing == 0 && restoring.is_empty() {
                 return Ok(own.addr.clone());
             }
         }
@@ -138,7 +140,10 @@ async fn caught_up(client: &ControlClient, site: &str, timeout: Duration, hooks:
             }
             _ => "estimating".into(),
         };
-        hooks.progress(&format!("catching up: {entries} entries, {bytes} bytes behind ({eta}); {outgoing} own entries not yet settled with the owners"));
+        let restoring = if restoring.is_empty() { String::new() } else { format!("; {site}: {restoring}") };
+        hooks.progress(&format!(
+            "catching up: {entries} entries, {bytes} bytes behind ({eta}); {outgoing} own entries not yet settled with the owners{restoring}"
+        ));
         last = Some((now, bytes));
         if now >= deadline {
             return Err(OpError::Failed(format!(

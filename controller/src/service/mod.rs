@@ -81,6 +81,10 @@ fn operator_only(caller: &Caller, what: &str) -> Result<(), Status> {
 /// lost (many heartbeats and election timeouts; a live one answers every
 /// heartbeat).
 const MEMBER_LOST_AFTER: Duration = Duration::from_secs(10);
+/// How long a switchover's move waits for this leader's own board to show
+/// the target caught up (heartbeats come every 250 ms; the operation saw
+/// it already, possibly on another node's board).
+const CAUGHT_UP_PROOF_WAIT: Duration = Duration::from_secs(3);
 
 /// Voters a membership grown back after a DR activation needs before the
 /// returning sites vote: with two, the loss of either stops every commit,
@@ -275,6 +279,54 @@ impl ControlService {
             }
             // Look again soon: the old owner may report the drain first.
             tokio::time::sleep((expiry - now).min(Duration::from_millis(50))).await;
+        }
+    }
+
+    /// A move that completes a switchover's drain commits only once this
+    /// leader's own board shows the target holds the source's whole log for
+    /// the shards: the source reported, after the drain, a view that
+    /// includes it (no later write of them is possible there) and no
+    /// backlog towards the target. The switchover operation waits for this
+    /// before it asks; here it is the server's rule, so a move sent by hand
+    /// or by a driver with a stale view cannot drop acknowledged writes.
+    /// `Err`: why the proof is missing after [`CAUGHT_UP_PROOF_WAIT`].
+    /// On a follower it returns at once (the proposal is refused with the
+    /// leader's address, and the leader checks).
+    async fn prove_caught_up(&self, spec: &ShardMoveSpec) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + CAUGHT_UP_PROOF_WAIT;
+        loop {
+            if self.leading_term().is_none() {
+                return Ok(());
+            }
+            let cluster = self.state.cluster();
+            let drains: Vec<crate::state::Drain> = spec
+                .shards
+                .iter()
+                .filter_map(|n| cluster.shards.get(*n as usize))
+                .filter(|s| s.moving_to.as_deref() == Some(spec.to.as_str()))
+                .filter_map(|s| s.drain.clone())
+                .filter(|d| d.kind == MoveKind::Switchover)
+                .collect();
+            let (Some(index), Some(at)) = (drains.iter().map(|d| d.log_index).max(), drains.iter().map(|d| d.at_unix_ms).max()) else {
+                return Ok(());
+            };
+            let board = self.health.snapshot();
+            let (from, to) = (&spec.from, &spec.to);
+            let missing = match board.iter().find(|h| h.site == *from) {
+                None => format!("{from}'s replicator has not reported to the leader"),
+                Some(h) if h.view_index < index || h.received_at_unix_ms < at => {
+                    format!("{from} has not yet reported a view that includes the drain (raft index {index}; its last: {})", h.view_index)
+                }
+                Some(h) => match h.links.iter().find(|l| l.peer == *to) {
+                    Some(l) if l.entries == 0 => return Ok(()),
+                    Some(l) => format!("{to} has not confirmed {} entries ({} bytes) of {from}'s log", l.entries, l.bytes),
+                    None => format!("{from} reports no replication link to {to}"),
+                },
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(missing);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -783,6 +835,15 @@ impl Control for ControlService {
             spec.writer_last_heard_ms = self.health.snapshot().iter().find(|h| h.site == spec.from).map_or(0, |h| h.received_at_unix_ms);
         }
         if spec.step == MoveStep::Move {
+            if let Err(missing) = self.prove_caught_up(&spec).await {
+                let why = format!(
+                    "switchover move of {} from {} to {} refused: {missing}; nothing moved (the drain stays until the switchover finishes or is cancelled)",
+                    crate::ops::describe_shards(&spec.shards),
+                    spec.from,
+                    spec.to
+                );
+                return Err(with_code(Status::failed_precondition(why), error_code::NOT_CAUGHT_UP));
+            }
             let held = self.hold_move(&spec).await;
             if !held.is_zero() {
                 tracing::info!(from = %spec.from, to = %spec.to, held_ms = held.as_millis() as u64, "move held until the old owner's lease ran out");

@@ -199,6 +199,9 @@ pub struct Site {
     pub(crate) staged_ttl: Duration,
     /// Requests served and refused, for `/metrics`.
     pub(crate) counters: Counters,
+    /// While this site, restored from a backup, catches up: what it waits
+    /// for. It serves no contract meanwhile (see [`crate::restore`]).
+    restoring: Mutex<Option<String>>,
 }
 
 /// Outcomes of the calls that change data, by call and error kind.
@@ -253,6 +256,7 @@ impl Site {
     pub fn new(config: &ReplicatorConfig, deps: ReplicatorDeps) -> Result<Site, ReplicaError> {
         let meta = MetaStore::new(deps.kv.clone());
         let head = meta.log_head()?;
+        let restoring = meta.restoring()?.map(|r| r.waiting());
         let links = config
             .sites
             .iter()
@@ -287,6 +291,7 @@ impl Site {
             gc_wake: tokio::sync::Notify::new(),
             staged: Default::default(),
             staged_ttl: config.staged_ttl(),
+            restoring: Mutex::new(restoring),
         })
     }
 
@@ -327,6 +332,25 @@ impl Site {
         h.update(b"/");
         h.update(contract_id.as_bytes());
         &self.contract_locks[h.finalize() as usize % self.contract_locks.len()]
+    }
+
+    /// What a restored site waits for before it serves (`None`: it serves).
+    pub fn restoring(&self) -> Option<String> {
+        self.restoring.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_restoring(&self, waiting: Option<String>) {
+        *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
+    }
+
+    /// Refuses every contract call while the site catches up after a
+    /// restore: a destroyed contract must not be read from the backup's
+    /// keys, and nothing may be written under a stale log position.
+    pub fn serving(&self) -> Result<(), ReplicaError> {
+        match self.restoring() {
+            None => Ok(()),
+            Some(why) => Err(ReplicaError::NotReady(format!("site {} serves no contract yet: {why}", self.name))),
+        }
     }
 
     /// The replicator address of `site`.
