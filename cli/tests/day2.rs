@@ -185,6 +185,8 @@ fn policy_changes_through_raft_from_the_value_shown() {
         (vec!["policy", "set", "down_after_ms=10"], "within 500..=600000"),
         (vec!["policy", "set", "auto_failover=maybe"], "true or false"),
         (vec!["policy", "set", "paused=true"], "tandem pause"),
+        // Without TLS nobody could approve anything.
+        (vec!["policy", "set", "four_eyes=true"], "needs mutual TLS"),
     ] {
         let mut args = args;
         args.extend(["--reason", "test", "--yes"]);

@@ -416,10 +416,22 @@ fn a_dr_activation_needs_a_second_admins_signed_approval() {
     std::fs::create_dir_all(&files).unwrap();
     let sign = |who: &str, site: &str, name: &str| {
         let out_file = files.join(name);
+        let generation = if name.starts_with("stale") { "7" } else { "1" };
         let out = c.tandem_as(
             who,
             &["c"],
-            &["dr", "approve", "--site", site, "--reason", "city-1 lost, confirmed with the DC lead", "--out", &out_file.display().to_string()],
+            &[
+                "dr",
+                "approve",
+                "--site",
+                site,
+                "--generation",
+                generation,
+                "--reason",
+                "city-1 lost, confirmed with the DC lead",
+                "--out",
+                &out_file.display().to_string(),
+            ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
         out_file.display().to_string()
@@ -437,6 +449,11 @@ fn a_dr_activation_needs_a_second_admins_signed_approval() {
         (!stderr(&out).contains("it is not lost") && !stderr(&out).contains("still running")).then_some(out)
     });
     assert!(!out.status.success() && stderr(&out).contains("needs a second admin's approval"), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("--generation 1"), "the refusal says which generation to approve: {}", stderr(&out));
+    // An approval for another generation (one already used, say) is refused.
+    let stale = sign(ADMIN2, "c", "stale.json");
+    let out = activate(Some(&stale));
+    assert!(!out.status.success() && stderr(&out).contains("approves activating from generation 7"), "{}", stderr(&out));
 
     let own = sign(ADMIN, "c", "own.json");
     let out = activate(Some(&own));
@@ -449,8 +466,11 @@ fn a_dr_activation_needs_a_second_admins_signed_approval() {
     std::fs::write(&altered, std::fs::read_to_string(&other_site).unwrap().replace(r#"\"site\":\"b\""#, r#"\"site\":\"c\""#)).unwrap();
     let out = activate(Some(&altered.display().to_string()));
     assert!(!out.status.success() && stderr(&out).contains("signature does not match"), "{}", stderr(&out));
-    let out =
-        c.tandem_as(OPERATOR, &["c"], &["dr", "approve", "--site", "c", "--reason", "operator tries", "--out", &files.join("op.json").display().to_string()]);
+    let out = c.tandem_as(
+        OPERATOR,
+        &["c"],
+        &["dr", "approve", "--site", "c", "--generation", "1", "--reason", "operator tries", "--out", &files.join("op.json").display().to_string()],
+    );
     assert!(!out.status.success() && stderr(&out).contains("needs role admin"), "{}", stderr(&out));
 
     let out = activate(Some(&good));

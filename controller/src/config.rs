@@ -211,6 +211,9 @@ impl NodeConfig {
         if t.commit_timeout_ms == 0 {
             return err("raft.commit_timeout_ms", "must be non-zero".into());
         }
+        if self.policy.four_eyes == Some(true) && self.tls.is_none() {
+            return err("policy.four_eyes", FOUR_EYES_NEEDS_TLS.into());
+        }
         Ok(())
     }
 
@@ -223,6 +226,13 @@ impl NodeConfig {
         self.listen.clone().unwrap_or_else(|| self.this_site().addr.clone())
     }
 }
+
+/// Why `four_eyes` cannot be on without TLS: who asked and who approved
+/// are certificate names, and `dr activate` checks a second admin's signed
+/// approval against the cluster's CA; without TLS nobody could ever
+/// approve, and DR activation would be blocked.
+pub const FOUR_EYES_NEEDS_TLS: &str =
+    "four_eyes needs mutual TLS ([tls]): approvals are bound to certificate names, and without them nobody could approve (dr activate would be blocked)";
 
 /// Reads a config file, naming it in the error.
 pub fn read_config(path: &Path) -> Result<String, ConfigError> {
@@ -381,6 +391,17 @@ addr = "127.0.0.1:7103"
         assert_eq!(tls.key, PathBuf::from("/pki/a.key"));
         let err = NodeConfig::parse(&text.replace("key = ", "private_key = "), "a.toml").unwrap_err();
         assert!(err.to_string().contains("private_key"), "{err}");
+    }
+
+    #[test]
+    fn four_eyes_without_tls_is_refused() {
+        let text = format!("{GOOD}\n[policy]\nfour_eyes = true\n");
+        let err = NodeConfig::parse(&text, "a.toml").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("policy.four_eyes"), "{err}");
+        assert!(err.to_string().contains("needs mutual TLS"), "{err}");
+        let with_tls = format!("{text}\n[tls]\nca = \"/pki/ca.pem\"\ncert = \"/pki/a.pem\"\nkey = \"/pki/a.key\"\n");
+        assert!(NodeConfig::parse(&with_tls, "a.toml").unwrap().policy.four_eyes == Some(true));
+        assert!(NodeConfig::parse(&text.replace("true", "false"), "a.toml").is_ok(), "off without TLS is fine");
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub enum Command {
         /// The site to be activated.
         #[arg(long)]
         site: String,
+        /// The cluster generation it activates from (`dr activate` without
+        /// an approval prints it; `tandem status` shows it): the activation
+        /// moves it on, so the approval is used once.
+        #[arg(long)]
+        generation: u64,
         /// Why you approve it (e.g. the incident and who confirmed the disaster).
         #[arg(long)]
         reason: String,
@@ -82,7 +87,7 @@ pub enum Command {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Activate { config, city_fenced, approval, audited } => activate(config, city_fenced, approval, audited).await,
-        Command::Approve { site, reason, out } => approve(&site, &reason, &out),
+        Command::Approve { site, generation, reason, out } => approve(&site, generation, &reason, &out),
         Command::Rejoin { config, audited } => rejoin(config, audited).await,
     }
 }
@@ -108,7 +113,7 @@ fn require_admin(config: &NodeConfig, what: &str) -> anyhow::Result<Option<Strin
 }
 
 /// `tandem dr approve`: the second admin's signed approval.
-fn approve(site: &str, reason: &str, out: &std::path::Path) -> anyhow::Result<()> {
+fn approve(site: &str, generation: u64, reason: &str, out: &std::path::Path) -> anyhow::Result<()> {
     if reason.trim().is_empty() {
         bail!("--reason must not be empty: it is part of the approval");
     }
@@ -119,13 +124,13 @@ fn approve(site: &str, reason: &str, out: &std::path::Path) -> anyhow::Result<()
         tandem_net::Peer::Operator { name, role: Role::Admin } => name,
         other => bail!("permission denied: approving a DR activation needs role admin, certificate {other} has not"),
     };
-    let file = dr::ApprovalFile::sign(&mine, &me, site, reason.trim(), SystemClock.now_unix_ms()).map_err(|e| anyhow::anyhow!(e))?;
+    let file = dr::ApprovalFile::sign(&mine, &me, site, generation, reason.trim(), SystemClock.now_unix_ms()).map_err(|e| anyhow::anyhow!(e))?;
     if out.exists() {
         bail!("{} exists: not overwritten", out.display());
     }
     std::fs::write(out, serde_json::to_string_pretty(&file)?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     println!(
-        "approval of DR activation at site {site} signed by {me}, valid {} min: {} (give it to the admin who activates)",
+        "approval of DR activation at site {site} from generation {generation} signed by {me}, valid {} min: {} (give it to the admin who activates)",
         tandem_controller::ops::approval::TTL_MS / 60_000,
         out.display()
     );

@@ -27,9 +27,10 @@ pub struct Activation {
     /// off, cut from their clients): required. tandem cannot see across a
     /// cut, and sites that still run keep writing under the old epochs.
     pub city_fenced: Option<String>,
-    /// The second admin who approved it (a verified [`ApprovalFile`]);
-    /// needed while the policy's four_eyes is on.
-    pub approved_by: Option<String>,
+    /// The second admin who approved it and the generation they approved
+    /// activating from (a verified [`ApprovalFile`]); needed while the
+    /// policy's four_eyes is on.
+    pub approved_by: Option<(String, u64)>,
 }
 
 /// A second admin's approval of a DR activation, for where no controller
@@ -48,20 +49,25 @@ pub struct ApprovedActivation {
     pub site: String,
     pub reason: String,
     pub approved_by: String,
+    /// The cluster generation the site activates from: the activation
+    /// moves it on, so the file cannot be used twice.
+    pub generation: u64,
     pub expires_at_unix_ms: u64,
 }
 
 const DR_ACTION: &str = "dr activate";
 
 impl ApprovalFile {
-    /// Signs an approval of activating `site` with the operator key in
-    /// `files`; valid for [`crate::ops::approval::TTL_MS`].
-    pub fn sign(files: &tandem_net::TlsFiles, approver: &str, site: &str, reason: &str, now_unix_ms: u64) -> Result<Self, String> {
+    /// Signs an approval of activating `site` from cluster `generation`
+    /// with the operator key in `files`; valid for
+    /// [`crate::ops::approval::TTL_MS`].
+    pub fn sign(files: &tandem_net::TlsFiles, approver: &str, site: &str, generation: u64, reason: &str, now_unix_ms: u64) -> Result<Self, String> {
         let approved = ApprovedActivation {
             action: DR_ACTION.into(),
             site: site.into(),
             reason: reason.into(),
             approved_by: approver.into(),
+            generation,
             expires_at_unix_ms: now_unix_ms + crate::ops::approval::TTL_MS,
         };
         let payload = serde_json::to_string(&approved).map_err(|e| e.to_string())?;
@@ -69,9 +75,11 @@ impl ApprovalFile {
         Ok(Self { payload, signature })
     }
 
-    /// Who approved the activation of `site`, if the file is signed by an
-    /// admin of the CA at `ca`, for this site, and not expired.
-    pub fn verify(&self, ca: &std::path::Path, site: &str, now_unix_ms: u64, source: &std::path::Path) -> Result<String, String> {
+    /// Who approved the activation of `site`, and from which generation, if
+    /// the file is signed by an admin of the CA at `ca`, for this site, and
+    /// not expired (the generation is checked against the store by the
+    /// reset, [`crate::raft::state_machine::dr_reset`]).
+    pub fn verify(&self, ca: &std::path::Path, site: &str, now_unix_ms: u64, source: &std::path::Path) -> Result<(String, u64), String> {
         let peer = tandem_net::signed::verify(ca, &self.signature, self.payload.as_bytes(), source).map_err(|e| e.to_string())?;
         let tandem_net::Peer::Operator { name, role } = &peer else {
             return Err(format!("{}: signed by a site's certificate, not an admin's", source.display()));
@@ -89,7 +97,7 @@ impl ApprovalFile {
         if now_unix_ms > a.expires_at_unix_ms {
             return Err(format!("{}: the approval expired; ask {name} for a new one", source.display()));
         }
-        Ok(name.clone())
+        Ok((name.clone(), a.generation))
     }
 }
 
@@ -130,8 +138,9 @@ pub async fn activate<K: KvStore>(
     let kv = open_store().map_err(OpError::Failed)?;
     let me = &req.site;
     let board = HealthBoard::load(&kv);
+    let generation = crate::raft::state_machine::stored_generation(&kv).map_err(OpError::Failed)?;
     let mut plan = format!(
-        "plan: DR activation at site {me}\n  1. new cluster generation with {me} as the only Raft member\n  2. {me} owns every shard under a new epoch; every other site is fenced\n  3. writes the other sites acknowledged but {me} never received are lost; estimate below\n"
+        "plan: DR activation at site {me}, from cluster generation {generation}\n  1. new cluster generation with {me} as the only Raft member\n  2. {me} owns every shard under a new epoch; every other site is fenced\n  3. writes the other sites acknowledged but {me} never received are lost; estimate below\n"
     );
     for line in last_heard(me, &board, now_unix_ms) {
         plan.push_str(&format!("  {line}\n"));

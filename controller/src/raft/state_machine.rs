@@ -277,9 +277,18 @@ pub struct DrReset {
     pub who: String,
     pub why: String,
     pub at_unix_ms: u64,
-    /// Who approved it, from a verified signed approval file (policy
-    /// four_eyes; see `crate::operations::dr::ApprovalFile`).
-    pub approved_by: Option<String>,
+    /// Who approved it and the generation they approved activating from,
+    /// from a verified signed approval file (policy four_eyes; see
+    /// `crate::operations::dr::ApprovalFile`).
+    pub approved_by: Option<(String, u64)>,
+}
+
+/// The cluster generation a stopped controller's store holds.
+pub fn stored_generation(kv: &dyn KvStore) -> Result<u64, String> {
+    match kv.get(CORE_KEY).map_err(|e| e.to_string())? {
+        Some(b) => Ok(serde_json::from_slice::<Core>(&b).map_err(|e| e.to_string())?.cluster.generation),
+        None => Err("this store holds no cluster state".into()),
+    }
 }
 
 /// DR activation, offline, on the surviving site's controller store (its
@@ -304,12 +313,21 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
     // second admin signed, verified by the caller against the site's CA.
     if c.policy.four_eyes {
         use crate::ops::approval::identity;
+        let g = c.generation;
         match &r.approved_by {
             None => {
-                return Err("DR activation needs a second admin's approval (policy four_eyes): another admin runs `tandem dr approve --site SITE --reason ... --out FILE` and you pass it with --approval FILE".into())
+                return Err(format!(
+                    "DR activation needs a second admin's approval (policy four_eyes): another admin runs `tandem dr approve --site {} --generation {g} --reason ... --out FILE` and you pass it with --approval FILE",
+                    r.site
+                ))
             }
-            Some(by) if identity(by) == identity(&r.who) => {
+            Some((by, _)) if identity(by) == identity(&r.who) => {
                 return Err(format!("the approval file is signed by {by}, who activates: a second admin must sign it"))
+            }
+            Some((by, approved)) if *approved != g => {
+                return Err(format!(
+                    "the approval file (signed by {by}) approves activating from generation {approved}, and this site is at generation {g}: an approval is used once; ask for one for generation {g}"
+                ))
             }
             Some(_) => {}
         }
@@ -331,7 +349,7 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
         at_unix_ms: r.at_unix_ms,
         who: r.who.clone(),
         why: match &r.approved_by {
-            Some(by) => format!("{} (approved by {by}, signed approval file)", r.why),
+            Some((by, _)) => format!("{} (approved by {by}, signed approval file)", r.why),
             None => r.why.clone(),
         },
         what: format!("DR activation at {}: membership reset to {} alone", r.site, r.site),

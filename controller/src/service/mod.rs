@@ -672,6 +672,10 @@ impl Control for ControlService {
     async fn set_policy(&self, req: Request<pb::PolicyRequest>) -> Result<Response<pb::ChangeReply>, Status> {
         let caller = self.authorize(&req, "policy set (changing the automatic-failover policy)", Need::Role(Role::Admin))?;
         let r = req.into_inner();
+        // Over plaintext nobody has a certificate name to approve with.
+        if r.key == "four_eyes" && r.value.trim() == "true" && matches!(caller, Caller::Plaintext) {
+            return Err(Status::failed_precondition(format!("{}; nothing changed", crate::config::FOUR_EYES_NEEDS_TLS)));
+        }
         let spec = crate::ops::PolicySpec { key: r.key, value: r.value, expect: r.expect };
         self.propose(Command::SetPolicy(spec), attested(&caller, pb::ChangeRequest { who: r.who, why: r.why, approval: r.approval })).await.map(change_reply)
     }
