@@ -408,6 +408,9 @@ fn a_second_admin_approves_what_one_admin_asks() {
 fn a_dr_activation_needs_a_second_admins_signed_approval() {
     let mut c = Cluster::with_tls();
     c.start_all();
+    // c's own store must hold the applied state before it is stopped (a
+    // loaded machine can leave a follower behind for a moment).
+    c.wait_status("c's controller holding the layout", &["c"], |s| s["cluster"]["bootstrapped"] == true);
     c.kill_site("a");
     c.kill_site("b");
     c.kill("c");

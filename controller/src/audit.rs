@@ -26,6 +26,13 @@ pub fn entry_hash(e: &AuditEntry) -> String {
         h.update(field.as_bytes());
     }
     h.update(e.log_index.to_be_bytes());
+    // Whose clock the time is from: sealed too, once recorded (entries of
+    // older builds have none, and keep their hashes).
+    if !e.clock.is_empty() {
+        h.update(b"clock");
+        h.update((e.clock.len() as u64).to_be_bytes());
+        h.update(e.clock.as_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -107,6 +114,7 @@ mod tests {
                 let mut e = AuditEntry {
                     seq,
                     at_unix_ms: 1000 * seq,
+                    clock: String::new(),
                     who: "alice".into(),
                     why: format!("reason {seq}"),
                     what: "pause".into(),

@@ -255,6 +255,7 @@ pub fn audit_to_pb(e: &AuditEntry) -> pb::AuditEntryView {
     pb::AuditEntryView {
         seq: e.seq,
         at_unix_ms: e.at_unix_ms,
+        clock: e.clock.clone(),
         who: e.who.clone(),
         why: e.why.clone(),
         what: e.what.clone(),
@@ -269,6 +270,7 @@ pub fn audit_from_pb(e: pb::AuditEntryView) -> AuditEntry {
     AuditEntry {
         seq: e.seq,
         at_unix_ms: e.at_unix_ms,
+        clock: e.clock,
         who: e.who,
         why: e.why,
         what: e.what,
@@ -302,7 +304,7 @@ mod tests {
             shard_count: 16,
             policy: Policy::default(),
         };
-        let meta = OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1, approval: None };
+        let meta = OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1, clock: String::new(), approval: None };
         ops::apply(&mut cluster, &Request { command: Command::Bootstrap(spec), meta: meta.clone() }, 1);
         // A failover done (a record, a displaced shard, the last automatic
         // action) and one still fenced (a drain with its last-heard time).

@@ -316,7 +316,13 @@ async fn bootstrap_when_leader(raft: Raft, state: StateReader, spec: BootstrapSp
         if leading {
             let req = Request {
                 command: Command::Bootstrap(spec.clone()),
-                meta: OpMeta { who: "tandem".into(), why: "initial layout from configuration".into(), at_unix_ms: clock.now_unix_ms(), approval: None },
+                meta: OpMeta {
+                    who: "tandem".into(),
+                    why: "initial layout from configuration".into(),
+                    at_unix_ms: clock.now_unix_ms(),
+                    clock: String::new(),
+                    approval: None,
+                },
             };
             match tokio::time::timeout(BOOTSTRAP_RECHECK * 10, raft.client_write(req)).await {
                 Ok(Ok(_)) => break,

@@ -512,6 +512,10 @@ pub struct AuditEntry {
     /// Wall-clock time chosen by the proposing leader, so every replica
     /// records the same value.
     pub at_unix_ms: u64,
+    /// The site whose clock gave `at_unix_ms` (the proposer's; "" from an
+    /// older build): an auditor comparing times across sites needs it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub clock: String,
     pub who: String,
     pub why: String,
     pub what: String,
@@ -731,6 +735,7 @@ mod tests {
         let entry = |who: &str, what: &str, result: &str| AuditEntry {
             seq: 0,
             at_unix_ms: 0,
+            clock: String::new(),
             who: who.into(),
             why: String::new(),
             what: what.into(),

@@ -14,7 +14,7 @@ use tandem_controller::state::{Policy, Site, SiteRole};
 use tandem_storage::{KvStore, MemKv};
 
 fn request(command: Command) -> Request {
-    Request { command, meta: OpMeta { who: "sre".into(), why: "test".into(), at_unix_ms: 7, approval: None } }
+    Request { command, meta: OpMeta { who: "sre".into(), why: "test".into(), at_unix_ms: 7, clock: String::new(), approval: None } }
 }
 
 fn entry(index: u64, req: Request) -> Entry<TypeConfig> {

@@ -140,6 +140,7 @@ where
         Mode::Repair => cursor,
     };
     batch.set_epoch(entry.shard, entry.epoch.max(site.meta.epoch(entry.shard)?));
+    site.meta.slow_sync().await;
     site.meta.commit(batch)?;
     if matches!(entry.change, Change::Destroy { .. }) {
         site.gc_wake.notify_one();

@@ -363,3 +363,21 @@ async fn a_restore_goes_into_an_empty_store_and_the_site_serves_nothing_until_ca
     crate::restore::into_store(&half, &BlobStore::memory(), &restore_req(&dest, &m.id, "a", "disk lost", 8)).await.unwrap();
     crate::restore::check_startable(&half).unwrap();
 }
+
+// A slow key-value disk (the drill's fault) makes each synced write of the
+// data path take that much longer, in simulated time.
+#[tokio::test(start_paused = true)]
+async fn a_slow_key_value_disk_delays_each_synced_write() {
+    let kv = Arc::new(MemKv::new());
+    let a = site_on("a", kv.clone(), BlobStore::memory());
+    leased(&a, cluster("a", 1), 1);
+    let t0 = tokio::time::Instant::now();
+    put(&a, b"fast").await;
+    let fast = t0.elapsed();
+    kv.set_slow(std::time::Duration::from_millis(200));
+    leased(&a, cluster("a", 1), 2);
+    let t1 = tokio::time::Instant::now();
+    put(&a, b"slow").await;
+    assert!(t1.elapsed() >= fast + std::time::Duration::from_millis(200), "{:?} vs {fast:?}", t1.elapsed());
+    assert_eq!(a.meta.log_head().unwrap(), 2, "the write went through");
+}

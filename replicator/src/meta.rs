@@ -240,6 +240,16 @@ impl MetaStore {
         Ok(written?)
     }
 
+    /// Waits out what a slow disk adds to a synced write (the simulation's
+    /// fault; nothing on a real disk): called by the data path just before
+    /// each synced commit, while it holds its locks.
+    pub async fn slow_sync(&self) {
+        let extra = self.kv.slow_sync();
+        if !extra.is_zero() {
+            tokio::time::sleep(extra).await;
+        }
+    }
+
     fn count_changes(&self, shards: &BTreeSet<u32>, contracts: &BTreeSet<(String, String)>) {
         if !shards.is_empty() {
             let mut changes = self.shard_changes.lock().unwrap_or_else(|p| p.into_inner());

@@ -182,6 +182,8 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
         c.disks(a).replicator.set_fault(tandem_storage::DiskFault::None);
         c.disks(a).faulty_blobs.set_fault(crate::disk::BlobFault::None);
         c.disks(a).faulty_blobs.set_slow(Duration::ZERO);
+        c.disks(a).controller.set_slow(Duration::ZERO);
+        c.disks(a).replicator.set_slow(Duration::ZERO);
         if c.disks(a).clock.rate_ppm_now(c.elapsed().as_millis() as u64) != 1_000_000 {
             c.disks(a).clock.set_rate(c.elapsed().as_millis() as u64, 1_000_000);
         }
@@ -341,7 +343,18 @@ fn final_audit(c: &SimCluster) -> Vec<(u64, tandem_controller::state::AuditEntry
     let epoch_ms = crate::cluster::SIM_EPOCH_UNIX_S * 1000;
     let mut entries = best.reader().audit(100_000).unwrap_or_default();
     entries.sort_by_key(|e| e.seq);
-    entries.into_iter().map(|e| (e.at_unix_ms.saturating_sub(epoch_ms), e)).collect()
+    // Each time is read back through the clock it came from (the
+    // proposing controller's site, which a scenario may have skewed), in
+    // the log's order (a step back repeats readings).
+    let mut at: Vec<u64> = entries.iter().map(|e| e.at_unix_ms.saturating_sub(epoch_ms)).collect();
+    for site in site_names() {
+        let of_site: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].clock == site).collect();
+        let stamps: Vec<u64> = of_site.iter().map(|&i| entries[i].at_unix_ms).collect();
+        for (&i, real) in of_site.iter().zip(c.disks(site).clock.to_real_in_order(&stamps)) {
+            at[i] = real;
+        }
+    }
+    at.into_iter().zip(entries).collect()
 }
 
 /// Applies one timeline event; returns the site it crashed, if any (a
@@ -413,7 +426,14 @@ fn apply(c: &mut SimCluster, event: &Event, i: usize, log: &Log, client: &worklo
                 Store::Blobs => c.disks(&site).faulty_blobs.set_fault(blob(fault)),
             }
         }
-        Event::SlowDisk { site, ms } => c.disks(&site).faulty_blobs.set_slow(Duration::from_millis(ms)),
+        Event::SlowDisk { site, store, ms } => {
+            let extra = Duration::from_millis(ms);
+            match store {
+                crate::scenario::Store::Controller => c.disks(&site).controller.set_slow(extra),
+                crate::scenario::Store::Replicator => c.disks(&site).replicator.set_slow(extra),
+                crate::scenario::Store::Blobs => c.disks(&site).faulty_blobs.set_slow(extra),
+            }
+        }
         Event::DuplicateRequests { rate } => client.set_duplicates(rate),
         Event::SlowKeys { site, ms } => c.disks(&site).keys.set_latency(Duration::from_millis(ms)),
         Event::PauseSite { site } => c.pause(&site),

@@ -50,7 +50,10 @@ pub fn scenario(seed: u64) -> Scenario {
                 let fault = [DiskFaultKind::FsyncError, DiskFaultKind::Full, DiskFaultKind::CorruptRead][rng.gen_range(0..3)];
                 (Event::DiskFault { site: site.clone(), store, fault }, Event::DiskFault { site, store, fault: DiskFaultKind::None })
             }
-            13 => (Event::SlowDisk { site: site.clone(), ms: rng.gen_range(20..300) }, Event::SlowDisk { site, ms: 0 }),
+            13 => {
+                let store = [Store::Controller, Store::Replicator, Store::Blobs][rng.gen_range(0..3)];
+                (Event::SlowDisk { site: site.clone(), store, ms: rng.gen_range(20..300) }, Event::SlowDisk { site, store, ms: 0 })
+            }
             14 => (Event::Reorder { a: site.clone(), b: peer.clone(), ms: rng.gen_range(5..200) }, Event::Delay { a: site, b: peer, ms: 1 }),
             16 => (Event::DuplicateRequests { rate: 0.3 }, Event::DuplicateRequests { rate: 0.0 }),
             15 => (Event::SlowKeys { site: site.clone(), ms: rng.gen_range(50..1500) }, Event::SlowKeys { site, ms: 0 }),

@@ -316,9 +316,13 @@ pub enum Event {
         store: Store,
         fault: DiskFaultKind,
     },
-    /// Every call to the site's blob store waits `ms` (0: normal again).
+    /// A slow disk: every call to the site's blob store, or every synced
+    /// write of one of its key-value stores (`store`, default the blobs),
+    /// takes `ms` longer (0: normal again).
     SlowDisk {
         site: String,
+        #[serde(default = "blobs")]
+        store: Store,
         ms: u64,
     },
     /// With probability `rate`, the client sends each acknowledged put
@@ -378,6 +382,10 @@ pub enum Event {
     VerifyRepair,
 }
 
+fn blobs() -> Store {
+    Store::Blobs
+}
+
 /// Which of a site's disks a `disk_fault` hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -429,8 +437,10 @@ impl Event {
             Event::PowerCut { site } => format!("fault: power cut at {site} (torn write-ahead logs)"),
             Event::DiskFault { site, store, fault: DiskFaultKind::None } => format!("heal: {store:?} disk of {site} healthy again"),
             Event::DiskFault { site, store, fault } => format!("fault: {store:?} disk of {site}: {fault:?}"),
-            Event::SlowDisk { site, ms: 0 } => format!("heal: blob store of {site} at normal speed"),
-            Event::SlowDisk { site, ms } => format!("fault: blob store of {site} slow ({ms} ms a call)"),
+            Event::SlowDisk { site, store: Store::Blobs, ms: 0 } => format!("heal: blob store of {site} at normal speed"),
+            Event::SlowDisk { site, store, ms: 0 } => format!("heal: {store:?} disk of {site} at normal speed"),
+            Event::SlowDisk { site, store: Store::Blobs, ms } => format!("fault: blob store of {site} slow ({ms} ms a call)"),
+            Event::SlowDisk { site, store, ms } => format!("fault: {store:?} disk of {site} slow ({ms} ms more a synced write)"),
             Event::DuplicateRequests { rate } if *rate <= 0.0 => "heal: client requests delivered once".into(),
             Event::DuplicateRequests { rate } => format!("fault: client requests delivered twice (rate {rate})"),
             Event::SlowKeys { site, ms: 0 } => format!("heal: key provider of {site} at normal speed"),

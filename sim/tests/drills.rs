@@ -58,6 +58,12 @@ fn after_action_report_is_complete(o: &Outcome) {
     for site in ["a", "b", "c"] {
         assert!(o.checks.sites.iter().any(|i| i.site == site), "{}: no data row for site {site}", o.scenario.name);
     }
+    // The controllers' decisions sit on the run's one time base, whatever
+    // the proposer's clock said (clock-steps skews them by minutes).
+    for (at, e) in &o.audit {
+        assert!(*at <= o.simulated_ms, "{}: audit #{} ({}, {}'s clock) placed at {at} ms, after the run's end", o.scenario.name, e.seq, e.what, e.clock);
+    }
+    assert!(o.audit.iter().skip(1).all(|(_, e)| !e.clock.is_empty()), "{}: an audit entry does not say whose clock it is from", o.scenario.name);
     let running: Vec<_> = o.checks.sites.iter().filter(|i| i.running).collect();
     assert!(running.iter().all(|i| !i.ciphertext_digest.is_empty()), "{}: a running site without its digest", o.scenario.name);
     assert!(running.iter().any(|i| i.matched > 0 && i.pii_round_tripped > 0), "{}: nothing read back and compared", o.scenario.name);

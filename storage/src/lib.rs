@@ -104,6 +104,15 @@ pub trait KvStore: Send + Sync + 'static {
     /// Makes every earlier write durable.
     fn sync(&self) -> Result<(), StorageError>;
 
+    /// How much longer than the call itself a synced write takes on this
+    /// disk: a slow disk in the simulation, where the caller waits it out
+    /// in simulated time after each synced write (holding whatever it
+    /// holds, as a thread blocked in fsync does). Real stores return zero:
+    /// their slowness is real.
+    fn slow_sync(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Calls `visit` with every key and value as of one moment, in key
     /// order: a consistent snapshot (writes made meanwhile are not seen,
     /// and are not held up). Stops at `visit`'s first error.

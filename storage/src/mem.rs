@@ -18,6 +18,8 @@ struct Disk {
     durable: Map,
     unsynced: Vec<WriteBatch>,
     fault: DiskFault,
+    /// Extra time each synced write takes (a slow disk).
+    slow: std::time::Duration,
 }
 
 /// What the drill has made wrong with a simulated disk.
@@ -68,6 +70,12 @@ impl MemKv {
 
     pub fn set_fault(&self, fault: DiskFault) {
         self.lock().fault = fault;
+    }
+
+    /// From now on each synced write takes `extra` longer (zero: normal
+    /// again); see [`KvStore::slow_sync`].
+    pub fn set_slow(&self, extra: std::time::Duration) {
+        self.lock().slow = extra;
     }
 
     fn refuse(&self, disk: &Disk, reading: bool) -> Result<(), StorageError> {
@@ -174,6 +182,10 @@ impl KvStore for MemKv {
         let disk = self.lock();
         self.refuse(&disk, true)?;
         Ok(disk.visible.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))).next_back().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    fn slow_sync(&self) -> std::time::Duration {
+        self.lock().slow
     }
 
     fn sync(&self) -> Result<(), StorageError> {

@@ -235,7 +235,7 @@ mod tests {
     use crate::ops::{apply, PolicySpec, Request};
 
     fn meta(who: &str, at: u64, approval: Option<u64>) -> OpMeta {
-        OpMeta { who: who.into(), why: "test".into(), at_unix_ms: at, approval }
+        OpMeta { who: who.into(), why: "test".into(), at_unix_ms: at, clock: String::new(), approval }
     }
 
     fn four_eyes() -> ClusterState {

@@ -67,6 +67,10 @@ pub struct OpMeta {
     pub why: String,
     /// Proposer's wall clock; apply never reads a clock.
     pub at_unix_ms: u64,
+    /// The site whose clock `at_unix_ms` was read from (the proposing
+    /// controller's; "" from an older build): clocks of sites differ.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub clock: String,
     /// The approved request this change carries out ([`approval`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<u64>,
@@ -152,6 +156,7 @@ fn audit(state: &mut ClusterState, req: &Request, log_index: u64, applied: Appli
     let mut entry = AuditEntry {
         seq: state.audit_len,
         at_unix_ms: req.meta.at_unix_ms,
+        clock: req.meta.clock.clone(),
         who: req.meta.who.clone(),
         why: req.meta.why.clone(),
         what: applied.what,
@@ -189,7 +194,7 @@ mod tests {
     use super::*;
 
     fn req(command: Command) -> Request {
-        Request { command, meta: OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1, approval: None } }
+        Request { command, meta: OpMeta { who: "t".into(), why: "t".into(), at_unix_ms: 1, clock: String::new(), approval: None } }
     }
 
     fn step(step: MoveStep, automatic: bool) -> Command {

@@ -64,6 +64,17 @@ impl LogStore {
         }
     }
 
+    /// Waits out what a slow disk adds to a synced write, before it is
+    /// made (the simulation's fault; zero on a real disk, whose fsync is
+    /// slow by itself). The Raft core waits with it, as it does on a
+    /// blocking fsync.
+    async fn slow_sync(&self) {
+        let extra = self.kv.slow_sync();
+        if !extra.is_zero() {
+            tokio::time::sleep(extra).await;
+        }
+    }
+
     fn write_meta<T: Serialize>(&self, key: &[u8], v: &T, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
         let mut b = WriteBatch::new();
         b.put(key, encode(v).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?);
@@ -113,6 +124,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.slow_sync().await;
         self.write_meta(VOTE_KEY, vote, ErrorSubject::Vote)
     }
 
@@ -138,6 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let v = encode(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put(log_key(entry.get_log_id().index), v);
         }
+        self.slow_sync().await;
         let result = self.kv.write(batch, Durability::Sync);
         // openraft learns durability only through the callback; report the
         // failure there too so it never waits on an entry that is not safe.

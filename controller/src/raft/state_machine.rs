@@ -287,7 +287,7 @@ pub struct DrReset {
 pub fn stored_generation(kv: &dyn KvStore) -> Result<u64, String> {
     match kv.get(CORE_KEY).map_err(|e| e.to_string())? {
         Some(b) => Ok(serde_json::from_slice::<Core>(&b).map_err(|e| e.to_string())?.cluster.generation),
-        None => Err("this store holds no cluster state".into()),
+        None => Err("this controller store holds no applied cluster state (it never applied the cluster's layout)".into()),
     }
 }
 
@@ -347,6 +347,7 @@ pub fn dr_reset(kv: &dyn KvStore, r: &DrReset) -> Result<String, String> {
     let mut entry = AuditEntry {
         seq: c.audit_len,
         at_unix_ms: r.at_unix_ms,
+        clock: r.site.clone(),
         who: r.who.clone(),
         why: match &r.approved_by {
             Some((by, _)) => format!("{} (approved by {by}, signed approval file)", r.why),

@@ -418,7 +418,7 @@ impl ControlService {
         let (who, why) = audit_fields(&req)?;
         Ok(crate::ops::Request {
             command,
-            meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms(), approval: (req.approval > 0).then_some(req.approval) },
+            meta: OpMeta { who, why, at_unix_ms: self.clock.now_unix_ms(), clock: self.site.clone(), approval: (req.approval > 0).then_some(req.approval) },
         })
     }
 

@@ -38,6 +38,9 @@ impl Site {
         fill(entry.seq, &mut batch)?;
         batch.append_log(&entry);
         batch.set_epoch(shard, epoch.max(self.meta.epoch(shard)?));
+        // A slow disk's sync, before the batch is visible (as rocksdb
+        // shows a synced write only once its log record is on disk).
+        self.meta.slow_sync().await;
         self.meta.commit(batch)?;
         self.log_grew.send_replace(entry.seq);
         Ok(entry.seq)
