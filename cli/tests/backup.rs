@@ -185,8 +185,17 @@ fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
     let m = manifest(&backup(&c, &at, &[], &[]));
     let id = m["id"].as_str().unwrap().to_string();
 
-    // After the backup, with c down: a destroys one contract and writes a
-    // new one (entries of a's log only a and b hold); b destroys its own.
+    // After the backup, b writes and destroys a contract, and every site
+    // confirms the destroy, so b collects its ciphertext: the restored a
+    // meets that put in b's log with nothing left to send.
+    put(&c, "b", &tenant_b, "b-late", &[&deed], &[]);
+    let collected = c.data_dir("b").join("replicator").join("blobs").join(&tenant_b).join("b-late").join("v1").join("0");
+    assert!(collected.exists(), "b-late's ciphertext is at {}", collected.display());
+    ok(&c.contract("b", &["destroy", "--tenant", &tenant_b, "--id", "b-late", "--reason", "erasure request 11", "--yes"]));
+    c.wait_for("b collecting b-late's ciphertext", || (!collected.exists()).then_some(()));
+
+    // Then, with c down: a destroys one contract and writes a new one
+    // (entries of a's log only a and b hold); b destroys its own.
     c.kill_replicator("c");
     ok(&c.contract("a", &["destroy", "--tenant", &tenant, "--id", "doomed", "--reason", "erasure request 9", "--yes"]));
     put(&c, "a", &tenant, "after", &[&deed], &[]);
@@ -229,11 +238,15 @@ fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
     c.wait_for("a serving again", || get(&c, "a", &tenant, "kept", &dir.path().join("a-kept-0")).ok());
     assert_eq!(bytes_at(&c, "a", &tenant, "kept", dir.path()).unwrap(), std::fs::read(&deed).unwrap());
     assert_eq!(bytes_at(&c, "a", &tenant, "after", dir.path()).unwrap(), std::fs::read(&deed).unwrap(), "a's write after the backup is back");
-    for (t, gone) in [(&tenant, "doomed"), (&tenant_b, "b-doomed")] {
+    for (t, gone) in [(&tenant, "doomed"), (&tenant_b, "b-doomed"), (&tenant_b, "b-late")] {
         let e = bytes_at(&c, "a", t, gone, dir.path()).unwrap_err();
         assert!(e.contains("was destroyed"), "{gone} came back from the backup: {e}");
     }
     assert!(c.log("a-replicator").contains("restore complete"), "{}", c.log("a-replicator"));
+    // b's next write makes its shipper find a's (older) cursor and ship from
+    // there, past the put of b-late whose ciphertext b has collected.
+    put(&c, "b", &tenant_b, "b-after", &[&deed], &[]);
+    wait_readable(&c, "a", &tenant_b, "b-after", &dir.path().join("a-b-after"));
     // c lacked a's last entries: it stepped over them, and gets their
     // contracts from b.
     c.wait_for("c stepping over a's lost entries", || c.log("c-replicator").contains("entries lost at their origin").then_some(()));
@@ -254,4 +267,62 @@ fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
     }
     let e = bytes_at(&c, "a", &tenant, "doomed", dir.path()).unwrap_err();
     assert!(e.contains("was destroyed"), "{e}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+// An old copy of a's replicator store is put back by hand (a VM snapshot
+// rolled back, no restore run): its peers hold more of its log than it
+// has. a notices, serves nothing and takes no write until it has caught
+// up, then holds the writes it had lost, and its next writes reach both
+// peers instead of reusing numbers they would skip as already applied.
+#[test]
+fn an_old_store_put_back_by_hand_catches_up_instead_of_reusing_log_numbers() {
+    let mut c = Cluster::new();
+    let status = c.start_all();
+    let tenant = tenant_owned_by(&status, "a", "old");
+    let input = tempfile::tempdir().unwrap();
+    let deed = write(input.path(), "deed.pdf", &body("ROLLBACK-MARKER", 40_000));
+    put(&c, "a", &tenant, "before", &[&deed], &[]);
+    c.kill_replicator("a");
+    let store = c.data_dir("a").join("replicator");
+    let old = c.data_dir("a").join("replicator.snapshot");
+    copy_dir(&store, &old);
+    c.start_replicator("a");
+    c.wait_ready();
+    for id in ["lost-1", "lost-2"] {
+        put(&c, "a", &tenant, id, &[&deed], &[]);
+    }
+    c.kill_replicator("a");
+    std::fs::rename(&store, c.data_dir("a").join("replicator.newer")).unwrap();
+    std::fs::rename(&old, &store).unwrap();
+    c.start_replicator("a");
+
+    let dir = tempfile::tempdir().unwrap();
+    c.wait_for("a noticing its store is behind", || c.log("a-replicator").contains("store is behind its peers").then_some(()));
+    let out = dir.path().join("x");
+    c.wait_for("a serving again", || get(&c, "a", &tenant, "before", &out).ok());
+    for id in ["lost-1", "lost-2"] {
+        let got = get(&c, "a", &tenant, id, &dir.path().join(id)).unwrap_or_else(|e| panic!("{id} is back at a: {e}"));
+        assert_eq!(got["origin"], "a", "{got}");
+    }
+    let fresh = c.wait_for("a taking writes again", || {
+        let o = c.contract("a", &["put", "--json", "--tenant", &tenant, "--id", "fresh", "--file", &deed.display().to_string()]);
+        o.status.success().then(|| serde_json::from_str::<Value>(&stdout(&o)).unwrap())
+    });
+    assert_eq!(fresh["contract"]["origin"], "a", "{fresh}");
+    for site in ["b", "c"] {
+        wait_readable(&c, site, &tenant, "fresh", &dir.path().join(format!("{site}-fresh")));
+    }
 }

@@ -299,7 +299,7 @@ fn wrong_owner_and_stale_epoch_are_refused() {
         let refusal = apply.await.unwrap_err();
         // Stepping over a current entry (one its origin did not quarantine)
         // is refused too: only stale entries can be skipped.
-        let skip = pb::SkipRequest { origin: "a".into(), seq: before + 1, shard, epoch: 1, lost_through: 0 };
+        let skip = pb::SkipRequest { origin: "a".into(), seq: before + 1, shard, epoch: 1, lost_through: 0, destroyed_since: false };
         let skip_refusal = client.skip(skip).await.unwrap_err();
         assert!(skip_refusal.message().contains("cannot be skipped"), "{}", skip_refusal.message());
         let after = client.cursor(req()).await.unwrap().into_inner().applied_seq;

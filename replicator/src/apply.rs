@@ -168,9 +168,12 @@ pub async fn copy_from(site: &Site, source_addr: &str, tenant: &str, contract_id
 }
 
 /// Steps the cursor over entry `req.seq` of `req.origin`'s log without
-/// storing it: the origin quarantined it. Only an entry whose epoch is
-/// older than this site knows for the shard may be skipped, so a current
-/// write can never be. Returns the origin's cursor after it.
+/// storing it: the origin quarantined it (then only an entry whose epoch
+/// is older than this site knows for the shard may be skipped, so a
+/// current write can never be), or it puts a contract the origin has
+/// destroyed since (`destroyed_since`), or the origin lost it with its old
+/// store (`lost_through`, see [`skip_lost`]). Returns the origin's cursor
+/// after it.
 pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaError> {
     if req.origin == site.name {
         return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", req.seq)));
@@ -186,6 +189,17 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     if req.lost_through > 0 {
         return skip_lost(site, req).await;
     }
+    if req.destroyed_since {
+        // Its contract's destroy comes on its own (from the origin's log
+        // or anti-entropy); the put would bring nothing readable.
+        let mut batch = MetaBatch::default();
+        batch.set_cursor(&req.origin, req.seq);
+        let skipped =
+            crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through: None, destroyed_since: true };
+        batch.put_skipped(&req.origin, req.seq, &skipped);
+        site.meta.commit(batch)?;
+        return Ok(req.seq);
+    }
     let known = site.known_epoch(req.shard)?;
     if req.epoch >= known {
         return Err(ReplicaError::Invalid(format!(
@@ -198,7 +212,7 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     batch.put_skipped(
         &req.origin,
         req.seq,
-        &crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through: None },
+        &crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through: None, destroyed_since: false },
     );
     site.meta.commit(batch)?;
     tracing::info!(site = %site.name, origin = %req.origin, seq = req.seq, shard = req.shard, epoch = req.epoch, "stale entry skipped (quarantined at its origin)");
@@ -217,7 +231,8 @@ async fn skip_lost(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErr
     }
     let mut batch = MetaBatch::default();
     batch.set_cursor(&req.origin, req.lost_through);
-    let skipped = crate::model::Skipped { shard: 0, epoch: 0, at_unix_ms: site.clock.now_unix_ms(), lost_through: Some(req.lost_through) };
+    let skipped =
+        crate::model::Skipped { shard: 0, epoch: 0, at_unix_ms: site.clock.now_unix_ms(), lost_through: Some(req.lost_through), destroyed_since: false };
     batch.put_skipped(&req.origin, req.seq, &skipped);
     site.meta.commit(batch)?;
     tracing::warn!(

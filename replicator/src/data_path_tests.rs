@@ -289,7 +289,7 @@ async fn entries_lost_at_their_origin_are_stepped_over_together() {
     leased(&b, cluster("a", 1), 1);
     let shard = shard_of_t1();
     apply(&b, stream(&destroy_entry("a", 1, shard, 1)), Mode::Log).await.unwrap();
-    let req = |seq, through| pb::SkipRequest { origin: "a".into(), seq, shard: 0, epoch: 0, lost_through: through };
+    let req = |seq, through| pb::SkipRequest { origin: "a".into(), seq, shard: 0, epoch: 0, lost_through: through, destroyed_since: false };
     let gap = crate::apply::skip(&b, &req(3, 9)).await.unwrap_err();
     assert!(matches!(gap, ReplicaError::Gap { expected: 2, got: 3, .. }), "{gap:?}");
     assert_eq!(crate::apply::skip(&b, &req(2, 9)).await.unwrap(), 9);

@@ -68,6 +68,22 @@ pub fn shard_digest(items: &[Item]) -> String {
     hash.hex()
 }
 
+/// One digest per shard of the store under `meta`, computed from every
+/// record (no cache, no running replicator): what the drill compares to
+/// see that the sites have converged.
+pub fn store_digests(meta: &crate::meta::MetaStore, shard_count: u32) -> Result<Vec<String>, ReplicaError> {
+    (0..shard_count)
+        .map(|s| {
+            let mut items = Vec::new();
+            for head in meta.shard_heads(s)? {
+                let latest = meta.version(&head.tenant, &head.contract_id, head.latest)?;
+                items.push(item(&head, latest.as_ref()));
+            }
+            Ok(shard_digest(&items))
+        })
+        .collect()
+}
+
 /// One digest per shard, index = shard. A shard no batch has changed
 /// since its digest was last computed keeps that digest: anti-entropy asks
 /// every few seconds, and recomputing every record of every shard each

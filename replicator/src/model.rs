@@ -158,6 +158,9 @@ pub struct Skipped {
     /// store (restored from a backup): stepped over together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_through: Option<u64>,
+    /// Set when the entry put a contract its origin had destroyed since.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroyed_since: bool,
 }
 
 /// A store restored from a backup (`crate::restore`), until it has caught

@@ -18,13 +18,14 @@
 //!    entries in between are lost at this site, and a peer that lacks some
 //!    of them steps over them ([`crate::apply::skip`]) and gets their
 //!    contracts from the peer that applied them (anti-entropy);
-//! 2. once no shard is this site's (a restored copy must never act as an
-//!    owner: the shards fail over to its peer first), it copies from every
-//!    peer each contract the peer holds newer or destroyed: every destroy
-//!    recorded since the backup is replayed, and its own writes since come
-//!    back;
-//! 3. it clears the mark and serves; `tandem failback` then waits for it
-//!    like for any returning site, and a switchover returns its shards.
+//! 2. it copies from every peer each contract the peer holds newer or
+//!    destroyed: every destroy recorded since the backup is replayed, and
+//!    its own writes since come back (a peer catching up too is left out);
+//! 3. it clears the mark and serves. Shards it still owns take no write
+//!    until then (fail them over to keep writing them: the runbook does
+//!    that first); no shard can be moved to it meanwhile (the planner
+//!    refuses a target that reports it is restoring), and `tandem
+//!    failback` waits for it like for any returning site.
 //!
 //! The peers' logs still reach it from its (older) cursors as usual.
 
@@ -87,7 +88,16 @@ pub async fn into_store(meta: &MetaStore, blobs: &BlobStore, req: &Request<'_>) 
     if manifest.site != site {
         return Err(ReplicaError::Invalid(format!("backup {id} is of site {}, and this store is site {site}'s", manifest.site)));
     }
-    let unfinished = matches!(meta.restoring()?, Some(r) if !r.complete);
+    let unfinished = match meta.restoring()? {
+        Some(r) if !r.complete && r.backup_id != manifest.id => {
+            return Err(ReplicaError::Invalid(format!(
+                "this store holds an unfinished restore of backup {}: finish that one (or start over from an empty store), not {id}",
+                r.backup_id
+            )))
+        }
+        Some(r) => !r.complete,
+        None => false,
+    };
     if !meta.is_empty()? && !unfinished {
         return Err(ReplicaError::Invalid(
             "this site's metadata store is not empty: a restore goes into an empty store (move the old one aside, never delete it)".into(),
@@ -204,7 +214,8 @@ pub fn store_behind(site: &Arc<Site>, why: &str) {
     }
     tracing::error!(site = %site.name, %why, "this site's store is behind its peers: it serves nothing until it has caught up");
     site.set_restoring(Some(mark.waiting()));
-    tokio::spawn(catch_up(site.clone()));
+    let task = tokio::spawn(catch_up(site.clone()));
+    site.late_tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
 }
 
 /// Runs the catch-up of a restored site (see the module doc) until it is
@@ -235,6 +246,13 @@ pub async fn catch_up(site: Arc<Site>) {
 async fn step(site: &Site) -> Result<(), String> {
     let Some(mark) = site.meta.restoring().map_err(|e| e.to_string())? else { return Ok(()) };
     let id = mark.what();
+    // Said with every wait: the shards this site owns take no writes until
+    // it is done (their owner serves nothing yet).
+    let owned = site.view.latest().map_or(0, |s| s.shards.iter().filter(|sh| sh.owner == site.name).count());
+    let stalled = |why: String| match owned {
+        0 => why,
+        n => format!("{why}; the {n} shards it owns take no writes until then (tandem failover --from {} moves them to a peer)", site.name),
+    };
     // 1. The log head: past every number a peer already holds.
     let mut floor = mark.backup_log_head.max(site.meta.log_floor().map_err(|e| e.to_string())?);
     for link in site.links.values() {
@@ -242,8 +260,8 @@ async fn step(site: &Site) -> Result<(), String> {
         let req = pb::CursorRequest { origin: site.name.clone() };
         let cursor = match tokio::time::timeout(RPC_TIMEOUT, c.cursor(req)).await {
             Ok(Ok(r)) => r.into_inner().applied_seq,
-            Ok(Err(s)) => return Err(format!("asking {} how much of this site's log it holds: {}", link.peer, s.message())),
-            Err(_) => return Err(format!("asking {} how much of this site's log it holds: no answer (every peer must answer)", link.peer)),
+            Ok(Err(s)) => return Err(stalled(format!("asking {} how much of this site's log it holds: {}", link.peer, s.message()))),
+            Err(_) => return Err(stalled(format!("asking {} how much of this site's log it holds: no answer (every peer must answer)", link.peer))),
         };
         floor = floor.max(cursor);
     }
@@ -251,35 +269,38 @@ async fn step(site: &Site) -> Result<(), String> {
         let mut batch = MetaBatch::default();
         batch.set_log_floor(floor);
         site.meta.commit(batch).map_err(|e| e.to_string())?;
-        tracing::warn!(site = %site.name, backup = %id, from = mark.backup_log_head + 1, through = floor, "this site's log entries after the backup are lost here; its next entry follows the peers' cursors");
+        tracing::warn!(site = %site.name, from = %id, lost_from = mark.backup_log_head + 1, through = floor, "this site's log entries after its copy are lost here; its next entry follows the peers' cursors");
         site.log_grew.send_replace(floor);
     }
-    // 2. No shard of its own while it holds an old copy.
-    let state = site.view.leased().ok_or_else(|| "waiting for a leased controller view".to_string())?;
-    let owned: Vec<u32> = (0..state.shards.len() as u32).filter(|n| state.shards[*n as usize].owner == site.name).collect();
-    if !owned.is_empty() {
-        return Err(format!(
-            "this site still owns {} shard(s) (first {}): fail them over to its peer first (tandem failover --from {})",
-            owned.len(),
-            owned[0],
-            site.name
-        ));
-    }
-    // 3. Everything the peers hold newer, destroys first among equals.
-    let mut copied = 0;
+    // 2. Everything the peers hold newer, or destroyed: every destroy since
+    // the copy, and this site's own writes since, come back. A peer that
+    // is restoring too holds nothing the others lack, and is left out.
+    let state = site.view.leased().ok_or_else(|| stalled("waiting for a leased controller view".to_string()))?;
+    let (mut copied, mut from) = (0, 0);
     for link in site.links.values() {
-        copied += pull(site, &link.peer, &link.addr, state.shards.len() as u32).await.map_err(|e| format!("copying from {}: {e}", link.peer))?;
+        match pull(site, &link.peer, &link.addr, state.shards.len() as u32).await {
+            Ok(Some(n)) => {
+                copied += n;
+                from += 1;
+            }
+            Ok(None) => tracing::warn!(site = %site.name, peer = %link.peer, "the peer is catching up too: not copied from"),
+            Err(e) => return Err(stalled(format!("copying from {}: {e}", link.peer))),
+        }
+    }
+    if from == 0 {
+        return Err(stalled("every peer is catching up too: waiting for one that serves".into()));
     }
     let mut batch = MetaBatch::default();
     batch.done_restoring();
     site.meta.commit(batch).map_err(|e| e.to_string())?;
-    tracing::info!(site = %site.name, backup = %id, copied, log_head = floor, "restored site holds everything its peers hold");
+    tracing::info!(site = %site.name, from = %id, copied, log_head = floor, "restored site holds everything its peers hold");
     Ok(())
 }
 
 /// Copies from `peer` every contract it holds in a newer version, or
-/// destroyed, than here. Returns how many.
-async fn pull(site: &Site, peer: &str, addr: &str, shard_count: u32) -> Result<usize, String> {
+/// destroyed, than here. Returns how many; `None` when the peer serves no
+/// contract either (it is catching up too).
+async fn pull(site: &Site, peer: &str, addr: &str, shard_count: u32) -> Result<Option<usize>, String> {
     let mut c = client(site.transport.channel(addr).map_err(|e| e.to_string())?);
     let theirs = match tokio::time::timeout(CALL_TIMEOUT, c.digests(pb::DigestsRequest {})).await {
         Ok(Ok(r)) => r.into_inner().shard_digests,
@@ -306,11 +327,20 @@ async fn pull(site: &Site, peer: &str, addr: &str, shard_count: u32) -> Result<u
                 None => true,
                 Some(o) => item.version > o.version || (item.destroyed && !o.destroyed),
             };
-            if ahead {
-                copy_from(site, addr, &item.tenant, &item.contract_id).await.map_err(|e| format!("{}/{}: {e}", item.tenant, item.contract_id))?;
-                copied += 1;
+            if !ahead {
+                continue;
+            }
+            match copy_from(site, addr, &item.tenant, &item.contract_id).await {
+                Ok(()) => copied += 1,
+                Err(s)
+                    if s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok()) == Some(tandem_proto::error_code::NOT_READY)
+                        && s.message().contains("serves no contract yet") =>
+                {
+                    return Ok(None)
+                }
+                Err(s) => return Err(format!("{}/{}: {}", item.tenant, item.contract_id, s.message())),
             }
         }
     }
-    Ok(copied)
+    Ok(Some(copied))
 }

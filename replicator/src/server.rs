@@ -148,6 +148,7 @@ impl Replicator {
     /// nothing of this replicator holds its stores any more (a restart in
     /// the same process can open them again).
     pub async fn shutdown(mut self) {
+        self.tasks.append(&mut self.site.late_tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in &self.tasks {
             t.abort();
         }

@@ -158,9 +158,13 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
     // was replaced, or restored from an old copy, behind tandem's back. Its
     // next entries would reuse numbers the peer holds (and skips), so it
     // must catch up as a restored site first; the cursor is not believed.
-    let head = match site.meta.log_head() {
-        Ok(h) => h,
-        Err(e) => return e.to_string(),
+    // Until the peer's cursor has been checked once in this process, the
+    // bound is the head the store held at start: entries appended since
+    // may carry numbers the peer already holds from a lost copy.
+    let head = match (site.meta.log_head(), site.meta.log_floor()) {
+        (Ok(h), _) if link.acked_known.load(std::sync::atomic::Ordering::SeqCst) => h,
+        (Ok(_), Ok(floor)) => site.started_head.max(floor),
+        (Err(e), _) | (_, Err(e)) => return e.to_string(),
     };
     if cursor > head {
         let why = format!(
@@ -215,6 +219,17 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
                 Ok(()) => continue,
                 Err(e) => return e,
             }
+        }
+        // A put of a contract destroyed here since: its keys are gone and its
+        // ciphertext may be collected (a peer far behind, or restored from a
+        // backup, meets it). Nothing of it is sent.
+        match destroyed_since(site, &entry) {
+            Ok(true) => match skip_destroyed(link, &mut client, &site.name, &entry).await {
+                Ok(()) => continue,
+                Err(e) => return e,
+            },
+            Ok(false) => {}
+            Err(e) => return e.to_string(),
         }
         // A backlog on a link no write waits for: stage what follows over
         // parallel connections while this entry goes.
@@ -327,10 +342,31 @@ async fn retract_all(site: &Site, link: &Link, client: &mut Client) -> bool {
     settled
 }
 
+/// Whether `entry` puts a version of a contract this site has destroyed
+/// since.
+fn destroyed_since(site: &Site, entry: &LogEntry) -> Result<bool, crate::error::ReplicaError> {
+    let crate::model::Change::Put(v) = &entry.change else { return Ok(false) };
+    Ok(site.meta.head(v.shard, &v.tenant, &v.contract_id)?.is_some_and(|h| h.destroyed.is_some()))
+}
+
+/// Asks the peer to step over `entry`, a put of a contract destroyed here
+/// since (see [`crate::apply::skip`]).
+async fn skip_destroyed(link: &Link, client: &mut Client, me: &str, entry: &LogEntry) -> Result<(), String> {
+    let req = pb::SkipRequest { origin: me.to_string(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch, lost_through: 0, destroyed_since: true };
+    match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
+        Ok(Ok(r)) => {
+            link.acked.send_replace(r.into_inner().applied_seq);
+            Ok(())
+        }
+        Ok(Err(s)) => Err(format!("stepping over entry {} (its contract was destroyed since): {}", entry.seq, s.message())),
+        Err(_) => Err(format!("stepping over entry {} (its contract was destroyed since): no answer", entry.seq)),
+    }
+}
+
 /// Asks the peer to step over entries `from..=through`, lost with this
 /// site's old store.
 async fn skip_lost(link: &Link, client: &mut Client, me: &str, from: u64, through: u64) -> Result<(), String> {
-    let req = pb::SkipRequest { origin: me.to_string(), seq: from, shard: 0, epoch: 0, lost_through: through };
+    let req = pb::SkipRequest { origin: me.to_string(), seq: from, shard: 0, epoch: 0, lost_through: through, destroyed_since: false };
     match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
         Ok(Ok(r)) => {
             tracing::warn!(site = %me, peer = %link.peer, from, through, "entries lost with the store this site was restored over: the peer steps over them");
@@ -344,7 +380,7 @@ async fn skip_lost(link: &Link, client: &mut Client, me: &str, from: u64, throug
 
 /// Asks the peer to step over `entry` (see [`crate::apply::skip`]).
 async fn skip(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry) -> Result<(), String> {
-    let req = pb::SkipRequest { origin: site.name.clone(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch, lost_through: 0 };
+    let req = pb::SkipRequest { origin: site.name.clone(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch, lost_through: 0, destroyed_since: false };
     match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
         Ok(Ok(r)) => {
             link.acked.send_replace(r.into_inner().applied_seq);

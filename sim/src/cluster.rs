@@ -53,6 +53,11 @@ pub struct NodeView {
     pub owned: BTreeMap<String, usize>,
     pub pair_mode: Option<String>,
     pub lag: BTreeMap<String, u64>,
+    /// Shards being moved (drained, not yet moved), and the owner of each.
+    pub moving: usize,
+    pub owners: Vec<String>,
+    /// Replicators whose last heartbeat is at most a second old.
+    pub fresh: std::collections::BTreeSet<String>,
 }
 
 impl NodeView {
@@ -654,6 +659,9 @@ async fn watch_until(site: &'static str, node: &Node, views: &Views, trace: &Tra
             owned,
             pair_mode: status.cluster.pairs.first().map(|p| p.mode.as_str().to_string()),
             lag,
+            moving: status.cluster.shards.iter().filter(|s| s.moving_to.is_some()).count(),
+            owners: status.cluster.shards.iter().map(|s| s.owner.clone()).collect(),
+            fresh: status.replicators.iter().filter(|r| status.now_unix_ms.saturating_sub(r.received_at_unix_ms) <= 1_000).map(|r| r.site.clone()).collect(),
         };
         views.lock().unwrap_or_else(|e| e.into_inner()).insert(site.to_string(), view.clone());
         if last.as_ref().map(NodeView::traced) != Some(view.traced()) {

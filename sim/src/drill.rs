@@ -192,7 +192,22 @@ pub fn run(scenario: &Scenario, seed: u64, safety: Safety) -> Result<Outcome, Si
     }
     c.trace().record(c.elapsed(), "heal: every link, key provider and disk");
     note(&log, c.elapsed(), "heal: every link, key provider and disk".into(), None);
-    c.run_for(Duration::from_secs(scenario.settle_s))?;
+    // Settled once converged (every running site holds the same data, the
+    // leader sees nothing in flight), and after `settle_s` at the latest.
+    let healed = c.elapsed();
+    let settle_end = healed + Duration::from_secs(scenario.settle_s);
+    loop {
+        c.run_for(SETTLE_CHECK_EVERY.min(settle_end.saturating_sub(c.elapsed())))?;
+        if c.elapsed() >= settle_end {
+            break;
+        }
+        if c.elapsed() >= healed + SETTLE_MIN && converged(&c) {
+            let what = format!("settled: every running site holds the same data after {:.1} s", (c.elapsed() - healed).as_secs_f64());
+            c.trace().record(c.elapsed(), &what);
+            note(&log, c.elapsed(), what, None);
+            break;
+        }
+    }
 
     let run_end_ms = c.elapsed().as_millis() as u64;
     let up: Vec<String> = site_names().into_iter().filter(|s| c.is_up(s)).map(String::from).collect();
@@ -335,6 +350,39 @@ fn final_state(c: &SimCluster) -> FinalState {
             .filter_map(|(n, s)| s.moving_to.as_ref().map(|to| format!("shard {n} of {} drained towards {to}", s.owner)))
             .collect(),
     }
+}
+
+/// A run settles for at least this long after the heal, then stops
+/// settling as soon as [`converged`] holds (which already waits for every
+/// owner's fresh heartbeat and every backlog).
+pub const SETTLE_MIN: Duration = Duration::from_secs(2);
+const SETTLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the sites have converged after the heal: a leader that sees no
+/// shard moving, every shard's owner running with a fresh heartbeat (it
+/// can take the checks' end-state write), no backlog on any link between
+/// running sites, and every running site's store holding the same
+/// per-shard digests (read from the stores themselves). Until then the
+/// checks would find what settling is for: copies still on their way.
+fn converged(c: &SimCluster) -> bool {
+    let views = c.views();
+    let Some((leader_site, _)) = leader(&views) else { return false };
+    let Some(view) = views.get(&leader_site) else { return false };
+    let up: Vec<&str> = site_names().into_iter().filter(|s| c.is_up(s)).collect();
+    if view.moving > 0 || view.owners.iter().any(|o| !up.contains(&o.as_str()) || !view.fresh.contains(o)) {
+        return false;
+    }
+    let backlog = view.lag.iter().any(|(link, n)| *n > 0 && link.split("->").all(|s| up.contains(&s)));
+    if backlog {
+        return false;
+    }
+    let shards = view.owners.len() as u32;
+    let mut digests = up.iter().map(|s| {
+        let meta = tandem_replicator::meta::MetaStore::new(Arc::new(c.disks(s).replicator.clone()));
+        tandem_replicator::digest::store_digests(&meta, shards).ok()
+    });
+    let Some(Some(first)) = digests.next() else { return false };
+    digests.all(|d| d.as_ref() == Some(&first))
 }
 
 /// The audit log of the newest controller store, times in simulated ms.

@@ -140,14 +140,16 @@ pub fn markdown(o: &Outcome, info: &RunInfo) -> String {
     let _ = writeln!(m, "- **Faults and commands** ({}): {}", faults.len(), if faults.is_empty() { "none (steady state)".into() } else { faults.join("; ") });
     let _ = writeln!(
         m,
-        "- **Workload**: {} client loop(s), {} tenants, a request every {} ms per loop, file sizes {:?} bytes, every put with one SM4-sealed ID-card field{}; {} s, then every link healed and {} s to settle.",
+        "- **Workload**: {} client loop(s), {} tenants, a request every {} ms per loop, file sizes {:?} bytes, every put with one SM4-sealed ID-card field{}; {} s, then every link healed and up to {} s to settle (settling stops once every running site holds the same data, after at least {} s{}).",
         s.workload.clients,
         s.workload.tenants,
         s.workload.interval_ms,
         s.workload.sizes,
         if s.workload.destroy_every > 0 { format!(", every {}th request a destroy", s.workload.destroy_every) } else { String::new() },
         s.duration_s,
-        s.settle_s
+        s.settle_s,
+        crate::drill::SETTLE_MIN.as_secs(),
+        o.happened.iter().find(|h| h.what.starts_with("settled: ")).map(|h| format!("; {}", h.what)).unwrap_or_else(|| "; this run used all of it".into())
     );
     let _ = writeln!(
         m,

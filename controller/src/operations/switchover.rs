@@ -24,7 +24,7 @@ use tandem_proto::replicator as pb;
 use tokio::time::Instant;
 
 use super::{accepted, go_ahead, present, replication_client, replicator_call, Done, Hooks, OpError, Plan};
-use crate::client::{ChangeOutcome, ControlClient};
+use crate::client::{ChangeOutcome, ClientError, ControlClient};
 use crate::ops::{describe_shards, MoveStep, ShardMoveSpec};
 use crate::plan::{plan, Action, Decision, Observations};
 use crate::state::{ClusterState, MoveKind};
@@ -148,7 +148,7 @@ async fn run(client: &ControlClient, decision: &Decision, req: &Request, hooks: 
 
     let deadline = started + req.catch_up_timeout;
     let mut drained_entries = None;
-    loop {
+    let moved = loop {
         if let Ok((_, status)) = client.status().await {
             let source = status.replicators.iter().find(|h| h.site == from);
             let lag = source.and_then(|h| h.links.iter().find(|l| l.peer == to)).map(|l| l.entries);
@@ -156,7 +156,14 @@ async fn run(client: &ControlClient, decision: &Decision, req: &Request, hooks: 
             if sees_drain {
                 drained_entries.get_or_insert(lag.unwrap_or(0));
                 if lag == Some(0) {
-                    break;
+                    hooks.progress(&format!("{to} has every entry of {from}'s log; moving ownership"));
+                    // The leader checks it on its own reports, which may lag
+                    // behind the ones seen here: then look again.
+                    match client.shard_move(&spec(MoveStep::Move), who, why).await {
+                        Ok(o) => break accepted("move", o)?,
+                        Err(ClientError::Refused(m)) if m.contains(crate::ops::NOT_CAUGHT_UP) => hooks.progress(&m),
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -169,10 +176,7 @@ async fn run(client: &ControlClient, decision: &Decision, req: &Request, hooks: 
             return Err(OpError::Timeout { from, to, secs: req.catch_up_timeout.as_secs(), cancel });
         }
         tokio::time::sleep(POLL).await;
-    }
-    hooks.progress(&format!("{to} has every entry of {from}'s log; moving ownership"));
-
-    let moved = step(client, &spec(MoveStep::Move), "move", who, why).await?;
+    };
     let write_pause_ms = started.elapsed().as_millis() as u64;
     Ok(Report {
         from,

@@ -20,7 +20,7 @@ pub(crate) use bootstrap::test_state;
 pub use bootstrap::BootstrapSpec;
 pub use pair_mode::PairModeSpec;
 pub use policy::PolicySpec;
-pub use shard_move::{describe_shards, shard_ranges, MoveStep, ShardMoveSpec};
+pub use shard_move::{describe_shards, shard_ranges, MoveStep, ShardMoveSpec, NOT_CAUGHT_UP};
 pub use site_role::SiteRoleSpec;
 
 use crate::state::{AuditEntry, AutoAction, ClusterState};

@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 use super::Applied;
 use crate::state::{ClusterState, Drain, MoveKind, MoveRecord, MovedShard, SiteRole};
 
+/// In the leader's refusal of a switchover move whose target it could not
+/// show caught up (`service::prove_caught_up`): the switchover operation
+/// looks for it and keeps waiting (its view of the reports may run ahead
+/// of the leader's).
+pub const NOT_CAUGHT_UP: &str = "not caught up:";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MoveStep {

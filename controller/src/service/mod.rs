@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status};
 use crate::clock::Clock;
 use crate::convert;
 use crate::health::HealthBoard;
-use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec, SiteRoleSpec};
+use crate::ops::{Command, MoveStep, OpMeta, Outcome, PairModeSpec, ShardMoveSpec, SiteRoleSpec, NOT_CAUGHT_UP};
 use crate::raft::state_machine::StateReader;
 use crate::raft::Raft;
 use crate::state::SiteRole;
@@ -841,7 +841,7 @@ impl Control for ControlService {
         if spec.step == MoveStep::Move {
             if let Err(missing) = self.prove_caught_up(&spec).await {
                 let why = format!(
-                    "switchover move of {} from {} to {} refused: {missing}; nothing moved (the drain stays until the switchover finishes or is cancelled)",
+                    "switchover move of {} from {} to {} refused, {NOT_CAUGHT_UP} {missing}; nothing moved (the drain stays until the switchover finishes or is cancelled)",
                     crate::ops::describe_shards(&spec.shards),
                     spec.from,
                     spec.to

@@ -202,6 +202,13 @@ pub struct Site {
     /// While this site, restored from a backup, catches up: what it waits
     /// for. It serves no contract meanwhile (see [`crate::restore`]).
     restoring: Mutex<Option<String>>,
+    /// The log head when this process opened the store: a peer's first
+    /// cursor in this process is checked against it (entries appended
+    /// since cannot be what the peer holds).
+    pub(crate) started_head: u64,
+    /// Tasks started later than the server's own (a catch-up found
+    /// necessary while running), stopped with it.
+    pub(crate) late_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Outcomes of the calls that change data, by call and error kind.
@@ -292,6 +299,8 @@ impl Site {
             staged: Default::default(),
             staged_ttl: config.staged_ttl(),
             restoring: Mutex::new(restoring),
+            started_head: head,
+            late_tasks: Mutex::default(),
         })
     }
 
