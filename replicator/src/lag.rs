@@ -15,12 +15,12 @@ pub fn of_link(site: &Site, link: &Link) -> Result<LinkLag, ReplicaError> {
     let cum = |seq: u64| -> Result<u64, ReplicaError> {
         Ok(match seq {
             0 => 0,
-            n => site.meta.log_entry(n)?.map(|e| e.cum_bytes).unwrap_or(0),
+            n => site.meta.log_stamp(n)?.map(|e| e.cum_bytes).unwrap_or(0),
         })
     };
     // No entry: lost with the store this site was restored over (see
     // `MetaStore::log_floor`); the peer steps over it at once.
     let now = site.clock.now_unix_ms();
-    let oldest = site.meta.log_entry(acked + 1)?.map(|e| e.at_unix_ms).unwrap_or(now);
+    let oldest = site.meta.log_stamp(acked + 1)?.map(|e| e.at_unix_ms).unwrap_or(now);
     Ok(LinkLag { peer: link.peer.clone(), entries: head - acked, bytes: cum(head)?.saturating_sub(cum(acked)?), seconds: now.saturating_sub(oldest) / 1000 })
 }

@@ -14,7 +14,7 @@ pub fn render(site: &Site) -> String {
     let head = site.meta.log_head().unwrap_or(0);
     let head_bytes = match head {
         0 => 0,
-        n => site.meta.log_entry(n).ok().flatten().map_or(0, |e| e.cum_bytes),
+        n => site.meta.log_stamp(n).ok().flatten().map_or(0, |e| e.cum_bytes),
     };
     t.single("tandem_log_entries_total", Kind::Counter, "Entries written to this site's change log.", head as f64);
     t.single("tandem_log_bytes_total", Kind::Counter, "Bytes (metadata and ciphertext) written to this site's change log.", head_bytes as f64);

@@ -76,6 +76,10 @@ pub struct Sample {
     pub lag: BTreeMap<String, u64>,
 }
 
+/// How often a node's view is looked at again when Raft's metrics did not
+/// change (the timeline samples every [`SAMPLE_EVERY`]).
+const VIEW_RECHECK: Duration = Duration::from_millis(200);
+
 /// How often the timeline is sampled (simulated time).
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
@@ -678,8 +682,9 @@ async fn watch_until(site: &'static str, node: &Node, views: &Views, trace: &Tra
             last = Some(view);
         }
         // The applied state can change without a metrics change; re-check
-        // on a short simulated tick as well.
-        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await {
+        // on a simulated tick as well (each look builds the node's whole
+        // status: at 50 ms this loop was a twelfth of a drill's time).
+        if let Ok(Err(_)) = tokio::time::timeout(VIEW_RECHECK, metrics.changed()).await {
             // Raft stopped; keep reporting its last view without spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

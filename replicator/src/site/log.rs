@@ -26,7 +26,7 @@ impl Site {
         let head = self.meta.log_head()?;
         let prev_cum = match head {
             0 => 0,
-            n => self.meta.log_entry(n)?.map(|e| e.cum_bytes).unwrap_or(0),
+            n => self.meta.log_stamp(n)?.map(|e| e.cum_bytes).unwrap_or(0),
         };
         let payload = match &change {
             Change::Put(v) => v.payload_bytes(),
