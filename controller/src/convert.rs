@@ -128,6 +128,7 @@ pub fn replicator_to_pb(h: &ReplicatorHealth) -> pb::ReplicatorView {
         version: h.version.clone(),
         blob_store_error: h.blob_store_error.clone(),
         restoring: h.restoring.clone(),
+        keys_error: h.keys_error.clone(),
     }
 }
 
@@ -142,6 +143,7 @@ pub fn replicator_from_pb(v: pb::ReplicatorView) -> ReplicatorHealth {
         version: v.version,
         blob_store_error: v.blob_store_error,
         restoring: v.restoring,
+        keys_error: v.keys_error,
     }
 }
 
@@ -351,6 +353,7 @@ mod tests {
                 version: "0.1.0+def".into(),
                 blob_store_error: "s3: connection refused".into(),
                 restoring: "restored from backup a-1; catching up".into(),
+                keys_error: "HSM: token not present".into(),
             }],
             now_unix_ms: 12,
             auto_failover: [("a".to_string(), String::new()), ("b".to_string(), "pair b -> a async".to_string())].into(),

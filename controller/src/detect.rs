@@ -57,6 +57,10 @@ pub enum Evidence {
     /// Only the leader could judge: no controller other than the leader and
     /// the site's own answered, and the site's own does not hear it either.
     LeaderOnly,
+    /// The site reports, to the leader, that its key provider has failed
+    /// every call for `down_after_ms` (this error): it is up, but cannot
+    /// wrap a new file's key, so it takes no writes.
+    KeyProvider(String),
 }
 
 impl Evidence {
@@ -64,6 +68,7 @@ impl Evidence {
         match self {
             Evidence::Confirmed(others) => format!("the leader ({leader}) and {}", others.join(", ")),
             Evidence::LeaderOnly => format!("the leader ({leader}) alone: no other controller answered or had heard it"),
+            Evidence::KeyProvider(e) => format!("its own reports to the leader ({leader}): its key provider fails ({e})"),
         }
     }
 }
@@ -103,6 +108,35 @@ pub fn down_sites(leader: &str, vantage: &BTreeMap<String, Vantage>, down_after_
         }
         let others: Vec<String> = opinions.iter().filter(|(o, _)| *o != site).map(|(o, _)| (*o).clone()).collect();
         out.push((site.clone(), if others.is_empty() { Evidence::LeaderOnly } else { Evidence::Confirmed(others) }));
+    }
+    out
+}
+
+/// Sites whose fresh reports on `board` say their key provider has failed
+/// for `down_after_ms` and that are not down already (`down`): they cannot
+/// take writes, so their shards fail over like a lost site's (lossless only
+/// while the pair is in sync: the planner decides as for a lost site).
+/// `since` keeps when each started failing (on the leader's clock; a report
+/// without the error, or none fresh, forgets it).
+pub fn key_provider_down(
+    board: &[crate::health::ReplicatorHealth],
+    now_unix_ms: u64,
+    down_after_ms: u64,
+    since: &mut BTreeMap<String, u64>,
+    down: &[(String, Evidence)],
+) -> Vec<(String, Evidence)> {
+    let failing: BTreeMap<&str, &str> = board
+        .iter()
+        .filter(|h| !h.keys_error.is_empty() && now_unix_ms.saturating_sub(h.received_at_unix_ms) <= down_after_ms)
+        .map(|h| (h.site.as_str(), h.keys_error.as_str()))
+        .collect();
+    since.retain(|site, _| failing.contains_key(site.as_str()));
+    let mut out = Vec::new();
+    for (site, error) in failing {
+        let from = *since.entry(site.to_string()).or_insert(now_unix_ms);
+        if now_unix_ms.saturating_sub(from) >= down_after_ms && !down.iter().any(|(d, _)| d == site) {
+            out.push((site.to_string(), Evidence::KeyProvider(error.to_string())));
+        }
     }
     out
 }
@@ -216,6 +250,9 @@ impl Detector {
         // unless this node itself only just started (it has heard nobody).
         let answers_cache = Answers::default();
         let mut probing = std::collections::BTreeSet::new();
+        // Per site: since when (this node's clock) its reports say its key
+        // provider fails.
+        let mut keys_failing: BTreeMap<String, u64> = BTreeMap::new();
         let mut leading_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(TICK).await;
@@ -252,10 +289,16 @@ impl Detector {
                     recorded.remove(site);
                 }
             }
-            for (site, evidence) in down {
+            let keyless = self.keys_failing(&cluster, &mut keys_failing, &down);
+            for (site, evidence) in down.into_iter().chain(keyless) {
                 self.fail_over(&cluster, &site, &evidence, &answers, &mut recorded).await;
             }
         }
+    }
+
+    /// [`key_provider_down`] on this leader's board as of now.
+    fn keys_failing(&self, cluster: &ClusterState, since: &mut BTreeMap<String, u64>, down: &[(String, Evidence)]) -> Vec<(String, Evidence)> {
+        key_provider_down(&self.health.snapshot(), self.clock.now_unix_ms(), cluster.policy.down_after_ms, since, down)
     }
 
     /// The sites down now, on this leader's board and the other
@@ -302,7 +345,10 @@ impl Detector {
             return;
         }
         let who = format!("controller@{}", self.site);
-        let why = format!("site {site} lost for {} ms by {}", cluster.policy.down_after_ms, evidence.describe(&self.site));
+        let why = match evidence {
+            Evidence::KeyProvider(e) => format!("site {site}'s key provider has failed for {} ms ({e}): it takes no writes", cluster.policy.down_after_ms),
+            _ => format!("site {site} lost for {} ms by {}", cluster.policy.down_after_ms, evidence.describe(&self.site)),
+        };
         let req = failover::Request {
             from: Some(site.into()),
             to: peer.clone(),
@@ -313,7 +359,8 @@ impl Detector {
             who: who.clone(),
             why: why.clone(),
         };
-        let mut hooks = Recheck { detector: self, answers, site, peer: &peer, who: &who, why: &why };
+        let keys = matches!(evidence, Evidence::KeyProvider(_));
+        let mut hooks = Recheck { detector: self, answers, site, peer: &peer, who: &who, why: &why, keys };
         match failover::failover_on(&self.client, cluster, &self.observations(), &req, &mut hooks).await {
             Ok(Some(done)) => tracing::warn!(from = %done.report.from, to = %done.report.to, shards = done.report.shards, "automatic failover done"),
             Ok(None) => {}
@@ -375,6 +422,8 @@ struct Recheck<'a> {
     peer: &'a str,
     who: &'a str,
     why: &'a str,
+    /// Failed over for its key provider (up, but taking no writes).
+    keys: bool,
 }
 
 impl Hooks for Recheck<'_> {
@@ -384,6 +433,16 @@ impl Hooks for Recheck<'_> {
         // site that just came back is not failed over on a stale judgement.
         let d = self.detector;
         let fresh = d.state.cluster();
+        if self.keys {
+            if !d.health.snapshot().iter().any(|h| h.site == self.site && !h.keys_error.is_empty()) {
+                tracing::info!(site = %self.site, "the site's key provider answers again before the fence; no failover");
+                return Ok(false);
+            }
+            // It still applies its peer's entries (that needs no key): the
+            // peer's writes keep waiting for it, as they should.
+            tracing::warn!(site = %self.site, to = %self.peer, "site's key provider fails; automatic failover");
+            return Ok(true);
+        }
         if !d.down_with(&fresh, self.answers).iter().any(|(s, _)| s == self.site) {
             tracing::info!(site = %self.site, "site reported again before the fence; no failover");
             return Ok(false);
@@ -462,6 +521,33 @@ mod tests {
         assert_eq!(r["b"], "", "b's direction is still sync");
         s.policy.paused = true;
         assert!(readiness(&s, &obs)["b"].contains("paused"));
+    }
+
+    // A site whose reports say its key provider fails is failed over once
+    // they have said so for down_after_ms; a report without the error, or
+    // no fresh one (then it is a lost site's case), forgets it.
+    #[test]
+    fn a_site_whose_key_provider_fails_is_judged_unwritable_after_down_after_ms() {
+        let beat = |site: &str, at: u64, err: &str| crate::health::ReplicatorHealth {
+            site: site.into(),
+            received_at_unix_ms: at,
+            keys_error: err.into(),
+            ..Default::default()
+        };
+        let mut since = BTreeMap::new();
+        let board = |at: u64, err: &str| vec![beat("a", at, err), beat("b", at, "")];
+        assert!(key_provider_down(&board(10_000, "HSM: token gone"), 10_000, 1_500, &mut since, &[]).is_empty(), "just started failing");
+        assert!(key_provider_down(&board(11_400, "HSM: token gone"), 11_400, 1_500, &mut since, &[]).is_empty());
+        let out = key_provider_down(&board(11_500, "HSM: token gone"), 11_500, 1_500, &mut since, &[]);
+        assert_eq!(out, vec![("a".to_string(), Evidence::KeyProvider("HSM: token gone".into()))]);
+        assert!(
+            key_provider_down(&board(11_600, "HSM: token gone"), 11_600, 1_500, &mut since, &[("a".into(), Evidence::LeaderOnly)]).is_empty(),
+            "down already"
+        );
+        assert!(key_provider_down(&board(11_700, ""), 11_700, 1_500, &mut since, &[]).is_empty());
+        assert!(since.is_empty(), "an answering provider is forgotten");
+        key_provider_down(&board(20_000, "HSM: token gone"), 20_000, 1_500, &mut since, &[]);
+        assert!(key_provider_down(&board(20_000, "HSM: token gone"), 30_000, 1_500, &mut since, &[]).is_empty(), "a stale report is not evidence");
     }
 
     // The leader's own site lost its replicator: the leader may judge it

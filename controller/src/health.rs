@@ -44,6 +44,10 @@ pub struct ReplicatorHealth {
     /// serves ("": it serves).
     #[serde(default)]
     pub restoring: String,
+    /// Why the site's key provider fails ("": it answers): it cannot wrap
+    /// a new file's key, so it takes no writes.
+    #[serde(default)]
+    pub keys_error: String,
 }
 
 const PERSISTED_KEY: &[u8] = b"health/board";

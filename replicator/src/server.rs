@@ -208,6 +208,11 @@ async fn probe_blobs_loop(site: Arc<Site>) {
         if stats.idle_for().is_none_or(|idle| idle >= PROBE_BLOBS_EVERY) {
             site.blobs.probe().await;
         }
+        // A key provider that failed is asked again, so an idle site does
+        // not go on reporting an outage that is over.
+        if site.keys.failing().is_some() {
+            site.keys.probe(site.rng.as_ref()).await;
+        }
         let failing = stats.failing();
         match (&failing, was_failing) {
             (Some(error), false) => tracing::error!(site = %site.name, %error, "the blob store fails"),
@@ -234,6 +239,7 @@ pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
         version: tandem_net::version::reported(),
         blob_store_error: site.blobs.stats().failing().map(|e| short(&e)).unwrap_or_default(),
         restoring: site.restoring().unwrap_or_default(),
+        keys_error: site.keys.failing().map(|e| short(&e)).unwrap_or_default(),
     }
 }
 

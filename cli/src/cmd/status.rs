@@ -249,6 +249,12 @@ fn render(r: &Report) -> String {
         if !h.blob_store_error.is_empty() {
             out.push_str(&format!("WARNING: site {}'s blob store fails: {} (see runbooks/blob-store-failing.md)\n", h.site, h.blob_store_error));
         }
+        if !h.keys_error.is_empty() {
+            out.push_str(&format!(
+                "WARNING: site {}'s key provider fails: {} (it takes no writes; its shards fail over to its in-city peer)\n",
+                h.site, h.keys_error
+            ));
+        }
         if !h.restoring.is_empty() {
             out.push_str(&format!("NOTE: site {}'s replicator serves no contract yet: {} (see runbooks/backup.md)\n", h.site, h.restoring));
         }
