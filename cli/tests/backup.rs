@@ -300,9 +300,11 @@ fn an_old_store_put_back_by_hand_catches_up_instead_of_reusing_log_numbers() {
     let old = c.data_dir("a").join("replicator.snapshot");
     copy_dir(&store, &old);
     c.start_replicator("a");
-    c.wait_ready();
     for id in ["lost-1", "lost-2"] {
-        put(&c, "a", &tenant, id, &[&deed], &[]);
+        // (The first once a's replicator listens again.)
+        c.wait_for("a taking a write", || {
+            c.contract("a", &["put", "--tenant", &tenant, "--id", id, "--file", &deed.display().to_string()]).status.success().then_some(())
+        });
     }
     c.kill_replicator("a");
     std::fs::rename(&store, c.data_dir("a").join("replicator.newer")).unwrap();

@@ -381,3 +381,24 @@ async fn a_slow_key_value_disk_delays_each_synced_write() {
     assert!(t1.elapsed() >= fast + std::time::Duration::from_millis(200), "{:?} vs {fast:?}", t1.elapsed());
     assert_eq!(a.meta.log_head().unwrap(), 2, "the write went through");
 }
+
+// A destroy scrubs the contract's wrapped keys from this site's own log
+// too: the put's entry keeps its place and size, not its keys.
+#[tokio::test]
+async fn a_destroy_scrubs_the_keys_from_the_sites_own_log() {
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    let entry = put(&a, b"to be destroyed").await;
+    let crate::model::Change::Put(v) = &entry.change else { panic!("a put") };
+    assert!(v.files[0].key.is_some(), "the put's entry carries the file's wrapped key");
+    assert_eq!(a.meta.keyed_entries("t1", "c1").unwrap(), vec![entry.seq]);
+    let head = a.meta.head(shard_of_t1(), "t1", "c1").unwrap().unwrap();
+    let mut batch = crate::meta::MetaBatch::default();
+    a.shred(&head, &tombstone("a"), 0, &mut batch).unwrap();
+    a.meta.commit(batch).unwrap();
+    let scrubbed = a.meta.log_entry(entry.seq).unwrap().unwrap();
+    let crate::model::Change::Put(v) = &scrubbed.change else { panic!("still a put") };
+    assert!(v.files.iter().all(|f| f.key.is_none()) && v.pii_key.is_none() && v.pii.is_empty(), "{v:?}");
+    assert_eq!((scrubbed.seq, scrubbed.cum_bytes), (entry.seq, entry.cum_bytes));
+    assert!(a.meta.keyed_entries("t1", "c1").unwrap().is_empty());
+}

@@ -13,6 +13,9 @@
 //!   [`Quarantined`]: a divergent write moved aside (version 0: a destroy)
 //! - `s/{origin}/{seq:020}` → [`Skipped`]: an entry of another site's log
 //!   refused as stale and stepped over at the origin's request
+//! - `x/{tenant}/{contract}/{seq:020}` → (empty): an entry of this site's
+//!   own log that carries the contract's wrapped keys (a put, a re-wrap),
+//!   so a destroy can scrub them from the log too
 //! - `r/restore` → [`Restoring`]: this store was restored from a backup and
 //!   has not caught up yet (`crate::restore`)
 //! - `r/log-floor` → this site's log head after a restore: the entries
@@ -81,6 +84,10 @@ fn skipped_key(origin: &str, seq: u64) -> String {
 
 const RESTORE_KEY: &str = "r/restore";
 const LOG_FLOOR_KEY: &str = "r/log-floor";
+
+fn keyed_entry_key(tenant: &str, contract_id: &str, seq: u64) -> String {
+    format!("x/{tenant}/{contract_id}/{seq:020}")
+}
 
 fn gc_key(blob: &str) -> String {
     format!("g/{blob}")
@@ -152,6 +159,15 @@ impl MetaBatch {
 
     pub fn append_log(&mut self, entry: &LogEntry) {
         self.batch.put(log_key(entry.seq), encode(entry));
+    }
+
+    /// Notes that own log entry `seq` carries the contract's wrapped keys.
+    pub fn note_keyed_entry(&mut self, tenant: &str, contract_id: &str, seq: u64) {
+        self.batch.put(keyed_entry_key(tenant, contract_id, seq), Vec::new());
+    }
+
+    pub fn forget_keyed_entry(&mut self, tenant: &str, contract_id: &str, seq: u64) {
+        self.batch.delete(keyed_entry_key(tenant, contract_id, seq));
     }
 
     pub fn set_cursor(&mut self, origin: &str, seq: u64) {
@@ -344,6 +360,18 @@ impl MetaStore {
 
     pub fn log_entry(&self, seq: u64) -> Result<Option<LogEntry>, MetaError> {
         self.get(&log_key(seq))
+    }
+
+    /// The entries of this site's own log that carry the contract's wrapped
+    /// keys, oldest first (see [`MetaBatch::note_keyed_entry`]).
+    pub fn keyed_entries(&self, tenant: &str, contract_id: &str) -> Result<Vec<u64>, MetaError> {
+        let prefix = format!("x/{tenant}/{contract_id}/");
+        Ok(self
+            .kv
+            .range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?
+            .iter()
+            .filter_map(|(k, _)| std::str::from_utf8(&k[prefix.len()..]).ok()?.parse().ok())
+            .collect())
     }
 
     /// The position and time of entry `seq`, without decoding its change

@@ -36,6 +36,9 @@ impl Site {
             LogEntry { origin: self.name.clone(), seq: head + 1, cum_bytes: prev_cum + payload, at_unix_ms: self.clock.now_unix_ms(), shard, epoch, change };
         let mut batch = MetaBatch::default();
         fill(entry.seq, &mut batch)?;
+        if let Change::Put(v) | Change::Rewrap(v) = &entry.change {
+            batch.note_keyed_entry(&v.tenant, &v.contract_id, entry.seq);
+        }
         batch.append_log(&entry);
         batch.set_epoch(shard, epoch.max(self.meta.epoch(shard)?));
         // A slow disk's sync, before the batch is visible (as rocksdb
@@ -48,13 +51,23 @@ impl Site {
 
     /// The writes that shred a contract: every version loses its keys, the head
     /// records the tombstone, the ciphertext is queued for collection once
-    /// `gc_after` (a log position every peer must have confirmed; 0: at once).
+    /// `gc_after` (a log position every peer must have confirmed; 0: at once),
+    /// and this site's own log entries that carried the keys lose them too
+    /// (no wrapped key of a destroyed contract is left here, nor in a backup
+    /// taken later; entries of builds before the index are not found).
     pub fn shred(&self, head: &ContractHead, tombstone: &Tombstone, gc_after: u64, batch: &mut MetaBatch) -> Result<(), ReplicaError> {
+        for seq in self.meta.keyed_entries(&head.tenant, &head.contract_id)? {
+            if let Some(mut e) = self.meta.log_entry(seq)? {
+                if let Change::Put(v) | Change::Rewrap(v) = &mut e.change {
+                    strip_keys(v);
+                }
+                batch.append_log(&e);
+            }
+            batch.forget_keyed_entry(&head.tenant, &head.contract_id, seq);
+        }
         for mut v in self.meta.versions(&head.tenant, &head.contract_id)? {
-            v.pii_key = None;
-            v.pii.clear();
-            for f in &mut v.files {
-                f.key = None;
+            strip_keys(&mut v);
+            for f in &v.files {
                 batch.queue_gc(&f.blob, gc_after);
             }
             batch.put_version(&v);
@@ -63,5 +76,14 @@ impl Site {
         head.destroyed = Some(tombstone.clone());
         batch.put_head(&head);
         Ok(())
+    }
+}
+
+/// A version without its keys or sealed PII: what is left of a destroyed one.
+fn strip_keys(v: &mut crate::model::VersionRecord) {
+    v.pii_key = None;
+    v.pii.clear();
+    for f in &mut v.files {
+        f.key = None;
     }
 }
