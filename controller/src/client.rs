@@ -36,6 +36,15 @@ pub enum ClientError {
     Malformed(#[from] convert::Malformed),
 }
 
+/// How long a pair-mode change waits for the first controller it asks (the
+/// leader it last knew) before it goes the other way round, through another
+/// controller that forwards it: across a fresh cut the leader does not
+/// answer, and the full call bound (8 s for a replicator) kept writes
+/// waiting. Safe because the change is a compare-and-set on the pair's
+/// state id: if the first call did land after all, the second is refused
+/// as "changed meanwhile", and the caller reads the mode again.
+pub const PAIR_MODE_FIRST_ANSWER: Duration = Duration::from_millis(1500);
+
 /// How long a change waits for an election to finish before it reports
 /// that no leader is reachable.
 const ELECTION_WAIT: Duration = Duration::from_secs(3);
@@ -312,7 +321,22 @@ impl ControlClient {
     async fn to_leader<T, E, Fut>(
         &self,
         call: impl Fn(Pb, bool) -> Fut,
+        refused: impl FnMut(&tonic::Status) -> Refused<E>,
+    ) -> Result<(String, T), Result<E, Missed>>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.to_leader_within(call, refused, None).await
+    }
+
+    /// [`Self::to_leader`], giving the first controller asked only
+    /// `first_answer` when set (and another route exists); see
+    /// [`PAIR_MODE_FIRST_ANSWER`] for when that is safe.
+    async fn to_leader_within<T, E, Fut>(
+        &self,
+        call: impl Fn(Pb, bool) -> Fut,
         mut refused: impl FnMut(&tonic::Status) -> Refused<E>,
+        first_answer: Option<Duration>,
     ) -> Result<(String, T), Result<E, Missed>>
     where
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -320,10 +344,19 @@ impl ControlClient {
         let mut route = Route::new(&self.addrs, self.hint());
         let mut missed = Missed::default();
         let mut hops = 0;
+        let mut first = first_answer.filter(|_| self.addrs.len() > 1);
         while let Some((addr, forward)) = route.next() {
-            let result = match self.client(&addr) {
-                Ok(c) => self.bounded(&addr, call(c, forward)).await,
-                Err(e) => Err(e),
+            let result = match (self.client(&addr), first.take()) {
+                (Ok(c), Some(bound)) => match tokio::time::timeout(bound, self.bounded(&addr, call(c, forward))).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // A connection across a cut can hang: the next call makes a new one.
+                        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+                        Err(CallError::Unreachable(format!("no answer within {} ms; asking another controller", bound.as_millis())))
+                    }
+                },
+                (Ok(c), None) => self.bounded(&addr, call(c, forward)).await,
+                (Err(e), _) => Err(e),
             };
             match result {
                 Ok(r) => {
@@ -471,10 +504,13 @@ impl ControlClient {
             mode: spec.mode.as_str().to_string(),
             since_seq: spec.since_seq,
         };
-        self.propose(|mut c, forward| {
-            let r = routed(req.clone(), forward);
-            async move { c.set_pair_mode(r).await }
-        })
+        self.propose_within(
+            |mut c, forward| {
+                let r = routed(req.clone(), forward);
+                async move { c.set_pair_mode(r).await }
+            },
+            Some(PAIR_MODE_FIRST_ANSWER),
+        )
         .await
     }
 
@@ -677,9 +713,17 @@ impl ControlClient {
     where
         Fut: std::future::Future<Output = Result<tonic::Response<pb::ChangeReply>, tonic::Status>>,
     {
+        self.propose_within(call, None).await
+    }
+
+    /// [`Self::propose`]; `first_answer`: see [`Self::to_leader_within`].
+    async fn propose_within<Fut>(&self, call: impl Fn(Pb, bool) -> Fut, first_answer: Option<Duration>) -> Result<ChangeOutcome, ClientError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<pb::ChangeReply>, tonic::Status>>,
+    {
         let started = tokio::time::Instant::now();
         loop {
-            match self.propose_round(&call).await {
+            match self.propose_round(&call, first_answer).await {
                 Err(Round::NoLeader(e)) if started.elapsed() < ELECTION_WAIT => {
                     tracing::debug!(error = %e, "no leader yet; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -690,7 +734,7 @@ impl ControlClient {
         }
     }
 
-    async fn propose_round<Fut>(&self, call: &impl Fn(Pb, bool) -> Fut) -> Result<ChangeOutcome, Round>
+    async fn propose_round<Fut>(&self, call: &impl Fn(Pb, bool) -> Fut, first_answer: Option<Duration>) -> Result<ChangeOutcome, Round>
     where
         Fut: std::future::Future<Output = Result<tonic::Response<pb::ChangeReply>, tonic::Status>>,
     {
@@ -702,7 +746,7 @@ impl ControlClient {
             Some(code::COMMIT_TIMEOUT) => Refused::Stop(ClientError::NoQuorum(s.message().to_string())),
             _ => Refused::Stop(ClientError::Refused(s.message().to_string())),
         };
-        match self.to_leader(call, refused).await {
+        match self.to_leader_within(call, refused, first_answer).await {
             Ok((addr, r)) => Ok(ChangeOutcome {
                 audit_seq: r.audit_seq,
                 result: r.result,
