@@ -13,7 +13,7 @@ use common::*;
 use serde_json::Value;
 
 fn backup(c: &Cluster, at: &str, options: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut args = vec!["backup", "create", "--replicator", c.replicator_addrs["a"].as_str(), "--at", at, "--reason", "nightly backup", "--json"];
+    let mut args = vec!["backup", "create", "--replicator", c.replicator_addrs["a"].as_str(), "--to", at, "--reason", "nightly backup", "--json"];
     args.extend(options);
     run_bounded(Command::new(TANDEM).args(&args).envs(env.iter().copied()))
 }

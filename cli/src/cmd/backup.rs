@@ -24,7 +24,8 @@ pub struct Args {
 pub struct Destination {
     /// An absolute directory, or s3://bucket/prefix (or gs://, az://).
     /// Credentials come from the environment (AWS_ACCESS_KEY_ID, ...).
-    #[arg(long = "at")]
+    /// (`--to` is the same, for `create`.)
+    #[arg(long = "at", visible_alias = "to")]
     pub url: String,
     /// A backend option, KEY=VALUE (region, endpoint, allow_http...; repeatable).
     #[arg(long = "option", value_parser = super::contract::key_value)]
