@@ -199,6 +199,10 @@ fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
     c.kill_replicator("c");
     ok(&c.contract("a", &["destroy", "--tenant", &tenant, "--id", "doomed", "--reason", "erasure request 9", "--yes"]));
     put(&c, "a", &tenant, "after", &[&deed], &[]);
+    // Two versions after the backup: both come back, not only the newest.
+    let v1 = write(input.path(), "v1.pdf", &body("RESTORE-V1", 30_000));
+    put(&c, "a", &tenant, "twice", &[&v1], &[]);
+    put(&c, "a", &tenant, "twice", &[&deed], &[]);
     ok(&c.contract("b", &["destroy", "--tenant", &tenant_b, "--id", "b-doomed", "--reason", "erasure request 10", "--yes"]));
 
     // a's replicator dies with its disk; its shards fail over to b.
@@ -238,6 +242,10 @@ fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
     c.wait_for("a serving again", || get(&c, "a", &tenant, "kept", &dir.path().join("a-kept-0")).ok());
     assert_eq!(bytes_at(&c, "a", &tenant, "kept", dir.path()).unwrap(), std::fs::read(&deed).unwrap());
     assert_eq!(bytes_at(&c, "a", &tenant, "after", dir.path()).unwrap(), std::fs::read(&deed).unwrap(), "a's write after the backup is back");
+    let first = dir.path().join("a-twice-v1");
+    let o = c.contract("a", &["get", "--json", "--tenant", &tenant, "--id", "twice", "--version", "1", "--out", &first.display().to_string()]);
+    assert!(o.status.success(), "version 1 of a contract written twice after the backup is back: {}", stderr(&o));
+    assert_eq!(std::fs::read(first.join("v1.pdf")).unwrap(), std::fs::read(&v1).unwrap());
     for (t, gone) in [(&tenant, "doomed"), (&tenant_b, "b-doomed"), (&tenant_b, "b-late")] {
         let e = bytes_at(&c, "a", t, gone, dir.path()).unwrap_err();
         assert!(e.contains("was destroyed"), "{gone} came back from the backup: {e}");

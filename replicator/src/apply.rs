@@ -155,10 +155,15 @@ const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 /// at `source_addr` ([`Mode::Repair`]): what `verify --repair` and
 /// anti-entropy ask a site to do, and what a restored site does to catch up.
 pub async fn copy_from(site: &Site, source_addr: &str, tenant: &str, contract_id: &str) -> Result<(), tonic::Status> {
+    copy_version_from(site, source_addr, tenant, contract_id, 0).await
+}
+
+/// [`copy_from`] of one version (0: the latest state).
+pub async fn copy_version_from(site: &Site, source_addr: &str, tenant: &str, contract_id: &str, version: u64) -> Result<(), tonic::Status> {
     let channel = site.transport.channel(source_addr).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     let mut client = crate::peer::client(channel);
     let call = async {
-        let stream = client.fetch(pb::FetchRequest { tenant: tenant.into(), contract_id: contract_id.into() }).await?.into_inner();
+        let stream = client.fetch(pb::FetchRequest { tenant: tenant.into(), contract_id: contract_id.into(), version }).await?.into_inner();
         apply(site, stream, Mode::Repair).await.map_err(tonic::Status::from)
     };
     match tokio::time::timeout(COPY_TIMEOUT, call).await {

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tandem_proto::replicator as pb;
 
-use crate::apply::copy_from;
+use crate::apply::copy_version_from;
 use crate::backup::{self, Manifest};
 use crate::blob::{BlobStore, Hashing};
 use crate::digest;
@@ -330,7 +330,24 @@ async fn pull(site: &Site, peer: &str, addr: &str, shard_count: u32) -> Result<O
             if !ahead {
                 continue;
             }
-            match copy_from(site, addr, &item.tenant, &item.contract_id).await {
+            // Every version it lacks, oldest first, then the latest state
+            // (for a destroyed one, its tombstone alone).
+            let from = ours.get(&(item.tenant.clone(), item.contract_id.clone())).map_or(1, |o| o.version + 1);
+            let versions: Vec<u64> = if item.destroyed { vec![0] } else { (from..item.version).chain([0]).collect() };
+            let mut result = Ok(());
+            for v in versions {
+                match copy_version_from(site, addr, &item.tenant, &item.contract_id, v).await {
+                    // A version the peer never held (quarantined, or numbered
+                    // past a divergent write) is not there to copy.
+                    Err(s) if v != 0 && s.code() == tonic::Code::NotFound => {}
+                    Err(s) => {
+                        result = Err(s);
+                        break;
+                    }
+                    Ok(()) => {}
+                }
+            }
+            match result {
                 Ok(()) => copied += 1,
                 Err(s)
                     if s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok()) == Some(tandem_proto::error_code::NOT_READY)

@@ -297,7 +297,7 @@ impl Replication for ReplicationService {
         // A restoring site is no source: its copy may predate a destroy.
         self.site.serving()?;
         let r = req.into_inner();
-        let entry = repair_entry(&self.site, &r.tenant, &r.contract_id)?;
+        let entry = repair_entry(&self.site, &r.tenant, &r.contract_id, r.version)?;
         let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, Default::default(), None, None).map(Ok);
         Ok(Response::new(Box::pin(chunks)))
     }
@@ -334,19 +334,19 @@ impl Replication for ReplicationService {
     }
 }
 
-/// The latest state of a contract as a log entry, for repair elsewhere.
-fn repair_entry(site: &Site, tenant: &str, contract_id: &str) -> Result<LogEntry, ReplicaError> {
+/// The latest state of a contract (or version `version`, unless 0) as a log
+/// entry, for repair elsewhere.
+fn repair_entry(site: &Site, tenant: &str, contract_id: &str, version: u64) -> Result<LogEntry, ReplicaError> {
     let state = site.view.latest().ok_or_else(|| ReplicaError::NotReady("this site has not heard from a controller since it started".into()))?;
     let (shard, _) = state.shard_for(tenant).ok_or_else(|| ReplicaError::NotReady("the controller has no shard map yet".into()))?;
     let head = site.meta.head(shard, tenant, contract_id)?.ok_or_else(|| ReplicaError::NotFound(format!("contract {tenant}/{contract_id}")))?;
     let epoch = site.meta.epoch(shard)?;
-    let change = match &head.destroyed {
-        Some(t) => Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: t.clone() },
-        None => Change::Put(
-            site.meta
-                .version(tenant, contract_id, head.latest)?
-                .ok_or_else(|| ReplicaError::NotFound(format!("version {} of {tenant}/{contract_id}", head.latest)))?,
-        ),
+    let change = match (&head.destroyed, version) {
+        (Some(t), _) => Change::Destroy { tenant: tenant.into(), contract_id: contract_id.into(), tombstone: t.clone() },
+        (None, v) => {
+            let v = if v == 0 { head.latest } else { v };
+            Change::Put(site.meta.version(tenant, contract_id, v)?.ok_or_else(|| ReplicaError::NotFound(format!("version {v} of {tenant}/{contract_id}")))?)
+        }
     };
     let epoch = match &change {
         Change::Put(v) | Change::Rewrap(v) => v.epoch,
