@@ -64,9 +64,18 @@ pub async fn run(args: Args, events_only: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let rows: Vec<Vec<String>> =
-        entries.iter().map(|e| vec![e.seq.to_string(), utc(e.at_unix_ms), e.who.clone(), e.what.clone(), e.result.clone(), e.why.clone()]).collect();
+        entries.iter().map(|e| vec![e.seq.to_string(), when(e), e.who.clone(), e.what.clone(), e.result.clone(), e.why.clone()]).collect();
     println!("{}", table(&["SEQ", "WHEN (UTC)", "WHO", "WHAT", "RESULT", "WHY"], &rows));
     Ok(())
+}
+
+/// When an entry was proposed, and by whose clock: sites' clocks differ,
+/// and an auditor comparing times across entries needs to know which.
+fn when(e: &tandem_controller::state::AuditEntry) -> String {
+    match e.clock.as_str() {
+        "" => utc(e.at_unix_ms),
+        site => format!("{} ({site}'s clock)", utc(e.at_unix_ms)),
+    }
 }
 
 /// Reads the whole log from the controller at `addr`, page by page,
@@ -159,4 +168,28 @@ async fn export(target: &Target, file: &Path) -> anyhow::Result<()> {
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(16)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entrys_time_names_the_clock_it_came_from() {
+        let mut e = tandem_controller::state::AuditEntry {
+            seq: 1,
+            at_unix_ms: 1_796_000_000_000,
+            clock: String::new(),
+            who: "ada".into(),
+            why: "test".into(),
+            what: "pause".into(),
+            result: "ok".into(),
+            log_index: 2,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        assert!(!when(&e).contains("clock"), "{}", when(&e));
+        e.clock = "b".into();
+        assert!(when(&e).starts_with(&utc(e.at_unix_ms)) && when(&e).ends_with("(b's clock)"), "{}", when(&e));
+    }
 }
