@@ -197,13 +197,7 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
     if req.destroyed_since {
         // Its contract's destroy comes on its own (from the origin's log
         // or anti-entropy); the put would bring nothing readable.
-        let mut batch = MetaBatch::default();
-        batch.set_cursor(&req.origin, req.seq);
-        let skipped =
-            crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through: None, destroyed_since: true };
-        batch.put_skipped(&req.origin, req.seq, &skipped);
-        site.meta.commit(batch)?;
-        return Ok(req.seq);
+        return step_over(site, req, req.seq, None, true);
     }
     let known = site.known_epoch(req.shard)?;
     if req.epoch >= known {
@@ -212,16 +206,20 @@ pub async fn skip(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErro
             req.seq, req.origin, req.epoch, req.shard
         )));
     }
-    let mut batch = MetaBatch::default();
-    batch.set_cursor(&req.origin, req.seq);
-    batch.put_skipped(
-        &req.origin,
-        req.seq,
-        &crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through: None, destroyed_since: false },
-    );
-    site.meta.commit(batch)?;
+    step_over(site, req, req.seq, None, false)?;
     tracing::info!(site = %site.name, origin = %req.origin, seq = req.seq, shard = req.shard, epoch = req.epoch, "stale entry skipped (quarantined at its origin)");
     Ok(req.seq)
+}
+
+/// Moves `req.origin`'s cursor to `through` and records why entries from
+/// `req.seq` were stepped over; returns the cursor.
+fn step_over(site: &Site, req: &pb::SkipRequest, through: u64, lost_through: Option<u64>, destroyed_since: bool) -> Result<u64, ReplicaError> {
+    let mut batch = MetaBatch::default();
+    batch.set_cursor(&req.origin, through);
+    let skipped = crate::model::Skipped { shard: req.shard, epoch: req.epoch, at_unix_ms: site.clock.now_unix_ms(), lost_through, destroyed_since };
+    batch.put_skipped(&req.origin, req.seq, &skipped);
+    site.meta.commit(batch)?;
+    Ok(through)
 }
 
 /// Steps the cursor over entries `req.seq..=req.lost_through`, which their
@@ -234,12 +232,7 @@ async fn skip_lost(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErr
     if req.lost_through < req.seq {
         return Err(ReplicaError::Invalid(format!("lost entries {}..={} of {}: an empty range", req.seq, req.lost_through, req.origin)));
     }
-    let mut batch = MetaBatch::default();
-    batch.set_cursor(&req.origin, req.lost_through);
-    let skipped =
-        crate::model::Skipped { shard: 0, epoch: 0, at_unix_ms: site.clock.now_unix_ms(), lost_through: Some(req.lost_through), destroyed_since: false };
-    batch.put_skipped(&req.origin, req.seq, &skipped);
-    site.meta.commit(batch)?;
+    step_over(site, req, req.lost_through, Some(req.lost_through), false)?;
     tracing::warn!(
         site = %site.name, origin = %req.origin, from = req.seq, through = req.lost_through,
         "entries lost at their origin (restored from a backup) stepped over; their contracts come from the peers that hold them"

@@ -82,7 +82,8 @@ fn skipped_key(origin: &str, seq: u64) -> String {
     format!("s/{origin}/{seq:020}")
 }
 
-const RESTORE_KEY: &str = "r/restore";
+/// Where a store keeps its [`Restoring`] mark (never copied from a backup).
+pub const RESTORE_KEY: &str = "r/restore";
 const LOG_FLOOR_KEY: &str = "r/log-floor";
 
 fn keyed_entry_key(tenant: &str, contract_id: &str, seq: u64) -> String {

@@ -137,7 +137,7 @@ async fn write_records(meta: &MetaStore, from: &BlobStore, manifest: &Manifest) 
     let mut failed = None;
     let framing = backup::each_record(&dump, &mut |key, value| {
         // A restore mark is this store's own, never one from the backup.
-        if key == b"r/restore" {
+        if key == crate::meta::RESTORE_KEY.as_bytes() {
             return true;
         }
         batch.put_raw(key, value);
@@ -193,7 +193,8 @@ pub fn check_startable(meta: &MetaStore) -> Result<(), ReplicaError> {
 /// Turns this site into a restoring one when a peer shows that its store
 /// is behind (see `crate::ship`): marked in the store, so a restart keeps
 /// it, and caught up like a restored site (its log head moves past what
-/// the peers hold, it takes no shard, it copies what they hold newer).
+/// the peers hold, it copies what they hold newer, and it serves nothing
+/// until then). Two shippers finding it at once start one catch-up.
 pub fn store_behind(site: &Arc<Site>, why: &str) {
     if site.restoring().is_some() {
         return;
@@ -207,13 +208,15 @@ pub fn store_behind(site: &Arc<Site>, why: &str) {
         why: why.into(),
         at_unix_ms: site.clock.now_unix_ms(),
     };
+    if !site.begin_restoring(mark.waiting()) {
+        return;
+    }
     let mut batch = MetaBatch::default();
     batch.set_restoring(&mark);
     if let Err(e) = site.meta.commit(batch) {
         tracing::error!(site = %site.name, error = %e, "cannot mark the store as behind its peers");
     }
     tracing::error!(site = %site.name, %why, "this site's store is behind its peers: it serves nothing until it has caught up");
-    site.set_restoring(Some(mark.waiting()));
     let task = tokio::spawn(catch_up(site.clone()));
     site.late_tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
 }

@@ -168,7 +168,7 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
     };
     if cursor > head {
         let why = format!(
-            "{} holds entries up to {cursor} of this site's log, which ends at {head} here: this store is older than its peers' copy              (replaced or restored without `tandem backup restore`?)",
+            "{} holds entries up to {cursor} of this site's log, which ends at {head} here: this store is older than its peers' copy (replaced or restored without `tandem backup restore`?)",
             link.peer
         );
         crate::restore::store_behind(site, &why);
@@ -353,41 +353,35 @@ fn destroyed_since(site: &Site, entry: &LogEntry) -> Result<bool, crate::error::
 /// since (see [`crate::apply::skip`]).
 async fn skip_destroyed(link: &Link, client: &mut Client, me: &str, entry: &LogEntry) -> Result<(), String> {
     let req = pb::SkipRequest { origin: me.to_string(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch, lost_through: 0, destroyed_since: true };
-    match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
-        Ok(Ok(r)) => {
-            link.acked.send_replace(r.into_inner().applied_seq);
-            Ok(())
-        }
-        Ok(Err(s)) => Err(format!("stepping over entry {} (its contract was destroyed since): {}", entry.seq, s.message())),
-        Err(_) => Err(format!("stepping over entry {} (its contract was destroyed since): no answer", entry.seq)),
-    }
+    send_skip(link, client, req, &format!("entry {} (its contract was destroyed since)", entry.seq)).await
 }
 
 /// Asks the peer to step over entries `from..=through`, lost with this
 /// site's old store.
 async fn skip_lost(link: &Link, client: &mut Client, me: &str, from: u64, through: u64) -> Result<(), String> {
     let req = pb::SkipRequest { origin: me.to_string(), seq: from, shard: 0, epoch: 0, lost_through: through, destroyed_since: false };
-    match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
-        Ok(Ok(r)) => {
-            tracing::warn!(site = %me, peer = %link.peer, from, through, "entries lost with the store this site was restored over: the peer steps over them");
-            link.acked.send_replace(r.into_inner().applied_seq);
-            Ok(())
-        }
-        Ok(Err(s)) => Err(format!("stepping over lost entries {from}..={through}: {}", s.message())),
-        Err(_) => Err(format!("stepping over lost entries {from}..={through}: no answer")),
-    }
+    send_skip(link, client, req, &format!("lost entries {from}..={through}")).await?;
+    tracing::warn!(site = %me, peer = %link.peer, from, through, "entries lost with the store this site was restored over: the peer steps over them");
+    Ok(())
 }
 
-/// Asks the peer to step over `entry` (see [`crate::apply::skip`]).
+/// Asks the peer to step over `entry`, quarantined here (see
+/// [`crate::apply::skip`]).
 async fn skip(site: &Site, link: &Link, client: &mut Client, entry: &LogEntry) -> Result<(), String> {
     let req = pb::SkipRequest { origin: site.name.clone(), seq: entry.seq, shard: entry.shard, epoch: entry.epoch, lost_through: 0, destroyed_since: false };
+    send_skip(link, client, req, &format!("entry {}", entry.seq)).await
+}
+
+/// Sends one step-over request and takes the peer's cursor after it;
+/// `what` names the entries in the error.
+async fn send_skip(link: &Link, client: &mut Client, req: pb::SkipRequest, what: &str) -> Result<(), String> {
     match tokio::time::timeout(RPC_TIMEOUT, client.skip(req)).await {
         Ok(Ok(r)) => {
             link.acked.send_replace(r.into_inner().applied_seq);
             Ok(())
         }
-        Ok(Err(s)) => Err(format!("skipping entry {}: {}", entry.seq, s.message())),
-        Err(_) => Err(format!("skipping entry {}: no answer", entry.seq)),
+        Ok(Err(s)) => Err(format!("stepping over {what}: {}", s.message())),
+        Err(_) => Err(format!("stepping over {what}: no answer")),
     }
 }
 

@@ -352,6 +352,17 @@ impl Site {
         *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
     }
 
+    /// Starts serving nothing (`waiting` says why), unless already so;
+    /// returns whether this call started it.
+    pub(crate) fn begin_restoring(&self, waiting: String) -> bool {
+        let mut restoring = self.restoring.lock().unwrap_or_else(|p| p.into_inner());
+        if restoring.is_some() {
+            return false;
+        }
+        *restoring = Some(waiting);
+        true
+    }
+
     /// Refuses every contract call while the site catches up after a
     /// restore: a destroyed contract must not be read from the backup's
     /// keys, and nothing may be written under a stale log position.
