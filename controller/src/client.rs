@@ -304,10 +304,29 @@ impl ControlClient {
             let req = routed(req.clone(), forward);
             async move { c.status(req).await }
         };
-        match self.to_leader(call, |_| Refused::<ClientError>::Next).await {
-            Ok((_, r)) => Ok(convert::status_from_pb(r)?),
-            Err(Ok(e)) => Err(e),
-            Err(Err(missed)) => Err(no_controller(missed.tried)),
+        let r = self.read_from_leader(call).await?;
+        Ok(convert::status_from_pb(r)?)
+    }
+
+    /// A leader-only read. While the nodes that answer know no leader (an
+    /// election under way, or a leader that just stepped down), it asks
+    /// again for up to [`ELECTION_WAIT`]: a read changes nothing, and an
+    /// SRE's command should ride out an election, not fail on it.
+    async fn read_from_leader<T, Fut>(&self, call: impl Fn(Pb, bool) -> Fut) -> Result<T, ClientError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.to_leader(&call, |_| Refused::<ClientError>::Next).await {
+                Ok((_, r)) => return Ok(r),
+                Err(Ok(e)) => return Err(e),
+                Err(Err(missed)) if !missed.answered.is_empty() && started.elapsed() < ELECTION_WAIT => {
+                    tracing::debug!("no leader answered yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(Err(missed)) => return Err(no_controller(missed.tried)),
+            }
         }
     }
 
@@ -627,18 +646,7 @@ impl ControlClient {
     /// it asks again for up to [`ELECTION_WAIT`].
     pub async fn members(&self) -> Result<crate::members::Members, ClientError> {
         let call = |mut c: Pb, forward: bool| async move { c.members(routed(pb::MembersRequest { local: false }, forward)).await };
-        let started = tokio::time::Instant::now();
-        loop {
-            match self.to_leader(call, |_| Refused::<ClientError>::Next).await {
-                Ok((_, r)) => return Ok(crate::members::Members::from_pb(r)),
-                Err(Ok(e)) => return Err(e),
-                Err(Err(missed)) if !missed.answered.is_empty() && started.elapsed() < ELECTION_WAIT => {
-                    tracing::debug!("no leader answered the membership call yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(Err(missed)) => return Err(no_controller(missed.tried)),
-            }
-        }
+        Ok(crate::members::Members::from_pb(self.read_from_leader(call).await?))
     }
 
     /// The membership as the first controller that answers last saw it,

@@ -268,7 +268,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    let ready = wait_until_ready(&nodes).await;
+    let ready = wait_until_ready(&nodes, &replicators).await;
     let controllers = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect::<Vec<_>>().join(",");
     let replicator_a = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET);
     let replicator_c = format!("127.0.0.1:{}", args.base_port + REPLICATOR_PORT_OFFSET + 2);
@@ -278,7 +278,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&env_path, env_text).with_context(|| format!("cannot write {}", env_path.display()))?;
     match ready {
         Some(leader) => println!("tandem demo: three sites up, leader is site {leader}"),
-        None => println!("tandem demo: nodes started, but no leader within {}s (see the log)", READY_TIMEOUT.as_secs()),
+        None => println!("tandem demo: nodes started, but no leader or not every replicator serving within {}s (see the log)", READY_TIMEOUT.as_secs()),
     }
     let tandem = command_name();
     println!("  data:        {}", dir.display());
@@ -355,11 +355,18 @@ fn command_name() -> String {
 }
 
 /// Waits (bounded) until one node leads and the layout is applied there.
-async fn wait_until_ready(nodes: &[Node]) -> Option<String> {
+/// The leader's site once there is one with the layout bootstrapped and
+/// every replicator serves (holds a view under a lease): what the demo
+/// tells its user to try next (`tandem verify` needs every site's view)
+/// then works at once.
+async fn wait_until_ready(nodes: &[Node], replicators: &[Replicator]) -> Option<String> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while tokio::time::Instant::now() < deadline {
         tick.tick().await;
+        if !replicators.iter().all(|r| (r.readiness())().ready) {
+            continue;
+        }
         for n in nodes {
             let s = n.status();
             if s.raft.role == "leader" && s.cluster.bootstrapped {
