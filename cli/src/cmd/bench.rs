@@ -608,13 +608,15 @@ impl Cluster {
             let text = replicator_config(dir, site, base_port);
             cluster.replicators.push(Some(start_replicator(ReplicatorConfig::parse(&text, site)?).await?));
         }
-        // Ready when a tiny contract is acknowledged in sync mode.
+        // Ready when every replicator serves (holds a view: B's read-back
+        // needs one) and a tiny contract is acknowledged in sync mode.
         let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(10));
         let probe = dir.join("probe.txt");
         std::fs::write(&probe, b"probe")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(tenant) = cluster.tenant_owned_by("a") {
+            let serving = cluster.replicators.iter().flatten().all(|r| (r.readiness())().ready);
+            if let (true, Ok(tenant)) = (serving, cluster.tenant_owned_by("a")) {
                 let header = PutHeader { tenant, contract_id: "probe".into(), ..Default::default() };
                 if let Ok(r) = client.put(&cluster.replicator_addr(0), &header, &[("probe.txt".into(), probe.clone())]).await {
                     if r.replication.starts_with("sync") {
