@@ -99,13 +99,14 @@ async fn round(site: &Site, peer: &str, full: bool) -> Result<usize, String> {
         return Err("peer has another shard count".into());
     }
     let now = site.clock.now_unix_ms();
+    let kept = digest::shard_digests(site, state.shards.len() as u32).map_err(|e| e.to_string())?;
     let mut copied = 0;
     let mut differing = 0;
     for shard in shards {
-        let ours = digest::inventory(site, shard).map_err(|e| e.to_string())?;
-        if digest::shard_digest(&ours) == theirs[shard as usize] {
+        if kept[shard as usize] == theirs[shard as usize] {
             continue;
         }
+        let ours = digest::inventory(site, shard).map_err(|e| e.to_string())?;
         let owner = &state.shards[shard as usize];
         if owner.owner == site.name {
             differing += 1;

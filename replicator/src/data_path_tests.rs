@@ -251,11 +251,12 @@ async fn a_staged_copy_is_claimed_only_by_the_entry_that_matches_it() {
     assert!(b.blobs.exists(blob).await.unwrap(), "committed under its path");
 }
 
-// The digests anti-entropy compares are reused for unchanged shards and
-// contracts, and recomputed for every change, including one that keeps
-// the version number (a key rotation rewrites the record in place).
+// The digests anti-entropy compares are kept as writes land: unchanged
+// shards keep theirs, and every change moves its shard's, including one
+// that keeps the version number (a key rotation rewrites the record in
+// place); each time they equal the digests recomputed from the records.
 #[tokio::test]
-async fn cached_digests_follow_every_change() {
+async fn kept_digests_follow_every_change() {
     let a = site("a");
     leased(&a, cluster("a", 1), 1);
     let shard = shard_of_t1();
@@ -274,6 +275,11 @@ async fn cached_digests_follow_every_change() {
     a.meta.commit(batch).unwrap();
     let after_rewrite = crate::digest::shard_digests(&a, 64).unwrap();
     assert_ne!(after_rewrite[shard as usize], after_put[shard as usize], "a record rewritten under the same version changes the digest");
+    assert_eq!(after_rewrite, crate::digest::store_digests(&a.meta, 64).unwrap(), "the kept digests are the records' digests");
+    crate::write::destroy(&a, "t1", "c1", "ada", "test", 0).await.unwrap();
+    let after_destroy = crate::digest::shard_digests(&a, 64).unwrap();
+    assert_ne!(after_destroy[shard as usize], after_rewrite[shard as usize], "a destroy changes the digest");
+    assert_eq!(after_destroy, crate::digest::store_digests(&a.meta, 64).unwrap());
 }
 
 fn restore_req<'a>(from: &'a BlobStore, id: &'a str, site: &'a str, why: &'a str, now_unix_ms: u64) -> crate::restore::Request<'a> {

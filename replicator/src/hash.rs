@@ -27,6 +27,11 @@ impl Hasher {
     pub fn hex(&self) -> String {
         self.0.finalize().to_hex().to_string()
     }
+
+    /// The hash's 32 bytes.
+    pub fn bytes(&self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
 }
 
 /// The hash of `bytes`, as hex.

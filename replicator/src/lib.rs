@@ -56,6 +56,7 @@ pub mod rotate;
 pub mod scrub;
 pub mod server;
 pub mod service;
+pub mod shard_sums;
 pub mod ship;
 pub mod site;
 pub mod stage;

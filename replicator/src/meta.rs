@@ -20,18 +20,24 @@
 //!   has not caught up yet (`crate::restore`)
 //! - `r/log-floor` → this site's log head after a restore: the entries
 //!   between the backup's head and it were lost with the site's old store
+//! - `i/{shard:05}/{tenant}/{contract}` → the contract's item hash (32 raw
+//!   bytes, `crate::shard_sums`), written with every change of its head or
+//!   latest version; what keeps each shard's digest without rereading it
+//! - `r/digest-items` → (empty): every contract has its `i/` record (set
+//!   once the items of a store from before them were computed)
 //!
 //! A write's metadata, its log entry and the cursor move together in one
 //! batch, so a crash leaves either all of them or none.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_storage::{Durability, KvStore, StorageError, WriteBatch};
 
 use crate::model::{ContractHead, LogEntry, Quarantined, Restoring, Skipped, VersionRecord};
+use crate::shard_sums::{item_hash, ItemHash, ItemState, Sum};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -44,15 +50,25 @@ pub enum MetaError {
 #[derive(Clone)]
 pub struct MetaStore {
     kv: Arc<dyn KvStore>,
-    /// Per shard, how many committed batches touched its contracts (heads
-    /// or versions) since this store was opened: what lets the anti-entropy
-    /// digests of an unchanged shard be reused instead of recomputed from
-    /// every record every round (`digest.rs`).
-    shard_changes: Arc<Mutex<BTreeMap<u32, u64>>>,
-    /// The same per contract (tenant, id): an unchanged contract's digest
-    /// item is reused too.
-    contract_changes: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// Each shard's digest (`crate::shard_sums`), summed from the `i/`
+    /// records when first asked for and kept up to date by every commit
+    /// from then on. Commits hold it shared while they write, so the
+    /// first summing (exclusive) never sees half of a commit.
+    sums: Arc<RwLock<Option<Mutex<Sums>>>>,
+    /// Commits touching the same contract take its stripe, so each reads
+    /// the item hash the previous one wrote (and subtracts the right one).
+    stripes: Arc<Vec<Mutex<()>>>,
 }
+
+/// Each shard's digest, by shard.
+type Sums = BTreeMap<u32, Sum>;
+
+/// What [`MetaStore::each_in`] calls with each record's key and value.
+type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), MetaError> + 'a;
+
+/// How many stripes contracts are spread over: commits of different
+/// contracts rarely wait for each other's sync.
+const STRIPES: usize = 64;
 
 fn head_key(shard: u32, tenant: &str, contract_id: &str) -> String {
     format!("h/{shard:05}/{tenant}/{contract_id}")
@@ -85,6 +101,12 @@ fn skipped_key(origin: &str, seq: u64) -> String {
 /// Where a store keeps its [`Restoring`] mark (never copied from a backup).
 pub const RESTORE_KEY: &str = "r/restore";
 const LOG_FLOOR_KEY: &str = "r/log-floor";
+/// Set once every contract of the store has its `i/` record.
+pub const DIGEST_ITEMS_KEY: &str = "r/digest-items";
+
+fn item_key(shard: u32, tenant: &str, contract_id: &str) -> String {
+    format!("i/{shard:05}/{tenant}/{contract_id}")
+}
 
 fn keyed_entry_key(tenant: &str, contract_id: &str, seq: u64) -> String {
     format!("x/{tenant}/{contract_id}/{seq:020}")
@@ -92,6 +114,15 @@ fn keyed_entry_key(tenant: &str, contract_id: &str, seq: u64) -> String {
 
 fn gc_key(blob: &str) -> String {
     format!("g/{blob}")
+}
+
+/// Which of the commit stripes a contract takes.
+fn stripe(tenant: &str, contract_id: &str) -> usize {
+    let mut h = crc32fast::Hasher::new();
+    h.update(tenant.as_bytes());
+    h.update(&[0]);
+    h.update(contract_id.as_bytes());
+    h.finalize() as usize % STRIPES
 }
 
 /// The smallest key greater than every key starting with `prefix`.
@@ -120,33 +151,47 @@ pub struct LogStamp {
 #[derive(Default)]
 pub struct MetaBatch {
     batch: WriteBatch,
-    /// Shards, and contracts, this batch changes.
-    shards: BTreeSet<u32>,
-    contracts: BTreeSet<(String, String)>,
+    /// The contracts this batch changes, with their shard: their item
+    /// hashes are recomputed at commit.
+    touched: BTreeMap<(String, String), u32>,
+    /// The heads it writes (`None`: deleted), the last write of each.
+    heads: BTreeMap<(String, String), Option<ContractHead>>,
+    /// The version records it writes, serialised (`None`: deleted).
+    versions: BTreeMap<(String, String, u64), Option<Vec<u8>>>,
+    /// Records written as a backup holds them: the kept digests are summed
+    /// again afterwards.
+    raw: bool,
 }
 
 impl MetaBatch {
+    fn touch(&mut self, shard: u32, tenant: &str, contract_id: &str) -> (String, String) {
+        let key = (tenant.to_string(), contract_id.to_string());
+        self.touched.insert(key.clone(), shard);
+        key
+    }
+
     pub fn put_head(&mut self, head: &ContractHead) {
-        self.shards.insert(head.shard);
-        self.contracts.insert((head.tenant.clone(), head.contract_id.clone()));
+        let key = self.touch(head.shard, &head.tenant, &head.contract_id);
+        self.heads.insert(key, Some(head.clone()));
         self.batch.put(head_key(head.shard, &head.tenant, &head.contract_id), encode(head));
     }
 
     pub fn put_version(&mut self, v: &VersionRecord) {
-        self.shards.insert(v.shard);
-        self.contracts.insert((v.tenant.clone(), v.contract_id.clone()));
-        self.batch.put(version_key(&v.tenant, &v.contract_id, v.version), encode(v));
+        let (tenant, contract_id) = self.touch(v.shard, &v.tenant, &v.contract_id);
+        let bytes = encode(v);
+        self.versions.insert((tenant, contract_id, v.version), Some(bytes.clone()));
+        self.batch.put(version_key(&v.tenant, &v.contract_id, v.version), bytes);
     }
 
     pub fn delete_head(&mut self, head: &ContractHead) {
-        self.shards.insert(head.shard);
-        self.contracts.insert((head.tenant.clone(), head.contract_id.clone()));
+        let key = self.touch(head.shard, &head.tenant, &head.contract_id);
+        self.heads.insert(key, None);
         self.batch.delete(head_key(head.shard, &head.tenant, &head.contract_id));
     }
 
     pub fn delete_version(&mut self, v: &VersionRecord) {
-        self.shards.insert(v.shard);
-        self.contracts.insert((v.tenant.clone(), v.contract_id.clone()));
+        let (tenant, contract_id) = self.touch(v.shard, &v.tenant, &v.contract_id);
+        self.versions.insert((tenant, contract_id, v.version), None);
         self.batch.delete(version_key(&v.tenant, &v.contract_id, v.version));
     }
 
@@ -204,7 +249,16 @@ impl MetaBatch {
 
     /// A record exactly as a backup holds it (`crate::restore`).
     pub fn put_raw(&mut self, key: &[u8], value: &[u8]) {
+        self.raw = true;
         self.batch.put(key.to_vec(), value.to_vec());
+    }
+
+    /// Forgets that every contract has its item hash: a restore starts
+    /// with this, and a backup that has them brings the mark back with
+    /// them (one from before them does not, and its items are computed).
+    pub fn forget_digest_items(&mut self) {
+        self.raw = true;
+        self.batch.delete(DIGEST_ITEMS_KEY);
     }
 
     pub fn len(&self) -> usize {
@@ -218,20 +272,7 @@ impl MetaBatch {
 
 impl MetaStore {
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv, shard_changes: Arc::default(), contract_changes: Arc::default() }
-    }
-
-    /// How many committed batches have changed this contract since this
-    /// store was opened.
-    pub fn contract_changes(&self, tenant: &str, contract_id: &str) -> u64 {
-        let changes = self.contract_changes.lock().unwrap_or_else(|p| p.into_inner());
-        changes.get(&(tenant.to_string(), contract_id.to_string())).copied().unwrap_or(0)
-    }
-
-    /// How many committed batches have changed `shard`'s contracts since
-    /// this store was opened (compare two readings: equal means unchanged).
-    pub fn shard_changes(&self, shard: u32) -> u64 {
-        self.shard_changes.lock().unwrap_or_else(|p| p.into_inner()).get(&shard).copied().unwrap_or(0)
+        Self { kv, sums: Arc::default(), stripes: Arc::new((0..STRIPES).map(|_| Mutex::default()).collect()) }
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, MetaError> {
@@ -252,16 +293,173 @@ impl MetaStore {
     }
 
     /// Commits a batch with a synced WAL: once this returns, it survives a
-    /// crash or power loss.
+    /// crash or power loss. The item hash of every contract it touches is
+    /// written with it, and the shard digests move by the difference.
     pub fn commit(&self, batch: MetaBatch) -> Result<(), MetaError> {
-        let MetaBatch { batch, shards, contracts } = batch;
-        // Counted before the write as well as after: a digest computed
-        // while this batch lands reads a count that moves again, so it is
-        // never reused for the state after the batch.
-        self.count_changes(&shards, &contracts);
-        let written = self.kv.write(batch, Durability::Sync);
-        self.count_changes(&shards, &contracts);
-        Ok(written?)
+        let MetaBatch { mut batch, touched, heads, versions, raw } = batch;
+        // Held from before the item hashes are read: the first summing
+        // waits for this commit to be written and counted (or starts
+        // before it, and this commit then reads what that summing wrote).
+        let sums = self.sums.read().unwrap_or_else(|p| p.into_inner());
+        let mut stripes: Vec<usize> = touched.keys().map(|(t, c)| stripe(t, c)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _held: Vec<_> = stripes.iter().map(|i| self.stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let mut moves: Vec<(u32, Option<ItemHash>, Option<ItemHash>)> = Vec::new();
+        for ((tenant, contract_id), shard) in &touched {
+            let key = item_key(*shard, tenant, contract_id);
+            let before = self.kv.get(key.as_bytes())?.and_then(|b| <ItemHash>::try_from(b.as_slice()).ok());
+            let after = self.item_after(*shard, tenant, contract_id, &heads, &versions)?;
+            if before != after {
+                match after {
+                    Some(h) => batch.put(key, h.to_vec()),
+                    None => batch.delete(key),
+                }
+                moves.push((*shard, before, after));
+            }
+        }
+        self.kv.write(batch, Durability::Sync)?;
+        if raw {
+            drop(sums);
+            *self.sums.write().unwrap_or_else(|p| p.into_inner()) = None;
+        } else if let Some(sums) = sums.as_ref() {
+            let mut sums = sums.lock().unwrap_or_else(|p| p.into_inner());
+            for (shard, before, after) in moves {
+                let sum = sums.entry(shard).or_default();
+                if let Some(h) = before {
+                    sum.sub(&h);
+                }
+                if let Some(h) = after {
+                    sum.add(&h);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A contract's item hash once a batch with these heads and versions
+    /// is written (`None`: no head).
+    fn item_after(
+        &self,
+        shard: u32,
+        tenant: &str,
+        contract_id: &str,
+        heads: &BTreeMap<(String, String), Option<ContractHead>>,
+        versions: &BTreeMap<(String, String, u64), Option<Vec<u8>>>,
+    ) -> Result<Option<ItemHash>, MetaError> {
+        let head = match heads.get(&(tenant.to_string(), contract_id.to_string())) {
+            Some(h) => h.clone(),
+            None => self.head(shard, tenant, contract_id)?,
+        };
+        let Some(head) = head else { return Ok(None) };
+        if head.destroyed.is_some() {
+            return Ok(Some(item_hash(tenant, contract_id, ItemState::Destroyed)));
+        }
+        let record = match versions.get(&(tenant.to_string(), contract_id.to_string(), head.latest)) {
+            Some(bytes) => bytes.clone(),
+            None => self.version(tenant, contract_id, head.latest)?.map(|v| encode(&v)),
+        };
+        Ok(Some(item_hash(tenant, contract_id, record.as_deref().map_or(ItemState::Missing, ItemState::Record))))
+    }
+
+    /// Each shard's digest for shards `0..count` (`crate::shard_sums`):
+    /// summed from the `i/` records the first time, kept since.
+    pub fn shard_digests(&self, count: u32) -> Result<Vec<String>, MetaError> {
+        loop {
+            {
+                let sums = self.sums.read().unwrap_or_else(|p| p.into_inner());
+                if let Some(sums) = sums.as_ref() {
+                    let sums = sums.lock().unwrap_or_else(|p| p.into_inner());
+                    return Ok((0..count).map(|s| sums.get(&s).copied().unwrap_or_default().hex()).collect());
+                }
+            }
+            let mut sums = self.sums.write().unwrap_or_else(|p| p.into_inner());
+            if sums.is_none() {
+                *sums = Some(Mutex::new(self.sum_items()?));
+            }
+        }
+    }
+
+    /// Sums every `i/` record per shard, after computing the records of a
+    /// store from before them. Called with every commit excluded.
+    fn sum_items(&self) -> Result<Sums, MetaError> {
+        if self.kv.get(DIGEST_ITEMS_KEY.as_bytes())?.is_none() {
+            self.compute_items()?;
+        }
+        let mut sums = Sums::new();
+        self.each_in("i/", &mut |key, value| {
+            let shard = std::str::from_utf8(&key[2..7]).ok().and_then(|s| s.parse::<u32>().ok());
+            if let (Some(shard), Ok(h)) = (shard, <ItemHash>::try_from(value)) {
+                sums.entry(shard).or_default().add(&h);
+            }
+            Ok(())
+        })?;
+        Ok(sums)
+    }
+
+    /// Writes every contract's `i/` record from its head and latest
+    /// version, then the mark that they are all there.
+    fn compute_items(&self) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::new();
+        self.each_in("h/", &mut |key, value| {
+            let head: ContractHead = decode(key, value)?;
+            let state = match &head.destroyed {
+                Some(_) => None,
+                None => self.version(&head.tenant, &head.contract_id, head.latest)?.map(|v| encode(&v)),
+            };
+            let item = match (&head.destroyed, &state) {
+                (Some(_), _) => ItemState::Destroyed,
+                (None, Some(bytes)) => ItemState::Record(bytes),
+                (None, None) => ItemState::Missing,
+            };
+            batch.put(item_key(head.shard, &head.tenant, &head.contract_id), item_hash(&head.tenant, &head.contract_id, item).to_vec());
+            if batch.ops().len() >= 1000 {
+                self.kv.write(std::mem::take(&mut batch), Durability::Buffered)?;
+            }
+            Ok(())
+        })?;
+        batch.put(DIGEST_ITEMS_KEY, Vec::new());
+        Ok(self.kv.write(batch, Durability::Sync)?)
+    }
+
+    /// Every record under `prefix`, in key order, a page at a time (a
+    /// store can hold millions).
+    fn each_in(&self, prefix: &str, visit: &mut Visitor<'_>) -> Result<(), MetaError> {
+        let end = prefix_end(prefix);
+        let mut from = prefix.as_bytes().to_vec();
+        loop {
+            let page = self.kv.range(&from, &end, 1000)?;
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &page {
+                visit(k, v)?;
+            }
+            if page.len() < 1000 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Each contract of `shard` in key order, with its item hash.
+    pub fn shard_items(&self, shard: u32) -> Result<Vec<(ContractHead, ItemHash)>, MetaError> {
+        let heads = self.shard_heads(shard)?;
+        let prefix = format!("i/{shard:05}/");
+        let items: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.kv.range(prefix.as_bytes(), &prefix_end(&prefix), usize::MAX)?.into_iter().map(|(k, v)| (k[2..].to_vec(), v)).collect();
+        heads
+            .into_iter()
+            .map(|head| {
+                let key = head_key(head.shard, &head.tenant, &head.contract_id);
+                let kept = items.get(&key.as_bytes()[2..]).and_then(|v| <ItemHash>::try_from(v.as_slice()).ok());
+                let h = match kept {
+                    Some(h) => h,
+                    // A store whose items are being computed: the same hash from the records.
+                    None => self.item_after(head.shard, &head.tenant, &head.contract_id, &BTreeMap::new(), &BTreeMap::new())?.expect("the head is there"),
+                };
+                Ok((head, h))
+            })
+            .collect()
     }
 
     /// Waits out what a slow disk adds to a synced write (the simulation's
@@ -271,21 +469,6 @@ impl MetaStore {
         let extra = self.kv.slow_sync();
         if !extra.is_zero() {
             tokio::time::sleep(extra).await;
-        }
-    }
-
-    fn count_changes(&self, shards: &BTreeSet<u32>, contracts: &BTreeSet<(String, String)>) {
-        if !shards.is_empty() {
-            let mut changes = self.shard_changes.lock().unwrap_or_else(|p| p.into_inner());
-            for s in shards {
-                *changes.entry(*s).or_default() += 1;
-            }
-        }
-        if !contracts.is_empty() {
-            let mut changes = self.contract_changes.lock().unwrap_or_else(|p| p.into_inner());
-            for c in contracts {
-                *changes.entry(c.clone()).or_default() += 1;
-            }
         }
     }
 
@@ -354,9 +537,11 @@ impl MetaStore {
         self.get(RESTORE_KEY)
     }
 
-    /// Whether the store holds no record at all (what a restore goes into).
+    /// Whether the store holds no record at all (what a restore goes
+    /// into). The mark that every contract has its item hash does not
+    /// count: an empty store that was opened once has it.
     pub fn is_empty(&self) -> Result<bool, MetaError> {
-        Ok(self.kv.range(b"", &[0xff], 1)?.is_empty())
+        Ok(self.kv.range(b"", &[0xff], 2)?.iter().all(|(k, _)| k == DIGEST_ITEMS_KEY.as_bytes()))
     }
 
     pub fn log_entry(&self, seq: u64) -> Result<Option<LogEntry>, MetaError> {
@@ -458,6 +643,98 @@ mod tests {
         assert_eq!(meta.log_head().unwrap(), 1);
         assert_eq!(meta.cursor("b").unwrap(), 7);
         assert_eq!(meta.cursor("c").unwrap(), 0);
+    }
+
+    fn digests_from_records(meta: &MetaStore) -> Vec<String> {
+        crate::digest::store_digests(meta, 8).unwrap()
+    }
+
+    // The kept shard digests equal digests recomputed from every record
+    // after each of a few hundred random commits (new versions, versions
+    // rewritten in place, destroys, contracts deleted, several contracts
+    // in one batch), whether they were first summed before the commits or
+    // after, and in a store opened again.
+    #[test]
+    fn kept_digests_equal_digests_from_the_records() {
+        let kv = Arc::new(MemKv::new());
+        let meta = MetaStore::new(kv.clone());
+        let late = MetaStore::new(kv.clone());
+        assert_eq!(meta.shard_digests(8).unwrap(), digests_from_records(&meta), "empty");
+        let mut rng = 7u64;
+        let mut next = |n: u64| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) % n
+        };
+        let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+        for round in 0..300 {
+            let mut b = MetaBatch::default();
+            for _ in 0..=next(3) {
+                let id = format!("c{}", next(12));
+                let shard = (id.len() as u32 + id.as_bytes()[1] as u32) % 8;
+                let v = latest.get(&id).copied().unwrap_or(0);
+                let mut rec = version(v.max(1));
+                rec.contract_id = id.clone();
+                rec.shard = shard;
+                let head = |latest, destroyed: bool| ContractHead {
+                    tenant: "t1".into(),
+                    contract_id: id.clone(),
+                    shard,
+                    latest,
+                    destroyed: destroyed.then(|| crate::model::Tombstone { at_unix_ms: 1, origin: "a".into(), who: "w".into(), why: "y".into() }),
+                };
+                match next(5) {
+                    0 | 1 => {
+                        rec.version = v + 1;
+                        b.put_version(&rec);
+                        b.put_head(&head(v + 1, false));
+                        latest.insert(id.clone(), v + 1);
+                    }
+                    2 if v > 0 => {
+                        rec.fields.insert("rewrapped".into(), round.to_string());
+                        b.put_version(&rec);
+                    }
+                    3 if v > 0 => b.put_head(&head(v, true)),
+                    4 if v > 0 => {
+                        b.delete_version(&rec);
+                        b.delete_head(&head(v, false));
+                        latest.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+            meta.commit(b).unwrap();
+            assert_eq!(meta.shard_digests(8).unwrap(), digests_from_records(&meta), "after commit {round}");
+        }
+        assert_eq!(late.shard_digests(8).unwrap(), digests_from_records(&meta), "summed only after the commits");
+        assert_eq!(MetaStore::new(kv).shard_digests(8).unwrap(), digests_from_records(&meta), "opened again");
+        assert!(meta.shard_digests(8).unwrap().iter().any(|d| *d != "0".repeat(64)), "the test stored something");
+    }
+
+    // A store written before item hashes were kept gets them computed
+    // once, when its digests are first asked for; then they are kept.
+    #[test]
+    fn a_store_from_before_kept_digests_gets_its_items_computed_once() {
+        let kv = Arc::new(MemKv::new());
+        let meta = MetaStore::new(kv.clone());
+        let mut b = MetaBatch::default();
+        b.put_version(&version(1));
+        b.put_head(&ContractHead { tenant: "t1".into(), contract_id: "c1".into(), shard: 3, latest: 1, destroyed: None });
+        meta.commit(b).unwrap();
+        let expected = digests_from_records(&meta);
+        // As an older build left it: no `i/` records, no mark.
+        let mut old = WriteBatch::new();
+        old.delete_range(b"i/".to_vec(), prefix_end("i/"));
+        old.delete(DIGEST_ITEMS_KEY);
+        kv.write(old, Durability::Sync).unwrap();
+        let reopened = MetaStore::new(kv.clone());
+        assert_eq!(reopened.shard_items(3).unwrap().len(), 1, "the inventory works before the items are computed");
+        assert_eq!(reopened.shard_digests(8).unwrap(), expected);
+        assert!(kv.get(DIGEST_ITEMS_KEY.as_bytes()).unwrap().is_some(), "marked once computed");
+        assert_eq!(kv.range(b"i/", &prefix_end("i/"), 10).unwrap().len(), 1);
+        assert!(reopened.is_empty().is_ok_and(|e| !e));
+        let empty = MetaStore::new(Arc::new(MemKv::new()));
+        empty.shard_digests(8).unwrap();
+        assert!(empty.is_empty().unwrap(), "the mark alone leaves a store empty (a restore may go into it)");
     }
 
     #[test]

@@ -159,11 +159,6 @@ pub const CONTROL_CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
 pub struct Site {
     pub(crate) name: String,
     pub(crate) meta: MetaStore,
-    /// Per shard: the digest last computed, and the store's change count
-    /// it was computed at (`digest::shard_digests`).
-    pub(crate) digest_cache: Mutex<BTreeMap<u32, (u64, String)>>,
-    /// Per contract: its item digest and the change count it was computed at.
-    pub(crate) item_cache: Mutex<BTreeMap<(String, String), (u64, String)>>,
     pub(crate) blobs: BlobStore,
     pub(crate) keys: keys::Keys,
     pub(crate) rng: Arc<dyn RandomSource>,
@@ -276,8 +271,6 @@ impl Site {
         Ok(Site {
             name: config.site.clone(),
             meta,
-            digest_cache: Mutex::default(),
-            item_cache: Mutex::default(),
             blobs: deps.blobs,
             keys: keys::Keys::new(deps.keys),
             rng: deps.rng,
