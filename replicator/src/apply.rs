@@ -40,30 +40,137 @@ pub enum Mode {
     Repair,
 }
 
-/// Applies one entry read from `chunks`; returns the origin's cursor after it.
+/// Most entries one Apply stream's entries are committed together in;
+/// a longer stream is committed in several synced writes.
+pub const MAX_GROUP: usize = 64;
+
+/// Applies the entries read from `chunks` (one in [`Mode::Repair`]; in
+/// [`Mode::Log`] one or more of one origin's log in order); returns the
+/// origin's cursor after them. Consecutive puts of different contracts
+/// are committed together, in one synced write (a group commit: a peer
+/// applies a backlog, or a busy owner's sync writes, at the rate of its
+/// disk's syncs times the group, not one entry per sync). A destroy or a
+/// re-wrap, which reads what earlier entries wrote, is committed alone.
+/// Entries before one that is refused are kept.
 pub async fn apply<S>(site: &Site, chunks: S, mode: Mode) -> Result<u64, ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
 {
     let mut chunks = PartReader::new(chunks, "replication");
-    let entry: LogEntry = match chunks.next().await? {
-        Some(Part::EntryJson(json)) => serde_json::from_slice(&json).map_err(|e| ReplicaError::Invalid(format!("malformed log entry: {e}")))?,
+    let first = match chunks.next().await? {
+        Some(Part::EntryJson(json)) => parse_entry(&json)?,
         _ => return Err(ReplicaError::Invalid("a replication stream must start with its log entry".into())),
     };
+    if mode == Mode::Log && first.origin == site.name {
+        return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", first.seq)));
+    }
+    let origin = first.origin.clone();
+    let _ordered = site.ordered(&origin).await?;
+    let mut group = Group { applied: site.meta.cursor(&origin)?, ..Group::default() };
+    let mut next = Some(first);
+    let mut refused = None;
+    while let Some(entry) = next.take() {
+        match stage(site, entry, &origin, &mut chunks, mode, &mut group).await {
+            Ok(None) => {}
+            Ok(Some(json)) if mode == Mode::Log => match parse_entry(&json) {
+                Ok(e) => next = Some(e),
+                Err(e) => refused = Some(e),
+            },
+            // Nothing of a repair copy with more after it is kept.
+            Ok(Some(_)) => return Err(ReplicaError::Invalid("a repair copy carries one entry; unexpected data after its files".into())),
+            Err(e) if mode == Mode::Log => refused = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    // The entries before a refused one are whole and checked: kept.
+    let applied = group.commit(site).await?;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(applied),
+    }
+}
+
+fn parse_entry(json: &[u8]) -> Result<LogEntry, ReplicaError> {
+    let entry: LogEntry = serde_json::from_slice(json).map_err(|e| ReplicaError::Invalid(format!("malformed log entry: {e}")))?;
     check_id("tenant", entry.tenant())?;
     check_id("contract id", entry.contract_id())?;
-    if mode == Mode::Log && entry.origin == site.name {
-        return Err(ReplicaError::Invalid(format!("entry {} is from this site's own log", entry.seq)));
-    }
-    let _ordered = site.ordered(&entry.origin).await?;
+    Ok(entry)
+}
 
-    let cursor = site.meta.cursor(&entry.origin)?;
-    if mode == Mode::Log {
-        if entry.seq <= cursor {
-            return Ok(cursor);
+/// Entries checked and their files stored, their metadata waiting for
+/// one synced commit.
+#[derive(Default)]
+struct Group<'a> {
+    batch: MetaBatch,
+    /// The contracts in the batch, each held (its lock) until the commit.
+    contracts: std::collections::BTreeSet<(String, String)>,
+    held: Vec<tokio::sync::MutexGuard<'a, ()>>,
+    entries: usize,
+    /// The origin's cursor once the batch is committed.
+    applied: u64,
+    destroys: bool,
+}
+
+impl<'a> Group<'a> {
+    /// Commits what is waiting; returns the origin's cursor after it.
+    async fn commit(&mut self, site: &Site) -> Result<u64, ReplicaError> {
+        if self.entries > 0 {
+            site.meta.slow_sync().await;
+            let batch = std::mem::take(&mut self.batch);
+            let committed = site.meta.commit(batch);
+            self.held.clear();
+            self.contracts.clear();
+            self.entries = 0;
+            committed?;
+            if std::mem::take(&mut self.destroys) {
+                site.gc_wake.notify_one();
+            }
         }
-        if entry.seq != cursor + 1 {
-            return Err(ReplicaError::Gap { origin: entry.origin.clone(), expected: cursor + 1, got: entry.seq });
+        Ok(self.applied)
+    }
+
+    /// Takes `entry`'s contract for the batch, committing the batch first
+    /// if it holds the contract, or another contract sharing its lock.
+    async fn take(&mut self, site: &'a Site, entry: &LogEntry) -> Result<(), ReplicaError> {
+        let key = (entry.tenant().to_string(), entry.contract_id().to_string());
+        let lock = site.contract_lock(&key.0, &key.1);
+        let guard = match (self.contracts.contains(&key), lock.try_lock()) {
+            (false, Ok(g)) => g,
+            _ => {
+                self.commit(site).await?;
+                lock.lock().await
+            }
+        };
+        self.held.push(guard);
+        self.contracts.insert(key);
+        Ok(())
+    }
+}
+
+/// Checks one entry, stores its files and adds its metadata to `group`
+/// (committing it when the entry must be alone or the group is full).
+/// Returns the next entry's JSON, if the stream goes on.
+async fn stage<'a, S>(
+    site: &'a Site,
+    entry: LogEntry,
+    origin: &str,
+    chunks: &mut PartReader<S>,
+    mode: Mode,
+    group: &mut Group<'a>,
+) -> Result<Option<bytes::Bytes>, ReplicaError>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
+{
+    if entry.origin != origin {
+        return Err(ReplicaError::Invalid(format!("entry {} of {} in a stream of {origin}'s entries", entry.seq, entry.origin)));
+    }
+    if mode == Mode::Log {
+        if entry.seq <= group.applied {
+            // Already applied (a resend): its parts are passed over.
+            return skip_parts(chunks).await;
+        }
+        if entry.seq != group.applied + 1 {
+            return Err(ReplicaError::Gap { origin: entry.origin.clone(), expected: group.applied + 1, got: entry.seq });
         }
     }
     let known = site.known_epoch(entry.shard)?;
@@ -72,11 +179,16 @@ where
     if mode == Mode::Log && entry.epoch < known {
         return Err(ReplicaError::StaleEpoch { shard: entry.shard, got: entry.epoch, known });
     }
-
-    let _contract = site.contract_lock(entry.tenant(), entry.contract_id()).lock().await;
-    let mut batch = MetaBatch::default();
+    // A destroy or re-wrap reads what the entries before it wrote.
+    let alone = !matches!(entry.change, Change::Put(_));
+    if alone {
+        group.commit(site).await?;
+    }
+    let epoch = entry.epoch.max(site.meta.epoch(entry.shard)?);
+    group.take(site, &entry).await?;
     let head = site.meta.head(entry.shard, entry.tenant(), entry.contract_id())?;
-    match &entry.change {
+    let batch = &mut group.batch;
+    let next = match &entry.change {
         Change::Put(v) => {
             if v.shard != entry.shard {
                 return Err(ReplicaError::Invalid("entry and version disagree on the shard".into()));
@@ -91,7 +203,7 @@ where
             // held here) is moved aside before its ciphertext is replaced.
             crate::quarantine::replaced(site, v).await?;
             let t0 = tokio::time::Instant::now();
-            receive_files(site, &entry, &mut chunks, mode == Mode::Repair).await?;
+            let next = receive_files(site, &entry, chunks, mode == Mode::Repair).await?;
             tracing::debug!(origin = %entry.origin, seq = entry.seq, received_ms = t0.elapsed().as_millis() as u64, "entry files received and synced");
             let mut v = v.clone();
             let destroyed = head.as_ref().and_then(|h| h.destroyed.clone());
@@ -107,11 +219,10 @@ where
             let latest = head.as_ref().map(|h| h.latest).unwrap_or(0).max(v.version);
             batch.put_head(&ContractHead { tenant: v.tenant.clone(), contract_id: v.contract_id.clone(), shard: v.shard, latest, destroyed });
             batch.put_version(&v);
+            next
         }
         Change::Destroy { tenant, contract_id, tombstone } => {
-            if chunks.next().await?.is_some() {
-                return Err(ReplicaError::Invalid("a destroy entry carries no files".into()));
-            }
+            let next = no_files(chunks, "a destroy entry").await?;
             let head = head.unwrap_or_else(|| ContractHead {
                 tenant: tenant.clone(),
                 contract_id: contract_id.clone(),
@@ -119,33 +230,59 @@ where
                 latest: 0,
                 destroyed: None,
             });
-            site.shred(&head, tombstone, 0, &mut batch)?;
+            site.shred(&head, tombstone, 0, batch)?;
+            group.destroys = true;
+            next
         }
         Change::Rewrap(v) => {
-            if chunks.next().await?.is_some() {
-                return Err(ReplicaError::Invalid("a key re-wrap entry carries no files".into()));
-            }
+            let next = no_files(chunks, "a key re-wrap entry").await?;
             let live = head.as_ref().is_some_and(|h| h.destroyed.is_none());
             let held = if live { site.meta.version(&v.tenant, &v.contract_id, v.version)? } else { None };
             if let Some(updated) = crate::rotate::apply(held, v) {
                 batch.put_version(&updated);
             }
+            next
         }
-    }
-    let applied = match mode {
-        Mode::Log => {
-            batch.set_cursor(&entry.origin, entry.seq);
-            entry.seq
-        }
-        Mode::Repair => cursor,
     };
-    batch.set_epoch(entry.shard, entry.epoch.max(site.meta.epoch(entry.shard)?));
-    site.meta.slow_sync().await;
-    site.meta.commit(batch)?;
-    if matches!(entry.change, Change::Destroy { .. }) {
-        site.gc_wake.notify_one();
+    let batch = &mut group.batch;
+    if mode == Mode::Log {
+        batch.set_cursor(&entry.origin, entry.seq);
+        group.applied = entry.seq;
     }
-    Ok(applied)
+    batch.set_epoch(entry.shard, epoch);
+    group.entries += 1;
+    if (alone && mode == Mode::Log) || group.entries >= MAX_GROUP {
+        group.commit(site).await?;
+    }
+    Ok(next)
+}
+
+/// The part after an entry that carries no files: the next entry's JSON
+/// or the end.
+async fn no_files<S>(chunks: &mut PartReader<S>, what: &str) -> Result<Option<bytes::Bytes>, ReplicaError>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
+{
+    match chunks.next().await? {
+        None => Ok(None),
+        Some(Part::EntryJson(json)) => Ok(Some(json)),
+        Some(_) => Err(ReplicaError::Invalid(format!("{what} carries no files"))),
+    }
+}
+
+/// Passes over the parts of an entry already applied; returns the next
+/// entry's JSON, if any.
+async fn skip_parts<S>(chunks: &mut PartReader<S>) -> Result<Option<bytes::Bytes>, ReplicaError>
+where
+    S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
+{
+    loop {
+        match chunks.next().await? {
+            None => return Ok(None),
+            Some(Part::EntryJson(json)) => return Ok(Some(json)),
+            Some(_) => {}
+        }
+    }
 }
 
 /// Bound on one contract's copy from another site.
@@ -241,10 +378,11 @@ async fn skip_lost(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErr
 }
 
 /// Stores the entry's files from the stream, checking each as it arrives
-/// (or commits the staged copies the stream names).
+/// (or commits the staged copies the stream names); returns the next
+/// entry's JSON if another follows.
 /// A repair (rare, and replacing a copy found damaged) also recomputes the
 /// hash of what it receives.
-async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut PartReader<S>, check_hash: bool) -> Result<(), ReplicaError>
+async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut PartReader<S>, check_hash: bool) -> Result<Option<bytes::Bytes>, ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
 {
@@ -309,8 +447,9 @@ where
         }
         writer.finish().await?;
     }
-    if pending.is_some() {
-        return Err(ReplicaError::Invalid(format!("entry {} of {}: unexpected data after its files", entry.seq, entry.origin)));
+    match pending {
+        None => Ok(None),
+        Some(Part::EntryJson(json)) => Ok(Some(json)),
+        Some(_) => Err(ReplicaError::Invalid(format!("entry {} of {}: unexpected data after its files", entry.seq, entry.origin))),
     }
-    Ok(())
 }

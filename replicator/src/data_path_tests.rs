@@ -178,6 +178,101 @@ async fn a_put_needs_ownership_a_lease_and_a_shard_that_is_not_moving() {
     assert!(PutSession::begin(&a, header()).await.is_ok());
 }
 
+/// Writes one version of t1/`id` at `a` (the owner); returns its log entry.
+async fn put_id(a: &Site, id: &str, bytes: &[u8]) -> LogEntry {
+    let mut s = PutSession::begin(a, PutHeader { contract_id: id.into(), ..header() }).await.unwrap();
+    s.start_file("deed.pdf").await.unwrap();
+    s.write(bytes).await.unwrap();
+    let (_, ack) = s.commit().await.unwrap();
+    a.meta.log_entry(ack.seq).unwrap().unwrap()
+}
+
+/// `entries` of `a`'s log as one Apply stream, as its shipper sends them.
+fn chunks_of(a: &Site, entries: &[LogEntry]) -> impl futures::Stream<Item = Result<pb::ApplyChunk, tonic::Status>> {
+    use futures::StreamExt;
+    let blobs = a.blobs.clone();
+    futures::stream::iter(entries.to_vec()).flat_map(move |e| crate::ship::entry_chunks(blobs.clone(), e, BTreeMap::new(), None, None)).map(Ok)
+}
+
+// One stream carries several entries of a log: applied in order with their
+// files (two versions of one contract, a destroy between puts), an entry
+// already applied is passed over, and one refused in the middle keeps the
+// entries before it and moves the cursor to them.
+#[tokio::test]
+async fn one_stream_carries_several_entries() {
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    let b = site("b");
+    leased(&b, cluster("a", 1), 1);
+    let e1 = put_id(&a, "c1", b"one").await;
+    let e2 = put_id(&a, "c2", b"two").await;
+    let e3 = put_id(&a, "c1", b"three").await;
+    crate::write::destroy(&a, "t1", "c2", "ada", "test", 0).await.unwrap();
+    let e4 = a.meta.log_entry(4).unwrap().unwrap();
+    let e5 = put_id(&a, "c3", b"five").await;
+    assert_eq!(apply(&b, chunks_of(&a, &[e1, e2, e3.clone()]), Mode::Log).await.unwrap(), 3);
+    let shard = shard_of_t1();
+    assert_eq!(b.meta.head(shard, "t1", "c1").unwrap().unwrap().latest, 2, "both versions of c1, in order");
+    for v in [1, 2] {
+        let record = b.meta.version("t1", "c1", v).unwrap().unwrap();
+        assert!(b.blobs.exists(&record.files[0].blob).await.unwrap(), "version {v}'s file is stored");
+    }
+    assert_eq!(apply(&b, chunks_of(&a, &[e3, e4, e5]), Mode::Log).await.unwrap(), 5, "a resent entry is passed over");
+    assert!(b.meta.head(shard, "t1", "c2").unwrap().unwrap().destroyed.is_some());
+    assert!(b.meta.head(shard, "t1", "c3").unwrap().is_some());
+    let e6 = put_id(&a, "c4", b"six").await;
+    let _e7 = put_id(&a, "c5", b"seven").await;
+    let e8 = put_id(&a, "c6", b"eight").await;
+    let gap = apply(&b, chunks_of(&a, &[e6, e8]), Mode::Log).await.unwrap_err();
+    assert!(matches!(gap, ReplicaError::Gap { expected: 7, got: 8, .. }), "{gap:?}");
+    assert_eq!(b.meta.cursor("a").unwrap(), 6, "the entry before the refused one is kept");
+    assert!(b.meta.head(shard, "t1", "c4").unwrap().is_some());
+    assert_eq!(crate::digest::shard_digests(&b, SHARDS as u32).unwrap(), crate::digest::store_digests(&b.meta, SHARDS as u32).unwrap());
+}
+
+// Puts that reach the log together share one synced commit (group
+// commit), numbered in order without gaps.
+#[tokio::test(start_paused = true)]
+async fn concurrent_puts_share_a_synced_commit() {
+    let kv = Arc::new(MemKv::new());
+    let a = site_on("a", kv.clone(), BlobStore::memory());
+    leased(&a, cluster("a", 1), 1);
+    // Each sync takes 10 ms: the puts arrive while one is under way.
+    kv.set_slow(std::time::Duration::from_millis(10));
+    let before = kv.synced_writes();
+    let names: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    let entries = futures::future::join_all(names.iter().map(|n| put_id(&a, n, b"x"))).await;
+    let mut seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>());
+    let syncs = kv.synced_writes() - before;
+    assert_eq!(syncs, 1, "eight puts, {syncs} synced commits");
+}
+
+// A group whose commit fails fails every put in it, and numbering goes on
+// from what the store holds: no gap, no number given twice.
+#[tokio::test]
+async fn a_failed_group_commit_fails_its_puts_and_leaves_no_gap() {
+    let kv = Arc::new(MemKv::new());
+    let a = site_on("a", kv.clone(), BlobStore::memory());
+    leased(&a, cluster("a", 1), 1);
+    kv.set_fault(tandem_storage::DiskFault::Full);
+    let try_put = |id: &'static str| {
+        let a = &a;
+        async move {
+            let mut s = PutSession::begin(a, PutHeader { contract_id: id.into(), ..header() }).await?;
+            s.start_file("deed.pdf").await?;
+            s.write(b"x").await?;
+            s.commit().await.map(|(_, ack)| ack.seq)
+        }
+    };
+    let failed = futures::future::join_all(["f1", "f2", "f3"].map(try_put)).await;
+    assert!(failed.iter().all(|r| r.is_err()), "{failed:?}");
+    kv.set_fault(tandem_storage::DiskFault::None);
+    assert_eq!(try_put("f4").await.unwrap(), 1, "nothing was written: numbering starts again at 1");
+    assert_eq!(a.meta.log_head().unwrap(), 1);
+}
+
 /// Writes one version of t1/c1 at `a` (the owner); returns its log entry.
 async fn put(a: &Site, bytes: &[u8]) -> LogEntry {
     let mut s = PutSession::begin(a, header()).await.unwrap();

@@ -261,6 +261,17 @@ impl MetaBatch {
         self.batch.delete(DIGEST_ITEMS_KEY);
     }
 
+    /// Adds `other`'s writes after this batch's (the last write of a key
+    /// wins, as in the store).
+    pub fn absorb(&mut self, other: MetaBatch) {
+        let MetaBatch { batch, touched, heads, versions, raw } = other;
+        self.batch.extend(batch);
+        self.touched.extend(touched);
+        self.heads.extend(heads);
+        self.versions.extend(versions);
+        self.raw |= raw;
+    }
+
     pub fn len(&self) -> usize {
         self.batch.ops().len()
     }

@@ -259,7 +259,7 @@ impl Replication for ReplicationService {
             link.peer_seen.notify_one();
         }
         let applied_seq = self.site.meta.cursor(&origin).map_err(ReplicaError::from)?;
-        Ok(Response::new(pb::CursorReply { applied_seq }))
+        Ok(Response::new(pb::CursorReply { applied_seq, takes_batches: true }))
     }
 
     async fn backlog(&self, req: Request<pb::BacklogRequest>) -> Result<Response<pb::BacklogReply>, Status> {

@@ -149,8 +149,11 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
     };
     let mut client = client(channel.clone());
     let req = pb::CursorRequest { origin: site.name.clone() };
-    let cursor = match tokio::time::timeout(RPC_TIMEOUT, client.cursor(req)).await {
-        Ok(Ok(r)) => r.into_inner().applied_seq,
+    let (cursor, batches) = match tokio::time::timeout(RPC_TIMEOUT, client.cursor(req)).await {
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            (r.applied_seq, r.takes_batches)
+        }
         Ok(Err(s)) => return format!("cursor: {}", s.message()),
         Err(_) => return "cursor: no answer".into(),
     };
@@ -181,6 +184,8 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
     // Quarantine count when the peer last had every retraction it needs.
     let mut retracted: Option<u64> = None;
     let mut prefetch = Prefetch::default();
+    // Set after the peer refused a group: the next entry goes alone.
+    let mut single = false;
     loop {
         let head = match site.meta.log_head() {
             Ok(h) => h,
@@ -236,39 +241,109 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
         if head > acked + 1 && !crate::write::waits_for(site, &link.peer) {
             prefetch.ahead(site, link, acked, head);
         }
-        let bytes: u64 = entry.files().iter().map(|f| f.ciphertext_len).sum();
+        // The entries that follow go in the same stream while they need no
+        // step-over (the peer commits them together: see `crate::apply`).
+        let group = if batches && !single { follow_on(site, entry, head) } else { Ok(vec![entry]) };
+        let group = match group {
+            Ok(g) => g,
+            Err(e) => return e.to_string(),
+        };
         let rate = match link.send_limit {
             0 => MIN_RATE,
             cap => cap.min(MIN_RATE),
         };
-        let limit = ENTRY_TIMEOUT_BASE + Duration::from_secs(bytes / rate);
-        let seq = entry.seq;
+        let limit: Duration =
+            group.iter().map(|e| ENTRY_TIMEOUT_BASE + Duration::from_secs(e.files().iter().map(|f| f.ciphertext_len).sum::<u64>() / rate)).sum();
+        let (first, last) = (group[0].seq, group[group.len() - 1].seq);
+        let many = group.len() > 1;
         // Files already staged at the peer go as references, once the peer
         // has confirmed them (each confirmation is bounded: see
         // `StageUpload::finish`). Whatever the outcome, they are forgotten
         // here: a retry sends the bytes.
-        let mut staged = BTreeMap::new();
-        for (blob, id) in link.take_staged(entry.files().iter().map(|f| f.blob.as_str())) {
-            if let Ok(Ok(Some(id))) = tokio::time::timeout(limit, id).await {
-                staged.insert(blob, id);
+        let mut parts = Vec::with_capacity(group.len());
+        for entry in group {
+            let mut staged = BTreeMap::new();
+            for (blob, id) in link.take_staged(entry.files().iter().map(|f| f.blob.as_str())) {
+                if let Ok(Ok(Some(id))) = tokio::time::timeout(limit, id).await {
+                    staged.insert(blob, id);
+                }
             }
+            parts.push((entry, staged));
         }
-        let chunks = entry_chunks(site.blobs.clone(), entry.clone(), staged, Some(pacer.clone()), Some(link.sent.clone()));
+        let (blobs, pacer, sent) = (site.blobs.clone(), pacer.clone(), link.sent.clone());
+        let chunks =
+            futures::stream::iter(parts).flat_map(move |(entry, staged)| entry_chunks(blobs.clone(), entry, staged, Some(pacer.clone()), Some(sent.clone())));
         let call = crate::bulk::call::<_, pb::ApplyReply>(channel.clone(), crate::bulk::APPLY, chunks);
+        let what = if many { format!("entries {first}..={last}") } else { format!("entry {first}") };
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(r)) => {
-                let applied = r.applied_seq;
-                link.acked.send_replace(applied);
+                link.acked.send_replace(r.applied_seq);
                 *backoff = Duration::from_millis(100);
+                single = false;
+            }
+            // The peer kept the entries before the one it refused: the
+            // next turn sends from its cursor, one entry at a time, so a
+            // refusal is handled for the entry it concerns.
+            Ok(Err(s)) if many => {
+                tracing::debug!(site = %site.name, peer = %link.peer, %what, error = %s.message(), "a group of entries was refused; sending one at a time");
+                match refreshed_cursor(link, &mut client, &site.name).await {
+                    Ok(()) => single = true,
+                    Err(e) => return e,
+                }
             }
             Ok(Err(s)) if is_stale_epoch(&s) => {
+                let entry = match site.meta.log_entry(first) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return format!("log entry {first} is missing"),
+                    Err(e) => return e.to_string(),
+                };
                 if let Err(e) = stale_refused(site, link, &mut client, &entry, s.message()).await {
                     return e;
                 }
             }
-            Ok(Err(s)) => return format!("entry {seq}: {}", s.message()),
-            Err(_) => return format!("entry {seq}: not confirmed within {} s", limit.as_secs()),
+            Ok(Err(s)) => return format!("{what}: {}", s.message()),
+            Err(_) => return format!("{what}: not confirmed within {} s", limit.as_secs()),
         }
+    }
+}
+
+/// Most entries, and ciphertext bytes sent inline, one Apply stream
+/// carries (the peer commits at most [`crate::apply::MAX_GROUP`] at once).
+const MAX_GROUP: usize = crate::apply::MAX_GROUP;
+const MAX_GROUP_BYTES: u64 = 8 << 20;
+
+/// `entry` and the entries after it, up to `head`, that can go in one
+/// stream with it: stored, not held back (quarantined here, or a put of a
+/// contract destroyed since: those need a step-over), and within the
+/// group's bounds.
+fn follow_on(site: &Site, entry: LogEntry, head: u64) -> Result<Vec<LogEntry>, crate::error::ReplicaError> {
+    let mut bytes: u64 = entry.files().iter().map(|f| f.ciphertext_len).sum();
+    let mut group = vec![entry];
+    while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+        let seq = group[group.len() - 1].seq + 1;
+        if seq > head {
+            break;
+        }
+        let Some(next) = site.meta.log_entry(seq)? else { break };
+        if crate::quarantine::holds(site, &next)? || destroyed_since(site, &next)? {
+            break;
+        }
+        bytes += next.files().iter().map(|f| f.ciphertext_len).sum::<u64>();
+        group.push(next);
+    }
+    Ok(group)
+}
+
+/// Asks the peer for its cursor again (after it refused a group, some of
+/// which it may have kept).
+async fn refreshed_cursor(link: &Link, client: &mut Client, me: &str) -> Result<(), String> {
+    match tokio::time::timeout(RPC_TIMEOUT, client.cursor(pb::CursorRequest { origin: me.to_string() })).await {
+        Ok(Ok(r)) => {
+            link.acked.send_replace(r.into_inner().applied_seq);
+            Ok(())
+        }
+        Ok(Err(s)) => Err(format!("cursor: {}", s.message())),
+        Err(_) => Err("cursor: no answer".into()),
     }
 }
 

@@ -75,6 +75,11 @@ impl WriteBatch {
         &self.ops
     }
 
+    /// Appends `other`'s operations after these.
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.ops.extend(other.ops);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

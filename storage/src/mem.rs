@@ -20,6 +20,8 @@ struct Disk {
     fault: DiskFault,
     /// Extra time each synced write takes (a slow disk).
     slow: std::time::Duration,
+    /// Synced writes so far (what group commit saves).
+    synced_writes: usize,
 }
 
 /// What the drill has made wrong with a simulated disk.
@@ -87,6 +89,11 @@ impl MemKv {
         Err(StorageError::Backend(why.into()))
     }
 
+    /// Number of synced writes made so far (tests of group commit).
+    pub fn synced_writes(&self) -> usize {
+        self.lock().synced_writes
+    }
+
     /// Number of buffered batches a crash would lose (for tests and reports).
     pub fn unsynced_batches(&self) -> usize {
         self.lock().unsynced.len()
@@ -151,6 +158,9 @@ impl KvStore for MemKv {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut disk = self.lock();
         self.refuse(&disk, false)?;
+        if durability == Durability::Sync {
+            disk.synced_writes += 1;
+        }
         if durability == Durability::Sync && disk.fault == DiskFault::FsyncError {
             // The batch is in the page cache, its sync failed: readable now,
             // lost at the next crash, and the caller told so.

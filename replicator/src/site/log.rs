@@ -6,10 +6,46 @@ use crate::error::ReplicaError;
 use crate::meta::MetaBatch;
 use crate::model::{Change, ContractHead, LogEntry, Tombstone};
 
+/// Entries numbered under the log lock and waiting for their synced
+/// commit, and what the next one follows: several appends share one
+/// commit (a group commit), so a busy site's log grows at its disk's
+/// sync rate times the group, not one entry per sync.
+#[derive(Default)]
+pub(crate) struct Appends {
+    queue: std::sync::Mutex<Vec<Queued>>,
+    /// The newest entry numbered, committed or not, and its `cum_bytes`
+    /// (`None`: read the store).
+    last: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Held by the append that commits the queue (never across an await:
+    /// an append whose caller gives up cannot leave entries behind).
+    committing: std::sync::Mutex<()>,
+}
+
+struct Queued {
+    seq: u64,
+    batch: MetaBatch,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl Appends {
+    pub(crate) fn last(&self) -> Option<(u64, u64)> {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_last(&self, last: Option<(u64, u64)>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
+    }
+
+    fn take_queue(&self) -> Vec<Queued> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 impl Site {
     /// Appends `change` to this site's log in one synced batch with the writes
     /// `fill` adds (given the entry's sequence number). If `fill` fails,
-    /// nothing is written.
+    /// nothing is written. Returns once the entry is committed (with
+    /// whatever other appends were waiting: see [`Appends`]).
     pub async fn append(
         &self,
         shard: u32,
@@ -17,36 +53,105 @@ impl Site {
         change: Change,
         fill: impl FnOnce(u64, &mut MetaBatch) -> Result<(), ReplicaError>,
     ) -> Result<u64, ReplicaError> {
-        let _log = self.log_lock.lock().await;
-        // Checked again under the log lock: a heartbeat reads its view index
-        // and log head under the same lock, so once it reports a view that
-        // drains or moves this shard, no later append can slip in (what a
-        // switchover relies on).
-        self.still_owner(shard, epoch)?;
-        let head = self.meta.log_head()?;
-        let prev_cum = match head {
-            0 => 0,
-            n => self.meta.log_stamp(n)?.map(|e| e.cum_bytes).unwrap_or(0),
+        let (seq, done) = {
+            let _log = self.log_lock.lock().await;
+            // Checked again under the log lock: a heartbeat reads its view
+            // index and log head (numbered entries included) under the same
+            // lock, so once it reports a view that drains or moves this
+            // shard, no later append can slip in (what a switchover relies
+            // on).
+            self.still_owner(shard, epoch)?;
+            let stored = self.meta.log_head()?;
+            let (head, prev_cum) = match self.appends.last() {
+                Some((seq, cum)) if seq >= stored => (seq, cum),
+                _ => (stored, if stored == 0 { 0 } else { self.meta.log_stamp(stored)?.map(|e| e.cum_bytes).unwrap_or(0) }),
+            };
+            let payload = match &change {
+                Change::Put(v) => v.payload_bytes(),
+                Change::Destroy { .. } | Change::Rewrap(_) => 512,
+            };
+            let entry = LogEntry {
+                origin: self.name.clone(),
+                seq: head + 1,
+                cum_bytes: prev_cum + payload,
+                at_unix_ms: self.clock.now_unix_ms(),
+                shard,
+                epoch,
+                change,
+            };
+            let mut batch = MetaBatch::default();
+            fill(entry.seq, &mut batch)?;
+            if let Change::Put(v) | Change::Rewrap(v) = &entry.change {
+                batch.note_keyed_entry(&v.tenant, &v.contract_id, entry.seq);
+            }
+            batch.append_log(&entry);
+            batch.set_epoch(shard, epoch.max(self.meta.epoch(shard)?));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.appends.queue.lock().unwrap_or_else(|p| p.into_inner()).push(Queued { seq: entry.seq, batch, done: tx });
+            self.appends.set_last(Some((entry.seq, entry.cum_bytes)));
+            (entry.seq, rx)
         };
-        let payload = match &change {
-            Change::Put(v) => v.payload_bytes(),
-            Change::Destroy { .. } | Change::Rewrap(_) => 512,
-        };
-        let entry =
-            LogEntry { origin: self.name.clone(), seq: head + 1, cum_bytes: prev_cum + payload, at_unix_ms: self.clock.now_unix_ms(), shard, epoch, change };
-        let mut batch = MetaBatch::default();
-        fill(entry.seq, &mut batch)?;
-        if let Change::Put(v) | Change::Rewrap(v) = &entry.change {
-            batch.note_keyed_entry(&v.tenant, &v.contract_id, entry.seq);
-        }
-        batch.append_log(&entry);
-        batch.set_epoch(shard, epoch.max(self.meta.epoch(shard)?));
         // A slow disk's sync, before the batch is visible (as rocksdb
         // shows a synced write only once its log record is on disk).
         self.meta.slow_sync().await;
-        self.meta.commit(batch)?;
-        self.log_grew.send_replace(entry.seq);
-        Ok(entry.seq)
+        self.commit_appends();
+        match done.await {
+            Ok(Ok(())) => Ok(seq),
+            Ok(Err(e)) => Err(ReplicaError::Internal(e)),
+            Err(_) => Err(ReplicaError::Internal("the log commit was abandoned".into())),
+        }
+    }
+
+    /// Commits every numbered entry waiting, a synced write at a time,
+    /// unless another append is doing so: it then also commits what was
+    /// queued meanwhile (checked again after it lets go, so nothing is
+    /// left waiting).
+    fn commit_appends(&self) {
+        loop {
+            {
+                let Ok(_committing) = self.appends.committing.try_lock() else { return };
+                loop {
+                    let queued = self.appends.take_queue();
+                    if queued.is_empty() {
+                        break;
+                    }
+                    self.commit_group(queued);
+                }
+            }
+            if self.appends.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Commits `queued` (numbered in order) in one synced write and tells
+    /// each append how it went.
+    fn commit_group(&self, queued: Vec<Queued>) {
+        let first = queued[0].seq;
+        let newest = queued[queued.len() - 1].seq;
+        let mut batch = MetaBatch::default();
+        let mut waiting = Vec::with_capacity(queued.len());
+        for q in queued {
+            batch.absorb(q.batch);
+            waiting.push(q.done);
+        }
+        // Numbering continues from the store's head: after a failed commit
+        // (or the head moved under a restore), entries numbered past it
+        // would leave a gap, so they fail too and numbering starts again.
+        let result = match self.meta.log_head() {
+            Ok(head) if head + 1 == first => self.meta.commit(batch).map_err(|e| e.to_string()),
+            Ok(head) => Err(format!("entry {first} was numbered after a failed commit (the log ends at {head}); nothing was written")),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                self.log_grew.send_replace(newest);
+            }
+            Err(_) => self.appends.set_last(None),
+        }
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
     }
 
     /// The writes that shred a contract: every version loses its keys, the head

@@ -174,6 +174,8 @@ pub struct Site {
     pub(crate) sync_timeout: Duration,
     /// Serialises appends to the change log (sequence numbers without gaps).
     log_lock: tokio::sync::Mutex<()>,
+    /// Appends waiting for their group's commit ([`Site::append`]).
+    appends: log::Appends,
     /// Contracts with a write in progress here: one writer per contract.
     busy: Mutex<BTreeSet<(String, String)>>,
     /// Wakes the shippers when the log grows.
@@ -282,6 +284,7 @@ impl Site {
             addrs: config.sites.iter().map(|s| (s.name.clone(), s.addr.clone())).collect(),
             sync_timeout: config.sync_timeout(),
             log_lock: tokio::sync::Mutex::new(()),
+            appends: log::Appends::default(),
             busy: Mutex::new(Default::default()),
             log_grew: watch::Sender::new(head),
             apply_locks: config.sites.iter().map(|s| (s.name.clone(), tokio::sync::Mutex::new(()))).collect(),
@@ -316,7 +319,11 @@ impl Site {
     /// reports and a switchover relies on.
     pub async fn view_and_log_head(&self) -> (u64, u64) {
         let _log = self.log_lock.lock().await;
-        (self.view.applied_index(), self.meta.log_head().unwrap_or(0))
+        let stored = self.meta.log_head().unwrap_or(0);
+        // Entries numbered but still waiting for their commit count: they
+        // were checked against the view before this one.
+        let numbered = self.appends.last().map_or(0, |(seq, _)| seq);
+        (self.view.applied_index(), stored.max(numbered))
     }
 
     /// Claims `tenant/contract_id` for one write; `None` if another write
