@@ -11,7 +11,7 @@ use common::TANDEM;
 fn bench_prints_every_figure_against_its_baselines() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(TANDEM)
-        .args(["bench", "--size-mib", "4", "--small-count", "3", "--rounds", "2", "--dir"])
+        .args(["bench", "--size-mib", "4", "--small-count", "3", "--rounds", "2", "--clients", "1,4", "--dir"])
         .arg(dir.path().join("work"))
         .output()
         .unwrap();
@@ -23,7 +23,8 @@ fn bench_prints_every_figure_against_its_baselines() {
         "disk floor, DR/read: O_DIRECT read + write",
         "put at A, acknowledged after B stored+synced",
         "read back from B (decrypt, stream to disk)",
-        "sync / single site:",
+        "by concurrent clients",
+        "sync / single",
         "DR site C restarted and caught up from its cursor",
         "large files, ",
         "steady, files 2..2 (from the first one's arrival)",
@@ -43,6 +44,17 @@ fn bench_prints_every_figure_against_its_baselines() {
     for l in per_round {
         let ratios = l.split("ceiling: ").nth(1).and_then(|r| r.split(" (median").next()).unwrap();
         assert_eq!(ratios.split(", ").filter(|r| r.parse::<f64>().is_ok_and(|x| x > 0.0)).count(), 2, "{l}");
+    }
+    // One row per concurrency level: puts/s, p50, p99 and CPU per put in
+    // each mode, then the two ratios.
+    for clients in ["1", "4"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(clients) && l.ends_with('x'))
+            .unwrap_or_else(|| panic!("no row for {clients} clients in:\n{stdout}"));
+        let figures: Vec<f64> = row.split_whitespace().skip(1).filter_map(|w| w.trim_end_matches('x').parse().ok()).collect();
+        assert_eq!(figures.len(), 10, "{row}");
+        assert!(figures.iter().all(|f| *f > 0.0), "{row}");
     }
     // Its working directory is removed.
     assert!(!dir.path().join("work").exists());

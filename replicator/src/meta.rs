@@ -329,7 +329,13 @@ impl MetaStore {
                 moves.push((*shard, before, after));
             }
         }
-        self.kv.write(batch, Durability::Sync)?;
+        if let Err(e) = self.kv.write(batch, Durability::Sync) {
+            // A write that failed may still show (a failed fsync leaves it
+            // in the page cache): sum the records again when next asked.
+            drop(sums);
+            *self.sums.write().unwrap_or_else(|p| p.into_inner()) = None;
+            return Err(e.into());
+        }
         if raw {
             drop(sums);
             *self.sums.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -716,6 +722,18 @@ mod tests {
             meta.commit(b).unwrap();
             assert_eq!(meta.shard_digests(8).unwrap(), digests_from_records(&meta), "after commit {round}");
         }
+        // A commit whose fsync fails still shows (the page cache has it):
+        // the kept digests follow what the store shows.
+        kv.set_fault(tandem_storage::DiskFault::FsyncError);
+        let mut b = MetaBatch::default();
+        let mut rec = version(99);
+        rec.contract_id = "c-fsync".into();
+        b.put_version(&rec);
+        b.put_head(&ContractHead { tenant: "t1".into(), contract_id: "c-fsync".into(), shard: 3, latest: 99, destroyed: None });
+        assert!(meta.commit(b).is_err());
+        kv.set_fault(tandem_storage::DiskFault::None);
+        assert!(meta.head(3, "t1", "c-fsync").unwrap().is_some(), "the failed write shows");
+        assert_eq!(meta.shard_digests(8).unwrap(), digests_from_records(&meta), "after a failed fsync");
         assert_eq!(late.shard_digests(8).unwrap(), digests_from_records(&meta), "summed only after the commits");
         assert_eq!(MetaStore::new(kv).shard_digests(8).unwrap(), digests_from_records(&meta), "opened again");
         assert!(meta.shard_digests(8).unwrap().iter().any(|d| *d != "0".repeat(64)), "the test stored something");

@@ -34,6 +34,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -60,9 +61,14 @@ pub struct Args {
     /// Size of the large file, in MiB.
     #[arg(long, default_value_t = 1024)]
     pub size_mib: u64,
-    /// Number of small (200 KiB) contracts per mode.
+    /// Number of small (200 KiB) contracts per mode and concurrency level
+    /// (at least four per client).
     #[arg(long, default_value_t = 200)]
     pub small_count: usize,
+    /// Concurrency levels of the small-contract puts: how many clients
+    /// write at once, each over its own connection.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub clients: Vec<usize>,
     /// Rounds of the large-file measurements (each runs every baseline and
     /// then tandem); at least 2, so the DR site's steady rate can be timed
     /// between its first and its last large file.
@@ -87,6 +93,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     if args.size_mib == 0 || args.small_count == 0 {
         bail!("--size-mib and --small-count must be at least 1");
+    }
+    if args.clients.is_empty() || args.clients.contains(&0) {
+        bail!("--clients takes concurrency levels of at least 1, such as 1,4,16,64");
     }
     if args.rounds < 2 {
         bail!("--rounds must be at least 2 (the DR figure times the large files after the first)");
@@ -167,8 +176,12 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let small = dir.join("small.bin");
     random_file(&small, 200 * 1024)?;
     println!();
-    println!("small contracts (200 KiB), sequential puts at A");
-    let sync = small_puts(&client, &a, &tenant, "sync", &small, args.small_count).await?;
+    println!("small contracts (200 KiB) at A, by concurrent clients (each over its own connection)");
+    let levels = |n: usize| args.small_count.max(4 * n);
+    let mut sync = Vec::new();
+    for &n in &args.clients {
+        sync.push(small_puts(&a, &tenant, &format!("sync-c{n}"), &small, levels(n), n).await?);
+    }
     cluster.stop_replicator(1).await;
     // The first write after B stops waits out the sync timeout and records
     // the pair async; it is not part of the measurement. On this shared
@@ -188,23 +201,43 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     if !reply.replication.starts_with("async") {
         bail!("stopping B did not put the pair in async mode ({})", reply.replication);
     }
-    let single = small_puts(&client, &a, &tenant, "single", &small, args.small_count).await?;
-    for (name, s) in [("sync pair (A+B)", &sync), ("single site (B down)", &single)] {
-        println!("  {name:<22} p50 {:6.2} ms   p99 {:6.2} ms   {:7.1} puts/s", s.p50_ms, s.p99_ms, s.per_s);
+    let mut single = Vec::new();
+    for &n in &args.clients {
+        single.push(small_puts(&a, &tenant, &format!("single-c{n}"), &small, levels(n), n).await?);
     }
+    println!("  {:>7}   {:<42}   {:<42}   sync / single", "", "sync pair (A+B, acknowledged once B synced)", "single site (B down)");
     println!(
-        "  sync / single site:    p50 {:.2} x   p99 {:.2} x   throughput {:.2} x",
-        sync.p50_ms / single.p50_ms,
-        sync.p99_ms / single.p99_ms,
-        sync.per_s / single.per_s
+        "  {:>7}   {:>8} {:>8} {:>8} {:>10}    {:>8} {:>8} {:>8} {:>10}    {:>6} {:>6}",
+        "clients", "puts/s", "p50 ms", "p99 ms", "CPU ms/put", "puts/s", "p50 ms", "p99 ms", "CPU ms/put", "puts/s", "p99"
     );
+    for ((n, s), o) in args.clients.iter().zip(&sync).zip(&single) {
+        println!(
+            "  {n:>7}   {:>8.1} {:>8.2} {:>8.2} {:>10.2}    {:>8.1} {:>8.2} {:>8.2} {:>10.2}    {:>5.2}x {:>5.2}x",
+            s.per_s,
+            s.p50_ms,
+            s.p99_ms,
+            s.cpu_ms,
+            o.per_s,
+            o.p50_ms,
+            o.p99_ms,
+            o.cpu_ms,
+            s.per_s / o.per_s,
+            s.p99_ms / o.p99_ms
+        );
+    }
+    println!("  (CPU: the whole process, all three sites and the clients, per acknowledged put)");
+    // Last in A's log: the DR site has every small contract once it has this one.
+    let header = PutHeader { tenant: tenant.clone(), contract_id: "last-small".into(), ..Default::default() };
+    client.put(&a, &header, &[("small.bin".into(), small.clone())]).await?;
 
     // The DR site restarts and catches up from its durable cursor. Its
     // log comes in order: the probe, the large files, then the small
     // contracts; the large files' figure ends when the last one is there,
     // and their steady rate is timed from the first one's arrival (start-up
     // and the first file excluded).
-    let small_bytes = (2 * args.small_count as u64 + 1) * 200 * 1024;
+    // Both sweeps, the write that switched the pair to async, the last one.
+    let small_total: usize = 2 * args.clients.iter().map(|n| levels(*n)).sum::<usize>() + 2;
+    let small_bytes = small_total as u64 * 200 * 1024;
     let large_bytes = rounds as u64 * size;
     let started = Instant::now();
     cluster.start_replicator(dir, 2).await?;
@@ -222,7 +255,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     };
     let first_secs = arrived("large-0".to_string()).await?;
     let large_secs = arrived(format!("large-{}", rounds - 1)).await?;
-    let all_secs = arrived(format!("single-{}", args.small_count - 1)).await?;
+    let all_secs = arrived("last-small".to_string()).await?;
     // The ceiling once more, in the same minute as the catch-up.
     let mut after = Runs::default();
     baseline_run(&mut after, dir, &input, ceiling_buffered).await?;
@@ -245,10 +278,10 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     );
     println!(
         "  then {} small contracts, {:.0} MiB in {:.2} s: {:.0} contracts/s",
-        2 * args.small_count + 1,
+        small_total,
         mib(small_bytes),
         all_secs - large_secs,
-        (2 * args.small_count + 1) as f64 / (all_secs - large_secs)
+        small_total as f64 / (all_secs - large_secs)
     );
     println!("peak resident memory of the whole process (3 controllers, 3 replicators, client): {} MiB", peak_rss_mib());
     cluster.stop().await;
@@ -307,21 +340,42 @@ struct Latencies {
     p50_ms: f64,
     p99_ms: f64,
     per_s: f64,
+    /// CPU of the whole process per put.
+    cpu_ms: f64,
 }
 
-async fn small_puts(client: &ReplicatorClient, addr: &str, tenant: &str, prefix: &str, file: &Path, n: usize) -> anyhow::Result<Latencies> {
+/// `n` puts of `file` at `addr` by `clients` clients at once, each over its
+/// own connection, contract ids `{prefix}-{i}`.
+async fn small_puts(addr: &str, tenant: &str, prefix: &str, file: &Path, n: usize, clients: usize) -> anyhow::Result<Latencies> {
+    let (started, cpu) = (Instant::now(), cpu_secs());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (addr, tenant, prefix, file, next) = (addr.to_string(), tenant.to_string(), prefix.to_string(), file.to_path_buf(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(30));
+            let mut ms = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(ms);
+                }
+                let header = PutHeader { tenant: tenant.clone(), contract_id: format!("{prefix}-{i}"), ..Default::default() };
+                let t = Instant::now();
+                client.put(&addr, &header, &[("small.bin".into(), file.clone())]).await?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
     let mut ms = Vec::with_capacity(n);
-    let started = Instant::now();
-    for i in 0..n {
-        let header = PutHeader { tenant: tenant.into(), contract_id: format!("{prefix}-{i}"), ..Default::default() };
-        let t = Instant::now();
-        client.put(addr, &header, &[("small.bin".into(), file.to_path_buf())]).await?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    for t in tasks {
+        ms.extend(t.await??);
     }
     let total = started.elapsed().as_secs_f64();
+    let cpu_ms = (cpu_secs() - cpu) * 1000.0 / n as f64;
     ms.sort_by(f64::total_cmp);
     let pick = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
-    Ok(Latencies { p50_ms: pick(0.50), p99_ms: pick(0.99), per_s: n as f64 / total })
+    Ok(Latencies { p50_ms: pick(0.50), p99_ms: pick(0.99), per_s: n as f64 / total, cpu_ms })
 }
 
 /// One run of a baseline into a fresh directory under `dir`, recorded in
@@ -567,16 +621,10 @@ fn same_file(a: &Path, b: &Path) -> anyhow::Result<bool> {
 /// less noisy than wall time on a shared machine, and it shows where a
 /// change saves work.
 fn cpu_secs() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat (after the parenthesised name):
-    // user and system time of all threads, in USER_HZ ticks (100 per second
-    // in Linux's ABI).
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some((fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?) as f64 / 100.0)
-        })
-        .unwrap_or(0.0)
+    // Every thread's user and system time, to the nanosecond (the tick
+    // counts in /proc are 10 ms: too coarse for one small put).
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB.
