@@ -106,6 +106,9 @@ struct Group<'a> {
     contracts: std::collections::BTreeSet<(String, String)>,
     held: Vec<tokio::sync::MutexGuard<'a, ()>>,
     entries: usize,
+    /// Directories whose new entries (staged copies committed under their
+    /// paths) must be synced before the batch.
+    dirs: std::collections::BTreeSet<std::path::PathBuf>,
     /// The origin's cursor once the batch is committed.
     applied: u64,
     destroys: bool,
@@ -114,6 +117,18 @@ struct Group<'a> {
 impl<'a> Group<'a> {
     /// Commits what is waiting; returns the origin's cursor after it.
     async fn commit(&mut self, site: &Site) -> Result<u64, ReplicaError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        if !dirs.is_empty() {
+            if let Err(e) = site.blobs.sync_dirs(dirs).await {
+                // Nothing of the batch is committed: its files' names may
+                // not survive a crash.
+                self.batch = MetaBatch::default();
+                self.held.clear();
+                self.contracts.clear();
+                self.entries = 0;
+                return Err(e.into());
+            }
+        }
         if self.entries > 0 {
             site.meta.slow_sync().await;
             let batch = std::mem::take(&mut self.batch);
@@ -203,7 +218,7 @@ where
             // held here) is moved aside before its ciphertext is replaced.
             crate::quarantine::replaced(site, v).await?;
             let t0 = tokio::time::Instant::now();
-            let next = receive_files(site, &entry, chunks, mode == Mode::Repair).await?;
+            let next = receive_files(site, &entry, chunks, mode == Mode::Repair, &mut group.dirs).await?;
             tracing::debug!(origin = %entry.origin, seq = entry.seq, received_ms = t0.elapsed().as_millis() as u64, "entry files received and synced");
             let mut v = v.clone();
             let destroyed = head.as_ref().and_then(|h| h.destroyed.clone());
@@ -382,7 +397,13 @@ async fn skip_lost(site: &Site, req: &pb::SkipRequest) -> Result<u64, ReplicaErr
 /// entry's JSON if another follows.
 /// A repair (rare, and replacing a copy found damaged) also recomputes the
 /// hash of what it receives.
-async fn receive_files<S>(site: &Site, entry: &LogEntry, chunks: &mut PartReader<S>, check_hash: bool) -> Result<Option<bytes::Bytes>, ReplicaError>
+async fn receive_files<S>(
+    site: &Site,
+    entry: &LogEntry,
+    chunks: &mut PartReader<S>,
+    check_hash: bool,
+    dirs: &mut std::collections::BTreeSet<std::path::PathBuf>,
+) -> Result<Option<bytes::Bytes>, ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,
 {
@@ -394,7 +415,7 @@ where
             _ => return Err(ReplicaError::Invalid(format!("{what}: expected its start"))),
         };
         if !staged_id.is_empty() {
-            crate::stage::commit(site, &staged_id, &entry.origin, file, &what).await?;
+            crate::stage::commit_deferred(site, &staged_id, &entry.origin, file, &what, dirs).await?;
             pending = chunks.next().await?;
             continue;
         }

@@ -109,6 +109,21 @@ where
 /// Commits the staged blob `id` as `file` of an entry from `origin`: checks
 /// it is that file, then gives it the file's path, durably.
 pub async fn commit(site: &Site, id: &str, origin: &str, file: &FileRecord, what: &str) -> Result<(), ReplicaError> {
+    let mut dirs = std::collections::BTreeSet::new();
+    commit_deferred(site, id, origin, file, what, &mut dirs).await?;
+    Ok(site.blobs.sync_dirs(dirs).await?)
+}
+
+/// [`commit`], leaving the directories to sync in `dirs` (see
+/// [`crate::blob::BlobStore::promote_deferred`]).
+pub async fn commit_deferred(
+    site: &Site,
+    id: &str,
+    origin: &str,
+    file: &FileRecord,
+    what: &str,
+    dirs: &mut std::collections::BTreeSet<std::path::PathBuf>,
+) -> Result<(), ReplicaError> {
     let staged = site
         .staged
         .take(id)
@@ -124,7 +139,7 @@ pub async fn commit(site: &Site, id: &str, origin: &str, file: &FileRecord, what
         let _ = site.blobs.delete(&staged.name).await;
         return Err(ReplicaError::Corrupt(format!("{what}: the staged copy {id:?} is not this file (path, length, key or hash differ)")));
     }
-    site.blobs.promote(&staged.name, &file.blob).await?;
+    site.blobs.promote_deferred(&staged.name, &file.blob, dirs).await?;
     tracing::debug!(site = %site.name, origin, blob = %file.blob, "staged copy committed");
     Ok(())
 }
