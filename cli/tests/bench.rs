@@ -30,6 +30,9 @@ fn bench_prints_every_figure_against_its_baselines() {
         "steady, files 2..2 (from the first one's arrival)",
         "x a ceiling run right after",
         "small contracts, ",
+        // ./dev installs rsync: the side-by-side runs.
+        "rsync -a --fsync of the same files over loopback TCP",
+        "rsync -a (no fsync), same:",
         "peak resident memory",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");

@@ -283,9 +283,70 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
         all_secs - large_secs,
         small_total as f64 / (all_secs - large_secs)
     );
+    // The same files (A's ciphertext, as C received them) by rsync over
+    // loopback TCP, right after: the tool a DR site would otherwise be
+    // filled with.
+    let blobs = dir.join("a").join("replicator").join("blobs");
+    let rsync_dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || rsync_runs(&rsync_dir, &blobs)).await? {
+        Ok(Some((plain, fsync))) => {
+            println!("  rsync -a --fsync of the same files over loopback TCP (rsync daemon): {fsync:.2} s: tandem's catch-up {:.2} x its speed", fsync / all_secs);
+            println!("  rsync -a (no fsync), same: {plain:.2} s: tandem's catch-up {:.2} x its speed", plain / all_secs);
+        }
+        Ok(None) => println!("  rsync is not installed: no side-by-side with it"),
+        Err(e) => println!("  rsync failed ({e}): no side-by-side with it"),
+    }
     println!("peak resident memory of the whole process (3 controllers, 3 replicators, client): {} MiB", peak_rss_mib());
     cluster.stop().await;
     Ok(())
+}
+
+/// Copies `from` (without the staging area) with rsync to a daemon on
+/// loopback, once plainly and once with `--fsync`, each into a fresh
+/// directory; their wall times. `None` when rsync is not installed.
+fn rsync_runs(dir: &Path, from: &Path) -> anyhow::Result<Option<(f64, f64)>> {
+    if std::process::Command::new("rsync").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let dst = dir.join("rsync-dst");
+    std::fs::create_dir_all(&dst)?;
+    let conf = dir.join("rsyncd.conf");
+    let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
+    std::fs::write(&conf, format!("use chroot = no\nuid = {uid}\ngid = {gid}\n[dst]\npath = {}\nread only = no\n", dst.display()))?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut daemon = std::process::Command::new("rsync")
+        .args(["--daemon", "--no-detach", "--address", "127.0.0.1", "--port", &port.to_string(), "--config"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the rsync daemon did not listen within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let run = |name: &str, extra: &[&str]| -> anyhow::Result<f64> {
+            let started = Instant::now();
+            let out = std::process::Command::new("rsync")
+                .args(["-a", "--exclude", tandem_replicator::blob::STAGING])
+                .args(extra)
+                .arg(format!("{}/", from.display()))
+                .arg(format!("rsync://127.0.0.1:{port}/dst/{name}/"))
+                .output()?;
+            if !out.status.success() {
+                bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            Ok(started.elapsed().as_secs_f64())
+        };
+        Ok(Some((run("plain", &[])?, run("fsync", &["--fsync"])?)))
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dst);
+    result
 }
 
 /// Wall and CPU seconds of each run of one measurement.
