@@ -75,8 +75,8 @@ pub struct Encryptor {
     header_written: bool,
     segment_size: usize,
     // Plaintext of a segment not yet complete. Zeroized on drop because it
-    // is contract plaintext; its capacity is reserved once so it never
-    // reallocates and leaves stray copies.
+    // is contract plaintext; it never reallocates in place, which would
+    // leave stray copies (see `keep`).
     pending: Zeroizing<Vec<u8>>,
 }
 
@@ -121,7 +121,7 @@ impl Encryptor {
 
         if !self.pending.is_empty() {
             let n = (seg - self.pending.len()).min(rest.len());
-            self.pending.extend_from_slice(&rest[..n]);
+            self.keep(&rest[..n]);
             rest = &rest[n..];
             if self.pending.len() < seg {
                 return Ok(());
@@ -140,12 +140,26 @@ impl Encryptor {
         }
         let tail = chunks.remainder();
         if !tail.is_empty() {
-            if self.pending.capacity() < seg {
-                self.pending.reserve_exact(seg);
-            }
-            self.pending.extend_from_slice(tail);
+            self.keep(tail);
         }
         Ok(())
+    }
+
+    /// Appends `bytes` (at most what completes a segment) to the pending
+    /// plaintext. Its buffer grows by moving to a bigger one, never by
+    /// reallocating in place: the old one is zeroized as it is dropped, so
+    /// no stray copy of plaintext is left, and a small file never
+    /// allocates (and zeroizes) a whole segment: on every put of a small
+    /// contract that was a megabyte faulted in and cleared.
+    fn keep(&mut self, bytes: &[u8]) {
+        let need = self.pending.len() + bytes.len();
+        if need > self.pending.capacity() {
+            let capacity = need.next_power_of_two().max(4096).min(self.segment_size).max(need);
+            let mut bigger = Zeroizing::new(Vec::with_capacity(capacity));
+            bigger.extend_from_slice(&self.pending);
+            self.pending = bigger;
+        }
+        self.pending.extend_from_slice(bytes);
     }
 
     /// Appends the header if not yet written and the last segment (possibly
