@@ -62,6 +62,22 @@ fn bench_prints_every_figure_against_its_baselines() {
     assert!(!dir.path().join("work").exists());
 }
 
+// `--stored` starts three sites already holding that many contracts each
+// and prints, per size, the fill time, the idle CPU, a verify's time (the
+// filled sites compare equal, or the bench fails) and a put's latency.
+#[test]
+fn bench_measures_what_a_stored_contract_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(TANDEM).args(["bench", "--stored", "300", "--dir"]).arg(dir.path().join("work")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = stdout.lines().find(|l| l.split_whitespace().next() == Some("300")).unwrap_or_else(|| panic!("no row for 300 in:\n{stdout}"));
+    let figures: Vec<f64> = row.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(figures.len(), 5, "{row}");
+    assert!(figures[1..].iter().all(|f| *f > 0.0), "{row}");
+    assert!(!dir.path().join("work").exists());
+}
+
 #[test]
 fn bench_refuses_empty_sizes_clearly() {
     let dir = tempfile::tempdir().unwrap();

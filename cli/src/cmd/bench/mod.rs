@@ -50,6 +50,8 @@ use tandem_replicator::config::ReplicatorConfig;
 use tandem_replicator::server::Replicator;
 use tandem_replicator::write::PutHeader;
 
+mod stored;
+
 use super::controller::start_node;
 use super::demo::{replicator_config, site_config, CONTROLLER_METRICS_OFFSET, KEY_FILE, REPLICATOR_METRICS_OFFSET, REPLICATOR_PORT_OFFSET};
 use super::replicator::start_replicator;
@@ -75,6 +77,12 @@ pub struct Args {
     /// then tandem); at least 2.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// Instead of the figures above: for each of these store sizes (say
+    /// 10000,100000,1000000), three sites holding that many contracts
+    /// each, and what an idle replicator's CPU, a `verify` and a put cost
+    /// there (see `stored.rs`).
+    #[arg(long, value_delimiter = ',')]
+    pub stored: Vec<u64>,
     /// Working directory (created, and removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -86,7 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let dir = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let result = bench(&args, &dir).await;
+    let result = if args.stored.is_empty() { bench(&args, &dir).await } else { stored::run(&args.stored, &dir).await };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -705,6 +713,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start(dir: &Path) -> anyhow::Result<Cluster> {
+        Self::start_filled(dir, |_, _| Ok(())).await
+    }
+
+    /// [`Cluster::start`], `fill` given each site's replicator data
+    /// directory (and the shard count) before its replicator starts.
+    async fn start_filled(dir: &Path, fill: impl Fn(&Path, u32) -> anyhow::Result<()>) -> anyhow::Result<Cluster> {
         let base_port = free_base_port()?;
         tandem_crypto::LocalKeyFile::create(&dir.join(KEY_FILE), "bench-kek", &SystemRandomSource)?;
         let mut cluster = Cluster { nodes: Vec::new(), replicators: Vec::new(), base_port };
@@ -714,7 +728,9 @@ impl Cluster {
         }
         for site in ["a", "b", "c"] {
             let text = replicator_config(dir, site, base_port);
-            cluster.replicators.push(Some(start_replicator(ReplicatorConfig::parse(&text, site)?).await?));
+            let config = ReplicatorConfig::parse(&text, site)?;
+            fill(&config.data_dir, tandem_controller::config::DEFAULT_SHARD_COUNT)?;
+            cluster.replicators.push(Some(start_replicator(config).await?));
         }
         // Ready when every replicator serves (holds a view: B's read-back
         // needs one) and a tiny contract is acknowledged in sync mode.
