@@ -1032,20 +1032,16 @@ fn rename_durably(root: &FsPath, from: &FsPath, to: &FsPath) -> Result<(), BlobE
 }
 
 /// Creates `to`'s directory if needed; returns the directories to sync once
-/// `to` has its name: its own, and each one created here with its parent.
+/// `to` has its name: its own and every one above it up to `root`. Not
+/// only those created here: a directory another write created a moment
+/// ago may not be synced into its parent yet, and this write's commit
+/// must not wait on that one's (a sync of a clean directory costs little).
 fn prepare_dirs(root: &FsPath, to: &FsPath) -> Result<Vec<PathBuf>, BlobError> {
     let parent = to.parent().ok_or_else(|| BlobError::Store(format!("{} has no directory", to.display())))?;
-    let mut dirs = vec![parent.to_path_buf()];
-    let mut d = parent;
-    while !d.exists() && d != root {
-        match d.parent() {
-            Some(p) => {
-                dirs.push(p.to_path_buf());
-                d = p;
-            }
-            None => break,
-        }
+    if !parent.starts_with(root) {
+        return Err(BlobError::Store(format!("{} is outside the store", to.display())));
     }
+    let dirs: Vec<PathBuf> = parent.ancestors().take_while(|d| d.starts_with(root)).map(FsPath::to_path_buf).collect();
     std::fs::create_dir_all(parent).map_err(|e| BlobError::Store(format!("cannot create {}: {e}", parent.display())))?;
     Ok(dirs)
 }
@@ -1134,6 +1130,20 @@ mod tests {
 
     fn stores(dir: &FsPath) -> Vec<BlobStore> {
         vec![BlobStore::local_with(&dir.join("direct"), true).unwrap(), BlobStore::local_with(&dir.join("buffered"), false).unwrap()]
+    }
+
+    // Every directory above a new name is synced, not only those this
+    // write created: one another write created a moment ago may not be in
+    // its parent yet.
+    #[test]
+    fn a_new_name_syncs_every_directory_up_to_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        std::fs::create_dir_all(root.join("t1/c1")).unwrap();
+        let dirs = prepare_dirs(&root, &root.join("t1/c1/v1/0")).unwrap();
+        assert_eq!(dirs, vec![root.join("t1/c1/v1"), root.join("t1/c1"), root.join("t1"), root.clone()]);
+        assert!(root.join("t1/c1/v1").is_dir());
+        assert!(prepare_dirs(&root, &dir.path().join("elsewhere/f")).is_err(), "a name outside the store is refused");
     }
 
     fn staging_files(store: &BlobStore) -> Vec<PathBuf> {

@@ -273,6 +273,44 @@ async fn a_failed_group_commit_fails_its_puts_and_leaves_no_gap() {
     assert_eq!(a.meta.log_head().unwrap(), 1);
 }
 
+// The log head a heartbeat reports (with its view) counts only committed
+// entries: it waits for the entries numbered before it, so a link's lag up
+// to that head includes them (a switchover moves on a lag of 0).
+#[tokio::test(start_paused = true)]
+async fn the_reported_log_head_waits_for_numbered_entries() {
+    let kv = Arc::new(MemKv::new());
+    let a = site_on("a", kv.clone(), BlobStore::memory());
+    leased(&a, cluster("a", 1), 1);
+    kv.set_slow(std::time::Duration::from_millis(10));
+    let names: Vec<String> = (0..4).map(|i| format!("h{i}")).collect();
+    let puts = futures::future::join_all(names.iter().map(|n| put_id(&a, n, b"x")));
+    let report = async {
+        // The puts are numbered and wait for their sync.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        assert_eq!(a.meta.log_head().unwrap(), 0, "numbered, not yet committed");
+        let (_, head) = a.view_and_log_head().await;
+        (head, a.meta.log_head().unwrap())
+    };
+    let (entries, (reported, stored)) = futures::join!(puts, report);
+    assert_eq!(entries.len(), 4);
+    assert_eq!((reported, stored), (4, 4), "the reported head is the store's, with every numbered entry in it");
+}
+
+// A put given up while its entry waits for the disk's sync leaves the
+// entry committed, not queued until some later append.
+#[tokio::test(start_paused = true)]
+async fn a_put_given_up_during_its_sync_still_commits_its_entry() {
+    let kv = Arc::new(MemKv::new());
+    let a = site_on("a", kv.clone(), BlobStore::memory());
+    leased(&a, cluster("a", 1), 1);
+    kv.set_slow(std::time::Duration::from_millis(10));
+    let given_up = tokio::time::timeout(std::time::Duration::from_millis(1), put_id(&a, "p1", b"x")).await;
+    assert!(given_up.is_err(), "the put was still waiting for its sync");
+    assert_eq!(a.meta.log_head().unwrap(), 1, "its entry was committed when the put was dropped");
+    kv.set_slow(std::time::Duration::ZERO);
+    assert_eq!(put_id(&a, "p2", b"y").await.seq, 2);
+}
+
 /// Writes one version of t1/c1 at `a` (the owner); returns its log entry.
 async fn put(a: &Site, bytes: &[u8]) -> LogEntry {
     let mut s = PutSession::begin(a, header()).await.unwrap();

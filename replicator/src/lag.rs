@@ -7,7 +7,12 @@ use crate::site::{Link, Site};
 
 /// How far `link`'s peer is behind this site's log.
 pub fn of_link(site: &Site, link: &Link) -> Result<LinkLag, ReplicaError> {
-    let head = site.meta.log_head()?;
+    of_link_at(site, link, site.meta.log_head()?)
+}
+
+/// How far `link`'s peer is behind this site's log up to `head` (a head
+/// read earlier, as a heartbeat reports it with its view).
+pub fn of_link_at(site: &Site, link: &Link, head: u64) -> Result<LinkLag, ReplicaError> {
     let acked = (*link.acked.borrow()).min(head);
     if acked == head {
         return Ok(LinkLag { peer: link.peer.clone(), ..Default::default() });

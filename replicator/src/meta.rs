@@ -58,6 +58,9 @@ pub struct MetaStore {
     /// Commits touching the same contract take its stripe, so each reads
     /// the item hash the previous one wrote (and subtracts the right one).
     stripes: Arc<Vec<Mutex<()>>>,
+    /// Commits raising a shard's epoch take its stripe (after the
+    /// contracts'), so each reads the epoch the previous one wrote.
+    epoch_stripes: Arc<Vec<Mutex<()>>>,
 }
 
 /// Each shard's digest, by shard.
@@ -158,6 +161,10 @@ pub struct MetaBatch {
     heads: BTreeMap<(String, String), Option<ContractHead>>,
     /// The version records it writes, serialised (`None`: deleted).
     versions: BTreeMap<(String, String, u64), Option<Vec<u8>>>,
+    /// The owner epoch each shard is to be raised to: written at commit,
+    /// and only where it is higher than the stored one (a batch staged
+    /// before another commit raised it must not lower it).
+    epochs: BTreeMap<u32, u64>,
     /// Records written as a backup holds them: the kept digests are summed
     /// again afterwards.
     raw: bool,
@@ -220,8 +227,11 @@ impl MetaBatch {
         self.batch.put(cursor_key(origin), seq.to_string());
     }
 
+    /// Raises the shard's stored epoch to `epoch` at commit (never lowers
+    /// it).
     pub fn set_epoch(&mut self, shard: u32, epoch: u64) {
-        self.batch.put(epoch_key(shard), epoch.to_string());
+        let e = self.epochs.entry(shard).or_default();
+        *e = (*e).max(epoch);
     }
 
     /// Queues `blob` for deletion once every peer has confirmed this
@@ -264,26 +274,30 @@ impl MetaBatch {
     /// Adds `other`'s writes after this batch's (the last write of a key
     /// wins, as in the store).
     pub fn absorb(&mut self, other: MetaBatch) {
-        let MetaBatch { batch, touched, heads, versions, raw } = other;
+        let MetaBatch { batch, touched, heads, versions, epochs, raw } = other;
         self.batch.extend(batch);
         self.touched.extend(touched);
         self.heads.extend(heads);
         self.versions.extend(versions);
+        for (shard, epoch) in epochs {
+            self.set_epoch(shard, epoch);
+        }
         self.raw |= raw;
     }
 
     pub fn len(&self) -> usize {
-        self.batch.ops().len()
+        self.batch.ops().len() + self.epochs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.batch.is_empty() && self.epochs.is_empty()
     }
 }
 
 impl MetaStore {
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Self { kv, sums: Arc::default(), stripes: Arc::new((0..STRIPES).map(|_| Mutex::default()).collect()) }
+        let stripes = || Arc::new((0..STRIPES).map(|_| Mutex::default()).collect());
+        Self { kv, sums: Arc::default(), stripes: stripes(), epoch_stripes: stripes() }
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, MetaError> {
@@ -307,7 +321,7 @@ impl MetaStore {
     /// crash or power loss. The item hash of every contract it touches is
     /// written with it, and the shard digests move by the difference.
     pub fn commit(&self, batch: MetaBatch) -> Result<(), MetaError> {
-        let MetaBatch { mut batch, touched, heads, versions, raw } = batch;
+        let MetaBatch { mut batch, touched, heads, versions, epochs, raw } = batch;
         // Held from before the item hashes are read: the first summing
         // waits for this commit to be written and counted (or starts
         // before it, and this commit then reads what that summing wrote).
@@ -315,7 +329,19 @@ impl MetaStore {
         let mut stripes: Vec<usize> = touched.keys().map(|(t, c)| stripe(t, c)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _held: Vec<_> = stripes.iter().map(|i| self.stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let held: Vec<_> = stripes.iter().map(|i| self.stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        // Then the shards' epoch stripes (always after the contracts', in
+        // order), held until the write: the epoch read here is the one
+        // this write raises.
+        let mut epoch_stripes: Vec<usize> = epochs.keys().map(|shard| *shard as usize % STRIPES).collect();
+        epoch_stripes.sort_unstable();
+        epoch_stripes.dedup();
+        let held_epochs: Vec<_> = epoch_stripes.iter().map(|i| self.epoch_stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        for (shard, epoch) in &epochs {
+            if *epoch > self.epoch(*shard)? {
+                batch.put(epoch_key(*shard), epoch.to_string());
+            }
+        }
         let mut moves: Vec<(u32, Option<ItemHash>, Option<ItemHash>)> = Vec::new();
         for ((tenant, contract_id), shard) in &touched {
             let key = item_key(*shard, tenant, contract_id);
@@ -329,7 +355,13 @@ impl MetaStore {
                 moves.push((*shard, before, after));
             }
         }
-        if let Err(e) = self.kv.write(batch, Durability::Sync) {
+        let written = self.kv.write(batch, Durability::Sync);
+        // Let go of the stripes before the digests may be taken
+        // exclusively: another commit holding them shared may be waiting
+        // for one of these stripes.
+        drop(held_epochs);
+        drop(held);
+        if let Err(e) = written {
             // A write that failed may still show (a failed fsync leaves it
             // in the page cache): sum the records again when next asked.
             drop(sums);
@@ -640,6 +672,29 @@ mod tests {
             pii_key: None,
             files: vec![],
         }
+    }
+
+    // A batch staged before another commit raised a shard's epoch must
+    // not lower it when it commits after.
+    #[test]
+    fn a_commit_never_lowers_a_shards_epoch() {
+        let meta = MetaStore::new(Arc::new(MemKv::new()));
+        let mut newer = MetaBatch::default();
+        newer.set_epoch(3, 5);
+        meta.commit(newer).unwrap();
+        let mut older = MetaBatch::default();
+        older.set_epoch(3, 4);
+        older.set_epoch(70, 2);
+        meta.commit(older).unwrap();
+        assert_eq!(meta.epoch(3).unwrap(), 5);
+        assert_eq!(meta.epoch(70).unwrap(), 2, "a shard the batch raises is still raised");
+        let mut merged = MetaBatch::default();
+        merged.set_epoch(3, 9);
+        let mut lower = MetaBatch::default();
+        lower.set_epoch(3, 6);
+        merged.absorb(lower);
+        meta.commit(merged).unwrap();
+        assert_eq!(meta.epoch(3).unwrap(), 9, "absorbing a batch keeps the higher epoch");
     }
 
     #[test]

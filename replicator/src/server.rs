@@ -223,12 +223,12 @@ async fn probe_blobs_loop(site: Arc<Site>) {
     }
 }
 
-/// This site's health report for the controllers. The view index and the log head are read under the
-/// log lock: every append after this report is checked against a view at
-/// least as new as `view_index` (see `Site::append`).
+/// This site's health report for the controllers. The view index and the
+/// log head are read under the log lock (see `Site::view_and_log_head`),
+/// and each link's lag is counted up to that head.
 pub async fn health(site: &Site, addr: &str) -> ReplicatorHealth {
     let (view_index, log_head) = site.view_and_log_head().await;
-    let links = site.links.values().filter_map(|l| crate::lag::of_link(site, l).ok()).collect();
+    let links = site.links.values().filter_map(|l| crate::lag::of_link_at(site, l, log_head).ok()).collect();
     ReplicatorHealth {
         site: site.name.clone(),
         addr: addr.to_string(),

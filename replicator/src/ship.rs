@@ -252,8 +252,8 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
             0 => MIN_RATE,
             cap => cap.min(MIN_RATE),
         };
-        let limit: Duration =
-            group.iter().map(|e| ENTRY_TIMEOUT_BASE + Duration::from_secs(e.files().iter().map(|f| f.ciphertext_len).sum::<u64>() / rate)).sum();
+        let entry_limit = |e: &crate::model::LogEntry| ENTRY_TIMEOUT_BASE + Duration::from_secs(e.files().iter().map(|f| f.ciphertext_len).sum::<u64>() / rate);
+        let limit: Duration = group.iter().map(entry_limit).sum();
         let (first, last) = (group[0].seq, group[group.len() - 1].seq);
         let many = group.len() > 1;
         // Files already staged at the peer go as references, once the peer
@@ -263,8 +263,11 @@ async fn ship(site: &Arc<Site>, link: &Link, pacer: &Arc<Pacer>, backoff: &mut D
         let mut parts = Vec::with_capacity(group.len());
         for entry in group {
             let mut staged = BTreeMap::new();
+            // Each entry's staged files wait for as long as that entry
+            // would take to send, not the whole group's.
+            let wait = entry_limit(&entry);
             for (blob, id) in link.take_staged(entry.files().iter().map(|f| f.blob.as_str())) {
-                if let Ok(Ok(Some(id))) = tokio::time::timeout(limit, id).await {
+                if let Ok(Ok(Some(id))) = tokio::time::timeout(wait, id).await {
                     staged.insert(blob, id);
                 }
             }

@@ -36,6 +36,30 @@ impl Appends {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
     }
 
+    /// Forgets the newest numbered entry if it is still `seq` (its group
+    /// failed): the next append numbers from the store again. If later
+    /// entries were numbered meanwhile they fail at their own commit (a
+    /// gap), and the newest of those resets it; resetting here as well
+    /// would number a second entry under a sequence number still queued.
+    fn forget_last_if(&self, seq: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|(s, _)| s == seq) {
+            *last = None;
+        }
+    }
+
+    /// Whether no numbered entry waits for its commit and none is being
+    /// committed (whoever commits holds `committing`, never across an
+    /// await).
+    fn settled(&self) -> bool {
+        let _committing = match self.committing.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
     fn take_queue(&self) -> Vec<Queued> {
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -85,16 +109,22 @@ impl Site {
                 batch.note_keyed_entry(&v.tenant, &v.contract_id, entry.seq);
             }
             batch.append_log(&entry);
-            batch.set_epoch(shard, epoch.max(self.meta.epoch(shard)?));
+            // Never lowers the stored epoch: the commit keeps the higher one.
+            batch.set_epoch(shard, epoch);
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.appends.queue.lock().unwrap_or_else(|p| p.into_inner()).push(Queued { seq: entry.seq, batch, done: tx });
+            // Set before the entry is queued, so a group that takes it and
+            // fails finds it as the newest (see `forget_last_if`).
             self.appends.set_last(Some((entry.seq, entry.cum_bytes)));
+            self.appends.queue.lock().unwrap_or_else(|p| p.into_inner()).push(Queued { seq: entry.seq, batch, done: tx });
             (entry.seq, rx)
         };
+        // Commits the queue even if this append's caller gives up during
+        // the sync below: a numbered entry must never be left waiting.
+        let commit = CommitOnDrop(self);
         // A slow disk's sync, before the batch is visible (as rocksdb
         // shows a synced write only once its log record is on disk).
         self.meta.slow_sync().await;
-        self.commit_appends();
+        drop(commit);
         match done.await {
             Ok(Ok(())) => Ok(seq),
             Ok(Err(e)) => Err(ReplicaError::Internal(e)),
@@ -109,7 +139,14 @@ impl Site {
     fn commit_appends(&self) {
         loop {
             {
-                let Ok(_committing) = self.appends.committing.try_lock() else { return };
+                // A commit that panicked leaves nothing half-done that
+                // matters here (its group's appends see their senders
+                // dropped), so a poisoned lock is taken as it is.
+                let _committing = match self.appends.committing.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return,
+                };
                 loop {
                     let queued = self.appends.take_queue();
                     if queued.is_empty() {
@@ -129,6 +166,9 @@ impl Site {
     fn commit_group(&self, queued: Vec<Queued>) {
         let first = queued[0].seq;
         let newest = queued[queued.len() - 1].seq;
+        // Each entry follows the one before (a second numbering from the
+        // store's head, after a failed group, must never share a number).
+        let in_order = queued.iter().zip(first..).all(|(q, seq)| q.seq == seq);
         let mut batch = MetaBatch::default();
         let mut waiting = Vec::with_capacity(queued.len());
         for q in queued {
@@ -139,7 +179,8 @@ impl Site {
         // (or the head moved under a restore), entries numbered past it
         // would leave a gap, so they fail too and numbering starts again.
         let result = match self.meta.log_head() {
-            Ok(head) if head + 1 == first => self.meta.commit(batch).map_err(|e| e.to_string()),
+            Ok(head) if head + 1 == first && in_order => self.meta.commit(batch).map_err(|e| e.to_string()),
+            Ok(head) if head + 1 == first => Err(format!("entries {first}..={newest} are not numbered one after the other; nothing was written")),
             Ok(head) => Err(format!("entry {first} was numbered after a failed commit (the log ends at {head}); nothing was written")),
             Err(e) => Err(e.to_string()),
         };
@@ -147,10 +188,27 @@ impl Site {
             Ok(()) => {
                 self.log_grew.send_replace(newest);
             }
-            Err(_) => self.appends.set_last(None),
+            Err(_) => self.appends.forget_last_if(newest),
         }
         for done in waiting {
             let _ = done.send(result.clone());
+        }
+    }
+
+    /// Waits until every entry numbered so far is committed or has failed
+    /// (committing the queue itself if need be, after the disk's sync as
+    /// an append would). Called under the log lock, so nothing is numbered
+    /// meanwhile; the committer never takes that lock.
+    pub(crate) async fn settle_appends(&self) {
+        loop {
+            if !self.appends.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                self.meta.slow_sync().await;
+                self.commit_appends();
+            }
+            if self.appends.settled() {
+                return;
+            }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -184,11 +242,39 @@ impl Site {
     }
 }
 
+/// Commits the numbered entries waiting when dropped (see `Site::append`).
+struct CommitOnDrop<'a>(&'a Site);
+
+impl Drop for CommitOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.commit_appends();
+    }
+}
+
 /// A version without its keys or sealed PII: what is left of a destroyed one.
 fn strip_keys(v: &mut crate::model::VersionRecord) {
     v.pii_key = None;
     v.pii.clear();
     for f in &mut v.files {
         f.key = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Appends;
+
+    // A failed group forgets the newest numbered entry only if nothing was
+    // numbered after it: else the next append would reuse a number that
+    // is still queued.
+    #[test]
+    fn a_failed_group_resets_numbering_only_if_it_was_the_newest() {
+        let appends = Appends::default();
+        appends.set_last(Some((7, 70)));
+        appends.forget_last_if(6);
+        assert_eq!(appends.last(), Some((7, 70)), "entry 7 was numbered after the failed group");
+        appends.forget_last_if(7);
+        assert_eq!(appends.last(), None);
+        assert!(appends.settled(), "nothing queued");
     }
 }

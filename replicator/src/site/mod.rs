@@ -314,16 +314,16 @@ impl Site {
     }
 
     /// The controller view's index and this site's log head, read together
-    /// under the log lock: every append after this is checked against a
-    /// view at least as new (see [`Site::append`]), what a heartbeat
-    /// reports and a switchover relies on.
+    /// under the log lock once every entry numbered before is committed or
+    /// has failed: every append after this is checked against a view at
+    /// least as new (see [`Site::append`]), and every entry before it is in
+    /// the store, so the peers' lag up to this head is what a switchover
+    /// may rely on (an entry still waiting for its group's commit, counted
+    /// in no link's lag, could otherwise be acknowledged after the move).
     pub async fn view_and_log_head(&self) -> (u64, u64) {
         let _log = self.log_lock.lock().await;
-        let stored = self.meta.log_head().unwrap_or(0);
-        // Entries numbered but still waiting for their commit count: they
-        // were checked against the view before this one.
-        let numbered = self.appends.last().map_or(0, |(seq, _)| seq);
-        (self.view.applied_index(), stored.max(numbered))
+        self.settle_appends().await;
+        (self.view.applied_index(), self.meta.log_head().unwrap_or(0))
     }
 
     /// Claims `tenant/contract_id` for one write; `None` if another write
