@@ -189,7 +189,18 @@ pub async fn create(site: &Site, dest: &BlobStore, who: &str, why: &str) -> Resu
             blobs.push(b);
             continue;
         }
-        match copy(&site.blobs, &b.blob, dest, &to, Hashing::None).await {
+        // Hashed as it is copied: a file stored under its hash must be
+        // those bytes, or every later backup would reuse a wrong one (a
+        // blob path can be written again, by a quarantined version's
+        // number, between the snapshot and this copy).
+        let copied_blob = match copy(&site.blobs, &b.blob, dest, &to, Hashing::Hash).await {
+            Ok(stored) if stored.hash != b.blake3 => {
+                dest.delete(&to).await?;
+                Err(ReplicaError::Corrupt(format!("{} no longer holds the bytes its record names (hash {}, expected {})", b.blob, stored.hash, b.blake3)))
+            }
+            other => other,
+        };
+        match copied_blob {
             Ok(_) => {
                 copied += 1;
                 blobs.push(b);

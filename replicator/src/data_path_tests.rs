@@ -440,6 +440,32 @@ async fn entries_lost_at_their_origin_are_stepped_over_together() {
     assert_eq!(apply(&b, stream(&destroy_entry("a", 10, shard, 1)), Mode::Log).await.unwrap(), 10);
 }
 
+// A backup stores a file under its hash only if the bytes it copied have
+// that hash: a live file whose bytes changed since its record fails the
+// backup, and nothing is left under the hash for a later one to reuse.
+#[tokio::test]
+async fn a_backup_never_stores_other_bytes_under_a_files_hash() {
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    let entry = put(&a, b"first").await;
+    let Change::Put(v) = &entry.change else { panic!("a put") };
+    let blob = &v.files[0].blob;
+    let good = a.blobs.read_to_vec(blob).await.unwrap();
+    let mut w = a.blobs.writer(blob, crate::blob::Hashing::None).await.unwrap();
+    w.write(b"other bytes").await.unwrap();
+    w.finish().await.unwrap();
+    let dest = BlobStore::memory();
+    let e = crate::backup::create(&a, &dest, "ada", "nightly").await.unwrap_err();
+    assert!(e.to_string().contains("no longer holds the bytes"), "{e}");
+    let hashed = format!("blobs/{}", v.files[0].ciphertext_blake3);
+    assert!(!dest.exists(&hashed).await.unwrap(), "nothing kept under the hash");
+    let mut w = a.blobs.writer(blob, crate::blob::Hashing::None).await.unwrap();
+    w.write(&good).await.unwrap();
+    w.finish().await.unwrap();
+    crate::backup::create(&a, &dest, "ada", "nightly").await.unwrap();
+    assert_eq!(dest.read_to_vec(&hashed).await.unwrap(), good);
+}
+
 // A restore writes a backup's records and files into an empty store of
 // the same site, never over a store in use, and marks it: the site then
 // serves no contract until it has caught up. One damaged file stops it,
