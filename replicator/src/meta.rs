@@ -128,6 +128,15 @@ fn stripe(tenant: &str, contract_id: &str) -> usize {
     h.finalize() as usize % STRIPES
 }
 
+/// Locks the stripes `of` names, each once and in order (so two commits
+/// never wait for each other's stripes).
+fn lock_stripes(stripes: &[Mutex<()>], of: impl Iterator<Item = usize>) -> Vec<std::sync::MutexGuard<'_, ()>> {
+    let mut at: Vec<usize> = of.collect();
+    at.sort_unstable();
+    at.dedup();
+    at.iter().map(|i| stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect()
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
@@ -326,17 +335,11 @@ impl MetaStore {
         // waits for this commit to be written and counted (or starts
         // before it, and this commit then reads what that summing wrote).
         let sums = self.sums.read().unwrap_or_else(|p| p.into_inner());
-        let mut stripes: Vec<usize> = touched.keys().map(|(t, c)| stripe(t, c)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let held: Vec<_> = stripes.iter().map(|i| self.stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect();
-        // Then the shards' epoch stripes (always after the contracts', in
-        // order), held until the write: the epoch read here is the one
-        // this write raises.
-        let mut epoch_stripes: Vec<usize> = epochs.keys().map(|shard| *shard as usize % STRIPES).collect();
-        epoch_stripes.sort_unstable();
-        epoch_stripes.dedup();
-        let held_epochs: Vec<_> = epoch_stripes.iter().map(|i| self.epoch_stripes[*i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let held = lock_stripes(&self.stripes, touched.keys().map(|(t, c)| stripe(t, c)));
+        // Then the shards' epoch stripes (always after the contracts'),
+        // held until the write: the epoch read here is the one this write
+        // raises.
+        let held_epochs = lock_stripes(&self.epoch_stripes, epochs.keys().map(|shard| *shard as usize % STRIPES));
         for (shard, epoch) in &epochs {
             if *epoch > self.epoch(*shard)? {
                 batch.put(epoch_key(*shard), epoch.to_string());

@@ -52,12 +52,20 @@ impl Appends {
     /// committed (whoever commits holds `committing`, never across an
     /// await).
     fn settled(&self) -> bool {
-        let _committing = match self.committing.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
-        };
+        let Some(_committing) = self.try_committing() else { return false };
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    /// The right to commit the queue, unless another append holds it. A
+    /// commit that panicked leaves nothing half-done that matters here
+    /// (its group's appends see their senders dropped), so a poisoned
+    /// lock is taken as it is.
+    fn try_committing(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        match self.committing.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     fn take_queue(&self) -> Vec<Queued> {
@@ -139,14 +147,7 @@ impl Site {
     fn commit_appends(&self) {
         loop {
             {
-                // A commit that panicked leaves nothing half-done that
-                // matters here (its group's appends see their senders
-                // dropped), so a poisoned lock is taken as it is.
-                let _committing = match self.appends.committing.try_lock() {
-                    Ok(g) => g,
-                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(std::sync::TryLockError::WouldBlock) => return,
-                };
+                let Some(_committing) = self.appends.try_committing() else { return };
                 loop {
                     let queued = self.appends.take_queue();
                     if queued.is_empty() {
