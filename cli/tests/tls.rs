@@ -240,6 +240,9 @@ fn roles_bound_what_each_operator_may_do() {
     assert!(err.contains("needs a site certificate"), "{err}");
     let err = bulk_apply_as(&c, ADMIN);
     assert!(err.contains("needs a site certificate"), "{err}");
+    // Fetching a contract's ciphertext for a repair is between sites too.
+    let err = bulk_fetch_as(&c, ADMIN);
+    assert!(err.contains("needs a site certificate"), "{err}");
 }
 
 /// Runs `call` on a channel to `addr` made with an operator's certificate;
@@ -275,6 +278,19 @@ fn bulk_apply_as(c: &Cluster, operator: &str) -> String {
     use tandem_proto::replicator::{ApplyChunk, ApplyReply};
     use tandem_replicator::bulk;
     call_as(c, operator, &c.replicator_addrs["a"], |channel| bulk::call::<ApplyChunk, ApplyReply>(channel, bulk::APPLY, futures::stream::empty()))
+}
+
+/// Asks site a's replicator for a contract's ciphertext (the bulk Fetch a
+/// repairing site makes).
+fn bulk_fetch_as(c: &Cluster, operator: &str) -> String {
+    use futures::StreamExt;
+    use tandem_proto::replicator::{ApplyChunk, FetchRequest};
+    use tandem_replicator::bulk;
+    call_as(c, operator, &c.replicator_addrs["a"], |channel| async move {
+        let req = FetchRequest { tenant: "t1".into(), contract_id: "d1".into(), version: 0 };
+        let mut chunks = bulk::download::<_, ApplyChunk>(channel, bulk::FETCH, &req).await?;
+        chunks.next().await.transpose()
+    })
 }
 
 // A [tls] section naming a missing file, or a key file that holds no key,

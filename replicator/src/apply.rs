@@ -313,9 +313,9 @@ pub async fn copy_from(site: &Site, source_addr: &str, tenant: &str, contract_id
 /// [`copy_from`] of one version (0: the latest state).
 pub async fn copy_version_from(site: &Site, source_addr: &str, tenant: &str, contract_id: &str, version: u64) -> Result<(), tonic::Status> {
     let channel = site.transport.channel(source_addr).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-    let mut client = crate::peer::client(channel);
     let call = async {
-        let stream = client.fetch(pb::FetchRequest { tenant: tenant.into(), contract_id: contract_id.into(), version }).await?.into_inner();
+        let req = pb::FetchRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
+        let stream = crate::bulk::download::<_, pb::ApplyChunk>(channel, crate::bulk::FETCH, &req).await?;
         apply(site, stream, Mode::Repair).await.map_err(tonic::Status::from)
     };
     match tokio::time::timeout(COPY_TIMEOUT, call).await {

@@ -25,6 +25,14 @@
 //! so callers handle it exactly like a gRPC refusal; success is HTTP 200
 //! with the protobuf reply as the body.
 //!
+//! Downloads ([`GET`], [`FETCH`]) go the other way: the request body is
+//! the protobuf request as it is, and a successful response's body is
+//! frames as above, ended by HTTP/2 trailers holding the final gRPC
+//! status (again as gRPC does). A failure part-way (a blob that fails its
+//! integrity check after some of it was sent) is that status; a body that
+//! ends without it (a cut connection, a crashed server) is an error too,
+//! never a short file taken for a whole one.
+//!
 //! Bulk calls go through the same server (service [`SERVICE`]), the same
 //! channels (TLS, the simulation's sockets) and the same role checks
 //! ([`crate::permissions`]) as gRPC.
@@ -51,6 +59,11 @@ pub const PUT: &str = "/tandem.replicator.v1.Bulk/Put";
 pub const STAGE: &str = "/tandem.replicator.v1.Bulk/Stage";
 /// One change-log entry, shipper to peer: `ApplyChunk`s in, `ApplyReply` out.
 pub const APPLY: &str = "/tandem.replicator.v1.Bulk/Apply";
+/// A contract read: `GetRequest` in, `GetChunk`s out (as `Contracts.Get`).
+pub const GET: &str = "/tandem.replicator.v1.Bulk/Get";
+/// One contract's state for a repair, from another site: `FetchRequest`
+/// in, `ApplyChunk`s out (as `Replication.Fetch`).
+pub const FETCH: &str = "/tandem.replicator.v1.Bulk/Fetch";
 
 pub(crate) const CONTENT_TYPE: &str = "application/x-tandem-bulk";
 /// Frame kinds.
@@ -91,6 +104,7 @@ macro_rules! chunk_with_data {
 chunk_with_data!(pb::PutChunk, pb::put_chunk::Part);
 chunk_with_data!(pb::StageChunk, pb::stage_chunk::Part);
 chunk_with_data!(pb::ApplyChunk, pb::apply_chunk::Part);
+chunk_with_data!(pb::GetChunk, pb::get_chunk::Part);
 
 fn header(kind: u8, len: usize) -> [u8; HEADER_LEN] {
     let mut h = [kind, 0, 0, 0, 0];
@@ -126,6 +140,52 @@ pub fn body<M: Chunk>(chunks: impl Stream<Item = M> + Send + 'static) -> Body {
     Body::new(StreamBody::new(frames))
 }
 
+/// A download's response body: the frames of `chunks`, then trailers with
+/// the final status: OK after the last chunk, or the first error (which
+/// ends the stream).
+pub fn streamed<M: Chunk>(chunks: impl Stream<Item = Result<M, Status>> + Send + 'static) -> Body {
+    let items = chunks.map(Some).chain(futures::stream::iter([None]));
+    let frames = items
+        .scan(false, |ended, item| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let out: Vec<Frame<Bytes>> = match item {
+                Some(Ok(chunk)) => frames(chunk).into_iter().map(Frame::data).collect(),
+                Some(Err(status)) => {
+                    *ended = true;
+                    vec![Frame::trailers(status_headers(&status))]
+                }
+                None => {
+                    *ended = true;
+                    vec![Frame::trailers(status_headers(&Status::ok("")))]
+                }
+            };
+            futures::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
+        .map(Ok::<_, Status>);
+    Body::new(StreamBody::new(frames))
+}
+
+fn status_headers(status: &Status) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if status.add_header(&mut headers).is_err() {
+        // Only a metadata value that is no header value gets here.
+        headers.clear();
+        let _ = Status::internal("the server's final status could not be sent").add_header(&mut headers);
+    }
+    headers
+}
+
+/// The gRPC status in `headers`, if any. tonic panics on details that are
+/// not base64; tandem sends none, so a peer's are dropped, never trusted.
+fn status_of(headers: &http::HeaderMap) -> Option<Status> {
+    let mut headers = headers.clone();
+    headers.remove("grpc-status-details-bin");
+    Status::from_header_map(&headers)
+}
+
 /// Reads frames from a body, keeping the pieces hyper hands over.
 struct Reader {
     body: Body,
@@ -134,11 +194,36 @@ struct Reader {
     ended: bool,
     /// Bytes of the current [`DATA`] frame still to come.
     data_left: usize,
+    /// A download's body ends with its final status in trailers; a
+    /// request body has none.
+    ends_with_status: bool,
+    trailers: Option<http::HeaderMap>,
 }
 
 impl Reader {
-    fn new(body: Body) -> Self {
-        Self { body, pieces: VecDeque::new(), buffered: 0, ended: false, data_left: 0 }
+    fn new(body: Body, ends_with_status: bool) -> Self {
+        Self { body, pieces: VecDeque::new(), buffered: 0, ended: false, data_left: 0, ends_with_status, trailers: None }
+    }
+
+    /// The error of a body that ended early: the sender's own failure when
+    /// its trailers say why, else `truncated`.
+    fn ended_early(&self, truncated: Status) -> Status {
+        match self.trailers.as_ref().and_then(status_of) {
+            Some(s) if s.code() != tonic::Code::Ok => s,
+            _ => truncated,
+        }
+    }
+
+    /// At a clean end between frames: a download's trailers decide.
+    fn clean_end(&self) -> Result<(), Status> {
+        if !self.ends_with_status {
+            return Ok(());
+        }
+        match self.trailers.as_ref().and_then(status_of) {
+            Some(s) if s.code() == tonic::Code::Ok => Ok(()),
+            Some(s) => Err(s),
+            None => Err(Status::unavailable("bulk stream ended without its final status (connection cut or server stopped); what came is incomplete")),
+        }
     }
 
     /// Waits until `n` bytes are buffered; false if the body ended first.
@@ -150,14 +235,18 @@ impl Reader {
             match self.body.frame().await {
                 None => self.ended = true,
                 Some(Err(s)) => return Err(s),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            self.buffered += data.len();
-                            self.pieces.push_back(data);
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        self.buffered += data.len();
+                        self.pieces.push_back(data);
+                    }
+                    Ok(_) => {}
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.trailers = Some(trailers);
                         }
                     }
-                }
+                },
             }
         }
         Ok(true)
@@ -199,8 +288,8 @@ impl Reader {
         if self.data_left == 0 {
             if !self.fill(HEADER_LEN).await? {
                 return match self.buffered {
-                    0 => Ok(None),
-                    n => Err(Status::invalid_argument(format!("bulk stream ended inside a frame header ({n} of {HEADER_LEN} bytes)"))),
+                    0 => self.clean_end().map(|()| None),
+                    n => Err(self.ended_early(Status::invalid_argument(format!("bulk stream ended inside a frame header ({n} of {HEADER_LEN} bytes)")))),
                 };
             }
             let head = self.take(HEADER_LEN);
@@ -213,7 +302,7 @@ impl Reader {
                 DATA => self.data_left = len,
                 MESSAGE => {
                     if !self.fill(len).await? {
-                        return Err(Status::invalid_argument(format!("bulk stream ended inside a frame ({} of {len} bytes)", self.buffered)));
+                        return Err(self.ended_early(Status::invalid_argument(format!("bulk stream ended inside a frame ({} of {len} bytes)", self.buffered))));
                     }
                     return M::decode(self.take(len)).map(Some).map_err(|e| Status::invalid_argument(format!("malformed message in bulk stream: {e}")));
                 }
@@ -221,7 +310,7 @@ impl Reader {
             }
         }
         if !self.fill(1).await? {
-            return Err(Status::invalid_argument(format!("bulk stream ended inside a frame ({} bytes missing)", self.data_left)));
+            return Err(self.ended_early(Status::invalid_argument(format!("bulk stream ended inside a frame ({} bytes missing)", self.data_left))));
         }
         let data = self.take_some(self.data_left);
         self.data_left -= data.len();
@@ -231,7 +320,17 @@ impl Reader {
 
 /// The chunks of a request body; the stream ends after its first error.
 pub fn chunks<M: Chunk>(body: Body) -> impl Stream<Item = Result<M, Status>> + Send + Unpin {
-    let reader = Some(Reader::new(body));
+    read_chunks(Reader::new(body, false))
+}
+
+/// The chunks of a download's response body, whose end must carry an OK
+/// status (see the module's comment).
+fn downloaded<M: Chunk>(body: Body) -> impl Stream<Item = Result<M, Status>> + Send + Unpin {
+    read_chunks(Reader::new(body, true))
+}
+
+fn read_chunks<M: Chunk>(reader: Reader) -> impl Stream<Item = Result<M, Status>> + Send + Unpin {
+    let reader = Some(reader);
     Box::pin(futures::stream::unfold(reader, |reader| async move {
         let mut reader = reader?;
         match reader.next::<M>().await {
@@ -250,7 +349,27 @@ pub async fn call<M: Chunk, R: Message + Default>(channel: Channel, path: &str, 
 
 /// Like [`call`], with the request body as it is: for tests, which send
 /// malformed ones.
-pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: Body) -> Result<R, Status> {
+pub async fn send<R: Message + Default>(channel: Channel, path: &str, body: Body) -> Result<R, Status> {
+    let response = request(channel, path, body).await?;
+    // A reply too long or malformed is the server's fault, not the caller's.
+    message(response.into_body(), &format!("reply of {path}")).await.map_err(|e| match e.code() {
+        tonic::Code::InvalidArgument => Status::internal(e.message().to_string()),
+        _ => e,
+    })
+}
+
+/// Calls the download `path` on `channel` with `req`; the chunks the
+/// server streams back. A refusal is the call's error; a failure part-way
+/// is the stream's last item, and so is a body cut short.
+pub async fn download<Q: Message, M: Chunk>(channel: Channel, path: &str, req: &Q) -> Result<impl Stream<Item = Result<M, Status>> + Send + Unpin, Status> {
+    let body = Body::new(http_body_util::Full::new(Bytes::from(req.encode_to_vec())));
+    let response = request(channel, path, body).await?;
+    Ok(downloaded(response.into_body()))
+}
+
+/// Sends one bulk request; the response once its headers say it is a
+/// bulk answer, or the server's refusal.
+async fn request(mut channel: Channel, path: &str, body: Body) -> Result<http::Response<Body>, Status> {
     use tower::{Service, ServiceExt};
     let request = http::Request::post(path)
         .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
@@ -259,7 +378,7 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
         .map_err(|e| Status::internal(format!("cannot build a bulk request: {e}")))?;
     let transport = |e: tonic::transport::Error| Status::from_error(Box::new(e));
     let response = channel.ready().await.map_err(transport)?.call(request).await.map_err(transport)?;
-    if let Some(status) = Status::from_header_map(response.headers()) {
+    if let Some(status) = status_of(response.headers()) {
         match status.code() {
             tonic::Code::Ok => {}
             // Say what an SRE needs: sites of two tandem versions.
@@ -271,17 +390,22 @@ pub async fn send<R: Message + Default>(mut channel: Channel, path: &str, body: 
     if response.status() != http::StatusCode::OK || !bulk {
         return Err(Status::unknown(format!("bulk call {path} answered HTTP {} without a bulk reply", response.status())));
     }
-    let mut body = response.into_body();
-    let mut reply = BytesMut::new();
+    Ok(response)
+}
+
+/// One protobuf message making up a whole body (a reply, or a download's
+/// request), of at most [`MAX_MESSAGE`] bytes.
+pub async fn message<R: Message + Default>(mut body: Body, what: &str) -> Result<R, Status> {
+    let mut bytes = BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
-            if reply.len() + data.len() > MAX_MESSAGE {
-                return Err(Status::internal(format!("bulk reply of {path} exceeds {MAX_MESSAGE} bytes")));
+            if bytes.len() + data.len() > MAX_MESSAGE {
+                return Err(Status::invalid_argument(format!("bulk {what} exceeds {MAX_MESSAGE} bytes")));
             }
-            reply.put(data);
+            bytes.put(data);
         }
     }
-    R::decode(reply.freeze()).map_err(|e| Status::internal(format!("malformed reply to {path}: {e}")))
+    R::decode(bytes.freeze()).map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
 }
 
 #[cfg(test)]
@@ -399,6 +523,76 @@ mod tests {
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].as_ref().unwrap(), &pb::StageChunk { part: None }, "the handler refuses it as an empty chunk");
         }
+    }
+
+    fn get_start() -> pb::GetChunk {
+        pb::GetChunk { part: Some(pb::get_chunk::Part::File(pb::FileStart { name: "deed.pdf".into(), ..Default::default() })) }
+    }
+
+    #[tokio::test]
+    async fn a_download_round_trips_and_ends_with_its_status() {
+        let data = Bytes::from((0..(MAX_MESSAGE + 3000) as u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+        let sent = vec![get_start(), pb::GetChunk::from_data(data.clone()), pb::GetChunk::from_data(Bytes::new())];
+        let got: Vec<pb::GetChunk> = downloaded(streamed(futures::stream::iter(sent.clone()).map(Ok))).map(|r| r.unwrap()).collect().await;
+        assert_eq!(got[0], sent[0]);
+        let bytes: Vec<u8> = got[1..]
+            .iter()
+            .flat_map(|c| match &c.part {
+                Some(pb::get_chunk::Part::Data(d)) => d.to_vec(),
+                other => panic!("expected data, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(bytes, data.to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_failure_part_way_is_the_last_item_with_its_code_and_metadata() {
+        let mut failure = Status::data_loss("integrity check failed in segment 2");
+        failure.metadata_mut().insert(tandem_proto::ERROR_CODE_METADATA, tonic::metadata::MetadataValue::from_static("CORRUPT"));
+        let sent = vec![Ok(get_start()), Ok(pb::GetChunk::from_data(Bytes::from(vec![1u8; 100]))), Err(failure), Ok(get_start())];
+        let got: Vec<Result<pb::GetChunk, Status>> = downloaded(streamed(futures::stream::iter(sent))).collect().await;
+        assert_eq!(got.len(), 3, "nothing after the failure: {got:?}");
+        assert!(got[0].is_ok() && got[1].is_ok());
+        let e = got[2].as_ref().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DataLoss);
+        assert_eq!(e.message(), "integrity check failed in segment 2");
+        assert_eq!(e.metadata().get(tandem_proto::ERROR_CODE_METADATA).unwrap(), "CORRUPT");
+    }
+
+    #[tokio::test]
+    async fn a_download_without_its_final_status_is_an_error_not_an_end() {
+        // Whole frames but no trailers: a server that stopped between frames.
+        let wire = encoded(vec![start(), pb::StageChunk::from_data(Bytes::from(vec![1u8; 100]))]).await;
+        let got: Vec<Result<pb::StageChunk, Status>> = downloaded(body_in_pieces(&wire, 9)).collect().await;
+        let e = got.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(e.message().contains("without its final status"), "{}", e.message());
+        // Cut inside a frame: still an error (a request body's rule).
+        let got: Vec<Result<pb::StageChunk, Status>> = downloaded(body_in_pieces(&wire[..wire.len() - 1], 9)).collect().await;
+        assert!(got.last().unwrap().as_ref().unwrap_err().message().contains("ended inside a frame"));
+    }
+
+    #[tokio::test]
+    async fn a_peers_malformed_status_details_are_dropped_not_a_panic() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("broken"));
+        trailers.insert("grpc-status-details-bin", http::HeaderValue::from_static("!!not base64!!"));
+        let frames = vec![Ok::<_, Status>(Frame::trailers(trailers))];
+        let got: Vec<Result<pb::GetChunk, Status>> = downloaded(Body::new(StreamBody::new(futures::stream::iter(frames)))).collect().await;
+        let e = got[0].as_ref().unwrap_err();
+        assert_eq!((e.code(), e.message()), (tonic::Code::Internal, "broken"));
+    }
+
+    #[tokio::test]
+    async fn a_download_request_is_one_bounded_message() {
+        let req = pb::GetRequest { tenant: "t".into(), contract_id: "c".into(), version: 2 };
+        let body = Body::new(http_body_util::Full::new(Bytes::from(req.encode_to_vec())));
+        assert_eq!(message::<pb::GetRequest>(body, "get request").await.unwrap(), req);
+        let e = message::<pb::GetRequest>(body_in_pieces(&vec![0u8; MAX_MESSAGE + 1], 65_536), "get request").await.unwrap_err();
+        assert!(e.message().contains("exceeds"), "{}", e.message());
+        let e = message::<pb::GetRequest>(body_in_pieces(&[0xff, 0xff], 1), "get request").await.unwrap_err();
+        assert!(e.message().contains("malformed get request"), "{}", e.message());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `Bulk` service: the server side of the bulk streams
-//! ([`crate::bulk`] frames them), routing [`PUT`], [`STAGE`] and [`APPLY`]
-//! to their handlers in [`crate::service`].
+//! ([`crate::bulk`] frames them), routing [`PUT`], [`STAGE`], [`APPLY`],
+//! [`GET`] and [`FETCH`] to their handlers in [`crate::service`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,12 +14,14 @@ use prost::Message;
 use tonic::body::Body;
 use tonic::Status;
 
-use crate::bulk::{chunks, APPLY, CONTENT_TYPE, PUT, SERVICE, STAGE};
+use crate::bulk::{chunks, message, streamed, Chunk, APPLY, CONTENT_TYPE, FETCH, GET, PUT, SERVICE, STAGE};
+use crate::service::BoxStream;
 use crate::site::Site;
 
-/// The server side: routes [`PUT`] (to the same handler as the gRPC
-/// `Contracts.Put`), [`STAGE`] and [`APPLY`] to their handlers in
-/// [`crate::service`] (the wire format stays in [`crate::bulk`], below both).
+/// The server side: routes [`PUT`], [`GET`] and [`FETCH`] (to the same
+/// handlers as their gRPC namesakes), [`STAGE`] and [`APPLY`] to their
+/// handlers in [`crate::service`] (the wire format stays in
+/// [`crate::bulk`], below both).
 #[derive(Clone)]
 pub struct BulkServer {
     site: Arc<Site>,
@@ -46,6 +48,19 @@ fn reply(result: Result<impl Message, Status>) -> http::Response<Body> {
     }
 }
 
+/// A download's response: a refusal before the first chunk in the
+/// headers, else the chunks and the final status in trailers.
+fn streamed_reply<M: Chunk>(result: Result<BoxStream<M>, Status>) -> http::Response<Body> {
+    match result {
+        Ok(chunks) => {
+            let mut response = http::Response::new(streamed(chunks));
+            response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(CONTENT_TYPE));
+            response
+        }
+        Err(status) => status.into_http(),
+    }
+}
+
 impl tower::Service<http::Request<Body>> for BulkServer {
     type Response = http::Response<Body>;
     type Error = Infallible;
@@ -64,6 +79,14 @@ impl tower::Service<http::Request<Body>> for BulkServer {
                 PUT => reply(crate::service::put_counted(&site, chunks(body)).await),
                 STAGE => reply(crate::service::stage_logged(&site, chunks(body)).await),
                 APPLY => reply(crate::service::apply_logged(&site, chunks(body)).await),
+                GET => match message::<tandem_proto::replicator::GetRequest>(body, "get request").await {
+                    Ok(r) => streamed_reply(crate::service::get_chunks(&site, r).await),
+                    Err(status) => status.into_http(),
+                },
+                FETCH => match message::<tandem_proto::replicator::FetchRequest>(body, "fetch request").await {
+                    Ok(r) => streamed_reply(crate::service::fetch_chunks(&site, r)),
+                    Err(status) => status.into_http(),
+                },
                 _ => Status::unimplemented(format!("no bulk call {path:?}")).into_http(),
             })
         })

@@ -355,9 +355,10 @@ impl ReplicatorClient {
         out_dir: Option<&Path>,
         mut hashes: Option<&mut Vec<(String, blake3::Hasher)>>,
     ) -> Result<pb::ContractInfo, ClientError> {
-        let mut client = self.client(addr)?;
         let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
-        let mut stream = client.get(req).await.map_err(|s| refused(addr, s))?.into_inner();
+        // A bulk stream: the file bytes are not copied into gRPC messages.
+        let channel = self.channel(addr)?;
+        let mut stream = crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &req).await.map_err(|s| refused(addr, s))?;
         let mut info = None;
         // Each file is written like a blob (writer thread, direct I/O where
         // the filesystem takes it, fsync when complete).

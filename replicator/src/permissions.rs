@@ -7,12 +7,12 @@
 //!
 //! | call                                            | needs          |
 //! |-------------------------------------------------|----------------|
-//! | Contracts Get, Head, List                       | role viewer    |
+//! | Contracts Get (gRPC or bulk stream), Head, List | role viewer    |
 //! | Contracts Put (gRPC or bulk stream)             | role operator  |
 //! | Contracts Destroy (crypto-shredding)            | role admin     |
 //! | Replication Digests, Inventory, Scrub, Divergent| role viewer    |
 //! | Replication Repair                              | role operator  |
-//! | every other call (Cursor, Apply, Stage, Fetch, ...) | a site     |
+//! | every other call (Cursor, Apply, Stage, Fetch, ...; gRPC or bulk) | a site |
 //!
 //! Sites may call everything; over plaintext nothing is checked (see
 //! `tandem_net::identity`). Refusals are logged and audited through
@@ -30,8 +30,8 @@ use tandem_proto::error_code;
 pub fn need_of(path: &str) -> (&'static str, Need) {
     let method = path.rsplit('/').next().unwrap_or_default();
     let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
-    // A bulk put (crate::bulk) carries what its gRPC namesake does.
-    let contracts = service.ends_with(".Contracts") || (service.ends_with(".Bulk") && method == "Put");
+    // A bulk put or get (crate::bulk) carries what its gRPC namesake does.
+    let contracts = service.ends_with(".Contracts") || (service.ends_with(".Bulk") && matches!(method, "Put" | "Get"));
     let replication = service.ends_with(".Replication");
     match method {
         "Get" | "Head" | "List" if contracts => ("contract get", Need::Role(Role::Viewer)),
@@ -123,6 +123,8 @@ mod tests {
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Scrub").1, Need::Role(Role::Viewer));
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Repair").1, Need::Role(Role::Operator));
         assert_eq!(need_of(crate::bulk::APPLY).1, Need::Site);
+        assert_eq!(need_of(crate::bulk::GET), ("contract get", Need::Role(Role::Viewer)));
+        assert_eq!(need_of(crate::bulk::FETCH).1, Need::Site);
         // A "Get" of another service is not a contract read.
         assert_eq!(need_of("/tandem.replicator.v1.Replication/Get").1, Need::Site);
         assert_eq!(need_of("/nonsense").1, Need::Site);

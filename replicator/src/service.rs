@@ -23,7 +23,7 @@ use crate::site::Site;
 use crate::write::{PutHeader, PutSession};
 use crate::{digest, read, ship};
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Describes a version for clients. PII values only when `pii` is given.
 pub fn info(head: &ContractHead, v: Option<&VersionRecord>, pii: Option<std::collections::BTreeMap<String, String>>) -> pb::ContractInfo {
@@ -52,6 +52,45 @@ pub fn info(head: &ContractHead, v: Option<&VersionRecord>, pii: Option<std::col
         out.pii_fields = p.into_iter().collect();
     }
     out
+}
+
+/// A contract read, for `Contracts.Get` and the bulk `Get`: its
+/// description with PII, then each file's start and plaintext. A file
+/// that fails its checks part-way ends the stream with the error.
+pub async fn get_chunks(site: &Arc<Site>, r: pb::GetRequest) -> Result<BoxStream<pb::GetChunk>, Status> {
+    site.serving()?;
+    let (head, v) = read::version(site, &r.tenant, &r.contract_id, r.version)?;
+    let pii = read::pii_fields(site, &v).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::GetChunk, Status>>(4);
+    let site = site.clone();
+    let first = pb::GetChunk { part: Some(GetPart::Info(info(&head, Some(&v), Some(pii)))) };
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        for file in &v.files {
+            let start = pb::GetChunk { part: Some(GetPart::File(pb::FileStart { name: file.name.clone(), ..Default::default() })) };
+            if tx.send(Ok(start)).await.is_err() {
+                return;
+            }
+            let send = read::channel_sender(tx.clone(), |b| Ok(pb::GetChunk { part: Some(GetPart::Data(b)) }));
+            if let Err(e) = read::send_file(&site, &v, file, send).await {
+                tracing::warn!(error = %e, "read failed");
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// A contract's state (or one version) as one log entry, for a repair
+/// elsewhere: `Replication.Fetch` and the bulk `Fetch`.
+pub fn fetch_chunks(site: &Arc<Site>, r: pb::FetchRequest) -> Result<BoxStream<pb::ApplyChunk>, Status> {
+    // A restoring site is no source: its copy may predate a destroy.
+    site.serving()?;
+    let entry = repair_entry(site, &r.tenant, &r.contract_id, r.version)?;
+    Ok(Box::pin(ship::entry_chunks(site.blobs.clone(), entry, Default::default(), None, None).map(Ok)))
 }
 
 pub struct ContractsService {
@@ -145,31 +184,7 @@ impl Contracts for ContractsService {
     type GetStream = BoxStream<pb::GetChunk>;
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<Self::GetStream>, Status> {
-        self.site.serving()?;
-        let r = req.into_inner();
-        let (head, v) = read::version(&self.site, &r.tenant, &r.contract_id, r.version)?;
-        let pii = read::pii_fields(&self.site, &v).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::GetChunk, Status>>(4);
-        let site = self.site.clone();
-        let first = pb::GetChunk { part: Some(GetPart::Info(info(&head, Some(&v), Some(pii)))) };
-        tokio::spawn(async move {
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            for file in &v.files {
-                let start = pb::GetChunk { part: Some(GetPart::File(pb::FileStart { name: file.name.clone(), ..Default::default() })) };
-                if tx.send(Ok(start)).await.is_err() {
-                    return;
-                }
-                let send = read::channel_sender(tx.clone(), |b| Ok(pb::GetChunk { part: Some(GetPart::Data(b)) }));
-                if let Err(e) = read::send_file(&site, &v, file, send).await {
-                    tracing::warn!(error = %e, "read failed");
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(get_chunks(&self.site, req.into_inner()).await?))
     }
 
     async fn head(&self, req: Request<pb::HeadRequest>) -> Result<Response<pb::ContractInfo>, Status> {
@@ -294,12 +309,7 @@ impl Replication for ReplicationService {
     type FetchStream = BoxStream<pb::ApplyChunk>;
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
-        // A restoring site is no source: its copy may predate a destroy.
-        self.site.serving()?;
-        let r = req.into_inner();
-        let entry = repair_entry(&self.site, &r.tenant, &r.contract_id, r.version)?;
-        let chunks = ship::entry_chunks(self.site.blobs.clone(), entry, Default::default(), None, None).map(Ok);
-        Ok(Response::new(Box::pin(chunks)))
+        Ok(Response::new(fetch_chunks(&self.site, req.into_inner())?))
     }
 
     async fn divergent(&self, _req: Request<pb::DivergentRequest>) -> Result<Response<pb::DivergentReply>, Status> {
