@@ -189,7 +189,7 @@ fn a_restored_site_catches_up_and_never_serves_what_was_destroyed() {
     // confirms the destroy, so b collects its ciphertext: the restored a
     // meets that put in b's log with nothing left to send.
     put(&c, "b", &tenant_b, "b-late", &[&deed], &[]);
-    let collected = c.data_dir("b").join("replicator").join("blobs").join(&tenant_b).join("b-late").join("v1").join("0");
+    let collected = c.data_dir("b").join("replicator").join("blobs").join(tandem_replicator::model::blob_path(&tenant_b, "b-late", 1, 0));
     assert!(collected.exists(), "b-late's ciphertext is at {}", collected.display());
     ok(&c.contract("b", &["destroy", "--tenant", &tenant_b, "--id", "b-late", "--reason", "erasure request 11", "--yes"]));
     c.wait_for("b collecting b-late's ciphertext", || (!collected.exists()).then_some(()));

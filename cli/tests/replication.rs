@@ -57,7 +57,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 }
 
 fn blob_file(c: &Cluster, site: &str, tenant: &str, id: &str, index: usize) -> PathBuf {
-    c.data_dir(site).join("replicator/blobs").join(tenant).join(id).join("v1").join(index.to_string())
+    c.data_dir(site).join("replicator/blobs").join(tandem_replicator::model::blob_path(tenant, id, 1, index))
 }
 
 // Contracts put at A and at B (each for a shard it owns, and one sent to
@@ -627,7 +627,7 @@ fn staged_copies_count_only_with_their_entry() {
     let b = c.replicator_addrs["b"].clone();
     let staging = c.data_dir("b").join("replicator/blobs/.staging");
     let staged_files = || std::fs::read_dir(&staging).unwrap().count();
-    let blob = format!("{ta}/staged-x/v1/0");
+    let blob = tandem_replicator::model::blob_path(&ta, "staged-x", 1, 0);
     let (data, key_id) = ciphertext(3 << 20);
     let len = data.len() as u64;
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -27,7 +27,7 @@ use crate::blob::Hashing;
 use crate::error::ReplicaError;
 use crate::ids::{check_file_name, check_id};
 use crate::meta::MetaBatch;
-use crate::model::{blob_path, Change, ContractHead, LogEntry};
+use crate::model::{is_blob_path_of, Change, ContractHead, LogEntry};
 use crate::parts::PartReader;
 use crate::site::Site;
 
@@ -108,7 +108,7 @@ struct Group<'a> {
     entries: usize,
     /// Directories whose new entries (staged copies committed under their
     /// paths) must be synced before the batch.
-    dirs: std::collections::BTreeSet<std::path::PathBuf>,
+    dirs: crate::blob::DirSyncs,
     /// The origin's cursor once the batch is committed.
     applied: u64,
     destroys: bool,
@@ -210,7 +210,7 @@ where
             }
             for (i, file) in v.files.iter().enumerate() {
                 check_file_name(&file.name)?;
-                if file.blob != blob_path(&v.tenant, &v.contract_id, v.version, i) {
+                if !is_blob_path_of(&file.blob, &v.tenant, &v.contract_id, v.version, i) {
                     return Err(ReplicaError::Invalid(format!("file {} has an unexpected storage path", file.name)));
                 }
             }
@@ -402,7 +402,7 @@ async fn receive_files<S>(
     entry: &LogEntry,
     chunks: &mut PartReader<S>,
     check_hash: bool,
-    dirs: &mut std::collections::BTreeSet<std::path::PathBuf>,
+    dirs: &mut crate::blob::DirSyncs,
 ) -> Result<Option<bytes::Bytes>, ReplicaError>
 where
     S: Stream<Item = Result<pb::ApplyChunk, tonic::Status>>,

@@ -10,9 +10,10 @@
 //! `O_DIRECT` when the filesystem supports it (the page cache would only
 //! add a copy of every byte and a large write-back at the fsync; on a
 //! filesystem without it, plain writes). At the end: one fsync of the
-//! file, a rename to its name, an fsync of its directory (and of every
-//! directory the rename had to create). So a name only ever designates a
-//! complete, durable file, and metadata is committed only after that.
+//! file, a rename to its name, an fsync of its directory (and of each
+//! directory above it that this process has not yet seen synced into its
+//! parent, [`DirSyncs`]). So a name only ever designates a complete,
+//! durable file, and metadata is committed only after that.
 //! Reads use `O_DIRECT` too, from a reader thread, 1 MiB at a time.
 //!
 //! **Other backends** go through object_store: multipart uploads, which
@@ -101,7 +102,7 @@ fn join_err(e: tokio::task::JoinError) -> BlobError {
 /// clients writing what they read. The caller renames it into place.
 pub async fn file_writer(path: &FsPath) -> Result<BlobWriter, BlobError> {
     let root = path.parent().map(FsPath::to_path_buf).unwrap_or_default();
-    let w = LocalWriter::start(direct_flag(true) != 0, root, path.to_path_buf(), None, Hashing::None).await?;
+    let w = LocalWriter::start(direct_flag(true) != 0, root, Arc::default(), path.to_path_buf(), None, Hashing::None).await?;
     Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
 }
 
@@ -132,6 +133,7 @@ enum Backend {
 
 struct LocalFs {
     root: PathBuf,
+    durable: Arc<DurableDirs>,
     /// Files are written and read with `O_DIRECT`.
     direct: bool,
     /// Names of temporary and staged files: unique within this process
@@ -154,7 +156,7 @@ impl BlobStore {
         std::fs::create_dir_all(&staging).map_err(|e| BlobError::Store(format!("cannot create {}: {e}", staging.display())))?;
         let direct = direct && direct_io_works(&staging);
         tracing::debug!(root = %root.display(), direct, "local blob store");
-        Ok(Self { backend: Backend::Local(Arc::new(LocalFs { root, direct, next: AtomicU64::new(0) })), stats: BlobStats::default() })
+        Ok(Self { backend: Backend::Local(Arc::new(LocalFs { root, durable: Arc::default(), direct, next: AtomicU64::new(0) })), stats: BlobStats::default() })
     }
 
     /// An in-memory store that lives as long as its clones: the drill keeps
@@ -240,7 +242,7 @@ impl BlobStore {
         match &self.backend {
             Backend::Local(fs) => {
                 let tmp = fs.root.join(STAGING).join(format!("tmp-{}", fs.next.fetch_add(1, Ordering::Relaxed)));
-                let w = LocalWriter::start(fs.direct, fs.root.clone(), tmp, Some(fs.root.join(blob)), hashing).await?;
+                let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.durable.clone(), tmp, Some(fs.root.join(blob)), hashing).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
             Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(Box::new(ObjectWriter::start(store, blob, hashing).await?)), len: 0 }),
@@ -265,7 +267,7 @@ impl BlobStore {
         match &self.backend {
             // Written in place: the name is private until promoted.
             Backend::Local(fs) => {
-                let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.root.join(staged), None, Hashing::None).await?;
+                let w = LocalWriter::start(fs.direct, fs.root.clone(), fs.durable.clone(), fs.root.join(staged), None, Hashing::None).await?;
                 Ok(BlobWriter { inner: Inner::Local(w), len: 0 })
             }
             Backend::Object(store, _) => Ok(BlobWriter { inner: Inner::Object(Box::new(ObjectWriter::start(store, staged, Hashing::None).await?)), len: 0 }),
@@ -276,8 +278,8 @@ impl BlobStore {
     pub async fn promote(&self, staged: &str, blob: &str) -> Result<(), BlobError> {
         match &self.backend {
             Backend::Local(fs) => {
-                let (from, to, root) = (fs.root.join(staged), fs.root.join(blob), fs.root.clone());
-                tokio::task::spawn_blocking(move || rename_durably(&root, &from, &to)).await.map_err(join_err)?
+                let (from, to, fs) = (fs.root.join(staged), fs.root.join(blob), fs.clone());
+                tokio::task::spawn_blocking(move || rename_durably(&fs.root, &fs.durable, &from, &to)).await.map_err(join_err)?
             }
             Backend::Object(store, _) => {
                 let from = Path::parse(staged).map_err(|e| BlobError::Store(e.to_string()))?;
@@ -292,12 +294,12 @@ impl BlobStore {
     /// to sync with others at once (a group of entries applied together
     /// syncs each directory once, and the syncs in parallel: one after the
     /// other they were most of a peer's time per entry).
-    pub async fn promote_deferred(&self, staged: &str, blob: &str, dirs: &mut std::collections::BTreeSet<PathBuf>) -> Result<(), BlobError> {
+    pub async fn promote_deferred(&self, staged: &str, blob: &str, dirs: &mut DirSyncs) -> Result<(), BlobError> {
         match &self.backend {
             Backend::Local(fs) => {
-                let (from, to, root) = (fs.root.join(staged), fs.root.join(blob), fs.root.clone());
+                let (from, to, fs) = (fs.root.join(staged), fs.root.join(blob), fs.clone());
                 let created = tokio::task::spawn_blocking(move || {
-                    let dirs = prepare_dirs(&root, &to)?;
+                    let dirs = prepare_dirs(&fs.root, &fs.durable, &to)?;
                     rename(&from, &to)?;
                     Ok::<_, BlobError>(dirs)
                 })
@@ -311,10 +313,14 @@ impl BlobStore {
     }
 
     /// Syncs `dirs` (from [`Self::promote_deferred`]), in parallel.
-    pub async fn sync_dirs(&self, dirs: std::collections::BTreeSet<PathBuf>) -> Result<(), BlobError> {
-        let syncs = dirs.into_iter().map(|d| tokio::task::spawn_blocking(move || sync_dir(&d)));
+    pub async fn sync_dirs(&self, dirs: DirSyncs) -> Result<(), BlobError> {
+        let DirSyncs { sync, durable } = dirs;
+        let syncs = sync.into_iter().map(|d| tokio::task::spawn_blocking(move || sync_dir(&d)));
         for r in futures::future::join_all(syncs).await {
             r.map_err(join_err)??;
+        }
+        if let Backend::Local(fs) = &self.backend {
+            fs.durable.add(durable);
         }
         Ok(())
     }
@@ -437,12 +443,12 @@ impl BlobStore {
     pub async fn rename(&self, from: &str, to: &str) -> Result<bool, BlobError> {
         match &self.backend {
             Backend::Local(fs) => {
-                let (src, dst, root) = (fs.root.join(from), fs.root.join(to), fs.root.clone());
+                let (src, dst, fs) = (fs.root.join(from), fs.root.join(to), fs.clone());
                 tokio::task::spawn_blocking(move || {
                     if !src.exists() {
                         return Ok(false);
                     }
-                    rename_durably(&root, &src, &dst)?;
+                    rename_durably(&fs.root, &fs.durable, &src, &dst)?;
                     // The name is gone from its old directory too.
                     if let Some(dir) = src.parent() {
                         sync_dir(dir)?;
@@ -697,13 +703,13 @@ struct Pipeline {
 }
 
 impl LocalWriter {
-    async fn start(direct: bool, root: PathBuf, tmp: PathBuf, dst: Option<PathBuf>, hashing: Hashing) -> Result<Self, BlobError> {
+    async fn start(direct: bool, root: PathBuf, durable: Arc<DurableDirs>, tmp: PathBuf, dst: Option<PathBuf>, hashing: Hashing) -> Result<Self, BlobError> {
         let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut target = Target { tmp: tmp.clone(), dst, root, direct, dirs: Vec::new() };
+        let mut target = Target { tmp: tmp.clone(), dst, root, known: durable, direct, dirs: DirSyncs::default() };
         let quit = gone.clone();
         let opening = tokio::task::spawn_blocking(move || {
             if let Some(dst) = &target.dst {
-                target.dirs = prepare_dirs(&target.root, dst)?;
+                target.dirs = prepare_dirs(&target.root, &target.known, dst)?;
             }
             let file = target.open()?;
             if quit.load(Ordering::SeqCst) {
@@ -850,10 +856,10 @@ struct Target {
     tmp: PathBuf,
     dst: Option<PathBuf>,
     root: PathBuf,
+    known: Arc<DurableDirs>,
     direct: bool,
-    /// The directories to sync once `dst` has its name: its own, and each
-    /// one created for it with its parent.
-    dirs: Vec<PathBuf>,
+    /// The directories to sync once `dst` has its name.
+    dirs: DirSyncs,
 }
 
 impl Target {
@@ -886,7 +892,9 @@ impl Target {
         if fresh {
             sync(&file)?;
         }
-        self.dirs.iter().try_for_each(|d| sync_dir(d))
+        self.dirs.sync.iter().try_for_each(|d| sync_dir(d))?;
+        self.known.add(self.dirs.durable.clone());
+        Ok(())
     }
 }
 
@@ -1023,26 +1031,82 @@ fn write_job(file: &mut std::fs::File, direct: bool, buf: &mut AlignedBuf, last:
 }
 
 /// Renames `from` to `to` and makes that durable: `from` was synced, the
-/// rename is synced by syncing `to`'s directory, and any directory that
-/// had to be created is synced into its parent (up to `root`).
-fn rename_durably(root: &FsPath, from: &FsPath, to: &FsPath) -> Result<(), BlobError> {
-    let dirs = prepare_dirs(root, to)?;
+/// rename is synced by syncing `to`'s directory, and so is each directory
+/// above it not yet known durable ([`prepare_dirs`]).
+fn rename_durably(root: &FsPath, known: &DurableDirs, from: &FsPath, to: &FsPath) -> Result<(), BlobError> {
+    let dirs = prepare_dirs(root, known, to)?;
     rename(from, to)?;
-    dirs.iter().try_for_each(|d| sync_dir(d))
+    dirs.sync.iter().try_for_each(|d| sync_dir(d))?;
+    known.add(dirs.durable);
+    Ok(())
+}
+
+/// The directories a new name needs synced, and what that makes durable.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirSyncs {
+    /// To sync: the name's own directory, and the parent of each directory
+    /// above it not yet known durable.
+    sync: std::collections::BTreeSet<PathBuf>,
+    /// Directories whose own names are durable once `sync` is done.
+    durable: Vec<PathBuf>,
+}
+
+impl DirSyncs {
+    pub fn is_empty(&self) -> bool {
+        self.sync.is_empty()
+    }
+
+    fn extend(&mut self, other: DirSyncs) {
+        self.sync.extend(other.sync);
+        self.durable.extend(other.durable);
+    }
+}
+
+/// Directories of a local store whose names this process has seen synced
+/// into their parents after they existed. Empty at start: a directory a
+/// crash interrupted may exist without being durable, so each one is
+/// synced into its parent once per process, and after that a new name
+/// below it syncs only its own directory (a new contract once synced
+/// three or four directories up to the root; a sync of a clean directory
+/// still costs a journal round on ext4). Nothing removes a directory of
+/// the store while the process runs; one that did would have to leave
+/// this set.
+#[derive(Default)]
+struct DurableDirs(std::sync::Mutex<std::collections::BTreeSet<PathBuf>>);
+
+impl DurableDirs {
+    fn contains(&self, dir: &FsPath) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(dir)
+    }
+
+    fn add(&self, dirs: Vec<PathBuf>) {
+        if !dirs.is_empty() {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(dirs);
+        }
+    }
 }
 
 /// Creates `to`'s directory if needed; returns the directories to sync once
-/// `to` has its name: its own and every one above it up to `root`. Not
-/// only those created here: a directory another write created a moment
-/// ago may not be synced into its parent yet, and this write's commit
-/// must not wait on that one's (a sync of a clean directory costs little).
-fn prepare_dirs(root: &FsPath, to: &FsPath) -> Result<Vec<PathBuf>, BlobError> {
+/// `to` has its name: its own, and for each directory above it (up to
+/// `root`) not known durable, that directory's parent. Not only those
+/// created here: a directory another write created a moment ago may not be
+/// synced into its parent yet, and this write's commit must not rely on
+/// that one's.
+fn prepare_dirs(root: &FsPath, known: &DurableDirs, to: &FsPath) -> Result<DirSyncs, BlobError> {
     let parent = to.parent().ok_or_else(|| BlobError::Store(format!("{} has no directory", to.display())))?;
     if !parent.starts_with(root) {
         return Err(BlobError::Store(format!("{} is outside the store", to.display())));
     }
-    let dirs: Vec<PathBuf> = parent.ancestors().take_while(|d| d.starts_with(root)).map(FsPath::to_path_buf).collect();
     std::fs::create_dir_all(parent).map_err(|e| BlobError::Store(format!("cannot create {}: {e}", parent.display())))?;
+    let mut dirs = DirSyncs::default();
+    dirs.sync.insert(parent.to_path_buf());
+    let mut dir = parent;
+    while dir != root && !known.contains(dir) {
+        let Some(above) = dir.parent() else { break };
+        dirs.sync.insert(above.to_path_buf());
+        dirs.durable.push(dir.to_path_buf());
+        dir = above;
+    }
     Ok(dirs)
 }
 
@@ -1132,18 +1196,48 @@ mod tests {
         vec![BlobStore::local_with(&dir.join("direct"), true).unwrap(), BlobStore::local_with(&dir.join("buffered"), false).unwrap()]
     }
 
-    // Every directory above a new name is synced, not only those this
-    // write created: one another write created a moment ago may not be in
-    // its parent yet.
+    // Every directory above a new name is synced into its parent once,
+    // not only those this write created (one another write created a
+    // moment ago may not be in its parent yet), and once that is done only
+    // the name's own directory.
     #[test]
-    fn a_new_name_syncs_every_directory_up_to_the_root() {
+    fn a_new_name_syncs_each_directory_above_it_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
         std::fs::create_dir_all(root.join("t1/c1")).unwrap();
-        let dirs = prepare_dirs(&root, &root.join("t1/c1/v1/0")).unwrap();
-        assert_eq!(dirs, vec![root.join("t1/c1/v1"), root.join("t1/c1"), root.join("t1"), root.clone()]);
+        let known = DurableDirs::default();
+        let dirs = prepare_dirs(&root, &known, &root.join("t1/c1/v1/0")).unwrap();
+        let set = |d: &[PathBuf]| d.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(dirs.sync, set(&[root.join("t1/c1/v1"), root.join("t1/c1"), root.join("t1"), root.clone()]));
+        assert_eq!(dirs.durable, vec![root.join("t1/c1/v1"), root.join("t1/c1"), root.join("t1")]);
         assert!(root.join("t1/c1/v1").is_dir());
-        assert!(prepare_dirs(&root, &dir.path().join("elsewhere/f")).is_err(), "a name outside the store is refused");
+        // Not synced yet: the next name still syncs everything.
+        assert_eq!(prepare_dirs(&root, &known, &root.join("t1/c1/v1/1")).unwrap(), dirs);
+        known.add(dirs.durable);
+        let next = prepare_dirs(&root, &known, &root.join("t1/c1/v1/2")).unwrap();
+        assert_eq!((next.sync, next.durable), (set(&[root.join("t1/c1/v1")]), vec![]));
+        // A new directory beside them: it and its parent.
+        let other = prepare_dirs(&root, &known, &root.join("t1/c2/v1/0")).unwrap();
+        assert_eq!(other.sync, set(&[root.join("t1/c2/v1"), root.join("t1/c2"), root.join("t1")]));
+        assert!(prepare_dirs(&root, &known, &dir.path().join("elsewhere/f")).is_err(), "a name outside the store is refused");
+    }
+
+    // Through the store: what a write's syncs made durable is remembered,
+    // a failed or unfinished one remembers nothing.
+    #[tokio::test]
+    async fn a_store_remembers_only_directories_it_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::local_with(&dir.path().join("blobs"), false).unwrap();
+        let Backend::Local(fs) = &store.backend else { unreachable!() };
+        let mut w = store.writer("t/b1/x.v1.0", Hashing::None).await.unwrap();
+        w.write(b"abc").await.unwrap();
+        assert!(!fs.durable.contains(&fs.root.join("t/b1")), "not before the write is finished");
+        w.finish().await.unwrap();
+        assert!(fs.durable.contains(&fs.root.join("t/b1")) && fs.durable.contains(&fs.root.join("t")));
+        let mut w = store.writer("t/b2/y.v1.0", Hashing::None).await.unwrap();
+        w.write(b"abc").await.unwrap();
+        w.abort().await;
+        assert!(!fs.durable.contains(&fs.root.join("t/b2")));
     }
 
     fn staging_files(store: &BlobStore) -> Vec<PathBuf> {

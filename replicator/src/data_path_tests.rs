@@ -230,6 +230,40 @@ async fn one_stream_carries_several_entries() {
     assert_eq!(crate::digest::shard_digests(&b, SHARDS as u32).unwrap(), crate::digest::store_digests(&b.meta, SHARDS as u32).unwrap());
 }
 
+// A put's file goes where `blob_path` says (one file in a bucket
+// directory); an entry naming the path of the layout before it (from a
+// site not yet upgraded) is applied and stored there; any other path is
+// refused and nothing of it is kept.
+#[tokio::test]
+async fn an_entry_names_its_files_where_this_or_the_older_layout_puts_them() {
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    let b = site("b");
+    leased(&b, cluster("a", 1), 1);
+    let e1 = put_id(&a, "c1", b"one").await;
+    let with_blob = |e: &LogEntry, blob: &str| {
+        let mut e = e.clone();
+        let Change::Put(v) = &mut e.change else { panic!("a put") };
+        v.files[0].blob = blob.to_string();
+        e
+    };
+    assert_eq!(e1.files()[0].blob, crate::model::blob_path("t1", "c1", 1, 0));
+    let e2 = put_id(&a, "c2", b"two").await;
+    let legacy = crate::model::legacy_blob_path("t1", "c2", 1, 0);
+    assert!(a.blobs.rename(&e2.files()[0].blob, &legacy).await.unwrap());
+    let e2 = with_blob(&e2, &legacy);
+    assert_eq!(apply(&b, chunks_of(&a, &[e1, e2]), Mode::Log).await.unwrap(), 2);
+    let stored = b.meta.version("t1", "c2", 1).unwrap().unwrap();
+    assert_eq!(stored.files[0].blob, legacy);
+    assert_eq!(b.blobs.read_to_vec(&legacy).await.unwrap(), a.blobs.read_to_vec(&legacy).await.unwrap());
+    let e3 = put_id(&a, "c3", b"three").await;
+    let elsewhere = "t1/c3/elsewhere";
+    assert!(a.blobs.rename(&e3.files()[0].blob, elsewhere).await.unwrap());
+    let err = apply(&b, chunks_of(&a, &[with_blob(&e3, elsewhere)]), Mode::Log).await.unwrap_err();
+    assert!(matches!(err, ReplicaError::Invalid(ref m) if m.contains("unexpected storage path")), "{err:?}");
+    assert!(!b.blobs.exists(elsewhere).await.unwrap() && b.meta.head(shard_of_t1(), "t1", "c3").unwrap().is_none());
+}
+
 // Puts that reach the log together share one synced commit (group
 // commit), numbered in order without gaps.
 #[tokio::test(start_paused = true)]

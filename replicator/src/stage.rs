@@ -109,7 +109,7 @@ where
 /// Commits the staged blob `id` as `file` of an entry from `origin`: checks
 /// it is that file, then gives it the file's path, durably.
 pub async fn commit(site: &Site, id: &str, origin: &str, file: &FileRecord, what: &str) -> Result<(), ReplicaError> {
-    let mut dirs = std::collections::BTreeSet::new();
+    let mut dirs = crate::blob::DirSyncs::default();
     commit_deferred(site, id, origin, file, what, &mut dirs).await?;
     Ok(site.blobs.sync_dirs(dirs).await?)
 }
@@ -122,7 +122,7 @@ pub async fn commit_deferred(
     origin: &str,
     file: &FileRecord,
     what: &str,
-    dirs: &mut std::collections::BTreeSet<std::path::PathBuf>,
+    dirs: &mut crate::blob::DirSyncs,
 ) -> Result<(), ReplicaError> {
     let staged = site
         .staged
