@@ -3,9 +3,12 @@
 //! noisy, so only ratios mean something). Run it from a release build:
 //! `cargo run --release --bin tandem -- bench`.
 //!
-//! 1. A three-site cluster in this process (real rocksdb, real HTTP/2 over
-//!    loopback: gRPC and bulk streams), the DR site stopped so one stream
-//!    runs at a time.
+//! 1. A three-site cluster: the controllers in this process, each site's
+//!    replicator a process of its own as deployed (`procs.rs`; real
+//!    rocksdb, real HTTP/2 over loopback: gRPC and bulk streams), the DR
+//!    site stopped so one stream runs at a time. CPU figures are the whole
+//!    cluster's (this process and every replicator), and per site where
+//!    they say so.
 //! 2. Rounds (`--rounds`, five by default), each running the baselines and
 //!    then tandem, so a slow minute of the machine hits both; every figure
 //!    is the best of its runs, with wall and CPU time, and tandem's runs are
@@ -23,15 +26,15 @@
 //!      once B has stored and synced it), then read back from B.
 //! 3. Small contracts (200 KiB) by 1, 4, 16 and 64 concurrent clients
 //!    (`--clients`), in sync mode, then with B's replicator stopped (single
-//!    site): throughput, latency p50/p99 and CPU per put.
+//!    site): throughput, latency p50/p99 and CPU per put, of the whole
+//!    cluster and of each site's replicator.
 //! 4. The DR site restarts and catches up from its cursor, A to C: the
 //!    large files (timed until the last one is there, against the best
 //!    ceiling and a ceiling run right after), then the small contracts;
 //!    then the same files copied by rsync over loopback TCP, plainly and
 //!    with `--fsync`, when rsync is installed.
 //!
-//! It also prints the process's peak resident memory: every daemon of all
-//! three sites runs in this process, so it bounds each one's.
+//! It also prints each replicator's peak resident memory.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -47,14 +50,15 @@ use tandem_crypto::{RandomSource, SystemRandomSource};
 use tandem_net::Transport;
 use tandem_replicator::client::ReplicatorClient;
 use tandem_replicator::config::ReplicatorConfig;
-use tandem_replicator::server::Replicator;
 use tandem_replicator::write::PutHeader;
 
+mod procs;
 mod stored;
+
+use procs::{cpu_secs, ReplicatorProcess};
 
 use super::controller::start_node;
 use super::demo::{replicator_config, site_config, CONTROLLER_METRICS_OFFSET, KEY_FILE, REPLICATOR_METRICS_OFFSET, REPLICATOR_PORT_OFFSET};
-use super::replicator::start_replicator;
 
 const CHUNK: usize = 1024 * 1024;
 /// Alignment of `O_DIRECT` buffers, offsets and lengths.
@@ -172,7 +176,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
         println!("  {:<46} per round, x that round's ceiling: {} (median {:.2})", "", shown.join(", "), median(&ratios));
     };
     println!();
-    println!("large file, single stream (best of {rounds}; CPU of the whole process, 2 cores)");
+    println!("large file, single stream (best of {rounds}; CPU of the whole cluster: this process and the replicators, 2 cores)");
     line("ceiling: read+crc32+AES-GCM+TCP+write+fsync", &ceiling, "baseline");
     line("same, receiver writing with O_DIRECT", &direct, "reference");
     line("disk floor, put: two O_DIRECT writes at once", &floor_ww, "reference: what this disk allows");
@@ -234,7 +238,12 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
             s.p99_ms / o.p99_ms
         );
     }
-    println!("  (CPU: the whole process, all three sites and the clients, per acknowledged put)");
+    println!("  (CPU: the whole cluster, both replicators running and this process's controllers and clients, per acknowledged put)");
+    let shown = |l: &Latencies| l.by_process.iter().map(|(p, ms)| format!("{p} {ms:.2}")).collect::<Vec<_>>().join(", ");
+    println!("  CPU ms per put by process (replicators by site; bench: the controllers and the clients):");
+    for ((n, s), o) in args.clients.iter().zip(&sync).zip(&single) {
+        println!("  {n:>7}   sync pair: {:<40}   single site: {}", shown(s), shown(o));
+    }
     // Last in A's log: the DR site has every small contract once it has this one.
     let header = PutHeader { tenant: tenant.clone(), contract_id: "last-small".into(), ..Default::default() };
     client.put(&a, &header, &[("small.bin".into(), small.clone())]).await?;
@@ -249,7 +258,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let small_bytes = small_total as u64 * 200 * 1024;
     let large_bytes = rounds as u64 * size;
     let started = Instant::now();
-    cluster.start_replicator(dir, 2).await?;
+    cluster.start_replicator(dir, 2)?;
     let arrived = |id: String| {
         let (client, c, tenant) = (&client, &c, &tenant);
         async move {
@@ -303,7 +312,8 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<()> {
         Ok(None) => println!("  rsync is not installed: no side-by-side with it"),
         Err(e) => println!("  rsync failed ({e}): no side-by-side with it"),
     }
-    println!("peak resident memory of the whole process (3 controllers, 3 replicators, client): {} MiB", peak_rss_mib());
+    let peaks: Vec<String> = procs::peak_rss_mib_by_site().iter().map(|(site, mib)| format!("{site} {mib} MiB")).collect();
+    println!("peak resident memory of each replicator: {}", peaks.join(", "));
     cluster.stop().await;
     Ok(())
 }
@@ -408,14 +418,17 @@ struct Latencies {
     p50_ms: f64,
     p99_ms: f64,
     per_s: f64,
-    /// CPU of the whole process per put.
+    /// CPU of the whole cluster per put.
     cpu_ms: f64,
+    /// CPU per put of each running replicator, by site, and of this
+    /// process (controllers and clients) last, as "bench".
+    by_process: Vec<(String, f64)>,
 }
 
 /// `n` puts of `file` at `addr` by `clients` clients at once, each over its
 /// own connection, contract ids `{prefix}-{i}`.
 async fn small_puts(addr: &str, tenant: &str, prefix: &str, file: &Path, n: usize, clients: usize) -> anyhow::Result<Latencies> {
-    let (started, cpu) = (Instant::now(), cpu_secs());
+    let (started, cpu, sites, own) = (Instant::now(), cpu_secs(), procs::by_site(), procs::own_cpu_secs());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -440,10 +453,16 @@ async fn small_puts(addr: &str, tenant: &str, prefix: &str, file: &Path, n: usiz
         ms.extend(t.await??);
     }
     let total = started.elapsed().as_secs_f64();
-    let cpu_ms = (cpu_secs() - cpu) * 1000.0 / n as f64;
+    let per_put = |secs: f64| secs * 1000.0 / n as f64;
+    let cpu_ms = per_put(cpu_secs() - cpu);
+    let mut by_process: Vec<(String, f64)> = procs::by_site()
+        .into_iter()
+        .filter_map(|(site, now)| sites.iter().find(|(s, _)| *s == site).map(|(_, before)| (site, per_put(now - before))))
+        .collect();
+    by_process.push(("bench".into(), per_put(procs::own_cpu_secs() - own)));
     ms.sort_by(f64::total_cmp);
     let pick = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
-    Ok(Latencies { p50_ms: pick(0.50), p99_ms: pick(0.99), per_s: n as f64 / total, cpu_ms })
+    Ok(Latencies { p50_ms: pick(0.50), p99_ms: pick(0.99), per_s: n as f64 / total, cpu_ms, by_process })
 }
 
 /// One run of a baseline into a fresh directory under `dir`, recorded in
@@ -685,29 +704,11 @@ fn same_file(a: &Path, b: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// CPU time (user + system) this process has used so far, in seconds:
-/// less noisy than wall time on a shared machine, and it shows where a
-/// change saves work.
-fn cpu_secs() -> f64 {
-    // Every thread's user and system time, to the nanosecond (the tick
-    // counts in /proc are 10 ms: too coarse for one small put).
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-}
-
-/// Peak resident set size of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map(|kib| kib / 1024)
-        .unwrap_or(0)
-}
-
-/// Three sites in this process, laid out like `tandem demo`.
+/// Three sites laid out like `tandem demo`: the controllers in this
+/// process, the replicators as processes.
 struct Cluster {
     nodes: Vec<Node>,
-    replicators: Vec<Option<Replicator>>,
+    replicators: Vec<Option<ReplicatorProcess>>,
     base_port: u16,
 }
 
@@ -730,20 +731,27 @@ impl Cluster {
             let text = replicator_config(dir, site, base_port);
             let config = ReplicatorConfig::parse(&text, site)?;
             fill(&config.data_dir, tandem_controller::config::DEFAULT_SHARD_COUNT)?;
-            cluster.replicators.push(Some(start_replicator(config).await?));
+            cluster.replicators.push(Some(ReplicatorProcess::start(dir, site, base_port)?));
         }
-        // Ready when every replicator serves (holds a view: B's read-back
-        // needs one) and a tiny contract is acknowledged in sync mode.
+        // Ready when a tiny contract is acknowledged in sync mode and every
+        // replicator serves it (holds a view: B's read-back needs one).
         let client = ReplicatorClient::new(Transport::Tokio, Duration::from_secs(10));
         let probe = dir.join("probe.txt");
         std::fs::write(&probe, b"probe")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let serving = cluster.replicators.iter().flatten().all(|r| (r.readiness())().ready);
-            if let (true, Ok(tenant)) = (serving, cluster.tenant_owned_by("a")) {
-                let header = PutHeader { tenant, contract_id: "probe".into(), ..Default::default() };
+            if let Some(exited) = cluster.replicators.iter_mut().flatten().find_map(|r| r.exited()) {
+                cluster.stop().await;
+                bail!("{exited}");
+            }
+            if let Ok(tenant) = cluster.tenant_owned_by("a") {
+                let header = PutHeader { tenant: tenant.clone(), contract_id: "probe".into(), ..Default::default() };
                 if let Ok(r) = client.put(&cluster.replicator_addr(0), &header, &[("probe.txt".into(), probe.clone())]).await {
-                    if r.replication.starts_with("sync") {
+                    let mut serving = true;
+                    for i in 1..3 {
+                        serving = serving && client.head(&cluster.replicator_addr(i), &tenant, "probe").await.is_ok();
+                    }
+                    if r.replication.starts_with("sync") && serving {
                         return Ok(cluster);
                     }
                 }
@@ -765,16 +773,14 @@ impl Cluster {
         (0..10_000).map(|i| format!("bench-{i}")).find(|t| state.shard_for(t).is_some_and(|(_, s)| s.owner == site)).context("no tenant found for the site")
     }
 
-    async fn start_replicator(&mut self, dir: &Path, i: usize) -> anyhow::Result<()> {
-        let site = ["a", "b", "c"][i];
-        let text = replicator_config(dir, site, self.base_port);
-        self.replicators[i] = Some(start_replicator(ReplicatorConfig::parse(&text, site)?).await?);
+    fn start_replicator(&mut self, dir: &Path, i: usize) -> anyhow::Result<()> {
+        self.replicators[i] = Some(ReplicatorProcess::start(dir, ["a", "b", "c"][i], self.base_port)?);
         Ok(())
     }
 
     async fn stop_replicator(&mut self, i: usize) {
         if let Some(r) = self.replicators[i].take() {
-            r.shutdown().await;
+            r.stop().await;
         }
     }
 

@@ -2,7 +2,7 @@
 //! grows. For each size, three sites start with N contracts already in
 //! each metadata store (the same ones everywhere, as after replication;
 //! written straight into the stores, without files, since only the
-//! metadata is compared), then the bench measures the whole process's CPU
+//! metadata is compared), then the bench measures the whole cluster's CPU (this process and the replicators)
 //! while the cluster is idle (anti-entropy compares the sites every few
 //! seconds), the time of a `verify` of every shard, and the latency of
 //! sync puts.
@@ -25,7 +25,7 @@ const IDLE: Duration = Duration::from_secs(15);
 const PUTS: usize = 30;
 
 pub async fn run(sizes: &[u64], dir: &Path) -> anyhow::Result<()> {
-    println!("tandem bench --stored: three sites, each holding N contracts; the whole process (3 controllers, 3 replicators)");
+    println!("tandem bench --stored: three sites, each holding N contracts; the whole cluster (3 controllers here, 3 replicator processes)");
     println!("  {:>9}  {:>8}  {:>22}  {:>10}  {:>16}", "contracts", "fill s", "idle CPU, % of a core", "verify ms", "sync put p50 ms");
     let file = dir.join("put.bin");
     random_file(&file, 200 * 1024)?;
