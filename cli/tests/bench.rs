@@ -13,11 +13,15 @@ fn bench_prints_every_figure_against_its_baselines() {
     let out = std::process::Command::new(TANDEM)
         .args(["bench", "--size-mib", "4", "--small-count", "3", "--rounds", "2", "--clients", "1,4", "--dir"])
         .arg(dir.path().join("work"))
+        // The binary the replicator processes run (here the same one).
+        .arg("--replicator-bin")
+        .arg(TANDEM)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for line in [
+        "replicators run from ",
         "ceiling: read+crc32+AES-GCM+TCP+write+fsync",
         "disk floor, put: two O_DIRECT writes at once",
         "disk floor, DR/read: O_DIRECT read + write",
@@ -122,4 +126,15 @@ fn bench_says_how_much_space_it_needs() {
     // 2^40 MiB: the space it needs does not even fit in 64 bits.
     let stderr = bench("1099511627776");
     assert!(stderr.contains("--size-mib 1099511627776 is too large"), "{stderr}");
+}
+
+// Another build's binary for the replicators must exist and be tandem.
+#[test]
+fn bench_refuses_a_replicator_binary_it_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-tandem");
+    let out = std::process::Command::new(TANDEM).args(["bench", "--dir"]).arg(dir.path().join("work")).arg("--replicator-bin").arg(&missing).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no replicator binary at") && stderr.contains("no-such-tandem"), "{stderr}");
 }

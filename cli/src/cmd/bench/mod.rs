@@ -90,6 +90,11 @@ pub struct Args {
     /// Working directory (created, and removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the replicators from this `tandem` binary instead of this one:
+    /// to measure another build (say the one before a change) with the same
+    /// bench, in the same session.
+    #[arg(long)]
+    pub replicator_bin: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -97,6 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("warning: this is a debug build; figures are only meaningful from `cargo run --release`");
     }
     let dir = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id())));
+    if let Some(bin) = &args.replicator_bin {
+        procs::use_binary(bin)?;
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let result = if args.stored.is_empty() { bench(&args, &dir).await } else { stored::run(&args.stored, &dir).await };
     let _ = std::fs::remove_dir_all(&dir);

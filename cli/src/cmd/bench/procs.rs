@@ -4,7 +4,7 @@
 //! whole cluster" add every replicator's CPU to this process's
 //! ([`cpu_secs`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +15,18 @@ use super::super::demo::replicator_config;
 
 /// The replicator processes running now, by site: every CPU count reads them.
 static RUNNING: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+/// The binary they run: this one unless [`use_binary`] said otherwise.
+static BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Runs the replicators from `bin` (another build of tandem).
+pub fn use_binary(bin: &Path) -> anyhow::Result<()> {
+    let bin = bin.canonicalize().with_context(|| format!("no replicator binary at {}", bin.display()))?;
+    let out = Command::new(&bin).arg("--version").output().with_context(|| format!("cannot run {}", bin.display()))?;
+    anyhow::ensure!(out.status.success(), "{} --version failed: is it a tandem binary?", bin.display());
+    println!("replicators run from {} ({})", bin.display(), String::from_utf8_lossy(&out.stdout).trim());
+    *BINARY.lock().unwrap_or_else(|p| p.into_inner()) = Some(bin);
+    Ok(())
+}
 
 /// One site's replicator process; stopped (SIGTERM, then SIGKILL after
 /// 30 s) by [`ReplicatorProcess::stop`] or when dropped.
@@ -31,7 +43,11 @@ impl ReplicatorProcess {
         std::fs::write(&config, replicator_config(dir, site, base_port)).with_context(|| format!("cannot write {}", config.display()))?;
         let log_path = dir.join(format!("{site}-replicator.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-        let exe = std::env::current_exe().context("cannot find this program to start the replicators")?;
+        let chosen = BINARY.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let exe = match chosen {
+            Some(bin) => bin,
+            None => std::env::current_exe().context("cannot find this program to start the replicators")?,
+        };
         let child = Command::new(exe)
             .arg("replicator")
             .arg("--config")
