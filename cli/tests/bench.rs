@@ -70,9 +70,8 @@ fn bench_prints_every_figure_against_its_baselines() {
             .find(|l| l.split_whitespace().next() == Some(clients) && l.contains("sync pair: "))
             .unwrap_or_else(|| panic!("no CPU by process for {clients} clients in:\n{stdout}"));
         let (sync, single) = row.split_once("single site: ").unwrap();
-        let names = |part: &str| -> Vec<String> {
-            part.split(", ").map(|p| p.split_whitespace().rev().nth(1).unwrap_or_default().to_string()).collect::<Vec<_>>()
-        };
+        let names =
+            |part: &str| -> Vec<String> { part.split(", ").map(|p| p.split_whitespace().rev().nth(1).unwrap_or_default().to_string()).collect::<Vec<_>>() };
         assert_eq!(names(sync.split("sync pair: ").nth(1).unwrap().trim()), ["a", "b", "bench"], "{row}");
         assert_eq!(names(single.trim()), ["a", "bench"], "{row}");
         let figures: Vec<f64> = row.split(|c: char| c == ',' || c.is_whitespace()).filter_map(|w| w.parse().ok()).collect();

@@ -116,14 +116,7 @@ pub async fn commit(site: &Site, id: &str, origin: &str, file: &FileRecord, what
 
 /// [`commit`], leaving the directories to sync in `dirs` (see
 /// [`crate::blob::BlobStore::promote_deferred`]).
-pub async fn commit_deferred(
-    site: &Site,
-    id: &str,
-    origin: &str,
-    file: &FileRecord,
-    what: &str,
-    dirs: &mut crate::blob::DirSyncs,
-) -> Result<(), ReplicaError> {
+pub async fn commit_deferred(site: &Site, id: &str, origin: &str, file: &FileRecord, what: &str, dirs: &mut crate::blob::DirSyncs) -> Result<(), ReplicaError> {
     let staged = site
         .staged
         .take(id)

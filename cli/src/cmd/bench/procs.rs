@@ -131,14 +131,10 @@ fn process_cpu_secs(pid: u32) -> Option<f64> {
     parse_stat_cpu(&stat, clock_ticks())
 }
 
+/// `/proc` counts CPU in USER_HZ ticks, which Linux fixes at 100 a second
+/// for user space whatever the kernel's own tick rate.
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+    100.0
 }
 
 /// utime + stime from a `/proc/<pid>/stat` line: fields 14 and 15, counted
