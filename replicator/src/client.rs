@@ -358,7 +358,17 @@ impl ReplicatorClient {
         let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
         // A bulk stream: the file bytes are not copied into gRPC messages.
         let channel = self.channel(addr)?;
-        let mut stream = crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &req).await.map_err(|s| refused(addr, s))?;
+        type Chunks = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::GetChunk, tonic::Status>> + Send>>;
+        let mut stream: Chunks = match crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &req).await {
+            Ok(chunks) => Box::pin(chunks),
+            // A replicator from before 2026-12-08 serves reads as gRPC only
+            // (during a rolling upgrade).
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                let mut client = self.client(addr)?;
+                Box::pin(client.get(req).await.map_err(|s| refused(addr, s))?.into_inner())
+            }
+            Err(s) => return Err(refused(addr, s)),
+        };
         let mut info = None;
         // Each file is written like a blob (writer thread, direct I/O where
         // the filesystem takes it, fsync when complete).

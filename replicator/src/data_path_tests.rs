@@ -264,6 +264,42 @@ async fn an_entry_names_its_files_where_this_or_the_older_layout_puts_them() {
     assert!(!b.blobs.exists(elsewhere).await.unwrap() && b.meta.head(shard_of_t1(), "t1", "c3").unwrap().is_none());
 }
 
+// Reads and a repair's copy go as bulk streams; against a replicator that
+// serves only the gRPC calls (one built before them, during a rolling
+// upgrade) the client and the repairing site fall back to gRPC and get
+// the same bytes.
+#[tokio::test]
+async fn reads_and_repairs_fall_back_to_grpc_at_an_older_replicator() {
+    use tandem_proto::replicator::{contracts_server::ContractsServer, replication_server::ReplicationServer};
+    let a = site("a");
+    leased(&a, cluster("a", 1), 1);
+    let plain = b"a deed read from an older replicator".to_vec();
+    put_id(&a, "c1", &plain).await;
+    let a = Arc::new(a);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let grpc_only = tonic::transport::Server::builder()
+        .add_service(ContractsServer::new(crate::service::ContractsService::new(a.clone())))
+        .add_service(ReplicationServer::new(crate::service::ReplicationService::new(a.clone())))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let server = tokio::spawn(grpc_only);
+    let channel = Transport::Tokio.channel(&addr).unwrap();
+    let bulk = crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &pb::GetRequest { tenant: "t1".into(), contract_id: "c1".into(), version: 0 });
+    assert_eq!(bulk.await.err().map(|s| s.code()), Some(tonic::Code::Unimplemented), "the server has no bulk calls");
+
+    let client = crate::client::ReplicatorClient::new(Transport::Tokio, std::time::Duration::from_secs(10));
+    let (info, hashes) = client.get_hashed(&addr, "t1", "c1").await.unwrap();
+    assert_eq!(info.contract_id, "c1");
+    assert_eq!(hashes["deed.pdf"], blake3::hash(&plain).to_hex().to_string());
+
+    let b = site("b");
+    leased(&b, cluster("a", 1), 1);
+    crate::apply::copy_from(&b, &addr, "t1", "c1").await.unwrap();
+    let v = b.meta.version("t1", "c1", 1).unwrap().unwrap();
+    assert_eq!(b.blobs.read_to_vec(&v.files[0].blob).await.unwrap(), a.blobs.read_to_vec(&v.files[0].blob).await.unwrap());
+    server.abort();
+}
+
 // Puts that reach the log together share one synced commit (group
 // commit), numbered in order without gaps.
 #[tokio::test(start_paused = true)]
