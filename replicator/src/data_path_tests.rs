@@ -284,8 +284,9 @@ async fn reads_and_repairs_fall_back_to_grpc_at_an_older_replicator() {
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     let server = tokio::spawn(grpc_only);
     let channel = Transport::Tokio.channel(&addr).unwrap();
-    let bulk = crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &pb::GetRequest { tenant: "t1".into(), contract_id: "c1".into(), version: 0 });
-    assert_eq!(bulk.await.err().map(|s| s.code()), Some(tonic::Code::Unimplemented), "the server has no bulk calls");
+    let req = pb::GetRequest { tenant: "t1".into(), contract_id: "c1".into(), version: 0 };
+    let bulk = crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &req).await;
+    assert_eq!(bulk.err().map(|s| s.code()), Some(tonic::Code::Unimplemented), "the server has no bulk calls");
 
     let client = crate::client::ReplicatorClient::new(Transport::Tokio, std::time::Duration::from_secs(10));
     let (info, hashes) = client.get_hashed(&addr, "t1", "c1").await.unwrap();
