@@ -78,6 +78,10 @@ fn bench_prints_every_figure_against_its_baselines() {
         assert_eq!(figures.len(), 1 + 5, "{row}");
         assert!(figures.iter().all(|f| *f >= 0.0), "{row}");
     }
+    // Every site's replicator, the stopped ones too.
+    let peaks = stdout.lines().find_map(|l| l.strip_prefix("peak resident memory of each replicator: ")).unwrap();
+    let sites: Vec<&str> = peaks.split(", ").filter_map(|p| p.split_whitespace().next()).collect();
+    assert_eq!(sites, ["a", "b", "c"], "{peaks}");
     // Its working directory is removed.
     assert!(!dir.path().join("work").exists());
 }

@@ -15,6 +15,9 @@ use super::super::demo::replicator_config;
 
 /// The replicator processes running now, by site: every CPU count reads them.
 static RUNNING: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+/// Peak resident memory (MiB) of each site's replicator processes so far,
+/// read as each one stops.
+static PEAKS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
 /// The binary they run: this one unless [`use_binary`] said otherwise.
 static BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
 
@@ -75,6 +78,7 @@ impl ReplicatorProcess {
     }
 
     async fn terminate(&mut self) {
+        note_peak(&self.site, self.child.id());
         RUNNING.lock().unwrap_or_else(|p| p.into_inner()).retain(|(_, pid)| *pid != self.child.id());
         if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -96,14 +100,31 @@ impl Drop for ReplicatorProcess {
     }
 }
 
-/// Peak resident memory (VmHWM) of each running replicator, in MiB.
+fn peak_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(kib / 1024)
+}
+
+fn note_peak(site: &str, pid: u32) {
+    let Some(mib) = peak_mib(pid) else { return };
+    let mut peaks = PEAKS.lock().unwrap_or_else(|p| p.into_inner());
+    match peaks.iter_mut().find(|(s, _)| s == site) {
+        Some((_, peak)) => *peak = (*peak).max(mib),
+        None => peaks.push((site.to_string(), mib)),
+    }
+}
+
+/// Peak resident memory (VmHWM) of each site's replicator, in MiB, over
+/// every process it ran as (a restarted site has had several), by site.
 pub fn peak_rss_mib_by_site() -> Vec<(String, u64)> {
     let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let peak = |pid: u32| {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
-    };
-    running.into_iter().map(|(site, pid)| (site, peak(pid).unwrap_or(0) / 1024)).collect()
+    for (site, pid) in running {
+        note_peak(&site, pid);
+    }
+    let mut peaks = PEAKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    peaks.sort();
+    peaks
 }
 
 /// CPU seconds (user + system) used so far by this process (controllers
