@@ -58,9 +58,9 @@ fn backups_are_consistent_incremental_and_verified_without_keys() {
     assert_eq!(first["site"], "a");
     let blobs = blobs_of(&first);
     for id in ["c1", "c2"] {
-        assert!(blobs.iter().any(|b| b.contains(&format!("/{id}.v"))), "{id} is in the backup: {blobs:?}");
+        assert!(blobs.iter().any(|b| b.contains(&format!("/{id}/"))), "{id} is in the backup: {blobs:?}");
     }
-    assert!(!blobs.iter().any(|b| b.contains("/c3.v")), "a destroyed contract's files are not backed up: {blobs:?}");
+    assert!(!blobs.iter().any(|b| b.contains("/c3/")), "a destroyed contract's files are not backed up: {blobs:?}");
     assert_eq!(first["copied"].as_u64().unwrap() as usize, blobs.len(), "{first}");
     assert!(first["records"].as_u64().unwrap() > 0 && first["log_head"].as_u64().unwrap() >= 4, "{first}");
     assert!(!acked.is_empty());
@@ -68,7 +68,7 @@ fn backups_are_consistent_incremental_and_verified_without_keys() {
     put(&c, "a", &tenant, "c4", &[&deed], &[]);
     let second = manifest(&backup(&c, &at, &[], &[]));
     let new = blobs_of(&second);
-    assert!(new.iter().any(|b| b.contains("/c4.v")), "{new:?}");
+    assert!(new.iter().any(|b| b.contains("/c4/")), "{new:?}");
     assert_eq!(second["copied"].as_u64().unwrap() as usize, new.len() - blobs.len(), "only what the first lacked is copied: {second}");
     assert_eq!(second["reused"].as_u64().unwrap() as usize, blobs.len(), "{second}");
 
@@ -94,7 +94,7 @@ fn backups_are_consistent_incremental_and_verified_without_keys() {
     }
 
     // Damage: one byte of c1's scan, and the first backup's dump cut short.
-    let scan_blob = blobs.iter().find(|b| b.contains("/c1.v") && b.ends_with(".1")).expect("c1's second file").clone();
+    let scan_blob = blobs.iter().find(|b| b.contains("/c1/") && b.ends_with("/1")).expect("c1's second file").clone();
     let scan_hash = first["blobs"].as_array().unwrap().iter().find(|b| b["blob"] == scan_blob.as_str()).unwrap()["blake3"].as_str().unwrap().to_string();
     // Stored by content: one file per distinct ciphertext.
     let damaged = Path::new(&at).join("blobs").join(&scan_hash);

@@ -16,10 +16,7 @@ fn bucket(site: &str) -> String {
 
 /// The objects of one contract in a site's bucket.
 fn objects(s3: &S3Server, site: &str, tenant: &str, id: &str) -> Vec<String> {
-    // Every version's files share the first one's bucket directory.
-    let first = tandem_replicator::model::blob_path(tenant, id, 1, 0);
-    let (dir, _) = first.rsplit_once('/').expect("a blob path has a directory");
-    s3.keys(&bucket(site), &format!("tandem/{dir}/{id}.v"))
+    s3.keys(&bucket(site), &format!("tandem/{tenant}/{id}/"))
 }
 
 fn site_store_error(status: &Value, site: &str) -> Option<String> {

@@ -230,10 +230,10 @@ async fn one_stream_carries_several_entries() {
     assert_eq!(crate::digest::shard_digests(&b, SHARDS as u32).unwrap(), crate::digest::store_digests(&b.meta, SHARDS as u32).unwrap());
 }
 
-// A put's file goes where `blob_path` says (one file in a bucket
-// directory); an entry naming the path of the layout before it (from a
-// site not yet upgraded) is applied and stored there; any other path is
-// refused and nothing of it is kept.
+// A put's file goes where `blob_path` says (a directory per contract and
+// version); an entry naming the bucket layout's path (tried, and accepted
+// so either can be written) is applied and stored there; any other path
+// is refused and nothing of it is kept.
 #[tokio::test]
 async fn an_entry_names_its_files_where_this_or_the_older_layout_puts_them() {
     let a = site("a");
@@ -249,13 +249,13 @@ async fn an_entry_names_its_files_where_this_or_the_older_layout_puts_them() {
     };
     assert_eq!(e1.files()[0].blob, crate::model::blob_path("t1", "c1", 1, 0));
     let e2 = put_id(&a, "c2", b"two").await;
-    let legacy = crate::model::legacy_blob_path("t1", "c2", 1, 0);
-    assert!(a.blobs.rename(&e2.files()[0].blob, &legacy).await.unwrap());
-    let e2 = with_blob(&e2, &legacy);
+    let bucket = crate::model::bucket_blob_path("t1", "c2", 1, 0);
+    assert!(a.blobs.rename(&e2.files()[0].blob, &bucket).await.unwrap());
+    let e2 = with_blob(&e2, &bucket);
     assert_eq!(apply(&b, chunks_of(&a, &[e1, e2]), Mode::Log).await.unwrap(), 2);
     let stored = b.meta.version("t1", "c2", 1).unwrap().unwrap();
-    assert_eq!(stored.files[0].blob, legacy);
-    assert_eq!(b.blobs.read_to_vec(&legacy).await.unwrap(), a.blobs.read_to_vec(&legacy).await.unwrap());
+    assert_eq!(stored.files[0].blob, bucket);
+    assert_eq!(b.blobs.read_to_vec(&bucket).await.unwrap(), a.blobs.read_to_vec(&bucket).await.unwrap());
     let e3 = put_id(&a, "c3", b"three").await;
     let elsewhere = "t1/c3/elsewhere";
     assert!(a.blobs.rename(&e3.files()[0].blob, elsewhere).await.unwrap());
