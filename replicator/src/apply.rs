@@ -27,7 +27,7 @@ use crate::blob::Hashing;
 use crate::error::ReplicaError;
 use crate::ids::{check_file_name, check_id};
 use crate::meta::MetaBatch;
-use crate::model::{is_blob_path_of, Change, ContractHead, LogEntry};
+use crate::model::{blob_path, Change, ContractHead, LogEntry};
 use crate::parts::PartReader;
 use crate::site::Site;
 
@@ -210,7 +210,7 @@ where
             }
             for (i, file) in v.files.iter().enumerate() {
                 check_file_name(&file.name)?;
-                if !is_blob_path_of(&file.blob, &v.tenant, &v.contract_id, v.version, i) {
+                if file.blob != blob_path(&v.tenant, &v.contract_id, v.version, i) {
                     return Err(ReplicaError::Invalid(format!("file {} has an unexpected storage path", file.name)));
                 }
             }

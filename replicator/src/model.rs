@@ -203,64 +203,15 @@ pub fn quarantine_path(blob: &str, origin: &str, epoch: u64) -> String {
 }
 
 /// Object path of a file's ciphertext: by position, never by the
-/// client-given file name: a directory per contract and version.
-///
-/// Tried on 2026-12-08 and not kept: 256 bucket directories per tenant
-/// with the version in the name ([`bucket_blob_path`]), so a new contract
-/// creates no directory. On this project's VM (ext4 without a journal) the
-/// bench was 7 - 11 % slower with it and never reached its best CPU per
-/// put, likely because new inodes went to block groups full of just
-/// deleted ones. Apply accepts both layouts, so either can be written.
+/// client-given file name: a directory per contract and version. (A flat
+/// layout of 256 bucket directories per tenant was measured on 2026-12-08
+/// and not kept: README "Performance".)
 pub fn blob_path(tenant: &str, contract_id: &str, version: u64, index: usize) -> String {
     format!("{tenant}/{contract_id}/v{version}/{index}")
-}
-
-/// The bucket layout (see [`blob_path`]): one file per contract version
-/// and position in one of 256 directories per tenant (by the contract
-/// id's crc32). Unique: ids hold no '/', and read from the right
-/// `.v<version>.<index>` is where the id ends.
-pub fn bucket_blob_path(tenant: &str, contract_id: &str, version: u64, index: usize) -> String {
-    let bucket = crc32fast::hash(contract_id.as_bytes()) & 0xff;
-    format!("{tenant}/{bucket:02x}/{contract_id}.v{version}.{index}")
-}
-
-/// Whether `blob` is where file `index` of this version may be stored.
-pub fn is_blob_path_of(blob: &str, tenant: &str, contract_id: &str, version: u64, index: usize) -> bool {
-    blob == blob_path(tenant, contract_id, version, index) || blob == bucket_blob_path(tenant, contract_id, version, index)
 }
 
 /// What the data key and PII key of a version are bound to, so a wrapped
 /// key cannot be moved to another contract or version.
 pub fn key_context(tenant: &str, contract_id: &str, version: u64, what: &str) -> Vec<u8> {
     format!("tandem/{tenant}/{contract_id}/{version}/{what}").into_bytes()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // The bucket layout adds one name to one of 256 directories; ids
-    // that look like another's name with its suffix still get their own,
-    // and no path of one layout is one of the other's.
-    #[test]
-    fn blob_paths_are_one_file_per_bucket_and_never_shared() {
-        let p = bucket_blob_path("t1", "deed-7", 3, 1);
-        let parts: Vec<&str> = p.split('/').collect();
-        assert_eq!(parts.len(), 3, "{p}");
-        assert_eq!(parts[0], "t1");
-        assert!(parts[1].len() == 2 && u8::from_str_radix(parts[1], 16).is_ok(), "{p}");
-        assert_eq!(parts[2], "deed-7.v3.1");
-        let mut seen = std::collections::BTreeSet::new();
-        for id in ["a", "a.v1", "a.v1.0", "a.v1.v1", "v1", "0"] {
-            for version in [1, 10, 11] {
-                for index in [0, 1, 10] {
-                    assert!(seen.insert(bucket_blob_path("t", id, version, index)), "{id} v{version} #{index}");
-                    assert!(seen.insert(blob_path("t", id, version, index)), "{id} v{version} #{index} (per contract)");
-                }
-            }
-        }
-        assert!(is_blob_path_of(&bucket_blob_path("t", "a", 1, 0), "t", "a", 1, 0));
-        assert!(!is_blob_path_of(&blob_path("t", "a", 1, 0), "t", "a", 1, 1));
-        assert!(!is_blob_path_of(&blob_path("t", "a", 1, 0), "t", "a.v1", 1, 0));
-    }
 }
