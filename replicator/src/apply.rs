@@ -315,13 +315,8 @@ pub async fn copy_version_from(site: &Site, source_addr: &str, tenant: &str, con
     let channel = site.transport.channel(source_addr).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     let call = async {
         let req = pb::FetchRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
-        type Chunks = std::pin::Pin<Box<dyn Stream<Item = Result<pb::ApplyChunk, tonic::Status>> + Send>>;
-        let stream: Chunks = match crate::bulk::download::<_, pb::ApplyChunk>(channel.clone(), crate::bulk::FETCH, &req).await {
-            Ok(chunks) => Box::pin(chunks),
-            // A source from before 2026-12-08 serves it as gRPC only.
-            Err(s) if s.code() == tonic::Code::Unimplemented => Box::pin(crate::peer::client(channel).fetch(req).await?.into_inner()),
-            Err(s) => return Err(s),
-        };
+        let grpc = |channel, req| async move { crate::peer::client(channel).fetch(req).await };
+        let stream = crate::bulk::download_or_grpc(channel, crate::bulk::FETCH, req, grpc).await?;
         apply(site, stream, Mode::Repair).await.map_err(tonic::Status::from)
     };
     match tokio::time::timeout(COPY_TIMEOUT, call).await {

@@ -361,10 +361,35 @@ pub async fn send<R: Message + Default>(channel: Channel, path: &str, body: Body
 /// Calls the download `path` on `channel` with `req`; the chunks the
 /// server streams back. A refusal is the call's error; a failure part-way
 /// is the stream's last item, and so is a body cut short.
-pub async fn download<Q: Message, M: Chunk>(channel: Channel, path: &str, req: &Q) -> Result<impl Stream<Item = Result<M, Status>> + Send + Unpin, Status> {
+pub async fn download<Q: Message, M: Chunk>(
+    channel: Channel,
+    path: &str,
+    req: &Q,
+) -> Result<impl Stream<Item = Result<M, Status>> + Send + Unpin + use<Q, M>, Status> {
     let body = Body::new(http_body_util::Full::new(Bytes::from(req.encode_to_vec())));
     let response = request(channel, path, body).await?;
     Ok(downloaded(response.into_body()))
+}
+
+/// The chunks of a download, type-erased so a caller can take them from
+/// either transport.
+pub type Downloaded<M> = std::pin::Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
+
+/// [`download`], or, from a replicator that serves no bulk calls (one
+/// built before 2026-12-08, during a rolling upgrade), the same chunks
+/// from its gRPC namesake, which `grpc` calls.
+pub async fn download_or_grpc<Q, M, S, F>(channel: Channel, path: &str, req: Q, grpc: impl FnOnce(Channel, Q) -> F) -> Result<Downloaded<M>, Status>
+where
+    Q: Message + 'static,
+    M: Chunk,
+    S: Stream<Item = Result<M, Status>> + Send + 'static,
+    F: std::future::Future<Output = Result<tonic::Response<S>, Status>>,
+{
+    match download::<Q, M>(channel.clone(), path, &req).await {
+        Ok(chunks) => Ok(Box::pin(chunks)),
+        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Box::pin(grpc(channel, req).await?.into_inner())),
+        Err(s) => Err(s),
+    }
 }
 
 /// Sends one bulk request; the response once its headers say it is a

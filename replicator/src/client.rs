@@ -55,6 +55,10 @@ impl ClientError {
     }
 }
 
+fn contracts_client(channel: Channel) -> ContractsClient<Channel> {
+    ContractsClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+}
+
 fn refused(addr: &str, s: tonic::Status) -> ClientError {
     let code = s.metadata().get(tandem_proto::ERROR_CODE_METADATA).and_then(|v| v.to_str().ok()).map(str::to_string);
     if code.is_none() && tandem_controller::client::is_transport_failure(&s) {
@@ -137,7 +141,7 @@ impl ReplicatorClient {
 
     fn client(&self, addr: &str) -> Result<ContractsClient<Channel>, ClientError> {
         let channel = self.channel(addr)?;
-        Ok(ContractsClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+        Ok(contracts_client(channel))
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
@@ -358,17 +362,8 @@ impl ReplicatorClient {
         let req = pb::GetRequest { tenant: tenant.into(), contract_id: contract_id.into(), version };
         // A bulk stream: the file bytes are not copied into gRPC messages.
         let channel = self.channel(addr)?;
-        type Chunks = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::GetChunk, tonic::Status>> + Send>>;
-        let mut stream: Chunks = match crate::bulk::download::<_, pb::GetChunk>(channel, crate::bulk::GET, &req).await {
-            Ok(chunks) => Box::pin(chunks),
-            // A replicator from before 2026-12-08 serves reads as gRPC only
-            // (during a rolling upgrade).
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
-                let mut client = self.client(addr)?;
-                Box::pin(client.get(req).await.map_err(|s| refused(addr, s))?.into_inner())
-            }
-            Err(s) => return Err(refused(addr, s)),
-        };
+        let grpc = |channel, req| async move { contracts_client(channel).get(req).await };
+        let mut stream = crate::bulk::download_or_grpc(channel, crate::bulk::GET, req, grpc).await.map_err(|s| refused(addr, s))?;
         let mut info = None;
         // Each file is written like a blob (writer thread, direct I/O where
         // the filesystem takes it, fsync when complete).
