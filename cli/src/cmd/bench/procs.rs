@@ -149,14 +149,12 @@ pub fn own_cpu_secs() -> f64 {
 /// User + system CPU of process `pid` (all its threads, live and ended).
 fn process_cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_cpu(&stat, clock_ticks())
+    parse_stat_cpu(&stat, USER_HZ)
 }
 
 /// `/proc` counts CPU in USER_HZ ticks, which Linux fixes at 100 a second
 /// for user space whatever the kernel's own tick rate.
-fn clock_ticks() -> f64 {
-    100.0
-}
+const USER_HZ: f64 = 100.0;
 
 /// utime + stime from a `/proc/<pid>/stat` line: fields 14 and 15, counted
 /// after the command name (which may hold spaces and parentheses).
